@@ -1,0 +1,40 @@
+/* blas.c - the one place that talks to CBLAS. */
+#include <cblas.h>
+#include <omp.h>
+
+#include "hostimpl.h"
+
+/* OpenBLAS extensions (declared in its cblas.h; repeated for other CBLAS). */
+extern char *openblas_get_corename(void);
+extern void openblas_set_num_threads(int num_threads);
+
+void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const fl_real *a,
+             int lda, const fl_real *b, int ldb, fl_real beta, fl_real *c, int ldc)
+{
+#ifdef FL_REAL_DOUBLE
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#else
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+}
+
+const char *fl_blas_core(void) { return openblas_get_corename(); }
+void fl_blas_set_threads(int n) { openblas_set_num_threads(n); }
+
+void fl_runtime_init(void)
+{
+    /* flowlab parallelises over fixed tiles itself (see mlp.c); BLAS stays
+     * on one thread so results do not depend on the thread count and the
+     * cores are never oversubscribed. */
+    static int done;
+    if (!done) {
+        /* OpenBLAS's OpenMP build also sets OpenMP's thread count here:
+         * restore ours. */
+        int omp_threads = omp_get_max_threads();
+        openblas_set_num_threads(1);
+        omp_set_num_threads(omp_threads);
+        done = 1;
+    }
+}

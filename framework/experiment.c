@@ -1,0 +1,261 @@
+/* experiment.c - validating an experiment file and assembling its model. */
+#include "experiment.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "hostimpl.h"
+#include "util.h"
+
+static const fl_key exp_keys[] = {
+    { "task", FL_KEY_ENUM, "density", 0, 0, "density",
+      "what to do: density = fit flows to data by exact maximum likelihood" },
+    { "name", FL_KEY_STRING, "experiment", 0, 0, NULL, "run name (default run directory prefix)" },
+    { "seed", FL_KEY_INT, "1", 0, 4611686018427387904.0, NULL,
+      "seed of every random stream (init, data, noise)" },
+    { "threads", FL_KEY_INT, "0", 0, 1024, NULL, "OpenMP threads; 0 = all cores" },
+};
+
+static const fl_key train_keys[] = {
+    { "steps", FL_KEY_INT, "2000", 0, 1e12, NULL, "optimizer steps" },
+    { "batch", FL_KEY_INT, "256", 1, 1 << 20, NULL, "examples per step" },
+    { "lr", FL_KEY_REAL, "1e-3", 0, 10, NULL, "Adam learning rate" },
+    { "beta1", FL_KEY_REAL, "0.9", 0, 0.999999, NULL, "Adam first-moment decay" },
+    { "beta2", FL_KEY_REAL, "0.999", 0, 0.99999999, NULL, "Adam second-moment decay" },
+    { "eps", FL_KEY_REAL, "1e-8", 0, 1, NULL, "Adam epsilon" },
+    { "eval_every", FL_KEY_INT, "500", 0, 1e12, NULL,
+      "steps between test evaluations (one 'epoch' row of metrics.csv); 0 = only at the end" },
+    { "log_every", FL_KEY_INT, "100", 1, 1e12, NULL,
+      "steps between log lines when stderr is not a terminal" },
+    { "checkpoint_every", FL_KEY_INT, "0", 0, 1e12, NULL,
+      "steps between checkpoints; 0 = only at the end" },
+};
+
+static const fl_key eval_keys[] = {
+    { "batch", FL_KEY_INT, "2000", 1, 1 << 20, NULL, "rows per evaluation chunk" },
+};
+
+static const fl_key data_host_keys[] = {
+    { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "data set (see `flowlab plugins`)" },
+};
+
+int64_t fl_exp_int(const fl_values *v, const char *key) { return fl_values_get(v, key)->i; }
+double fl_exp_real(const fl_values *v, const char *key) { return fl_values_get(v, key)->r; }
+
+#define NTAB(t) ((uint32_t)(sizeof(t) / sizeof((t)[0])))
+
+static fl_status resolve_host(const fl_config *c, const char *name, const fl_key *keys, uint32_t n,
+                              fl_values *out)
+{
+    const fl_key *tabs[1] = { keys };
+    uint32_t ns[1] = { n };
+    return fl_values_resolve(c, name, tabs, ns, 1, out);
+}
+
+static fl_status check_sections(const fl_config *c)
+{
+    static const char *const known[] = { "experiment", "data", "train", "eval", "flow", "flow.1" };
+    for (size_t i = 0; i < c->n; i++) {
+        const char *nm = c->s[i].name;
+        int ok = 0;
+        for (size_t k = 0; k < 4 && !ok; k++) ok = strcmp(nm, known[k]) == 0;
+        ok = ok || strcmp(nm, "flow") == 0 || strncmp(nm, "flow.", 5) == 0;
+        if (!ok) {
+            char where[512];
+            fl_config_where(c, &c->s[i], NULL, where, sizeof where);
+            const char *near = fl_closest(nm, known, 6);
+            if (near)
+                fl_err("%s: unknown section [%s]; did you mean [%s]?", where, nm, near);
+            else
+                fl_err("%s: unknown section [%s] (known: experiment, data, flow.N, train, eval)",
+                       where, nm);
+            return FL_ERR_INVALID;
+        }
+    }
+    return FL_OK;
+}
+
+static fl_status make_dataset(fl_experiment *e)
+{
+    const fl_config *c = e->cfg;
+    const fl_cfg_section *sec = fl_config_section(c, "data");
+    fl_cfg_entry *te = fl_config_entry(sec, "type");
+    char where[512];
+    if (!te) {
+        fl_config_where(c, sec, NULL, where, sizeof where);
+        fl_err("%s: [data] missing required key 'type' (a data set; `flowlab plugins` lists them)",
+               where);
+        return FL_ERR_INVALID;
+    }
+    const fl_comp_rec *rec = fl_registry_find(e->reg, FL_KIND_DATASET, te->value);
+    if (!rec) {
+        const char *near = fl_registry_suggest(e->reg, FL_KIND_DATASET, te->value);
+        fl_config_where(c, sec, te, where, sizeof where);
+        if (near)
+            fl_err("%s: [data] type = '%s': no such data set; did you mean '%s'?", where,
+                   te->value, near);
+        else
+            fl_err("%s: [data] type = '%s': no such data set (`flowlab plugins` lists them)",
+                   where, te->value);
+        return FL_ERR_NOT_FOUND;
+    }
+    e->dcls = &rec->cls.dataset;
+    const fl_key *tabs[2] = { data_host_keys, rec->cls.base.keys };
+    uint32_t ns[2] = { NTAB(data_host_keys), rec->cls.base.n_keys };
+    fl_status st = fl_values_resolve(c, "data", tabs, ns, 2, &e->data);
+    if (st != FL_OK) return st;
+    e->data_type = fl_strdup(te->value);
+    e->dcx = fl_ctx_new("data", &e->data, NULL, e->seed);
+    if (!e->dcx || !e->data_type) return FL_ERR_NOMEM;
+    fl_host_clear_error();
+    st = e->dcls->create(fl_host_table(), e->dcx, &e->info, &e->dself);
+    fl_ctx_end_create(e->dcx);
+    if (st != FL_OK) {
+        e->dself = NULL;
+        const char *m = fl_host_last_error();
+        fl_err("[data] %s: %s", te->value, m[0] ? m : fl_status_str(st));
+        return st;
+    }
+    if (e->info.dim == 0) {
+        fl_err("[data] %s reports dimension 0", te->value);
+        return FL_ERR_INVALID;
+    }
+    return FL_OK;
+}
+
+fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out)
+{
+    fl_experiment *e = calloc(1, sizeof *e);
+    if (!e) {
+        fl_config_free(cfg);
+        return FL_ERR_NOMEM;
+    }
+    e->cfg = cfg;
+    e->reg = reg;
+    fl_status st = check_sections(cfg);
+    if (st == FL_OK) st = resolve_host(cfg, "experiment", exp_keys, NTAB(exp_keys), &e->exp);
+    if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, NTAB(train_keys), &e->train);
+    if (st == FL_OK) st = resolve_host(cfg, "eval", eval_keys, NTAB(eval_keys), &e->eval);
+    if (st != FL_OK) goto fail;
+    e->seed = (uint64_t)fl_exp_int(&e->exp, "seed");
+    e->task = fl_values_get(&e->exp, "task")->text;
+    e->batch = (uint32_t)fl_exp_int(&e->train, "batch");
+    e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
+    e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
+
+    st = make_dataset(e);
+    if (st != FL_OK) goto fail;
+
+    e->stack = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);
+    if (!e->stack) {
+        st = FL_ERR_NOMEM;
+        goto fail;
+    }
+    st = fl_stack_from_config(e->stack, reg, cfg);
+    if (st != FL_OK) goto fail;
+    if (e->stack->n == 0) {
+        fl_err("%s: the model has no flow layers: add a [flow.1] section with a type", cfg->path);
+        st = FL_ERR_INVALID;
+        goto fail;
+    }
+    st = fl_arena_finalize(&e->arena, e->seed);
+    if (st == FL_OK) st = fl_stack_ready(e->stack);
+    if (st != FL_OK) goto fail;
+    *out = e;
+    return FL_OK;
+fail:
+    fl_experiment_free(e);
+    return st;
+}
+
+void fl_experiment_free(fl_experiment *e)
+{
+    if (!e) return;
+    fl_stack_free(e->stack);
+    if (e->dself) e->dcls->destroy(e->dself);
+    fl_ctx_free(e->dcx);
+    fl_arena_free(&e->arena);
+    fl_values_free(&e->exp);
+    fl_values_free(&e->train);
+    fl_values_free(&e->eval);
+    fl_values_free(&e->data);
+    free(e->data_type);
+    fl_config_free(e->cfg);
+    free(e);
+}
+
+fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b)
+{
+    fl_buf_printf(b, "; resolved by flowlab from %s: every key, defaults included\n\n",
+                  e->cfg->path);
+    fl_values_write(&e->exp, b);
+    fl_values_write(&e->data, b);
+    /* One section per [flow.N] as written (not per expanded copy). */
+    const char *last = NULL;
+    for (size_t i = 0; i < e->stack->n; i++) {
+        const fl_layer *l = &e->stack->L[i];
+        const fl_value *t = fl_values_get(&l->cfg, "type");
+        if (!t) continue; /* an interleaved permutation */
+        if (last && strcmp(last, l->cfg.section) == 0) continue;
+        last = l->cfg.section;
+        fl_values_write(&l->cfg, b);
+    }
+    fl_values_write(&e->train, b);
+    fl_values_write(&e->eval, b);
+    return b->failed ? FL_ERR_NOMEM : FL_OK;
+}
+
+fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **rows, uint64_t *n)
+{
+    uint64_t cnt = e->info.n[split];
+    uint32_t dim = e->info.dim;
+    if (cnt == 0) {
+        fl_err("[data] %s has no %s split", e->data_type, split == FL_SPLIT_TEST ? "test" : "valid");
+        return FL_ERR_NOT_FOUND;
+    }
+    fl_real *x = fl_alloc(cnt * dim * sizeof(fl_real));
+    if (!x) return FL_ERR_NOMEM;
+    fl_status st = FL_OK;
+    const uint32_t chunk = 4096;
+    if (e->info.drawn & (1u << split)) {
+        char name[320];
+        snprintf(name, sizeof name, "%s/%s", split == FL_SPLIT_TEST ? "test" : "valid",
+                 e->data_type);
+        fl_rng_key key = fl_rng_key_make(0, name);
+        for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
+            uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
+            st = e->dcls->draw(e->dself, split, key, i, m, x + i * dim);
+        }
+    } else {
+        uint64_t idx[4096];
+        for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
+            uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
+            for (uint32_t j = 0; j < m; j++) idx[j] = i + j;
+            st = e->dcls->read(e->dself, split, idx, m, x + i * dim);
+        }
+    }
+    if (st != FL_OK) {
+        fl_free(x);
+        const char *m = fl_host_last_error();
+        fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
+        return st;
+    }
+    *rows = x;
+    *n = cnt;
+    return FL_OK;
+}
+
+fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out)
+{
+    if (!(e->info.drawn & 1u) || !e->dcls->draw) {
+        fl_err("[data] %s: finite training sets arrive with the VAE task", e->data_type);
+        return FL_ERR_UNSUPPORTED;
+    }
+    fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
+    fl_status st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
+    if (st != FL_OK) {
+        const char *m = fl_host_last_error();
+        fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
+    }
+    return st;
+}

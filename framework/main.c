@@ -1,0 +1,89 @@
+/* main.c - the flowlab command: dispatch to subcommands. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "hostimpl.h"
+#include "log.h"
+#include "util.h"
+
+#ifndef FL_VERSION
+#define FL_VERSION "0.1.0"
+#endif
+
+static const char usage[] =
+    "usage: flowlab [--plugin PATH]... [--quiet] COMMAND [ARGS]\n"
+    "\n"
+    "Normalizing flows and variational inference, with every layer a plugin.\n"
+    "\n"
+    "commands:\n"
+    "  run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR]\n"
+    "                      train and evaluate the experiment; writes a run directory\n"
+    "  plugins [NAME]      list components, or document one component's keys\n"
+    "  sample RUN_DIR -n N [-o FILE] [--seed S]\n"
+    "                      draw N samples from a trained model as CSV\n"
+    "  check [--flow NAME] [--dim D] [--seed S]\n"
+    "                      run the conformance checks on flow layers\n"
+    "\n"
+    "options:\n"
+    "  --plugin PATH       also load this plugin (repeatable); FLOWLAB_PLUGIN_PATH\n"
+    "                      (colon-separated files or folders) is searched too\n"
+    "  --quiet             only warnings and errors on stderr\n"
+    "  --help, -h          this text (COMMAND --help: the command's)\n"
+    "  --version           print the version\n"
+    "\n"
+    "exit codes: 0 ok, 1 run failed (e.g. non-finite loss), 2 bad command line,\n"
+    "  3 bad experiment file or --set, 4 missing or refused plugin,\n"
+    "  5 missing input or unwritable output\n";
+
+int main(int argc, char **argv)
+{
+    fl_runtime_init();
+    fl_cli cli = { 0 };
+    cli.plugins = calloc((size_t)argc + 1, sizeof *cli.plugins);
+    if (!cli.plugins) return FL_EXIT_FAILURE;
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            free(cli.plugins);
+            return FL_EXIT_OK;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("flowlab %s (ABI %d.%d, fl_real = %s)\n", FL_VERSION, FL_ABI_MAJOR,
+                   FL_ABI_MINOR, FL_REAL_NAME);
+            free(cli.plugins);
+            return FL_EXIT_OK;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            fl_log_set_level(FL_LOG_WARN);
+        } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
+            cli.plugins[cli.n_plugins++] = argv[++i];
+        } else {
+            fprintf(stderr, "flowlab: error: unknown option '%s' (see flowlab --help)\n", argv[i]);
+            free(cli.plugins);
+            return FL_EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        fputs(usage, stderr);
+        free(cli.plugins);
+        return FL_EXIT_USAGE;
+    }
+    const char *cmd = argv[i];
+    int sub_argc = argc - i;
+    char **sub_argv = argv + i;
+    int rc;
+    if (strcmp(cmd, "run") == 0) rc = fl_cmd_run(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "plugins") == 0) rc = fl_cmd_plugins(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "sample") == 0) rc = fl_cmd_sample(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "check") == 0) rc = fl_cmd_check(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        rc = FL_EXIT_OK;
+    } else {
+        fprintf(stderr, "flowlab: error: unknown command '%s' (see flowlab --help)\n", cmd);
+        rc = FL_EXIT_USAGE;
+    }
+    free(cli.plugins);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* registry.h - loading plugins and looking up their components.
+ *
+ * A registry owns the dlopen handles of every accepted plugin and a host
+ * copy of every component class. Plugins stay loaded until the registry is
+ * freed, which must happen after every component instance is destroyed. */
+#ifndef FL_REGISTRY_H
+#define FL_REGISTRY_H
+
+#include <flowlab/flowlab.h>
+
+typedef struct fl_plugin_rec {
+    char *path;
+    void *handle;
+    char *name, *version;
+} fl_plugin_rec;
+
+typedef struct fl_comp_rec {
+    fl_kind kind;
+    size_t plugin;           /* index into plugins */
+    union {                  /* host copy, min(struct_size, sizeof) bytes */
+        fl_component base;
+        fl_flow_class flow;
+        fl_dataset_class dataset;
+    } cls;
+} fl_comp_rec;
+
+typedef struct fl_registry {
+    fl_plugin_rec *plugins;
+    size_t n_plugins, cap_plugins;
+    fl_comp_rec *comps;
+    size_t n_comps, cap_comps;
+    char **refused;          /* one message per refused plugin */
+    size_t n_refused;
+} fl_registry;
+
+fl_registry *fl_registry_new(void);
+void fl_registry_free(fl_registry *r);
+
+/* Loads one plugin file. On refusal returns non-OK with fl_err set to
+ * "PATH: reason" and records the message in r->refused; the registry is
+ * unchanged. Loading the same file twice is a no-op. */
+fl_status fl_registry_load(fl_registry *r, const char *path);
+
+/* Loads every *.so under `dir` (two levels deep). Refusals are logged as
+ * warnings and recorded; returns the number refused. A missing directory
+ * is not an error. */
+size_t fl_registry_load_dir(fl_registry *r, const char *dir);
+
+/* The default search: the build tree's plugin folder when the program runs
+ * from the build tree, else the install folder; then every directory of
+ * FLOWLAB_PLUGIN_PATH (colon-separated). */
+void fl_registry_load_defaults(fl_registry *r);
+
+const fl_comp_rec *fl_registry_find(const fl_registry *r, fl_kind kind, const char *name);
+const char *fl_kind_name(fl_kind kind);
+
+/* A "did you mean" for an unknown component name of `kind`, or NULL. */
+const char *fl_registry_suggest(const fl_registry *r, fl_kind kind, const char *name);
+
+/* Keys that the host itself reads in the section of a component of `kind`;
+ * a component may not declare them. NULL-terminated. */
+const char *const *fl_reserved_keys(fl_kind kind);
+
+/* Checks a key table; on error returns non-OK with fl_err set. */
+fl_status fl_schema_check(fl_kind kind, const fl_key *keys, uint32_t n);
+
+#endif

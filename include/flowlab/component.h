@@ -1,0 +1,26 @@
+/*
+ * flowlab/component.h - the header every component class starts with.
+ *
+ * A component class (flow, dataset, ...) is a plugin-owned static struct
+ * whose first member is an fl_component. The host reads `struct_size` and
+ * copies at most min(struct_size, sizeof(its own struct)) bytes, so a class
+ * struct may grow at the end without breaking older plugins or hosts.
+ *
+ * Lifetime: the class struct and everything it points to must stay valid
+ * while the plugin is loaded (static storage). Thread-safety: read-only.
+ */
+#ifndef FLOWLAB_COMPONENT_H
+#define FLOWLAB_COMPONENT_H
+
+#include "core.h"
+#include "schema.h"
+
+typedef struct fl_component {
+    uint32_t struct_size;  /* sizeof the whole kind-specific class struct */
+    const char *name;      /* unique per kind, [a-z0-9-]+, e.g. "affine-coupling" */
+    const char *summary;   /* one line for `flowlab plugins` */
+    const fl_key *keys;    /* INI keys of this component's section */
+    uint32_t n_keys;
+} fl_component;
+
+#endif /* FLOWLAB_COMPONENT_H */

@@ -1,0 +1,49 @@
+/*
+ * flowlab/dataset.h - the data-set component.
+ *
+ * A data set has up to three splits (train, valid, test) of rows of `dim`
+ * numbers. A split is either finite (a fixed number of rows, read by index)
+ * or drawn: an endless stream of fresh examples generated from a random
+ * key, row i of the stream being a pure function of (key, i). The 2D toy
+ * sets draw; files are finite. A drawn test split is made finite by the
+ * host: it draws `info.n[FL_SPLIT_TEST]` rows once from a fixed key.
+ *
+ *   static fl_status moons_draw(void *self, fl_split s, fl_rng_key k,
+ *                               uint64_t first, uint32_t n, fl_real *out);
+ *
+ * Thread-safety: draw and read may be called concurrently on one instance
+ * with disjoint `out` buffers.
+ */
+#ifndef FLOWLAB_DATASET_H
+#define FLOWLAB_DATASET_H
+
+#include "component.h"
+#include "host.h"
+
+typedef enum fl_split { FL_SPLIT_TRAIN = 0, FL_SPLIT_VALID = 1, FL_SPLIT_TEST = 2 } fl_split;
+
+typedef struct fl_dataset_info {
+    uint32_t dim;           /* row width */
+    uint32_t drawn;         /* bit s set: split s is drawn, not read */
+    uint64_t n[3];          /* rows per split; for a drawn split, the size of
+                               a fixed evaluation draw (0 = split absent) */
+    uint32_t image_h, image_w; /* > 0 when rows are images (for pictures) */
+} fl_dataset_info;
+
+typedef struct fl_dataset_class {
+    fl_component base;
+    uint32_t flags;         /* reserved, 0 */
+
+    /* Reads config, loads or prepares the data, fills *info. */
+    fl_status (*create)(const fl_host *host, fl_ctx *cx, fl_dataset_info *info, void **self);
+    void (*destroy)(void *self);
+
+    /* Drawn splits: rows first .. first+n-1 of the stream keyed by `key`. */
+    fl_status (*draw)(void *self, fl_split split, fl_rng_key key, uint64_t first, uint32_t n,
+                      fl_real *out);
+    /* Finite splits: rows rows[0..n-1]. NULL if no split is finite. */
+    fl_status (*read)(void *self, fl_split split, const uint64_t *rows, uint32_t n,
+                      fl_real *out);
+} fl_dataset_class;
+
+#endif /* FLOWLAB_DATASET_H */

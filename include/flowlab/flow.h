@@ -1,0 +1,106 @@
+/*
+ * flowlab/flow.h - the flow-layer component: a bijection y = f(x; theta, c).
+ *
+ * A flow maps rows of `dim` numbers, optionally conditioned on a context row
+ * c of `context_dim` numbers (IAF's h). It provides
+ *   forward   y = f(x), logdet[r] += log|det dy/dx| for each row r;
+ *   backward  the vector-Jacobian product of the last forward:
+ *             dx += dy . dy/dx + dlogdet . dlogdet/dx, and likewise dtheta,
+ *             dc (every output of backward is accumulated; the host zeroes);
+ *   inverse   x = f^-1(y), logdet[r] += log|det dx/dy| (where one exists).
+ *
+ * Conventions: row-major, one row per example, rows independent unless the
+ * class declares FL_FLOW_BATCH_COUPLED. `theta` is this instance's block of
+ * the flat parameter array (offsets from fl_host.param).
+ *
+ *   const fl_flow_class my_flow = {
+ *       .base = { sizeof(fl_flow_class), "my-flow", "y = x + b",
+ *                 my_keys, 1 },
+ *       .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE,
+ *       .create = my_create, .destroy = my_destroy,
+ *       .forward = my_forward, .backward = my_backward, .inverse = my_inverse,
+ *   };
+ *
+ * Thread-safety: calls on one instance are serialised by the host; distinct
+ * instances may run concurrently. An instance may use OpenMP inside a call.
+ */
+#ifndef FLOWLAB_FLOW_H
+#define FLOWLAB_FLOW_H
+
+#include "component.h"
+#include "host.h"
+
+/* Metadata the host uses to reject impossible models when the config loads. */
+enum {
+    FL_FLOW_HAS_INVERSE = 1u << 0,       /* inverse is provided and exact */
+    FL_FLOW_CHEAP_FORWARD = 1u << 1,     /* forward is one parallel pass */
+    FL_FLOW_CHEAP_INVERSE = 1u << 2,     /* inverse is one parallel pass */
+    FL_FLOW_ACCEPTS_CONTEXT = 1u << 3,   /* uses c when context_dim > 0 */
+    FL_FLOW_BATCH_COUPLED = 1u << 4,     /* rows interact (batch norm) */
+    FL_FLOW_AUTOREGRESSIVE = 1u << 5     /* Jacobian triangular in some order */
+};
+
+/* What an instance is created for. */
+typedef struct fl_flow_shape {
+    uint32_t dim;          /* row width of x and y */
+    uint32_t context_dim;  /* 0 = no context */
+    uint32_t max_rows;     /* the largest n of any call: size workspaces by it */
+    uint32_t index;        /* position within its [flow.N] repeat group, from 0 */
+    uint32_t position;     /* position in the whole stack, from 0 */
+} fl_flow_shape;
+
+typedef struct fl_flow_fwd {
+    uint32_t n;            /* rows, <= max_rows */
+    fl_mode mode;
+    const fl_real *theta;  /* parameter block */
+    const fl_real *x;      /* n x dim, input */
+    fl_real *y;            /* n x dim, output (never aliases x) */
+    fl_real *logdet;       /* n, accumulated: += log|det dy/dx| */
+    const fl_real *c;      /* n x context_dim, or NULL */
+} fl_flow_fwd;
+
+typedef struct fl_flow_bwd {
+    uint32_t n;
+    fl_mode mode;
+    const fl_real *theta;
+    fl_real *dtheta;       /* parameter block of gradients, accumulated */
+    const fl_real *x;      /* the input of the last forward */
+    const fl_real *y;      /* its output */
+    const fl_real *c;      /* its context, or NULL */
+    const fl_real *dy;     /* n x dim: dL/dy */
+    const fl_real *dlogdet;/* n: dL/dlogdet for each row */
+    fl_real *dx;           /* n x dim, accumulated */
+    fl_real *dc;           /* n x context_dim, accumulated; NULL = not needed */
+} fl_flow_bwd;
+
+typedef struct fl_flow_inv {
+    uint32_t n;
+    fl_mode mode;
+    const fl_real *theta;
+    const fl_real *y;      /* n x dim, input */
+    fl_real *x;            /* n x dim, output (never aliases y) */
+    fl_real *logdet;       /* n, accumulated: += log|det dx/dy|; may be NULL */
+    const fl_real *c;      /* n x context_dim, or NULL */
+} fl_flow_inv;
+
+typedef struct fl_flow_class {
+    fl_component base;
+    uint32_t flags;        /* FL_FLOW_* */
+
+    /* Creates an instance for `shape`: read config, request parameters,
+     * workspaces and MLPs through `host`. On error returns non-FL_OK after
+     * host->error(...) and frees what it allocated itself. */
+    fl_status (*create)(const fl_host *host, fl_ctx *cx, const fl_flow_shape *shape,
+                        void **self);
+    /* Frees what create allocated itself (not host-owned memory). */
+    void (*destroy)(void *self);
+
+    fl_status (*forward)(void *self, const fl_flow_fwd *a);
+    /* Must follow a forward on the same rows with the same arguments: an
+     * instance may reuse what forward cached. */
+    fl_status (*backward)(void *self, const fl_flow_bwd *a);
+    /* NULL when FL_FLOW_HAS_INVERSE is not set. */
+    fl_status (*inverse)(void *self, const fl_flow_inv *a);
+} fl_flow_class;
+
+#endif /* FLOWLAB_FLOW_H */

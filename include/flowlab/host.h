@@ -1,0 +1,160 @@
+/*
+ * flowlab/host.h - the services the host offers a plugin.
+ *
+ * A plugin links against nothing of flowlab: everything it needs from the
+ * host (configuration values, parameters, workspaces, random streams, BLAS,
+ * a ready-made MLP, logging) arrives as the function table `fl_host`, handed
+ * to the plugin's init and to every create. Together with an `fl_ctx` (the
+ * identity of one component instance) it is all a component needs.
+ *
+ *   static fl_status my_create(const fl_host *h, fl_ctx *cx,
+ *                              const fl_flow_shape *sh, void **out)
+ *   {
+ *       my_flow *f = calloc(1, sizeof *f);
+ *       if (!f) return FL_ERR_NOMEM;
+ *       f->scale = h->cfg_real(cx, "scale");            // validated already
+ *       fl_param_spec w = { "w", sh->dim, FL_INIT_NORMAL, 0, 0, 0.01 };
+ *       fl_status st = h->param(cx, &w, &f->w_off);     // offset in theta
+ *       if (st != FL_OK) { free(f); return st; }
+ *       *out = f;
+ *       return FL_OK;
+ *   }
+ *
+ * Lifetimes. The fl_host table lives as long as the process. An fl_ctx lives
+ * as long as the component instance it was given to (it is destroyed after
+ * the instance's destroy returns), so an instance may keep it for logging.
+ * param, workspace, mlp_create and the cfg_* getters may be called only
+ * during create; every other function at any time.
+ *
+ * Ownership. Parameters, gradients, workspaces and MLPs are owned by the
+ * host and freed after the instance is destroyed; a plugin never frees them.
+ *
+ * Thread-safety. The cfg_*, param, workspace, mlp_create and rng_key calls
+ * are not thread-safe (the host calls create from one thread). log, gemm
+ * and the mlp_forward/mlp_backward calls on distinct MLPs are thread-safe.
+ */
+#ifndef FLOWLAB_HOST_H
+#define FLOWLAB_HOST_H
+
+#include "core.h"
+#include "rng.h"
+
+/* One component instance's handle into the host. Opaque. */
+typedef struct fl_ctx fl_ctx;
+
+/* An MLP owned by the host (see mlp_create). Opaque. */
+typedef struct fl_mlp fl_mlp;
+
+typedef enum fl_log_level { FL_LOG_DEBUG = 0, FL_LOG_INFO = 1, FL_LOG_WARN = 2, FL_LOG_ERROR = 3 } fl_log_level;
+
+/* Parameter initialisations, applied by the host after all components are
+ * created, from a random stream keyed by the seed and the parameter's name. */
+typedef enum fl_init {
+    FL_INIT_ZERO = 0,
+    FL_INIT_CONST = 1,    /* every entry = value */
+    FL_INIT_NORMAL = 2,   /* N(0, value^2) */
+    FL_INIT_UNIFORM = 3,  /* U(-value, value) */
+    FL_INIT_GLOROT = 4    /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+} fl_init;
+
+/* A request for `size` parameters named `name` (unique within the
+ * component; the host prefixes the component's path, e.g. "flow.3.s.W0"). */
+typedef struct fl_param_spec {
+    const char *name;
+    size_t size;
+    fl_init init;
+    uint32_t fan_in, fan_out;  /* for FL_INIT_GLOROT */
+    double value;              /* for CONST, NORMAL, UNIFORM */
+} fl_param_spec;
+
+typedef enum fl_act {
+    FL_ACT_LINEAR = 0,
+    FL_ACT_RELU = 1,
+    FL_ACT_TANH = 2,
+    FL_ACT_ELU = 3,
+    FL_ACT_SOFTPLUS = 4,
+    FL_ACT_SIGMOID = 5
+} fl_act;
+
+/* A multilayer perceptron: in -> hidden[0] -> ... -> out, `act` after every
+ * hidden layer, linear output. Weights are Glorot-initialised, biases zero;
+ * `out_init`/`out_scale` override the last layer's weights (use FL_INIT_ZERO
+ * to start a flow at the identity). Optional MADE masks: masks[l] is a
+ * (fan_in x fan_out) 0/1 matrix for layer l, row-major, copied by the host;
+ * the host multiplies by a pre-masked copy of W, so each layer stays one
+ * GEMM. NULL masks = dense. */
+typedef struct fl_mlp_spec {
+    const char *name;          /* parameter prefix, e.g. "s" */
+    uint32_t in, out;
+    uint32_t n_hidden;
+    const uint32_t *hidden;    /* n_hidden widths */
+    fl_act act;
+    fl_init out_init;          /* last-layer weights init (GLOROT for plain) */
+    double out_scale;          /* value for out_init */
+    const uint8_t *const *masks; /* NULL, or n_hidden+1 masks */
+    const fl_real *out_bias;   /* NULL, or `out` initial output biases */
+} fl_mlp_spec;
+
+/*
+ * The host function table. Append-only: fields are never removed or
+ * reordered; check `struct_size` before using a field newer than your
+ * plugin's ABI minor.
+ */
+typedef struct fl_host {
+    uint32_t struct_size;  /* sizeof(fl_host) of the host */
+    uint32_t abi_major, abi_minor;
+
+    /* Printf-style logging, prefixed with the component's path. Thread-safe. */
+    void (*log)(fl_ctx *cx, fl_log_level lvl, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+    /* Sets the message that goes with the error status a component is about
+     * to return; the host prints it with the component's path. */
+    void (*error)(fl_ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+    /* Validated configuration values of this component's INI section (or
+     * defaults). Asking for a key the component did not declare is a bug:
+     * the host logs it and returns 0 / "" / NULL. cfg_str's result lives as
+     * long as the ctx. cfg_int_list stores at most `cap` values in `out` and
+     * returns how many the key holds. */
+    int64_t (*cfg_int)(fl_ctx *cx, const char *key);
+    double (*cfg_real)(fl_ctx *cx, const char *key);
+    int (*cfg_bool)(fl_ctx *cx, const char *key);
+    const char *(*cfg_str)(fl_ctx *cx, const char *key);
+    size_t (*cfg_int_list)(fl_ctx *cx, const char *key, int64_t *out, size_t cap);
+
+    /* Requests parameters; on success *offset is their position inside this
+     * component's parameter block (the `theta` passed to every call). All of
+     * one component's parameters are contiguous, in request order. */
+    fl_status (*param)(fl_ctx *cx, const fl_param_spec *spec, size_t *offset);
+
+    /* A zeroed, 64-byte aligned scratch buffer of `bytes`, owned by the host
+     * and stable until the instance is destroyed. Size it for the largest
+     * call (max_rows); never allocate in forward/backward. NULL on OOM. */
+    void *(*workspace)(fl_ctx *cx, size_t bytes);
+
+    /* Random stream `name` of this component: derived from the experiment
+     * seed and the component's path, so it is stable across runs. */
+    fl_rng_key (*rng_key)(fl_ctx *cx, const char *name);
+
+    /* C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?gemm. */
+    void (*gemm)(int trans_a, int trans_b, int m, int n, int k, fl_real alpha,
+                 const fl_real *a, int lda, const fl_real *b, int ldb, fl_real beta,
+                 fl_real *c, int ldc);
+
+    /* Creates an MLP whose parameters and workspace (for `max_rows` rows)
+     * belong to this component. NULL on error (message already set). */
+    fl_mlp *(*mlp_create)(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_rows);
+
+    /* out (n x spec.out) = MLP(in (n x spec.in)); caches activations for
+     * mlp_backward. `theta` is the component's parameter block. */
+    void (*mlp_forward)(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in,
+                        fl_real *out);
+
+    /* Given dout (n x out) for the last mlp_forward on the same rows:
+     * dtheta += d/dtheta, and din += d/din when din is not NULL. */
+    void (*mlp_backward)(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
+                         const fl_real *dout, fl_real *din);
+} fl_host;
+
+#endif /* FLOWLAB_HOST_H */

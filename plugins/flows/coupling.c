@@ -1,0 +1,299 @@
+/* coupling.c - Real NVP affine coupling (Dinh et al. 2017).
+ *
+ *   y_c = x_c,   y_t = x_t * exp(s(x_c, h)) + t(x_c, h),   logdet = sum s
+ *
+ * x_c are the conditioning coordinates, x_t the transformed ones, chosen by
+ * a mask that alternates with the layer's position in its repeat group.
+ * s and t come from MLPs (host service); s is soft-bounded,
+ * s = b * tanh(raw / b), so exp(s) stays in [e^-b, e^b]. Both directions
+ * are one parallel pass. */
+#include <stdlib.h>
+#include <string.h>
+#include <tgmath.h>
+
+#include <flowlab/flowlab.h>
+
+enum { MASK_ALTERNATE, MASK_CHECKERBOARD, MASK_RANDOM };
+enum { NET_SEPARATE, NET_SHARED };
+
+typedef struct coupling {
+    const fl_host *h;
+    uint32_t dim, ctx_dim, dc, dt, in;
+    uint32_t *cond, *trans;     /* coordinate indices */
+    double bound;
+    int shared;
+    fl_mlp *snet, *tnet;        /* tnet == NULL when shared */
+    fl_real *cin;               /* n x in: conditioner input */
+    fl_real *dcin;              /* n x in */
+    fl_real *st;                /* n x 2dt: raw net outputs (s | t) */
+    fl_real *s;                 /* n x dt: bounded s, cached for backward */
+    fl_real *dst;               /* n x 2dt: gradients of raw outputs */
+} coupling;
+
+static const fl_key keys[] = {
+    { "hidden", FL_KEY_INT_LIST, "64,64", 1, 1 << 20, NULL,
+      "hidden widths of the s and t networks" },
+    { "activation", FL_KEY_ENUM, "relu", 0, 0, "relu|tanh|elu|softplus", "hidden activation" },
+    { "mask", FL_KEY_ENUM, "alternate", 0, 0, "alternate|checkerboard|random",
+      "conditioning split: halves swapping each layer, even/odd coordinates, or a seeded "
+      "random half" },
+    { "net", FL_KEY_ENUM, "separate", 0, 0, "separate|shared",
+      "separate s and t networks, or one network with both outputs" },
+    { "scale_bound", FL_KEY_REAL, "1", 0, 1e6, NULL,
+      "s = b*tanh(raw/b) keeps the log-scale in [-b, b]; 0 = unbounded" },
+    { "zero_init", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "start the networks' last layers at zero, so the layer starts as the identity" },
+};
+
+static void destroy(void *self)
+{
+    coupling *c = self;
+    if (!c) return;
+    free(c->cond);
+    free(c->trans);
+    free(c);
+}
+
+static fl_act act_of(int64_t i)
+{
+    static const fl_act a[] = { FL_ACT_RELU, FL_ACT_TANH, FL_ACT_ELU, FL_ACT_SOFTPLUS };
+    return a[i];
+}
+
+static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, void **self)
+{
+    if (sh->dim < 2) {
+        h->error(cx, "affine coupling needs dim >= 2 (got %u)", sh->dim);
+        return FL_ERR_INVALID;
+    }
+    coupling *c = calloc(1, sizeof *c);
+    if (!c) return FL_ERR_NOMEM;
+    c->h = h;
+    c->dim = sh->dim;
+    c->ctx_dim = sh->context_dim;
+    c->bound = h->cfg_real(cx, "scale_bound");
+    c->shared = h->cfg_int(cx, "net") == NET_SHARED;
+    c->cond = calloc(sh->dim, sizeof *c->cond);
+    c->trans = calloc(sh->dim, sizeof *c->trans);
+    uint32_t *perm = calloc(sh->dim, sizeof *perm);
+    if (!c->cond || !c->trans || !perm) {
+        free(perm);
+        destroy(c);
+        return FL_ERR_NOMEM;
+    }
+    uint32_t D = sh->dim, half = D / 2, odd = sh->index & 1;
+    switch (h->cfg_int(cx, "mask")) {
+    case MASK_ALTERNATE:
+        /* Even layers condition on [0, half); odd ones on [half, D). */
+        for (uint32_t j = 0; j < D; j++)
+            perm[j] = !odd ? j : j < D - half ? j + half : j - (D - half);
+        c->dc = odd ? D - half : half;
+        break;
+    case MASK_CHECKERBOARD: {
+        uint32_t k = 0;
+        for (uint32_t j = 0; j < D; j++)
+            if ((j + odd) % 2 == 0) perm[k++] = j;
+        c->dc = k;
+        for (uint32_t j = 0; j < D; j++)
+            if ((j + odd) % 2 == 1) perm[k++] = j;
+        break;
+    }
+    default: { /* seeded random half: Fisher-Yates from this layer's stream */
+        fl_rng_key key = h->rng_key(cx, "mask");
+        for (uint32_t j = 0; j < D; j++) perm[j] = j;
+        for (uint32_t j = D - 1; j > 0; j--) {
+            fl_real u;
+            fl_rng_uniform(key, 0, j, 1, &u);
+            uint32_t k = (uint32_t)(u * (fl_real)(j + 1));
+            if (k > j) k = j;
+            uint32_t t = perm[j];
+            perm[j] = perm[k];
+            perm[k] = t;
+        }
+        c->dc = half;
+        break;
+    }
+    }
+    c->dt = D - c->dc;
+    for (uint32_t j = 0; j < c->dc; j++) c->cond[j] = perm[j];
+    for (uint32_t j = 0; j < c->dt; j++) c->trans[j] = perm[c->dc + j];
+    free(perm);
+
+    int64_t hid[64];
+    size_t nh = h->cfg_int_list(cx, "hidden", hid, 64);
+    if (nh > 64) {
+        h->error(cx, "at most 64 hidden layers (got %zu)", nh);
+        destroy(c);
+        return FL_ERR_INVALID;
+    }
+    uint32_t hw[64];
+    for (size_t i = 0; i < nh; i++) hw[i] = (uint32_t)hid[i];
+    c->in = c->dc + c->ctx_dim;
+    int zero = h->cfg_bool(cx, "zero_init");
+    fl_mlp_spec spec = { "s", c->in, c->shared ? 2 * c->dt : c->dt, (uint32_t)nh, hw,
+                         act_of(h->cfg_int(cx, "activation")),
+                         zero ? FL_INIT_ZERO : FL_INIT_GLOROT, 0, NULL, NULL };
+    uint32_t rows = sh->max_rows;
+    c->snet = h->mlp_create(cx, &spec, rows);
+    if (c->snet && !c->shared) {
+        spec.name = "t";
+        c->tnet = h->mlp_create(cx, &spec, rows);
+    }
+    size_t R = rows, fs = sizeof(fl_real);
+    c->cin = h->workspace(cx, R * c->in * fs);
+    c->dcin = h->workspace(cx, R * c->in * fs);
+    c->st = h->workspace(cx, R * 2 * c->dt * fs);
+    c->s = h->workspace(cx, R * c->dt * fs);
+    c->dst = h->workspace(cx, R * 2 * c->dt * fs);
+    if (!c->snet || (!c->shared && !c->tnet) || !c->cin || !c->dcin || !c->st || !c->s || !c->dst) {
+        destroy(c);
+        return FL_ERR_NOMEM;
+    }
+    *self = c;
+    return FL_OK;
+}
+
+/* Conditioner input rows [x_c | h]. */
+static void gather(const coupling *c, uint32_t n, const fl_real *x, const fl_real *ctx)
+{
+    for (uint32_t r = 0; r < n; r++) {
+        fl_real *dst = c->cin + (size_t)r * c->in;
+        const fl_real *xr = x + (size_t)r * c->dim;
+        for (uint32_t j = 0; j < c->dc; j++) dst[j] = xr[c->cond[j]];
+        if (c->ctx_dim) memcpy(dst + c->dc, ctx + (size_t)r * c->ctx_dim, c->ctx_dim * sizeof *dst);
+    }
+}
+
+/* Runs the nets on cin; leaves raw s in st[:, :dt], t in st[:, dt:], and
+ * the bounded s in c->s. */
+static void conditioner(coupling *c, const fl_real *theta, uint32_t n)
+{
+    uint32_t dt = c->dt;
+    if (c->shared) {
+        c->h->mlp_forward(c->snet, theta, n, c->cin, c->st);
+    } else {
+        /* Separate nets write into the two halves via scratch then interleave. */
+        fl_real *sraw = c->dst, *traw = c->dst + (size_t)n * dt;
+        c->h->mlp_forward(c->snet, theta, n, c->cin, sraw);
+        c->h->mlp_forward(c->tnet, theta, n, c->cin, traw);
+        for (uint32_t r = 0; r < n; r++) {
+            memcpy(c->st + (size_t)r * 2 * dt, sraw + (size_t)r * dt, dt * sizeof(fl_real));
+            memcpy(c->st + (size_t)r * 2 * dt + dt, traw + (size_t)r * dt, dt * sizeof(fl_real));
+        }
+    }
+    const fl_real b = (fl_real)c->bound;
+    for (uint32_t r = 0; r < n; r++) {
+        const fl_real *raw = c->st + (size_t)r * 2 * dt;
+        fl_real *s = c->s + (size_t)r * dt;
+        for (uint32_t j = 0; j < dt; j++) s[j] = b > 0 ? b * tanh(raw[j] / b) : raw[j];
+    }
+}
+
+static fl_status forward(void *self, const fl_flow_fwd *a)
+{
+    coupling *c = self;
+    gather(c, a->n, a->x, a->c);
+    conditioner(c, a->theta, a->n);
+    uint32_t D = c->dim, dt = c->dt;
+    for (uint32_t r = 0; r < a->n; r++) {
+        const fl_real *x = a->x + (size_t)r * D, *s = c->s + (size_t)r * dt;
+        const fl_real *t = c->st + (size_t)r * 2 * dt + dt;
+        fl_real *y = a->y + (size_t)r * D, ld = 0;
+        for (uint32_t j = 0; j < c->dc; j++) y[c->cond[j]] = x[c->cond[j]];
+        for (uint32_t j = 0; j < dt; j++) {
+            uint32_t k = c->trans[j];
+            y[k] = x[k] * exp(s[j]) + t[j];
+            ld += s[j];
+        }
+        a->logdet[r] += ld;
+    }
+    return FL_OK;
+}
+
+static fl_status backward(void *self, const fl_flow_bwd *a)
+{
+    coupling *c = self;
+    uint32_t D = c->dim, dt = c->dt, n = a->n;
+    const fl_real b = (fl_real)c->bound;
+    /* d(raw s) and d(t) for every row; identity part of dx. */
+    fl_real *ds = c->dst, *dtt = c->dst + (size_t)n * dt;
+    for (uint32_t r = 0; r < n; r++) {
+        const fl_real *x = a->x + (size_t)r * D, *dy = a->dy + (size_t)r * D;
+        const fl_real *s = c->s + (size_t)r * dt;
+        fl_real *dx = a->dx + (size_t)r * D, dl = a->dlogdet[r];
+        for (uint32_t j = 0; j < c->dc; j++) dx[c->cond[j]] += dy[c->cond[j]];
+        for (uint32_t j = 0; j < dt; j++) {
+            uint32_t k = c->trans[j];
+            fl_real e = exp(s[j]);
+            dx[k] += dy[k] * e;
+            fl_real g = dy[k] * x[k] * e + dl;
+            if (b > 0) g *= 1 - (s[j] / b) * (s[j] / b);
+            ds[(size_t)r * dt + j] = g;
+            dtt[(size_t)r * dt + j] = dy[k];
+        }
+    }
+    memset(c->dcin, 0, (size_t)n * c->in * sizeof(fl_real));
+    if (c->shared) {
+        /* The shared net's output rows are [s | t]: interleave into st. */
+        for (uint32_t r = 0; r < n; r++) {
+            memcpy(c->st + (size_t)r * 2 * dt, ds + (size_t)r * dt, dt * sizeof(fl_real));
+            memcpy(c->st + (size_t)r * 2 * dt + dt, dtt + (size_t)r * dt, dt * sizeof(fl_real));
+        }
+        c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, c->st, c->dcin);
+    } else {
+        c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, ds, c->dcin);
+        c->h->mlp_backward(c->tnet, a->theta, a->dtheta, n, dtt, c->dcin);
+    }
+    for (uint32_t r = 0; r < n; r++) {
+        const fl_real *g = c->dcin + (size_t)r * c->in;
+        fl_real *dx = a->dx + (size_t)r * D;
+        for (uint32_t j = 0; j < c->dc; j++) dx[c->cond[j]] += g[j];
+        if (a->dc && c->ctx_dim) {
+            fl_real *dc = a->dc + (size_t)r * c->ctx_dim;
+            for (uint32_t j = 0; j < c->ctx_dim; j++) dc[j] += g[c->dc + j];
+        }
+    }
+    return FL_OK;
+}
+
+static fl_status inverse(void *self, const fl_flow_inv *a)
+{
+    coupling *c = self;
+    gather(c, a->n, a->y, a->c);
+    conditioner(c, a->theta, a->n);
+    uint32_t D = c->dim, dt = c->dt;
+    for (uint32_t r = 0; r < a->n; r++) {
+        const fl_real *y = a->y + (size_t)r * D, *s = c->s + (size_t)r * dt;
+        const fl_real *t = c->st + (size_t)r * 2 * dt + dt;
+        fl_real *x = a->x + (size_t)r * D, ld = 0;
+        for (uint32_t j = 0; j < c->dc; j++) x[c->cond[j]] = y[c->cond[j]];
+        for (uint32_t j = 0; j < dt; j++) {
+            uint32_t k = c->trans[j];
+            x[k] = (y[k] - t[j]) * exp(-s[j]);
+            ld -= s[j];
+        }
+        if (a->logdet) a->logdet[r] += ld;
+    }
+    return FL_OK;
+}
+
+static const fl_flow_class affine_coupling = {
+    .base = { sizeof(fl_flow_class), "affine-coupling",
+              "Real NVP affine coupling: y_t = x_t*exp(s(x_c,h)) + t(x_c,h)", keys,
+              sizeof keys / sizeof keys[0] },
+    .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE |
+             FL_FLOW_ACCEPTS_CONTEXT,
+    .create = create,
+    .destroy = destroy,
+    .forward = forward,
+    .backward = backward,
+    .inverse = inverse,
+};
+
+static fl_status init(const fl_host *host, fl_registrar *r)
+{
+    (void)host;
+    return r->add(r, FL_KIND_FLOW, &affine_coupling.base);
+}
+
+FL_PLUGIN("flows-coupling", "1.0.0", init)

@@ -9,20 +9,20 @@
 #include "util.h"
 
 static const char usage[] =
-    "usage: flowlab check [--plugin PATH]... [--flow NAME] [--dim D] [--seed S]\n"
+    "usage: flowlab check [--plugin PATH]... [--flow NAME] [--dim D] [--rows N] [--seed S]\n"
     "\n"
     "Runs the conformance kit on every registered flow (or only NAME, or only the\n"
     "flows of the --plugin files given): inverse round trip, log-determinant\n"
     "against finite differences of the Jacobian, and backward against finite\n"
     "differences for inputs, parameters and context. Each layer is checked with\n"
     "its default keys in several shapes (dim D, or 2, 5 and 8; with and without\n"
-    "context). Prints every measured error beside its tolerance; exits 1 if any\n"
+    "context) on N rows (default 8). Prints every measured error beside its tolerance; exits 1 if any\n"
     "check fails.\n";
 
 int fl_cmd_check(fl_cli *cli, int argc, char **argv)
 {
     const char *only = NULL;
-    long dim = 0;
+    long dim = 0, rows = 8;
     unsigned long long seed = 1;
     size_t explicit0 = cli->n_plugins;
     for (int i = 1; i < argc; i++) {
@@ -36,6 +36,12 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
             dim = strtol(argv[++i], &end, 10);
             if (*end || dim < 1 || dim > 256) {
                 fprintf(stderr, "flowlab check: error: --dim expects an integer in [1, 256]\n");
+                return FL_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc) {
+            rows = strtol(argv[++i], &end, 10);
+            if (*end || rows < 1 || rows > 100000) {
+                fprintf(stderr, "flowlab check: error: --rows expects an integer in [1, 1e5]\n");
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
@@ -73,7 +79,7 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
             uint32_t ctxs[2] = { 0, 3 };
             int nctx = (c->cls.flow.flags & FL_FLOW_ACCEPTS_CONTEXT) ? 2 : 1;
             for (int ci = 0; ci < nctx && st == FL_OK; ci++) {
-                fl_kit_opts o = { dims[di], ctxs[ci], 8, seed + di * 7 + (uint64_t)ci, 0.3, stdout };
+                fl_kit_opts o = { dims[di], ctxs[ci], (uint32_t)rows, seed + di * 7 + (uint64_t)ci, 0.3, stdout };
                 fl_kit_report rep;
                 st = fl_kit_flow(&c->cls.flow, NULL, &o, &rep);
                 checks += rep.checks;

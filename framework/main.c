@@ -23,7 +23,7 @@ static const char usage[] =
     "  plugins [NAME]      list components, or document one component's keys\n"
     "  sample RUN_DIR -n N [-o FILE] [--seed S]\n"
     "                      draw N samples from a trained model as CSV\n"
-    "  check [--flow NAME] [--dim D] [--seed S]\n"
+    "  check [--flow NAME] [--dim D] [--rows N] [--seed S]\n"
     "                      run the conformance checks on flow layers\n"
     "\n"
     "options:\n"

@@ -84,11 +84,16 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
         int last = l + 1 == m->nl;
         char name[256];
         snprintf(name, sizeof name, "%s.W%u", s->name, l);
-        fl_param_spec w = { name, (size_t)fi * fo, last ? s->out_init : FL_INIT_GLOROT, fi, fo,
-                            last ? s->out_scale : 0 };
+        double fan = 1.0 / sqrt((double)fi);
+        fl_param_spec w = { name, (size_t)fi * fo, last ? s->out_init : FL_INIT_UNIFORM, fi, fo,
+                            last ? s->out_scale : fan };
+        if (last && s->out_init == FL_INIT_GLOROT) { w.init = FL_INIT_UNIFORM; w.value = fan; }
         if (h->param(cx, &w, &m->w_off[l]) != FL_OK) goto fail;
         snprintf(name, sizeof name, "%s.b%u", s->name, l);
-        fl_param_spec b = { name, fo, FL_INIT_ZERO, 0, 0, 0 };
+        /* Hidden biases U(+-1/sqrt(fan_in)) as PyTorch's Linear: with zero
+         * biases every first-layer ReLU of a 1-D input would bend at 0. */
+        fl_param_spec b = { name, fo, last && s->out_init == FL_INIT_ZERO ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0,
+                            fan };
         if (last && s->out_bias) {
             char *full = fl_strfmt("%s.%s", cx->path, name);
             size_t abs;

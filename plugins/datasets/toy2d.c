@@ -31,6 +31,7 @@ typedef struct toy {
     toy_kind kind;
     double noise;  /* std of the added normal noise (pinwheel: radial std) */
     double scale;  /* 8gaussians, rings */
+    int even;      /* moons: stratified angles */
     int rings;     /* rings */
 } toy;
 
@@ -42,6 +43,10 @@ typedef struct toy {
 
 static const fl_key moons_keys[] = {
     { "noise", FL_KEY_REAL, "0.05", 0, 10, NULL, "std of normal noise added to x and y" },
+    { "sampling", FL_KEY_ENUM, "even", 0, 0, "even|random",
+      "even: rows alternate between the moons and their angles follow a randomly shifted "
+      "golden-ratio sequence, so any run of rows covers both arcs evenly, as make_moons' "
+      "linspace does; random: moon and angle drawn independently per row" },
     TEST_SIZE_KEY,
 };
 
@@ -92,6 +97,8 @@ static fl_status toy_create(const fl_host *host, fl_ctx *cx, fl_dataset_info *in
         t->scale = host->cfg_real(cx, "scale");
     if (kind == TOY_RINGS)
         t->rings = (int)host->cfg_int(cx, "rings");
+    if (kind == TOY_MOONS)
+        t->even = host->cfg_int(cx, "sampling") == 0;
 
     uint64_t test_size = (uint64_t)host->cfg_int(cx, "test_size");
     info->dim = 2;
@@ -211,6 +218,15 @@ static fl_status toy_draw(void *self, fl_split split, fl_rng_key key, uint64_t f
         /* A float uniform can round up to exactly 1; keep every u in (0,1). */
         for (int j = 0; j < 4; j++)
             u[j] = ur[j] < 1 ? ur[j] : nextafter(1.0, 0.0);
+        if (t->kind == TOY_MOONS && t->even) {
+            /* Still a pure function of (key, row): the shift comes from the
+             * key, the position from the row index. */
+            fl_real shift;
+            fl_rng_uniform(key, UINT64_MAX, 0, 1, &shift);
+            double g = (double)shift + (double)(row >> 1) * 0.6180339887498949;
+            u[0] = g - floor(g);
+            u[1] = (row & 1) ? 0.75 : 0.25;
+        }
         switch (t->kind) {
         case TOY_MOONS: row_moons(t, u, z, p); break;
         case TOY_8GAUSSIANS: row_8gaussians(t, u, z, p); break;

@@ -30,11 +30,13 @@ void fl_runtime_init(void)
      * cores are never oversubscribed. */
     static int done;
     if (!done) {
-        /* OpenBLAS's OpenMP build also sets OpenMP's thread count here:
-         * restore ours. */
+        /* Some OpenBLAS builds also set OpenMP's thread count here. */
         int omp_threads = omp_get_max_threads();
         openblas_set_num_threads(1);
         omp_set_num_threads(omp_threads);
+        /* A parallel region inside another (a flow running its two nets
+         * side by side) runs on its thread alone: tiles stay the same. */
+        omp_set_max_active_levels(1);
         done = 1;
     }
 }

@@ -13,7 +13,7 @@ static void put32(fl_buf *b, uint32_t v) { fl_buf_write(b, &v, 4); }
 static void put64(fl_buf *b, uint64_t v) { fl_buf_write(b, &v, 8); }
 
 fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam *opt,
-                             uint64_t step)
+                             const fl_ema *ema, uint64_t step)
 {
     fl_buf b = { 0 };
     fl_buf_write(&b, MAGIC, 8);
@@ -22,7 +22,8 @@ fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam 
     put64(&b, step);
     put64(&b, a->total);
     put32(&b, (uint32_t)a->n);
-    put32(&b, opt != NULL);
+    int has_ema = ema && ema->avg && ema->n == a->total;
+    put32(&b, (opt != NULL) | (has_ema ? 2u : 0u));
     for (size_t i = 0; i < a->n; i++) {
         uint32_t len = (uint32_t)strlen(a->p[i].name);
         put32(&b, len);
@@ -36,12 +37,17 @@ fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam 
         fl_buf_write(&b, opt->m, a->total * sizeof(fl_real));
         fl_buf_write(&b, opt->v, a->total * sizeof(fl_real));
     }
+    if (has_ema) {
+        put64(&b, ema->t);
+        fl_buf_write(&b, &ema->decay, sizeof(double));
+        fl_buf_write(&b, ema->avg, a->total * sizeof(fl_real));
+    }
     if (b.failed) {
         fl_buf_free(&b);
         fl_err("%s: out of memory while writing the checkpoint", path);
         return FL_ERR_NOMEM;
     }
-    uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)b.data, (uInt)b.len);
+    uint32_t crc = (uint32_t)crc32_z(0L, (const Bytef *)b.data, b.len);
     put32(&b, crc);
     fl_status st = b.failed ? FL_ERR_NOMEM : fl_write_atomic(path, b.data, b.len);
     fl_buf_free(&b);
@@ -62,7 +68,8 @@ static int get(reader *r, void *out, size_t n)
     return 1;
 }
 
-fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, uint64_t *step)
+fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema *ema,
+                             int use_average, uint64_t *step)
 {
     char *data;
     size_t size;
@@ -70,7 +77,7 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, uint64
     if (st != FL_OK) return st;
     reader r = { data, size };
     char magic[8];
-    uint32_t version, rsize, n_entries, has_opt;
+    uint32_t version, rsize, n_entries, flags;
     uint64_t st_step, total;
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
@@ -92,7 +99,7 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, uint64
     uint32_t crc_file;
     memcpy(&crc_file, data + size - 4, 4);
     if (!get(&r, &st_step, 8) || !get(&r, &total, 8) || !get(&r, &n_entries, 4) ||
-        !get(&r, &has_opt, 4))
+        !get(&r, &flags, 4))
         FAIL("%s: checkpoint truncated in its header", path);
     if (total != a->total || n_entries != a->n)
         FAIL("%s: checkpoint holds %llu parameters in %u tensors, the model has %zu in %zu: it "
@@ -112,11 +119,13 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, uint64
                  "it was made from a different configuration",
                  path, i, name, (unsigned long long)sz, p->name, p->size);
     }
-    size_t body = total * sizeof(fl_real) * (has_opt ? 3 : 1) + (has_opt ? 8 : 0) + 4;
+    const int has_opt = flags & 1u, has_ema = (flags & 2u) != 0;
+    size_t body = total * sizeof(fl_real) * (1 + (has_opt ? 2 : 0) + (has_ema ? 1 : 0)) +
+                  (has_opt ? 8 : 0) + (has_ema ? 16 : 0) + 4;
     if (r.left != body)
         FAIL("%s: checkpoint truncated or padded: %zu bytes after the manifest, expected %zu",
              path, r.left, body);
-    uint32_t crc = (uint32_t)crc32(0L, (const Bytef *)data, (uInt)(size - 4));
+    uint32_t crc = (uint32_t)crc32_z(0L, (const Bytef *)data, size - 4);
     if (crc != crc_file) FAIL("%s: checkpoint is corrupt (checksum mismatch)", path);
     get(&r, a->theta, total * sizeof(fl_real));
     if (has_opt) {
@@ -126,7 +135,22 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, uint64
             opt->t = t;
             get(&r, opt->m, total * sizeof(fl_real));
             get(&r, opt->v, total * sizeof(fl_real));
+        } else {
+            r.p += 2 * total * sizeof(fl_real);
+            r.left -= 2 * total * sizeof(fl_real);
         }
+    }
+    if (has_ema) {
+        fl_ema tmp = { 0 };
+        get(&r, &tmp.t, 8);
+        get(&r, &tmp.decay, sizeof(double));
+        tmp.n = total;
+        tmp.avg = (fl_real *)r.p; /* read in place */
+        if (ema && ema->avg && ema->n == total) {
+            ema->t = tmp.t;
+            memcpy(ema->avg, r.p, total * sizeof(fl_real));
+        }
+        if (use_average) fl_ema_get(&tmp, a->theta);
     }
 #undef FAIL
     if (step) *step = st_step;

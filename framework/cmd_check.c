@@ -24,7 +24,6 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
     const char *only = NULL;
     long dim = 0, rows = 8;
     unsigned long long seed = 1;
-    size_t explicit0 = cli->n_plugins;
     for (int i = 1; i < argc; i++) {
         char *end;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -56,13 +55,14 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
     fl_registry *r;
     fl_status st = fl_cli_registry(cli, &r);
     if (st != FL_OK) return fl_cli_fail(st);
-    /* With --plugin given to check, only that plugin's flows are checked. */
-    size_t from_plugin = (size_t)-1;
-    if (cli->n_plugins > explicit0) {
+    /* With --plugin, only the flows of the plugins named are checked. */
+    char *chosen = calloc(r->n_plugins + 1, 1);
+    int restrict_to = cli->n_plugins > 0;
+    for (size_t k = 0; chosen && k < cli->n_plugins; k++) {
         char real[4096];
-        if (realpath(cli->plugins[cli->n_plugins - 1], real))
+        if (realpath(cli->plugins[k], real))
             for (size_t i = 0; i < r->n_plugins; i++)
-                if (strcmp(r->plugins[i].path, real) == 0) from_plugin = i;
+                if (strcmp(r->plugins[i].path, real) == 0) chosen[i] = 1;
     }
     int layers = 0, failed_layers = 0, checks = 0, failed = 0;
     uint32_t dims[3] = { 2, 5, 8 };
@@ -72,7 +72,7 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
         const fl_comp_rec *c = &r->comps[i];
         if (c->kind != FL_KIND_FLOW) continue;
         if (only && strcmp(c->cls.base.name, only) != 0) continue;
-        if (from_plugin != (size_t)-1 && c->plugin != from_plugin) continue;
+        if (restrict_to && chosen && !chosen[c->plugin]) continue;
         layers++;
         int bad = 0;
         for (size_t di = 0; di < ndims && st == FL_OK; di++) {
@@ -102,6 +102,7 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
         if (failed) rc = FL_EXIT_FAILURE;
     }
     (void)failed_layers;
+    free(chosen);
     fl_registry_free(r);
     return rc;
 }

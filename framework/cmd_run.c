@@ -105,7 +105,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     if (st != FL_OK) goto done;
 
     fl_log(FL_LOG_INFO, "%s: %s on %s, %zu flow layers, %zu parameters, %d threads -> %s",
-           exp_path, e->task, e->data_type, e->stack->n, e->arena.total, omp_get_max_threads(),
+           exp_path, e->task, e->data_type, e->stack->n, e->arena.count, omp_get_max_threads(),
            dir);
     fl_density_result res;
     st = fl_density_train(e, dir, &res);

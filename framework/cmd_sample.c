@@ -68,7 +68,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
         st = fl_experiment_new(reg, cfg, &e);
         cfg = NULL;
     }
-    if (st == FL_OK) st = fl_checkpoint_load(kpath, &e->arena, NULL, NULL);
+    if (st == FL_OK) st = fl_checkpoint_load(kpath, &e->arena, NULL, NULL, 1, NULL);
     if (st == FL_OK) {
         x = fl_alloc((size_t)n * e->info.dim * sizeof(fl_real));
         if (!x) st = FL_ERR_NOMEM;

@@ -303,6 +303,7 @@ const char *fl_config_where(const fl_config *c, const fl_cfg_section *s, const f
     if (e && e->line > 0) snprintf(buf, cap, "%s:%d", c->path, e->line);
     else if (e) snprintf(buf, cap, "--set %s.%s", s->name, e->key);
     else if (s && s->line > 0) snprintf(buf, cap, "%s:%d", c->path, s->line);
+    else if (s && s->n && s->e[0].line == 0) snprintf(buf, cap, "--set %s.%s", s->name, s->e[0].key);
     else snprintf(buf, cap, "%s", c->path);
     return buf;
 }

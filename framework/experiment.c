@@ -27,6 +27,9 @@ static const fl_key train_keys[] = {
       "steps between test evaluations (one 'epoch' row of metrics.csv); 0 = only at the end" },
     { "log_every", FL_KEY_INT, "100", 1, 1e12, NULL,
       "steps between log lines when stderr is not a terminal" },
+    { "ema", FL_KEY_REAL, "0", 0, 0.999999, NULL,
+      "decay of an exponential moving average of the parameters (Polyak averaging) used for "
+      "evaluation, sampling and the checkpoint's model; 0 = evaluate the last iterate" },
     { "checkpoint_every", FL_KEY_INT, "0", 0, 1e12, NULL,
       "steps between checkpoints; 0 = only at the end" },
 };
@@ -120,6 +123,16 @@ static fl_status make_dataset(fl_experiment *e)
         fl_err("[data] %s reports dimension 0", te->value);
         return FL_ERR_INVALID;
     }
+    if (!(e->info.drawn & 1u)) {
+        uint64_t N = e->info.n[FL_SPLIT_TRAIN];
+        if (N < e->batch || !e->dcls->read) {
+            fl_err("[data] %s: the training split has %llu rows, fewer than [train] batch = %u",
+                   te->value, (unsigned long long)N, e->batch);
+            return FL_ERR_INVALID;
+        }
+        e->perm = malloc(N * sizeof *e->perm);
+        if (!e->perm) return FL_ERR_NOMEM;
+    }
     return FL_OK;
 }
 
@@ -180,6 +193,7 @@ void fl_experiment_free(fl_experiment *e)
     fl_values_free(&e->eval);
     fl_values_free(&e->data);
     free(e->data_type);
+    free(e->perm);
     fl_config_free(e->cfg);
     free(e);
 }
@@ -247,12 +261,31 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
 
 fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out)
 {
-    if (!(e->info.drawn & 1u) || !e->dcls->draw) {
-        fl_err("[data] %s: finite training sets arrive with the VAE task", e->data_type);
-        return FL_ERR_UNSUPPORTED;
+    fl_status st;
+    if (e->info.drawn & 1u) {
+        fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
+        st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
+    } else {
+        const uint64_t N = e->info.n[FL_SPLIT_TRAIN], per_epoch = N / n;
+        const uint64_t epoch = step / per_epoch, b = step % per_epoch;
+        if (e->perm_epoch != epoch + 1) {
+            /* Fisher-Yates from (seed, epoch): the order never depends on
+             * anything but the epoch number. */
+            fl_rng_key key = fl_rng_key_make(e->seed, "data.shuffle");
+            for (uint64_t i = 0; i < N; i++) e->perm[i] = i;
+            for (uint64_t i = N - 1; i > 0; i--) {
+                fl_real u;
+                fl_rng_uniform(key, epoch, i, 1, &u);
+                uint64_t j = (uint64_t)(u * (fl_real)(i + 1));
+                if (j > i) j = i;
+                uint64_t t = e->perm[i];
+                e->perm[i] = e->perm[j];
+                e->perm[j] = t;
+            }
+            e->perm_epoch = epoch + 1;
+        }
+        st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n, n, out);
     }
-    fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
-    fl_status st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
     if (st != FL_OK) {
         const char *m = fl_host_last_error();
         fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));

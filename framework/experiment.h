@@ -24,6 +24,9 @@ typedef struct fl_experiment {
     fl_dataset_info info;
     char *data_type;
 
+    uint64_t *perm;                 /* finite train split: this epoch's order */
+    uint64_t perm_epoch;            /* epoch `perm` belongs to, +1 (0 = none) */
+
     fl_arena arena;
     fl_stack *stack;
     uint32_t batch, eval_batch, max_rows;
@@ -41,7 +44,10 @@ fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b);
  * caller frees *rows with fl_free. */
 fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **rows, uint64_t *n);
 
-/* Training batch `step` (from 0): fresh draws for drawn sets. */
+/* Training batch `step` (from 0): fresh draws for drawn sets; for finite
+ * sets, batch step % (N / n) of epoch step / (N / n), epochs reshuffled from
+ * the seed (the last N mod n rows of an epoch are skipped). Allocates
+ * nothing. */
 fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out);
 
 int64_t fl_exp_int(const fl_values *v, const char *key);

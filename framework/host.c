@@ -57,8 +57,8 @@ static void h_error(fl_ctx *cx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (cx) snprintf(last_error, sizeof last_error, "[%s] %s", cx->path, msg);
-    else snprintf(last_error, sizeof last_error, "%s", msg);
+    (void)cx; /* callers add the component's path when they report it */
+    snprintf(last_error, sizeof last_error, "%s", msg);
 }
 
 static const fl_value *cfg_get(fl_ctx *cx, const char *key, fl_key_type want)
@@ -113,7 +113,11 @@ static size_t h_cfg_int_list(fl_ctx *cx, const char *key, int64_t *out, size_t c
 
 static fl_status h_param(fl_ctx *cx, const fl_param_spec *spec, size_t *offset)
 {
-    if (!cx->creating || !cx->arena) {
+    if (!cx->arena) {
+        h_error(cx, "this kind of component cannot own parameters");
+        return FL_ERR_INVALID;
+    }
+    if (!cx->creating) {
         h_error(cx, "parameters can be requested only during create");
         return FL_ERR_INTERNAL;
     }
@@ -134,7 +138,10 @@ static void *h_workspace(fl_ctx *cx, size_t bytes)
         return NULL;
     }
     void **nw = realloc(cx->ws, (cx->n_ws + 1) * sizeof *nw);
-    if (!nw) return NULL;
+    if (!nw) {
+        h_error(cx, "out of memory");
+        return NULL;
+    }
     cx->ws = nw;
     void *p = fl_alloc(bytes);
     if (!p) {
@@ -159,7 +166,10 @@ static fl_mlp *h_mlp_create(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_ro
         return NULL;
     }
     fl_mlp **nm = realloc(cx->mlps, (cx->n_mlps + 1) * sizeof *nm);
-    if (!nm) return NULL;
+    if (!nm) {
+        h_error(cx, "out of memory");
+        return NULL;
+    }
     cx->mlps = nm;
     fl_mlp *m = fl_mlp_create(cx, spec, max_rows);
     if (m) cx->mlps[cx->n_mlps++] = m;

@@ -27,8 +27,8 @@ struct fl_ctx {
 /* The process-wide host table handed to plugins. */
 const fl_host *fl_host_table(void);
 
-/* Text of the last host->error() made with a NULL ctx or during create on
- * this thread ("" when none); cleared by fl_host_clear_error. */
+/* Text of the last host->error() on this thread ("" when none); cleared by
+ * fl_host_clear_error before every call into a component that may set it. */
 const char *fl_host_last_error(void);
 void fl_host_clear_error(void);
 

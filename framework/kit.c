@@ -351,7 +351,7 @@ fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_k
         fl_rng_normal(key, 5, 0, k.n, k.rl);
         if (o->out)
             fprintf(o->out, "%s  dim %u  context %u  rows %u  parameters %zu\n", cls->base.name,
-                    k.d, k.cd, k.n, k.arena.total);
+                    k.d, k.cd, k.n, k.arena.count);
     }
     if (st == FL_OK) st = check_inverse(&k);
     if (st == FL_OK && !(cls->flags & FL_FLOW_BATCH_COUPLED)) st = check_logdet(&k);

@@ -14,6 +14,7 @@ void fl_log_progress_active(int on) { progress_on = on; }
 void fl_log_v(fl_log_level lvl, const char *prefix, const char *fmt, va_list ap)
 {
     if (lvl < level) return;
+    if (lvl > FL_LOG_ERROR) lvl = FL_LOG_ERROR;
     static const char *tag[] = { "debug: ", "", "warning: ", "error: " };
     char msg[4096];
     vsnprintf(msg, sizeof msg, fmt, ap);

@@ -71,6 +71,11 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
     m->width[0] = s->in;
     for (uint32_t l = 0; l < s->n_hidden; l++) m->width[l + 1] = s->hidden[l];
     m->width[m->nl] = s->out;
+    if (s->init != FL_INIT_GLOROT && s->init != FL_INIT_FANIN) {
+        h->error(cx, "MLP '%s': init must be FL_INIT_GLOROT or FL_INIT_FANIN", s->name);
+        fl_mlp_free(m);
+        return NULL;
+    }
     for (uint32_t l = 0; l <= m->nl; l++) {
         if (m->width[l] == 0) {
             h->error(cx, "MLP '%s' has a zero-width layer", s->name);
@@ -84,15 +89,17 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
         int last = l + 1 == m->nl;
         char name[256];
         snprintf(name, sizeof name, "%s.W%u", s->name, l);
+        /* Weights and biases: the spec's scheme, or zero for an identity
+         * start of the last layer. */
+        int zero = last && s->out_init == FL_INIT_ZERO;
+        int fanin = s->init == FL_INIT_FANIN;
         double fan = 1.0 / sqrt((double)fi);
-        fl_param_spec w = { name, (size_t)fi * fo, last ? s->out_init : FL_INIT_UNIFORM, fi, fo,
-                            last ? s->out_scale : fan };
-        if (last && s->out_init == FL_INIT_GLOROT) { w.init = FL_INIT_UNIFORM; w.value = fan; }
+        fl_param_spec w = { name, (size_t)fi * fo,
+                            zero ? FL_INIT_ZERO : fanin ? FL_INIT_UNIFORM : FL_INIT_GLOROT, fi, fo,
+                            fan };
         if (h->param(cx, &w, &m->w_off[l]) != FL_OK) goto fail;
         snprintf(name, sizeof name, "%s.b%u", s->name, l);
-        /* Hidden biases U(+-1/sqrt(fan_in)) as PyTorch's Linear: with zero
-         * biases every first-layer ReLU of a 1-D input would bend at 0. */
-        fl_param_spec b = { name, fo, last && s->out_init == FL_INIT_ZERO ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0,
+        fl_param_spec b = { name, fo, (zero || !fanin) ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0,
                             fan };
         if (last && s->out_bias) {
             char *full = fl_strfmt("%s.%s", cx->path, name);

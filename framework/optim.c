@@ -43,6 +43,42 @@ void fl_adam_step(fl_adam *o, fl_real *restrict theta, const fl_real *restrict g
     }
 }
 
+fl_status fl_ema_init(fl_ema *e, size_t n, double decay)
+{
+    memset(e, 0, sizeof *e);
+    e->decay = decay;
+    e->n = n;
+    if (decay <= 0) return FL_OK;
+    e->avg = fl_alloc((n ? n : 1) * sizeof(fl_real));
+    if (!e->avg) {
+        fl_err("cannot allocate the parameter average for %zu parameters", n);
+        return FL_ERR_NOMEM;
+    }
+    return FL_OK;
+}
+
+void fl_ema_update(fl_ema *e, const fl_real *restrict theta)
+{
+    if (!e->avg) return;
+    e->t++;
+    const fl_real d = (fl_real)e->decay;
+    fl_real *restrict a = e->avg;
+#pragma omp simd
+    for (size_t i = 0; i < e->n; i++) a[i] = d * a[i] + (1 - d) * theta[i];
+}
+
+void fl_ema_get(const fl_ema *e, fl_real *out)
+{
+    const fl_real c = (fl_real)(1.0 / (1.0 - pow(e->decay, (double)(e->t ? e->t : 1))));
+    for (size_t i = 0; i < e->n; i++) out[i] = e->avg[i] * c;
+}
+
+void fl_ema_free(fl_ema *e)
+{
+    fl_free(e->avg);
+    e->avg = NULL;
+}
+
 void fl_adam_free(fl_adam *o)
 {
     fl_free(o->m);

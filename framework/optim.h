@@ -16,4 +16,19 @@ fl_status fl_adam_init(fl_adam *o, size_t n, double lr, double beta1, double bet
 void fl_adam_step(fl_adam *o, fl_real *theta, const fl_real *grad);
 void fl_adam_free(fl_adam *o);
 
+/* Exponential moving average of the parameters (Polyak averaging), with
+ * Adam-style bias correction so early averages are not pulled to zero. */
+typedef struct fl_ema {
+    double decay;      /* 0 = off */
+    uint64_t t;
+    size_t n;
+    fl_real *avg;      /* raw average (owned) */
+} fl_ema;
+
+fl_status fl_ema_init(fl_ema *e, size_t n, double decay);
+void fl_ema_update(fl_ema *e, const fl_real *theta);
+/* out = the bias-corrected average. */
+void fl_ema_get(const fl_ema *e, fl_real *out);
+void fl_ema_free(fl_ema *e);
+
 #endif

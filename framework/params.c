@@ -14,6 +14,10 @@ fl_status fl_arena_request(fl_arena *a, const char *name, const fl_param_spec *s
         fl_err("parameter '%s' requested after the model was built", name);
         return FL_ERR_INTERNAL;
     }
+    if (spec->init < FL_INIT_ZERO || spec->init > FL_INIT_FANIN) {
+        fl_err("parameter '%s' has unknown init %d", name, (int)spec->init);
+        return FL_ERR_INVALID;
+    }
     if (fl_arena_find(a, name)) {
         fl_err("parameter '%s' requested twice", name);
         return FL_ERR_INVALID;
@@ -45,6 +49,7 @@ fl_status fl_arena_request(fl_arena *a, const char *name, const fl_param_spec *s
     r->value = spec->value;
     /* Keep every slice 16-float aligned so vector loops start aligned. */
     a->total += (spec->size + 15) & ~(size_t)15;
+    a->count += spec->size;
     a->n++;
     *offset = r->offset;
     return FL_OK;
@@ -78,8 +83,10 @@ fl_status fl_arena_finalize(fl_arena *a, uint64_t seed)
             for (size_t j = 0; j < r->size; j++) t[j] *= (fl_real)r->value;
             break;
         case FL_INIT_UNIFORM:
+        case FL_INIT_FANIN:
         case FL_INIT_GLOROT: {
             double lim = r->value;
+            if (r->init == FL_INIT_FANIN) lim = 1.0 / sqrt(r->fan_in ? (double)r->fan_in : 1.0);
             if (r->init == FL_INIT_GLOROT) {
                 double fans = (double)r->fan_in + (double)r->fan_out;
                 lim = sqrt(6.0 / (fans > 0 ? fans : 1.0));

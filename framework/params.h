@@ -22,7 +22,8 @@ typedef struct fl_param_rec {
 typedef struct fl_arena {
     fl_param_rec *p;
     size_t n, cap;
-    size_t total;      /* number of parameters */
+    size_t total;      /* length of theta: parameters plus alignment padding */
+    size_t count;      /* number of parameters (sum of slice sizes) */
     fl_real *theta, *grad;  /* NULL until finalised */
 } fl_arena;
 

@@ -228,6 +228,7 @@ fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
                            const fl_real *c, fl_real *logdet, const fl_real **u)
 {
     s->act[0] = (fl_real *)x; /* read-only: layers get it as const input */
+    fl_host_clear_error();
     for (size_t i = 0; i < s->n; i++) {
         fl_layer *l = &s->L[i];
         fl_flow_fwd a = { n, mode, s->arena->theta + l->block, s->act[i], s->act[i + 1], logdet,
@@ -244,6 +245,7 @@ fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real
 {
     const fl_real *dy = du;
     fl_real *bufs[2] = { s->g0, s->g1 };
+    fl_host_clear_error();
     size_t rowbytes = (size_t)n * s->dim * sizeof(fl_real);
     for (size_t i = s->n; i-- > 0;) {
         fl_layer *l = &s->L[i];
@@ -262,9 +264,10 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
                            const fl_real *c, fl_real *x, fl_real *logdet)
 {
     const fl_real *y = u;
+    fl_host_clear_error();
     for (size_t i = s->n; i-- > 0;) {
         fl_layer *l = &s->L[i];
-        if (!l->cls->inverse) {
+        if (!(l->cls->flags & FL_FLOW_HAS_INVERSE)) {
             fl_err("[%s] %s has no inverse: this model cannot be sampled", l->cx->path,
                    l->cls->base.name);
             return FL_ERR_UNSUPPORTED;

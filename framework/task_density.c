@@ -51,11 +51,12 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
     return FL_OK;
 }
 
-static fl_status save_all(fl_experiment *e, const char *dir, const fl_adam *opt, uint64_t step)
+static fl_status save_all(fl_experiment *e, const char *dir, const fl_adam *opt,
+                          const fl_ema *ema, uint64_t step)
 {
     char *p = fl_strfmt("%s/checkpoint.flc", dir);
     if (!p) return FL_ERR_NOMEM;
-    fl_status st = fl_checkpoint_save(p, &e->arena, opt, step);
+    fl_status st = fl_checkpoint_save(p, &e->arena, opt, ema, step);
     free(p);
     return st;
 }
@@ -72,6 +73,10 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
                                 fl_exp_real(&e->train, "beta1"), fl_exp_real(&e->train, "beta2"),
                                 fl_exp_real(&e->train, "eps"));
     if (st != FL_OK) return st;
+    fl_ema ema;
+    st = fl_ema_init(&ema, e->arena.total, fl_exp_real(&e->train, "ema"));
+    fl_real *live = ema.avg ? fl_alloc(e->arena.total * sizeof(fl_real)) : NULL;
+    if (st == FL_OK && ema.avg && !live) st = FL_ERR_NOMEM;
 
     /* Every buffer of the step is allocated here, once. */
     fl_real *x = fl_alloc((size_t)B * d * sizeof(fl_real));
@@ -81,7 +86,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
     fl_real *test = NULL;
     uint64_t n_test = 0;
     fl_buf metrics = { 0 };
-    if (!x || !du || !logdet || !dlogdet) st = FL_ERR_NOMEM;
+    if (st == FL_OK && (!x || !du || !logdet || !dlogdet)) st = FL_ERR_NOMEM;
     if (st == FL_OK) st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n_test);
     fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
 
@@ -118,6 +123,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
         st = fl_stack_backward(e->stack, B, FL_MODE_TRAIN, NULL, du, dlogdet, NULL, NULL);
         if (st != FL_OK) break;
         fl_adam_step(&opt, e->arena.theta, e->arena.grad);
+        fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
         interval_sum += loss;
         interval_n++;
@@ -126,7 +132,12 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
         int eval_now = done == steps || (eval_every && done % eval_every == 0);
         if (eval_now) {
             double nll, se;
+            if (ema.avg) { /* evaluate the average, then go on from the iterate */
+                memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
+                fl_ema_get(&ema, e->arena.theta);
+            }
             st = fl_density_nll(e, test, n_test, &nll, &se);
+            if (ema.avg) memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
             if (st != FL_OK) break;
             res->train_nll = interval_sum / (double)interval_n;
             res->test_nll = nll;
@@ -141,15 +152,23 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
                        (unsigned long long)done, res->train_nll, nll, se);
         }
         if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = save_all(e, rundir, &opt, done);
-        snprintf(status, sizeof status, "loss %.4f  test %.4f", loss, res->test_nll);
+            st = save_all(e, rundir, &opt, &ema, done);
+        if (res->test_nll != 0) snprintf(status, sizeof status, "loss %.4f  test %.4f", loss, res->test_nll);
+        else snprintf(status, sizeof status, "loss %.4f", loss);
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
+    if (st == FL_OK && steps == 0) { /* evaluate the untrained model */
+        st = fl_density_nll(e, test, n_test, &res->test_nll, &res->test_se);
+        fl_buf_printf(&metrics, "0,,%.6f,%.6f,0\n", res->test_nll, res->test_se);
+        if (st == FL_OK && rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+    }
     res->steps = opt.t;
     res->seconds = train_time;
     res->steps_per_s = train_time > 0 ? (double)opt.t / train_time : 0;
-    if (st == FL_OK && rundir) st = save_all(e, rundir, &opt, opt.t);
+    if (st == FL_OK && rundir) st = save_all(e, rundir, &opt, &ema, opt.t);
+    /* Leave the model as evaluated: the average when there is one. */
+    if (st == FL_OK && ema.avg) fl_ema_get(&ema, e->arena.theta);
     if (st == FL_OK && rundir) {
         fl_buf js = { 0 };
         fl_buf_printf(&js,
@@ -159,7 +178,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
                       "%.1f,\n  \"parameters\": %zu\n}\n",
                       e->data_type, res->test_nll, res->test_se, (unsigned long long)n_test,
                       res->train_nll, (unsigned long long)res->steps, res->seconds,
-                      res->steps_per_s, e->arena.total);
+                      res->steps_per_s, e->arena.count);
         st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(rundir, "result.json", js.data, js.len);
         fl_buf_free(&js);
     }
@@ -170,6 +189,8 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
     fl_free(logdet);
     fl_free(dlogdet);
     fl_adam_free(&opt);
+    fl_ema_free(&ema);
+    fl_free(live);
     return st;
 }
 

@@ -9,7 +9,7 @@ BUILD=${1:-build}
 shift || true
 
 PKGS=(build-essential meson ninja-build pkg-config libinih-dev libcriterion-dev
-      libopenblas-dev libopenblas-openmp-dev zlib1g-dev libpng-dev)
+      libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -17,7 +17,7 @@
 
 typedef struct fl_component {
     uint32_t struct_size;  /* sizeof the whole kind-specific class struct */
-    const char *name;      /* unique per kind, [a-z0-9-]+, e.g. "affine-coupling" */
+    const char *name;      /* unique per kind, [a-z0-9_-]{1,63}, e.g. "affine-coupling" */
     const char *summary;   /* one line for `flowlab plugins` */
     const fl_key *keys;    /* INI keys of this component's section */
     uint32_t n_keys;

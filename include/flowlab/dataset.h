@@ -25,8 +25,10 @@ typedef enum fl_split { FL_SPLIT_TRAIN = 0, FL_SPLIT_VALID = 1, FL_SPLIT_TEST = 
 typedef struct fl_dataset_info {
     uint32_t dim;           /* row width */
     uint32_t drawn;         /* bit s set: split s is drawn, not read */
-    uint64_t n[3];          /* rows per split; for a drawn split, the size of
-                               a fixed evaluation draw (0 = split absent) */
+    uint64_t n[3];          /* finite split: its rows (0 = absent); drawn
+                               valid/test split: the size of the host's fixed
+                               evaluation draw; a drawn train split is
+                               endless and its n is ignored */
     uint32_t image_h, image_w; /* > 0 when rows are images (for pictures) */
 } fl_dataset_info;
 

@@ -29,9 +29,10 @@
  * Ownership. Parameters, gradients, workspaces and MLPs are owned by the
  * host and freed after the instance is destroyed; a plugin never frees them.
  *
- * Thread-safety. The cfg_*, param, workspace, mlp_create and rng_key calls
- * are not thread-safe (the host calls create from one thread). log, gemm
- * and the mlp_forward/mlp_backward calls on distinct MLPs are thread-safe.
+ * Thread-safety. The cfg_*, param, workspace and mlp_create calls are not
+ * thread-safe (the host calls create from one thread). log, error (per
+ * thread), rng_key (pure), gemm and mlp_forward/mlp_backward on distinct MLPs
+ * are thread-safe.
  */
 #ifndef FLOWLAB_HOST_H
 #define FLOWLAB_HOST_H
@@ -54,7 +55,8 @@ typedef enum fl_init {
     FL_INIT_CONST = 1,    /* every entry = value */
     FL_INIT_NORMAL = 2,   /* N(0, value^2) */
     FL_INIT_UNIFORM = 3,  /* U(-value, value) */
-    FL_INIT_GLOROT = 4    /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+    FL_INIT_GLOROT = 4,   /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+    FL_INIT_FANIN = 5     /* U(-a, a), a = 1 / sqrt(fan_in): PyTorch's Linear default */
 } fl_init;
 
 /* A request for `size` parameters named `name` (unique within the
@@ -77,9 +79,13 @@ typedef enum fl_act {
 } fl_act;
 
 /* A multilayer perceptron: in -> hidden[0] -> ... -> out, `act` after every
- * hidden layer, linear output. Weights are Glorot-initialised, biases zero;
- * `out_init`/`out_scale` override the last layer's weights (use FL_INIT_ZERO
- * to start a flow at the identity). Optional MADE masks: masks[l] is a
+ * hidden layer, linear output. `init` picks the scheme of every layer:
+ * FL_INIT_GLOROT (Glorot-uniform weights, zero biases) or FL_INIT_FANIN
+ * (weights and biases U(+-1/sqrt(fan_in)), PyTorch's default). `out_init`
+ * FL_INIT_ZERO zeroes the last layer (weights and biases) so a flow starts
+ * at the identity; any other value leaves it to `init`. `out_bias`, when
+ * given, sets the last layer's initial biases (e.g. the logit of the data
+ * mean for a Bernoulli decoder). Optional MADE masks: masks[l] is a
  * (fan_in x fan_out) 0/1 matrix for layer l, row-major, copied by the host;
  * the host multiplies by a pre-masked copy of W, so each layer stays one
  * GEMM. NULL masks = dense. */
@@ -89,8 +95,8 @@ typedef struct fl_mlp_spec {
     uint32_t n_hidden;
     const uint32_t *hidden;    /* n_hidden widths */
     fl_act act;
-    fl_init out_init;          /* last-layer weights init (GLOROT for plain) */
-    double out_scale;          /* value for out_init */
+    fl_init init;              /* FL_INIT_GLOROT or FL_INIT_FANIN */
+    fl_init out_init;          /* FL_INIT_ZERO = identity start, else as init */
     const uint8_t *const *masks; /* NULL, or n_hidden+1 masks */
     const fl_real *out_bias;   /* NULL, or `out` initial output biases */
 } fl_mlp_spec;
@@ -104,12 +110,14 @@ typedef struct fl_host {
     uint32_t struct_size;  /* sizeof(fl_host) of the host */
     uint32_t abi_major, abi_minor;
 
-    /* Printf-style logging, prefixed with the component's path. Thread-safe. */
+    /* Printf-style logging, prefixed with the component's path. Thread-safe.
+     * `cx` may be NULL (during a plugin's init). */
     void (*log)(fl_ctx *cx, fl_log_level lvl, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
     /* Sets the message that goes with the error status a component is about
-     * to return; the host prints it with the component's path. */
+     * to return (per thread); the host prints it with the component's path,
+     * so do not repeat the path. `cx` may be NULL during init. */
     void (*error)(fl_ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
     /* Validated configuration values of this component's INI section (or

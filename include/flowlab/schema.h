@@ -35,8 +35,10 @@ typedef enum fl_key_type {
 
 /* One INI key. min > max means "no range". A NULL default makes the key
  * required. The host refuses a plugin whose table is malformed: a NULL or
- * non-identifier name, a duplicate name, an unknown type, an enum without
- * choices, or a default that does not parse or is out of range. */
+ * non-identifier name ([a-z0-9_]{1,63}), a duplicate name, a name the host
+ * reserves for the section ("type"; for flows also "repeat", "permute"), an
+ * unknown type, an enum without choices, a NULL help, or a default that
+ * does not parse or is out of range. */
 typedef struct fl_key {
     const char *name;      /* [a-z0-9_]+ */
     fl_key_type type;

@@ -32,6 +32,7 @@ typedef struct toy {
     double noise;  /* std of the added normal noise (pinwheel: radial std) */
     double scale;  /* 8gaussians, rings */
     int even;      /* moons: stratified angles */
+    fl_rng_key train_key; /* fixed training set (train_size > 0) */
     int rings;     /* rings */
 } toy;
 
@@ -39,7 +40,10 @@ typedef struct toy {
 
 #define TEST_SIZE_KEY                                                              \
     { "test_size", FL_KEY_INT, "10000", 1, 10000000, NULL,                         \
-      "rows of the fixed valid and test draws" }
+      "rows of the fixed valid and test draws" },                                  \
+    { "train_size", FL_KEY_INT, "0", 0, 100000000, NULL,                           \
+      "0 = a fresh draw for every batch; N = a fixed training set of N rows, "     \
+      "reshuffled every epoch (finite-sample experiments)" }
 
 static const fl_key moons_keys[] = {
     { "noise", FL_KEY_REAL, "0.05", 0, 10, NULL, "std of normal noise added to x and y" },
@@ -101,9 +105,12 @@ static fl_status toy_create(const fl_host *host, fl_ctx *cx, fl_dataset_info *in
         t->even = host->cfg_int(cx, "sampling") == 0;
 
     uint64_t test_size = (uint64_t)host->cfg_int(cx, "test_size");
+    uint64_t train_size = (uint64_t)host->cfg_int(cx, "train_size");
     info->dim = 2;
-    info->drawn = (1u << FL_SPLIT_TRAIN) | (1u << FL_SPLIT_VALID) | (1u << FL_SPLIT_TEST);
-    info->n[FL_SPLIT_TRAIN] = 0;  /* training draws fresh rows for ever */
+    info->drawn = (1u << FL_SPLIT_VALID) | (1u << FL_SPLIT_TEST);
+    if (train_size == 0) info->drawn |= 1u << FL_SPLIT_TRAIN; /* fresh rows for ever */
+    t->train_key = host->rng_key(cx, "train");
+    info->n[FL_SPLIT_TRAIN] = train_size;
     info->n[FL_SPLIT_VALID] = test_size;
     info->n[FL_SPLIT_TEST] = test_size;
     info->image_h = 0;
@@ -204,41 +211,53 @@ static void row_2spirals(const toy *t, const double *u, const double *z, double 
     p[1] = sign * (sin(n) * n) / 3.0 + t->noise * z[1];
 }
 
+/* Row `row` of the stream keyed by `key`. */
+static void toy_row(const toy *t, fl_rng_key key, uint64_t row, fl_real *out)
+{
+    fl_real ur[4], zr[2];
+    fl_rng_uniform(key, row, 0, 4, ur);
+    fl_rng_normal(key, row, 4, 2, zr);
+    double u[4], z[2] = { zr[0], zr[1] }, p[2] = { 0, 0 };
+    /* A float uniform can round up to exactly 1; keep every u in (0,1). */
+    for (int j = 0; j < 4; j++)
+        u[j] = ur[j] < 1 ? ur[j] : nextafter(1.0, 0.0);
+    if (t->kind == TOY_MOONS && t->even) {
+        /* Still a pure function of (key, row): the shift comes from the
+         * key, the position from the row index. */
+        fl_real shift;
+        fl_rng_uniform(key, UINT64_MAX, 0, 1, &shift);
+        double g = (double)shift + (double)(row >> 1) * 0.6180339887498949;
+        u[0] = g - floor(g);
+        u[1] = (row & 1) ? 0.75 : 0.25;
+    }
+    switch (t->kind) {
+    case TOY_MOONS: row_moons(t, u, z, p); break;
+    case TOY_8GAUSSIANS: row_8gaussians(t, u, z, p); break;
+    case TOY_RINGS: row_rings(t, u, z, p); break;
+    case TOY_CHECKERBOARD: row_checkerboard(t, u, z, p); break;
+    case TOY_PINWHEEL: row_pinwheel(t, u, z, p); break;
+    case TOY_2SPIRALS: row_2spirals(t, u, z, p); break;
+    }
+    out[0] = (fl_real)p[0];
+    out[1] = (fl_real)p[1];
+}
+
 static fl_status toy_draw(void *self, fl_split split, fl_rng_key key, uint64_t first,
                           uint32_t n, fl_real *out)
 {
     const toy *t = self;
     (void)split;  /* the host already keys each split differently */
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t row = first + i;
-        fl_real ur[4], zr[2];
-        fl_rng_uniform(key, row, 0, 4, ur);
-        fl_rng_normal(key, row, 4, 2, zr);
-        double u[4], z[2] = { zr[0], zr[1] }, p[2];
-        /* A float uniform can round up to exactly 1; keep every u in (0,1). */
-        for (int j = 0; j < 4; j++)
-            u[j] = ur[j] < 1 ? ur[j] : nextafter(1.0, 0.0);
-        if (t->kind == TOY_MOONS && t->even) {
-            /* Still a pure function of (key, row): the shift comes from the
-             * key, the position from the row index. */
-            fl_real shift;
-            fl_rng_uniform(key, UINT64_MAX, 0, 1, &shift);
-            double g = (double)shift + (double)(row >> 1) * 0.6180339887498949;
-            u[0] = g - floor(g);
-            u[1] = (row & 1) ? 0.75 : 0.25;
-        }
-        switch (t->kind) {
-        case TOY_MOONS: row_moons(t, u, z, p); break;
-        case TOY_8GAUSSIANS: row_8gaussians(t, u, z, p); break;
-        case TOY_RINGS: row_rings(t, u, z, p); break;
-        case TOY_CHECKERBOARD: row_checkerboard(t, u, z, p); break;
-        case TOY_PINWHEEL: row_pinwheel(t, u, z, p); break;
-        case TOY_2SPIRALS: row_2spirals(t, u, z, p); break;
-        default: return FL_ERR_INTERNAL;
-        }
-        out[2 * (size_t)i] = (fl_real)p[0];
-        out[2 * (size_t)i + 1] = (fl_real)p[1];
-    }
+    for (uint32_t i = 0; i < n; i++) toy_row(t, key, first + i, out + 2 * (size_t)i);
+    return FL_OK;
+}
+
+/* The fixed training set: row r is row r of the set's own training stream. */
+static fl_status toy_read(void *self, fl_split split, const uint64_t *rows, uint32_t n,
+                          fl_real *out)
+{
+    const toy *t = self;
+    (void)split;  /* only the train split can be finite */
+    for (uint32_t i = 0; i < n; i++) toy_row(t, t->train_key, rows[i], out + 2 * (size_t)i);
     return FL_OK;
 }
 
@@ -267,7 +286,7 @@ TOY_CREATE(create_2spirals, TOY_2SPIRALS)
         .create = create_,                                                            \
         .destroy = toy_destroy,                                                       \
         .draw = toy_draw,                                                             \
-        .read = NULL,                                                                 \
+        .read = toy_read,                                                             \
     };
 
 TOY_CLASS(moons_class, "moons", "two interleaving half circles (scikit-learn make_moons)",

@@ -25,6 +25,7 @@ typedef struct coupling {
     fl_mlp *snet, *tnet;        /* tnet == NULL when shared */
     fl_real *cin;               /* n x in: conditioner input */
     fl_real *dcin;              /* n x in */
+    fl_real *dcin_t;            /* n x in: the t net's share, summed after */
     fl_real *st;                /* n x 2dt: raw net outputs (s | t) */
     fl_real *s;                 /* n x dt: bounded s, cached for backward */
     fl_real *dst;               /* n x 2dt: gradients of raw outputs */
@@ -41,6 +42,9 @@ static const fl_key keys[] = {
       "separate s and t networks, or one network with both outputs" },
     { "scale_bound", FL_KEY_REAL, "1", 0, 1e6, NULL,
       "s = b*tanh(raw/b) keeps the log-scale in [-b, b]; 0 = unbounded" },
+    { "init", FL_KEY_ENUM, "fanin", 0, 0, "fanin|glorot",
+      "network init: fanin = weights and biases U(+-1/sqrt(fan_in)) (PyTorch's default), "
+      "glorot = Glorot-uniform weights, zero biases" },
     { "zero_init", FL_KEY_BOOL, "true", 0, 0, NULL,
       "start the networks' last layers at zero, so the layer starts as the identity" },
 };
@@ -132,7 +136,8 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     int zero = h->cfg_bool(cx, "zero_init");
     fl_mlp_spec spec = { "s", c->in, c->shared ? 2 * c->dt : c->dt, (uint32_t)nh, hw,
                          act_of(h->cfg_int(cx, "activation")),
-                         zero ? FL_INIT_ZERO : FL_INIT_GLOROT, 0, NULL, NULL };
+                         h->cfg_int(cx, "init") == 0 ? FL_INIT_FANIN : FL_INIT_GLOROT,
+                         zero ? FL_INIT_ZERO : FL_INIT_FANIN, NULL, NULL };
     uint32_t rows = sh->max_rows;
     c->snet = h->mlp_create(cx, &spec, rows);
     if (c->snet && !c->shared) {
@@ -142,10 +147,11 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     size_t R = rows, fs = sizeof(fl_real);
     c->cin = h->workspace(cx, R * c->in * fs);
     c->dcin = h->workspace(cx, R * c->in * fs);
+    c->dcin_t = h->workspace(cx, R * c->in * fs);
     c->st = h->workspace(cx, R * 2 * c->dt * fs);
     c->s = h->workspace(cx, R * c->dt * fs);
     c->dst = h->workspace(cx, R * 2 * c->dt * fs);
-    if (!c->snet || (!c->shared && !c->tnet) || !c->cin || !c->dcin || !c->st || !c->s || !c->dst) {
+    if (!c->snet || (!c->shared && !c->tnet) || !c->cin || !c->dcin || !c->dcin_t || !c->st || !c->s || !c->dst) {
         destroy(c);
         return FL_ERR_NOMEM;
     }
@@ -173,9 +179,16 @@ static void conditioner(coupling *c, const fl_real *theta, uint32_t n)
         c->h->mlp_forward(c->snet, theta, n, c->cin, c->st);
     } else {
         /* Separate nets write into the two halves via scratch then interleave. */
+        /* The two nets are independent: one thread each (their own tiles
+         * then run serially inside), which beats splitting small GEMMs. */
         fl_real *sraw = c->dst, *traw = c->dst + (size_t)n * dt;
-        c->h->mlp_forward(c->snet, theta, n, c->cin, sraw);
-        c->h->mlp_forward(c->tnet, theta, n, c->cin, traw);
+#pragma omp parallel sections if (n >= 64)
+        {
+#pragma omp section
+            c->h->mlp_forward(c->snet, theta, n, c->cin, sraw);
+#pragma omp section
+            c->h->mlp_forward(c->tnet, theta, n, c->cin, traw);
+        }
         for (uint32_t r = 0; r < n; r++) {
             memcpy(c->st + (size_t)r * 2 * dt, sraw + (size_t)r * dt, dt * sizeof(fl_real));
             memcpy(c->st + (size_t)r * 2 * dt + dt, traw + (size_t)r * dt, dt * sizeof(fl_real));
@@ -241,8 +254,15 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
         }
         c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, c->st, c->dcin);
     } else {
-        c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, ds, c->dcin);
-        c->h->mlp_backward(c->tnet, a->theta, a->dtheta, n, dtt, c->dcin);
+        memset(c->dcin_t, 0, (size_t)n * c->in * sizeof(fl_real));
+#pragma omp parallel sections if (n >= 64)
+        {
+#pragma omp section
+            c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, ds, c->dcin);
+#pragma omp section
+            c->h->mlp_backward(c->tnet, a->theta, a->dtheta, n, dtt, c->dcin_t);
+        }
+        for (size_t i = 0; i < (size_t)n * c->in; i++) c->dcin[i] += c->dcin_t[i];
     }
     for (uint32_t r = 0; r < n; r++) {
         const fl_real *g = c->dcin + (size_t)r * c->in;

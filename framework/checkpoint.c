@@ -145,12 +145,28 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema
         get(&r, &tmp.t, 8);
         get(&r, &tmp.decay, sizeof(double));
         tmp.n = total;
-        tmp.avg = (fl_real *)r.p; /* read in place */
+        /* Copied out: the file offset need not be aligned for fl_real. */
+        tmp.avg = malloc((total ? total : 1) * sizeof(fl_real));
+        fl_real *live = malloc((total ? total : 1) * sizeof(fl_real));
+        if (!tmp.avg || !live) {
+            free(tmp.avg);
+            free(live);
+            free(data);
+            return FL_ERR_NOMEM;
+        }
+        get(&r, tmp.avg, total * sizeof(fl_real));
         if (ema && ema->avg && ema->n == total) {
             ema->t = tmp.t;
-            memcpy(ema->avg, r.p, total * sizeof(fl_real));
+            memcpy(ema->avg, tmp.avg, total * sizeof(fl_real));
         }
-        if (use_average) fl_ema_get(&tmp, a->theta);
+        if (use_average) {
+            /* The average replaces trained parameters, not state. */
+            memcpy(live, a->theta, total * sizeof(fl_real));
+            fl_ema_get(&tmp, a->theta);
+            fl_arena_copy_state(a, a->theta, live);
+        }
+        free(tmp.avg);
+        free(live);
     }
 #undef FAIL
     if (step) *step = st_step;

@@ -341,8 +341,14 @@ fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_k
         if (!noise) st = FL_ERR_NOMEM;
         else {
             fl_rng_normal(key, 1, 0, k.arena.total, noise);
-            for (size_t i = 0; i < k.arena.total; i++)
-                k.arena.theta[i] += (fl_real)o->theta_noise * noise[i];
+            /* Trained parameters only: state (running statistics) keeps
+             * its meaning, e.g. a variance stays positive. */
+            for (size_t p = 0; p < k.arena.n; p++) {
+                const fl_param_rec *r = &k.arena.p[p];
+                if (r->flags & FL_PARAM_STATE) continue;
+                for (size_t i = r->offset; i < r->offset + r->size; i++)
+                    k.arena.theta[i] += (fl_real)o->theta_noise * noise[i];
+            }
             fl_free(noise);
         }
         fl_rng_normal(key, 2, 0, nd, k.x);

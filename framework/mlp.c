@@ -96,11 +96,11 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
         double fan = 1.0 / sqrt((double)fi);
         fl_param_spec w = { name, (size_t)fi * fo,
                             zero ? FL_INIT_ZERO : fanin ? FL_INIT_UNIFORM : FL_INIT_GLOROT, fi, fo,
-                            fan };
+                            fan, 0 };
         if (h->param(cx, &w, &m->w_off[l]) != FL_OK) goto fail;
         snprintf(name, sizeof name, "%s.b%u", s->name, l);
         fl_param_spec b = { name, fo, (zero || !fanin) ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0,
-                            fan };
+                            fan, 0 };
         if (last && s->out_bias) {
             char *full = fl_strfmt("%s.%s", cx->path, name);
             size_t abs;

@@ -47,6 +47,7 @@ fl_status fl_arena_request(fl_arena *a, const char *name, const fl_param_spec *s
     r->fan_in = spec->fan_in;
     r->fan_out = spec->fan_out;
     r->value = spec->value;
+    r->flags = spec->flags;
     /* Keep every slice 16-float aligned so vector loops start aligned. */
     a->total += (spec->size + 15) & ~(size_t)15;
     a->count += spec->size;
@@ -113,6 +114,13 @@ const fl_param_rec *fl_arena_find(const fl_arena *a, const char *name)
     for (size_t i = 0; i < a->n; i++)
         if (strcmp(a->p[i].name, name) == 0) return &a->p[i];
     return NULL;
+}
+
+void fl_arena_copy_state(const fl_arena *a, fl_real *dst, const fl_real *src)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->p[i].flags & FL_PARAM_STATE)
+            memcpy(dst + a->p[i].offset, src + a->p[i].offset, a->p[i].size * sizeof(fl_real));
 }
 
 void fl_arena_free(fl_arena *a)

@@ -16,6 +16,7 @@ typedef struct fl_param_rec {
     fl_init init;
     uint32_t fan_in, fan_out;
     double value;
+    uint32_t flags;    /* FL_PARAM_STATE: not trained */
     fl_real *values;   /* explicit initial values (owned), or NULL */
 } fl_param_rec;
 
@@ -35,6 +36,9 @@ fl_status fl_arena_request(fl_arena *a, const char *name, const fl_param_spec *s
 fl_status fl_arena_finalize(fl_arena *a, uint64_t seed);
 void fl_arena_zero_grad(fl_arena *a);
 const fl_param_rec *fl_arena_find(const fl_arena *a, const char *name);
+/* Copies the FL_PARAM_STATE slices of `src` into `dst` (both theta-sized):
+ * averaged weights keep the live running statistics. */
+void fl_arena_copy_state(const fl_arena *a, fl_real *dst, const fl_real *src);
 /* Frees everything the arena owns (not the struct itself). */
 void fl_arena_free(fl_arena *a);
 

@@ -173,6 +173,10 @@ static fl_status check_class(fl_kind kind, const fl_component *c, fl_comp_rec *r
             fl_err("flow '%s' declares an inverse but provides none", c->name);
             return FL_ERR_INVALID;
         }
+        if ((f->flags & FL_FLOW_AUTOREGRESSIVE) && !f->order) {
+            fl_err("flow '%s' declares itself autoregressive but provides no order()", c->name);
+            return FL_ERR_INVALID;
+        }
     } else if (kind == FL_KIND_DATASET) {
         const fl_dataset_class *d = &rec->cls.dataset;
         if (!d->create || !d->destroy || (!d->draw && !d->read)) {

@@ -135,6 +135,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
             if (ema.avg) { /* evaluate the average, then go on from the iterate */
                 memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
                 fl_ema_get(&ema, e->arena.theta);
+                fl_arena_copy_state(&e->arena, e->arena.theta, live);
             }
             st = fl_density_nll(e, test, n_test, &nll, &se);
             if (ema.avg) memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
@@ -168,7 +169,11 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
     res->steps_per_s = train_time > 0 ? (double)opt.t / train_time : 0;
     if (st == FL_OK && rundir) st = save_all(e, rundir, &opt, &ema, opt.t);
     /* Leave the model as evaluated: the average when there is one. */
-    if (st == FL_OK && ema.avg) fl_ema_get(&ema, e->arena.theta);
+    if (st == FL_OK && ema.avg) {
+        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
+        fl_ema_get(&ema, e->arena.theta);
+        fl_arena_copy_state(&e->arena, e->arena.theta, live);
+    }
     if (st == FL_OK && rundir) {
         fl_buf js = { 0 };
         fl_buf_printf(&js,

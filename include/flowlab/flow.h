@@ -52,7 +52,11 @@ typedef struct fl_flow_shape {
 typedef struct fl_flow_fwd {
     uint32_t n;            /* rows, <= max_rows */
     fl_mode mode;
-    const fl_real *theta;  /* parameter block */
+    fl_real *theta;        /* parameter block: read-only, except that in
+                              FL_MODE_TRAIN a layer may update its own
+                              FL_PARAM_STATE slices (running statistics) and
+                              initialise parameters from the first batch
+                              (actnorm's data-dependent init) */
     const fl_real *x;      /* n x dim, input */
     fl_real *y;            /* n x dim, output (never aliases x) */
     fl_real *logdet;       /* n, accumulated: += log|det dy/dx| */
@@ -101,6 +105,12 @@ typedef struct fl_flow_class {
     fl_status (*backward)(void *self, const fl_flow_bwd *a);
     /* NULL when FL_FLOW_HAS_INVERSE is not set. */
     fl_status (*inverse)(void *self, const fl_flow_inv *a);
+
+    /* Required when FL_FLOW_AUTOREGRESSIVE is set, else NULL: writes the
+     * instance's variable order, a permutation of 0..dim-1 such that
+     * y[order[i]] depends on x[order[j]] only for j <= i (the conformance
+     * kit checks the Jacobian against it). */
+    fl_status (*order)(void *self, uint32_t *order);
 } fl_flow_class;
 
 #endif /* FLOWLAB_FLOW_H */

@@ -59,14 +59,24 @@ typedef enum fl_init {
     FL_INIT_FANIN = 5     /* U(-a, a), a = 1 / sqrt(fan_in): PyTorch's Linear default */
 } fl_init;
 
+/* Flags of a parameter request. */
+enum {
+    /* Not trained: state such as batch norm's running statistics. Its
+     * gradient stays zero (so Adam leaves it alone), it is saved in
+     * checkpoints, and the layer itself updates it during FL_MODE_TRAIN
+     * forward calls through fl_flow_fwd.theta. */
+    FL_PARAM_STATE = 1u << 0
+};
+
 /* A request for `size` parameters named `name` (unique within the
  * component; the host prefixes the component's path, e.g. "flow.3.s.W0"). */
 typedef struct fl_param_spec {
     const char *name;
     size_t size;
     fl_init init;
-    uint32_t fan_in, fan_out;  /* for FL_INIT_GLOROT */
+    uint32_t fan_in, fan_out;  /* for FL_INIT_GLOROT, FL_INIT_FANIN */
     double value;              /* for CONST, NORMAL, UNIFORM */
+    uint32_t flags;            /* FL_PARAM_* */
 } fl_param_spec;
 
 typedef enum fl_act {

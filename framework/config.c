@@ -132,6 +132,7 @@ typedef struct parse_state {
     const char *text;   /* remaining input */
     int line;
     fl_status st;
+    int st_line;       /* line of the handler's error */
     char section[256];
     int section_line;
 } parse_state;
@@ -142,6 +143,15 @@ static char *reader(char *str, int num, void *stream)
     if (!*ps->text) return NULL;
     const char *nl = strchr(ps->text, '\n');
     size_t len = nl ? (size_t)(nl - ps->text) + 1 : strlen(ps->text);
+    /* Indented lines are ordinary lines here: inih would glue them to the
+     * previous key as a continuation, which nobody means in an experiment
+     * file. */
+    const char *line = ps->text;
+    while (len > 1 && (*line == ' ' || *line == '\t')) {
+        line++;
+        len--;
+    }
+    ps->text = line;
     size_t take = len < (size_t)num - 1 ? len : (size_t)num - 1;
     memcpy(str, ps->text, take);
     str[take] = 0;
@@ -158,18 +168,21 @@ static int handler(void *user, const char *section, const char *name, const char
     if (!*section) {
         fl_err("%s:%d: key '%s' appears before any [section]", path, ps->line, name);
         ps->st = FL_ERR_INVALID;
+        ps->st_line = ps->line;
         return 0;
     }
     if (!valid_section_name(section)) {
         fl_err("%s:%d: bad section name [%s]: use lower-case letters, digits, '_', '-', '.'", path,
                ps->line, section);
         ps->st = FL_ERR_INVALID;
+        ps->st_line = ps->line;
         return 0;
     }
     if (!valid_key_name(name)) {
         fl_err("%s:%d: [%s] bad key name '%s': use lower-case letters, digits and '_'", path,
                ps->line, section, name);
         ps->st = FL_ERR_INVALID;
+        ps->st_line = ps->line;
         return 0;
     }
     fl_cfg_section *s = fl_config_section(ps->c, section);
@@ -178,6 +191,7 @@ static int handler(void *user, const char *section, const char *name, const char
         fl_err("%s:%d: [%s] key '%s' is set twice (first on line %d)", path, ps->line, section,
                name, e->line);
         ps->st = FL_ERR_INVALID;
+        ps->st_line = ps->line;
         return 0;
     }
     if (!s) {
@@ -185,12 +199,14 @@ static int handler(void *user, const char *section, const char *name, const char
         s = add_section(ps->c, section, ps->line);
         if (!s) {
             ps->st = FL_ERR_NOMEM;
+            ps->st_line = ps->line;
             return 0;
         }
     }
     fl_status st = fl_config_put(ps->c, section, name, value, ps->line);
     if (st != FL_OK) {
         ps->st = st;
+        ps->st_line = ps->line;
         return 0;
     }
     return 1;
@@ -237,6 +253,8 @@ fl_status fl_config_parse(const char *name, const char *text, fl_config **out)
     if (!c) return FL_ERR_NOMEM;
     parse_state ps = { .c = c, .text = text, .line = 0, .st = FL_OK };
     int r = ini_parse_stream(reader, &ps, handler, &ps);
+    /* inih keeps going after a syntax error; an earlier one wins. */
+    if (ps.st != FL_OK && r > 0 && r < ps.st_line) ps.st = FL_OK;
     if (ps.st != FL_OK) {
         fl_config_free(c);
         return ps.st;

@@ -23,7 +23,7 @@ static const char usage[] =
     "  plugins [NAME]      list components, or document one component's keys\n"
     "  sample RUN_DIR -n N [-o FILE] [--seed S]\n"
     "                      draw N samples from a trained model as CSV\n"
-    "  check [--flow NAME] [--dim D] [--rows N] [--seed S]\n"
+    "  check [--flow NAME] [--dim D] [--rows N] [--seed S] [--verbose]\n"
     "                      run the conformance checks on flow layers\n"
     "\n"
     "options:\n"
@@ -56,7 +56,12 @@ int main(int argc, char **argv)
             return FL_EXIT_OK;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             fl_log_set_level(FL_LOG_WARN);
-        } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--plugin") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "flowlab: error: --plugin needs a PATH\n");
+                free(cli.plugins);
+                return FL_EXIT_USAGE;
+            }
             cli.plugins[cli.n_plugins++] = argv[++i];
         } else {
             fprintf(stderr, "flowlab: error: unknown option '%s' (see flowlab --help)\n", argv[i]);

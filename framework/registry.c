@@ -311,6 +311,7 @@ fl_status fl_registry_load(fl_registry *r, const char *path)
     fl_registrar reg = { .add = reg_add, .host_data = &sg };
     r->n_plugins++; /* visible to reg_add for messages; rolled back on refusal */
     fl_err_clear();
+    fl_host_clear_error();
     fl_status st = ent->init(fl_host_table(), &reg);
     if (st == FL_OK && sg.st != FL_OK) st = sg.st;
     if (st == FL_OK && r->n_comps + sg.n > r->cap_comps) {

@@ -1,6 +1,8 @@
-/* coupling.c - Real NVP affine coupling (Dinh et al. 2017).
+/* coupling.c - Real NVP affine coupling (Dinh et al. 2017) and NICE
+ * additive coupling (Dinh et al. 2015).
  *
  *   y_c = x_c,   y_t = x_t * exp(s(x_c, h)) + t(x_c, h),   logdet = sum s
+ *   additive:    y_t = x_t + t(x_c, h),                    logdet = 0
  *
  * x_c are the conditioning coordinates, x_t the transformed ones, chosen by
  * a mask that alternates with the layer's position in its repeat group.
@@ -22,7 +24,8 @@ typedef struct coupling {
     uint32_t *cond, *trans;     /* coordinate indices */
     double bound;
     int shared;
-    fl_mlp *snet, *tnet;        /* tnet == NULL when shared */
+    int additive;               /* NICE: no s network, s = 0 */
+    fl_mlp *snet, *tnet;        /* tnet == NULL when shared; snet == NULL when additive */
     fl_real *cin;               /* n x in: conditioner input */
     fl_real *dcin;              /* n x in */
     fl_real *dcin_t;            /* n x in: the t net's share, summed after */
@@ -49,6 +52,20 @@ static const fl_key keys[] = {
       "start the networks' last layers at zero, so the layer starts as the identity" },
 };
 
+/* The additive layer has no scale: no 'net' or 'scale_bound'. */
+static const fl_key additive_keys[] = {
+    { "hidden", FL_KEY_INT_LIST, "64,64", 1, 1 << 20, NULL, "hidden widths of the t network" },
+    { "activation", FL_KEY_ENUM, "relu", 0, 0, "relu|tanh|elu|softplus", "hidden activation" },
+    { "mask", FL_KEY_ENUM, "alternate", 0, 0, "alternate|checkerboard|random",
+      "conditioning split: halves swapping each layer, even/odd coordinates, or a seeded "
+      "random half" },
+    { "init", FL_KEY_ENUM, "fanin", 0, 0, "fanin|glorot",
+      "network init: fanin = weights and biases U(+-1/sqrt(fan_in)) (PyTorch's default), "
+      "glorot = Glorot-uniform weights, zero biases" },
+    { "zero_init", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "start the network's last layer at zero, so the layer starts as the identity" },
+};
+
 static void destroy(void *self)
 {
     coupling *c = self;
@@ -64,7 +81,8 @@ static fl_act act_of(int64_t i)
     return a[i];
 }
 
-static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, void **self)
+static fl_status create_any(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, int additive,
+                            void **self)
 {
     if (sh->dim < 2) {
         h->error(cx, "affine coupling needs dim >= 2 (got %u)", sh->dim);
@@ -75,8 +93,9 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     c->h = h;
     c->dim = sh->dim;
     c->ctx_dim = sh->context_dim;
-    c->bound = h->cfg_real(cx, "scale_bound");
-    c->shared = h->cfg_int(cx, "net") == NET_SHARED;
+    c->additive = additive;
+    c->bound = additive ? 0 : h->cfg_real(cx, "scale_bound");
+    c->shared = !additive && h->cfg_int(cx, "net") == NET_SHARED;
     c->cond = calloc(sh->dim, sizeof *c->cond);
     c->trans = calloc(sh->dim, sizeof *c->trans);
     uint32_t *perm = calloc(sh->dim, sizeof *perm);
@@ -139,8 +158,8 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
                          h->cfg_int(cx, "init") == 0 ? FL_INIT_FANIN : FL_INIT_GLOROT,
                          zero ? FL_INIT_ZERO : FL_INIT_FANIN, NULL, NULL };
     uint32_t rows = sh->max_rows;
-    c->snet = h->mlp_create(cx, &spec, rows);
-    if (c->snet && !c->shared) {
+    if (!additive) c->snet = h->mlp_create(cx, &spec, rows);
+    if ((additive || c->snet) && !c->shared) {
         spec.name = "t";
         c->tnet = h->mlp_create(cx, &spec, rows);
     }
@@ -151,12 +170,23 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     c->st = h->workspace(cx, R * 2 * c->dt * fs);
     c->s = h->workspace(cx, R * c->dt * fs);
     c->dst = h->workspace(cx, R * 2 * c->dt * fs);
-    if (!c->snet || (!c->shared && !c->tnet) || !c->cin || !c->dcin || !c->dcin_t || !c->st || !c->s || !c->dst) {
+    if ((!additive && !c->snet) || (!c->shared && !c->tnet) || !c->cin || !c->dcin || !c->dcin_t || !c->st || !c->s || !c->dst) {
         destroy(c);
         return FL_ERR_NOMEM;
     }
     *self = c;
     return FL_OK;
+}
+
+static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, void **self)
+{
+    return create_any(h, cx, sh, 0, self);
+}
+
+static fl_status create_additive(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh,
+                                 void **self)
+{
+    return create_any(h, cx, sh, 1, self);
 }
 
 /* Conditioner input rows [x_c | h]. */
@@ -175,7 +205,14 @@ static void gather(const coupling *c, uint32_t n, const fl_real *x, const fl_rea
 static void conditioner(coupling *c, const fl_real *theta, uint32_t n)
 {
     uint32_t dt = c->dt;
-    if (c->shared) {
+    if (c->additive) {
+        fl_real *traw = c->dst;
+        c->h->mlp_forward(c->tnet, theta, n, c->cin, traw);
+        for (uint32_t r = 0; r < n; r++) {
+            memset(c->st + (size_t)r * 2 * dt, 0, dt * sizeof(fl_real));
+            memcpy(c->st + (size_t)r * 2 * dt + dt, traw + (size_t)r * dt, dt * sizeof(fl_real));
+        }
+    } else if (c->shared) {
         c->h->mlp_forward(c->snet, theta, n, c->cin, c->st);
     } else {
         /* Separate nets write into the two halves via scratch then interleave. */
@@ -246,7 +283,9 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
         }
     }
     memset(c->dcin, 0, (size_t)n * c->in * sizeof(fl_real));
-    if (c->shared) {
+    if (c->additive) {
+        c->h->mlp_backward(c->tnet, a->theta, a->dtheta, n, dtt, c->dcin);
+    } else if (c->shared) {
         /* The shared net's output rows are [s | t]: interleave into st. */
         for (uint32_t r = 0; r < n; r++) {
             memcpy(c->st + (size_t)r * 2 * dt, ds + (size_t)r * dt, dt * sizeof(fl_real));
@@ -310,10 +349,24 @@ static const fl_flow_class affine_coupling = {
     .inverse = inverse,
 };
 
+static const fl_flow_class additive_coupling = {
+    .base = { sizeof(fl_flow_class), "additive-coupling",
+              "NICE additive coupling: y_t = x_t + t(x_c,h), volume-preserving", additive_keys,
+              sizeof additive_keys / sizeof additive_keys[0] },
+    .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE |
+             FL_FLOW_ACCEPTS_CONTEXT,
+    .create = create_additive,
+    .destroy = destroy,
+    .forward = forward,
+    .backward = backward,
+    .inverse = inverse,
+};
+
 static fl_status init(const fl_host *host, fl_registrar *r)
 {
     (void)host;
-    return r->add(r, FL_KIND_FLOW, &affine_coupling.base);
+    fl_status st = r->add(r, FL_KIND_FLOW, &affine_coupling.base);
+    return st == FL_OK ? r->add(r, FL_KIND_FLOW, &additive_coupling.base) : st;
 }
 
 FL_PLUGIN("flows-coupling", "1.0.0", init)

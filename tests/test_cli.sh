@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# test_cli.sh - the flowlab command: exit codes, and errors on stderr as ONE
+# line naming the file (and line or key). Run by meson test, which sets
+# FLOWLAB_EXE, FLOWLAB_SOURCE_ROOT and FLOWLAB_TEST_DIR.
+set -u
+EXE=${FLOWLAB_EXE:?run through meson test}
+TEST_DIR=${FLOWLAB_TEST_DIR:?run through meson test}
+unset FLOWLAB_PLUGIN_PATH # only the build tree's plugins
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+failures=0
+
+fail() {
+    echo "FAIL: $*"
+    echo "  stderr: $(cat "$TMP/err")"
+    failures=$((failures + 1))
+}
+
+# flowlab ARGS..., keeping stdout, stderr and the exit code.
+run() {
+    "$EXE" "$@" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+}
+
+# expect_error NAME CODE TEXT... : the last run exited with CODE and printed
+# exactly one line on stderr, containing every TEXT.
+expect_error() {
+    local name=$1 code=$2 before=$failures
+    shift 2
+    [ "$rc" = "$code" ] || fail "$name: exit code $rc, expected $code"
+    local lines
+    lines=$(wc -l <"$TMP/err")
+    [ "$lines" = 1 ] || fail "$name: $lines lines on stderr, expected 1"
+    grep -q '^flowlab: error: ' "$TMP/err" || fail "$name: stderr is not a flowlab error"
+    for text in "$@"; do
+        grep -qF -- "$text" "$TMP/err" || fail "$name: stderr lacks '$text'"
+    done
+    if [ "$failures" = "$before" ]; then echo "ok: $name"; fi
+}
+
+# A small valid experiment; variants below edit one line of it.
+cat >"$TMP/good.ini" <<'EOF'
+[experiment]
+name = cli
+
+[data]
+type = moons
+test_size = 200
+
+[flow.1]
+type = affine-coupling
+repeat = 2
+hidden = 8
+
+[train]
+steps = 5
+batch = 32
+EOF
+variant() { # variant FILE SED-EXPRESSION
+    sed "$2" "$TMP/good.ini" >"$TMP/$1"
+}
+
+# ---- input files and values ------------------------------------------------
+
+run run "$TMP/missing.ini"
+expect_error "missing experiment file" 5 "$TMP/missing.ini"
+
+variant syntax.ini '10s/.*/hidden 8/'
+run run "$TMP/syntax.ini"
+expect_error "syntax error" 3 "syntax.ini:10:" "syntax error"
+
+variant unknown_key.ini 's/^steps = 5/stesp = 5/'
+run run "$TMP/unknown_key.ini"
+expect_error "unknown key" 3 "unknown_key.ini:14:" "[train]" "'stesp'" "did you mean 'steps'?"
+
+variant bad_value.ini 's/^batch = 32/batch = lots/'
+run run "$TMP/bad_value.ini"
+expect_error "bad value" 3 "bad_value.ini:15:" "[train] batch = 'lots'" "expected an integer"
+
+variant range.ini 's/^hidden = 8/hidden = 0/'
+run run "$TMP/range.ini"
+expect_error "value out of range" 3 "range.ini:11:" "[flow.1] hidden = '0'" "[1, "
+
+run run "$TMP/good.ini" --set train.steps=-1
+expect_error "bad --set value" 3 "--set train.steps" "[train] steps = '-1'"
+
+run run "$TMP/good.ini" --set trainsteps=5
+expect_error "malformed --set" 3 "--set trainsteps=5"
+
+variant bad_flow.ini 's/^type = affine-coupling/type = afine-coupling/'
+run run "$TMP/bad_flow.ini"
+expect_error "unknown flow type" 4 "bad_flow.ini:9:" "[flow.1]" "no such flow" \
+    "did you mean 'affine-coupling'?"
+
+variant bad_data.ini 's/^type = moons/type = moonz/'
+run run "$TMP/bad_data.ini"
+expect_error "unknown data set" 4 "bad_data.ini:5:" "no such data set"
+
+variant bad_section.ini 's/^\[train\]/[trian]/'
+run run "$TMP/bad_section.ini"
+expect_error "unknown section" 3 "bad_section.ini:13:" "did you mean [train]?"
+
+run run "$TMP/good.ini" --set trian.steps=5
+expect_error "unknown section from --set" 3 "--set trian.steps" "did you mean [train]?"
+
+# ---- plugins -----------------------------------------------------------------
+
+echo "not a shared object" >"$TMP/notaplugin.so"
+run --plugin "$TMP/notaplugin.so" plugins
+expect_error "--plugin on a text file" 4 "$TMP/notaplugin.so" "cannot load"
+
+run --plugin "$TEST_DIR/bad_noentry.so" run "$TMP/good.ini"
+expect_error "--plugin without an entry" 4 "bad_noentry.so" "no 'flowlab_plugin_entry'"
+
+run plugins afine-coupling
+expect_error "plugins with an unknown name" 4 "'afine-coupling'" "did you mean 'affine-coupling'?"
+
+# ---- output folders --------------------------------------------------------
+
+# /dev/null is not a directory, so nothing (not even root) can create this.
+run run "$TMP/good.ini" --out /dev/null/run
+expect_error "unwritable output folder" 5 "/dev/null/run"
+
+mkdir "$TMP/taken"
+echo "precious" >"$TMP/taken/notes.txt"
+run run "$TMP/good.ini" --out "$TMP/taken"
+expect_error "non-empty run directory" 5 "$TMP/taken" "not empty"
+[ "$(cat "$TMP/taken/notes.txt")" = precious ] || fail "the existing file was changed"
+[ "$(ls -A "$TMP/taken")" = notes.txt ] || fail "files were added to the existing run directory"
+
+echo "a file" >"$TMP/plainfile"
+run run "$TMP/good.ini" --out "$TMP/plainfile"
+expect_error "run directory is a file" 5 "$TMP/plainfile"
+
+run sample "$TMP/no_such_run" -n 10
+expect_error "sample from a missing run" 5 "$TMP/no_such_run/config.ini"
+
+# ---- usage -------------------------------------------------------------------
+
+run frobnicate
+expect_error "unknown command" 2 "unknown command 'frobnicate'"
+
+run --frobnicate plugins
+expect_error "unknown option" 2 "'--frobnicate'"
+
+run sample "$TMP/x" -n 0
+[ "$rc" = 2 ] || fail "sample -n 0: exit code $rc, expected 2"
+
+run
+[ "$rc" = 2 ] || fail "no command: exit code $rc, expected 2"
+
+for cmd in "" run plugins sample check; do
+    # shellcheck disable=SC2086
+    run $cmd --help
+    [ "$rc" = 0 ] || fail "'flowlab $cmd --help': exit code $rc"
+    grep -q "^usage: flowlab $cmd" "$TMP/out" || fail "'flowlab $cmd --help' prints no usage"
+    [ -s "$TMP/err" ] && fail "'flowlab $cmd --help' wrote to stderr"
+    echo "ok: flowlab $cmd --help"
+done
+
+# ---- listings ----------------------------------------------------------------
+
+run plugins
+[ "$rc" = 0 ] || fail "plugins: exit code $rc"
+grep -q '^  moons ' "$TMP/out" || fail "'flowlab plugins' does not list moons"
+grep -q '^  affine-coupling ' "$TMP/out" || fail "'flowlab plugins' does not list affine-coupling"
+grep -q 'refused' "$TMP/out" && fail "'flowlab plugins' shows refused plugins"
+echo "ok: flowlab plugins"
+
+run plugins affine-coupling
+[ "$rc" = 0 ] || fail "plugins affine-coupling: exit code $rc"
+grep -qE '^ +hidden +int list' "$TMP/out" || fail "'flowlab plugins affine-coupling' lacks 'hidden'"
+grep -q 'relu|tanh|elu|softplus' "$TMP/out" || fail "enum choices are not listed"
+echo "ok: flowlab plugins affine-coupling"
+
+# ---- a run that works ------------------------------------------------------
+
+run run "$TMP/good.ini" --out "$TMP/ok" --set train.steps=3
+[ "$rc" = 0 ] || fail "a valid run: exit code $rc"
+for f in config.ini metrics.csv checkpoint.flc result.json; do
+    [ -s "$TMP/ok/$f" ] || fail "the run directory lacks $f"
+done
+grep -q '^steps = 3$' "$TMP/ok/config.ini" || fail "config.ini does not record the --set"
+for f in "$TMP/ok"/*tmp*; do
+    [ -e "$f" ] && fail "temporary file left in the run directory: $f"
+done
+echo "ok: a valid run"
+
+if [ "$failures" -gt 0 ]; then
+    echo "$failures failure(s)"
+    exit 1
+fi
+echo "all CLI checks passed"

@@ -1,0 +1,509 @@
+/* test_config.c - experiment files: INI parsing, --set overrides, typed
+ * validation against key tables, and whole-experiment validation with the
+ * real plugins (messages must name file, line, section and key). */
+#include "common.h"
+
+SUITE(parse);
+SUITE(set);
+SUITE(values);
+SUITE(experiment);
+
+/* ---- parsing ------------------------------------------------------------ */
+
+static fl_config *parse_ok(const char *text)
+{
+    fl_config *c = NULL;
+    fl_status st = fl_config_parse("t.ini", text, &c);
+    cr_assert_eq(st, FL_OK, "parse failed: %s", fl_err_msg());
+    cr_assert_not_null(c);
+    return c;
+}
+
+/* Parses text that must be refused with FL_ERR_INVALID; returns the message. */
+static const char *parse_fails(const char *text)
+{
+    fl_config *c = NULL;
+    fl_status st = fl_config_parse("t.ini", text, &c);
+    cr_assert_eq(st, FL_ERR_INVALID, "expected FL_ERR_INVALID, got %d", st);
+    cr_assert_null(c, "a failed parse must not hand out a config");
+    return fl_err_msg();
+}
+
+Test(parse, sections_keys_values_and_comments)
+{
+    fl_config *c = parse_ok("; a comment line\n"          /* 1 */
+                            "# another one\n"             /* 2 */
+                            "\n"                          /* 3 */
+                            "[experiment]\n"              /* 4 */
+                            "name = demo run\n"           /* 5 */
+                            "seed=7\n"                    /* 6 */
+                            "[flow.1]\n"                  /* 7 */
+                            "type = affine-coupling\n"    /* 8 */
+                            "hidden = 32, 32   ; why\n"   /* 9 */
+                            "\n"                          /* 10 */
+                            "[flow.2]\n"                  /* 11 */
+                            "  type   =   reverse  \n");  /* 12 */
+    cr_assert_eq(c->n, 3);
+    cr_assert_str_eq(c->path, "t.ini");
+
+    const fl_cfg_section *e = fl_config_section(c, "experiment");
+    cr_assert_not_null(e);
+    cr_assert_eq(e->line, 4);
+    cr_assert_eq(e->n, 2);
+    cr_assert_str_eq(fl_config_entry(e, "name")->value, "demo run");
+    cr_assert_eq(fl_config_entry(e, "name")->line, 5);
+    cr_assert_str_eq(fl_config_entry(e, "seed")->value, "7");
+    cr_assert_eq(fl_config_entry(e, "seed")->line, 6);
+
+    /* Dotted names are ordinary section names. */
+    const fl_cfg_section *f1 = fl_config_section(c, "flow.1");
+    cr_assert_not_null(f1);
+    cr_assert_eq(f1->line, 7);
+    cr_assert_str_eq(fl_config_entry(f1, "type")->value, "affine-coupling");
+    cr_assert_str_eq(fl_config_entry(f1, "hidden")->value, "32, 32", "inline comment kept");
+    const fl_cfg_section *f2 = fl_config_section(c, "flow.2");
+    cr_assert_not_null(f2);
+    cr_assert_eq(f2->line, 11);
+    cr_assert_str_eq(fl_config_entry(f2, "type")->value, "reverse", "blanks are trimmed");
+
+    cr_assert_null(fl_config_section(c, "flow"));
+    cr_assert_null(fl_config_entry(f1, "repeat"));
+    fl_config_free(c);
+}
+
+Test(parse, empty_text_is_an_empty_config)
+{
+    fl_config *c = parse_ok("; nothing but a comment\n");
+    cr_assert_eq(c->n, 0);
+    fl_config_free(c);
+}
+
+Test(parse, syntax_error_names_file_and_line)
+{
+    const char *m = parse_fails("[train]\n"
+                                "steps = 10\n"
+                                "\n"
+                                "this line is not ini\n"
+                                "batch = 3\n");
+    cr_assert_str_eq(m, "t.ini:4: syntax error: expected '[section]', 'key = value' or a comment");
+}
+
+Test(parse, duplicate_key_reports_both_lines)
+{
+    const char *m = parse_fails("[train]\n"
+                                "steps = 10\n"
+                                "batch = 3\n"
+                                "steps = 20\n");
+    cr_assert_str_eq(m, "t.ini:4: [train] key 'steps' is set twice (first on line 2)");
+}
+
+Test(parse, duplicate_key_across_a_reopened_section)
+{
+    const char *m = parse_fails("[train]\nsteps = 1\n[eval]\nbatch = 2\n[train]\nsteps = 3\n");
+    cr_assert_str_eq(m, "t.ini:6: [train] key 'steps' is set twice (first on line 2)");
+}
+
+Test(parse, key_before_any_section)
+{
+    const char *m = parse_fails("; header comment\nsteps = 10\n[train]\n");
+    cr_assert_str_eq(m, "t.ini:2: key 'steps' appears before any [section]");
+}
+
+Test(parse, bad_section_and_key_names)
+{
+    assert_contains(parse_fails("[Train]\nsteps = 1\n"), "t.ini:2: bad section name [Train]");
+    assert_contains(parse_fails("[train]\nSteps = 1\n"), "t.ini:2: [train] bad key name 'Steps'");
+}
+
+Test(parse, missing_file_is_an_io_error)
+{
+    fl_config *c = NULL;
+    fl_status st = fl_config_load("/nonexistent/flowlab/exp.ini", &c);
+    cr_assert_eq(st, FL_ERR_IO);
+    assert_contains(fl_err_msg(), "/nonexistent/flowlab/exp.ini");
+}
+
+/* ---- --set -------------------------------------------------------------- */
+
+Test(set, dotted_section_takes_the_last_dot)
+{
+    fl_config *c = parse_ok("[flow.1]\ntype = affine-coupling\n");
+    cr_assert_eq(fl_config_set(c, "flow.1.hidden=32,32"), FL_OK, "%s", fl_err_msg());
+    const fl_cfg_section *s = fl_config_section(c, "flow.1");
+    const fl_cfg_entry *e = fl_config_entry(s, "hidden");
+    cr_assert_not_null(e);
+    cr_assert_str_eq(e->value, "32,32");
+    cr_assert_eq(e->line, 0, "--set entries have no line");
+    cr_assert_null(fl_config_section(c, "flow"), "no section 'flow' may appear");
+    cr_assert_null(fl_config_section(c, "flow.1.hidden"));
+    fl_config_free(c);
+}
+
+Test(set, overrides_a_file_value_and_creates_sections)
+{
+    fl_config *c = parse_ok("[train]\nsteps = 10\n");
+    cr_assert_eq(fl_config_set(c, " train.steps = 25 "), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_config_set(c, "data.test_size=500"), FL_OK, "%s", fl_err_msg());
+    const fl_cfg_entry *e = fl_config_entry(fl_config_section(c, "train"), "steps");
+    cr_assert_str_eq(e->value, "25");
+    cr_assert_eq(e->line, 0);
+    cr_assert_eq(fl_config_section(c, "train")->n, 1, "an override replaces, never appends");
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "data"), "test_size")->value, "500");
+    fl_config_free(c);
+}
+
+Test(set, malformed_assignments_are_rejected)
+{
+    static const char *const bad[] = {
+        "train.steps",     /* no '=' */
+        "steps=10",        /* no section */
+        ".steps=10",       /* empty section */
+        "train.=10",       /* empty key */
+        "Train.steps=10",  /* upper case section */
+        "train.st-eps=10", /* '-' is not allowed in keys */
+        "=10",
+    };
+    fl_config *c = parse_ok("[train]\nsteps = 10\n");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fl_err_clear();
+        fl_status st = fl_config_set(c, bad[i]);
+        cr_assert_eq(st, FL_ERR_INVALID, "--set %s was accepted", bad[i]);
+        assert_contains(fl_err_msg(), "--set");
+        assert_contains(fl_err_msg(), bad[i]);
+    }
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "train"), "steps")->value, "10",
+                     "a rejected --set must not change the config");
+    fl_config_free(c);
+}
+
+Test(set, where_names_the_origin)
+{
+    fl_config *c = parse_ok("[train]\nsteps = 10\n\n[flow.1]\ntype = reverse\n");
+    cr_assert_eq(fl_config_set(c, "flow.1.hidden=8"), FL_OK);
+    char buf[256];
+    const fl_cfg_section *t = fl_config_section(c, "train");
+    const fl_cfg_section *f = fl_config_section(c, "flow.1");
+    cr_assert_str_eq(fl_config_where(c, t, fl_config_entry(t, "steps"), buf, sizeof buf),
+                     "t.ini:2");
+    cr_assert_str_eq(fl_config_where(c, f, fl_config_entry(f, "hidden"), buf, sizeof buf),
+                     "--set flow.1.hidden");
+    cr_assert_str_eq(fl_config_where(c, f, NULL, buf, sizeof buf), "t.ini:4",
+                     "a section is located at its header");
+    fl_config_free(c);
+}
+
+/* ---- typed validation against a key table ------------------------------- */
+
+static const fl_key keys[] = {
+    { "hidden", FL_KEY_INT_LIST, "64,64", 1, 4096, NULL, "hidden widths" },
+    { "steps", FL_KEY_INT, NULL, 0, 100, NULL, "optimizer steps" },
+    { "lr", FL_KEY_REAL, "1e-3", 0, 1, NULL, "learning rate" },
+    { "act", FL_KEY_ENUM, "relu", 0, 0, "relu|tanh|elu", "activation" },
+    { "flag", FL_KEY_BOOL, "false", 0, 0, NULL, "a switch" },
+    { "label", FL_KEY_STRING, "none", 1, 0, NULL, "free text" },
+};
+
+/* Resolves [s] of `text` against `keys`; *out is filled on success. */
+static fl_status resolve(const char *text, fl_values *out)
+{
+    fl_config *c = parse_ok(text);
+    const fl_key *tabs[1] = { keys };
+    uint32_t ns[1] = { sizeof keys / sizeof keys[0] };
+    fl_status st = fl_values_resolve(c, "s", tabs, ns, 1, out);
+    fl_config_free(c);
+    return st;
+}
+
+static const char *resolve_fails(const char *text)
+{
+    fl_values v;
+    fl_err_clear();
+    fl_status st = resolve(text, &v);
+    cr_assert_eq(st, FL_ERR_INVALID, "expected FL_ERR_INVALID for:\n%s", text);
+    return fl_err_msg();
+}
+
+Test(values, defaults_are_filled_and_typed)
+{
+    fl_values v;
+    cr_assert_eq(resolve("[s]\nsteps = 12\n", &v), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(v.section, "s");
+    cr_assert_eq(v.n, 6, "every key gets a value");
+    cr_assert_eq(fl_values_get(&v, "steps")->i, 12);
+    cr_assert_float_eq(fl_values_get(&v, "lr")->r, 1e-3, 1e-15);
+    cr_assert_str_eq(fl_values_get(&v, "lr")->text, "1e-3");
+    cr_assert_eq(fl_values_get(&v, "act")->i, 0);
+    cr_assert_str_eq(fl_values_get(&v, "act")->text, "relu");
+    cr_assert_eq(fl_values_get(&v, "flag")->i, 0);
+    cr_assert_str_eq(fl_values_get(&v, "label")->text, "none");
+    const fl_value *h = fl_values_get(&v, "hidden");
+    cr_assert_eq(h->nlist, 2);
+    cr_assert_eq(h->list[0], 64);
+    cr_assert_eq(h->list[1], 64);
+    cr_assert_null(fl_values_get(&v, "nope"));
+    fl_values_free(&v);
+}
+
+Test(values, int_lists_enums_and_reals_parse)
+{
+    fl_values v;
+    cr_assert_eq(resolve("[s]\nsteps = 0\nhidden = 8, 16,32\nact = elu\nlr = 0.5\n", &v), FL_OK,
+                 "%s", fl_err_msg());
+    const fl_value *h = fl_values_get(&v, "hidden");
+    cr_assert_eq(h->nlist, 3);
+    cr_assert_eq(h->list[0], 8);
+    cr_assert_eq(h->list[1], 16);
+    cr_assert_eq(h->list[2], 32);
+    cr_assert_eq(fl_values_get(&v, "act")->i, 2, "enum value is the choice's index");
+    cr_assert_float_eq(fl_values_get(&v, "lr")->r, 0.5, 1e-15);
+    cr_assert_eq(fl_values_get(&v, "steps")->i, 0, "range bounds are inclusive");
+    fl_values_free(&v);
+}
+
+Test(values, bool_forms)
+{
+    static const char *const yes[] = { "true", "yes", "on", "1" };
+    static const char *const no[] = { "false", "no", "off", "0" };
+    for (int i = 0; i < 4; i++) {
+        for (int want = 0; want < 2; want++) {
+            char text[128];
+            snprintf(text, sizeof text, "[s]\nsteps = 1\nflag = %s\n", want ? yes[i] : no[i]);
+            fl_values v;
+            cr_assert_eq(resolve(text, &v), FL_OK, "%s", fl_err_msg());
+            cr_assert_eq(fl_values_get(&v, "flag")->i, want, "flag = %s", want ? yes[i] : no[i]);
+            fl_values_free(&v);
+        }
+    }
+    assert_contains(resolve_fails("[s]\nsteps = 1\nflag = maybe\n"), "expected true or false");
+}
+
+Test(values, unknown_key_suggests_the_closest)
+{
+    cr_assert_str_eq(resolve_fails("[s]\nsteps = 1\nhiden = 32\n"),
+                     "t.ini:3: [s] unknown key 'hiden'; did you mean 'hidden'?");
+}
+
+Test(values, unknown_key_far_from_everything_has_no_suggestion)
+{
+    const char *m = resolve_fails("[s]\nsteps = 1\nzzzzzzzz = 32\n");
+    assert_contains(m, "t.ini:3: [s] unknown key 'zzzzzzzz'");
+    assert_not_contains(m, "did you mean");
+}
+
+Test(values, missing_required_key)
+{
+    const char *m = resolve_fails("[s]\nlr = 0.1\n");
+    assert_contains(m, "t.ini:1");
+    assert_contains(m, "missing required key 'steps'");
+}
+
+Test(values, wrong_type)
+{
+    cr_assert_str_eq(resolve_fails("[s]\nsteps = abc\n"),
+                     "t.ini:2: [s] steps = 'abc': expected an integer");
+    assert_contains(resolve_fails("[s]\nsteps = 1\nlr = fast\n"), "expected a finite number");
+    assert_contains(resolve_fails("[s]\nsteps = 1\nlr = nan\n"), "expected a finite number");
+    assert_contains(resolve_fails("[s]\nsteps = 2.5\n"), "expected an integer");
+}
+
+Test(values, out_of_range_names_the_range)
+{
+    const char *m = resolve_fails("[s]\nsteps = 500\n");
+    assert_contains(m, "t.ini:2: [s] steps = '500'");
+    assert_contains(m, "[0, 100]");
+    assert_contains(resolve_fails("[s]\nsteps = 1\nlr = 2\n"), "[0, 1]");
+    m = resolve_fails("[s]\nsteps = 1\nhidden = 8,0\n");
+    assert_contains(m, "t.ini:3: [s] hidden = '8,0'");
+    assert_contains(m, "[1, 4096]");
+}
+
+Test(values, bad_int_lists)
+{
+    assert_contains(resolve_fails("[s]\nsteps = 1\nhidden = 8,x\n"), "comma-separated integers");
+    assert_contains(resolve_fails("[s]\nsteps = 1\nhidden = 8,\n"), "comma-separated integers");
+}
+
+Test(values, bad_enum_lists_the_choices)
+{
+    const char *m = resolve_fails("[s]\nsteps = 1\nact = sigmoid\n");
+    assert_contains(m, "t.ini:3: [s] act = 'sigmoid'");
+    assert_contains(m, "expected one of relu,tanh,elu");
+}
+
+Test(values, set_entries_are_located_by_their_set)
+{
+    fl_config *c = parse_ok("[s]\nsteps = 1\n");
+    cr_assert_eq(fl_config_set(c, "s.steps=1000"), FL_OK);
+    const fl_key *tabs[1] = { keys };
+    uint32_t ns[1] = { sizeof keys / sizeof keys[0] };
+    fl_values v;
+    cr_assert_eq(fl_values_resolve(c, "s", tabs, ns, 1, &v), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "--set s.steps: [s] steps = '1000'");
+    fl_config_free(c);
+}
+
+Test(values, closest_name)
+{
+    static const char *const names[] = { "train", "eval", "data", "experiment" };
+    cr_assert_str_eq(fl_closest("trian", names, 4), "train");
+    cr_assert_str_eq(fl_closest("experimnt", names, 4), "experiment");
+    cr_assert_null(fl_closest("zebra", names, 4));
+}
+
+/* ---- whole experiments, with the real plugins --------------------------- */
+
+static const char *const base_ini = "[experiment]\n"          /* 1 */
+                                    "seed = 3\n"              /* 2 */
+                                    "\n"                      /* 3 */
+                                    "[data]\n"                /* 4 */
+                                    "type = moons\n"          /* 5 */
+                                    "test_size = 200\n"       /* 6 */
+                                    "\n"                      /* 7 */
+                                    "[flow.1]\n"              /* 8 */
+                                    "type = affine-coupling\n" /* 9 */
+                                    "repeat = 2\n"            /* 10 */
+                                    "hidden = 16,16\n"        /* 11 */
+                                    "\n"                      /* 12 */
+                                    "[train]\n"               /* 13 */
+                                    "steps = 10\n"            /* 14 */
+                                    "batch = 64\n";           /* 15 */
+
+/* base_ini with the first occurrence of `from` replaced by `to`. */
+static char *edited(const char *from, const char *to)
+{
+    const char *p = strstr(base_ini, from);
+    cr_assert_not_null(p, "'%s' not in the base config", from);
+    return fl_strfmt("%.*s%s%s", (int)(p - base_ini), base_ini, to, p + strlen(from));
+}
+
+/* Builds the edited experiment, expecting status `want`; returns the message. */
+static const char *experiment_fails(const char *from, const char *to, fl_status want)
+{
+    fl_registry *r = load_builtin_plugins();
+    char *text = edited(from, to);
+    fl_experiment *e = NULL;
+    fl_err_clear();
+    fl_status st = experiment_from_text(r, "exp.ini", text, NULL, &e);
+    cr_assert_eq(st, want, "expected status %d, got %d (%s)", want, st, fl_err_msg());
+    cr_assert_null(e);
+    free(text);
+    fl_registry_free(r);
+    return fl_err_msg();
+}
+
+Test(experiment, base_config_builds)
+{
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, NULL, &e), FL_OK, "%s",
+                 fl_err_msg());
+    cr_assert_eq(e->stack->n, 2, "repeat = 2 gives two layers");
+    cr_assert_eq(e->info.dim, 2);
+    cr_assert_eq(e->batch, 64);
+    cr_assert_eq(e->seed, 3);
+    cr_assert_gt(e->arena.total, 0);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+}
+
+Test(experiment, unknown_section_suggests_train)
+{
+    cr_assert_str_eq(experiment_fails("[train]", "[trian]", FL_ERR_INVALID),
+                     "exp.ini:13: unknown section [trian]; did you mean [train]?");
+}
+
+Test(experiment, unknown_section_from_set_names_the_set)
+{
+    fl_registry *r = load_builtin_plugins();
+    static const char *const sets[] = { "trian.steps=5", NULL };
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, sets, &e), FL_ERR_INVALID);
+    cr_assert_str_eq(fl_err_msg(),
+                     "--set trian.steps: unknown section [trian]; did you mean [train]?");
+    fl_registry_free(r);
+}
+
+Test(experiment, unknown_flow_type_suggests_the_closest)
+{
+    const char *m = experiment_fails("type = affine-coupling", "type = afine-coupling",
+                                     FL_ERR_NOT_FOUND);
+    assert_contains(m, "exp.ini:9: [flow.1] type = 'afine-coupling': no such flow");
+    assert_contains(m, "did you mean 'affine-coupling'?");
+}
+
+Test(experiment, unknown_data_type)
+{
+    const char *m = experiment_fails("type = moons", "type = moonz", FL_ERR_NOT_FOUND);
+    assert_contains(m, "exp.ini:5: [data] type = 'moonz': no such data set");
+    assert_contains(m, "did you mean 'moons'?");
+    m = experiment_fails("type = moons", "type = imagenet", FL_ERR_NOT_FOUND);
+    assert_contains(m, "exp.ini:5: [data] type = 'imagenet': no such data set");
+    assert_not_contains(m, "did you mean");
+}
+
+Test(experiment, bad_value_in_flow_section)
+{
+    const char *m = experiment_fails("hidden = 16,16", "hidden = 16,abc", FL_ERR_INVALID);
+    assert_contains(m, "exp.ini:11: [flow.1] hidden = '16,abc'");
+    assert_contains(m, "comma-separated integers");
+}
+
+Test(experiment, unknown_key_in_a_component_section)
+{
+    const char *m = experiment_fails("hidden = 16,16", "hiden = 16,16", FL_ERR_INVALID);
+    assert_contains(m, "exp.ini:11: [flow.1] unknown key 'hiden'; did you mean 'hidden'?");
+}
+
+Test(experiment, bad_value_from_set)
+{
+    fl_registry *r = load_builtin_plugins();
+    static const char *const sets[] = { "flow.1.hidden=0", NULL };
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, sets, &e), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "--set flow.1.hidden: [flow.1] hidden = '0'");
+    fl_registry_free(r);
+}
+
+Test(experiment, missing_data_type)
+{
+    assert_contains(experiment_fails("type = moons\n", "", FL_ERR_INVALID),
+                    "[data] missing required key 'type'");
+}
+
+Test(experiment, resolved_config_has_defaults_and_rebuilds_identically)
+{
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, NULL, &e), FL_OK, "%s",
+                 fl_err_msg());
+    fl_buf b = { 0 };
+    cr_assert_eq(fl_experiment_resolved(e, &b), FL_OK);
+    assert_contains(b.data, "\nbeta2 = 0.999\n");
+    assert_contains(b.data, "\nzero_init = true\n");
+    assert_contains(b.data, "\nnoise = 0.05\n");
+    assert_contains(b.data, "[flow.1]\ntype = affine-coupling\nrepeat = 2\n");
+    assert_contains(b.data, "\nhidden = 16,16\n");
+    /* One section per [flow.N] as written, not per repeated copy. */
+    const char *first = strstr(b.data, "[flow.1]");
+    cr_assert_null(strstr(first + 1, "[flow.1]"), "[flow.1] written twice:\n%s", b.data);
+
+    fl_experiment *e2 = NULL;
+    cr_assert_eq(experiment_from_text(r, "config.ini", b.data, NULL, &e2), FL_OK,
+                 "the resolved config does not rebuild: %s\n%s", fl_err_msg(), b.data);
+    cr_assert_eq(e2->arena.total, e->arena.total);
+    cr_assert_eq(e2->arena.n, e->arena.n);
+    cr_assert_eq(e2->stack->n, e->stack->n);
+    cr_assert_eq(memcmp(e2->arena.theta, e->arena.theta, e->arena.total * sizeof(fl_real)), 0,
+                 "same config and seed must give the same initial parameters");
+
+    /* Resolving is idempotent: the rebuilt experiment resolves to the same text
+     * except for the first line, which names the source file. */
+    fl_buf b2 = { 0 };
+    cr_assert_eq(fl_experiment_resolved(e2, &b2), FL_OK);
+    cr_assert_str_eq(strchr(b2.data, '\n'), strchr(b.data, '\n'));
+    fl_buf_free(&b);
+    fl_buf_free(&b2);
+    fl_experiment_free(e2);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+}

@@ -8,9 +8,16 @@
 extern char *openblas_get_corename(void);
 extern void openblas_set_num_threads(int num_threads);
 
+/* Floating-point operations issued through fl_gemm, for benchmarks. */
+static uint64_t gemm_flops;
+
+uint64_t fl_gemm_flops(void) { return __atomic_load_n(&gemm_flops, __ATOMIC_RELAXED); }
+
 void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const fl_real *a,
              int lda, const fl_real *b, int ldb, fl_real beta, fl_real *c, int ldc)
 {
+    __atomic_fetch_add(&gemm_flops, 2ull * (uint64_t)m * (uint64_t)n * (uint64_t)k,
+                       __ATOMIC_RELAXED);
 #ifdef FL_REAL_DOUBLE
     cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -50,6 +50,9 @@ void fl_mlp_backward(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
                      const fl_real *dout, fl_real *din);
 void fl_mlp_free(fl_mlp *m);
 
+/* Total floating-point operations issued through fl_gemm so far. */
+uint64_t fl_gemm_flops(void);
+
 /* Name of the BLAS core in use (e.g. "SkylakeX"), for benchmarks. */
 const char *fl_blas_core(void);
 /* Puts BLAS on one thread (flowlab parallelises over fixed tiles itself,

@@ -345,11 +345,12 @@ static fl_status check_large_theta(kit *k, const fl_real *noise)
     return st;
 }
 
-/* Rows do not interact: the first half alone gives what it gives inside
- * the whole batch (up to the rounding of differently tiled GEMMs). */
+/* Rows do not interact in evaluation mode (batch-coupled layers
+ * included): the first half alone gives what it gives inside the whole
+ * batch, up to the rounding of differently tiled GEMMs. */
 static fl_status check_batch(kit *k)
 {
-    if ((k->cls->flags & FL_FLOW_BATCH_COUPLED) || k->n < 2) return FL_OK;
+    if (k->n < 2) return FL_OK;
     size_t nd = (size_t)k->n * k->d;
     uint32_t h = k->n / 2;
     const fl_real *y;
@@ -528,6 +529,11 @@ static fl_status check_grads(kit *k)
         }
         if (st == FL_OK && np && got[1] < N_DIRS) {
             fl_rng_normal(key, 100 + t, 0, np, v);
+            /* State (running statistics) is not a parameter: no gradient,
+             * not perturbed. */
+            for (size_t p = 0; p < k->arena.n; p++)
+                if (k->arena.p[p].flags & FL_PARAM_STATE)
+                    memset(v + k->arena.p[p].offset, 0, k->arena.p[p].size * sizeof *v);
             st = dir_check(k, k->arena.theta, np, gth, v, &e);
             if (e < 0) inconclusive++;
             else et[got[1]++] = e;
@@ -733,8 +739,10 @@ fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_k
                 k.cd, k.n, k.arena.count);
     if (st == FL_OK) st = check_seed(&k, cfg);
     if (st == FL_OK) st = check_inverse(&k);
-    if (st == FL_OK && !(cls->flags & FL_FLOW_BATCH_COUPLED)) st = check_logdet(&k);
-    if (st == FL_OK && !(cls->flags & FL_FLOW_BATCH_COUPLED)) st = check_triangular(&k);
+    /* Evaluation mode treats rows independently even for batch-coupled
+     * layers, so these run (in eval mode) for every layer. */
+    if (st == FL_OK) st = check_logdet(&k);
+    if (st == FL_OK) st = check_triangular(&k);
     if (st == FL_OK) st = check_grads(&k);
     if (st == FL_OK) st = measure_context(&k);
     if (st == FL_OK) st = check_batch(&k);

@@ -7,9 +7,11 @@
  * layer's declared order; backward against finite differences of a random
  * scalar projection, separately for inputs, parameters and context; finite
  * outputs at inputs of +-10 and with large parameters; independence of the
- * rows of a batch (unless the layer declares itself batch-coupled); for
- * batch-coupled layers, that evaluation mode reproduces training mode once
- * the running statistics equal the batch's. It also measures how much the
+ * rows of a batch in evaluation mode; for batch-coupled layers, that
+ * evaluation mode reproduces training mode once the running statistics
+ * equal the batch's. The inverse, log-determinant, triangularity and batch
+ * checks run in evaluation mode, where even batch norm treats rows
+ * independently; the gradient checks run in training mode. It also measures how much the
  * context moves the output. fl_kit_class runs it over several
  * configurations (the defaults, each boolean key flipped, each other enum
  * choice), dimensions and context sizes, requires some configuration to use

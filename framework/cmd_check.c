@@ -22,7 +22,7 @@ static const char usage[] =
     "autoregressive layers; backward against finite differences for inputs,\n"
     "parameters and context; that some configuration's output depends on the\n"
     "context; finite outputs at inputs of +-10 and with large parameters; that\n"
-    "rows are independent (unless batch-coupled); that batch-coupled layers\n"
+    "rows are independent in evaluation mode; that batch-coupled layers\n"
     "agree in train and eval mode once running statistics match the batch.\n"
     "Prints, per layer, the worst measured error of each check beside its\n"
     "tolerance (--verbose: every run); exits 1 if any check fails.\n";

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "hostimpl.h"
+#include "log.h"
 #include "util.h"
 
 static const fl_key exp_keys[] = {
@@ -22,14 +23,15 @@ static const fl_key train_keys[] = {
     { "lr", FL_KEY_REAL, "1e-3", 0, 10, NULL, "Adam learning rate" },
     { "beta1", FL_KEY_REAL, "0.9", 0, 0.999999, NULL, "Adam first-moment decay" },
     { "beta2", FL_KEY_REAL, "0.999", 0, 0.99999999, NULL, "Adam second-moment decay" },
-    { "eps", FL_KEY_REAL, "1e-8", 0, 1, NULL, "Adam epsilon" },
+    { "eps", FL_KEY_REAL, "1e-8", 1e-30, 1, NULL, "Adam epsilon (> 0)" },
     { "eval_every", FL_KEY_INT, "500", 0, 1e12, NULL,
       "steps between test evaluations (one 'epoch' row of metrics.csv); 0 = only at the end" },
     { "log_every", FL_KEY_INT, "100", 1, 1e12, NULL,
       "steps between log lines when stderr is not a terminal" },
     { "ema", FL_KEY_REAL, "0", 0, 0.999999, NULL,
       "decay of an exponential moving average of the parameters (Polyak averaging) used for "
-      "evaluation, sampling and the checkpoint's model; 0 = evaluate the last iterate" },
+      "evaluation, sampling and the checkpoint's model; 0 = evaluate the last iterate. Running "
+      "statistics (batch norm) are not averaged, so with batch norm prefer 0" },
     { "checkpoint_every", FL_KEY_INT, "0", 0, 1e12, NULL,
       "steps between checkpoints; 0 = only at the end" },
 };
@@ -125,7 +127,12 @@ static fl_status make_dataset(fl_experiment *e)
     }
     if (!(e->info.drawn & 1u)) {
         uint64_t N = e->info.n[FL_SPLIT_TRAIN];
-        if (N < e->batch || !e->dcls->read) {
+        if (!e->dcls->read) {
+            fl_err("[data] %s: its training split is finite but the data set cannot read rows",
+                   te->value);
+            return FL_ERR_INVALID;
+        }
+        if (N < e->batch) {
             fl_err("[data] %s: the training split has %llu rows, fewer than [train] batch = %u",
                    te->value, (unsigned long long)N, e->batch);
             return FL_ERR_INVALID;
@@ -171,6 +178,14 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
         st = FL_ERR_INVALID;
         goto fail;
     }
+    /* Metadata checks at load time, not at the end of training. */
+    for (size_t i = 0; i < e->stack->n; i++)
+        if (!(e->stack->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) {
+            fl_log(FL_LOG_WARN, "[%s] %s has no inverse: this model can be trained and "
+                   "evaluated but not sampled", e->stack->L[i].cx->path,
+                   e->stack->L[i].cls->base.name);
+            break;
+        }
     st = fl_arena_finalize(&e->arena, e->seed);
     if (st == FL_OK) st = fl_stack_ready(e->stack);
     if (st != FL_OK) goto fail;

@@ -5,8 +5,9 @@
  * numbers. A split is either finite (a fixed number of rows, read by index)
  * or drawn: an endless stream of fresh examples generated from a random
  * key, row i of the stream being a pure function of (key, i). The 2D toy
- * sets draw; files are finite. A drawn test split is made finite by the
- * host: it draws `info.n[FL_SPLIT_TEST]` rows once from a fixed key.
+ * sets draw (their training split is finite when given a train_size);
+ * files are finite. A drawn test split is made finite by the host: it
+ * draws `info.n[FL_SPLIT_TEST]` rows once from a fixed key.
  *
  *   static fl_status moons_draw(void *self, fl_split s, fl_rng_key k,
  *                               uint64_t first, uint32_t n, fl_real *out);

@@ -84,8 +84,11 @@ static inline void fl_rng_uniform(fl_rng_key key, uint64_t sub, uint64_t first, 
         ctr[0] = (uint32_t)blk; ctr[1] = (uint32_t)(blk >> 32);
         ctr[2] = (uint32_t)sub; ctr[3] = (uint32_t)(sub >> 32);
         fl_philox4x32(key, ctr, w);
-        for (unsigned j = (unsigned)(idx & 3); j < 4 && i < n; j++, i++)
-            out[i] = (fl_real)fl_rng_u01(w[j]);
+        for (unsigned j = (unsigned)(idx & 3); j < 4 && i < n; j++, i++) {
+            fl_real u = (fl_real)fl_rng_u01(w[j]);
+            /* A float can round (0,1) up to 1: keep it open. */
+            out[i] = u < 1 ? u : (fl_real)(1 - 1.0 / (1 << 24));
+        }
     }
 }
 

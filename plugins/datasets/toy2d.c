@@ -1,5 +1,6 @@
 /*
- * toy2d.c - the classic 2D density-estimation toy sets, as drawn data sets.
+ * toy2d.c - the classic 2D density-estimation toy sets, as drawn data sets
+ * (with train_size > 0 the training split is a fixed, finite draw).
  *
  * moons, 8gaussians, rings, checkerboard, pinwheel, 2spirals. Every split is
  * drawn: row r of a stream is a pure function of (key, r), because each row

@@ -85,7 +85,7 @@ static fl_status create_any(const fl_host *h, fl_ctx *cx, const fl_flow_shape *s
                             void **self)
 {
     if (sh->dim < 2) {
-        h->error(cx, "affine coupling needs dim >= 2 (got %u)", sh->dim);
+        h->error(cx, "coupling needs dim >= 2 (got %u)", sh->dim);
         return FL_ERR_INVALID;
     }
     coupling *c = calloc(1, sizeof *c);

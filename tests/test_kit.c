@@ -91,3 +91,26 @@ Test(kit, command_names_the_check_and_the_error)
     assert_contains(buf, "-> FAILED: grad x: ");
     assert_contains(buf, "exceeds tolerance");
 }
+
+/* Every built-in flow passes the whole kit in all its configurations. */
+Test(kit, every_builtin_flow_passes, .timeout = 600)
+{
+    fl_runtime_init();
+    fl_registry *r = load_builtin_plugins();
+    int flows = 0;
+    for (size_t i = 0; i < r->n_comps; i++) {
+        const fl_comp_rec *c = &r->comps[i];
+        if (c->kind != FL_KIND_FLOW) continue;
+        flows++;
+        fl_kit_opts o = { 0, 0, 8, 1, 0.3, NULL };
+        fl_kit_report rep;
+        cr_assert_eq(fl_kit_class(&c->cls.flow, &o, NULL, &rep), FL_OK, "%s: %s",
+                     c->cls.base.name, fl_err_msg());
+        cr_assert_gt(rep.checks, 0, "%s: no checks ran", c->cls.base.name);
+        cr_assert_eq(rep.failed, 0, "%s: %s", c->cls.base.name, rep.first_failure);
+    }
+    /* affine and additive coupling, reverse, permute, planar, radial,
+     * batch-norm, actnorm, iaf, maf */
+    cr_assert_geq(flows, 10);
+    fl_registry_free(r);
+}

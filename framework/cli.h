@@ -20,5 +20,6 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plugins(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sample(fl_cli *cli, int argc, char **argv);
 int fl_cmd_check(fl_cli *cli, int argc, char **argv);
+int fl_cmd_plot(fl_cli *cli, int argc, char **argv);
 
 #endif

@@ -1,0 +1,43 @@
+/* pngfile.c - PNG output through libpng's simplified API. */
+#include "pngfile.h"
+
+#include <png.h>
+#include <stdlib.h>
+#include <string.h>
+
+fl_status fl_png_write(const char *path, const uint8_t *rgb, uint32_t w, uint32_t h)
+{
+    /* libpng limits each side to 2^31-1; far smaller keeps w*h*3 in range. */
+    if (!rgb || w == 0 || h == 0 || w > 65535 || h > 65535) {
+        fl_err("cannot write %s: bad image size %ux%u", path, w, h);
+        return FL_ERR_INVALID;
+    }
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    img.width = w;
+    img.height = h;
+    img.format = PNG_FORMAT_RGB;
+    /* Encode into memory first (size query, then the real pass) so the file
+     * itself is written by fl_write_atomic in one go. */
+    png_alloc_size_t size = 0;
+    if (!png_image_write_to_memory(&img, NULL, &size, 0, rgb, 0, NULL) || size == 0) {
+        fl_err("cannot encode %s: %s", path, img.message);
+        png_image_free(&img);
+        return FL_ERR_INTERNAL;
+    }
+    void *mem = malloc(size);
+    if (!mem) {
+        fl_err("cannot encode %s: out of memory", path);
+        return FL_ERR_NOMEM;
+    }
+    if (!png_image_write_to_memory(&img, mem, &size, 0, rgb, 0, NULL)) {
+        fl_err("cannot encode %s: %s", path, img.message);
+        png_image_free(&img);
+        free(mem);
+        return FL_ERR_INTERNAL;
+    }
+    fl_status st = fl_write_atomic(path, mem, size);
+    free(mem);
+    return st;
+}

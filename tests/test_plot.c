@@ -1,0 +1,191 @@
+/* test_plot.c - pictures: the heatmap of a known density must look like it
+ * (read back from the PNG), and the pictures of a briefly trained moons
+ * model must put the learned density and the samples where the data is. */
+#include <png.h>
+#include <math.h>
+
+#include "common.h"
+#include "log.h"
+#include "plot.h"
+#include "pngfile.h"
+#include "task_density.h"
+
+SUITE(plot);
+
+/* Reads an 8-bit RGB PNG; the caller frees the result. */
+static uint8_t *read_png(const char *path, uint32_t *w, uint32_t *h)
+{
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    cr_assert(png_image_begin_read_from_file(&img, path), "cannot read %s: %s", path, img.message);
+    img.format = PNG_FORMAT_RGB;
+    uint8_t *buf = malloc(PNG_IMAGE_SIZE(img));
+    cr_assert_not_null(buf);
+    cr_assert(png_image_finish_read(&img, NULL, buf, 0, NULL), "cannot decode %s: %s", path,
+              img.message);
+    *w = img.width;
+    *h = img.height;
+    return buf;
+}
+
+static uint8_t *read_in(const char *dir, const char *file, uint32_t *w, uint32_t *h)
+{
+    char *p = fl_strfmt("%s/%s", dir, file);
+    uint8_t *buf = read_png(p, w, h);
+    free(p);
+    return buf;
+}
+
+static double lum(const uint8_t *p)
+{
+    return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+}
+
+Test(plot, colormap_is_monotonic_in_luminance)
+{
+    double prev = -1;
+    for (int k = 0; k <= 64; k++) {
+        fl_rgb c = fl_colormap(k / 64.0);
+        double l = lum((const uint8_t[]){ c.r, c.g, c.b });
+        cr_assert_gt(l, prev, "luminance falls at t = %g", k / 64.0);
+        prev = l;
+    }
+    fl_rgb lo = fl_colormap(NAN), z = fl_colormap(0), hi = fl_colormap(2);
+    cr_assert(lo.r == z.r && lo.g == z.g && lo.b == z.b);
+    cr_assert(hi.r == 253 && hi.g == 231 && hi.b == 37);
+}
+
+Test(plot, standard_normal_heatmap_reads_back)
+{
+    enum { G = 200 };
+    static double v[G * G];
+    double vmax = 0;
+    for (int j = 0; j < G; j++)
+        for (int i = 0; i < G; i++) {
+            double x = -3 + 6.0 * (i + 0.5) / G, y = -3 + 6.0 * (j + 0.5) / G;
+            v[j * G + i] = exp(-0.5 * (x * x + y * y)) / 6.283185307179586;
+            vmax = fmax(vmax, v[j * G + i]);
+        }
+    fl_canvas c;
+    cr_assert_eq(fl_canvas_init(&c, G, G, (fl_rgb){ 255, 255, 255 }), FL_OK);
+    fl_canvas_window(&c, 0, -3, 3, -3, 3);
+    fl_canvas_heatmap(&c, v, G, G, 0, vmax);
+    char *dir = make_tmpdir();
+    char *path = fl_strfmt("%s/normal.png", dir);
+    cr_assert_eq(fl_canvas_save(&c, path), FL_OK, "%s", fl_err_msg());
+    fl_canvas_free(&c);
+
+    uint32_t w, h;
+    uint8_t *img = read_png(path, &w, &h);
+    cr_assert(w == G && h == G, "size %ux%u", w, h);
+    uint32_t bx = 0, by = 0;
+    double best = -1, q[4][3] = { { 0 } };
+    for (uint32_t y = 0; y < h; y++)
+        for (uint32_t x = 0; x < w; x++) {
+            const uint8_t *p = img + 3 * ((size_t)y * w + x);
+            if (lum(p) > best) best = lum(p), bx = x, by = y;
+            int k = (x >= w / 2) + 2 * (y >= h / 2);
+            for (int ch = 0; ch < 3; ch++) q[k][ch] += p[ch] / (G * G / 4.0);
+        }
+    cr_assert(fabs(bx - 99.5) <= 2 && fabs(by - 99.5) <= 2, "brightest pixel at (%u, %u)", bx, by);
+    for (int k = 1; k < 4; k++)
+        for (int ch = 0; ch < 3; ch++)
+            cr_assert_float_eq(q[k][ch], q[0][ch], 0.5, "quadrant %d channel %d: %g vs %g", k,
+                               ch, q[k][ch], q[0][ch]);
+    fl_rgb lo = fl_colormap(0);
+    const uint32_t corner[4][2] = { { 0, 0 }, { G - 1, 0 }, { 0, G - 1 }, { G - 1, G - 1 } };
+    for (int k = 0; k < 4; k++) {
+        const uint8_t *p = img + 3 * ((size_t)corner[k][1] * w + corner[k][0]);
+        cr_assert(abs(p[0] - lo.r) <= 1 && abs(p[1] - lo.g) <= 1 && abs(p[2] - lo.b) <= 1,
+                  "corner %d is (%d, %d, %d)", k, p[0], p[1], p[2]);
+    }
+    /* The peak is the top of the map. */
+    fl_rgb hi = fl_colormap(1);
+    const uint8_t *p = img + 3 * ((size_t)by * w + bx);
+    cr_assert(abs(p[0] - hi.r) <= 2 && abs(p[1] - hi.g) <= 2 && abs(p[2] - hi.b) <= 2);
+    free(img);
+    free(path);
+    remove_tree(dir);
+}
+
+Test(plot, png_write_error_names_the_file)
+{
+    fl_runtime_init();
+    const uint8_t px[3] = { 1, 2, 3 };
+    fl_err_clear();
+    cr_assert_eq(fl_png_write("/nonexistent-flowlab-dir/x.png", px, 1, 1), FL_ERR_IO);
+    assert_contains(fl_err_msg(), "/nonexistent-flowlab-dir/x.png");
+    cr_assert_eq(fl_png_write("/tmp/never.png", px, 0, 1), FL_ERR_INVALID);
+}
+
+static const char moons_ini[] =
+    "[experiment]\nname = plot\ntask = density\nseed = 2\n"
+    "[data]\ntype = moons\nnoise = 0.05\ntest_size = 2000\n"
+    "[flow.1]\ntype = affine-coupling\nrepeat = 8\nhidden = 64,64\nactivation = relu\n"
+    "mask = alternate\nscale_bound = 1\n"
+    "[train]\nsteps = 200\nbatch = 256\nlr = 1e-3\neval_every = 100\n";
+
+Test(plot, trained_moons_pictures_match_the_data, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "plot.ini", moons_ini, NULL, &e), FL_OK, "%s",
+                 fl_err_msg());
+    char *dir = make_tmpdir();
+    /* No metrics.csv yet: refused, naming the file. */
+    cr_assert_eq(fl_plot_density(e, dir), FL_ERR_IO);
+    assert_contains(fl_err_msg(), "metrics.csv");
+
+    fl_density_result res;
+    cr_assert_eq(fl_density_train(e, dir, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_plot_density(e, dir), FL_OK, "%s", fl_err_msg());
+
+    uint32_t w, h, w2, h2;
+    uint8_t *dens = read_in(dir, "density.png", &w, &h);
+    uint8_t *data = read_in(dir, "data.png", &w2, &h2);
+    cr_assert(w == 200 && h == 200 && w2 == 200 && h2 == 200);
+    /* Pearson correlation of the two heatmaps' luminance. */
+    double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0, N = (double)w * h;
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        double a = lum(dens + 3 * i), b = lum(data + 3 * i);
+        sa += a, sb += b, saa += a * a, sbb += b * b, sab += a * b;
+    }
+    double cov = sab / N - sa / N * sb / N;
+    double corr = cov / sqrt((saa / N - sa / N * sa / N) * (sbb / N - sb / N * sb / N));
+    cr_assert_gt(corr, 0.3, "correlation of learned and data density %g", corr);
+
+    /* Samples: the grid is the data's box padded by 10% each side, so the
+     * data spans pixels 200 * [0.1, 1.1] / 1.2. */
+    uint8_t *smp = read_in(dir, "samples.png", &w2, &h2);
+    cr_assert(w2 == 200 && h2 == 200);
+    size_t inside = 0, outside = 0;
+    for (uint32_t y = 0; y < h2; y++)
+        for (uint32_t x = 0; x < w2; x++) {
+            const uint8_t *p = smp + 3 * ((size_t)y * w2 + x);
+            if (p[0] == 255 && p[1] == 255 && p[2] == 255) continue;
+            int in = x >= 16 && x <= 184 && y >= 16 && y <= 184;
+            inside += in;
+            outside += !in;
+        }
+    cr_assert_gt(inside, 1000, "%zu sample pixels inside the data's box", inside);
+    cr_assert_lt(outside, inside / 10, "%zu sample pixels outside, %zu inside", outside, inside);
+
+    uint8_t *cur = read_in(dir, "curves.png", &w2, &h2);
+    cr_assert(w2 == 480 && h2 == 320);
+    char *grid = fl_strfmt("%s/plot_grid.csv", dir), *text = NULL;
+    size_t n;
+    cr_assert_eq(fl_read_file(grid, &text, &n), FL_OK);
+    assert_contains(text, "x_min,x_max,y_min,y_max");
+    free(text);
+    free(grid);
+    free(cur);
+    free(smp);
+    free(dens);
+    free(data);
+    remove_tree(dir);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+}

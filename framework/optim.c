@@ -34,7 +34,8 @@ void fl_adam_step(fl_adam *o, fl_real *restrict theta, const fl_real *restrict g
     const fl_real eps = (fl_real)(o->eps * sqrt(c2));
     fl_real *restrict m = o->m, *restrict v = o->v;
     const size_t n = o->n;
-#pragma omp simd
+    /* Element-wise, so any split across threads gives the same numbers. */
+#pragma omp parallel for simd schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         fl_real g = grad[i];
         m[i] = b1 * m[i] + (1 - b1) * g;
@@ -63,8 +64,9 @@ void fl_ema_update(fl_ema *e, const fl_real *restrict theta)
     e->t++;
     const fl_real d = (fl_real)e->decay;
     fl_real *restrict a = e->avg;
-#pragma omp simd
-    for (size_t i = 0; i < e->n; i++) a[i] = d * a[i] + (1 - d) * theta[i];
+    const size_t n = e->n;
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) a[i] = d * a[i] + (1 - d) * theta[i];
 }
 
 void fl_ema_get(const fl_ema *e, fl_real *out)

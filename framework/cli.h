@@ -2,6 +2,7 @@
 #ifndef FL_CLI_H
 #define FL_CLI_H
 
+#include "experiment.h"
 #include "registry.h"
 
 /* Options every subcommand accepts. */
@@ -13,6 +14,13 @@ typedef struct fl_cli {
 /* Loads the default plugin folders, then every --plugin (a refused explicit
  * plugin is an error). */
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out);
+/* Rebuilds a trained model from run directory `dir`: its config.ini, the
+ * plugins (as fl_cli_registry), and checkpoint.flc with the averaged
+ * parameters when the run kept an average. On success the caller owns
+ * *reg and *e (free e first); on failure nothing is left to free and
+ * fl_err says what is missing. */
+fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
+                          fl_experiment **e);
 /* Prints "flowlab: error: <fl_err_msg>" and returns the exit code. */
 int fl_cli_fail(fl_status st);
 

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
 #include "cli.h"
 #include "experiment.h"
 #include "log.h"
@@ -43,26 +42,15 @@ int fl_cmd_plot(fl_cli *cli, int argc, char **argv)
         fprintf(stderr, "flowlab plot: error: need RUN_DIR\n%s", usage);
         return FL_EXIT_USAGE;
     }
-    fl_registry *reg = NULL;
-    fl_config *cfg = NULL;
-    fl_experiment *e = NULL;
-    char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
-    fl_status st = cpath && kpath ? fl_config_load(cpath, &cfg) : FL_ERR_NOMEM;
-    if (st == FL_OK) st = fl_cli_registry(cli, &reg);
-    if (st == FL_OK) {
-        st = fl_experiment_new(reg, cfg, &e);
-        cfg = NULL;
-    }
-    if (st == FL_OK) st = fl_checkpoint_load(kpath, &e->arena, NULL, NULL, 1, NULL);
+    fl_registry *reg;
+    fl_experiment *e;
+    fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
     if (st == FL_OK) st = fl_plot_density(e, dir);
     if (st == FL_OK)
         fl_log(FL_LOG_INFO, "wrote %s/%s", dir,
                e->info.dim == 2 ? "{density,data,samples,curves}.png" : "curves.png");
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
-    free(cpath);
-    free(kpath);
     fl_experiment_free(e);
-    fl_config_free(cfg);
     fl_registry_free(reg);
     return rc;
 }

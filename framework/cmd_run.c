@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "experiment.h"
 #include "log.h"
@@ -38,6 +40,37 @@ fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
     }
     *out = r;
     return FL_OK;
+}
+
+fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
+                          fl_experiment **e)
+{
+    *reg = NULL;
+    *e = NULL;
+    char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
+    fl_config *cfg = NULL;
+    fl_status st = cpath && kpath ? FL_OK : FL_ERR_NOMEM;
+    if (st == FL_OK && access(cpath, R_OK) != 0) {
+        fl_err("%s: not a run directory (no readable config.ini; `flowlab run` makes one)", dir);
+        st = FL_ERR_IO;
+    }
+    if (st == FL_OK) st = fl_config_load(cpath, &cfg);
+    if (st == FL_OK) st = fl_cli_registry(cli, reg);
+    if (st == FL_OK) {
+        st = fl_experiment_new(*reg, cfg, e);
+        cfg = NULL;
+    }
+    if (st == FL_OK) st = fl_checkpoint_load(kpath, &(*e)->arena, NULL, NULL, 1, NULL);
+    if (st != FL_OK) {
+        fl_experiment_free(*e);
+        fl_registry_free(*reg);
+        *e = NULL;
+        *reg = NULL;
+    }
+    fl_config_free(cfg);
+    free(cpath);
+    free(kpath);
+    return st;
 }
 
 int fl_cli_fail(fl_status st)

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
 #include "cli.h"
 #include "experiment.h"
 #include "task_density.h"
@@ -56,19 +55,11 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
         fprintf(stderr, "flowlab sample: error: need RUN_DIR and -n N\n%s", usage);
         return FL_EXIT_USAGE;
     }
-    fl_registry *reg = NULL;
-    fl_config *cfg = NULL;
-    fl_experiment *e = NULL;
+    fl_registry *reg;
+    fl_experiment *e;
     fl_real *x = NULL;
     fl_buf b = { 0 };
-    char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
-    fl_status st = cpath && kpath ? fl_config_load(cpath, &cfg) : FL_ERR_NOMEM;
-    if (st == FL_OK) st = fl_cli_registry(cli, &reg);
-    if (st == FL_OK) {
-        st = fl_experiment_new(reg, cfg, &e);
-        cfg = NULL;
-    }
-    if (st == FL_OK) st = fl_checkpoint_load(kpath, &e->arena, NULL, NULL, 1, NULL);
+    fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
     if (st == FL_OK) {
         x = fl_alloc((size_t)n * e->info.dim * sizeof(fl_real));
         if (!x) st = FL_ERR_NOMEM;
@@ -91,10 +82,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
     fl_buf_free(&b);
     fl_free(x);
-    free(cpath);
-    free(kpath);
     fl_experiment_free(e);
-    fl_config_free(cfg);
     fl_registry_free(reg);
     return rc;
 }

@@ -134,7 +134,7 @@ run run "$TMP/good.ini" --out "$TMP/plainfile"
 expect_error "run directory is a file" 5 "$TMP/plainfile"
 
 run sample "$TMP/no_such_run" -n 10
-expect_error "sample from a missing run" 5 "$TMP/no_such_run/config.ini"
+expect_error "sample from a missing run" 5 "$TMP/no_such_run: not a run directory (no readable config.ini"
 
 # ---- usage -------------------------------------------------------------------
 

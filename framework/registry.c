@@ -63,8 +63,9 @@ const char *fl_kind_name(fl_kind kind)
 const char *const *fl_reserved_keys(fl_kind kind)
 {
     static const char *const flow[] = { "type", "repeat", "permute", NULL };
+    static const char *const est[] = { "type", "k", NULL };
     static const char *const other[] = { "type", NULL };
-    return kind == FL_KIND_FLOW ? flow : other;
+    return kind == FL_KIND_FLOW ? flow : kind == FL_KIND_ESTIMATOR ? est : other;
 }
 
 static int valid_name(const char *s, int dash)
@@ -147,6 +148,26 @@ static fl_status check_class(fl_kind kind, const fl_component *c, fl_comp_rec *r
         need = offsetof(fl_dataset_class, read) + sizeof(void *);
         have = sizeof(fl_dataset_class);
         break;
+    case FL_KIND_POSTERIOR:
+        need = offsetof(fl_posterior_class, backward) + sizeof(void *);
+        have = sizeof(fl_posterior_class);
+        break;
+    case FL_KIND_ESTIMATOR:
+        need = offsetof(fl_estimator_class, weights) + sizeof(void *);
+        have = sizeof(fl_estimator_class);
+        break;
+    case FL_KIND_LIKELIHOOD:
+        need = offsetof(fl_likelihood_class, mean) + sizeof(void *);
+        have = sizeof(fl_likelihood_class);
+        break;
+    case FL_KIND_PRIOR:
+        need = offsetof(fl_prior_class, sample) + sizeof(void *);
+        have = sizeof(fl_prior_class);
+        break;
+    case FL_KIND_TARGET:
+        need = offsetof(fl_target_class, log_prob) + sizeof(void *);
+        have = sizeof(fl_target_class);
+        break;
     default:
         return FL_ERR_UNSUPPORTED;
     }
@@ -181,6 +202,32 @@ static fl_status check_class(fl_kind kind, const fl_component *c, fl_comp_rec *r
         const fl_dataset_class *d = &rec->cls.dataset;
         if (!d->create || !d->destroy || (!d->draw && !d->read)) {
             fl_err("dataset '%s' lacks create, destroy, or both draw and read", c->name);
+            return FL_ERR_INVALID;
+        }
+    } else {
+        /* Every function of the other kinds is required, except
+         * likelihood.init_bias. */
+        int ok = 1;
+        const fl_posterior_class *p = &rec->cls.posterior;
+        const fl_estimator_class *e = &rec->cls.estimator;
+        const fl_likelihood_class *l = &rec->cls.likelihood;
+        const fl_prior_class *q = &rec->cls.prior;
+        const fl_target_class *t = &rec->cls.target;
+        switch (kind) {
+        case FL_KIND_POSTERIOR:
+            ok = p->create && p->destroy && p->n_params && p->sample && p->backward;
+            break;
+        case FL_KIND_ESTIMATOR: ok = e->create && e->destroy && e->weights; break;
+        case FL_KIND_LIKELIHOOD:
+            ok = l->create && l->destroy && l->n_params && l->log_prob && l->mean;
+            break;
+        case FL_KIND_PRIOR: ok = q->create && q->destroy && q->log_prob && q->sample; break;
+        case FL_KIND_TARGET: ok = t->create && t->destroy && t->log_prob; break;
+        default: break;
+        }
+        if (!ok) {
+            fl_err("%s '%s' leaves a required function NULL (see flowlab/%s.h)",
+                   fl_kind_name(kind), c->name, fl_kind_name(kind));
             return FL_ERR_INVALID;
         }
     }

@@ -21,6 +21,11 @@ typedef struct fl_comp_rec {
         fl_component base;
         fl_flow_class flow;
         fl_dataset_class dataset;
+        fl_posterior_class posterior;
+        fl_estimator_class estimator;
+        fl_likelihood_class likelihood;
+        fl_prior_class prior;
+        fl_target_class target;
     } cls;
 } fl_comp_rec;
 

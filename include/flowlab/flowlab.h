@@ -10,6 +10,12 @@
  * component.h the common head of every component class
  * flow.h      flow layers
  * dataset.h   data sets
+ * posterior.h amortised posteriors q0(z|x)
+ * estimator.h bounds and their gradient weights (ELBO, IWAE, ...)
+ * likelihood.h observation models p(x|param)
+ * prior.h     priors p(z)
+ * target.h    unnormalised targets for variational inference
+ * vmath.h     vectorisable exp/log/tanh/sigmoid/softplus (include it yourself)
  * plugin.h    the exported plugin entry
  */
 #ifndef FLOWLAB_FLOWLAB_H
@@ -22,6 +28,11 @@
 #include "component.h"
 #include "flow.h"
 #include "dataset.h"
+#include "posterior.h"
+#include "estimator.h"
+#include "likelihood.h"
+#include "prior.h"
+#include "target.h"
 #include "plugin.h"
 
 #endif /* FLOWLAB_FLOWLAB_H */

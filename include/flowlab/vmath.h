@@ -1,0 +1,144 @@
+/*
+ * flowlab/vmath.h - branch-free elementary functions that vectorise.
+ *
+ * The training step spends its non-GEMM time in tanh, sigmoid, softplus and
+ * exp over whole activation matrices. libm's scalar calls stop the compiler
+ * from vectorising those loops; these inline versions are straight-line
+ * code (selects, no branches, no errno), so a plain loop over them becomes
+ * AVX-512/AVX2 code when built as flowlab builds itself and its plugins:
+ * -O3 -march=native -fno-trapping-math (without -fno-trapping-math GCC
+ * will not if-convert the selects; measured 15 ns vs 0.9 ns per softplus).
+ *
+ *   static void softplus_rows(size_t n, const fl_real *a, fl_real *y)
+ *   {
+ *       for (size_t i = 0; i < n; i++) y[i] = fl_softplus(a[i]);
+ *   }
+ *
+ * Accuracy (float build): fl_exp and fl_log within 2 ulp, fl_tanh,
+ * fl_sigmoid and fl_softplus within 4e-7 relative (tests/test_vmath.c
+ * measures them over their whole range). The double build maps every
+ * function to libm: it exists for exactness, not speed.
+ *
+ * Thread-safety: pure functions.
+ */
+#ifndef FLOWLAB_VMATH_H
+#define FLOWLAB_VMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core.h"
+
+#ifdef FL_REAL_DOUBLE
+
+static inline fl_real fl_exp(fl_real x) { return exp(x); }
+static inline fl_real fl_log(fl_real x) { return log(x); }
+static inline fl_real fl_tanh(fl_real x) { return tanh(x); }
+static inline fl_real fl_sigmoid(fl_real x) { return 1 / (1 + exp(-x)); }
+static inline fl_real fl_softplus(fl_real x) { return (x > 0 ? x : 0) + log1p(exp(-fabs(x))); }
+static inline fl_real fl_log1p_exp_neg(fl_real a) { return log1p(exp(-a)); }
+
+#else
+
+static inline float fl__as_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint32_t fl__as_u32(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* e^x: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n from
+ * the exponent bits. Flushes to 0 below -87.3 (no subnormals) and gives
+ * +inf above log(FLT_MAX). */
+static inline float fl_exp(float x)
+{
+    const float hi = 88.7228391f, lo = -87.33654f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    float n = nearbyintf(xc * 1.44269504089f);
+    float r = xc - n * 0.693145751953125f;      /* Cody-Waite, 2 parts */
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n as two factors so n = 128 (x near log(FLT_MAX)) stays finite */
+    int32_t ni = (int32_t)n, h = ni >> 1;
+    float s1 = fl__as_float((uint32_t)(h + 127) << 23);
+    float s2 = fl__as_float((uint32_t)(ni - h + 127) << 23);
+    float y = p * s1 * s2;
+    y = x > hi ? INFINITY : y;
+    y = x < lo ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+/* log(x) for x > 0 (NaN below 0, -inf at 0): x = m 2^e with m in
+ * [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m-1)/(m+1). */
+static inline float fl_log(float x)
+{
+    uint32_t u = fl__as_u32(x);
+    int32_t e = (int32_t)((u >> 23) & 0xff) - 127;
+    float m = fl__as_float((u & 0x007fffffu) | 0x3f800000u); /* [1, 2) */
+    int big = m > 1.41421356f;
+    m = big ? m * 0.5f : m;
+    e = big ? e + 1 : e;
+    float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+    float p = 0.2222222222f;                      /* 2/9 */
+    p = p * s2 + 0.2857142857f;                   /* 2/7 */
+    p = p * s2 + 0.4f;                            /* 2/5 */
+    p = p * s2 + 0.6666666667f;                   /* 2/3 */
+    p = p * s2 + 2.0f;
+    float y = s * p + (float)e * 0.693147180560f;
+    y = x == 0 ? -INFINITY : y;
+    y = (x < 0) | (x != x) ? NAN : y;
+    y = x == INFINITY ? INFINITY : y;
+    return y;
+}
+
+/* log(1 + e^-a) for a >= 0, accurate for large a (where it is ~ e^-a). */
+static inline float fl_log1p_exp_neg(float a)
+{
+    float t = fl_exp(-a), u = 1.0f + t;
+    float l = fl_log(u);
+    /* log1p(t) = log(u) * t / (u - 1) corrects the rounding of 1 + t */
+    float d = u - 1.0f;
+    return d == 0.0f ? t : l * (t / d);
+}
+
+static inline float fl_softplus(float x)
+{
+    return (x > 0 ? x : 0.0f) + fl_log1p_exp_neg(fabsf(x));
+}
+
+static inline float fl_sigmoid(float x) { return 1.0f / (1.0f + fl_exp(-x)); }
+
+/* tanh: an odd polynomial near 0 (no cancellation), else 1 - 2/(e^2|x|+1). */
+static inline float fl_tanh(float x)
+{
+    float a = fabsf(x), x2 = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * x2 + 2.06390887954e-2f;
+    p = p * x2 - 5.37397155531e-2f;
+    p = p * x2 + 1.33314422036e-1f;
+    p = p * x2 - 3.33332819422e-1f;
+    float small = x + x * x2 * p;
+    float e = fl_exp(2.0f * (a > 9.0f ? 9.0f : a));
+    float big = 1.0f - 2.0f / (e + 1.0f);
+    big = copysignf(big, x);
+    return a < 0.625f ? small : big;
+}
+
+#endif /* FL_REAL_DOUBLE */
+
+#endif /* FLOWLAB_VMATH_H */

@@ -23,6 +23,13 @@
 
 typedef enum fl_split { FL_SPLIT_TRAIN = 0, FL_SPLIT_VALID = 1, FL_SPLIT_TEST = 2 } fl_split;
 
+enum {
+    /* Rows are grey levels in [0, 1] to be binarized by the host: every
+     * training batch with a fresh Bernoulli draw (dynamic binarization),
+     * the validation and test splits once, with a fixed key. */
+    FL_DATA_BINARIZE_DYNAMIC = 1u << 0
+};
+
 typedef struct fl_dataset_info {
     uint32_t dim;           /* row width */
     uint32_t drawn;         /* bit s set: split s is drawn, not read */
@@ -31,6 +38,7 @@ typedef struct fl_dataset_info {
                                evaluation draw; a drawn train split is
                                endless and its n is ignored */
     uint32_t image_h, image_w; /* > 0 when rows are images (for pictures) */
+    uint32_t flags;         /* FL_DATA_* */
 } fl_dataset_info;
 
 typedef struct fl_dataset_class {

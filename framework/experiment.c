@@ -5,12 +5,17 @@
 #include <string.h>
 
 #include "hostimpl.h"
+#include "task_vae.h"
+#include "task_vi.h"
+#include <math.h>
 #include "log.h"
 #include "util.h"
 
 static const fl_key exp_keys[] = {
-    { "task", FL_KEY_ENUM, "density", 0, 0, "density",
-      "what to do: density = fit flows to data by exact maximum likelihood" },
+    { "task", FL_KEY_ENUM, "density", 0, 0, "density|vae|vi",
+      "what to do: density = fit flows to data by exact maximum likelihood; vae = a "
+      "variational autoencoder (encoder, posterior with optional flows, decoder) trained with "
+      "an estimator; vi = fit a flow posterior to an unnormalised [target]" },
     { "name", FL_KEY_STRING, "experiment", 0, 0, NULL, "run name (default run directory prefix)" },
     { "seed", FL_KEY_INT, "1", 0, 4611686018427387904.0, NULL,
       "seed of every random stream (init, data, noise)" },
@@ -34,10 +39,40 @@ static const fl_key train_keys[] = {
       "statistics (batch norm) are not averaged, so with batch norm prefer 0" },
     { "checkpoint_every", FL_KEY_INT, "0", 0, 1e12, NULL,
       "steps between checkpoints; 0 = only at the end" },
+    { "epochs", FL_KEY_INT, "0", 0, 1e9, NULL,
+      "passes over a finite training split; when > 0 it replaces steps (steps = epochs x "
+      "floor(N / batch))" },
+    { "schedule", FL_KEY_ENUM, "constant", 0, 0, "constant|exponential|iwae",
+      "learning rate: constant; exponential = lr x lr_decay^(step / lr_decay_steps); iwae = "
+      "Burda et al.'s 3^i passes at lr x 10^(-i/7), i = 0 .. iwae_rounds-1 (replaces steps "
+      "and epochs; 8 rounds = 3,280 passes)" },
+    { "lr_decay", FL_KEY_REAL, "1", 1e-9, 1, NULL, "exponential schedule: decay factor" },
+    { "lr_decay_steps", FL_KEY_INT, "1000", 1, 1e12, NULL,
+      "exponential schedule: steps per decay factor" },
+    { "iwae_rounds", FL_KEY_INT, "8", 1, 12, NULL, "iwae schedule: number of rounds i" },
 };
 
 static const fl_key eval_keys[] = {
     { "batch", FL_KEY_INT, "2000", 1, 1 << 20, NULL, "rows per evaluation chunk" },
+};
+
+static const fl_key vae_eval_keys[] = {
+    { "batch", FL_KEY_INT, "10000", 1, 1 << 24, NULL,
+      "samples per evaluation chunk (rows through the decoder at once; bounds memory)" },
+    { "k", FL_KEY_INT, "5000", 1, 1 << 24, NULL,
+      "importance samples per test point for the log-likelihood estimate (Burda et al.: 5000)" },
+    { "valid_k", FL_KEY_INT, "50", 1, 1 << 20, NULL,
+      "samples per validation point at each periodic evaluation (ELBO and IWAE-k from the "
+      "same samples)" },
+    { "valid_n", FL_KEY_INT, "1000", 0, 1e9, NULL,
+      "validation points per periodic evaluation (0 = all)" },
+    { "at_end", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "run the full evaluation (`flowlab eval`) on the test split after training" },
+    { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all)" },
+    { "au_threshold", FL_KEY_REAL, "0.01", 0, 1e9, NULL,
+      "active units: a latent dimension is active when Var_x E_q[z_d|x] exceeds this" },
+    { "au_samples", FL_KEY_INT, "100", 1, 1e6, NULL,
+      "samples per point for E_q[z|x] when the posterior has flows (else the exact mean)" },
 };
 
 static const fl_key data_host_keys[] = {
@@ -57,23 +92,40 @@ static fl_status resolve_host(const fl_config *c, const char *name, const fl_key
     return fl_values_resolve(c, name, tabs, ns, 1, out);
 }
 
-static fl_status check_sections(const fl_config *c)
+/* Sections a task reads besides [experiment], [train], [eval] and [flow.N]. */
+static const char *const density_secs[] = { "data", NULL };
+static const char *const vae_secs[] = { "data", "encoder", "decoder", "posterior", "likelihood",
+                                        "prior", "estimator", "encoder.2", "decoder.2", NULL };
+static const char *const vi_secs[] = { "target", "estimator", "vi", NULL };
+
+static const char *const *task_sections(const char *task)
 {
-    static const char *const known[] = { "experiment", "data", "train", "eval", "flow", "flow.1" };
+    if (strcmp(task, "vae") == 0) return vae_secs;
+    if (strcmp(task, "vi") == 0) return vi_secs;
+    return density_secs;
+}
+
+static fl_status check_sections(const fl_config *c, const char *task)
+{
+    const char *known[24] = { "experiment", "train", "eval", "flow.1" };
+    size_t nk = 4;
+    const char *const *ts = task_sections(task);
+    for (size_t i = 0; ts[i] && nk < 24; i++) known[nk++] = ts[i];
     for (size_t i = 0; i < c->n; i++) {
         const char *nm = c->s[i].name;
-        int ok = 0;
-        for (size_t k = 0; k < 4 && !ok; k++) ok = strcmp(nm, known[k]) == 0;
-        ok = ok || strcmp(nm, "flow") == 0 || strncmp(nm, "flow.", 5) == 0;
+        int ok = strcmp(nm, "flow") == 0 || strncmp(nm, "flow.", 5) == 0;
+        for (size_t k = 0; k < nk && !ok; k++) ok = strcmp(nm, known[k]) == 0;
         if (!ok) {
-            char where[512];
+            char where[512], list[512] = "";
             fl_config_where(c, &c->s[i], NULL, where, sizeof where);
-            const char *near = fl_closest(nm, known, 6);
+            for (size_t k = 0; k < nk; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                         k ? ", " : "", strcmp(known[k], "flow.1") == 0 ? "flow.N" : known[k]);
+            const char *near = fl_closest(nm, known, nk);
             if (near)
                 fl_err("%s: unknown section [%s]; did you mean [%s]?", where, nm, near);
             else
-                fl_err("%s: unknown section [%s] (known: experiment, data, flow.N, train, eval)",
-                       where, nm);
+                fl_err("%s: unknown section [%s] for task %s (known: %s)", where, nm, task, list);
             return FL_ERR_INVALID;
         }
     }
@@ -140,7 +192,133 @@ static fl_status make_dataset(fl_experiment *e)
         e->perm = malloc(N * sizeof *e->perm);
         if (!e->perm) return FL_ERR_NOMEM;
     }
+    if (e->info.flags & FL_DATA_BINARIZE_DYNAMIC) {
+        e->binbuf = fl_alloc((size_t)e->batch * e->info.dim * sizeof(fl_real));
+        if (!e->binbuf) return FL_ERR_NOMEM;
+    }
     return FL_OK;
+}
+
+fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key *keys,
+                                uint32_t n, fl_values *out)
+{
+    fl_status st = resolve_host(e->cfg, name, keys, n, out);
+    if (st == FL_OK && e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = out;
+    return st;
+}
+
+fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
+                          const char *def_type, fl_part *part)
+{
+    memset(part, 0, sizeof *part);
+    const fl_config *c = e->cfg;
+    const fl_cfg_section *sec = fl_config_section(c, section);
+    fl_cfg_entry *te = sec ? fl_config_entry(sec, "type") : NULL;
+    const char *type = te ? te->value : def_type;
+    char where[512];
+    if (!type) {
+        if (sec) fl_config_where(c, sec, NULL, where, sizeof where);
+        else snprintf(where, sizeof where, "%s", c->path);
+        fl_err("%s: [%s] missing required key 'type' (a %s; `flowlab plugins` lists them)", where,
+               section, fl_kind_name(kind));
+        return FL_ERR_INVALID;
+    }
+    part->rec = fl_registry_find(e->reg, kind, type);
+    if (!part->rec) {
+        const char *near = fl_registry_suggest(e->reg, kind, type);
+        if (te) fl_config_where(c, sec, te, where, sizeof where);
+        else snprintf(where, sizeof where, "%s", c->path);
+        if (near)
+            fl_err("%s: [%s] type = '%s': no such %s; did you mean '%s'?", where, section, type,
+                   fl_kind_name(kind), near);
+        else
+            fl_err("%s: [%s] type = '%s': no such %s (`flowlab plugins` lists them)", where,
+                   section, type, fl_kind_name(kind));
+        return FL_ERR_NOT_FOUND;
+    }
+    /* Host keys: type (and k for estimators) with the class's own keys. */
+    static const fl_key type_key[] = {
+        { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "component (see `flowlab plugins`)" },
+        { "k", FL_KEY_INT, "1", 1, 1 << 20, NULL,
+          "samples per data point (the estimator's k; the same k for every estimator type)" },
+    };
+    const fl_key *tabs[2] = { type_key, part->rec->cls.base.keys };
+    uint32_t ns[2] = { kind == FL_KIND_ESTIMATOR ? 2u : 1u, part->rec->cls.base.n_keys };
+    fl_status st;
+    if (!te) {
+        /* Default type: resolve with the type filled in so config.ini shows it. */
+        fl_config_put(e->cfg, section, "type", type, 0);
+    }
+    st = fl_values_resolve(c, section, tabs, ns, 2, &part->cfg);
+    if (st != FL_OK) return st;
+    if (e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = &part->cfg;
+    part->cx = fl_ctx_new(section, &part->cfg, &e->arena, e->seed);
+    if (!part->cx) return FL_ERR_NOMEM;
+    fl_host_clear_error();
+    return FL_OK;
+}
+
+fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st)
+{
+    (void)e;
+    fl_ctx_end_create(part->cx);
+    part->block = part->cx->block;
+    if (st != FL_OK) {
+        const char *m = fl_host_last_error();
+        fl_err("[%s] %s: %s", part->cfg.section, part->rec->cls.base.name,
+               m[0] ? m : fl_status_str(st));
+        part->self = NULL;
+    }
+    return st;
+}
+
+void fl_part_free(fl_part *part, void (*destroy)(void *))
+{
+    if (part->self && destroy) destroy(part->self);
+    part->self = NULL;
+    fl_ctx_free(part->cx);
+    part->cx = NULL;
+    fl_values_free(&part->cfg);
+}
+
+uint64_t fl_experiment_steps(const fl_experiment *e)
+{
+    const char *sched = fl_values_get(&e->train, "schedule")->text;
+    int64_t epochs = fl_exp_int(&e->train, "epochs");
+    uint64_t per_epoch = 0;
+    if (!(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] && e->batch)
+        per_epoch = e->info.n[FL_SPLIT_TRAIN] / e->batch;
+    if (strcmp(sched, "iwae") == 0) {
+        int64_t rounds = fl_exp_int(&e->train, "iwae_rounds");
+        uint64_t passes = 0, p = 1;
+        for (int64_t i = 0; i < rounds; i++, p *= 3) passes += p;
+        epochs = (int64_t)passes;
+    }
+    if (epochs > 0 && per_epoch) return (uint64_t)epochs * per_epoch;
+    return (uint64_t)fl_exp_int(&e->train, "steps");
+}
+
+double fl_experiment_lr(const fl_experiment *e, uint64_t step)
+{
+    double lr = fl_exp_real(&e->train, "lr");
+    const char *sched = fl_values_get(&e->train, "schedule")->text;
+    if (strcmp(sched, "exponential") == 0)
+        return lr * pow(fl_exp_real(&e->train, "lr_decay"),
+                        (double)step / (double)fl_exp_int(&e->train, "lr_decay_steps"));
+    if (strcmp(sched, "iwae") == 0) {
+        uint64_t per_epoch = 1;
+        if (!(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] >= e->batch)
+            per_epoch = e->info.n[FL_SPLIT_TRAIN] / e->batch;
+        uint64_t epoch = step / per_epoch, start = 0, p = 1;
+        int64_t rounds = fl_exp_int(&e->train, "iwae_rounds"), i = 0;
+        while (i < rounds - 1 && epoch >= start + p) {
+            start += p;
+            p *= 3;
+            i++;
+        }
+        return lr * pow(10.0, -(double)i / 7.0);
+    }
+    return lr;
 }
 
 fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out)
@@ -152,42 +330,48 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
     }
     e->cfg = cfg;
     e->reg = reg;
-    fl_status st = check_sections(cfg);
-    if (st == FL_OK) st = resolve_host(cfg, "experiment", exp_keys, NTAB(exp_keys), &e->exp);
+    fl_status st = resolve_host(cfg, "experiment", exp_keys, NTAB(exp_keys), &e->exp);
+    if (st != FL_OK) goto fail;
+    e->task = fl_values_get(&e->exp, "task")->text;
+    int is_vae = strcmp(e->task, "vae") == 0, is_vi = strcmp(e->task, "vi") == 0;
+    st = check_sections(cfg, e->task);
     if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, NTAB(train_keys), &e->train);
-    if (st == FL_OK) st = resolve_host(cfg, "eval", eval_keys, NTAB(eval_keys), &e->eval);
+    if (st == FL_OK)
+        st = is_vae ? resolve_host(cfg, "eval", vae_eval_keys, NTAB(vae_eval_keys), &e->eval)
+                    : resolve_host(cfg, "eval", eval_keys, NTAB(eval_keys), &e->eval);
     if (st != FL_OK) goto fail;
     e->seed = (uint64_t)fl_exp_int(&e->exp, "seed");
-    e->task = fl_values_get(&e->exp, "task")->text;
     e->batch = (uint32_t)fl_exp_int(&e->train, "batch");
     e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
     e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
 
-    st = make_dataset(e);
-    if (st != FL_OK) goto fail;
-
-    e->stack = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);
-    if (!e->stack) {
-        st = FL_ERR_NOMEM;
-        goto fail;
+    if (!is_vi) {
+        st = make_dataset(e);
+        if (st != FL_OK) goto fail;
     }
-    st = fl_stack_from_config(e->stack, reg, cfg);
-    if (st != FL_OK) goto fail;
-    if (e->stack->n == 0) {
-        fl_err("%s: the model has no flow layers: add a [flow.1] section with a type", cfg->path);
-        st = FL_ERR_INVALID;
-        goto fail;
-    }
-    /* Metadata checks at load time, not at the end of training. */
-    for (size_t i = 0; i < e->stack->n; i++)
-        if (!(e->stack->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) {
-            fl_log(FL_LOG_WARN, "[%s] %s has no inverse: this model can be trained and "
-                   "evaluated but not sampled", e->stack->L[i].cx->path,
-                   e->stack->L[i].cls->base.name);
-            break;
+    if (is_vae) {
+        st = fl_vae_build(e);
+    } else if (is_vi) {
+        st = fl_vi_build(e);
+    } else {
+        e->stack = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);
+        st = e->stack ? fl_stack_from_config(e->stack, reg, cfg) : FL_ERR_NOMEM;
+        if (st == FL_OK && e->stack->n == 0) {
+            fl_err("%s: the model has no flow layers: add a [flow.1] section with a type",
+                   cfg->path);
+            st = FL_ERR_INVALID;
         }
-    st = fl_arena_finalize(&e->arena, e->seed);
-    if (st == FL_OK) st = fl_stack_ready(e->stack);
+        /* Metadata checks at load time, not at the end of training. */
+        for (size_t i = 0; st == FL_OK && i < e->stack->n; i++)
+            if (!(e->stack->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) {
+                fl_log(FL_LOG_WARN, "[%s] %s has no inverse: this model can be trained and "
+                       "evaluated but not sampled", e->stack->L[i].cx->path,
+                       e->stack->L[i].cls->base.name);
+                break;
+            }
+        if (st == FL_OK) st = fl_arena_finalize(&e->arena, e->seed);
+        if (st == FL_OK) st = fl_stack_ready(e->stack);
+    }
     if (st != FL_OK) goto fail;
     *out = e;
     return FL_OK;
@@ -199,6 +383,8 @@ fail:
 void fl_experiment_free(fl_experiment *e)
 {
     if (!e) return;
+    fl_vae_free(e);
+    fl_vi_free(e);
     fl_stack_free(e->stack);
     if (e->dself) e->dcls->destroy(e->dself);
     fl_ctx_free(e->dcx);
@@ -209,6 +395,7 @@ void fl_experiment_free(fl_experiment *e)
     fl_values_free(&e->data);
     free(e->data_type);
     free(e->perm);
+    fl_free(e->binbuf);
     fl_config_free(e->cfg);
     free(e);
 }
@@ -218,10 +405,11 @@ fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b)
     fl_buf_printf(b, "; resolved by flowlab from %s: every key, defaults included\n\n",
                   e->cfg->path);
     fl_values_write(&e->exp, b);
-    fl_values_write(&e->data, b);
+    if (e->data.section) fl_values_write(&e->data, b);
+    for (size_t i = 0; i < e->n_extra; i++) fl_values_write(e->extra[i], b);
     /* One section per [flow.N] as written (not per expanded copy). */
     const char *last = NULL;
-    for (size_t i = 0; i < e->stack->n; i++) {
+    for (size_t i = 0; e->stack && i < e->stack->n; i++) {
         const fl_layer *l = &e->stack->L[i];
         const fl_value *t = fl_values_get(&l->cfg, "type");
         if (!t) continue; /* an interleaved permutation */
@@ -232,6 +420,20 @@ fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b)
     fl_values_write(&e->train, b);
     fl_values_write(&e->eval, b);
     return b->failed ? FL_ERR_NOMEM : FL_OK;
+}
+
+/* x <- (u < x) with u uniform from (key, sub): a Bernoulli draw per grey
+ * level. `u` is scratch of n values (or NULL: drawn in small pieces). */
+static void binarize(fl_rng_key key, uint64_t sub, size_t n, fl_real *x, fl_real *u)
+{
+    fl_real piece[256];
+    for (size_t i = 0; i < n;) {
+        size_t m = u ? n : (n - i < 256 ? n - i : 256);
+        fl_real *buf = u ? u : piece;
+        fl_rng_uniform(key, sub, i, m, buf);
+        for (size_t j = 0; j < m; j++) x[i + j] = buf[j] < x[i + j] ? (fl_real)1 : (fl_real)0;
+        i += m;
+    }
 }
 
 fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **rows, uint64_t *n)
@@ -269,6 +471,14 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
         fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
         return st;
     }
+    if (e->info.flags & FL_DATA_BINARIZE_DYNAMIC) {
+        /* Evaluation sets are binarized once, independently of the seed, so
+         * every run is scored on the same binary images. */
+        char name[320];
+        snprintf(name, sizeof name, "binarize/%s/%s", split == FL_SPLIT_TEST ? "test" : "valid",
+                 e->data_type);
+        binarize(fl_rng_key_make(0, name), 0, (size_t)cnt * dim, x, NULL);
+    }
     *rows = x;
     *n = cnt;
     return FL_OK;
@@ -305,5 +515,8 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
         const char *m = fl_host_last_error();
         fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
     }
+    if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))
+        binarize(fl_rng_key_make(e->seed, "data.binarize"), step, (size_t)n * e->info.dim, out,
+                 e->binbuf);
     return st;
 }

@@ -11,12 +11,18 @@
 #include "registry.h"
 #include "stack.h"
 
+struct fl_vae;
+struct fl_vi;
+
+/* At most this many resolved sections are written to config.ini. */
+#define FL_EXP_MAX_SECTIONS 64
+
 typedef struct fl_experiment {
     fl_config *cfg;                 /* owned */
     const fl_registry *reg;         /* not owned */
     fl_values exp, train, eval, data;
     uint64_t seed;
-    const char *task;               /* "density" */
+    const char *task;               /* "density", "vae", "vi" */
 
     const fl_dataset_class *dcls;
     fl_ctx *dcx;
@@ -26,11 +32,52 @@ typedef struct fl_experiment {
 
     uint64_t *perm;                 /* finite train split: this epoch's order */
     uint64_t perm_epoch;            /* epoch `perm` belongs to, +1 (0 = none) */
+    fl_real *binbuf;                /* dynamic binarization: batch x dim uniforms */
 
     fl_arena arena;
-    fl_stack *stack;
+    fl_stack *stack;                /* density: the model; vae, vi: the
+                                       posterior's flows (may be empty) */
+    struct fl_vae *vae;             /* task vae (task_vae.h) */
+    struct fl_vi *vi;               /* task vi (task_vi.h) */
     uint32_t batch, eval_batch, max_rows;
+
+    /* Task sections in config order for config.ini (not owned). */
+    const fl_values *extra[FL_EXP_MAX_SECTIONS];
+    size_t n_extra;
 } fl_experiment;
+
+/* A component instance made from a config section. */
+typedef struct fl_part {
+    const fl_comp_rec *rec;         /* class (registry-owned) */
+    fl_values cfg;                  /* resolved section (owned) */
+    fl_ctx *cx;                     /* owned */
+    void *self;                     /* instance, destroyed by fl_part_free */
+    size_t block;                   /* parameter block start in the arena */
+} fl_part;
+
+/* Resolves section `section` as a component of `kind` (its `type`, or
+ * `def_type` when the section or key is absent; NULL = required) and
+ * prepares its ctx; the caller then calls the class's create with
+ * part->cx and stores the instance in part->self, then fl_part_created.
+ * Errors name file, line and key. */
+fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
+                          const char *def_type, fl_part *part);
+/* Ends the create phase; `st` is create's status: on failure formats the
+ * component's message into fl_err and returns it. */
+fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st);
+/* Destroys the instance (with the class's destroy `destroy`) and frees. */
+void fl_part_free(fl_part *part, void (*destroy)(void *));
+
+/* Resolves a host-only section (keys in `keys`) and records it for
+ * config.ini. */
+fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key *keys,
+                                uint32_t n, fl_values *out);
+
+/* Training length in optimizer steps ([train] steps, or epochs x batches
+ * per epoch, or the IWAE schedule's passes). */
+uint64_t fl_experiment_steps(const fl_experiment *e);
+/* Learning rate at `step` under [train] schedule. */
+double fl_experiment_lr(const fl_experiment *e, uint64_t step);
 
 /* Builds the experiment; takes ownership of `cfg` (also on failure). */
 fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out);

@@ -21,6 +21,10 @@ fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out);
  * fl_err says what is missing. */
 fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
                           fl_experiment **e);
+/* As fl_cli_load_run, applying `sets` ("section.key=value") to the run's
+ * config first (e.g. a different evaluation batch). */
+fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *const *sets,
+                               size_t n_sets, fl_registry **reg, fl_experiment **e);
 /* Prints "flowlab: error: <fl_err_msg>" and returns the exit code. */
 int fl_cli_fail(fl_status st);
 
@@ -29,5 +33,6 @@ int fl_cmd_plugins(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sample(fl_cli *cli, int argc, char **argv);
 int fl_cmd_check(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plot(fl_cli *cli, int argc, char **argv);
+int fl_cmd_eval(fl_cli *cli, int argc, char **argv);
 
 #endif

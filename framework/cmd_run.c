@@ -11,6 +11,7 @@
 #include "log.h"
 #include "rundir.h"
 #include "task_density.h"
+#include "task_vae.h"
 #include "util.h"
 
 static const char usage[] =
@@ -24,7 +25,9 @@ static const char usage[] =
     "\n"
     "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
     "                --set flow.1.hidden=32,32); repeatable\n"
-    "  --out DIR     run directory\n";
+    "  --out DIR     run directory\n"
+    "  --resume      continue the run in DIR (--out) from its last checkpoint\n"
+    "                (vae task); a DIR without a checkpoint starts afresh\n";
 
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
 {
@@ -45,6 +48,12 @@ fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
 fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
                           fl_experiment **e)
 {
+    return fl_cli_load_run_with(cli, dir, NULL, 0, reg, e);
+}
+
+fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *const *sets,
+                               size_t n_sets, fl_registry **reg, fl_experiment **e)
+{
     *reg = NULL;
     *e = NULL;
     char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
@@ -55,6 +64,7 @@ fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
         st = FL_ERR_IO;
     }
     if (st == FL_OK) st = fl_config_load(cpath, &cfg);
+    for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
     if (st == FL_OK) st = fl_cli_registry(cli, reg);
     if (st == FL_OK) {
         st = fl_experiment_new(*reg, cfg, e);
@@ -79,9 +89,52 @@ int fl_cli_fail(fl_status st)
     return fl_exit_code(st);
 }
 
+void fl_vae_print_eval(const fl_vae_eval *ev)
+{
+    printf("  %-28s %12s\n", "metric", "value");
+    printf("  %-28s %12.3f +- %.3f\n", "log p(x) (IWAE-k)", ev->ll, ev->ll_se);
+    printf("  %-28s %12.3f +- %.3f\n", "ELBO", ev->elbo, ev->elbo_se);
+    printf("  %-28s %12.3f\n", "gap log p(x) - ELBO", ev->ll - ev->elbo);
+    printf("  %-28s %12.3f\n", "KL(q(z|x) || p(z))", ev->kl);
+    printf("  %-28s %12.1f (%.4f of k)\n", "ESS of the weights", ev->ess,
+           ev->ess / (double)ev->k);
+    printf("  %-28s %9u / %u\n", "active units", ev->active_units, ev->latent);
+    printf("  %-28s %12llu x k = %llu\n", "points", (unsigned long long)ev->n,
+           (unsigned long long)ev->k);
+    printf("  %-28s %12.2f s\n", "time", ev->seconds);
+}
+
+static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir, int resume)
+{
+    uint32_t k;
+    const char *est = fl_vae_estimator(e, &k);
+    fl_log(FL_LOG_INFO, "%s: vae on %s, estimator %s (k = %u), %zu flow layers, %zu "
+           "parameters, %d threads -> %s",
+           exp_path, e->data_type, est, k, e->stack->n, e->arena.count, omp_get_max_threads(),
+           dir);
+    fl_vae_result res;
+    fl_status st = fl_vae_train(e, dir, resume, &res);
+    if (st != FL_OK) return st;
+    printf("train bound %.3f; validation ELBO %.3f, IWAE-%lld %.3f; %llu steps in %.1f s, %.0f "
+           "examples/s\n",
+           res.train_bound, res.valid_elbo, (long long)fl_exp_int(&e->eval, "valid_k"),
+           res.valid_iwae, (unsigned long long)res.steps, res.seconds, res.examples_per_s);
+    if (fl_values_get(&e->eval, "at_end")->i) {
+        fl_vae_eval ev;
+        st = fl_vae_evaluate(e, FL_SPLIT_TEST, (uint64_t)fl_exp_int(&e->eval, "k"),
+                             (uint64_t)fl_exp_int(&e->eval, "n"), dir, &ev);
+        if (st != FL_OK) return st;
+        printf("test evaluation (eval.json):\n");
+        fl_vae_print_eval(&ev);
+    }
+    printf("run directory %s\n", dir);
+    return FL_OK;
+}
+
 int fl_cmd_run(fl_cli *cli, int argc, char **argv)
 {
     const char *exp_path = NULL, *out = NULL;
+    int resume = 0;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     size_t n_sets = 0;
     if (!sets) return FL_EXIT_FAILURE;
@@ -98,6 +151,8 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
             out = argv[++i];
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
             cli->plugins[cli->n_plugins++] = argv[++i];
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            resume = 1;
         } else if (argv[i][0] == '-' || exp_path) {
             fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
             free(sets);
@@ -129,7 +184,23 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     int threads = (int)fl_exp_int(&e->exp, "threads");
     if (threads > 0) omp_set_num_threads(threads);
 
-    st = fl_rundir_create(out, fl_values_get(&e->exp, "name")->text, &dir);
+    if (resume && !out) {
+        fl_err("--resume needs the run directory (--out DIR)");
+        st = FL_ERR_INVALID;
+        goto done;
+    }
+    if (resume) {
+        /* An existing run directory is continued, a missing one created. */
+        char *ck = fl_strfmt("%s/checkpoint.flc", out);
+        resume = ck && access(ck, R_OK) == 0;
+        free(ck);
+    }
+    if (resume) {
+        dir = fl_strdup(out);
+        st = dir ? FL_OK : FL_ERR_NOMEM;
+    } else {
+        st = fl_rundir_create(out, fl_values_get(&e->exp, "name")->text, &dir);
+    }
     if (st != FL_OK) goto done;
     fl_buf b = { 0 };
     st = fl_experiment_resolved(e, &b);
@@ -137,6 +208,16 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     fl_buf_free(&b);
     if (st != FL_OK) goto done;
 
+    if (strcmp(e->task, "vae") == 0) {
+        st = run_vae(e, exp_path, dir, resume);
+        goto done;
+    }
+    if (resume) {
+        fl_err("--resume: task %s does not resume yet; rerun without --resume into a new "
+               "directory", e->task);
+        st = FL_ERR_UNSUPPORTED;
+        goto done;
+    }
     fl_log(FL_LOG_INFO, "%s: %s on %s, %zu flow layers, %zu parameters, %d threads -> %s",
            exp_path, e->task, e->data_type, e->stack->n, e->arena.count, omp_get_max_threads(),
            dir);

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "experiment.h"
 #include "task_density.h"
+#include "task_vae.h"
 #include "util.h"
 
 static const char usage[] =
@@ -64,7 +65,18 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
         x = fl_alloc((size_t)n * e->info.dim * sizeof(fl_real));
         if (!x) st = FL_ERR_NOMEM;
     }
-    if (st == FL_OK) st = fl_density_sample(e, (uint64_t)n, fl_rng_key_make(seed, "sample"), x);
+    if (st == FL_OK && e->vae) {
+        /* decoder means of prior samples, in chunks the model was sized for */
+        const uint32_t chunk = 1000;
+        for (long long i = 0; st == FL_OK && i < n; i += chunk) {
+            uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
+            char nm[64];
+            snprintf(nm, sizeof nm, "sample.%lld", i / chunk);
+            st = fl_vae_sample(e, m, fl_rng_key_make(seed, nm), x + (size_t)i * e->info.dim);
+        }
+    } else if (st == FL_OK) {
+        st = fl_density_sample(e, (uint64_t)n, fl_rng_key_make(seed, "sample"), x);
+    }
     if (st == FL_OK) {
         uint32_t d = e->info.dim;
         for (uint32_t j = 0; j < d; j++) fl_buf_printf(&b, j ? ",x%u" : "x%u", j);

@@ -25,6 +25,9 @@ static const char usage[] =
     "  sample RUN_DIR -n N [-o FILE] [--seed S]\n"
     "                      draw N samples from a trained model as CSV\n"
     "  plot RUN_DIR        draw density, data, samples and NLL curves as PNGs\n"
+    "  eval RUN_DIR [--k K] [--split test|valid]\n"
+    "                      a VAE's test log-likelihood (IWAE-K, K = 5000), ELBO,\n"
+    "                      KL, ESS and active units\n"
     "  check [--flow NAME] [--dim D] [--rows N] [--seed S] [--verbose]\n"
     "                      run the conformance checks on flow layers\n"
     "\n"
@@ -102,6 +105,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "sample") == 0) rc = fl_cmd_sample(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "check") == 0) rc = fl_cmd_check(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "plot") == 0) rc = fl_cmd_plot(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "eval") == 0) rc = fl_cmd_eval(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         rc = FL_EXIT_OK;

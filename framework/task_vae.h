@@ -1,18 +1,67 @@
 /* task_vae.h - variational autoencoders trained with any estimator.
  *
  * Model: encoder MLP -> [posterior] q0(z|x) (+ [flow.N] steps fed the
- * encoder's context h) -> [prior] p(z), decoder MLP -> [likelihood]
- * p(x|z); optionally a second stochastic layer (IWAE's two-layer model).
- * Training follows the [estimator]'s weights; evaluation estimates
+ * encoder's context h, IAF's Algorithm 1) -> [prior] p(z), decoder MLP ->
+ * [likelihood] p(x|z); with [encoder.2]/[decoder.2] a second stochastic
+ * layer (the IWAE paper's two-layer model: q(z1|x) q(z2|z1), p(z2) p(z1|z2)
+ * p(x|z1), both extra conditionals diagonal Gaussians). Training follows
+ * the [estimator]'s weights over B x k samples; evaluation estimates
  * log p(x) by importance sampling with k samples per point. */
 #ifndef FL_TASK_VAE_H
 #define FL_TASK_VAE_H
 
 #include "experiment.h"
 
-/* Builds e->vae from the config and finalises the arena. */
+/* Builds e->vae from the config and finalises the arena. Errors name file,
+ * line and key. */
 fl_status fl_vae_build(fl_experiment *e);
 /* Frees e->vae (NULL-safe). */
 void fl_vae_free(fl_experiment *e);
+
+typedef struct fl_vae_result {
+    double train_bound;        /* mean bound over the last interval */
+    double valid_elbo, valid_iwae; /* last periodic validation (valid_k) */
+    uint64_t steps;
+    double seconds, examples_per_s; /* training loop only */
+} fl_vae_result;
+
+/* Trains (resuming from rundir/checkpoint.flc when `resume`); writes
+ * metrics.csv, checkpoint.flc and result.json into `rundir` (may be NULL). */
+fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_result *res);
+
+/* The bound of `est` (a registry estimator name, or NULL = the config's)
+ * with the config's noise: per point bounds for n points of x with k
+ * samples, evaluated at the arena's theta in evaluation mode. `noise_sub`
+ * picks the noise stream so tests can hold it fixed. Out: bound (n). When
+ * `grad` is set, also accumulates the gradient of -mean(bound) (the
+ * estimator's surrogate) into the arena's grad. */
+fl_status fl_vae_bound(fl_experiment *e, const fl_real *x, uint32_t n, uint64_t noise_sub,
+                       int grad, double *bound);
+
+typedef struct fl_vae_eval {
+    uint64_t n, k;
+    double ll, ll_se;          /* mean log p(x) estimate (IWAE-k) and its s.e. */
+    double elbo, elbo_se;      /* mean ELBO (k = 1 bound averaged over the k samples) */
+    double kl;                 /* mean E_q[log q(z|x) - log p(z)] (all layers) */
+    double ess;                /* mean effective sample size (1..k) */
+    uint32_t active_units, latent;
+    double seconds;
+} fl_vae_eval;
+
+/* The evaluation suite on `split`: IWAE-k log-likelihood, ELBO, gap, ESS,
+ * KL, active units (first stochastic layer). With `dir` writes eval.json,
+ * eval_points.csv and eval_units.csv there. `n_max` 0 = every point. */
+fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
+                          const char *dir, fl_vae_eval *out);
+
+/* The estimator's name and k. */
+const char *fl_vae_estimator(const fl_experiment *e, uint32_t *k);
+/* Prints an evaluation as a table on stdout (cmd_run.c). */
+void fl_vae_print_eval(const fl_vae_eval *ev);
+
+/* Decoder means of `n` prior samples (n x data dim), noise from `key`. */
+fl_status fl_vae_sample(fl_experiment *e, uint32_t n, fl_rng_key key, fl_real *out);
+/* Reconstructions: decoder means at the posterior means of x (n rows). */
+fl_status fl_vae_reconstruct(fl_experiment *e, const fl_real *x, uint32_t n, fl_real *out);
 
 #endif

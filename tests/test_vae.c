@@ -1,0 +1,403 @@
+/* test_vae.c - the vae task: exact bounds on a linear-Gaussian model,
+ * estimator gradients against finite differences, and a tiny VAE that
+ * learns. No MNIST needed: data are written as CSV into a temp dir. */
+#include <math.h>
+
+#include "common.h"
+#include "task_vae.h"
+
+SUITE(vae);
+
+#define D 4
+#define L 2
+#define SIGMA2 0.25
+
+/* The true linear-Gaussian model: x = z W + b + sigma n. */
+static const double W_true[L][D] = { { 1.0, -0.5, 0.3, 0.8 }, { 0.2, 0.9, -0.7, 0.4 } };
+static const double b_true[D] = { 0.5, -1.0, 0.25, 0.0 };
+
+static char *write_ppca_csv(const char *dir, int n)
+{
+    char *path = fl_strfmt("%s/ppca.csv", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "x0,x1,x2,x3\n");
+    fl_rng_key key = fl_rng_key_make(7, "ppca");
+    for (int i = 0; i < n; i++) {
+        fl_real g[L + D];
+        fl_rng_normal(key, (uint64_t)i, 0, L + D, g);
+        for (int d = 0; d < D; d++) {
+            double v = b_true[d] + sqrt(SIGMA2) * g[L + d];
+            for (int l = 0; l < L; l++) v += g[l] * W_true[l][d];
+            fprintf(f, d + 1 < D ? "%.6f," : "%.6f\n", v);
+        }
+    }
+    fclose(f);
+    return path;
+}
+
+static fl_experiment *ppca_model(fl_registry *r, const char *csv, const char *posterior,
+                                 const char *est, int k, const char *extra)
+{
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 3\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "valid_fraction = 0.1\ntest_fraction = 0.1\n"
+        "[encoder]\nlatent = %d\nhidden =\n[decoder]\nhidden =\n[posterior]\ntype = %s\n"
+        "[likelihood]\ntype = gaussian\nvariance = fixed\nlog_var = %.17g\n"
+        "[estimator]\ntype = %s\nk = %d\n[train]\nbatch = 50\nsteps = 1\n[eval]\nbatch = 5000\n%s",
+        csv, L, posterior, log(SIGMA2), est, k, extra ? extra : "");
+    fl_experiment *e = NULL;
+    fl_status st = experiment_from_text(r, "ppca.ini", text, NULL, &e);
+    free(text);
+    cr_assert_eq(st, FL_OK, "building the PPCA model failed: %s", fl_err_msg());
+    return e;
+}
+
+/* Sets the decoder to the true W, b. */
+static void set_true_decoder(fl_experiment *e)
+{
+    const fl_param_rec *w = fl_arena_find(&e->arena, "decoder.net.W0");
+    const fl_param_rec *b = fl_arena_find(&e->arena, "decoder.net.b0");
+    cr_assert(w && b && w->size == L * D && b->size == D);
+    for (int l = 0; l < L; l++)
+        for (int d = 0; d < D; d++) e->arena.theta[w->offset + l * D + d] = (fl_real)W_true[l][d];
+    for (int d = 0; d < D; d++) e->arena.theta[b->offset + d] = (fl_real)b_true[d];
+}
+
+/* Exact log N(x; b, W^T W + s2 I) with the model's current decoder. */
+static double exact_logp(const fl_experiment *e, const fl_real *x)
+{
+    const fl_param_rec *w = fl_arena_find(&e->arena, "decoder.net.W0");
+    const fl_param_rec *b = fl_arena_find(&e->arena, "decoder.net.b0");
+    double C[D][D], r[D];
+    for (int i = 0; i < D; i++) {
+        r[i] = x[i] - e->arena.theta[b->offset + i];
+        for (int j = 0; j < D; j++) {
+            double s = i == j ? SIGMA2 : 0;
+            for (int l = 0; l < L; l++)
+                s += (double)e->arena.theta[w->offset + l * D + i] *
+                     e->arena.theta[w->offset + l * D + j];
+            C[i][j] = s;
+        }
+    }
+    /* Cholesky */
+    double Lc[D][D] = { { 0 } }, logdet = 0;
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = C[i][j];
+            for (int q = 0; q < j; q++) s -= Lc[i][q] * Lc[j][q];
+            if (i == j) {
+                Lc[i][i] = sqrt(s);
+                logdet += 2 * log(Lc[i][i]);
+            } else {
+                Lc[i][j] = s / Lc[j][j];
+            }
+        }
+    double y[D], q = 0;
+    for (int i = 0; i < D; i++) {
+        double s = r[i];
+        for (int j = 0; j < i; j++) s -= Lc[i][j] * y[j];
+        y[i] = s / Lc[i][i];
+        q += y[i] * y[i];
+    }
+    return -0.5 * (q + logdet + D * log(2 * 3.14159265358979323846));
+}
+
+/* Mean over `n` points and `draws` noise draws of the bound, and the
+ * standard error of that mean over draws. */
+static void mc_bound(fl_experiment *e, const fl_real *x, uint32_t n, int draws, double *mean,
+                     double *se)
+{
+    double *b = malloc(n * sizeof *b), s = 0, s2 = 0;
+    for (int t = 0; t < draws; t++) {
+        cr_assert_eq(fl_vae_bound(e, x, n, 1000 + (uint64_t)t * n, 0, b), FL_OK, "%s",
+                     fl_err_msg());
+        double m = 0;
+        for (uint32_t i = 0; i < n; i++) m += b[i];
+        m /= n;
+        s += m;
+        s2 += m * m;
+    }
+    free(b);
+    *mean = s / draws;
+    double var = (s2 - s * s / draws) / (draws - 1);
+    *se = sqrt(var > 0 ? var / draws : 0);
+}
+
+Test(vae, iwae_bounds_are_ordered_and_approach_the_exact_likelihood)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_ppca_csv(dir, 1000);
+    fl_registry *r = load_builtin_plugins();
+    const int ks[] = { 1, 5, 50, 1000 };
+    double m[4], se[4], logp = 0;
+    fl_real *x = NULL;
+    uint64_t nt = 0;
+    const uint32_t n = 20;
+    for (int i = 0; i < 4; i++) {
+        fl_experiment *e = ppca_model(r, csv, "gaussian-diag", "iwae", ks[i], NULL);
+        set_true_decoder(e);
+        if (!x) {
+            cr_assert_eq(fl_experiment_eval_split(e, FL_SPLIT_TEST, &x, &nt), FL_OK);
+            for (uint32_t j = 0; j < n; j++) logp += exact_logp(e, x + (size_t)j * D);
+            logp /= n;
+        }
+        mc_bound(e, x, n, ks[i] >= 1000 ? 10 : 200, &m[i], &se[i]);
+        fl_experiment_free(e);
+    }
+    cr_log_info("log p(x) %.4f; L1 %.4f+-%.4f L5 %.4f+-%.4f L50 %.4f+-%.4f L1000 %.4f+-%.4f",
+                logp, m[0], se[0], m[1], se[1], m[2], se[2], m[3], se[3]);
+    for (int i = 0; i + 1 < 4; i++)
+        cr_expect(m[i] <= m[i + 1] + 3 * (se[i] + se[i + 1]), "L%d = %.4f > L%d = %.4f", ks[i],
+                  m[i], ks[i + 1], m[i + 1]);
+    for (int i = 0; i < 4; i++)
+        cr_expect(m[i] <= logp + 3 * se[i] + 1e-3, "L%d = %.4f above log p(x) = %.4f", ks[i],
+                  m[i], logp);
+    /* a random encoder leaves a real gap at k = 1 that importance sampling closes */
+    cr_expect(logp - m[0] > 0.5, "the untrained posterior should leave a gap (%.4f)", logp - m[0]);
+    cr_expect(logp - m[3] < 0.1 * (logp - m[0]), "IWAE-1000 gap %.4f vs ELBO gap %.4f",
+              logp - m[3], logp - m[0]);
+    fl_free(x);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+Test(vae, full_covariance_posterior_fitted_by_elbo_reaches_the_likelihood)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_ppca_csv(dir, 1000);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = ppca_model(r, csv, "gaussian-full", "elbo", 1,
+                                  "[train]\nbatch = 50\nsteps = 3000\nlr = 3e-3\neval_every = 0\n");
+    fl_vae_result res;
+    cr_assert_eq(fl_vae_train(e, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
+    fl_real *x;
+    uint64_t nt;
+    cr_assert_eq(fl_experiment_eval_split(e, FL_SPLIT_TEST, &x, &nt), FL_OK);
+    const uint32_t n = 50;
+    double logp = 0, m, se;
+    for (uint32_t j = 0; j < n; j++) logp += exact_logp(e, x + (size_t)j * D);
+    logp /= n;
+    mc_bound(e, x, n, 200, &m, &se);
+    cr_log_info("after ELBO training: log p(x) %.4f, ELBO %.4f +- %.4f", logp, m, se);
+    cr_expect(m <= logp + 3 * se + 1e-3, "ELBO %.4f above log p(x) %.4f", m, logp);
+    cr_expect(logp - m < 0.02, "ELBO gap %.4f: the full-covariance posterior should be exact",
+              logp - m);
+    fl_free(x);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+/* Gradient of -mean bound (fixed noise) against central differences. */
+static void check_gradient(const char *est, int k, const char *posterior, const char *extra)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_ppca_csv(dir, 300);
+    fl_registry *r = load_builtin_plugins();
+    char *more = fl_strfmt("[encoder]\nlatent = 2\nhidden = 6\ncontext = %d\n[decoder]\nhidden = 5\n%s",
+                           extra ? 3 : 0, extra ? extra : "");
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 5\n[data]\ntype = csv\npath = %s\n"
+        "[posterior]\ntype = %s\n[likelihood]\ntype = gaussian\nvariance = learned\n"
+        "[estimator]\ntype = %s\nk = %d\n[train]\nbatch = 8\n[eval]\nbatch = 64\n%s",
+        csv, posterior, est, k, more);
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "grad.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+    fl_real *x;
+    uint64_t nt;
+    cr_assert_eq(fl_experiment_eval_split(e, FL_SPLIT_TEST, &x, &nt), FL_OK);
+    const uint32_t n = 6;
+    double b[8];
+    fl_arena_zero_grad(&e->arena);
+    cr_assert_eq(fl_vae_bound(e, x, n, 42, 1, b), FL_OK, "%s", fl_err_msg());
+    size_t total = e->arena.total;
+    fl_real *g = malloc(total * sizeof *g);
+    memcpy(g, e->arena.grad, total * sizeof *g);
+    const int dbl = sizeof(fl_real) == 8;
+    const double h = dbl ? 1e-6 : 3e-3, tol = dbl ? 1e-6 : 3e-2;
+    int checked = 0, bad = 0;
+    double worst = 0;
+    for (size_t s = 0; s < e->arena.n; s++) {
+        const fl_param_rec *p = &e->arena.p[s];
+        if (p->flags & FL_PARAM_STATE) continue;
+        for (size_t j = 0; j < p->size; j += 1 + p->size / 7) {
+            fl_real *th = &e->arena.theta[p->offset + j];
+            fl_real keep = *th;
+            double f[2];
+            for (int sg = 0; sg < 2; sg++) {
+                *th = (fl_real)(keep + (sg ? -h : h));
+                cr_assert_eq(fl_vae_bound(e, x, n, 42, 0, b), FL_OK);
+                double m = 0;
+                for (uint32_t i = 0; i < n; i++) m += b[i];
+                f[sg] = -m / n;
+            }
+            *th = keep;
+            double fd = (f[0] - f[1]) / (2 * h), an = g[p->offset + j];
+            double err = fabs(fd - an) / (1 + fabs(fd));
+            if (err > worst) worst = err;
+            if (err > tol) {
+                bad++;
+                cr_log_error("%s %s[%zu]: analytic %.6g, finite differences %.6g", est, p->name,
+                             j, an, fd);
+            }
+            checked++;
+        }
+    }
+    cr_log_info("%s k=%d %s%s: %d gradient entries, worst relative error %.2g", est, k, posterior,
+                extra ? " + flows" : "", checked, worst);
+    cr_expect(checked > 20);
+    cr_expect_eq(bad, 0, "%d of %d gradient entries disagree with finite differences", bad,
+                 checked);
+    free(g);
+    fl_free(x);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    free(text);
+    free(more);
+    free(csv);
+    remove_tree(dir);
+}
+
+Test(vae, elbo_gradient_matches_finite_differences) { check_gradient("elbo", 3, "gaussian-diag", NULL); }
+Test(vae, iwae_gradient_matches_finite_differences) { check_gradient("iwae", 5, "gaussian-diag", NULL); }
+Test(vae, iwae_gradient_full_covariance) { check_gradient("iwae", 4, "gaussian-full", NULL); }
+Test(vae, iwae_gradient_with_iaf_posterior_and_context)
+{
+    check_gradient("iwae", 3, "gaussian-diag",
+                   "[flow.1]\ntype = iaf\nrepeat = 2\npermute = reverse\nhidden = 8\n");
+}
+
+/* STL and DReG: the generative (decoder) gradient is IWAE's; the inference
+ * gradient differs from IWAE's only by dropping the score term of log q. */
+Test(vae, stl_and_dreg_share_the_generative_gradient_of_iwae)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_ppca_csv(dir, 300);
+    fl_registry *r = load_builtin_plugins();
+    const char *ests[] = { "iwae", "stl", "dreg" };
+    fl_real *grads[3];
+    size_t total = 0;
+    const fl_param_rec *dec = NULL, *enc = NULL;
+    for (int i = 0; i < 3; i++) {
+        char *text = fl_strfmt(
+            "[experiment]\ntask = vae\nseed = 5\n[data]\ntype = csv\npath = %s\n"
+            "[encoder]\nlatent = 2\nhidden = 6\n[decoder]\nhidden = 5\n"
+            "[likelihood]\ntype = gaussian\n[estimator]\ntype = %s\nk = 5\n[train]\nbatch = 8\n"
+            "[eval]\nbatch = 64\n",
+            csv, ests[i]);
+        fl_experiment *e = NULL;
+        cr_assert_eq(experiment_from_text(r, "g.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+        fl_real *x;
+        uint64_t nt;
+        cr_assert_eq(fl_experiment_eval_split(e, FL_SPLIT_TEST, &x, &nt), FL_OK);
+        double b[8];
+        fl_arena_zero_grad(&e->arena);
+        cr_assert_eq(fl_vae_bound(e, x, 6, 9, 1, b), FL_OK, "%s", fl_err_msg());
+        total = e->arena.total;
+        grads[i] = malloc(total * sizeof(fl_real));
+        memcpy(grads[i], e->arena.grad, total * sizeof(fl_real));
+        dec = fl_arena_find(&e->arena, "decoder.net.W1");
+        enc = fl_arena_find(&e->arena, "encoder.net.W1");
+        cr_assert(dec && enc);
+        size_t doff = dec->offset, dsz = dec->size, eoff = enc->offset, esz = enc->size;
+        if (i > 0) {
+            double dd = 0, de = 0;
+            for (size_t j = 0; j < dsz; j++) dd = fmax(dd, fabs(grads[i][doff + j] - grads[0][doff + j]));
+            for (size_t j = 0; j < esz; j++) de = fmax(de, fabs(grads[i][eoff + j] - grads[0][eoff + j]));
+            cr_expect(dd <= 1e-5, "%s: decoder gradient differs from iwae's by %g", ests[i], dd);
+            cr_expect(de > 1e-6, "%s: encoder gradient identical to iwae's", ests[i]);
+        }
+        fl_free(x);
+        fl_experiment_free(e);
+        free(text);
+    }
+    for (int i = 0; i < 3; i++) free(grads[i]);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+Test(vae, path_estimators_refuse_flow_posteriors)
+{
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    char *csv = write_ppca_csv(dir, 100);
+    char *text = fl_strfmt("[experiment]\ntask = vae\n[data]\ntype = csv\npath = %s\n"
+                           "[encoder]\nlatent = 2\ncontext = 2\n[estimator]\ntype = dreg\nk = 2\n"
+                           "[likelihood]\ntype = gaussian\n[flow.1]\ntype = iaf\n",
+                           csv);
+    fl_experiment *e = NULL;
+    cr_expect_neq(experiment_from_text(r, "dreg.ini", text, NULL, &e), FL_OK);
+    assert_contains(fl_err_msg(), "dreg");
+    assert_contains(fl_err_msg(), "flow");
+    free(text);
+    free(csv);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* Binary 6x6 images of random horizontal and vertical bars. */
+static char *write_bars_csv(const char *dir, int n)
+{
+    char *path = fl_strfmt("%s/bars.csv", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int j = 0; j < 36; j++) fprintf(f, j ? ",p%d" : "p%d", j);
+    fprintf(f, "\n");
+    fl_rng_key key = fl_rng_key_make(11, "bars");
+    for (int i = 0; i < n; i++) {
+        fl_real u[13];
+        fl_rng_uniform(key, (uint64_t)i, 0, 13, u);
+        int horiz = u[12] < 0.5;
+        for (int p = 0; p < 36; p++) {
+            int row = p / 6, col = p % 6;
+            int on = horiz ? u[row] < 0.3 : u[6 + col] < 0.3;
+            fprintf(f, p < 35 ? "%d," : "%d\n", on);
+        }
+    }
+    fclose(f);
+    return path;
+}
+
+Test(vae, a_tiny_vae_learns_bars, .timeout = 120)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 400);
+    fl_registry *r = load_builtin_plugins();
+    const char *const sets[] = { NULL };
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 1\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 4\nhidden = 32\n[decoder]\nhidden = 32\n[likelihood]\n"
+        "type = bernoulli\n[estimator]\ntype = iwae\nk = 5\n[train]\nbatch = 20\nsteps = 600\n"
+        "lr = 3e-3\neval_every = 0\n[eval]\nbatch = 2000\nk = 200\nvalid_k = 20\n",
+        csv);
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "bars.ini", text, sets, &e), FL_OK, "%s", fl_err_msg());
+    fl_vae_eval before, after;
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 200, 0, NULL, &before), FL_OK, "%s",
+                 fl_err_msg());
+    fl_vae_result res;
+    cr_assert_eq(fl_vae_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 200, 0, dir, &after), FL_OK, "%s",
+                 fl_err_msg());
+    cr_log_info("bars: log p(x) %.3f -> %.3f, ELBO %.3f -> %.3f, active units %u", before.ll,
+                after.ll, before.elbo, after.elbo, after.active_units);
+    /* 36 fair coins would be 24.9 nats; bars carry about 6-7 bits */
+    cr_expect(after.ll > -12.0, "IWAE-200 log-likelihood %.3f after training", after.ll);
+    cr_expect(after.ll > before.ll + 5, "no real improvement: %.3f -> %.3f", before.ll, after.ll);
+    cr_expect(after.elbo <= after.ll + 0.05, "ELBO %.3f above the IWAE-200 estimate %.3f",
+              after.elbo, after.ll);
+    cr_expect(after.active_units >= 1);
+    cr_expect(after.ess >= 1 && after.ess <= 200);
+    char *ej = fl_strfmt("%s/eval.json", dir);
+    cr_expect(access(ej, R_OK) == 0);
+    free(ej);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    free(text);
+    free(csv);
+    remove_tree(dir);
+}

@@ -202,6 +202,8 @@ static fl_status load_amat(const fl_host *h, fl_ctx *cx, const char *path, uint3
             h->error(cx, "cannot read %s: %s", path, strerror(errno));
             st = FL_ERR_IO;
         } else if (zerr != Z_OK) {
+            size_t n = strlen(path); /* zlib's text starts with "path: " */
+            if (strncmp(zmsg, path, n) == 0 && zmsg[n] == ':' && zmsg[n + 1] == ' ') zmsg += n + 2;
             /* Z_BUF_ERROR here is a gzip stream cut short. */
             h->error(cx, "%s: line %llu: the compressed file is truncated or corrupt (zlib: %s)",
                      path, (unsigned long long)p.line, zmsg);

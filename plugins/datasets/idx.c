@@ -102,13 +102,16 @@ static int64_t read_full(gzFile g, uint8_t *dst, uint64_t n)
     return (int64_t)got;
 }
 
-/* zlib's complaint after a short read ("" when the file simply ended). */
-static const char *zlib_note(gzFile g, int *is_errno)
+/* zlib's complaint after a short read ("" when the file simply ended),
+ * without the "path: " zlib puts in front (our messages name the file). */
+static const char *zlib_note(gzFile g, const char *path, int *is_errno)
 {
     int zerr = Z_OK;
     const char *m = gzerror(g, &zerr);
     *is_errno = zerr == Z_ERRNO;
-    return zerr == Z_OK ? "" : m;
+    if (zerr == Z_OK) return "";
+    size_t n = strlen(path);
+    return strncmp(m, path, n) == 0 && m[n] == ':' && m[n + 1] == ' ' ? m + n + 2 : m;
 }
 
 /* Loads an idx3 unsigned-byte image file (plain or gzip). A missing file's
@@ -132,9 +135,16 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
     int is_errno = 0;
     unsigned char hd[16];
     int64_t got = read_full(g, hd, sizeof hd);
-    const char *note = got == (int64_t)sizeof hd ? "" : zlib_note(g, &is_errno);
+    const char *note = got == (int64_t)sizeof hd ? "" : zlib_note(g, path, &is_errno);
     uint64_t n = 0, dim = 0;
-    if (got != (int64_t)sizeof hd) {
+    /* The magic first: a short label file is "not images" before "short". */
+    uint32_t magic = got >= 4 ? be32(hd) : IDX_MAGIC;
+    if (magic != IDX_MAGIC) {
+        h->error(cx, "%s: magic number 0x%08x, expected 0x%08x (idx3-ubyte images)%s", path,
+                 magic, IDX_MAGIC,
+                 magic == 0x00000801u ? ": this looks like a label file (idx1-ubyte)" : "");
+        st = FL_ERR_FORMAT;
+    } else if (got != (int64_t)sizeof hd) {
         if (is_errno) {
             h->error(cx, "cannot read %s: %s", path, strerror(errno));
             st = FL_ERR_IO;
@@ -144,18 +154,12 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
             st = FL_ERR_FORMAT;
         }
     } else {
-        uint32_t magic = be32(hd);
         out->n = be32(hd + 4);
         out->h = be32(hd + 8);
         out->w = be32(hd + 12);
         n = out->n;
         dim = (uint64_t)out->h * out->w;
-        if (magic != IDX_MAGIC) {
-            h->error(cx, "%s: magic number 0x%08x, expected 0x%08x (idx3-ubyte images)%s", path,
-                     magic, IDX_MAGIC,
-                     magic == 0x00000801u ? ": this looks like a label file (idx1-ubyte)" : "");
-            st = FL_ERR_FORMAT;
-        } else if (n == 0 || out->h == 0 || out->w == 0 || dim > MAX_DIM || n >= MAX_IMAGES) {
+        if (n == 0 || out->h == 0 || out->w == 0 || dim > MAX_DIM || n >= MAX_IMAGES) {
             h->error(cx, "%s: header declares %llu images of %ux%u, expected at least one image "
                      "of at most %u pixels",
                      path, (unsigned long long)n, out->h, out->w, MAX_DIM);
@@ -183,7 +187,7 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
         if (r < 0 || have < cap) break;
     }
     if (st == FL_OK && have < want) {
-        note = zlib_note(g, &is_errno);
+        note = zlib_note(g, path, &is_errno);
         if (is_errno) {
             h->error(cx, "cannot read %s: %s", path, strerror(errno));
             st = FL_ERR_IO;
@@ -201,7 +205,7 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
         unsigned char tail[4096];
         int r;
         while ((r = gzread(g, tail, sizeof tail)) > 0) extra += (uint64_t)r;
-        note = zlib_note(g, &is_errno);
+        note = zlib_note(g, path, &is_errno);
         if (extra) {
             h->error(cx, "%s: %llu bytes of pixels, expected %llu (header: %llu images of "
                      "%ux%u)",

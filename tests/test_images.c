@@ -251,6 +251,46 @@ Test(images, amat_value_that_is_not_0_or_1)
     amat_fails("0 1 0 1 0 1.0\n", 0, FL_ERR_FORMAT, "line 1: value 6 is '1.0'", NULL);
     amat_fails("0 1 0 1 0 1\n0 1 0 1 0 10\n", 0, FL_ERR_FORMAT, "line 2: value 6 is '10'",
                NULL);
+    /* Bytes of a binary file are shown escaped, long tokens cut. */
+    amat_fails("0 1 \x01\xa2z 1 0 1\n", 0, FL_ERR_FORMAT, "value 3 is '\\x01\\xa2z'", NULL);
+    amat_fails("0 1 0 1 0 0123456789abcdef\n", 0, FL_ERR_FORMAT,
+               "value 6 is '0123456789ab...'", NULL);
+}
+
+/* 1.5 MB: lines straddle the parser's 1 MiB chunks. Every value is still
+ * right, and the line number of an error past the first chunk exact. */
+Test(images, amat_large_file_across_read_chunks)
+{
+    char *text = amat_text(0, 1000, 784, 1);
+    char *gdir = make_tmpdir();
+    char *good = write_text(gdir, "good.amat", text);
+    fl_registry *r = reg();
+    char *gdata = fl_strfmt("type = amat\ntrain = %s\ntest = %s", good, good);
+    fl_experiment *e = build_ok(r, gdata, 1);
+    cr_assert_eq(e->info.n[FL_SPLIT_TRAIN], 1000);
+    fl_real *x = read_all(e, FL_SPLIT_TRAIN);
+    for (uint64_t i = 0; i < 1000; i++)
+        for (uint32_t j = 0; j < 784; j++)
+            cr_assert_eq(x[i * 784 + j], (fl_real)bit(i, j), "row %llu pixel %u",
+                         (unsigned long long)i, j);
+    free(x);
+    fl_experiment_free(e);
+    free(gdata);
+    free(good);
+    remove_tree(gdir);
+    /* Line 900 loses its last value (and the blank before it). */
+    char *l900 = text;
+    for (int k = 1; k < 900; k++) l900 = strchr(l900, '\n') + 1;
+    memmove(l900 + 2 * 783 - 1, l900 + 2 * 784 - 1, strlen(l900 + 2 * 784 - 1) + 1);
+    char *dir = make_tmpdir();
+    char *path = write_text(dir, "big.amat", text);
+    char *data = fl_strfmt("type = amat\ntrain = %s", path);
+    build_fails(r, data, FL_ERR_FORMAT, "big.amat: line 900: 783 values, expected 784", NULL, NULL);
+    fl_registry_free(r);
+    free(data);
+    free(path);
+    free(text);
+    remove_tree(dir);
 }
 
 Test(images, amat_empty_line_inside_the_file)

@@ -104,10 +104,21 @@ static fl_status end_token(parser *p)
         p->tok_len = 0;
         return FL_OK;
     }
-    size_t shown = p->tok_len < sizeof p->tok ? p->tok_len : sizeof p->tok - 1;
-    p->h->error(p->cx, "%s: line %llu: value %u is '%.*s%s', expected 0 or 1", p->path,
-                (unsigned long long)p->line, p->count + 1, (int)shown, p->tok,
-                p->tok_len > shown ? "..." : "");
+    /* Show the token as printable ASCII: a binary file must not put control
+     * bytes on the user's terminal. */
+    char shown[4 * sizeof p->tok + 4];
+    size_t k = 0, m = p->tok_len < sizeof p->tok ? p->tok_len : sizeof p->tok;
+    for (size_t i = 0; i < m; i++) {
+        unsigned char c = (unsigned char)p->tok[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            shown[k++] = (char)c;
+        else
+            k += (size_t)snprintf(shown + k, sizeof shown - k, "\\x%02x", c);
+    }
+    if (p->tok_len > m) k += (size_t)snprintf(shown + k, sizeof shown - k, "...");
+    shown[k] = 0;
+    p->h->error(p->cx, "%s: line %llu: value %u is '%s', expected 0 or 1", p->path,
+                (unsigned long long)p->line, p->count + 1, shown);
     return FL_ERR_FORMAT;
 }
 

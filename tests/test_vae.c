@@ -37,15 +37,15 @@ static char *write_ppca_csv(const char *dir, int n)
 }
 
 static fl_experiment *ppca_model(fl_registry *r, const char *csv, const char *posterior,
-                                 const char *est, int k, const char *extra)
+                                 const char *est, int k, const char *train)
 {
     char *text = fl_strfmt(
         "[experiment]\ntask = vae\nseed = 3\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
         "valid_fraction = 0.1\ntest_fraction = 0.1\n"
         "[encoder]\nlatent = %d\nhidden =\n[decoder]\nhidden =\n[posterior]\ntype = %s\n"
         "[likelihood]\ntype = gaussian\nvariance = fixed\nlog_var = %.17g\n"
-        "[estimator]\ntype = %s\nk = %d\n[train]\nbatch = 50\nsteps = 1\n[eval]\nbatch = 5000\n%s",
-        csv, L, posterior, log(SIGMA2), est, k, extra ? extra : "");
+        "[estimator]\ntype = %s\nk = %d\n[train]\nbatch = 50\n%s\n[eval]\nbatch = 5000\n",
+        csv, L, posterior, log(SIGMA2), est, k, train ? train : "steps = 1");
     fl_experiment *e = NULL;
     fl_status st = experiment_from_text(r, "ppca.ini", text, NULL, &e);
     free(text);
@@ -169,7 +169,7 @@ Test(vae, full_covariance_posterior_fitted_by_elbo_reaches_the_likelihood)
     char *csv = write_ppca_csv(dir, 1000);
     fl_registry *r = load_builtin_plugins();
     fl_experiment *e = ppca_model(r, csv, "gaussian-full", "elbo", 1,
-                                  "[train]\nbatch = 50\nsteps = 3000\nlr = 3e-3\neval_every = 0\n");
+                                  "steps = 3000\nlr = 3e-3\neval_every = 0\n");
     fl_vae_result res;
     cr_assert_eq(fl_vae_train(e, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
     fl_real *x;
@@ -327,7 +327,7 @@ Test(vae, path_estimators_refuse_flow_posteriors)
     char *csv = write_ppca_csv(dir, 100);
     char *text = fl_strfmt("[experiment]\ntask = vae\n[data]\ntype = csv\npath = %s\n"
                            "[encoder]\nlatent = 2\ncontext = 2\n[estimator]\ntype = dreg\nk = 2\n"
-                           "[likelihood]\ntype = gaussian\n[flow.1]\ntype = iaf\n",
+                           "[likelihood]\ntype = gaussian\n[flow.1]\ntype = iaf\n[train]\nbatch = 8\n",
                            csv);
     fl_experiment *e = NULL;
     cr_expect_neq(experiment_from_text(r, "dreg.ini", text, NULL, &e), FL_OK);
@@ -371,7 +371,7 @@ Test(vae, a_tiny_vae_learns_bars, .timeout = 120)
     char *text = fl_strfmt(
         "[experiment]\ntask = vae\nseed = 1\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
         "[encoder]\nlatent = 4\nhidden = 32\n[decoder]\nhidden = 32\n[likelihood]\n"
-        "type = bernoulli\n[estimator]\ntype = iwae\nk = 5\n[train]\nbatch = 20\nsteps = 600\n"
+        "type = bernoulli\n[estimator]\ntype = iwae\nk = 5\n[train]\nbatch = 20\nsteps = 3000\n"
         "lr = 3e-3\neval_every = 0\n[eval]\nbatch = 2000\nk = 200\nvalid_k = 20\n",
         csv);
     fl_experiment *e = NULL;

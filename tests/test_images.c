@@ -511,7 +511,7 @@ Test(images, idx_dynamic_binarization_is_the_default_and_sets_the_flag)
 
 /* Fixed binarization over 300 images of 10 x 10: 0/1 values, the same for
  * the same seed, others for another seed, with the grey levels' mean. */
-Test(images, idx_fixed_binarization_is_seeded_and_keeps_the_mean)
+Test(images, idx_fixed_binarization_is_fixed_and_keeps_the_mean)
 {
     char *dir = make_tmpdir();
     char *train = write_idx(dir, "train", 300, 10, 10, 0);
@@ -548,7 +548,9 @@ Test(images, idx_fixed_binarization_is_seeded_and_keeps_the_mean)
         free(b);
         free(c);
     }
-    cr_assert_gt(differ, 1000, "another seed changed only %zu pixels", differ);
+    /* The draw is independent of the experiment seed: every seed of a sweep
+     * trains and is scored on the same binary images. */
+    cr_assert_eq(differ, 0, "another experiment seed changed %zu pixels", differ);
     /* valid_size moves images between splits but does not redraw them. */
     char *data2 = fl_strfmt("type = idx\ntrain_images = %s\ntest_images = %s\nvalid_size = 50\n"
                             "binarize = fixed",

@@ -12,6 +12,7 @@
 #include "rundir.h"
 #include "task_density.h"
 #include "task_vae.h"
+#include "plot_vae.h"
 #include "util.h"
 
 static const char usage[] =
@@ -127,7 +128,9 @@ static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir
         printf("test evaluation (eval.json):\n");
         fl_vae_print_eval(&ev);
     }
-    printf("run directory %s\n", dir);
+    st = fl_plot_vae(e, dir);
+    if (st != FL_OK) return st;
+    printf("pictures: %s/{samples,reconstructions,curves}.png\nrun directory %s\n", dir, dir);
     return FL_OK;
 }
 

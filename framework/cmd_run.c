@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "experiment.h"
 #include "log.h"
+#include "provenance.h"
 #include "rundir.h"
 #include "task_density.h"
 #include "util.h"
@@ -24,7 +25,10 @@ static const char usage[] =
     "\n"
     "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
     "                --set flow.1.hidden=32,32); repeatable\n"
-    "  --out DIR     run directory\n";
+    "  --out DIR     run directory\n"
+    "\n"
+    "DIR also gets provenance.json (version, git revision, plugins, seed, host,\n"
+    "times, exit status), also when the run fails.\n";
 
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
 {
@@ -81,6 +85,7 @@ int fl_cli_fail(fl_status st)
 
 int fl_cmd_run(fl_cli *cli, int argc, char **argv)
 {
+    const double t_start = fl_provenance_now(); /* for provenance.json */
     const char *exp_path = NULL, *out = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     size_t n_sets = 0;
@@ -149,6 +154,16 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
            (unsigned long long)res.steps, res.seconds, res.steps_per_s, dir);
 done:;
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
+
+    /* ---- provenance.json (framework/provenance.c): whenever a run directory
+     * exists, successful or not ---- */
+    if (dir) {
+        fl_status pst = fl_provenance_write(dir, reg, e ? e->seed : 0, t_start,
+                                            fl_provenance_now(), rc);
+        if (pst != FL_OK && rc == FL_EXIT_OK) rc = fl_cli_fail(pst);
+    }
+    /* ---- end of provenance ---- */
+
     fl_experiment_free(e);
     fl_config_free(cfg);
     fl_registry_free(reg);

@@ -9,7 +9,13 @@
 typedef struct fl_cli {
     const char **plugins;   /* --plugin PATH, in order */
     size_t n_plugins;
+    int resume;             /* run --resume: continue from RUN_DIR/checkpoint.flc */
 } fl_cli;
+
+/* 1 once `flowlab run --resume` really continues training; until then run
+ * refuses --resume, and `flowlab sweep` reruns an interrupted cell from
+ * scratch instead of passing it. */
+#define FL_RUN_CAN_RESUME 0
 
 /* Loads the default plugin folders, then every --plugin (a refused explicit
  * plugin is an error). */

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "provenance.h"
 #include "rundir.h"
+#include "sweep.h"
 #include "task_density.h"
 #include "util.h"
 
@@ -26,9 +27,12 @@ static const char usage[] =
     "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
     "                --set flow.1.hidden=32,32); repeatable\n"
     "  --out DIR     run directory\n"
+    "  --resume      continue an interrupted run in DIR from its checkpoint.flc\n"
+    "                (not implemented yet: refused)\n"
     "\n"
     "DIR also gets provenance.json (version, git revision, plugins, seed, host,\n"
-    "times, exit status), also when the run fails.\n";
+    "times, exit status), also when the run fails. A file with a [sweep] section\n"
+    "is refused: run it with `flowlab sweep`.\n";
 
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
 {
@@ -103,6 +107,8 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
             out = argv[++i];
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
             cli->plugins[cli->n_plugins++] = argv[++i];
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            cli->resume = 1;
         } else if (argv[i][0] == '-' || exp_path) {
             fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
             free(sets);
@@ -116,12 +122,18 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         free(sets);
         return FL_EXIT_USAGE;
     }
+    if (cli->resume && !FL_RUN_CAN_RESUME) {
+        fprintf(stderr, "flowlab: error: run --resume is not implemented yet\n");
+        free(sets);
+        return FL_EXIT_USAGE;
+    }
 
     fl_registry *reg = NULL;
     fl_config *cfg = NULL;
     fl_experiment *e = NULL;
     char *dir = NULL;
-    fl_status st = fl_config_load(exp_path, &cfg);
+    fl_status st = fl_sweep_refuse_run(exp_path); /* [sweep] files are for `flowlab sweep` */
+    if (st == FL_OK) st = fl_config_load(exp_path, &cfg);
     for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
     free(sets);
     if (st == FL_OK) st = fl_cli_registry(cli, &reg);

@@ -66,12 +66,11 @@ int fl_cmd_report(fl_cli *cli, int argc, char **argv)
     if (!path) return FL_EXIT_FAILURE;
     fl_sweep *s = NULL;
     fl_status st = fl_sweep_load(path, &s);
-    if (st == FL_ERR_IO) {
+    if (st == FL_ERR_IO)
         fl_err("%s: not a sweep directory (no readable sweep.ini; `flowlab sweep` makes one)", dir);
-    }
     int rc;
     if (st == FL_OK && fl_report_check_group_by(s, o.group_by) != FL_OK) {
-        rc = fl_cli_fail(FL_ERR_INVALID);
+        fl_cli_fail(FL_ERR_INVALID); /* prints the message; a bad option is a usage error */
         rc = FL_EXIT_USAGE;
     } else {
         if (st == FL_OK) st = fl_report_write(dir, s, &o, stdout);

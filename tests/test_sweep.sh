@@ -75,6 +75,10 @@ if [ "${1:-}" = mpi ]; then
     fi
     run sweep "$DATA/sweep_small.ini" --out single "${SETS[@]}"
     [ "$rc" = 0 ] || fail "single-process sweep: exit code $rc: $(tail -3 "$TMP/err")"
+    # Sanitizer builds: Open MPI leaks from MPI_Init in components it has
+    # unloaded by exit, which no suppression can name, so leak checking is
+    # off under mpirun (the single-process sweep above keeps it on).
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
     mpirun --oversubscribe -n 3 "$EXE" sweep "$DATA/sweep_small.ini" --out ranks "${SETS[@]}" \
         --oversubscribe >"$TMP/mpi.out" 2>"$TMP/mpi.err"
     rc=$?

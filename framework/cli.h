@@ -9,7 +9,13 @@
 typedef struct fl_cli {
     const char **plugins;   /* --plugin PATH, in order */
     size_t n_plugins;
+    int resume;             /* run --resume: continue from RUN_DIR/checkpoint.flc */
 } fl_cli;
+
+/* 1 once `flowlab run --resume` really continues training; until then run
+ * refuses --resume, and `flowlab sweep` reruns an interrupted cell from
+ * scratch instead of passing it. */
+#define FL_RUN_CAN_RESUME 0
 
 /* Loads the default plugin folders, then every --plugin (a refused explicit
  * plugin is an error). */
@@ -34,5 +40,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv);
 int fl_cmd_check(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plot(fl_cli *cli, int argc, char **argv);
 int fl_cmd_eval(fl_cli *cli, int argc, char **argv);
+int fl_cmd_sweep(fl_cli *cli, int argc, char **argv);
+int fl_cmd_report(fl_cli *cli, int argc, char **argv);
 
 #endif

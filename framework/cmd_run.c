@@ -9,7 +9,9 @@
 #include "cli.h"
 #include "experiment.h"
 #include "log.h"
+#include "provenance.h"
 #include "rundir.h"
+#include "sweep.h"
 #include "task_density.h"
 #include "task_vae.h"
 #include "plot_vae.h"
@@ -28,7 +30,11 @@ static const char usage[] =
     "                --set flow.1.hidden=32,32); repeatable\n"
     "  --out DIR     run directory\n"
     "  --resume      continue the run in DIR (--out) from its last checkpoint\n"
-    "                (vae task); a DIR without a checkpoint starts afresh\n";
+    "                (a DIR without a checkpoint starts afresh)\n"
+    "\n"
+    "DIR also gets provenance.json (version, git revision, plugins, seed, host,\n"
+    "times, exit status), also when the run fails. A file with a [sweep] section\n"
+    "is refused: run it with `flowlab sweep`.\n";
 
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
 {
@@ -136,6 +142,7 @@ static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir
 
 int fl_cmd_run(fl_cli *cli, int argc, char **argv)
 {
+    const double t_start = fl_provenance_now(); /* for provenance.json */
     const char *exp_path = NULL, *out = NULL;
     int resume = 0;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
@@ -156,6 +163,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
+            cli->resume = 1;
         } else if (argv[i][0] == '-' || exp_path) {
             fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
             free(sets);
@@ -169,12 +177,18 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         free(sets);
         return FL_EXIT_USAGE;
     }
+    if (cli->resume && !FL_RUN_CAN_RESUME) {
+        fprintf(stderr, "flowlab: error: run --resume is not implemented yet\n");
+        free(sets);
+        return FL_EXIT_USAGE;
+    }
 
     fl_registry *reg = NULL;
     fl_config *cfg = NULL;
     fl_experiment *e = NULL;
     char *dir = NULL;
-    fl_status st = fl_config_load(exp_path, &cfg);
+    fl_status st = fl_sweep_refuse_run(exp_path); /* [sweep] files are for `flowlab sweep` */
+    if (st == FL_OK) st = fl_config_load(exp_path, &cfg);
     for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
     free(sets);
     if (st == FL_OK) st = fl_cli_registry(cli, &reg);
@@ -233,6 +247,16 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
            (unsigned long long)res.steps, res.seconds, res.steps_per_s, dir);
 done:;
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
+
+    /* ---- provenance.json (framework/provenance.c): whenever a run directory
+     * exists, successful or not ---- */
+    if (dir) {
+        fl_status pst = fl_provenance_write(dir, reg, e ? e->seed : 0, t_start,
+                                            fl_provenance_now(), rc);
+        if (pst != FL_OK && rc == FL_EXIT_OK) rc = fl_cli_fail(pst);
+    }
+    /* ---- end of provenance ---- */
+
     fl_experiment_free(e);
     fl_config_free(cfg);
     fl_registry_free(reg);

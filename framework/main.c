@@ -19,8 +19,12 @@ static const char usage[] =
     "Normalizing flows and variational inference, with every layer a plugin.\n"
     "\n"
     "commands:\n"
-    "  run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR]\n"
+    "  run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR] [--resume]\n"
     "                      train and evaluate the experiment; writes a run directory\n"
+    "  sweep EXP.ini [--dry-run] [--out DIR] [--jobs J] [--threads T]\n"
+    "                      run every cell of the file's [sweep] section, then report\n"
+    "  report SWEEP_DIR [--metric NAME] [--direction min|max] [--group-by KEYS]\n"
+    "                      aggregate a sweep over seeds: report.md, .csv, .html\n"
     "  plugins [NAME]      list components, or document one component's keys\n"
     "  sample RUN_DIR -n N [-o FILE] [--seed S]\n"
     "                      draw N samples from a trained model as CSV\n"
@@ -106,6 +110,8 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "check") == 0) rc = fl_cmd_check(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "plot") == 0) rc = fl_cmd_plot(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "eval") == 0) rc = fl_cmd_eval(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "sweep") == 0) rc = fl_cmd_sweep(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "report") == 0) rc = fl_cmd_report(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         rc = FL_EXIT_OK;

@@ -9,7 +9,8 @@ BUILD=${1:-build}
 shift || true
 
 PKGS=(build-essential meson ninja-build pkg-config libinih-dev libcriterion-dev
-      libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev)
+      libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev
+      libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${PKGS[@]}"; do

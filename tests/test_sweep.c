@@ -1,0 +1,306 @@
+/* test_sweep.c - the [sweep] section: cell expansion (product, zip,
+ * exclude), run directory names, the base text the cells run, errors that
+ * name file, line and key, and the JSON reader behind `flowlab report`. */
+#include "common.h"
+#include "report.h"
+#include "sweep.h"
+
+SUITE(expand);
+SUITE(names);
+SUITE(errors);
+SUITE(json);
+
+static const char head[] = "[experiment]\n" /* 1 */
+                           "name = t\n"     /* 2 */
+                           "[train]\n"      /* 3 */
+                           "steps = 5\n"    /* 4 */
+                           "[sweep]\n";     /* 5 */
+
+static fl_sweep *sweep_ok(const char *body)
+{
+    char *text = fl_strfmt("%s%s", head, body);
+    fl_sweep *s = NULL;
+    fl_status st = fl_sweep_parse("s.ini", text, &s);
+    free(text);
+    cr_assert_eq(st, FL_OK, "parse failed: %s", fl_err_msg());
+    cr_assert_not_null(s);
+    return s;
+}
+
+static const char *sweep_fails(const char *body)
+{
+    char *text = fl_strfmt("%s%s", head, body);
+    fl_sweep *s = NULL;
+    fl_status st = fl_sweep_parse("s.ini", text, &s);
+    free(text);
+    cr_assert_eq(st, FL_ERR_INVALID, "expected FL_ERR_INVALID, got %d", st);
+    cr_assert_null(s);
+    return fl_err_msg();
+}
+
+/* "v1/v2/..." of cell c, for compact comparisons. */
+static void cell_str(const fl_sweep *s, size_t c, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (size_t a = 0; a < s->n_axes; a++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", a ? "/" : "",
+                                 fl_sweep_value(s, c, a));
+}
+
+static void expect_cells(const fl_sweep *s, const char *const *want, size_t n)
+{
+    cr_assert_eq(s->n_cells, n, "%zu cells, expected %zu", s->n_cells, n);
+    for (size_t c = 0; c < n; c++) {
+        char got[256];
+        cell_str(s, c, got, sizeof got);
+        cr_assert_str_eq(got, want[c], "cell %zu", c);
+    }
+}
+
+/* ---- expansion ----------------------------------------------------------- */
+
+Test(expand, product_in_file_order_last_fastest)
+{
+    fl_sweep *s = sweep_ok("train.lr = 1e-3, 3e-4\n"
+                           "flow.1.repeat = 0,2 ,4\n");
+    static const char *const want[] = { "1e-3/0", "1e-3/2", "1e-3/4",
+                                        "3e-4/0", "3e-4/2", "3e-4/4" };
+    expect_cells(s, want, 6);
+    cr_assert_eq(s->n_product, 6);
+    cr_assert_str_eq(s->axes[1].key, "flow.1.repeat");
+    cr_assert_eq(s->axes[1].line, 7);
+    fl_sweep_free(s);
+}
+
+Test(expand, zip_pairs_lists_element_wise)
+{
+    fl_sweep *s = sweep_ok("estimator.type = elbo, iwae, dreg\n"
+                           "experiment.seed = 1, 2\n"
+                           "estimator.k = 1, 5, 50\n"
+                           "zip = estimator.type estimator.k\n");
+    /* the zip group sits where its first key is, so the seed varies fastest */
+    static const char *const want[] = { "elbo/1/1", "elbo/2/1", "iwae/1/5",
+                                        "iwae/2/5", "dreg/1/50", "dreg/2/50" };
+    expect_cells(s, want, 6);
+    cr_assert_eq(s->n_zips, 1);
+    cr_assert_eq(s->axes[0].zip, 0);
+    cr_assert_eq(s->axes[1].zip, -1);
+    fl_sweep_free(s);
+}
+
+Test(expand, two_zip_groups_and_commas_between_zip_keys)
+{
+    fl_sweep *s = sweep_ok("a.x = 1, 2\n"
+                           "a.y = 3, 4\n"
+                           "b.x = 5, 6\n"
+                           "b.y = 7, 8\n"
+                           "zip = a.x, a.y; b.x b.y\n");
+    static const char *const want[] = { "1/3/5/7", "1/3/6/8", "2/4/5/7", "2/4/6/8" };
+    expect_cells(s, want, 4);
+    cr_assert_eq(s->n_zips, 2);
+    fl_sweep_free(s);
+}
+
+Test(expand, exclude_rules_numbered_and_semicolon_separated)
+{
+    fl_sweep *s = sweep_ok("estimator.type = elbo, iwae\n"
+                           "estimator.k = 1, 50\n"
+                           "experiment.seed = 1, 2\n"
+                           "exclude = estimator.type=elbo estimator.k=50\n"
+                           "exclude.2 = estimator.type=iwae estimator.k=1 experiment.seed=2; "
+                           "estimator.k=50 experiment.seed=1\n");
+    static const char *const want[] = { "elbo/1/1", "elbo/1/2", "iwae/1/1", "iwae/50/2" };
+    expect_cells(s, want, 4);
+    cr_assert_eq(s->n_product, 8);
+    cr_assert_eq(s->n_rules, 3);
+    fl_sweep_free(s);
+}
+
+Test(expand, bar_separates_values_that_contain_commas)
+{
+    fl_sweep *s = sweep_ok("flow.1.hidden = 32,32 | 64,64,64\n"
+                           "exclude = flow.1.hidden=64,64,64\n"
+                           "flow.1.repeat = 1\n");
+    static const char *const want[] = { "32,32/1" };
+    expect_cells(s, want, 1);
+    cr_assert_str_eq(s->cells[0].name, "flow.1.hidden=32-32,flow.1.repeat=1");
+    fl_sweep_free(s);
+}
+
+Test(expand, directives_and_comments)
+{
+    fl_sweep *s = sweep_ok("; comment\n"
+                           "# comment\n"
+                           "train.lr = 1e-3, 1e-2   ; inline comment\n"
+                           "metric = test_ll_k5000\n"
+                           "direction = max\n");
+    cr_assert_eq(s->n_cells, 2);
+    cr_assert_str_eq(s->axes[0].values[1], "1e-2");
+    cr_assert_str_eq(s->metric, "test_ll_k5000");
+    cr_assert_eq(s->direction, 1);
+    fl_sweep_free(s);
+}
+
+Test(expand, base_comments_out_the_sweep_and_keeps_line_numbers)
+{
+    fl_sweep *s = sweep_ok("train.lr = 1e-3, 1e-2\n"
+                           "[eval]\n"
+                           "batch = 100\n");
+    cr_assert_str_eq(s->base, "[experiment]\nname = t\n[train]\nsteps = 5\n"
+                              "; [sweep]\n; train.lr = 1e-3, 1e-2\n[eval]\nbatch = 100\n");
+    fl_config *c = NULL;
+    cr_assert_eq(fl_config_parse("b.ini", s->base, &c), FL_OK, "%s", fl_err_msg());
+    cr_assert_null(fl_config_section(c, "sweep"));
+    cr_assert_eq(fl_config_entry(fl_config_section(c, "eval"), "batch")->line, 8);
+    fl_config_free(c);
+    fl_sweep_free(s);
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+Test(names, settings_in_axis_order)
+{
+    fl_sweep *s = sweep_ok("estimator.type = iwae\n"
+                           "estimator.k = 5\n"
+                           "experiment.seed = 2\n");
+    cr_assert_str_eq(s->cells[0].name, "estimator.type=iwae,estimator.k=5,experiment.seed=2");
+    fl_sweep_free(s);
+}
+
+Test(names, unsafe_characters_are_replaced)
+{
+    fl_sweep *s = sweep_ok("data.path = ../x/a b.csv, c*d\n");
+    cr_assert_str_eq(s->cells[0].name, "data.path=.._x_a_b.csv");
+    cr_assert_str_eq(s->cells[1].name, "data.path=c_d");
+    fl_sweep_free(s);
+}
+
+Test(names, collisions_get_a_hash)
+{
+    fl_sweep *s = sweep_ok("data.path = a/b, a_b, c\n");
+    cr_assert_str_neq(s->cells[0].name, s->cells[1].name);
+    assert_contains(s->cells[0].name, "data.path=a_b~");
+    assert_contains(s->cells[1].name, "data.path=a_b~");
+    cr_assert_str_eq(s->cells[2].name, "data.path=c");
+    fl_sweep_free(s);
+}
+
+Test(names, long_names_are_cut_with_a_hash)
+{
+    char body[1024];
+    snprintf(body, sizeof body, "data.path = %0300d, %0299d1\n", 0, 0);
+    fl_sweep *s = sweep_ok(body);
+    for (size_t c = 0; c < 2; c++) {
+        cr_assert_leq(strlen(s->cells[c].name), 200);
+        assert_contains(s->cells[c].name, "~");
+    }
+    cr_assert_str_neq(s->cells[0].name, s->cells[1].name);
+    fl_sweep_free(s);
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+Test(errors, no_sweep_section)
+{
+    fl_sweep *s = NULL;
+    cr_assert_eq(fl_sweep_parse("s.ini", "[train]\nsteps = 1\n", &s), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "s.ini: no [sweep] section");
+}
+
+Test(errors, messages_name_file_line_and_key)
+{
+    assert_contains(sweep_fails("train.lr = 1\ntrain.lr = 2\n"),
+                    "s.ini:7: [sweep] key 'train.lr' is set twice (first on line 6)");
+    assert_contains(sweep_fails("lr = 1, 2\n"), "s.ini:6: [sweep] 'lr' is not SECTION.KEY");
+    assert_contains(sweep_fails("Train.lr = 1, 2\n"), "s.ini:6: [sweep] 'Train.lr'");
+    assert_contains(sweep_fails("train.lr = 1,,2\n"), "s.ini:6: [sweep] train.lr = '1,,2': an empty value");
+    assert_contains(sweep_fails("train.lr = 1, 1\n"), "a value listed twice");
+    assert_contains(sweep_fails("train.lr\n"), "s.ini:6: [sweep] expected 'SECTION.KEY = VALUE");
+    assert_contains(sweep_fails("train.lr = 1\nmetric = a b\n"), "s.ini:7: [sweep] metric");
+    assert_contains(sweep_fails("train.lr = 1\ndirection = up\n"), "s.ini:7: [sweep] direction = 'up'");
+    assert_contains(sweep_fails("zip = a.b c.d\n"), "lists no keys");
+    assert_contains(sweep_fails("sweep.x = 1\n"), "cannot vary its own section");
+}
+
+Test(errors, zip_problems)
+{
+    assert_contains(sweep_fails("a.x = 1, 2\na.y = 1, 2, 3\nzip = a.x a.y\n"),
+                    "s.ini:8: [sweep] zip: a.x has 2 values but a.y has 3");
+    assert_contains(sweep_fails("a.x = 1, 2\nzip = a.x a.z\n"),
+                    "s.ini:7: [sweep] zip: 'a.z' is not a swept key (swept: a.x)");
+    assert_contains(sweep_fails("a.x = 1, 2\na.y = 1, 2\nzip = a.x;a.y\n"),
+                    "a zip group needs two or more keys");
+    assert_contains(sweep_fails("a.x = 1\na.y = 1\na.z = 1\nzip = a.x a.y\nzip.2 = a.y a.z\n"),
+                    "s.ini:10: [sweep] zip.2: 'a.y' is already in a zip group");
+    assert_contains(sweep_fails("a.x = 1\na.y = 1\nzip = a.x a.y\nzip = a.x a.y\n"),
+                    "key 'zip' is set twice");
+}
+
+Test(errors, exclude_problems)
+{
+    assert_contains(sweep_fails("a.x = 1, 2\nexclude = a.x=3\n"),
+                    "s.ini:7: [sweep] exclude: a.x=3 matches no cell (a.x takes 1, 2)");
+    assert_contains(sweep_fails("a.x = 1, 2\nexclude.3 = a.y=1\n"),
+                    "s.ini:7: [sweep] exclude.3: 'a.y' is not a swept key");
+    assert_contains(sweep_fails("a.x = 1, 2\nexclude = a.x\n"), "'a.x' is not KEY=VALUE");
+    assert_contains(sweep_fails("a.x = 1, 2\nexclude = a.x=1 a.x=2\n"), "appears twice in one rule");
+    assert_contains(sweep_fails("a.x = 1, 2\nexclude = a.x=1; a.x=2\n"),
+                    "s.ini:5: [sweep] every one of the 2 cells is excluded");
+}
+
+Test(errors, too_many_cells)
+{
+    assert_contains(sweep_fails("a.a = 1,2,3,4,5,6,7,8,9,10\na.b = 1,2,3,4,5,6,7,8,9,10\n"
+                                "a.c = 1,2,3,4,5,6,7,8,9,10\na.d = 1,2,3,4,5,6,7,8,9,10\n"
+                                "a.e = 1,2,3,4,5,6,7,8,9,10\na.f = 1,2,3,4,5,6,7,8,9,10\n"),
+                    "more than");
+}
+
+Test(errors, run_refuses_a_sweep_file)
+{
+    char path[] = "/tmp/flowlab-sweep-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    const char text[] = "[train]\nsteps = 1\n\n  [sweep]\ntrain.lr = 1, 2\n";
+    cr_assert_eq(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    cr_assert_eq(fl_sweep_refuse_run(path), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), ":4: [sweep]: this file describes a sweep");
+    assert_contains(fl_err_msg(), "flowlab sweep");
+    unlink(path);
+    cr_assert_eq(fl_sweep_refuse_run("/nonexistent/x.ini"), FL_OK);
+}
+
+/* ---- JSON ----------------------------------------------------------------- */
+
+Test(json, numeric_top_level_fields_only)
+{
+    fl_json_num *v = NULL;
+    size_t n = 0;
+    const char *text = "{\n \"task\": \"density\", \"test_nll\": 0.25, \"nested\": {\"x\": 1},\n"
+                       " \"list\": [1, 2], \"ok\": true, \"none\": null, \"k\": -3e2,\n"
+                       " \"esc\\\"aped\": 7 }\n";
+    cr_assert_eq(fl_json_numbers(text, &v, &n), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(n, 3);
+    cr_assert_str_eq(v[0].name, "test_nll");
+    cr_assert_float_eq(v[0].v, 0.25, 0);
+    cr_assert_str_eq(v[1].name, "k");
+    cr_assert_float_eq(v[1].v, -300, 0);
+    cr_assert_str_eq(v[2].name, "esc\"aped");
+    for (size_t i = 0; i < n; i++) free(v[i].name);
+    free(v);
+}
+
+Test(json, malformed)
+{
+    fl_json_num *v = NULL;
+    size_t n = 0;
+    cr_assert_eq(fl_json_numbers("[1]", &v, &n), FL_ERR_FORMAT);
+    cr_assert_eq(fl_json_numbers("{\"a\" 1}", &v, &n), FL_ERR_FORMAT);
+    cr_assert_eq(fl_json_numbers("{\"a\": 1", &v, &n), FL_ERR_FORMAT);
+    cr_assert_null(v);
+    cr_assert_eq(fl_json_numbers("{}", &v, &n), FL_OK);
+    cr_assert_eq(n, 0);
+    free(v);
+}

@@ -558,7 +558,7 @@ fl_status fl_plot_vi(fl_experiment *e, const char *dir)
     if (st == FL_OK) st = fl_vi_plot_grids(e, tg, q, &exact);
     if (st == FL_OK) st = fl_vi_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp, NULL);
     double tmax = tg ? max_of(tg, G2) : 0, qmax = q ? max_of(q, G2) : 0;
-    double vmax = fmax(tmax, qmax);
+    double vmax = tmax; /* the target's scale: q saturates where it is too peaked */
     if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
     if (st == FL_OK) {
         fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);

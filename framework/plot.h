@@ -91,7 +91,7 @@ fl_status fl_plot_density(fl_experiment *e, const char *dir);
  *   (plot_grid.csv: the ranges, each heatmap's top value, the common colour
  *   scale and how q was obtained):
  *   target.png   the target density exp(log p~), normalised on the grid
- *   density.png  q(z) on the same colour scale: exact through the inverses
+ *   density.png  q(z) on the target's colour scale (clipped above it): exact through the inverses
  *                when every layer has one, else a smoothed histogram of
  *                200000 samples
  *   samples.png  5000 samples of q (seed 0, "plot")

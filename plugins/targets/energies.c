@@ -64,7 +64,7 @@ static const fl_key u234_keys[] = { BOX_KEYS };
 static const fl_key banana_keys[] = {
     { "sigma1", FL_KEY_REAL, "1.5", 0.01, 100, NULL, "std of z1" },
     { "sigma2", FL_KEY_REAL, "0.5", 0.01, 100, NULL, "std of z2 about the bent mean" },
-    { "bend", FL_KEY_REAL, "0.4", -100, 100, NULL,
+    { "bend", FL_KEY_REAL, "0.25", -100, 100, NULL,
       "curvature b: z2 | z1 ~ N(b (z1^2 - sigma1^2), sigma2^2)" },
 };
 
@@ -213,8 +213,10 @@ static fl_status create(const fl_host *h, fl_ctx *cx, fl_target_info *info, kind
         /* The z2 integral of exp(-U) does not depend on z1. */
         double c = k == K_U2 ? 0.4 : k == K_U3 ? 0.7 : 0.75;
         info->log_z = log(c * SQRT_2PI) + log(2 * t->hw + t->edge * SQRT_2PI);
-        info->box[0] = -t->hw, info->box[1] = t->hw;
-        info->box[2] = -4, info->box[3] = 4;
+        /* The shoulders out to 5 edge widths, and z2 far enough for U4's
+         * lower branch (z2 = w1 - w3 down to -4 - 5 x 0.35). */
+        info->box[0] = -(t->hw + 5 * t->edge), info->box[1] = t->hw + 5 * t->edge;
+        info->box[2] = k == K_U4 ? -6 : -4, info->box[3] = 4;
         break;
     }
     case K_BANANA:
@@ -224,13 +226,13 @@ static fl_status create(const fl_host *h, fl_ctx *cx, fl_target_info *info, kind
         /* (z1, z2 - b(z1^2 - s1^2)) has unit Jacobian: Z = 2 pi s1 s2. */
         info->log_z = log(2 * T_PI * t->s1 * t->s2);
         {
-            double lo = -t->bend * t->s1 * t->s1, hi = t->bend * 8 * t->s1 * t->s1;
+            double lo = -t->bend * t->s1 * t->s1, hi = t->bend * 15 * t->s1 * t->s1;
             if (lo > hi) {
                 double x = lo;
                 lo = hi, hi = x;
             }
-            info->box[0] = -3.5 * t->s1, info->box[1] = 3.5 * t->s1;
-            info->box[2] = lo - 3.5 * t->s2, info->box[3] = hi + 3.5 * t->s2;
+            info->box[0] = -4 * t->s1, info->box[1] = 4 * t->s1;
+            info->box[2] = lo - 4 * t->s2, info->box[3] = hi + 4 * t->s2;
         }
         break;
     case K_MIXTURE:
@@ -239,7 +241,7 @@ static fl_status create(const fl_host *h, fl_ctx *cx, fl_target_info *info, kind
         t->scale = h->cfg_real(cx, "scale");
         info->log_z = log((double)t->nc * 2 * T_PI * t->scale * t->scale);
         {
-            double b = t->radius + 4 * t->scale;
+            double b = t->radius + 5 * t->scale;
             info->box[0] = info->box[2] = -b;
             info->box[1] = info->box[3] = b;
         }

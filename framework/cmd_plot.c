@@ -1,4 +1,4 @@
-/* cmd_plot.c - `flowlab plot`: pictures of a trained density run. */
+/* cmd_plot.c - `flowlab plot`: pictures of a trained density or vi run. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +7,7 @@
 #include "experiment.h"
 #include "log.h"
 #include "plot.h"
+#include "task_vi.h"
 #include "util.h"
 
 static const char usage[] =
@@ -20,7 +21,15 @@ static const char usage[] =
     "bounding box padded by 10% (plot_grid.csv holds the ranges):\n"
     "  density.png   the learned density exp(log p(x)) (viridis, linear)\n"
     "  data.png      the test split's smoothed histogram, same grid\n"
-    "  samples.png   5000 samples from the model, same axes\n";
+    "  samples.png   5000 samples from the model, same axes\n"
+    "\n"
+    "For a vi run (task = vi), curves.png shows the training bound (blue), the\n"
+    "evaluation ELBO (orange) and the reference log Z (grey), and for a 2D target,\n"
+    "on a 200x200 grid over the target's box:\n"
+    "  target.png    the target density, normalised on the grid\n"
+    "  density.png   the fitted q(z), same colour scale (through the inverses, or\n"
+    "                a histogram of samples when a layer has none)\n"
+    "  samples.png   5000 samples of q\n";
 
 int fl_cmd_plot(fl_cli *cli, int argc, char **argv)
 {
@@ -45,8 +54,12 @@ int fl_cmd_plot(fl_cli *cli, int argc, char **argv)
     fl_registry *reg;
     fl_experiment *e;
     fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
-    if (st == FL_OK) st = fl_plot_density(e, dir);
-    if (st == FL_OK)
+    int vi = st == FL_OK && strcmp(e->task, "vi") == 0;
+    if (st == FL_OK) st = vi ? fl_plot_vi(e, dir) : fl_plot_density(e, dir);
+    if (st == FL_OK && vi)
+        fl_log(FL_LOG_INFO, "wrote %s/%s", dir,
+               e->vi->info.dim == 2 ? "{target,density,samples,curves}.png" : "curves.png");
+    else if (st == FL_OK)
         fl_log(FL_LOG_INFO, "wrote %s/%s", dir,
                e->info.dim == 2 ? "{density,data,samples,curves}.png" : "curves.png");
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);

@@ -10,11 +10,13 @@
 #include "experiment.h"
 #include "log.h"
 #include "provenance.h"
+#include "plot.h"
 #include "rundir.h"
 #include "sweep.h"
 #include "task_density.h"
 #include "task_vae.h"
 #include "plot_vae.h"
+#include "task_vi.h"
 #include "util.h"
 
 static const char usage[] =
@@ -23,8 +25,8 @@ static const char usage[] =
     "Validates EXP.ini against the schemas of the components it names, trains the\n"
     "model and evaluates it. The run directory (DIR, or runs/NAME-DATE-TIME) gets\n"
     "config.ini (the resolved config, defaults included), metrics.csv,\n"
-    "checkpoint.flc and result.json, each written atomically. An existing\n"
-    "non-empty DIR is refused.\n"
+    "checkpoint.flc and result.json, each written atomically, and the pictures of\n"
+    "`flowlab plot` (*.png). An existing non-empty DIR is refused.\n"
     "\n"
     "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
     "                --set flow.1.hidden=32,32); repeatable\n"
@@ -238,8 +240,21 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     fl_log(FL_LOG_INFO, "%s: %s on %s, %zu flow layers, %zu parameters, %d threads -> %s",
            exp_path, e->task, e->data_type, e->stack->n, e->arena.count, omp_get_max_threads(),
            dir);
+    if (strcmp(e->task, "vi") == 0) { /* task vi: task_vi.c */
+        fl_vi_result vr;
+        st = fl_vi_train(e, dir, &vr);
+        if (st == FL_OK) st = fl_plot_vi(e, dir);
+        if (st != FL_OK) goto done;
+        fl_vi_report(e, &vr, stdout);
+        printf("ELBO %.4f +- %.4f, KL %.4f; %llu steps in %.2f s, %.0f steps/s; run directory "
+               "%s\n",
+               vr.elbo, vr.elbo_se, vr.kl, (unsigned long long)vr.steps, vr.seconds,
+               vr.steps_per_s, dir);
+        goto done;
+    }
     fl_density_result res;
     st = fl_density_train(e, dir, &res);
+    if (st == FL_OK) st = fl_plot_density(e, dir); /* the pictures of `flowlab plot` */
     if (st != FL_OK) goto done;
     printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "
            "directory %s\n",

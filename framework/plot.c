@@ -8,6 +8,7 @@
 #include "pngfile.h"
 #include "rundir.h"
 #include "task_density.h"
+#include "task_vi.h"
 
 #define HALF_LOG_2PI 0.91893853320467274178
 #define GRID 200            /* heatmap cells per side (= pixels) */
@@ -243,22 +244,27 @@ static int header_index(const char *line, size_t len, const char *name)
     return -1;
 }
 
-static fl_status plot_curves(const char *dir)
+/* curves.png from dir/metrics.csv: columns `a` (blue) and `b` (orange)
+ * against step, and `ref` (grey; NULL = none) when present; the ranges go
+ * to curves_axes.csv with `what` naming the y axis. */
+static fl_status plot_curves(const char *dir, const char *a, const char *bcol, const char *ref,
+                             const char *what)
 {
     char *path = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
     size_t len = 0;
     if (!path) return FL_ERR_NOMEM;
     fl_status st = fl_read_file(path, &text, &len);
-    double *xs = NULL, *tr = NULL, *te = NULL;
+    double *xs = NULL, *tr = NULL, *te = NULL, *rf = NULL;
     size_t n = 0;
-    int c_step = -1, c_train = -1, c_test = -1;
+    int c_step = -1, c_train = -1, c_test = -1, c_ref = -1;
     if (st == FL_OK) {
         size_t rows = 0;
         for (size_t i = 0; i < len; i++) rows += text[i] == '\n';
         xs = malloc((rows + 1) * sizeof *xs);
         tr = malloc((rows + 1) * sizeof *tr);
         te = malloc((rows + 1) * sizeof *te);
-        if (!xs || !tr || !te) st = FL_ERR_NOMEM;
+        rf = malloc((rows + 1) * sizeof *rf);
+        if (!xs || !tr || !te || !rf) st = FL_ERR_NOMEM;
     }
     const char *p = text, *end = text + len;
     for (size_t line = 0; st == FL_OK && p < end; line++) {
@@ -267,16 +273,18 @@ static fl_status plot_curves(const char *dir)
         if (l && p[l - 1] == '\r') l--;
         if (line == 0) {
             c_step = header_index(p, l, "step");
-            c_train = header_index(p, l, "train_nll");
-            c_test = header_index(p, l, "test_nll");
+            c_train = header_index(p, l, a);
+            c_test = header_index(p, l, bcol);
+            c_ref = ref ? header_index(p, l, ref) : -1;
             if (c_step < 0 || c_train < 0 || c_test < 0) {
-                fl_err("%s: expected columns step, train_nll and test_nll in the header", path);
+                fl_err("%s: expected columns step, %s and %s in the header", path, a, bcol);
                 st = FL_ERR_FORMAT;
             }
         } else if (l) {
             xs[n] = column(p, l, c_step);
             tr[n] = column(p, l, c_train);
             te[n] = column(p, l, c_test);
+            rf[n] = c_ref >= 0 ? column(p, l, c_ref) : NAN;
             n += isfinite(xs[n]);
         }
         p = nl ? nl + 1 : end;
@@ -291,6 +299,7 @@ static fl_status plot_curves(const char *dir)
         x1 = fmax(x1, xs[i]);
         if (isfinite(tr[i])) y0 = fmin(y0, tr[i]), y1 = fmax(y1, tr[i]);
         if (isfinite(te[i])) y0 = fmin(y0, te[i]), y1 = fmax(y1, te[i]);
+        if (isfinite(rf[i])) y0 = fmin(y0, rf[i]), y1 = fmax(y1, rf[i]);
     }
     if (st == FL_OK && !(y1 >= y0)) y0 = 0, y1 = 1; /* no finite value: empty axes */
     double pad = 0.05 * (y1 - y0);
@@ -301,12 +310,13 @@ static fl_status plot_curves(const char *dir)
         fl_canvas_frame(&c, (fl_rgb){ 0, 0, 0 }, 5);
         fl_canvas_polyline(&c, xs, tr, n, (fl_rgb){ 31, 119, 180 });
         fl_canvas_polyline(&c, xs, te, n, (fl_rgb){ 255, 127, 14 });
+        if (c_ref >= 0) fl_canvas_polyline(&c, xs, rf, n, (fl_rgb){ 128, 128, 128 });
         st = save_in(&c, dir, "curves.png");
     }
     if (st == FL_OK) {
         fl_buf b = { 0 };
-        fl_buf_printf(&b, "step_min,step_max,nll_min,nll_max\n%.9g,%.9g,%.9g,%.9g\n", c.x_min,
-                      c.x_max, c.y_min, c.y_max);
+        fl_buf_printf(&b, "step_min,step_max,%s_min,%s_max\n%.9g,%.9g,%.9g,%.9g\n", what, what,
+                      c.x_min, c.x_max, c.y_min, c.y_max);
         st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "curves_axes.csv", b.data, b.len);
         fl_buf_free(&b);
     }
@@ -314,6 +324,7 @@ static fl_status plot_curves(const char *dir)
     free(xs);
     free(tr);
     free(te);
+    free(rf);
     free(text);
     free(path);
     return st;
@@ -466,7 +477,115 @@ static fl_status plot_2d(fl_experiment *e, const char *dir)
 
 fl_status fl_plot_density(fl_experiment *e, const char *dir)
 {
-    fl_status st = plot_curves(dir);
+    fl_status st = plot_curves(dir, "train_nll", "test_nll", NULL, "nll");
     if (st == FL_OK && e->info.dim == 2) st = plot_2d(e, dir);
+    return st;
+}
+
+/* ---- vi runs ------------------------------------------------------------ */
+
+#define VI_HIST_SAMPLES 200000  /* q's histogram when a layer has no inverse */
+
+/* The GRID x GRID cell centres of `box`, row j from the bottom. */
+static void grid_points(const double box[4], fl_real *z)
+{
+    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
+    for (uint32_t k = 0; k < GRID * GRID; k++) {
+        z[2 * k] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
+        z[2 * k + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
+    }
+}
+
+static int stack_invertible(const fl_stack *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!(s->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) return 0;
+    return 1;
+}
+
+fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_exact)
+{
+    const fl_vi *v = e->vi;
+    const double *box = v->info.box;
+    const size_t G2 = (size_t)GRID * GRID;
+    fl_real *z = fl_alloc(G2 * 2 * sizeof(fl_real)), *l = fl_alloc(G2 * sizeof(fl_real));
+    fl_real *smp = NULL;
+    fl_status st = z && l ? FL_OK : FL_ERR_NOMEM;
+    if (st == FL_OK) {
+        grid_points(box, z);
+        st = fl_vi_target_logp(e, z, G2, l);
+    }
+    /* Normalise the target on the grid itself, so both pictures are
+     * densities on one scale whatever the target's log Z. */
+    double m = -INFINITY, s = 0, cell = (box[1] - box[0]) * (box[3] - box[2]) / (double)G2;
+    for (size_t i = 0; st == FL_OK && i < G2; i++) m = fmax(m, (double)l[i]);
+    for (size_t i = 0; st == FL_OK && i < G2; i++) s += exp((double)l[i] - m);
+    double lz = m + log(s * cell);
+    for (size_t i = 0; st == FL_OK && i < G2; i++) {
+        double p = exp((double)l[i] - lz);
+        target[i] = isfinite(p) ? p : 0;
+    }
+    *q_exact = stack_invertible(e->stack);
+    if (st == FL_OK && *q_exact) {
+        st = fl_vi_log_q(e, z, G2, l);
+        for (size_t i = 0; st == FL_OK && i < G2; i++) {
+            double p = exp((double)l[i]);
+            q[i] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
+        }
+    } else if (st == FL_OK) {
+        smp = fl_alloc((size_t)VI_HIST_SAMPLES * 2 * sizeof(fl_real));
+        st = smp ? fl_vi_sample(e, VI_HIST_SAMPLES, fl_rng_key_make(0, "plot.hist"), smp, NULL)
+                 : FL_ERR_NOMEM;
+        if (st == FL_OK) st = data_density(smp, VI_HIST_SAMPLES, box, q);
+    }
+    fl_free(z);
+    fl_free(l);
+    fl_free(smp);
+    return st;
+}
+
+fl_status fl_plot_vi(fl_experiment *e, const char *dir)
+{
+    fl_status st = plot_curves(dir, "train_bound", "elbo", "logz_ref", "elbo");
+    if (st != FL_OK || e->vi->info.dim != 2) return st;
+    const double *box = e->vi->info.box;
+    const size_t G2 = (size_t)GRID * GRID;
+    double *tg = malloc(G2 * sizeof *tg), *q = malloc(G2 * sizeof *q);
+    fl_real *smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
+    fl_canvas c = { 0 };
+    int exact = 0;
+    if (!tg || !q || !smp) st = FL_ERR_NOMEM;
+    if (st == FL_OK) st = fl_vi_plot_grids(e, tg, q, &exact);
+    if (st == FL_OK) st = fl_vi_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp, NULL);
+    double tmax = tg ? max_of(tg, G2) : 0, qmax = q ? max_of(q, G2) : 0;
+    double vmax = tmax; /* the target's scale: q saturates where it is too peaked */
+    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
+    if (st == FL_OK) {
+        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
+        fl_canvas_heatmap(&c, tg, GRID, GRID, 0, vmax);
+        st = save_in(&c, dir, "target.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_heatmap(&c, q, GRID, GRID, 0, vmax);
+        st = save_in(&c, dir, "density.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
+        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
+        st = save_in(&c, dir, "samples.png");
+    }
+    if (st == FL_OK) {
+        fl_buf b = { 0 };
+        fl_buf_printf(&b, "x_min,x_max,y_min,y_max,target_max,q_max,scale_max,q_from\n"
+                          "%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s\n",
+                      box[0], box[1], box[2], box[3], tmax, qmax, vmax,
+                      exact ? "inverse" : "histogram");
+        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
+        fl_buf_free(&b);
+    }
+    fl_canvas_free(&c);
+    fl_free(smp);
+    free(tg);
+    free(q);
     return st;
 }

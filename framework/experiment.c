@@ -251,7 +251,9 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
     }
     st = fl_values_resolve(c, section, tabs, ns, 2, &part->cfg);
     if (st != FL_OK) return st;
-    if (e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = &part->cfg;
+    int listed = 0;
+    for (size_t i = 0; i < e->n_extra; i++) listed |= e->extra[i] == &part->cfg;
+    if (!listed && e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = &part->cfg;
     part->cx = fl_ctx_new(section, &part->cfg, &e->arena, e->seed);
     if (!part->cx) return FL_ERR_NOMEM;
     fl_host_clear_error();

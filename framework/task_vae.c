@@ -83,6 +83,8 @@ static const fl_key dec2_keys[] = {
     { "init", FL_KEY_ENUM, "glorot", 0, 0, "glorot|fanin", "weight init" },
 };
 
+static fl_status check_detach(fl_experiment *e);
+
 static fl_act act_of(const fl_values *v)
 {
     const char *a = fl_values_get(v, "act")->text;
@@ -253,7 +255,6 @@ fl_status fl_vae_build(fl_experiment *e)
     fl_estimator_shape es = { v->Rmax, v->k };
     st = fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
     if (st != FL_OK) return st;
-    v->detach = (v->ec->flags & FL_EST_DETACH_Q) != 0;
 
     /* Encoder shape: latent and context come from [encoder]. */
     fl_values encv;
@@ -336,14 +337,8 @@ fl_status fl_vae_build(fl_experiment *e)
     if (!e->stack) return FL_ERR_NOMEM;
     st = fl_stack_from_config(e->stack, e->reg, e->cfg);
     if (st != FL_OK) return st;
-    if (v->detach && (e->stack->n || v->two)) {
-        fl_err("%s: [estimator] type = %s detaches the posterior's parameters inside log q, "
-               "which flowlab supports for a posterior without flow layers and with one "
-               "stochastic layer only (the path derivative through flows needs their inverse "
-               "Jacobians); use elbo or iwae here",
-               e->cfg->path, v->est.rec->cls.base.name);
-        return FL_ERR_INVALID;
-    }
+    st = check_detach(e);
+    if (st != FL_OK) return st;
     for (size_t i = 0; i < e->stack->n; i++)
         if ((e->stack->L[i].cls->flags & FL_FLOW_BATCH_COUPLED)) {
             fl_err("[%s] %s couples the rows of a batch; posterior flows must treat every "
@@ -1091,4 +1086,41 @@ const char *fl_vae_estimator(const fl_experiment *e, uint32_t *k)
 {
     *k = e->vae->k;
     return e->vae->est.rec->cls.base.name;
+}
+
+uint32_t fl_vae_max_rows(const fl_experiment *e) { return e->vae->Rmax; }
+
+const fl_real *fl_vae_logw(const fl_experiment *e) { return e->vae->logw; }
+
+static fl_status check_detach(fl_experiment *e)
+{
+    fl_vae *v = e->vae;
+    v->detach = (v->ec->flags & FL_EST_DETACH_Q) != 0;
+    if (v->detach && (e->stack->n || v->two)) {
+        fl_err("%s: [estimator] type = %s detaches the posterior's parameters inside log q, "
+               "which flowlab supports for a posterior without flow layers and with one "
+               "stochastic layer only (the path derivative through flows needs their inverse "
+               "Jacobians); use elbo or iwae here",
+               e->cfg->path, v->est.rec->cls.base.name);
+        return FL_ERR_INVALID;
+    }
+    return FL_OK;
+}
+
+fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k)
+{
+    fl_vae *v = e->vae;
+    char kb[32];
+    snprintf(kb, sizeof kb, "%u", k);
+    fl_part_free(&v->est, v->ec ? v->ec->destroy : NULL);
+    v->ec = NULL;
+    fl_status st = fl_config_put(e->cfg, "estimator", "type", type, 0);
+    if (st == FL_OK) st = fl_config_put(e->cfg, "estimator", "k", kb, 0);
+    if (st == FL_OK) st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", type, &v->est);
+    if (st != FL_OK) return st;
+    v->ec = &v->est.rec->cls.estimator;
+    v->k = k;
+    fl_estimator_shape es = { v->Rmax, k };
+    st = fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
+    return st == FL_OK ? check_detach(e) : st;
 }

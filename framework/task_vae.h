@@ -54,6 +54,18 @@ typedef struct fl_vae_eval {
 fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
                           const char *dir, fl_vae_eval *out);
 
+/* Replaces the model's estimator by registry estimator `type` with k
+ * samples (gradvar compares estimators on one trained model). Calls of
+ * fl_vae_bound then need n * k <= the rows the model was built for
+ * (fl_vae_max_rows). Refuses path-derivative estimators where the model
+ * cannot give them (flows, two stochastic layers). */
+fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k);
+/* Sample rows the model's buffers hold (n * k of one call). */
+uint32_t fl_vae_max_rows(const fl_experiment *e);
+/* The latent width of the first stochastic layer and the importance
+ * weights (n x k log w, valid after fl_vae_bound) for diagnostics. */
+const fl_real *fl_vae_logw(const fl_experiment *e);
+
 /* The estimator's name and k. */
 const char *fl_vae_estimator(const fl_experiment *e, uint32_t *k);
 /* Prints an evaluation as a table on stdout (cmd_run.c). */

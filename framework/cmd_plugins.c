@@ -47,7 +47,9 @@ static void describe(const fl_registry *r, const fl_comp_rec *c)
            c->cls.base.summary ? c->cls.base.summary : "");
     if (fl[0]) printf("  properties:%s\n", fl);
     printf("\n  keys of its section (besides 'type'%s):\n",
-           c->kind == FL_KIND_FLOW ? ", 'repeat', 'permute'" : "");
+           c->kind == FL_KIND_FLOW        ? ", 'repeat', 'permute'"
+           : c->kind == FL_KIND_ESTIMATOR ? ", 'k' (samples per data point)"
+                                          : "");
     if (!c->cls.base.n_keys) printf("    (none)\n");
     for (uint32_t i = 0; i < c->cls.base.n_keys; i++) {
         const fl_key *k = &c->cls.base.keys[i];

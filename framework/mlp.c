@@ -58,6 +58,7 @@ struct fl_mlp {
     uint8_t **mask;         /* per layer or NULL */
     fl_real **wm;           /* masked weight copies */
     fl_real **wt;           /* transposed weights (fan_out x fan_in), for backward */
+    fl_real *ones;          /* max_rows ones: bias gradients are ones^T delta */
     const fl_real *in;      /* input of the last forward (caller-owned) */
 };
 
@@ -76,6 +77,7 @@ void fl_mlp_free(fl_mlp *m)
     free(m->mask);
     free(m->wm);
     free(m->wt);
+    fl_free(m->ones);
     free(m->width);
     free(m->w_off);
     free(m->b_off);
@@ -97,7 +99,9 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
     m->a = calloc(m->nl, sizeof *m->a);
     m->delta = calloc(m->nl, sizeof *m->delta);
     m->wt = calloc(m->nl, sizeof *m->wt);
-    if (!m->width || !m->w_off || !m->b_off || !m->a || !m->delta || !m->wt) goto oom;
+    m->ones = fl_alloc((size_t)m->max_rows * sizeof(fl_real));
+    if (!m->width || !m->w_off || !m->b_off || !m->a || !m->delta || !m->wt || !m->ones) goto oom;
+    for (uint32_t r = 0; r < m->max_rows; r++) m->ones[r] = 1;
     m->width[0] = s->in;
     for (uint32_t l = 0; l < s->n_hidden; l++) m->width[l + 1] = s->hidden[l];
     m->width[m->nl] = s->out;
@@ -545,12 +549,10 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
         }
         return;
     }
-    if (t == p->nw) {
-        fl_real *restrict db = dtheta + m->b_off[l];
-        for (uint32_t r = 0; r < n; r++) {
-            const fl_real *restrict row = d + (size_t)r * fo;
-            for (uint32_t j = 0; j < fo; j++) db[j] += row[j];
-        }
+    if (t == p->nw) { /* db += ones^T d: column sums, rows in order */
+        fl_real *db = dtheta + m->b_off[l];
+        if (fo == 1) mm(0, 1, 1, n, d, n, m->ones, 1, db, 1, 1);
+        else mm(1, 1, fo, n, m->ones, 1, d, fo, db, fo, 1);
         return;
     }
     t -= p->nw + 1;

@@ -14,7 +14,7 @@
  * AVX-512) every product is an fl_gemm call on the same tiles.
  *
  * Threads: work is cut into tasks whose shape depends only on the problem
- * (ROW_TILE rows x col_block columns of an output, or blocks of W rows for
+ * (ROW_TILE rows x a block of columns of an output, or blocks of W rows for
  * the weight gradient, each summing over all rows of the batch in order).
  * The same tasks run whatever the thread count, and every output element is
  * summed in a fixed order inside one task, so results are bit-identical
@@ -45,7 +45,7 @@ enum {
 };
 /* Below this many multiply-adds per call (all layers), stay on one thread:
  * a parallel region costs more than it saves. */
-#define PAR_MIN_FMA 3e6
+#define PAR_MIN_FMA 1e7
 
 struct fl_mlp {
     uint32_t nl;            /* layers = hidden + 1 */
@@ -275,6 +275,18 @@ static void mv(uint32_t M, uint32_t K, const float *a, size_t lda, const float *
 }
 #endif
 
+/* Block b of nb blocks of N columns, in whole 16-column vectors, as even as
+ * possible: columns [*j0, *j0 + *nj). */
+static void split(uint32_t N, uint32_t nb, uint32_t b, uint32_t *j0, uint32_t *nj)
+{
+    const uint32_t nvec = (N + 15) / 16, q = nvec / nb, r = nvec % nb;
+    const uint32_t v0 = b * q + (b < r ? b : r), nv = q + (b < r);
+    *j0 = 16 * v0;
+    *nj = 16 * (v0 + nv) < N ? 16 * nv : N - 16 * v0;
+}
+
+static uint32_t n_blocks(uint32_t N, uint32_t vecs) { return ((N + 15) / 16 + vecs - 1) / vecs; }
+
 static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, size_t lda,
                const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta)
 {
@@ -290,8 +302,9 @@ static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, siz
          * one row of vectors instead of M single-lane rows. */
         const float *bt = b;
         size_t sbk = ldb;
-        for (uint32_t j0 = 0; j0 < M; j0 += 16 * NVMAX) {
-            uint32_t nj = M - j0 < 16 * NVMAX ? M - j0 : 16 * NVMAX;
+        for (uint32_t jb = 0, nb = n_blocks(M, NVMAX); jb < nb; jb++) {
+            uint32_t j0, nj;
+            split(M, nb, jb, &j0, &nj);
             int nv = (int)((nj + 15) / 16);
             __mmask16 tail = nj % 16 ? (__mmask16)((1u << (nj % 16)) - 1) : 0xffff;
             for (uint32_t k0 = 0; k0 < K; k0 += KC) {
@@ -302,8 +315,9 @@ static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, siz
         }
         return;
     }
-    for (uint32_t j0 = 0; j0 < N; j0 += 16 * NVMAX) {
-        uint32_t nj = N - j0 < 16 * NVMAX ? N - j0 : 16 * NVMAX;
+    for (uint32_t jb = 0, nb = n_blocks(N, NVMAX); jb < nb; jb++) {
+        uint32_t j0, nj;
+        split(N, nb, jb, &j0, &nj);
         int nv = (int)((nj + 15) / 16);
         __mmask16 tail = nj % 16 ? (__mmask16)((1u << (nj % 16)) - 1) : 0xffff;
         for (uint32_t k0 = 0; k0 < K || (k0 == 0 && !beta); k0 += KC) {
@@ -440,13 +454,13 @@ static void transpose(const fl_real *restrict w, fl_real *restrict wt, uint32_t 
 
 static uint32_t n_tiles(uint32_t n, uint32_t t) { return (n + t - 1) / t; }
 
-/* Column block of an n-row output of width w: 64 when there are enough row
- * tiles to go round, else 32 so that few rows still give several tasks.
- * Depends on the problem only. */
-static uint32_t col_block(uint32_t n, uint32_t w)
+/* Column blocks of an n-row output of width w: whole rows when there are
+ * enough row tiles to go round, else blocks of 64 or 32 columns so that few
+ * rows still give several tasks. Depends on the problem only. */
+static uint32_t col_blocks(uint32_t n, uint32_t w)
 {
-    (void)w;
-    return n_tiles(n, ROW_TILE) >= 4 ? 64 : 32;
+    const uint32_t rt = n_tiles(n, ROW_TILE);
+    return rt >= 8 ? 1 : n_blocks(w, rt >= 4 ? 4 : 2);
 }
 
 static double fmas(const fl_mlp *m, uint32_t n)
@@ -467,10 +481,11 @@ static int want_parallel(const fl_mlp *m, uint32_t n, double factor)
 static void fwd_task(fl_mlp *m, const fl_real *theta, uint32_t n, fl_real *out, uint32_t l,
                      uint32_t t)
 {
-    const uint32_t fi = m->width[l], fo = m->width[l + 1], cb = col_block(n, fo);
-    const uint32_t nc = n_tiles(fo, cb), rt = t / nc, ct = t % nc;
+    const uint32_t fi = m->width[l], fo = m->width[l + 1];
+    const uint32_t nc = col_blocks(n, fo), rt = t / nc, ct = t % nc;
     const uint32_t r0 = rt * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
-    const uint32_t c0 = ct * cb, cn = fo - c0 < cb ? fo - c0 : cb;
+    uint32_t c0, cn;
+    split(fo, nc, ct, &c0, &cn);
     const int last = l + 1 == m->nl;
     const fl_real *x = (l ? m->a[l - 1] : m->in) + (size_t)r0 * fi;
     fl_real *z = (last ? out : m->a[l]) + (size_t)r0 * fo + c0;
@@ -481,7 +496,7 @@ static void fwd_task(fl_mlp *m, const fl_real *theta, uint32_t n, fl_real *out, 
 static uint32_t fwd_tasks(const fl_mlp *m, uint32_t n, uint32_t l)
 {
     uint32_t fo = m->width[l + 1];
-    return n_tiles(n, ROW_TILE) * n_tiles(fo, col_block(n, fo));
+    return n_tiles(n, ROW_TILE) * col_blocks(n, fo);
 }
 
 void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in, fl_real *out)
@@ -503,7 +518,7 @@ void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *
 }
 
 /* Backward of layer l (dout of layer l is d, n x fo) is a list of tasks:
- *   [0, nw)           dW += X^T d in blocks of W_ROWS rows of W x 64 columns
+ *   [0, nw)           dW += X^T d in blocks of W_ROWS rows of W x <= 64 columns
  *   nw                db += column sums of d, rows in order
  *   (nw, nw + 1 + nd) d_prev = (d W^T) * act'(a_prev) (or din += d W^T for
  *                     l = 0), ROW_TILE rows x one column block */
@@ -517,9 +532,9 @@ static bwd_plan plan_layer(const fl_mlp *m, uint32_t n, uint32_t l, int din)
     bwd_plan p = { 0 };
     p.fo1 = fo == 1;
     p.nw_r = p.fo1 ? 1 : n_tiles(fi, W_ROWS);
-    p.nw_c = p.fo1 ? 1 : n_tiles(fo, 64);
+    p.nw_c = p.fo1 ? 1 : n_blocks(fo, NVMAX);
     p.nw = p.nw_r * p.nw_c;
-    if (l > 0 || din) p.nd = n_tiles(n, ROW_TILE) * n_tiles(fi, col_block(n, fi));
+    if (l > 0 || din) p.nd = n_tiles(n, ROW_TILE) * col_blocks(n, fi);
     return p;
 }
 
@@ -536,8 +551,7 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
         if (!p->fo1) {
             i0 = (t / p->nw_c) * W_ROWS;
             ni = fi - i0 < W_ROWS ? fi - i0 : W_ROWS;
-            j0 = (t % p->nw_c) * 64;
-            nj = fo - j0 < 64 ? fo - j0 : 64;
+            split(fo, p->nw_c, t % p->nw_c, &j0, &nj);
         }
         fl_real *c = dw + (size_t)i0 * fo + j0;
         mm(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1);
@@ -556,9 +570,10 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
         return;
     }
     t -= p->nw + 1;
-    const uint32_t cb = col_block(n, fi), nc = n_tiles(fi, cb), rt = t / nc, ct = t % nc;
+    const uint32_t nc = col_blocks(n, fi), rt = t / nc, ct = t % nc;
     const uint32_t r0 = rt * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
-    const uint32_t c0 = ct * cb, cn = fi - c0 < cb ? fi - c0 : cb;
+    uint32_t c0, cn;
+    split(fi, nc, ct, &c0, &cn);
     /* W^T (fo x fi): the transposed copy, or W itself when it is a row or a
      * column (then W^T has the same layout). */
     const fl_real *wt = (fi > 1 && fo > 1) ? m->wt[l] : weights(m, theta, l);

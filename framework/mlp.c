@@ -337,6 +337,15 @@ static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, siz
 #endif
 }
 
+/* mm, counted in fl_gemm_flops (for bench_flows) like an fl_gemm call. */
+void fl_gemm_count(uint64_t flops); /* blas.c */
+static void mmc(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, size_t lda,
+                const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta)
+{
+    fl_gemm_count(2ull * M * N * K);
+    mm(ta, M, N, K, a, lda, b, ldb, c, ldc, beta);
+}
+
 /* ---- element-wise ------------------------------------------------------ */
 
 /* e^x - 1 without cancellation near 0 (vectorisable). */
@@ -489,7 +498,7 @@ static void fwd_task(fl_mlp *m, const fl_real *theta, uint32_t n, fl_real *out, 
     const int last = l + 1 == m->nl;
     const fl_real *x = (l ? m->a[l - 1] : m->in) + (size_t)r0 * fi;
     fl_real *z = (last ? out : m->a[l]) + (size_t)r0 * fo + c0;
-    mm(0, rn, cn, fi, x, fi, weights(m, theta, l) + c0, fo, z, fo, 0);
+    mmc(0, rn, cn, fi, x, fi, weights(m, theta, l) + c0, fo, z, fo, 0);
     bias_act(z, fo, theta + m->b_off[l] + c0, rn, cn, last ? FL_ACT_LINEAR : m->act);
 }
 
@@ -554,7 +563,7 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
             split(fo, p->nw_c, t % p->nw_c, &j0, &nj);
         }
         fl_real *c = dw + (size_t)i0 * fo + j0;
-        mm(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1);
+        mmc(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1);
         if (m->mask && m->mask[l]) {
             const uint8_t *mk = m->mask[l];
             for (uint32_t i = i0; i < i0 + ni; i++)
@@ -580,10 +589,10 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
     const fl_real *dr = d + (size_t)r0 * fo;
     if (l > 0) {
         fl_real *prev = m->delta[l - 1] + (size_t)r0 * fi + c0;
-        mm(0, rn, cn, fo, dr, fo, wt + c0, fi, prev, fi, 0);
+        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, prev, fi, 0);
         act_grad(prev, fi, m->a[l - 1] + (size_t)r0 * fi + c0, fi, rn, cn, m->act);
     } else {
-        mm(0, rn, cn, fo, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1);
+        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1);
     }
 }
 

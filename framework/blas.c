@@ -13,6 +13,11 @@ static uint64_t gemm_flops;
 
 uint64_t fl_gemm_flops(void) { return __atomic_load_n(&gemm_flops, __ATOMIC_RELAXED); }
 
+/* Products computed elsewhere (the MLP service's own kernel) count too.
+ * (Declared where used: hostimpl.h is not this file's to change.) */
+void fl_gemm_count(uint64_t flops);
+void fl_gemm_count(uint64_t flops) { __atomic_fetch_add(&gemm_flops, flops, __ATOMIC_RELAXED); }
+
 void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const fl_real *a,
              int lda, const fl_real *b, int ldb, fl_real beta, fl_real *c, int ldc)
 {

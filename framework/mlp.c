@@ -1,25 +1,51 @@
-/* mlp.c - the host's MLP service: one GEMM per layer over all rows.
+/* mlp.c - the host's MLP service: one matrix product per layer over all rows.
  *
  * Weights are stored (fan_in x fan_out) row-major so a layer is
- * Z = A W + b with A (n x fan_in): a single NoTrans GEMM. Hidden outputs are
- * cached for backward; activation derivatives are computed from outputs,
- * which saves keeping pre-activations. MADE masks multiply a pre-masked copy
- * of W, refreshed at each forward, so masked layers are still one GEMM.
+ * Z = A W + b with A (n x fan_in). Hidden outputs are cached for backward;
+ * activation derivatives are computed from outputs, which saves keeping
+ * pre-activations. MADE masks multiply a pre-masked copy of W, refreshed at
+ * each forward, so masked layers are still one product.
  *
- * Threads: BLAS runs single-threaded and the work is cut into tiles whose
- * shape depends only on the problem, never on the thread count: forward
- * and the input gradient in blocks of ROW_TILE rows, the weight gradient
- * in blocks of W_TILE rows of W (each summing over all rows of the batch).
- * Each tile is always the same GEMM call, so results are bit-identical
- * with 1 or N threads, and small GEMMs avoid BLAS's threading overhead. */
+ * Products: in the float build on AVX-512 machines the products run on the
+ * register-blocked kernel below (6 rows x up to 64 columns of C held in 24
+ * zmm registers, k blocked by KC), which for these shapes (tens to a few
+ * hundred columns) beats a BLAS call: no packing, no call overhead, no
+ * dependence on the OPENBLAS_CORETYPE kernels. Otherwise (double build, no
+ * AVX-512) every product is an fl_gemm call on the same tiles.
+ *
+ * Threads: work is cut into tasks whose shape depends only on the problem
+ * (ROW_TILE rows x a block of columns of an output, or blocks of W rows for
+ * the weight gradient, each summing over all rows of the batch in order).
+ * The same tasks run whatever the thread count, and every output element is
+ * summed in a fixed order inside one task, so results are bit-identical
+ * with 1 or N threads. One parallel region per forward and per backward,
+ * with a barrier per layer; small problems (or calls from inside another
+ * parallel region, e.g. a coupling layer's two nets) run on the calling
+ * thread without any region. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
 
+#include <flowlab/vmath.h>
+
 #include "hostimpl.h"
 #include "util.h"
 
-enum { ROW_TILE = 256, W_TILE = 32 };
+#if defined(__AVX512F__) && !defined(FL_REAL_DOUBLE)
+#define MLP_SIMD 1
+#include <immintrin.h>
+#endif
+
+enum {
+    ROW_TILE = 128,    /* rows per forward / delta task */
+    W_ROWS = 48,       /* rows of W per weight-gradient task (a multiple of MR) */
+    MR = 6, NVMAX = 4, /* kernel: MR rows x NVMAX 16-float vectors of C */
+    KC = 128,          /* k block: a KC x 64 panel of B stays in L1 */
+};
+/* Below this many multiply-adds per call (all layers), stay on one thread:
+ * a parallel region costs more than it saves. */
+#define PAR_MIN_FMA 1e7
 
 struct fl_mlp {
     uint32_t nl;            /* layers = hidden + 1 */
@@ -31,6 +57,8 @@ struct fl_mlp {
     fl_real **delta;        /* nl - 1 hidden-layer deltas (the last is dout) */
     uint8_t **mask;         /* per layer or NULL */
     fl_real **wm;           /* masked weight copies */
+    fl_real **wt;           /* transposed weights (fan_out x fan_in), for backward */
+    fl_real *ones;          /* max_rows ones: bias gradients are ones^T delta */
     const fl_real *in;      /* input of the last forward (caller-owned) */
 };
 
@@ -42,11 +70,14 @@ void fl_mlp_free(fl_mlp *m)
         if (l + 1 < m->nl && m->delta) fl_free(m->delta[l]);
         if (m->mask) free(m->mask[l]);
         if (m->wm) fl_free(m->wm[l]);
+        if (m->wt) fl_free(m->wt[l]);
     }
     free(m->a);
     free(m->delta);
     free(m->mask);
     free(m->wm);
+    free(m->wt);
+    fl_free(m->ones);
     free(m->width);
     free(m->w_off);
     free(m->b_off);
@@ -67,7 +98,10 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
     m->b_off = calloc(m->nl, sizeof *m->b_off);
     m->a = calloc(m->nl, sizeof *m->a);
     m->delta = calloc(m->nl, sizeof *m->delta);
-    if (!m->width || !m->w_off || !m->b_off || !m->a || !m->delta) goto oom;
+    m->wt = calloc(m->nl, sizeof *m->wt);
+    m->ones = fl_alloc((size_t)m->max_rows * sizeof(fl_real));
+    if (!m->width || !m->w_off || !m->b_off || !m->a || !m->delta || !m->wt || !m->ones) goto oom;
+    for (uint32_t r = 0; r < m->max_rows; r++) m->ones[r] = 1;
     m->width[0] = s->in;
     for (uint32_t l = 0; l < s->n_hidden; l++) m->width[l + 1] = s->hidden[l];
     m->width[m->nl] = s->out;
@@ -115,6 +149,8 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
         } else if (h->param(cx, &b, &m->b_off[l]) != FL_OK) {
             goto fail;
         }
+        if (fi > 1 && fo > 1 && !(m->wt[l] = fl_alloc((size_t)fi * fo * sizeof(fl_real))))
+            goto oom;
         if (!last) {
             m->a[l] = fl_alloc((size_t)m->max_rows * fo * sizeof(fl_real));
             m->delta[l] = fl_alloc((size_t)m->max_rows * fo * sizeof(fl_real));
@@ -142,70 +178,255 @@ fail:
     return NULL;
 }
 
-static void bias_act(fl_real *restrict z, const fl_real *restrict b, uint32_t n, uint32_t w,
-                     fl_act act)
+/* ---- products ----------------------------------------------------------
+ *
+ * mm: C (M x N) = [C +] A (M x K) B (K x N), all row-major; A is op(A) with
+ * A(i,k) = a[i*lda + k] (ta = 0) or a[k*lda + i] (ta = 1). beta is 0 or 1.
+ * Each element of C is summed over k in increasing order, KC at a time. */
+
+#ifdef MLP_SIMD
+/* The accumulators are named variables, not an array: GCC keeps an array
+ * of vectors on the stack (a load and a store per FMA). mr and nv are
+ * constants in every instance, so the unused ones vanish. */
+#define ACC_ROW(i) __m512 c##i##0 = z, c##i##1 = z, c##i##2 = z, c##i##3 = z;
+#define ACC_LOAD(i)                                                                        \
+    if (mr > i) {                                                                          \
+        const float *ci = c + (size_t)(i) * ldc;                                           \
+        if (nv > 0) c##i##0 = _mm512_maskz_loadu_ps(nv == 1 ? tail : 0xffff, ci);          \
+        if (nv > 1) c##i##1 = _mm512_maskz_loadu_ps(nv == 2 ? tail : 0xffff, ci + 16);     \
+        if (nv > 2) c##i##2 = _mm512_maskz_loadu_ps(nv == 3 ? tail : 0xffff, ci + 32);     \
+        if (nv > 3) c##i##3 = _mm512_maskz_loadu_ps(tail, ci + 48);                        \
+    }
+#define ACC_FMA(i)                                                                         \
+    if (mr > i) {                                                                          \
+        __m512 av = _mm512_set1_ps(ak[(size_t)(i) * sai]);                                 \
+        if (nv > 0) c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                            \
+        if (nv > 1) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                            \
+        if (nv > 2) c##i##2 = _mm512_fmadd_ps(av, b2, c##i##2);                            \
+        if (nv > 3) c##i##3 = _mm512_fmadd_ps(av, b3, c##i##3);                            \
+    }
+#define ACC_STORE(i)                                                                       \
+    if (mr > i) {                                                                          \
+        float *ci = c + (size_t)(i) * ldc;                                                 \
+        if (nv > 0) _mm512_mask_storeu_ps(ci, nv == 1 ? tail : 0xffff, c##i##0);           \
+        if (nv > 1) _mm512_mask_storeu_ps(ci + 16, nv == 2 ? tail : 0xffff, c##i##1);      \
+        if (nv > 2) _mm512_mask_storeu_ps(ci + 32, nv == 3 ? tail : 0xffff, c##i##2);      \
+        if (nv > 3) _mm512_mask_storeu_ps(ci + 48, tail, c##i##3);                         \
+    }
+#define ACC_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+static inline __attribute__((always_inline)) void ukern(const int mr, const int nv,
+                                                        __mmask16 tail, uint32_t K,
+                                                        const float *a, size_t sai, size_t sak,
+                                                        const float *b, size_t ldb, float *c,
+                                                        size_t ldc, int load)
 {
-    for (uint32_t r = 0; r < n; r++) {
-        fl_real *restrict row = z + (size_t)r * w;
+    const __m512 z = _mm512_setzero_ps();
+    ACC_ALL(ACC_ROW)
+    if (load) {
+        ACC_ALL(ACC_LOAD)
+    }
+    for (uint32_t k = 0; k < K; k++) {
+        const float *bk = b + (size_t)k * ldb, *ak = a + (size_t)k * sak;
+        __m512 b0 = z, b1 = z, b2 = z, b3 = z;
+        if (nv > 0) b0 = _mm512_maskz_loadu_ps(nv == 1 ? tail : 0xffff, bk);
+        if (nv > 1) b1 = _mm512_maskz_loadu_ps(nv == 2 ? tail : 0xffff, bk + 16);
+        if (nv > 2) b2 = _mm512_maskz_loadu_ps(nv == 3 ? tail : 0xffff, bk + 32);
+        if (nv > 3) b3 = _mm512_maskz_loadu_ps(tail, bk + 48);
+        ACC_ALL(ACC_FMA)
+    }
+    ACC_ALL(ACC_STORE)
+}
+
+typedef void (*ukern_fn)(__mmask16, uint32_t, const float *, size_t, size_t, const float *,
+                         size_t, float *, size_t, int);
+#define UK(r, v)                                                                           \
+    static void uk_##r##_##v(__mmask16 t, uint32_t K, const float *a, size_t sai, size_t sak, \
+                             const float *b, size_t ldb, float *c, size_t ldc, int load)   \
+    {                                                                                      \
+        ukern(r, v, t, K, a, sai, sak, b, ldb, c, ldc, load);                              \
+    }
+#define UK_ROW(r) UK(r, 1) UK(r, 2) UK(r, 3) UK(r, 4)
+UK_ROW(1) UK_ROW(2) UK_ROW(3) UK_ROW(4) UK_ROW(5) UK_ROW(6)
+#define UK_ENT(r) { uk_##r##_1, uk_##r##_2, uk_##r##_3, uk_##r##_4 }
+static const ukern_fn ukerns[MR][NVMAX] = { UK_ENT(1), UK_ENT(2), UK_ENT(3),
+                                            UK_ENT(4), UK_ENT(5), UK_ENT(6) };
+
+/* c[i*ldc] = [c +] dot(a row i, x) for N = 1 (A row-major). */
+static void mv(uint32_t M, uint32_t K, const float *a, size_t lda, const float *x, float *c,
+               size_t ldc, int beta)
+{
+    for (uint32_t i = 0; i < M; i++) {
+        const float *ai = a + (size_t)i * lda;
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        uint32_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(ai + k), _mm512_loadu_ps(x + k), s0);
+            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(ai + k + 16), _mm512_loadu_ps(x + k + 16), s1);
+        }
+        for (; k < K; k += 16) {
+            __mmask16 mk = K - k >= 16 ? 0xffff : (__mmask16)((1u << (K - k)) - 1);
+            s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, ai + k), _mm512_maskz_loadu_ps(mk, x + k),
+                                 s0);
+        }
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+        c[(size_t)i * ldc] = beta ? c[(size_t)i * ldc] + s : s;
+    }
+}
+#endif
+
+/* Block b of nb blocks of N columns, in whole 16-column vectors, as even as
+ * possible: columns [*j0, *j0 + *nj). */
+static void split(uint32_t N, uint32_t nb, uint32_t b, uint32_t *j0, uint32_t *nj)
+{
+    const uint32_t nvec = (N + 15) / 16, q = nvec / nb, r = nvec % nb;
+    const uint32_t v0 = b * q + (b < r ? b : r), nv = q + (b < r);
+    *j0 = 16 * v0;
+    *nj = 16 * (v0 + nv) < N ? 16 * nv : N - 16 * v0;
+}
+
+static uint32_t n_blocks(uint32_t N, uint32_t vecs) { return ((N + 15) / 16 + vecs - 1) / vecs; }
+
+static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, size_t lda,
+               const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta)
+{
+    if (M == 0 || N == 0) return;
+#ifdef MLP_SIMD
+    const size_t sai = ta ? 1 : lda, sak = ta ? lda : 1;
+    if (N == 1 && !ta && ldb == 1) {
+        mv(M, K, a, lda, b, c, ldc, beta);
+        return;
+    }
+    if (N == 1 && ldc == 1 && M > 1) {
+        /* C is a column: compute its transpose, C^T (1 x M) = B^T op(A)^T,
+         * one row of vectors instead of M single-lane rows. */
+        const float *bt = b;
+        size_t sbk = ldb;
+        for (uint32_t jb = 0, nb = n_blocks(M, NVMAX); jb < nb; jb++) {
+            uint32_t j0, nj;
+            split(M, nb, jb, &j0, &nj);
+            int nv = (int)((nj + 15) / 16);
+            __mmask16 tail = nj % 16 ? (__mmask16)((1u << (nj % 16)) - 1) : 0xffff;
+            for (uint32_t k0 = 0; k0 < K; k0 += KC) {
+                uint32_t kk = K - k0 < KC ? K - k0 : KC;
+                ukerns[0][nv - 1](tail, kk, bt + k0 * sbk, 0, sbk, a + j0 * sai + k0 * sak, sak,
+                                  c + j0, 0, beta || k0 > 0);
+            }
+        }
+        return;
+    }
+    for (uint32_t jb = 0, nb = n_blocks(N, NVMAX); jb < nb; jb++) {
+        uint32_t j0, nj;
+        split(N, nb, jb, &j0, &nj);
+        int nv = (int)((nj + 15) / 16);
+        __mmask16 tail = nj % 16 ? (__mmask16)((1u << (nj % 16)) - 1) : 0xffff;
+        for (uint32_t k0 = 0; k0 < K || (k0 == 0 && !beta); k0 += KC) {
+            uint32_t kk = K - k0 < KC ? K - k0 : KC;
+            for (uint32_t i0 = 0; i0 < M; i0 += MR) {
+                uint32_t mr = M - i0 < MR ? M - i0 : MR;
+                ukerns[mr - 1][nv - 1](tail, kk, a + i0 * sai + k0 * sak, sai, sak,
+                                       b + (size_t)k0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,
+                                       beta || k0 > 0);
+            }
+            if (K == 0) break;
+        }
+    }
+#else
+    fl_gemm(ta, 0, (int)M, (int)N, (int)K, 1, a, (int)lda, b, (int)ldb, beta ? 1 : 0, c,
+            (int)ldc);
+#endif
+}
+
+/* mm, counted in fl_gemm_flops (for bench_flows) like an fl_gemm call. */
+void fl_gemm_count(uint64_t flops); /* blas.c */
+static void mmc(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, size_t lda,
+                const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta)
+{
+    fl_gemm_count(2ull * M * N * K);
+    mm(ta, M, N, K, a, lda, b, ldb, c, ldc, beta);
+}
+
+/* ---- element-wise ------------------------------------------------------ */
+
+/* e^x - 1 without cancellation near 0 (vectorisable). */
+static inline fl_real expm1_v(fl_real x)
+{
+#ifdef FL_REAL_DOUBLE
+    return expm1(x);
+#else
+    float p = 1.0f / 5040;
+    p = p * x + 1.0f / 720;
+    p = p * x + 1.0f / 120;
+    p = p * x + 1.0f / 24;
+    p = p * x + 1.0f / 6;
+    p = p * x + 0.5f;
+    p = p * x * x + x;
+    return fabsf(x) < 0.5f ? p : fl_exp(x) - 1.0f;
+#endif
+}
+
+/* z = act(z + b) on a rows x cols block with row stride ldz. */
+static void bias_act(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_t rows,
+                     uint32_t cols, fl_act act)
+{
+    for (uint32_t r = 0; r < rows; r++) {
+        fl_real *restrict row = z + (size_t)r * ldz;
         switch (act) {
         case FL_ACT_LINEAR:
-#pragma omp simd
-            for (uint32_t j = 0; j < w; j++) row[j] += b[j];
+            for (uint32_t j = 0; j < cols; j++) row[j] += b[j];
             break;
         case FL_ACT_RELU:
-#pragma omp simd
-            for (uint32_t j = 0; j < w; j++) {
+            for (uint32_t j = 0; j < cols; j++) {
                 fl_real v = row[j] + b[j];
                 row[j] = v > 0 ? v : 0;
             }
             break;
         case FL_ACT_TANH:
-            for (uint32_t j = 0; j < w; j++) row[j] = tanh(row[j] + b[j]);
+            for (uint32_t j = 0; j < cols; j++) row[j] = fl_tanh(row[j] + b[j]);
             break;
         case FL_ACT_ELU:
-            for (uint32_t j = 0; j < w; j++) {
+            for (uint32_t j = 0; j < cols; j++) {
                 fl_real v = row[j] + b[j];
-                row[j] = v > 0 ? v : expm1(v);
+                row[j] = v > 0 ? v : expm1_v(v);
             }
             break;
         case FL_ACT_SOFTPLUS:
-            for (uint32_t j = 0; j < w; j++) {
-                fl_real v = row[j] + b[j];
-                row[j] = v > 0 ? v + log1p(exp(-v)) : log1p(exp(v));
-            }
+            for (uint32_t j = 0; j < cols; j++) row[j] = fl_softplus(row[j] + b[j]);
             break;
         case FL_ACT_SIGMOID:
-            for (uint32_t j = 0; j < w; j++) row[j] = 1 / (1 + exp(-(row[j] + b[j])));
+            for (uint32_t j = 0; j < cols; j++) row[j] = fl_sigmoid(row[j] + b[j]);
             break;
         }
     }
 }
 
-/* delta *= act'(a), with the derivative written in terms of the output a. */
-static void act_grad(fl_real *restrict d, const fl_real *restrict a, size_t total, fl_act act)
+/* delta *= act'(a) on a block, with the derivative written in terms of the
+ * output a. */
+static void act_grad(fl_real *d, size_t ldd, const fl_real *a, size_t lda, uint32_t rows,
+                     uint32_t cols, fl_act act)
 {
-    switch (act) {
-    case FL_ACT_LINEAR:
-        break;
-    case FL_ACT_RELU:
-#pragma omp simd
-        for (size_t i = 0; i < total; i++) d[i] = a[i] > 0 ? d[i] : 0;
-        break;
-    case FL_ACT_TANH:
-#pragma omp simd
-        for (size_t i = 0; i < total; i++) d[i] *= 1 - a[i] * a[i];
-        break;
-    case FL_ACT_ELU:
-#pragma omp simd
-        for (size_t i = 0; i < total; i++) d[i] *= a[i] > 0 ? 1 : a[i] + 1;
-        break;
-    case FL_ACT_SOFTPLUS:
-        for (size_t i = 0; i < total; i++) d[i] *= -expm1(-a[i]);
-        break;
-    case FL_ACT_SIGMOID:
-#pragma omp simd
-        for (size_t i = 0; i < total; i++) d[i] *= a[i] * (1 - a[i]);
-        break;
+    for (uint32_t r = 0; r < rows; r++) {
+        fl_real *restrict dr = d + (size_t)r * ldd;
+        const fl_real *restrict ar = a + (size_t)r * lda;
+        switch (act) {
+        case FL_ACT_LINEAR:
+            break;
+        case FL_ACT_RELU:
+            for (uint32_t j = 0; j < cols; j++) dr[j] = ar[j] > 0 ? dr[j] : 0;
+            break;
+        case FL_ACT_TANH:
+            for (uint32_t j = 0; j < cols; j++) dr[j] *= 1 - ar[j] * ar[j];
+            break;
+        case FL_ACT_ELU:
+            for (uint32_t j = 0; j < cols; j++) dr[j] *= ar[j] > 0 ? 1 : ar[j] + 1;
+            break;
+        case FL_ACT_SOFTPLUS: /* sigmoid(v) = 1 - e^-a */
+            for (uint32_t j = 0; j < cols; j++) dr[j] *= -expm1_v(-ar[j]);
+            break;
+        case FL_ACT_SIGMOID:
+            for (uint32_t j = 0; j < cols; j++) dr[j] *= ar[j] * (1 - ar[j]);
+            break;
+        }
     }
 }
 
@@ -214,9 +435,9 @@ static void mask_weights(fl_mlp *m, const fl_real *theta)
     for (uint32_t l = 0; m->mask && l < m->nl; l++) {
         if (!m->mask[l]) continue;
         size_t sz = (size_t)m->width[l] * m->width[l + 1];
-        const fl_real *w = theta + m->w_off[l];
-        const uint8_t *mk = m->mask[l];
-        fl_real *wm = m->wm[l];
+        const fl_real *restrict w = theta + m->w_off[l];
+        const uint8_t *restrict mk = m->mask[l];
+        fl_real *restrict wm = m->wm[l];
         for (size_t i = 0; i < sz; i++) wm[i] = mk[i] ? w[i] : 0;
     }
 }
@@ -227,79 +448,187 @@ static const fl_real *weights(const fl_mlp *m, const fl_real *theta, uint32_t l)
     return (m->mask && m->mask[l]) ? m->wm[l] : theta + m->w_off[l];
 }
 
+/* wt (fo x fi) = w^T, in 16 x 16 blocks. */
+static void transpose(const fl_real *restrict w, fl_real *restrict wt, uint32_t fi, uint32_t fo)
+{
+    for (uint32_t i0 = 0; i0 < fi; i0 += 16)
+        for (uint32_t j0 = 0; j0 < fo; j0 += 16) {
+            uint32_t ie = fi - i0 < 16 ? fi : i0 + 16, je = fo - j0 < 16 ? fo : j0 + 16;
+            for (uint32_t j = j0; j < je; j++)
+                for (uint32_t i = i0; i < ie; i++) wt[(size_t)j * fi + i] = w[(size_t)i * fo + j];
+        }
+}
+
+/* ---- tasks ------------------------------------------------------------- */
+
 static uint32_t n_tiles(uint32_t n, uint32_t t) { return (n + t - 1) / t; }
+
+/* Column blocks of an n-row output of width w: whole rows when there are
+ * enough row tiles to go round, else blocks of 64 or 32 columns so that few
+ * rows still give several tasks. Depends on the problem only. */
+static uint32_t col_blocks(uint32_t n, uint32_t w)
+{
+    const uint32_t rt = n_tiles(n, ROW_TILE);
+    return rt >= 8 ? 1 : n_blocks(w, rt >= 4 ? 4 : 2);
+}
+
+static double fmas(const fl_mlp *m, uint32_t n)
+{
+    double f = 0;
+    for (uint32_t l = 0; l < m->nl; l++) f += (double)m->width[l] * m->width[l + 1];
+    return f * n;
+}
+
+/* Threads for a call: none beyond the caller inside another region or for
+ * a small problem. */
+static int want_parallel(const fl_mlp *m, uint32_t n, double factor)
+{
+    return !omp_in_parallel() && omp_get_max_threads() > 1 && fmas(m, n) * factor >= PAR_MIN_FMA;
+}
+
+/* Forward task t of layer l: rows of one ROW_TILE x one column block. */
+static void fwd_task(fl_mlp *m, const fl_real *theta, uint32_t n, fl_real *out, uint32_t l,
+                     uint32_t t)
+{
+    const uint32_t fi = m->width[l], fo = m->width[l + 1];
+    const uint32_t nc = col_blocks(n, fo), rt = t / nc, ct = t % nc;
+    const uint32_t r0 = rt * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
+    uint32_t c0, cn;
+    split(fo, nc, ct, &c0, &cn);
+    const int last = l + 1 == m->nl;
+    const fl_real *x = (l ? m->a[l - 1] : m->in) + (size_t)r0 * fi;
+    fl_real *z = (last ? out : m->a[l]) + (size_t)r0 * fo + c0;
+    mmc(0, rn, cn, fi, x, fi, weights(m, theta, l) + c0, fo, z, fo, 0);
+    bias_act(z, fo, theta + m->b_off[l] + c0, rn, cn, last ? FL_ACT_LINEAR : m->act);
+}
+
+static uint32_t fwd_tasks(const fl_mlp *m, uint32_t n, uint32_t l)
+{
+    uint32_t fo = m->width[l + 1];
+    return n_tiles(n, ROW_TILE) * col_blocks(n, fo);
+}
 
 void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in, fl_real *out)
 {
     m->in = in;
     mask_weights(m, theta);
-    const uint32_t tiles = n_tiles(n, ROW_TILE);
-#pragma omp parallel for schedule(dynamic, 1) if (tiles > 1)
-    for (uint32_t t = 0; t < tiles; t++) {
-        const uint32_t r0 = t * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
-        const fl_real *x = in + (size_t)r0 * m->width[0];
-        for (uint32_t l = 0; l < m->nl; l++) {
-            const uint32_t fi = m->width[l], fo = m->width[l + 1];
-            const int last = l + 1 == m->nl;
-            fl_real *z = (last ? out : m->a[l]) + (size_t)r0 * fo;
-            fl_gemm(0, 0, (int)rn, (int)fo, (int)fi, 1, x, (int)fi, weights(m, theta, l), (int)fo,
-                    0, z, (int)fo);
-            bias_act(z, theta + m->b_off[l], rn, fo, last ? FL_ACT_LINEAR : m->act);
-            x = z;
-        }
+    if (!want_parallel(m, n, 1)) {
+        for (uint32_t l = 0; l < m->nl; l++)
+            for (uint32_t t = 0, nt = fwd_tasks(m, n, l); t < nt; t++)
+                fwd_task(m, theta, n, out, l, t);
+        return;
     }
+#pragma omp parallel
+    for (uint32_t l = 0; l < m->nl; l++) {
+        const uint32_t nt = fwd_tasks(m, n, l);
+#pragma omp for schedule(dynamic, 1)
+        for (uint32_t t = 0; t < nt; t++) fwd_task(m, theta, n, out, l, t);
+    }
+}
+
+/* Backward of layer l (dout of layer l is d, n x fo) is a list of tasks:
+ *   [0, nw)           dW += X^T d in blocks of W_ROWS rows of W x <= 64 columns
+ *   nw                db += column sums of d, rows in order
+ *   (nw, nw + 1 + nd) d_prev = (d W^T) * act'(a_prev) (or din += d W^T for
+ *                     l = 0), ROW_TILE rows x one column block */
+typedef struct bwd_plan {
+    uint32_t nw_r, nw_c, nw, nd, fo1; /* fo1: dW of a one-column W in one task */
+} bwd_plan;
+
+static bwd_plan plan_layer(const fl_mlp *m, uint32_t n, uint32_t l, int din)
+{
+    const uint32_t fi = m->width[l], fo = m->width[l + 1];
+    bwd_plan p = { 0 };
+    p.fo1 = fo == 1;
+    p.nw_r = p.fo1 ? 1 : n_tiles(fi, W_ROWS);
+    p.nw_c = p.fo1 ? 1 : n_blocks(fo, NVMAX);
+    p.nw = p.nw_r * p.nw_c;
+    if (l > 0 || din) p.nd = n_tiles(n, ROW_TILE) * col_blocks(n, fi);
+    return p;
+}
+
+static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
+                     const fl_real *dout, fl_real *din, uint32_t l, const bwd_plan *p,
+                     uint32_t t)
+{
+    const uint32_t fi = m->width[l], fo = m->width[l + 1];
+    const fl_real *d = l + 1 == m->nl ? dout : m->delta[l];
+    if (t < p->nw) {
+        const fl_real *x = l ? m->a[l - 1] : m->in;
+        fl_real *dw = dtheta + m->w_off[l];
+        uint32_t i0 = 0, ni = fi, j0 = 0, nj = fo;
+        if (!p->fo1) {
+            i0 = (t / p->nw_c) * W_ROWS;
+            ni = fi - i0 < W_ROWS ? fi - i0 : W_ROWS;
+            split(fo, p->nw_c, t % p->nw_c, &j0, &nj);
+        }
+        fl_real *c = dw + (size_t)i0 * fo + j0;
+        mmc(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1);
+        if (m->mask && m->mask[l]) {
+            const uint8_t *mk = m->mask[l];
+            for (uint32_t i = i0; i < i0 + ni; i++)
+                for (uint32_t j = j0; j < j0 + nj; j++)
+                    if (!mk[(size_t)i * fo + j]) dw[(size_t)i * fo + j] = 0;
+        }
+        return;
+    }
+    if (t == p->nw) { /* db += ones^T d: column sums, rows in order */
+        fl_real *db = dtheta + m->b_off[l];
+        if (fo == 1) mm(0, 1, 1, n, d, n, m->ones, 1, db, 1, 1);
+        else mm(1, 1, fo, n, m->ones, 1, d, fo, db, fo, 1);
+        return;
+    }
+    t -= p->nw + 1;
+    const uint32_t nc = col_blocks(n, fi), rt = t / nc, ct = t % nc;
+    const uint32_t r0 = rt * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
+    uint32_t c0, cn;
+    split(fi, nc, ct, &c0, &cn);
+    /* W^T (fo x fi): the transposed copy, or W itself when it is a row or a
+     * column (then W^T has the same layout). */
+    const fl_real *wt = (fi > 1 && fo > 1) ? m->wt[l] : weights(m, theta, l);
+    const fl_real *dr = d + (size_t)r0 * fo;
+    if (l > 0) {
+        fl_real *prev = m->delta[l - 1] + (size_t)r0 * fi + c0;
+        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, prev, fi, 0);
+        act_grad(prev, fi, m->a[l - 1] + (size_t)r0 * fi + c0, fi, rn, cn, m->act);
+    } else {
+        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1);
+    }
+}
+
+static void refresh_wt(fl_mlp *m, const fl_real *theta, uint32_t l)
+{
+    const uint32_t fi = m->width[l], fo = m->width[l + 1];
+    if (fi > 1 && fo > 1) transpose(weights(m, theta, l), m->wt[l], fi, fo);
 }
 
 void fl_mlp_backward(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
                      const fl_real *dout, fl_real *din)
 {
     const uint32_t nl = m->nl;
-    /* Phase 1, row tiles: deltas of every layer, and din. */
-    const uint32_t tiles = n_tiles(n, ROW_TILE);
-#pragma omp parallel for schedule(dynamic, 1) if (tiles > 1)
-    for (uint32_t t = 0; t < tiles; t++) {
-        const uint32_t r0 = t * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
+    if (!want_parallel(m, n, 2)) {
         for (uint32_t l = nl; l-- > 0;) {
-            const uint32_t fi = m->width[l], fo = m->width[l + 1];
-            const fl_real *d = (l + 1 == nl ? dout : m->delta[l]) + (size_t)r0 * fo;
-            if (l > 0) {
-                fl_real *prev = m->delta[l - 1] + (size_t)r0 * fi;
-                fl_gemm(0, 1, (int)rn, (int)fi, (int)fo, 1, d, (int)fo, weights(m, theta, l),
-                        (int)fo, 0, prev, (int)fi);
-                act_grad(prev, m->a[l - 1] + (size_t)r0 * fi, (size_t)rn * fi, m->act);
-            } else if (din) {
-                fl_gemm(0, 1, (int)rn, (int)fi, (int)fo, 1, d, (int)fo, weights(m, theta, 0),
-                        (int)fo, 1, din + (size_t)r0 * fi, (int)fi);
-            }
+            bwd_plan p = plan_layer(m, n, l, din != NULL);
+            if (p.nd) refresh_wt(m, theta, l);
+            for (uint32_t t = 0, nt = p.nw + 1 + p.nd; t < nt; t++)
+                bwd_task(m, theta, dtheta, n, dout, din, l, &p, t);
         }
+        return;
     }
-    /* Phase 2, tiles of W_TILE rows of each W (plus one bias task per
-     * layer): dW += A^T delta over all n rows. */
-    uint32_t total = 0;
-    for (uint32_t l = 0; l < nl; l++) total += n_tiles(m->width[l], W_TILE) + 1;
-#pragma omp parallel for schedule(dynamic, 1) if (total > 2 && n >= 64)
-    for (uint32_t task = 0; task < total; task++) {
-        uint32_t l = 0, t = task;
-        while (t >= n_tiles(m->width[l], W_TILE) + 1) t -= n_tiles(m->width[l++], W_TILE) + 1;
-        const uint32_t fi = m->width[l], fo = m->width[l + 1];
-        const fl_real *d = l + 1 == nl ? dout : m->delta[l];
-        if (t == n_tiles(fi, W_TILE)) { /* the bias task */
-            fl_real *db = dtheta + m->b_off[l];
-            for (uint32_t r = 0; r < n; r++) {
-                const fl_real *row = d + (size_t)r * fo;
-#pragma omp simd
-                for (uint32_t j = 0; j < fo; j++) db[j] += row[j];
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (uint32_t l = 0; l < nl; l++)
+            if (l > 0 || din) refresh_wt(m, theta, l);
+        for (uint32_t l = nl; l-- > 0;) {
+            bwd_plan p = plan_layer(m, n, l, din != NULL);
+            const uint32_t nt = p.nw + 1 + p.nd;
+            /* delta tasks first: the next layer waits for them */
+#pragma omp for schedule(dynamic, 1)
+            for (uint32_t k = 0; k < nt; k++) {
+                uint32_t t = k < p.nd ? p.nw + 1 + k : k - p.nd;
+                bwd_task(m, theta, dtheta, n, dout, din, l, &p, t);
             }
-            continue;
-        }
-        const uint32_t i0 = t * W_TILE, ni = fi - i0 < W_TILE ? fi - i0 : W_TILE;
-        const fl_real *x = l ? m->a[l - 1] : m->in;
-        fl_real *dw = dtheta + m->w_off[l] + (size_t)i0 * fo;
-        fl_gemm(1, 0, (int)ni, (int)fo, (int)n, 1, x + i0, (int)fi, d, (int)fo, 1, dw, (int)fo);
-        if (m->mask && m->mask[l]) {
-            const uint8_t *mk = m->mask[l] + (size_t)i0 * fo;
-            for (size_t i = 0; i < (size_t)ni * fo; i++)
-                if (!mk[i]) dw[i] = 0;
         }
     }
 }

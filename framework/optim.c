@@ -2,6 +2,9 @@
 #include "optim.h"
 
 #include <tgmath.h>
+#if defined(__AVX512F__) && !defined(FL_REAL_DOUBLE)
+#include <immintrin.h>
+#endif
 #include <string.h>
 
 #include "util.h"
@@ -24,6 +27,46 @@ fl_status fl_adam_init(fl_adam *o, size_t n, double lr, double beta1, double bet
     return FL_OK;
 }
 
+/* Large enough for a parallel region to pay for its start-up (with
+ * OMP_WAIT_POLICY=passive, waking a sleeping thread costs tens of us). */
+#define PAR_MIN 262144
+
+/* Adam on [i0, i1): element-wise, so any split gives the same numbers.
+ * GCC will not vectorise sqrt without -fno-math-errno (which the build does
+ * not set), so the float build on AVX-512 spells the loop out. */
+static void adam_range(size_t i0, size_t i1, fl_real b1, fl_real b2, fl_real step, fl_real eps,
+                       fl_real *restrict theta, const fl_real *restrict grad,
+                       fl_real *restrict m, fl_real *restrict v)
+{
+#if defined(__AVX512F__) && !defined(FL_REAL_DOUBLE)
+    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
+    const __m512 c1 = _mm512_set1_ps(1 - b1), c2 = _mm512_set1_ps(1 - b2);
+    const __m512 vs = _mm512_set1_ps(step), ve = _mm512_set1_ps(eps);
+    for (; i0 < i1; i0 += 16) {
+        __mmask16 k = i1 - i0 >= 16 ? 0xffff : (__mmask16)((1u << (i1 - i0)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(k, grad + i0);
+        /* the same operations as the scalar loop (ISO C: no contraction) */
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i0)),
+                                  _mm512_mul_ps(c1, g));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_maskz_loadu_ps(k, v + i0)),
+                                  _mm512_mul_ps(_mm512_mul_ps(c2, g), g));
+        __m512 d = _mm512_div_ps(_mm512_mul_ps(vs, mi), _mm512_add_ps(_mm512_sqrt_ps(vi), ve));
+        _mm512_mask_storeu_ps(m + i0, k, mi);
+        _mm512_mask_storeu_ps(v + i0, k, vi);
+        _mm512_mask_storeu_ps(theta + i0, k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, theta + i0), d));
+    }
+#else
+    for (size_t i = i0; i < i1; i++) {
+        fl_real g = grad[i];
+        m[i] = b1 * m[i] + (1 - b1) * g;
+        v[i] = b2 * v[i] + (1 - b2) * g * g;
+        theta[i] -= step * m[i] / (sqrt(v[i]) + eps);
+    }
+#endif
+}
+
+enum { CHUNK = 16384 };
+
 void fl_adam_step(fl_adam *o, fl_real *restrict theta, const fl_real *restrict grad)
 {
     o->t++;
@@ -32,16 +75,15 @@ void fl_adam_step(fl_adam *o, fl_real *restrict theta, const fl_real *restrict g
     const double c1 = 1.0 - pow(o->beta1, (double)o->t), c2 = 1.0 - pow(o->beta2, (double)o->t);
     const fl_real step = (fl_real)(o->lr * sqrt(c2) / c1);
     const fl_real eps = (fl_real)(o->eps * sqrt(c2));
-    fl_real *restrict m = o->m, *restrict v = o->v;
-    const size_t n = o->n;
-    /* Element-wise, so any split across threads gives the same numbers. */
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) {
-        fl_real g = grad[i];
-        m[i] = b1 * m[i] + (1 - b1) * g;
-        v[i] = b2 * v[i] + (1 - b2) * g * g;
-        theta[i] -= step * m[i] / (sqrt(v[i]) + eps);
+    const size_t n = o->n, chunks = (n + CHUNK - 1) / CHUNK;
+    if (n <= PAR_MIN) {
+        adam_range(0, n, b1, b2, step, eps, theta, grad, o->m, o->v);
+        return;
     }
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks; c++)
+        adam_range(c * CHUNK, c * CHUNK + CHUNK < n ? c * CHUNK + CHUNK : n, b1, b2, step, eps,
+                   theta, grad, o->m, o->v);
 }
 
 fl_status fl_ema_init(fl_ema *e, size_t n, double decay)
@@ -58,15 +100,25 @@ fl_status fl_ema_init(fl_ema *e, size_t n, double decay)
     return FL_OK;
 }
 
+static void ema_range(size_t i0, size_t i1, fl_real d, fl_real *restrict a,
+                      const fl_real *restrict theta)
+{
+    for (size_t i = i0; i < i1; i++) a[i] = d * a[i] + (1 - d) * theta[i];
+}
+
 void fl_ema_update(fl_ema *e, const fl_real *restrict theta)
 {
     if (!e->avg) return;
     e->t++;
     const fl_real d = (fl_real)e->decay;
-    fl_real *restrict a = e->avg;
-    const size_t n = e->n;
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) a[i] = d * a[i] + (1 - d) * theta[i];
+    const size_t n = e->n, chunks = (n + CHUNK - 1) / CHUNK;
+    if (n <= PAR_MIN) {
+        ema_range(0, n, d, e->avg, theta);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks; c++)
+        ema_range(c * CHUNK, c * CHUNK + CHUNK < n ? c * CHUNK + CHUNK : n, d, e->avg, theta);
 }
 
 void fl_ema_get(const fl_ema *e, fl_real *out)

@@ -8,12 +8,14 @@
  * a mask that alternates with the layer's position in its repeat group.
  * s and t come from MLPs (host service); s is soft-bounded,
  * s = b * tanh(raw / b), so exp(s) stays in [e^-b, e^b]. Both directions
- * are one parallel pass. */
+ * are one parallel pass. Element-wise work uses flowlab/vmath.h (the
+ * float build's exp and tanh are inline and vectorise). */
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
 
 #include <flowlab/flowlab.h>
+#include <flowlab/vmath.h>
 
 enum { MASK_ALTERNATE, MASK_CHECKERBOARD, MASK_RANDOM };
 enum { NET_SEPARATE, NET_SHARED };
@@ -29,9 +31,12 @@ typedef struct coupling {
     fl_real *cin;               /* n x in: conditioner input */
     fl_real *dcin;              /* n x in */
     fl_real *dcin_t;            /* n x in: the t net's share, summed after */
-    fl_real *st;                /* n x 2dt: raw net outputs (s | t) */
+    fl_real *st;                /* n x 2dt: raw net outputs (shared: s | t per row;
+                                   separate: raw s (n x dt) then t (n x dt)) */
     fl_real *s;                 /* n x dt: bounded s, cached for backward */
-    fl_real *dst;               /* n x 2dt: gradients of raw outputs */
+    fl_real *dst;               /* n x 2dt: gradients of raw outputs, laid out as st */
+    const fl_real *tout;        /* t of the last conditioner call, row stride ldt */
+    size_t ldt;
 } coupling;
 
 static const fl_key keys[] = {
@@ -170,6 +175,10 @@ static fl_status create_any(const fl_host *h, fl_ctx *cx, const fl_flow_shape *s
     c->st = h->workspace(cx, R * 2 * c->dt * fs);
     c->s = h->workspace(cx, R * c->dt * fs);
     c->dst = h->workspace(cx, R * 2 * c->dt * fs);
+    if (!c->dst) {
+        destroy(c);
+        return FL_ERR_NOMEM;
+    }
     if ((!additive && !c->snet) || (!c->shared && !c->tnet) || !c->cin || !c->dcin || !c->dcin_t || !c->st || !c->s || !c->dst) {
         destroy(c);
         return FL_ERR_NOMEM;
@@ -200,42 +209,49 @@ static void gather(const coupling *c, uint32_t n, const fl_real *x, const fl_rea
     }
 }
 
-/* Runs the nets on cin; leaves raw s in st[:, :dt], t in st[:, dt:], and
- * the bounded s in c->s. */
+/* Runs the nets on cin; leaves t in c->tout (row stride c->ldt) and the
+ * bounded s in c->s (zero for the additive layer). */
 static void conditioner(coupling *c, const fl_real *theta, uint32_t n)
 {
-    uint32_t dt = c->dt;
+    const uint32_t dt = c->dt;
+    const fl_real *sraw;
+    size_t lds;
     if (c->additive) {
-        fl_real *traw = c->dst;
-        c->h->mlp_forward(c->tnet, theta, n, c->cin, traw);
-        for (uint32_t r = 0; r < n; r++) {
-            memset(c->st + (size_t)r * 2 * dt, 0, dt * sizeof(fl_real));
-            memcpy(c->st + (size_t)r * 2 * dt + dt, traw + (size_t)r * dt, dt * sizeof(fl_real));
-        }
+        c->h->mlp_forward(c->tnet, theta, n, c->cin, c->st);
+        memset(c->s, 0, (size_t)n * dt * sizeof(fl_real));
+        c->tout = c->st;
+        c->ldt = dt;
+        return;
     } else if (c->shared) {
         c->h->mlp_forward(c->snet, theta, n, c->cin, c->st);
+        sraw = c->st;
+        lds = 2 * (size_t)dt;
+        c->tout = c->st + dt;
+        c->ldt = 2 * (size_t)dt;
     } else {
-        /* Separate nets write into the two halves via scratch then interleave. */
-        /* The two nets are independent: one thread each (their own tiles
-         * then run serially inside), which beats splitting small GEMMs. */
-        fl_real *sraw = c->dst, *traw = c->dst + (size_t)n * dt;
+        /* The two nets are independent: one thread each (their own work
+         * then runs serially inside), which beats splitting small products. */
+        fl_real *s_out = c->st, *t_out = c->st + (size_t)n * dt;
 #pragma omp parallel sections if (n >= 64)
         {
 #pragma omp section
-            c->h->mlp_forward(c->snet, theta, n, c->cin, sraw);
+            c->h->mlp_forward(c->snet, theta, n, c->cin, s_out);
 #pragma omp section
-            c->h->mlp_forward(c->tnet, theta, n, c->cin, traw);
+            c->h->mlp_forward(c->tnet, theta, n, c->cin, t_out);
         }
-        for (uint32_t r = 0; r < n; r++) {
-            memcpy(c->st + (size_t)r * 2 * dt, sraw + (size_t)r * dt, dt * sizeof(fl_real));
-            memcpy(c->st + (size_t)r * 2 * dt + dt, traw + (size_t)r * dt, dt * sizeof(fl_real));
-        }
+        sraw = s_out;
+        lds = dt;
+        c->tout = t_out;
+        c->ldt = dt;
     }
     const fl_real b = (fl_real)c->bound;
     for (uint32_t r = 0; r < n; r++) {
-        const fl_real *raw = c->st + (size_t)r * 2 * dt;
-        fl_real *s = c->s + (size_t)r * dt;
-        for (uint32_t j = 0; j < dt; j++) s[j] = b > 0 ? b * tanh(raw[j] / b) : raw[j];
+        const fl_real *restrict raw = sraw + r * lds;
+        fl_real *restrict s = c->s + (size_t)r * dt;
+        if (b > 0)
+            for (uint32_t j = 0; j < dt; j++) s[j] = b * fl_tanh(raw[j] / b);
+        else
+            for (uint32_t j = 0; j < dt; j++) s[j] = raw[j];
     }
 }
 
@@ -244,15 +260,15 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
     coupling *c = self;
     gather(c, a->n, a->x, a->c);
     conditioner(c, a->theta, a->n);
-    uint32_t D = c->dim, dt = c->dt;
+    const uint32_t D = c->dim, dt = c->dt;
     for (uint32_t r = 0; r < a->n; r++) {
         const fl_real *x = a->x + (size_t)r * D, *s = c->s + (size_t)r * dt;
-        const fl_real *t = c->st + (size_t)r * 2 * dt + dt;
+        const fl_real *t = c->tout + r * c->ldt;
         fl_real *y = a->y + (size_t)r * D, ld = 0;
         for (uint32_t j = 0; j < c->dc; j++) y[c->cond[j]] = x[c->cond[j]];
         for (uint32_t j = 0; j < dt; j++) {
             uint32_t k = c->trans[j];
-            y[k] = x[k] * exp(s[j]) + t[j];
+            y[k] = x[k] * fl_exp(s[j]) + t[j];
             ld += s[j];
         }
         a->logdet[r] += ld;
@@ -263,35 +279,34 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
 static fl_status backward(void *self, const fl_flow_bwd *a)
 {
     coupling *c = self;
-    uint32_t D = c->dim, dt = c->dt, n = a->n;
+    const uint32_t D = c->dim, dt = c->dt, n = a->n;
     const fl_real b = (fl_real)c->bound;
-    /* d(raw s) and d(t) for every row; identity part of dx. */
-    fl_real *ds = c->dst, *dtt = c->dst + (size_t)n * dt;
+    /* d(raw s) and d(t) for every row, written where the nets' backward
+     * reads them: one n x 2dt matrix (s | t) for the shared net, else two
+     * n x dt blocks. Identity part of dx. */
+    fl_real *ds = c->dst, *dtt = c->shared ? c->dst + dt : c->dst + (size_t)n * dt;
+    const size_t ldd = c->shared ? 2 * (size_t)dt : dt;
     for (uint32_t r = 0; r < n; r++) {
         const fl_real *x = a->x + (size_t)r * D, *dy = a->dy + (size_t)r * D;
         const fl_real *s = c->s + (size_t)r * dt;
         fl_real *dx = a->dx + (size_t)r * D, dl = a->dlogdet[r];
+        fl_real *dsr = ds + r * ldd, *dtr = dtt + r * ldd;
         for (uint32_t j = 0; j < c->dc; j++) dx[c->cond[j]] += dy[c->cond[j]];
         for (uint32_t j = 0; j < dt; j++) {
             uint32_t k = c->trans[j];
-            fl_real e = exp(s[j]);
+            fl_real e = fl_exp(s[j]);
             dx[k] += dy[k] * e;
             fl_real g = dy[k] * x[k] * e + dl;
             if (b > 0) g *= 1 - (s[j] / b) * (s[j] / b);
-            ds[(size_t)r * dt + j] = g;
-            dtt[(size_t)r * dt + j] = dy[k];
+            if (!c->additive) dsr[j] = g;
+            dtr[j] = dy[k];
         }
     }
     memset(c->dcin, 0, (size_t)n * c->in * sizeof(fl_real));
     if (c->additive) {
         c->h->mlp_backward(c->tnet, a->theta, a->dtheta, n, dtt, c->dcin);
     } else if (c->shared) {
-        /* The shared net's output rows are [s | t]: interleave into st. */
-        for (uint32_t r = 0; r < n; r++) {
-            memcpy(c->st + (size_t)r * 2 * dt, ds + (size_t)r * dt, dt * sizeof(fl_real));
-            memcpy(c->st + (size_t)r * 2 * dt + dt, dtt + (size_t)r * dt, dt * sizeof(fl_real));
-        }
-        c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, c->st, c->dcin);
+        c->h->mlp_backward(c->snet, a->theta, a->dtheta, n, c->dst, c->dcin);
     } else {
         memset(c->dcin_t, 0, (size_t)n * c->in * sizeof(fl_real));
 #pragma omp parallel sections if (n >= 64)
@@ -301,7 +316,9 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
 #pragma omp section
             c->h->mlp_backward(c->tnet, a->theta, a->dtheta, n, dtt, c->dcin_t);
         }
-        for (size_t i = 0; i < (size_t)n * c->in; i++) c->dcin[i] += c->dcin_t[i];
+        fl_real *restrict g = c->dcin;
+        const fl_real *restrict gt = c->dcin_t;
+        for (size_t i = 0; i < (size_t)n * c->in; i++) g[i] += gt[i];
     }
     for (uint32_t r = 0; r < n; r++) {
         const fl_real *g = c->dcin + (size_t)r * c->in;
@@ -320,15 +337,15 @@ static fl_status inverse(void *self, const fl_flow_inv *a)
     coupling *c = self;
     gather(c, a->n, a->y, a->c);
     conditioner(c, a->theta, a->n);
-    uint32_t D = c->dim, dt = c->dt;
+    const uint32_t D = c->dim, dt = c->dt;
     for (uint32_t r = 0; r < a->n; r++) {
         const fl_real *y = a->y + (size_t)r * D, *s = c->s + (size_t)r * dt;
-        const fl_real *t = c->st + (size_t)r * 2 * dt + dt;
+        const fl_real *t = c->tout + r * c->ldt;
         fl_real *x = a->x + (size_t)r * D, ld = 0;
         for (uint32_t j = 0; j < c->dc; j++) x[c->cond[j]] = y[c->cond[j]];
         for (uint32_t j = 0; j < dt; j++) {
             uint32_t k = c->trans[j];
-            x[k] = (y[k] - t[j]) * exp(-s[j]);
+            x[k] = (y[k] - t[j]) * fl_exp(-s[j]);
             ld -= s[j];
         }
         if (a->logdet) a->logdet[r] += ld;

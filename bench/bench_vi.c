@@ -75,7 +75,7 @@ static int run(const fl_registry *r, const char *est, long steps, double *sps, d
     fl_vi_result res;
     allocs = 0;
     armed = 1;
-    if (st == FL_OK) st = fl_vi_train(e, NULL, &res);
+    if (st == FL_OK) st = fl_vi_train(e, NULL, 0, &res);
     armed = 0;
     if (st != FL_OK) {
         fprintf(stderr, "bench_vi: %s\n", fl_err_msg());

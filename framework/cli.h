@@ -15,7 +15,7 @@ typedef struct fl_cli {
 /* 1 once `flowlab run --resume` really continues training; until then run
  * refuses --resume, and `flowlab sweep` reruns an interrupted cell from
  * scratch instead of passing it. */
-#define FL_RUN_CAN_RESUME 0
+#define FL_RUN_CAN_RESUME 1
 
 /* Loads the default plugin folders, then every --plugin (a refused explicit
  * plugin is an error). */

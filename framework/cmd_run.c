@@ -179,8 +179,8 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         free(sets);
         return FL_EXIT_USAGE;
     }
-    if (cli->resume && !FL_RUN_CAN_RESUME) {
-        fprintf(stderr, "flowlab: error: run --resume is not implemented yet\n");
+    if (resume && !out) {
+        fprintf(stderr, "flowlab run: error: --resume needs the run directory (--out DIR)\n");
         free(sets);
         return FL_EXIT_USAGE;
     }
@@ -203,11 +203,6 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     int threads = (int)fl_exp_int(&e->exp, "threads");
     if (threads > 0) omp_set_num_threads(threads);
 
-    if (resume && !out) {
-        fl_err("--resume needs the run directory (--out DIR)");
-        st = FL_ERR_INVALID;
-        goto done;
-    }
     if (resume) {
         /* An existing run directory is continued, a missing one created. */
         char *ck = fl_strfmt("%s/checkpoint.flc", out);
@@ -231,18 +226,12 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         st = run_vae(e, exp_path, dir, resume);
         goto done;
     }
-    if (resume) {
-        fl_err("--resume: task %s does not resume yet; rerun without --resume into a new "
-               "directory", e->task);
-        st = FL_ERR_UNSUPPORTED;
-        goto done;
-    }
     fl_log(FL_LOG_INFO, "%s: %s on %s, %zu flow layers, %zu parameters, %d threads -> %s",
            exp_path, e->task, e->data_type, e->stack->n, e->arena.count, omp_get_max_threads(),
            dir);
     if (strcmp(e->task, "vi") == 0) { /* task vi: task_vi.c */
         fl_vi_result vr;
-        st = fl_vi_train(e, dir, &vr);
+        st = fl_vi_train(e, dir, resume, &vr);
         if (st == FL_OK) st = fl_plot_vi(e, dir);
         if (st != FL_OK) goto done;
         fl_vi_report(e, &vr, stdout);
@@ -253,7 +242,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         goto done;
     }
     fl_density_result res;
-    st = fl_density_train(e, dir, &res);
+    st = fl_density_train(e, dir, resume, &res);
     if (st == FL_OK) st = fl_plot_density(e, dir); /* the pictures of `flowlab plot` */
     if (st != FL_OK) goto done;
     printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "

@@ -8,6 +8,7 @@
 #include "checkpoint.h"
 #include "log.h"
 #include "optim.h"
+#include "resume.h"
 #include "rundir.h"
 #include "util.h"
 
@@ -61,11 +62,12 @@ static fl_status save_all(fl_experiment *e, const char *dir, const fl_adam *opt,
     return st;
 }
 
-fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_result *res)
+fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
+                           fl_density_result *res)
 {
     memset(res, 0, sizeof *res);
     const uint32_t d = e->info.dim, B = e->batch;
-    const uint64_t steps = (uint64_t)fl_exp_int(&e->train, "steps");
+    const uint64_t steps = fl_experiment_steps(e);
     const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
     const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
     fl_adam opt;
@@ -88,7 +90,10 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
     fl_buf metrics = { 0 };
     if (st == FL_OK && (!x || !du || !logdet || !dlogdet)) st = FL_ERR_NOMEM;
     if (st == FL_OK) st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n_test);
-    fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
+    uint64_t step0 = 0;
+    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    if (metrics.len == 0)
+        fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
 
     const fl_real inv_b = (fl_real)(1.0 / B);
     for (uint32_t i = 0; i < B; i++) dlogdet[i] = -inv_b;
@@ -98,8 +103,9 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_resu
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[128] = "";
 
-    for (uint64_t step = 0; st == FL_OK && step < steps; step++) {
+    for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
+        opt.lr = fl_experiment_lr(e, step);
         st = fl_experiment_train_batch(e, step, B, x);
         if (st != FL_OK) break;
         memset(logdet, 0, B * sizeof(fl_real));

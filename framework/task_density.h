@@ -20,8 +20,10 @@ typedef struct fl_density_result {
 fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se);
 
 /* Trains; when `rundir` is not NULL writes metrics.csv, checkpoint.flc and
- * result.json there (atomically). */
-fl_status fl_density_train(fl_experiment *e, const char *rundir, fl_density_result *res);
+ * result.json there (atomically). With `resume`, continues from
+ * rundir/checkpoint.flc when there is one. */
+fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
+                           fl_density_result *res);
 
 /* n samples (n x dim) from the model, noise from `key`. */
 fl_status fl_density_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_real *out);

@@ -23,6 +23,7 @@
 #include "hostimpl.h"
 #include "log.h"
 #include "optim.h"
+#include "resume.h"
 #include "rundir.h"
 #include "util.h"
 
@@ -922,21 +923,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
 
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) {
-        char *p = fl_strfmt("%s/checkpoint.flc", rundir), *mp = fl_strfmt("%s/metrics.csv", rundir);
-        if (p && access(p, R_OK) == 0) {
-            st = fl_checkpoint_load(p, &e->arena, &opt, &ema, 0, &step0);
-            if (st == FL_OK) {
-                fl_log(FL_LOG_INFO, "resuming %s at step %llu", rundir, (unsigned long long)step0);
-                size_t len = 0;
-                char *old = NULL;
-                if (mp && fl_read_file(mp, &old, &len) == FL_OK) fl_buf_write(&metrics, old, len);
-                free(old);
-            }
-        }
-        free(p);
-        free(mp);
-    }
+    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
     if (metrics.len == 0)
         fl_buf_printf(&metrics, "step,train_bound,valid_elbo,valid_iwae,lr,train_seconds\n");
 

@@ -10,6 +10,7 @@
 #include "hostimpl.h"
 #include "log.h"
 #include "optim.h"
+#include "resume.h"
 #include "rundir.h"
 #include "util.h"
 
@@ -484,7 +485,7 @@ fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *b
     return st;
 }
 
-fl_status fl_vi_train(fl_experiment *e, const char *rundir, fl_vi_result *res)
+fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_result *res)
 {
     memset(res, 0, sizeof *res);
     fl_vi *v = e->vi;
@@ -521,8 +522,12 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, fl_vi_result *res)
         }
     }
     fl_buf metrics = { 0 };
-    fl_buf_printf(&metrics,
-                  "step,beta,train_bound,elbo,elbo_se,logz_is,logz_ess,logz_ref,kl,train_seconds\n");
+    uint64_t step0 = 0;
+    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    if (metrics.len == 0)
+        fl_buf_printf(&metrics,
+                      "step,beta,train_bound,elbo,elbo_se,logz_is,logz_ess,logz_ref,kl,"
+                      "train_seconds\n");
     const fl_rng_key noise = fl_rng_key_make(e->seed, "vi.noise");
     double interval_sum = 0, train_time = 0, beta = 1, bound = 0;
     uint64_t interval_n = 0;
@@ -530,7 +535,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, fl_vi_result *res)
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "";
 
-    for (uint64_t step = 0; st == FL_OK && step < steps; step++) {
+    for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
         beta = anneal ? fmin(1.0, 0.01 + (double)step / (double)anneal_steps) : 1.0;
         opt.lr = fl_experiment_lr(e, step);

@@ -49,7 +49,7 @@ void fl_vi_free(fl_experiment *e);
 /* Trains; when `rundir` is not NULL writes metrics.csv, checkpoint.flc and
  * result.json there (atomically). Leaves the evaluated model (the average
  * with [train] ema > 0) in the arena. */
-fl_status fl_vi_train(fl_experiment *e, const char *rundir, fl_vi_result *res);
+fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_result *res);
 
 /* The final numbers for the model as it stands: ELBO over [vi]
  * elbo_samples, importance-sampled log Z over logz_samples (fixed noise

@@ -76,7 +76,7 @@ Test(data, splits_standardises_and_trains)
      * correlation of 0.97 between x and y: a flow must beat the 4.26 of
      * an independent standard normal. */
     fl_density_result res;
-    cr_assert_eq(fl_density_train(e, NULL, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(e, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
     cr_assert(isfinite(res.test_nll));
     cr_assert_lt(res.test_nll, 3.9, "test NLL %g", res.test_nll);
     fl_experiment_free(e);

@@ -60,7 +60,7 @@ Test(density, quickstart_trains_and_samples_moons, .timeout = 120)
     fl_experiment *e = quickstart(r, sets);
 
     fl_density_result res;
-    cr_assert_eq(fl_density_train(e, NULL, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(e, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
     cr_assert_eq(res.steps, 400);
     cr_assert(isfinite(res.test_nll) && isfinite(res.train_nll));
     cr_assert_lt(res.test_nll, 0.9, "test NLL %g after 400 steps (untrained ~2.0)", res.test_nll);
@@ -90,5 +90,41 @@ Test(density, quickstart_trains_and_samples_moons, .timeout = 120)
     fl_free(x);
     fl_free(x2);
     fl_experiment_free(e);
+    fl_registry_free(r);
+}
+
+/* An interrupted run resumed from its checkpoint ends exactly where an
+ * uninterrupted one does: same data order, optimizer state and average. */
+Test(density, a_resumed_run_matches_an_uninterrupted_one, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const full[] = { "train.steps=120", "data.test_size=500", NULL };
+    static const char *const half[] = { "train.steps=60", "data.test_size=500", NULL };
+    fl_density_result a, b, c;
+    fl_experiment *e = quickstart(r, full);
+    cr_assert_eq(fl_density_train(e, NULL, 0, &a), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    e = quickstart(r, half); /* "interrupted" after 60 steps */
+    cr_assert_eq(fl_density_train(e, dir, 0, &b), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    e = quickstart(r, full);
+    cr_assert_eq(fl_density_train(e, dir, 1, &c), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_expect_eq(c.steps, 120);
+    cr_expect_eq(a.test_nll, c.test_nll, "uninterrupted %.9g, resumed %.9g", a.test_nll,
+                 c.test_nll);
+    cr_expect_neq(a.test_nll, b.test_nll);
+    /* metrics.csv keeps the first run's rows and adds the resumed ones */
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    assert_contains(text, "\n60,");
+    assert_contains(text, "\n120,");
+    free(text);
+    free(mp);
+    remove_tree(dir);
     fl_registry_free(r);
 }

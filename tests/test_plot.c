@@ -140,7 +140,7 @@ Test(plot, trained_moons_pictures_match_the_data, .timeout = 120)
     assert_contains(fl_err_msg(), "metrics.csv");
 
     fl_density_result res;
-    cr_assert_eq(fl_density_train(e, dir, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
     cr_assert_eq(fl_plot_density(e, dir), FL_OK, "%s", fl_err_msg());
 
     uint32_t w, h, w2, h2;

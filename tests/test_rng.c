@@ -192,7 +192,7 @@ static fl_real *train(const fl_registry *r, int threads, size_t *total, fl_densi
         *init = malloc(bytes);
         memcpy(*init, e->arena.theta, bytes);
     }
-    cr_assert_eq(fl_density_train(e, NULL, res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(e, NULL, 0, res), FL_OK, "%s", fl_err_msg());
     cr_assert_eq(res->steps, 30);
     fl_real *theta = malloc(bytes);
     memcpy(theta, e->arena.theta, bytes);

@@ -179,7 +179,8 @@ run sweep "$DATA/sweep_small.ini" --out small "${SETS[@]}"
 [ -z "$(find small -name log.txt -newermt '2002-01-01')" ] || fail "rerun rewrote a log"
 echo "ok: a rerun recomputes nothing"
 
-# an unfinished cell (no result.json) is rerun from scratch
+# an unfinished cell (a checkpoint but no result.json) is resumed from its
+# checkpoint, in place
 victim="small/flow.1.repeat=1,train.lr=1e-3,experiment.seed=2"
 rm "$victim/result.json"
 echo junk >"$victim/stale.txt"
@@ -187,7 +188,8 @@ run sweep "$DATA/sweep_small.ini" --out small "${SETS[@]}"
 [ "$rc" = 0 ] || fail "rerun of an unfinished cell: exit code $rc"
 [ "$(grep -c 'finished earlier' "$TMP/err")" = 7 ] || fail "expected 7 cells skipped"
 [ -s "$victim/result.json" ] || fail "the unfinished cell was not rerun"
-[ -e "$victim/stale.txt" ] && fail "the unfinished cell's directory was not cleaned"
+[ -e "$victim/stale.txt" ] || fail "the resumed cell's directory was not kept"
+grep -q "resuming" "$victim/log.txt" || fail "the unfinished cell was not resumed: $(cat "$victim/log.txt")"
 # a changed config reruns the cell and keeps the old run aside
 run sweep "$DATA/sweep_small.ini" --out small --set train.steps=10 --threads 1 --set train.eval_every=5
 [ "$(grep -c 'done in' "$TMP/err")" = 8 ] || fail "a changed config should rerun every cell"
@@ -246,7 +248,7 @@ run sweep "$DATA/sweep_small.ini" --dry-run --set train.lr=0.1
 grep -qF "train.lr is swept (" "$TMP/err" || fail "--set of a swept key: $(cat "$TMP/err")"
 
 run run "$DATA/sweep_small.ini" --resume
-[ "$rc" = 2 ] || fail "run --resume: exit code $rc, expected 2 until resume exists"
+[ "$rc" = 2 ] || fail "run --resume without --out: exit code $rc, expected 2"
 
 run report "$TMP/nothing"
 [ "$rc" = 5 ] || fail "report on a missing directory: exit code $rc, expected 5"

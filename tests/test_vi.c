@@ -268,7 +268,7 @@ Test(vi, trains_a_banana_and_kl_is_nonnegative, .timeout = 120)
     cr_assert_str_eq(before.logz_ref_how, "analytic");
     cr_assert_geq(before.kl, -3 * before.kl_se, "untrained KL %g +- %g", before.kl, before.kl_se);
     char *dir = make_tmpdir();
-    cr_assert_eq(fl_vi_train(e, dir, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vi_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
     cr_log_info("banana: ELBO %.4f -> %.4f, log Z %.4f, KL %.4f, IS log Z %.4f (ESS %.0f)",
                 before.elbo, res.elbo, res.logz_ref, res.kl, res.logz_is, res.ess);
     cr_assert_gt(res.elbo, 1.40, "ELBO %g (log Z = %g)", res.elbo, res.logz_ref);
@@ -341,7 +341,7 @@ Test(vi, u1_target_picture_has_its_mass_on_the_arcs)
     fl_experiment *e = vi_exp(r, "u1", 2, "t-elbo", 1, sets);
     char *dir = make_tmpdir();
     fl_vi_result res;
-    cr_assert_eq(fl_vi_train(e, dir, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vi_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
     cr_assert_eq(fl_plot_vi(e, dir), FL_OK, "%s", fl_err_msg());
     char *p = fl_strfmt("%s/target.png", dir);
     uint32_t w, h;

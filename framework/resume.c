@@ -1,0 +1,29 @@
+/* resume.c - continuing an interrupted run from its run directory. */
+#include "resume.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "log.h"
+
+fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
+                         uint64_t *step0, fl_buf *metrics)
+{
+    *step0 = 0;
+    char *p = fl_strfmt("%s/checkpoint.flc", rundir), *mp = fl_strfmt("%s/metrics.csv", rundir);
+    fl_status st = p && mp ? FL_OK : FL_ERR_NOMEM;
+    if (st == FL_OK && access(p, R_OK) == 0) {
+        st = fl_checkpoint_load(p, &e->arena, opt, ema, 0, step0);
+        if (st == FL_OK) {
+            fl_log(FL_LOG_INFO, "resuming %s at step %llu", rundir, (unsigned long long)*step0);
+            size_t len = 0;
+            char *old = NULL;
+            if (fl_read_file(mp, &old, &len) == FL_OK) fl_buf_write(metrics, old, len);
+            free(old);
+        }
+    }
+    free(p);
+    free(mp);
+    return st;
+}

@@ -91,6 +91,7 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    fl_choose_wait_policy(argv); /* as flowlab itself: spin only on an idle machine */
     int rounds = argc > 1 ? atoi(argv[1]) : 3;
     const char *dir = argc > 2 ? argv[2] : "../shared/data/binarized_mnist";
     if (rounds < 1) rounds = 1;

@@ -58,6 +58,11 @@ const char *fl_blas_core(void);
 /* Puts BLAS on one thread (flowlab parallelises over fixed tiles itself,
  * which keeps results independent of the thread count). Idempotent. */
 void fl_runtime_init(void);
+/* Picks the OpenMP wait policy for this process when the user has not (see
+ * blas.c): restarts the program (execv of /proc/self/exe with argv) with a
+ * short spin on an idle machine or OMP_WAIT_POLICY=passive on a busy one.
+ * Call first thing in main; returns only when no restart happened. */
+void fl_choose_wait_policy(char **argv);
 /* Threads BLAS may use outside parallel regions. */
 void fl_blas_set_threads(int n);
 

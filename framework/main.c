@@ -46,37 +46,9 @@ static const char usage[] =
     "  3 bad experiment file or --set, 4 missing or refused plugin,\n"
     "  5 missing input or unwritable output\n";
 
-/* How idle OpenMP threads wait between parallel regions matters a lot on
- * two cores. Spinning briefly (GOMP_SPINCOUNT=3000) costs nothing on an
- * idle machine and saves the ~27 us wake-up of a sleeping thread per
- * region (quickstart: ~1000 vs ~600 steps/s); but when another process
- * holds a core, spinning threads steal it from the one doing the work
- * (measured 2x to 30x slower). libgomp reads its policy once, before
- * main, so when the user has chosen none flowlab restarts itself with one:
- * a short spin when the 1-minute load average leaves a core free, else
- * OMP_WAIT_POLICY=passive. Results never depend on the policy, only the
- * time does; set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself to choose. */
-static void choose_wait_policy(char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("FLOWLAB_REEXEC"))
-        return;
-    double load = 1e9;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &load) != 1) load = 1e9;
-        fclose(f);
-    }
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores >= 2 && load < (double)cores - 0.75) setenv("GOMP_SPINCOUNT", "3000", 1);
-    else setenv("OMP_WAIT_POLICY", "passive", 1);
-    setenv("FLOWLAB_REEXEC", "1", 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: go on with the default policy */
-}
-
 int main(int argc, char **argv)
 {
-    choose_wait_policy(argv);
+    fl_choose_wait_policy(argv);
     fl_runtime_init();
     fl_cli cli = { 0 };
     cli.plugins = calloc((size_t)argc + 1, sizeof *cli.plugins);

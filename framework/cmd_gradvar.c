@@ -166,6 +166,13 @@ int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
                             "(see flowlab plugins)\n", ests[i]);
             rc = FL_EXIT_USAGE;
         }
+    for (size_t j = 0; j < n_k && rc == FL_EXIT_OK; j++)
+        if (ks[j] > fl_vae_max_rows(e)) {
+            fprintf(stderr, "flowlab gradvar: error: --k %u: the model holds %u sample rows per "
+                            "call; raise them with --batch %u or more\n", ks[j],
+                    fl_vae_max_rows(e), ks[j]);
+            rc = FL_EXIT_USAGE;
+        }
     /* the batch: the first n points of the split */
     uint32_t np = (uint32_t)n;
     if (rc == FL_EXIT_OK) {

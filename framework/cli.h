@@ -40,6 +40,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv);
 int fl_cmd_check(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plot(fl_cli *cli, int argc, char **argv);
 int fl_cmd_eval(fl_cli *cli, int argc, char **argv);
+int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sweep(fl_cli *cli, int argc, char **argv);
 int fl_cmd_report(fl_cli *cli, int argc, char **argv);
 

@@ -128,8 +128,9 @@ static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir
            "examples/s\n",
            res.train_bound, res.valid_elbo, (long long)fl_exp_int(&e->eval, "valid_k"),
            res.valid_iwae, (unsigned long long)res.steps, res.seconds, res.examples_per_s);
-    if (fl_values_get(&e->eval, "at_end")->i) {
-        fl_vae_eval ev;
+    fl_vae_eval ev;
+    const int at_end = (int)fl_values_get(&e->eval, "at_end")->i;
+    if (at_end) {
         st = fl_vae_evaluate(e, FL_SPLIT_TEST, (uint64_t)fl_exp_int(&e->eval, "k"),
                              (uint64_t)fl_exp_int(&e->eval, "n"), dir, &ev);
         if (st != FL_OK) return st;
@@ -137,6 +138,8 @@ static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir
         fl_vae_print_eval(&ev);
     }
     st = fl_plot_vae(e, dir);
+    /* result.json last: its presence means the run is complete */
+    if (st == FL_OK) st = fl_vae_write_result(e, dir, &res, at_end ? &ev : NULL);
     if (st != FL_OK) return st;
     printf("pictures: %s/{samples,reconstructions,curves}.png\nrun directory %s\n", dir, dir);
     return FL_OK;

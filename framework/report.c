@@ -195,6 +195,51 @@ static void read_failed(const char *path, cell_data *c)
     free(text);
 }
 
+/* Files a finished cell may hold besides result.json, whose numeric
+ * top-level fields join the cell's under a prefix: the vae task's final
+ * evaluation (eval.json, written by `flowlab run` and `flowlab eval`) and
+ * `flowlab gradvar`'s flat summary (gradvar.json). */
+static const struct {
+    const char *file, *prefix;
+} extras[] = { { "eval.json", "eval_" }, { "gradvar.json", "gv_" } };
+
+/* Appends the prefixed numeric fields of cell c's extra files to its
+ * (*nums, *nn). A missing file adds nothing; a malformed one is a warning. */
+static fl_status load_extras(report *r, size_t c, fl_json_num **nums, size_t *nn)
+{
+    for (size_t x = 0; x < sizeof extras / sizeof extras[0]; x++) {
+        char *path = fl_strfmt("%s/%s/%s", r->dir, r->s->cells[c].name, extras[x].file);
+        char *text = NULL;
+        fl_json_num *v = NULL;
+        size_t n = 0;
+        if (!path) return FL_ERR_NOMEM;
+        if (fl_read_file(path, &text, NULL) != FL_OK) {
+            fl_err_clear();
+        } else if (fl_json_numbers(text, &v, &n) != FL_OK) {
+            fl_log(FL_LOG_WARN, "%s: malformed JSON; its fields are left out", path);
+            fl_err_clear();
+        }
+        free(text);
+        free(path);
+        fl_json_num *grown = n ? realloc(*nums, (*nn + n) * sizeof *grown) : *nums;
+        fl_status st = n && !grown ? FL_ERR_NOMEM : FL_OK;
+        for (size_t i = 0; i < n; i++) {
+            char *name = st == FL_OK ? fl_strfmt("%s%s", extras[x].prefix, v[i].name) : NULL;
+            if (st == FL_OK && !name) st = FL_ERR_NOMEM;
+            if (st == FL_OK) {
+                grown[*nn].name = name;
+                grown[*nn].v = v[i].v;
+                (*nn)++;
+            }
+            free(v[i].name);
+        }
+        free(v);
+        if (grown) *nums = grown;
+        if (st != FL_OK) return st;
+    }
+    return FL_OK;
+}
+
 static fl_status load_cells(report *r)
 {
     const fl_sweep *s = r->s;
@@ -224,6 +269,7 @@ static fl_status load_cells(report *r)
         free(text);
         free(rp);
         free(fp);
+        if (st == FL_OK && r->cd[c].state == CELL_DONE) st = load_extras(r, c, &nums[c], &nn[c]);
         /* the union of field names, in first-seen order */
         for (size_t k = 0; st == FL_OK && k < nn[c]; k++) {
             if (field_index(r, nums[c][k].name) >= 0) continue;
@@ -358,9 +404,17 @@ static int default_direction(const char *metric)
 {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", metric);
-    for (char *save = NULL, *w = strtok_r(buf, "_", &save); w; w = strtok_r(NULL, "_", &save))
-        if (!strcmp(w, "ll") || !strcmp(w, "elbo") || !strcmp(w, "accuracy")) return 1;
-    return -1;
+    int dir = -1;
+    for (char *save = NULL, *w = strtok_r(buf, "_", &save); w; w = strtok_r(NULL, "_", &save)) {
+        if (!strcmp(w, "ll") || !strcmp(w, "elbo") || !strcmp(w, "accuracy") ||
+            !strcmp(w, "likelihood") || !strcmp(w, "iwae") || !strcmp(w, "bound") ||
+            !strcmp(w, "snr") || !strcmp(w, "ess"))
+            dir = 1;
+    }
+    /* a standard error is better small, whatever it is the error of */
+    size_t len = strlen(metric);
+    if (len >= 3 && strcmp(metric + len - 3, "_se") == 0) dir = -1;
+    return dir;
 }
 
 static const report *order_ctx;

@@ -1,9 +1,10 @@
 /* report.h - the aggregated report of a sweep directory.
  *
  * Reads every cell's result.json (and failed.txt, metrics.csv) under the
- * sweep directory, groups cells that differ only in the keys left out of
- * the grouping (by default: only in experiment.seed), and writes, each
- * atomically:
+ * sweep directory (a finished cell's eval.json and gradvar.json too, when
+ * present: their numeric fields are added as eval_NAME and gv_NAME), groups
+ * cells that differ only in the keys left out of the grouping (by default:
+ * only in experiment.seed), and writes, each atomically:
  *   report.md    a Markdown table, mean +- standard error of every numeric
  *                field of result.json per group, with the cell count, sorted
  *                by the metric, the best row marked; failed cells listed
@@ -25,8 +26,10 @@ typedef struct fl_report_opts {
      * cell has it, else the first numeric field. */
     const char *metric;
     /* -1 lower is better, +1 higher is better, 0: the sweep's `direction`,
-     * else max for fields whose '_'-separated words include ll, elbo or
-     * accuracy (test_ll_k5000), min otherwise (nll, loss, seconds). */
+     * else max for fields whose '_'-separated words include ll, elbo,
+     * accuracy, likelihood, iwae, bound, snr or ess (test_ll_k5000,
+     * eval_log_likelihood) unless the last word is se, min otherwise (nll,
+     * loss, seconds, *_se). */
     int direction;
     /* Swept keys that tell rows apart, blank- or comma-separated (each must
      * be a swept key: check with fl_report_check_group_by). NULL: every

@@ -112,7 +112,7 @@ static fl_status make_mlp(fl_experiment *e, mlp_part *p, const char *section, co
                              : FL_INIT_GLOROT,
                          FL_INIT_GLOROT, NULL, out_bias };
     fl_host_clear_error();
-    p->m = fl_mlp_create(p->cx, &spec, max_rows);
+    p->m = fl_host_table()->mlp_create(p->cx, &spec, max_rows); /* owned by the ctx */
     fl_ctx_end_create(p->cx);
     if (!p->m) {
         const char *m = fl_host_last_error();
@@ -1003,21 +1003,6 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     res->examples_per_s = train_time > 0 ? (double)(opt.t - step0) * B / train_time : 0;
     if (st == FL_OK && rundir) st = save_ckpt(e, rundir, &opt, &ema, opt.t);
     if (st == FL_OK && ema.avg) use_average(e, &ema, live, 1); /* leave the evaluated model */
-    if (st == FL_OK && rundir) {
-        fl_buf js = { 0 };
-        fl_buf_printf(&js,
-                      "{\n  \"task\": \"vae\",\n  \"data\": \"%s\",\n  \"estimator\": \"%s\",\n"
-                      "  \"k\": %u,\n  \"train_bound\": %.6f,\n  \"valid_elbo\": %.6f,\n"
-                      "  \"valid_iwae\": %.6f,\n  \"valid_k\": %llu,\n  \"steps\": %llu,\n"
-                      "  \"train_seconds\": %.3f,\n  \"examples_per_second\": %.1f,\n"
-                      "  \"parameters\": %zu\n}\n",
-                      e->data_type, v->est.rec->cls.base.name, k, res->train_bound,
-                      res->valid_elbo, res->valid_iwae, (unsigned long long)vk,
-                      (unsigned long long)res->steps, res->seconds, res->examples_per_s,
-                      e->arena.count);
-        st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(rundir, "result.json", js.data, js.len);
-        fl_buf_free(&js);
-    }
     fl_buf_free(&metrics);
     fl_free(vx);
     fl_free(x);
@@ -1110,4 +1095,33 @@ fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k)
     fl_estimator_shape es = { v->Rmax, k };
     st = fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
     return st == FL_OK ? check_detach(e) : st;
+}
+
+fl_status fl_vae_write_result(fl_experiment *e, const char *dir, const fl_vae_result *res,
+                              const fl_vae_eval *ev)
+{
+    fl_vae *v = e->vae;
+    fl_buf js = { 0 };
+    fl_buf_printf(&js,
+                  "{\n  \"task\": \"vae\",\n  \"data\": \"%s\",\n  \"estimator\": \"%s\",\n"
+                  "  \"k\": %u,\n  \"train_bound\": %.6f,\n  \"valid_elbo\": %.6f,\n"
+                  "  \"valid_iwae\": %.6f,\n  \"valid_k\": %lld,\n  \"steps\": %llu,\n"
+                  "  \"train_seconds\": %.3f,\n  \"examples_per_second\": %.1f,\n"
+                  "  \"parameters\": %zu",
+                  e->data_type, v->est.rec->cls.base.name, v->k, res->train_bound,
+                  res->valid_elbo, res->valid_iwae, (long long)fl_exp_int(&e->eval, "valid_k"),
+                  (unsigned long long)res->steps, res->seconds, res->examples_per_s,
+                  e->arena.count);
+    if (ev)
+        fl_buf_printf(&js,
+                      ",\n  \"test_k\": %llu,\n  \"test_points\": %llu,\n"
+                      "  \"test_log_likelihood\": %.6f,\n  \"test_log_likelihood_se\": %.6f,\n"
+                      "  \"test_elbo\": %.6f,\n  \"test_kl\": %.6f,\n  \"test_ess\": %.3f,\n"
+                      "  \"active_units\": %u,\n  \"eval_seconds\": %.3f",
+                      (unsigned long long)ev->k, (unsigned long long)ev->n, ev->ll, ev->ll_se,
+                      ev->elbo, ev->kl, ev->ess, ev->active_units, ev->seconds);
+    fl_buf_printf(&js, "\n}\n");
+    fl_status st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "result.json", js.data, js.len);
+    fl_buf_free(&js);
+    return st;
 }

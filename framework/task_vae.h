@@ -26,7 +26,9 @@ typedef struct fl_vae_result {
 } fl_vae_result;
 
 /* Trains (resuming from rundir/checkpoint.flc when `resume`); writes
- * metrics.csv, checkpoint.flc and result.json into `rundir` (may be NULL). */
+ * metrics.csv and checkpoint.flc into `rundir` (may be NULL). result.json
+ * is written by fl_vae_write_result, after the final evaluation, so a run
+ * directory with result.json is complete. */
 fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_result *res);
 
 /* The bound of `est` (a registry estimator name, or NULL = the config's)
@@ -65,6 +67,11 @@ uint32_t fl_vae_max_rows(const fl_experiment *e);
 /* The latent width of the first stochastic layer and the importance
  * weights (n x k log w, valid after fl_vae_bound) for diagnostics. */
 const fl_real *fl_vae_logw(const fl_experiment *e);
+
+/* Writes dir/result.json (atomically): the training summary and, when `ev`
+ * is not NULL, the test evaluation (test_log_likelihood, test_elbo, ...). */
+fl_status fl_vae_write_result(fl_experiment *e, const char *dir, const fl_vae_result *res,
+                              const fl_vae_eval *ev);
 
 /* The estimator's name and k. */
 const char *fl_vae_estimator(const fl_experiment *e, uint32_t *k);

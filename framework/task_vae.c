@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "fastnormal.h"
 #include "hostimpl.h"
 #include "log.h"
 #include "optim.h"
@@ -399,7 +400,7 @@ static void draw_noise(fl_rng_key key, uint64_t sub0, uint64_t p0, uint32_t n, u
     const size_t per = (size_t)k * dim;
 #pragma omp parallel for schedule(static) if ((size_t)n * per > 32768)
     for (uint32_t b = 0; b < n; b++)
-        fl_rng_normal(key, sub0 + p0 + b, j0 * dim, per, eps + b * per);
+        fl_normals(key, sub0 + p0 + b, j0 * dim, per, eps + b * per);
 }
 
 /* Training noise of step `step`: one stream per step, split over threads. */
@@ -410,7 +411,7 @@ static void draw_step_noise(fl_rng_key key, uint64_t step, size_t total, fl_real
 #pragma omp parallel for schedule(static) if (np > 1)
     for (size_t i = 0; i < np; i++) {
         size_t a = i * piece, m = total - a < piece ? total - a : piece;
-        fl_rng_normal(key, step, a, m, eps + a);
+        fl_normals(key, step, a, m, eps + a);
     }
 }
 

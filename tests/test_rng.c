@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include "common.h"
+#include "fastnormal.h"
 #include "log.h"
 #include "task_density.h"
 
@@ -224,4 +225,38 @@ Test(training, bit_identical_with_1_and_2_threads, .timeout = 120)
     free(t1);
     free(t2);
     fl_registry_free(r);
+}
+
+/* fl_normals (the VAE's vectorised noise): moments and tails of N(0,1),
+ * and the same number at the same index whatever the split. */
+Test(rng, fast_normals_are_standard_normal_and_split_invariant)
+{
+    const size_t n = 2000000;
+    fl_real *z = malloc(n * sizeof *z);
+    cr_assert_not_null(z);
+    fl_rng_key key = fl_rng_key_make(9, "fast");
+    fl_normals(key, 4, 0, n, z);
+    double m = 0, v = 0, s3 = 0, k4 = 0;
+    size_t tail3 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = z[i];
+        cr_assert(isfinite(x));
+        m += x, v += x * x, s3 += x * x * x, k4 += x * x * x * x;
+        tail3 += fabs(x) > 3;
+    }
+    m /= n, v /= n, s3 /= n, k4 /= n;
+    /* 5 standard errors of each sample moment */
+    cr_expect(fabs(m) < 5 * sqrt(1.0 / n), "mean %g", m);
+    cr_expect(fabs(v - 1) < 5 * sqrt(2.0 / n), "variance %g", v);
+    cr_expect(fabs(s3) < 5 * sqrt(15.0 / n), "third moment %g", s3);
+    cr_expect(fabs(k4 - 3) < 5 * sqrt(96.0 / n), "fourth moment %g", k4);
+    double p3 = (double)tail3 / n; /* P(|z| > 3) = 0.0026998 */
+    cr_expect(fabs(p3 - 0.0026998) < 5 * sqrt(0.0027 / n), "P(|z|>3) = %g", p3);
+    fl_real part[37];
+    for (uint64_t first = 0; first < 9; first++) {
+        fl_normals(key, 4, 1000 + first, 37, part);
+        for (int i = 0; i < 37; i++)
+            cr_assert_eq(part[i], z[1000 + first + (uint64_t)i], "offset %llu", (unsigned long long)first);
+    }
+    free(z);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "plot_vae.h"
 #include "experiment.h"
 #include "log.h"
 #include "plot.h"
@@ -55,8 +56,11 @@ int fl_cmd_plot(fl_cli *cli, int argc, char **argv)
     fl_experiment *e;
     fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
     int vi = st == FL_OK && strcmp(e->task, "vi") == 0;
-    if (st == FL_OK) st = vi ? fl_plot_vi(e, dir) : fl_plot_density(e, dir);
-    if (st == FL_OK && vi)
+    int vae = st == FL_OK && strcmp(e->task, "vae") == 0;
+    if (st == FL_OK) st = vi ? fl_plot_vi(e, dir) : vae ? fl_plot_vae(e, dir) : fl_plot_density(e, dir);
+    if (st == FL_OK && vae)
+        fl_log(FL_LOG_INFO, "wrote %s/{samples,reconstructions,curves}.png", dir);
+    else if (st == FL_OK && vi)
         fl_log(FL_LOG_INFO, "wrote %s/%s", dir,
                e->vi->info.dim == 2 ? "{target,density,samples,curves}.png" : "curves.png");
     else if (st == FL_OK)

@@ -20,7 +20,8 @@
 #include "util.h"
 
 static const char usage[] =
-    "usage: flowlab run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR] [--plugin PATH]...\n"
+    "usage: flowlab run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR [--resume]]\n"
+    "                   [--plugin PATH]...\n"
     "\n"
     "Validates EXP.ini against the schemas of the components it names, trains the\n"
     "model and evaluates it. The run directory (DIR, or runs/NAME-DATE-TIME) gets\n"

@@ -8,6 +8,7 @@
 #include "experiment.h"
 #include "task_density.h"
 #include "task_vae.h"
+#include "task_vi.h"
 #include "util.h"
 
 static const char usage[] =
@@ -62,7 +63,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
     fl_buf b = { 0 };
     fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
     if (st == FL_OK) {
-        x = fl_alloc((size_t)n * e->info.dim * sizeof(fl_real));
+        x = fl_alloc((size_t)n * (e->vi ? e->vi->info.dim : e->info.dim) * sizeof(fl_real));
         if (!x) st = FL_ERR_NOMEM;
     }
     if (st == FL_OK && e->vae) {
@@ -74,11 +75,14 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
             snprintf(nm, sizeof nm, "sample.%lld", i / chunk);
             st = fl_vae_sample(e, m, fl_rng_key_make(seed, nm), x + (size_t)i * e->info.dim);
         }
+    } else if (st == FL_OK && e->vi) {
+        /* samples of the fitted posterior q */
+        st = fl_vi_sample(e, (uint64_t)n, fl_rng_key_make(seed, "sample"), x, NULL);
     } else if (st == FL_OK) {
         st = fl_density_sample(e, (uint64_t)n, fl_rng_key_make(seed, "sample"), x);
     }
     if (st == FL_OK) {
-        uint32_t d = e->info.dim;
+        uint32_t d = e->vi ? e->vi->info.dim : e->info.dim;
         for (uint32_t j = 0; j < d; j++) fl_buf_printf(&b, j ? ",x%u" : "x%u", j);
         fl_buf_printf(&b, "\n");
         for (long long r = 0; r < n; r++)

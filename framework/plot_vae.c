@@ -148,7 +148,12 @@ fl_status fl_plot_vae(fl_experiment *e, const char *dir)
     p = NULL;
     if (st == FL_OK) st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &x, &nt);
     if (st == FL_OK) {
+        /* test images spread over the split (MNIST's test file comes in
+         * runs of one digit) */
         uint32_t m = nt < nr ? (uint32_t)nt : nr;
+        uint64_t stride = nt / m;
+        for (uint32_t i = 0; i < m; i++)
+            memmove(x + (size_t)i * D, x + (size_t)(i * stride) * D, D * sizeof(fl_real));
         st = fl_vae_reconstruct(e, x, m, r);
         if (st == FL_OK && (p = fl_strfmt("%s/reconstructions.png", dir)))
             st = fl_image_pairs_png(p, x, r, m, h, w, 10, 2);

@@ -9,7 +9,8 @@
  *                        IWAE-valid_k (green) against step, from
  *                        dir/metrics.csv (ranges in curves_axes.csv)
  *   samples.png          decoder means of 100 prior samples, 10 x 10
- *   reconstructions.png  40 test images, each above its reconstruction
+ *   reconstructions.png  40 test images spread over the split, each above its
+ *                        reconstruction
  *                        (decoder mean at the posterior mean)
  * Image pictures only when the data set declares an image shape. The model
  * is used as it stands. Returns FL_ERR_IO / FL_ERR_FORMAT for a missing or

@@ -172,8 +172,8 @@ static fl_status check_class(fl_kind kind, const fl_component *c, fl_comp_rec *r
         return FL_ERR_UNSUPPORTED;
     }
     if (c->struct_size < need) {
-        fl_err("%s '%s': class struct_size %u is smaller than ABI %d.0's %zu", fl_kind_name(kind),
-               c->name, c->struct_size, FL_ABI_MAJOR, need);
+        fl_err("%s '%s': class struct_size %u is smaller than ABI %d.%d's %zu", fl_kind_name(kind),
+               c->name, c->struct_size, FL_ABI_MAJOR, FL_ABI_MINOR, need);
         return FL_ERR_INVALID;
     }
     memset(&rec->cls, 0, sizeof rec->cls);

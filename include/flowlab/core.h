@@ -22,7 +22,7 @@
  * either side is fine because every table starts with its own size and grows
  * only by appending fields. */
 #define FL_ABI_MAJOR 1
-#define FL_ABI_MINOR 0
+#define FL_ABI_MINOR 1
 
 /* The scalar type of all parameters, activations and data. float by default
  * (speed); meson -Dreal=double builds host and plugins with double. The
@@ -80,7 +80,8 @@ static inline const char *fl_status_str(fl_status s)
  * does not know a kind skips that component with a warning and keeps the
  * rest of the plugin, so adding a kind never breaks old plugins or hosts.
  * The class structs of FL_KIND_FLOW and FL_KIND_DATASET are defined in
- * flow.h and dataset.h; the others get theirs in later ABI minors. */
+ * flow.h, dataset.h, posterior.h, estimator.h, likelihood.h, prior.h and
+ * target.h (ABI 1.1). */
 typedef enum fl_kind {
     FL_KIND_FLOW = 1,
     FL_KIND_POSTERIOR = 2,

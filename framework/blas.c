@@ -57,7 +57,7 @@ void fl_runtime_init(void)
 }
 
 /* How idle OpenMP threads wait between parallel regions matters a lot on
- * two cores. Spinning briefly (GOMP_SPINCOUNT=3000) costs nothing on an
+ * two cores. Spinning briefly (GOMP_SPINCOUNT=20000) costs nothing on an
  * idle machine and saves the ~27 us wake-up of a sleeping thread per
  * region (quickstart: ~1000 vs ~600 steps/s); but when another process
  * holds a core, spinning threads steal it from the one doing the work
@@ -77,7 +77,7 @@ void fl_choose_wait_policy(char **argv)
         fclose(f);
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores >= 2 && load < (double)cores - 0.75) setenv("GOMP_SPINCOUNT", "3000", 1);
+    if (cores >= 2 && load < (double)cores - 0.75) setenv("GOMP_SPINCOUNT", "20000", 1);
     else setenv("OMP_WAIT_POLICY", "passive", 1);
     setenv("FLOWLAB_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);

@@ -198,7 +198,7 @@ static void check_gradient(const char *est, int k, const char *posterior, const 
     char *csv = write_ppca_csv(dir, 300);
     fl_registry *r = load_builtin_plugins();
     char *more = fl_strfmt("[encoder]\nlatent = 2\nhidden = 6\ncontext = %d\n[decoder]\nhidden = 5\n%s",
-                           extra ? 3 : 0, extra ? extra : "");
+                           extra && strstr(extra, "[flow") ? 3 : 0, extra ? extra : "");
     char *text = fl_strfmt(
         "[experiment]\ntask = vae\nseed = 5\n[data]\ntype = csv\npath = %s\n"
         "[posterior]\ntype = %s\n[likelihood]\ntype = gaussian\nvariance = learned\n"
@@ -247,7 +247,7 @@ static void check_gradient(const char *est, int k, const char *posterior, const 
         }
     }
     cr_log_info("%s k=%d %s%s: %d gradient entries, worst relative error %.2g", est, k, posterior,
-                extra ? " + flows" : "", checked, worst);
+                extra ? " + extra sections" : "", checked, worst);
     cr_expect(checked > 20);
     cr_expect_eq(bad, 0, "%d of %d gradient entries disagree with finite differences", bad,
                  checked);
@@ -268,6 +268,12 @@ Test(vae, iwae_gradient_with_iaf_posterior_and_context)
 {
     check_gradient("iwae", 3, "gaussian-diag",
                    "[flow.1]\ntype = iaf\nrepeat = 2\npermute = reverse\nhidden = 8\n");
+}
+
+Test(vae, iwae_gradient_with_two_stochastic_layers)
+{
+    check_gradient("iwae", 3, "gaussian-diag",
+                   "[encoder.2]\nlatent = 2\nhidden = 4\n[decoder.2]\nhidden = 4\n");
 }
 
 /* STL and DReG: the generative (decoder) gradient is IWAE's; the inference

@@ -19,8 +19,41 @@ static const char *skip_ws(const char *p)
     return p;
 }
 
+/* Appends code point u as UTF-8. */
+static void put_utf8(fl_buf *b, uint32_t u)
+{
+    char s[4];
+    size_t n;
+    if (u < 0x80) s[0] = (char)u, n = 1;
+    else if (u < 0x800) s[0] = (char)(0xC0 | u >> 6), s[1] = (char)(0x80 | (u & 0x3F)), n = 2;
+    else if (u < 0x10000)
+        s[0] = (char)(0xE0 | u >> 12), s[1] = (char)(0x80 | ((u >> 6) & 0x3F)),
+        s[2] = (char)(0x80 | (u & 0x3F)), n = 3;
+    else
+        s[0] = (char)(0xF0 | u >> 18), s[1] = (char)(0x80 | ((u >> 12) & 0x3F)),
+        s[2] = (char)(0x80 | ((u >> 6) & 0x3F)), s[3] = (char)(0x80 | (u & 0x3F)), n = 4;
+    fl_buf_write(b, s, n);
+}
+
+/* The 4 hex digits at p as a number, or -1. */
+static long hex4(const char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9' ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
 /* Parses a string literal at p (at the quote); returns the char after it,
- * or NULL. With `out`, stores the unescaped text (\uXXXX kept as '?'). */
+ * or NULL (also for a malformed escape). With `out`, stores the unescaped
+ * text, \uXXXX (and surrogate pairs) as UTF-8. */
 static const char *json_string(const char *p, char **out)
 {
     if (*p != '"') return NULL;
@@ -30,11 +63,22 @@ static const char *json_string(const char *p, char **out)
         if (c == '\\') {
             p++;
             if (!*p) break;
-            c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
             if (*p == 'u') {
-                for (int k = 0; k < 4 && p[1]; k++) p++;
-                c = '?';
+                long u = hex4(p + 1);
+                if (u < 0) break;
+                p += 4;
+                if (u >= 0xD800 && u < 0xDC00 && p[1] == '\\' && p[2] == 'u') {
+                    long lo = hex4(p + 3);
+                    if (lo >= 0xDC00 && lo < 0xE000) {
+                        u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+                        p += 6;
+                    }
+                }
+                if (out) put_utf8(&b, (uint32_t)u);
+                continue;
             }
+            c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p == 'b' ? '\b'
+              : *p == 'f' ? '\f' : *p;
         }
         if (out) fl_buf_write(&b, &c, 1);
     }

@@ -292,6 +292,24 @@ Test(json, numeric_top_level_fields_only)
     free(v);
 }
 
+Test(json, escapes_in_names_are_decoded)
+{
+    fl_json_num *v = NULL;
+    size_t n = 0;
+    /* \u00e9 = e-acute (2 UTF-8 bytes), \ud83d\ude00 a surrogate pair (4 bytes) */
+    const char *text = "{\"caf\\u00e9\": 1, \"a\\tb\\r\": 2, \"x\\ud83d\\ude00\": 3}";
+    cr_assert_eq(fl_json_numbers(text, &v, &n), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(n, 3);
+    cr_assert_str_eq(v[0].name, "caf\xc3\xa9");
+    cr_assert_str_eq(v[1].name, "a\tb\r");
+    cr_assert_str_eq(v[2].name, "x\xf0\x9f\x98\x80");
+    for (size_t i = 0; i < n; i++) free(v[i].name);
+    free(v);
+    v = NULL;
+    cr_assert_eq(fl_json_numbers("{\"bad\\u12g4\": 1}", &v, &n), FL_ERR_FORMAT);
+    cr_assert_null(v);
+}
+
 Test(json, malformed)
 {
     fl_json_num *v = NULL;

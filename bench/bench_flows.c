@@ -21,6 +21,7 @@
 #include "registry.h"
 #include "stack.h"
 #include "util.h"
+#include "peak.h"
 
 /* Counts calls to malloc/calloc/realloc/aligned_alloc while armed. */
 static int armed;
@@ -31,28 +32,6 @@ void *malloc(size_t n)
     if (!real_malloc) real_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
     if (armed) __atomic_fetch_add(&allocs, 1, __ATOMIC_RELAXED);
     return real_malloc(n);
-}
-
-static double gemm_peak(int threads)
-{
-    const int n = 1024;
-    size_t per = (size_t)3 * n * n;
-    fl_real *a = fl_alloc(per * (size_t)threads * sizeof(fl_real));
-    for (size_t i = 0; i < per * (size_t)threads; i++) a[i] = (fl_real)(i % 13) * 0.01f;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = fl_now();
-#pragma omp parallel num_threads(threads)
-        {
-            fl_real *m = a + (size_t)omp_get_thread_num() * per;
-            for (int k = 0; k < 4; k++)
-                fl_gemm(0, 0, n, n, n, 1, m, n, m + (size_t)n * n, n, 0, m + 2 * (size_t)n * n, n);
-        }
-        double gf = 4.0 * threads * 2.0 * n * n * n / (fl_now() - t0) / 1e9;
-        if (gf > best) best = gf;
-    }
-    fl_free(a);
-    return best;
 }
 
 static void bench(const fl_registry *r, const char *type, uint32_t dim, uint32_t rows,
@@ -134,7 +113,7 @@ int main(int argc, char **argv)
     fl_registry *r = fl_registry_new();
     fl_registry_load_dir(r, dir);
     int threads = omp_get_max_threads();
-    double peak = gemm_peak(threads);
+    double peak = fl_bench_gemm_peak(threads);
     printf("# BLAS core %s (OPENBLAS_CORETYPE=%s), %d threads, fl_real=%s\n", fl_blas_core(),
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset", threads,
            FL_REAL_NAME);

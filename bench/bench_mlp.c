@@ -16,27 +16,7 @@
 #include "hostimpl.h"
 #include "params.h"
 #include "util.h"
-
-static double gemm_peak(int threads)
-{
-    const int n = 1024;
-    fl_real *a = fl_alloc((size_t)n * n * sizeof(fl_real) * 3 * (size_t)threads);
-    for (size_t i = 0; i < (size_t)n * n * 3 * (size_t)threads; i++) a[i] = (fl_real)(i % 13) * 0.01f;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = fl_now();
-#pragma omp parallel num_threads(threads)
-        {
-            fl_real *m = a + (size_t)omp_get_thread_num() * 3 * n * n;
-            for (int k = 0; k < 4; k++)
-                fl_gemm(0, 0, n, n, n, 1, m, n, m + n * n, n, 0, m + 2 * n * n, n);
-        }
-        double dt = fl_now() - t0, gf = 4.0 * threads * 2.0 * n * n * n / dt / 1e9;
-        if (gf > best) best = gf;
-    }
-    fl_free(a);
-    return best;
-}
+#include "peak.h"
 
 /* GFLOP/s of the MLP service's own product: a 1024 -> 1024 linear layer
  * on 1024 rows, one network per thread (forward only: one 1024^3 product). */
@@ -161,7 +141,7 @@ int main(int argc, char **argv)
     printf("# BLAS core %s, OPENBLAS_CORETYPE=%s, fl_real=%s\n", fl_blas_core(),
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)", FL_REAL_NAME);
     for (int t = 1; t <= maxt && t <= 64; t++) {
-        double b = gemm_peak(t), k = mlp_peak(t);
+        double b = fl_bench_gemm_peak(t), k = mlp_peak(t);
         peak[t] = b > k ? b : k;
         printf("# peak, %d thread(s): BLAS 1024^3 sgemm %.1f GFLOP/s, MLP kernel 1024^3 %.1f GFLOP/s\n",
                t, b, k);

@@ -26,28 +26,7 @@
 #include "registry.h"
 #include "task_vae.h"
 #include "util.h"
-
-static double gemm_peak(int threads)
-{
-    const int n = 1024;
-    size_t per = (size_t)3 * n * n;
-    fl_real *a = fl_alloc(per * (size_t)threads * sizeof(fl_real));
-    for (size_t i = 0; i < per * (size_t)threads; i++) a[i] = (fl_real)(i % 13) * 0.01f;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = fl_now();
-#pragma omp parallel num_threads(threads)
-        {
-            fl_real *m = a + (size_t)omp_get_thread_num() * per;
-            for (int k = 0; k < 4; k++)
-                fl_gemm(0, 0, n, n, n, 1, m, n, m + (size_t)n * n, n, 0, m + 2 * (size_t)n * n, n);
-        }
-        double gf = 4.0 * threads * 2.0 * n * n * n / (fl_now() - t0) / 1e9;
-        if (gf > best) best = gf;
-    }
-    fl_free(a);
-    return best;
-}
+#include "peak.h"
 
 typedef struct config {
     const char *name;
@@ -109,7 +88,7 @@ int main(int argc, char **argv)
     fl_registry *r = fl_registry_new();
     fl_registry_load_dir(r, FL_BENCH_PLUGIN_DIR);
     const int threads = omp_get_max_threads();
-    double peak = gemm_peak(threads);
+    double peak = fl_bench_gemm_peak(threads);
 
     static const config cfgs[] = {
         { "IWAE k=50, batch 20", "[estimator]\ntype = iwae\nk = 50\n", 20, 300, 1830, 1.5 },

@@ -2,6 +2,7 @@
 #include "resume.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -26,4 +27,26 @@ fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_
     free(p);
     free(mp);
     return st;
+}
+
+fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,
+                      uint64_t step)
+{
+    char *p = fl_strfmt("%s/checkpoint.flc", dir);
+    if (!p) return FL_ERR_NOMEM;
+    fl_status st = fl_checkpoint_save(p, &e->arena, opt, ema, step);
+    free(p);
+    return st;
+}
+
+void fl_run_use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on)
+{
+    if (!ema->avg) return;
+    if (on) {
+        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
+        fl_ema_get(ema, e->arena.theta);
+        fl_arena_copy_state(&e->arena, e->arena.theta, live);
+    } else {
+        memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
+    }
 }

@@ -1,4 +1,5 @@
-/* resume.h - continuing an interrupted run from its run directory. */
+/* resume.h - a run's training state on disk and the parameter average:
+ * checkpoints, resuming an interrupted run, evaluating the average. */
 #ifndef FL_RESUME_H
 #define FL_RESUME_H
 
@@ -14,5 +15,15 @@
  * (mismatched model, corrupt file), with fl_err naming the file. */
 fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
                          uint64_t *step0, fl_buf *metrics);
+
+/* Writes dir/checkpoint.flc (atomically): parameters, optimizer, average
+ * (see checkpoint.h), at `step`. */
+fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,
+                      uint64_t step);
+
+/* on = 1: keeps the iterate in `live` (arena-sized) and puts the average
+ * into theta (running statistics stay the iterate's); on = 0: restores the
+ * iterate. No-op when the run keeps no average (ema->avg == NULL). */
+void fl_run_use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on);
 
 #endif

@@ -52,16 +52,6 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
     return FL_OK;
 }
 
-static fl_status save_all(fl_experiment *e, const char *dir, const fl_adam *opt,
-                          const fl_ema *ema, uint64_t step)
-{
-    char *p = fl_strfmt("%s/checkpoint.flc", dir);
-    if (!p) return FL_ERR_NOMEM;
-    fl_status st = fl_checkpoint_save(p, &e->arena, opt, ema, step);
-    free(p);
-    return st;
-}
-
 fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
                            fl_density_result *res)
 {
@@ -138,13 +128,9 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
         int eval_now = done == steps || (eval_every && done % eval_every == 0);
         if (eval_now) {
             double nll, se;
-            if (ema.avg) { /* evaluate the average, then go on from the iterate */
-                memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
-                fl_ema_get(&ema, e->arena.theta);
-                fl_arena_copy_state(&e->arena, e->arena.theta, live);
-            }
+            fl_run_use_average(e, &ema, live, 1); /* evaluate the average ... */
             st = fl_density_nll(e, test, n_test, &nll, &se);
-            if (ema.avg) memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
+            fl_run_use_average(e, &ema, live, 0); /* ... go on from the iterate */
             if (st != FL_OK) break;
             res->train_nll = interval_sum / (double)interval_n;
             res->test_nll = nll;
@@ -159,7 +145,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
                        (unsigned long long)done, res->train_nll, nll, se);
         }
         if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = save_all(e, rundir, &opt, &ema, done);
+            st = fl_run_save(e, rundir, &opt, &ema, done);
         if (res->test_nll != 0) snprintf(status, sizeof status, "loss %.4f  test %.4f", loss, res->test_nll);
         else snprintf(status, sizeof status, "loss %.4f", loss);
         fl_progress_update(&prog, done, status);
@@ -172,14 +158,10 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->steps_per_s = train_time > 0 ? (double)opt.t / train_time : 0;
-    if (st == FL_OK && rundir) st = save_all(e, rundir, &opt, &ema, opt.t);
+    res->steps_per_s = train_time > 0 ? (double)(opt.t - step0) / train_time : 0;
+    if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     /* Leave the model as evaluated: the average when there is one. */
-    if (st == FL_OK && ema.avg) {
-        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
-        fl_ema_get(&ema, e->arena.theta);
-        fl_arena_copy_state(&e->arena, e->arena.theta, live);
-    }
+    if (st == FL_OK) fl_run_use_average(e, &ema, live, 1);
     if (st == FL_OK && rundir) {
         fl_buf js = { 0 };
         fl_buf_printf(&js,

@@ -880,29 +880,6 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
 /* ------------------------------------------------------------------ */
 /* Training.                                                            */
 
-static fl_status save_ckpt(fl_experiment *e, const char *dir, const fl_adam *opt,
-                           const fl_ema *ema, uint64_t step)
-{
-    char *p = fl_strfmt("%s/checkpoint.flc", dir);
-    if (!p) return FL_ERR_NOMEM;
-    fl_status st = fl_checkpoint_save(p, &e->arena, opt, ema, step);
-    free(p);
-    return st;
-}
-
-/* Swaps the parameter average in (evaluation) and back. */
-static void use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on)
-{
-    if (!ema->avg) return;
-    if (on) {
-        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
-        fl_ema_get(ema, e->arena.theta);
-        fl_arena_copy_state(&e->arena, e->arena.theta, live);
-    } else {
-        memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
-    }
-}
-
 fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_result *res)
 {
     fl_vae *v = e->vae;
@@ -975,9 +952,9 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
         const uint64_t done = step + 1;
         const int eval_now = done == steps || (eval_every && done % eval_every == 0);
         if (eval_now) {
-            use_average(e, &ema, live, 1);
+            fl_run_use_average(e, &ema, live, 1);
             st = quick_eval(e, vx, vn, vk, &res->valid_elbo, &res->valid_iwae);
-            use_average(e, &ema, live, 0);
+            fl_run_use_average(e, &ema, live, 0);
             if (st != FL_OK) break;
             res->train_bound = interval_sum / (double)interval_n;
             fl_buf_printf(&metrics, "%llu,%.6f,%.6f,%.6f,%.6g,%.3f\n", (unsigned long long)done,
@@ -992,7 +969,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
                        (unsigned long long)vk, res->valid_iwae);
         }
         if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = save_ckpt(e, rundir, &opt, &ema, done);
+            st = fl_run_save(e, rundir, &opt, &ema, done);
         if (res->valid_iwae != 0)
             snprintf(status, sizeof status, "bound %.2f  valid %.2f", bound, res->valid_iwae);
         else snprintf(status, sizeof status, "bound %.2f", bound);
@@ -1002,8 +979,8 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     res->steps = opt.t;
     res->seconds = train_time;
     res->examples_per_s = train_time > 0 ? (double)(opt.t - step0) * B / train_time : 0;
-    if (st == FL_OK && rundir) st = save_ckpt(e, rundir, &opt, &ema, opt.t);
-    if (st == FL_OK && ema.avg) use_average(e, &ema, live, 1); /* leave the evaluated model */
+    if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
+    if (st == FL_OK && ema.avg) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_buf_free(&metrics);
     fl_free(vx);
     fl_free(x);

@@ -315,27 +315,13 @@ fl_status fl_vi_evaluate(fl_experiment *e, double logz_ref, const char *how, fl_
     return FL_OK;
 }
 
-static fl_status save_all(fl_experiment *e, const char *dir, const fl_adam *opt,
-                          const fl_ema *ema, uint64_t step)
-{
-    char *p = fl_strfmt("%s/checkpoint.flc", dir);
-    if (!p) return FL_ERR_NOMEM;
-    fl_status st = fl_checkpoint_save(p, &e->arena, opt, ema, step);
-    free(p);
-    return st;
-}
-
 /* Evaluates the average (when there is one) and puts the iterate back. */
 static fl_status evaluate_avg(fl_experiment *e, const fl_ema *ema, fl_real *live, double ref,
                               const char *how, fl_vi_result *res)
 {
-    if (ema->avg) {
-        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
-        fl_ema_get(ema, e->arena.theta);
-        fl_arena_copy_state(&e->arena, e->arena.theta, live);
-    }
+    fl_run_use_average(e, ema, live, 1);
     fl_status st = fl_vi_evaluate(e, ref, how, res);
-    if (ema->avg) memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
+    fl_run_use_average(e, ema, live, 0);
     return st;
 }
 
@@ -567,7 +553,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
                        (unsigned long long)done, res->train_bound, beta, res->elbo, res->elbo_se);
         }
         if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = save_all(e, rundir, &opt, &ema, done);
+            st = fl_run_save(e, rundir, &opt, &ema, done);
         if ((done & 15) == 0 || done == steps) {
             if (res->elbo_n)
                 snprintf(status, sizeof status, "bound %.4f  beta %.3f  elbo %.4f", bound, beta,
@@ -590,13 +576,9 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->steps_per_s = train_time > 0 ? (double)opt.t / train_time : 0;
-    if (st == FL_OK && rundir) st = save_all(e, rundir, &opt, &ema, opt.t);
-    if (st == FL_OK && ema.avg) { /* leave the model as evaluated */
-        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
-        fl_ema_get(&ema, e->arena.theta);
-        fl_arena_copy_state(&e->arena, e->arena.theta, live);
-    }
+    res->steps_per_s = train_time > 0 ? (double)(opt.t - step0) / train_time : 0;
+    if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
+    if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the model as evaluated */
     if (st == FL_OK && rundir) st = write_result(e, rundir, res);
     fl_buf_free(&metrics);
     bufs_free(&b);

@@ -31,10 +31,12 @@ typedef struct fl_vae_result {
  * directory with result.json is complete. */
 fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_result *res);
 
-/* The bound of `est` (a registry estimator name, or NULL = the config's)
- * with the config's noise: per point bounds for n points of x with k
- * samples, evaluated at the arena's theta in evaluation mode. `noise_sub`
- * picks the noise stream so tests can hold it fixed. Out: bound (n). When
+/* The model's estimator (see fl_vae_use_estimator) on n points of x with
+ * k samples each, at the arena's theta in evaluation mode: per point
+ * bounds. Point b's noise is sub-stream noise_sub + b, so a fixed noise_sub
+ * holds the noise fixed (finite differences) and independent draws need
+ * noise_sub values at least n apart. Needs n * k <= fl_vae_max_rows.
+ * Out: bound (n). When
  * `grad` is set, also accumulates the gradient of -mean(bound) (the
  * estimator's surrogate) into the arena's grad. */
 fl_status fl_vae_bound(fl_experiment *e, const fl_real *x, uint32_t n, uint64_t noise_sub,

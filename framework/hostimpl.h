@@ -46,6 +46,13 @@ void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const
 /* The MLP service (mlp.c). */
 fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_rows);
 void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in, fl_real *out);
+/* fl_mlp_forward, then fn(ctx, r0, rn) on every block of finished output
+ * rows [r0, r0 + rn), together covering [0, n) once. fn may run on several
+ * threads at once (disjoint rows), right after its rows were computed, so
+ * it reads them from cache: the decoder's likelihood in evaluation. */
+typedef void (*fl_mlp_rows_fn)(void *ctx, uint32_t r0, uint32_t rn);
+void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in,
+                         fl_real *out, fl_mlp_rows_fn fn, void *ctx);
 void fl_mlp_backward(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
                      const fl_real *dout, fl_real *din);
 void fl_mlp_free(fl_mlp *m);

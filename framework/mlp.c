@@ -287,14 +287,40 @@ static void split(uint32_t N, uint32_t nb, uint32_t b, uint32_t *j0, uint32_t *n
 
 static uint32_t n_blocks(uint32_t N, uint32_t vecs) { return ((N + 15) / 16 + vecs - 1) / vecs; }
 
+/* An epilogue applied to each finished MR-row tile of C while it is still
+ * in L1: z = act(z + bias) (forward) or d *= act'(a) (backward). The
+ * element-wise code is the same as a separate pass, so are the numbers. */
+typedef struct tile_ep {
+    int grad;               /* 0: bias_act; 1: act_grad */
+    fl_act act;
+    const fl_real *bias;    /* bias of column 0 of C */
+    const fl_real *a;       /* act_grad: the outputs of row 0, column 0 of C */
+    size_t lda;
+} tile_ep;
+
+static void bias_act(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_t rows,
+                     uint32_t cols, fl_act act);
+static void act_grad(fl_real *d, size_t ldd, const fl_real *a, size_t lda, uint32_t rows,
+                     uint32_t cols, fl_act act);
+
+static void apply_ep(const tile_ep *ep, fl_real *c, size_t ldc, uint32_t i0, uint32_t rows,
+                     uint32_t j0, uint32_t cols)
+{
+    fl_real *t = c + (size_t)i0 * ldc + j0;
+    if (ep->grad) act_grad(t, ldc, ep->a + (size_t)i0 * ep->lda + j0, ep->lda, rows, cols, ep->act);
+    else bias_act(t, ldc, ep->bias + j0, rows, cols, ep->act);
+}
+
 static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, size_t lda,
-               const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta)
+               const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta,
+               const tile_ep *ep)
 {
     if (M == 0 || N == 0) return;
 #ifdef MLP_SIMD
     const size_t sai = ta ? 1 : lda, sak = ta ? lda : 1;
     if (N == 1 && !ta && ldb == 1) {
         mv(M, K, a, lda, b, c, ldc, beta);
+        if (ep) apply_ep(ep, c, ldc, 0, M, 0, 1);
         return;
     }
     if (N == 1 && ldc == 1 && M > 1) {
@@ -313,6 +339,7 @@ static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, siz
                                   c + j0, 0, beta || k0 > 0);
             }
         }
+        if (ep) apply_ep(ep, c, ldc, 0, M, 0, 1);
         return;
     }
     for (uint32_t jb = 0, nb = n_blocks(N, NVMAX); jb < nb; jb++) {
@@ -322,11 +349,13 @@ static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, siz
         __mmask16 tail = nj % 16 ? (__mmask16)((1u << (nj % 16)) - 1) : 0xffff;
         for (uint32_t k0 = 0; k0 < K || (k0 == 0 && !beta); k0 += KC) {
             uint32_t kk = K - k0 < KC ? K - k0 : KC;
+            const int final = k0 + KC >= K;
             for (uint32_t i0 = 0; i0 < M; i0 += MR) {
                 uint32_t mr = M - i0 < MR ? M - i0 : MR;
                 ukerns[mr - 1][nv - 1](tail, kk, a + i0 * sai + k0 * sak, sai, sak,
                                        b + (size_t)k0 * ldb + j0, ldb, c + i0 * ldc + j0, ldc,
                                        beta || k0 > 0);
+                if (ep && final) apply_ep(ep, c, ldc, i0, mr, j0, nj);
             }
             if (K == 0) break;
         }
@@ -334,16 +363,18 @@ static void mm(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, siz
 #else
     fl_gemm(ta, 0, (int)M, (int)N, (int)K, 1, a, (int)lda, b, (int)ldb, beta ? 1 : 0, c,
             (int)ldc);
+    if (ep) apply_ep(ep, c, ldc, 0, M, 0, N);
 #endif
 }
 
 /* mm, counted in fl_gemm_flops (for bench_flows) like an fl_gemm call. */
 void fl_gemm_count(uint64_t flops); /* blas.c */
 static void mmc(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, size_t lda,
-                const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta)
+                const fl_real *b, size_t ldb, fl_real *c, size_t ldc, int beta,
+                const tile_ep *ep)
 {
     fl_gemm_count(2ull * M * N * K);
-    mm(ta, M, N, K, a, lda, b, ldb, c, ldc, beta);
+    mm(ta, M, N, K, a, lda, b, ldb, c, ldc, beta, ep);
 }
 
 /* ---- element-wise ------------------------------------------------------ */
@@ -498,8 +529,8 @@ static void fwd_task(fl_mlp *m, const fl_real *theta, uint32_t n, fl_real *out, 
     const int last = l + 1 == m->nl;
     const fl_real *x = (l ? m->a[l - 1] : m->in) + (size_t)r0 * fi;
     fl_real *z = (last ? out : m->a[l]) + (size_t)r0 * fo + c0;
-    mmc(0, rn, cn, fi, x, fi, weights(m, theta, l) + c0, fo, z, fo, 0);
-    bias_act(z, fo, theta + m->b_off[l] + c0, rn, cn, last ? FL_ACT_LINEAR : m->act);
+    const tile_ep ep = { 0, last ? FL_ACT_LINEAR : m->act, theta + m->b_off[l] + c0, NULL, 0 };
+    mmc(0, rn, cn, fi, x, fi, weights(m, theta, l) + c0, fo, z, fo, 0, &ep);
 }
 
 static uint32_t fwd_tasks(const fl_mlp *m, uint32_t n, uint32_t l)
@@ -508,22 +539,53 @@ static uint32_t fwd_tasks(const fl_mlp *m, uint32_t n, uint32_t l)
     return n_tiles(n, ROW_TILE) * col_blocks(n, fo);
 }
 
-void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in, fl_real *out)
+/* Runs fn on rows [r0, r0 + rn) of the output once they are final. */
+static void rows_done(const fl_mlp *m, uint32_t n, uint32_t t, fl_mlp_rows_fn fn, void *ctx)
+{
+    if (!fn) return;
+    const uint32_t nc = col_blocks(n, m->width[m->nl]), r0 = (t / nc) * ROW_TILE;
+    if (t % nc == nc - 1) fn(ctx, r0, n - r0 < ROW_TILE ? n - r0 : ROW_TILE);
+}
+
+void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in,
+                         fl_real *out, fl_mlp_rows_fn fn, void *ctx)
 {
     m->in = in;
     mask_weights(m, theta);
+    const uint32_t last = m->nl - 1;
+    /* With whole rows per task (many rows), a row tile is handed to fn as
+     * soon as it is computed, while it is still in this core's cache. */
+    const int fused = fn && col_blocks(n, m->width[m->nl]) == 1;
     if (!want_parallel(m, n, 1)) {
         for (uint32_t l = 0; l < m->nl; l++)
-            for (uint32_t t = 0, nt = fwd_tasks(m, n, l); t < nt; t++)
+            for (uint32_t t = 0, nt = fwd_tasks(m, n, l); t < nt; t++) {
                 fwd_task(m, theta, n, out, l, t);
+                if (l == last) rows_done(m, n, t, fn, ctx);
+            }
         return;
     }
 #pragma omp parallel
-    for (uint32_t l = 0; l < m->nl; l++) {
-        const uint32_t nt = fwd_tasks(m, n, l);
+    {
+        for (uint32_t l = 0; l < m->nl; l++) {
+            const uint32_t nt = fwd_tasks(m, n, l);
 #pragma omp for schedule(dynamic, 1)
-        for (uint32_t t = 0; t < nt; t++) fwd_task(m, theta, n, out, l, t);
+            for (uint32_t t = 0; t < nt; t++) {
+                fwd_task(m, theta, n, out, l, t);
+                if (l == last && fused) rows_done(m, n, t, fn, ctx);
+            }
+        }
+        if (fn && !fused) {
+            const uint32_t rt = n_tiles(n, ROW_TILE);
+#pragma omp for schedule(dynamic, 1)
+            for (uint32_t t = 0; t < rt; t++)
+                fn(ctx, t * ROW_TILE, n - t * ROW_TILE < ROW_TILE ? n - t * ROW_TILE : ROW_TILE);
+        }
     }
+}
+
+void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in, fl_real *out)
+{
+    fl_mlp_forward_rows(m, theta, n, in, out, NULL, NULL);
 }
 
 /* Backward of layer l (dout of layer l is d, n x fo) is a list of tasks:
@@ -563,7 +625,7 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
             split(fo, p->nw_c, t % p->nw_c, &j0, &nj);
         }
         fl_real *c = dw + (size_t)i0 * fo + j0;
-        mmc(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1);
+        mmc(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1, NULL);
         if (m->mask && m->mask[l]) {
             const uint8_t *mk = m->mask[l];
             for (uint32_t i = i0; i < i0 + ni; i++)
@@ -574,8 +636,8 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
     }
     if (t == p->nw) { /* db += ones^T d: column sums, rows in order */
         fl_real *db = dtheta + m->b_off[l];
-        if (fo == 1) mm(0, 1, 1, n, d, n, m->ones, 1, db, 1, 1);
-        else mm(1, 1, fo, n, m->ones, 1, d, fo, db, fo, 1);
+        if (fo == 1) mm(0, 1, 1, n, d, n, m->ones, 1, db, 1, 1, NULL);
+        else mm(1, 1, fo, n, m->ones, 1, d, fo, db, fo, 1, NULL);
         return;
     }
     t -= p->nw + 1;
@@ -589,10 +651,10 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
     const fl_real *dr = d + (size_t)r0 * fo;
     if (l > 0) {
         fl_real *prev = m->delta[l - 1] + (size_t)r0 * fi + c0;
-        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, prev, fi, 0);
-        act_grad(prev, fi, m->a[l - 1] + (size_t)r0 * fi + c0, fi, rn, cn, m->act);
+        const tile_ep ep = { 1, m->act, NULL, m->a[l - 1] + (size_t)r0 * fi + c0, fi };
+        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, prev, fi, 0, &ep);
     } else {
-        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1);
+        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1, NULL);
     }
 }
 

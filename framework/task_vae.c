@@ -415,6 +415,39 @@ static void draw_step_noise(fl_rng_key key, uint64_t step, size_t total, fl_real
     }
 }
 
+/* log p(x | decoder rows) on the rows [r0, r0 + rn) of a decoder forward,
+ * called while they are in cache (fl_mlp_forward_rows). Row r belongs to
+ * data row r / k; the range is cut where the data row changes inside a
+ * group, so each call is a valid one (n a multiple of its k). */
+typedef struct lik_rows_ctx {
+    fl_vae *v;
+    const fl_lik_args *all; /* the whole call */
+    fl_status st;           /* first failure */
+} lik_rows_ctx;
+
+static void lik_rows(void *c, uint32_t r0, uint32_t rn)
+{
+    lik_rows_ctx *lr = c;
+    const fl_lik_args *A = lr->all;
+    const uint32_t k = A->k, r1 = r0 + rn, P = lr->v->Q;
+    while (r0 < r1) {
+        uint32_t end = r0 % k ? (r0 / k + 1) * k : r0 + (r1 - r0) / k * k;
+        if (end > r1 || end == r0) end = r1;
+        fl_lik_args a = *A;
+        a.n = end - r0;
+        a.k = r0 % k || end % k ? a.n : k; /* a partial group: its rows share one x */
+        a.x = A->x + (size_t)(r0 / k) * lr->v->D;
+        a.param = A->param + (size_t)r0 * P;
+        a.logp = A->logp + r0;
+        fl_status st = lr->v->lc->log_prob(lr->v->lik.self, &a);
+        if (st != FL_OK) {
+#pragma omp critical(fl_lik_rows)
+            if (lr->st == FL_OK) lr->st = st;
+        }
+        r0 = end;
+    }
+}
+
 /* Forward: fills logw (n*k) and everything backward needs. eps (and eps2)
  * must be filled. */
 static fl_status model_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint32_t n,
@@ -457,9 +490,15 @@ static fl_status model_forward(fl_experiment *e, fl_mode mode, const fl_real *x,
     fl_prior_args pa = { R, theta_of(e, v->prior.cx), NULL, ztop, v->lpz, NULL, NULL };
     st = v->prc->log_prob(v->prior.self, &pa);
     if (st != FL_OK) return comp_fail("prior", v->prior.rec->cls.base.name, st);
-    fl_mlp_forward(v->dec.m, theta_of(e, v->dec.cx), R, v->zT, v->Lg);
     fl_lik_args la = { R, k, theta_of(e, v->lik.cx), NULL, x, v->Lg, v->lpx, NULL, NULL, NULL };
-    st = v->lc->log_prob(v->lik.self, &la);
+    if (v->lc->flags & FL_LIK_CONCURRENT_LOGP) {
+        lik_rows_ctx lr = { v, &la, FL_OK };
+        fl_mlp_forward_rows(v->dec.m, theta_of(e, v->dec.cx), R, v->zT, v->Lg, lik_rows, &lr);
+        st = lr.st;
+    } else {
+        fl_mlp_forward(v->dec.m, theta_of(e, v->dec.cx), R, v->zT, v->Lg);
+        st = v->lc->log_prob(v->lik.self, &la);
+    }
     if (st != FL_OK) return comp_fail("likelihood", v->lik.rec->cls.base.name, st);
     for (uint32_t r = 0; r < R; r++) {
         fl_real lw = v->lpx[r] + v->lpz[r] - v->lq[r];

@@ -206,6 +206,47 @@ Test(vmath, log_of_subnormals)
     cr_assert(isfinite(got) && got < 0);
 }
 
+#ifdef __AVX512F__
+/* The 16-lane forms give the scalar functions' bits, lane by lane. */
+static int same_bits(float a, float b)
+{
+    return (isnan(a) && isnan(b)) || memcmp(&a, &b, sizeof a) == 0;
+}
+
+static void lanes_equal(const char *name, __m512 (*v)(__m512), fn1 f)
+{
+    float in[16], out[16];
+    size_t n = 0;
+    const float special[] = { 0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_MIN, -FLT_MIN,
+                              FLT_MAX, -FLT_MAX, FLT_TRUE_MIN, 88.7228391f, -87.33654f,
+                              0.625f, -0.625f, 9.0f, -9.0f };
+    for (uint64_t u = 0; u < (1ull << 32) + 16 * 16; u += 4099) {
+        for (int q = 0; q < 16; q++)
+            in[q] = u < (1ull << 32) ? from_bits((uint32_t)(u + (uint64_t)q * 16411u))
+                                     : special[q];
+        _mm512_storeu_ps(out, v(_mm512_loadu_ps(in)));
+        for (int q = 0; q < 16; q++, n++)
+            cr_assert(same_bits(out[q], f(in[q])), "%s16(%a) = %a, scalar %a", name,
+                      (double)in[q], (double)out[q], (double)f(in[q]));
+    }
+    /* the fine sweep where both functions bend */
+    for (int i = -300000; i <= 300000; i += 16) {
+        for (int q = 0; q < 16; q++) in[q] = (float)((i + q) * 1e-4);
+        _mm512_storeu_ps(out, v(_mm512_loadu_ps(in)));
+        for (int q = 0; q < 16; q++, n++)
+            cr_assert(same_bits(out[q], f(in[q])), "%s16(%a) = %a, scalar %a", name,
+                      (double)in[q], (double)out[q], (double)f(in[q]));
+    }
+    cr_log_info("%s16: %zu lanes equal to the scalar function", name, n);
+}
+
+Test(vmath, sixteen_lane_forms_equal_scalar)
+{
+    lanes_equal("exp", fl_exp16, w_exp);
+    lanes_equal("tanh", fl_tanh16, w_tanh);
+}
+#endif
+
 #else /* FL_REAL_DOUBLE: the functions are libm itself */
 
 static int same(double a, double b)

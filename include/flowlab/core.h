@@ -22,7 +22,7 @@
  * either side is fine because every table starts with its own size and grows
  * only by appending fields. */
 #define FL_ABI_MAJOR 1
-#define FL_ABI_MINOR 1
+#define FL_ABI_MINOR 2
 
 /* The scalar type of all parameters, activations and data. float by default
  * (speed); meson -Dreal=double builds host and plugins with double. The

@@ -13,13 +13,19 @@
  * them (gradients), so the second call may skip logp (NULL).
  *
  * Thread-safety: calls on one instance are serialised by the host; a class
- * may use OpenMP inside a call.
+ * may use OpenMP inside a call. A class that sets FL_LIK_CONCURRENT_LOGP
+ * (ABI 1.2) allows calls without weights (w == NULL, log p only) to run
+ * concurrently on disjoint rows: the host then evaluates log p on blocks of
+ * decoder rows as they are computed, while they are still in cache.
  */
 #ifndef FLOWLAB_LIKELIHOOD_H
 #define FLOWLAB_LIKELIHOOD_H
 
 #include "component.h"
 #include "host.h"
+
+/* log_prob with w == NULL may run concurrently on disjoint rows. */
+#define FL_LIK_CONCURRENT_LOGP 0x1u
 
 typedef struct fl_likelihood_shape {
     uint32_t dim;          /* width of x */
@@ -40,7 +46,7 @@ typedef struct fl_lik_args {
 
 typedef struct fl_likelihood_class {
     fl_component base;
-    uint32_t flags;        /* reserved, 0 */
+    uint32_t flags;        /* FL_LIK_* (0 before ABI 1.2) */
 
     fl_status (*create)(const fl_host *host, fl_ctx *cx, const fl_likelihood_shape *shape,
                         void **self);

@@ -141,6 +141,62 @@ static inline float fl_tanh(float x)
     return a < 0.625f ? small : big;
 }
 
+/* ---- 16-lane forms (AVX-512, float build) ----------------------------------
+ * For hand-written kernels (the MLP's register epilogue, the Bernoulli sum):
+ * the same operations in the same order as the scalar functions above (the
+ * build does not contract a*b+c), so fl_exp16(v)[i] == fl_exp(v[i]) bit for
+ * bit; tests/test_vmath.c checks it. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+static inline __m512 fl_exp16(__m512 x)
+{
+    const __m512 hi = _mm512_set1_ps(88.7228391f), lo = _mm512_set1_ps(-87.33654f);
+    /* operands ordered as the scalar selects: a NaN x passes through */
+    __m512 xc = _mm512_max_ps(lo, _mm512_min_ps(hi, x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504089f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693145751953125f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(1.428606765330187e-06f)));
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r),
+                      _mm512_set1_ps(1.0f));
+    const __m512i bias = _mm512_set1_epi32(127);
+    __m512i ni = _mm512_cvtps_epi32(n), h = _mm512_srai_epi32(ni, 1);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h, bias), 23));
+    __m512 s2 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(ni, h), bias), 23));
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
+    y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), _mm512_setzero_ps());
+    return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+static inline __m512 fl_tanh16(__m512 x)
+{
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 a = _mm512_andnot_ps(sign, x), x2 = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, x2), _mm512_set1_ps(2.06390887954e-2f));
+    p = _mm512_sub_ps(_mm512_mul_ps(p, x2), _mm512_set1_ps(5.37397155531e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, x2), _mm512_set1_ps(1.33314422036e-1f));
+    p = _mm512_sub_ps(_mm512_mul_ps(p, x2), _mm512_set1_ps(3.33332819422e-1f));
+    __m512 small = _mm512_add_ps(x, _mm512_mul_ps(_mm512_mul_ps(x, x2), p));
+    __m512 e = fl_exp16(_mm512_mul_ps(_mm512_set1_ps(2.0f), _mm512_min_ps(_mm512_set1_ps(9.0f), a)));
+    __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.0f),
+                               _mm512_div_ps(_mm512_set1_ps(2.0f),
+                                             _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    big = _mm512_or_ps(_mm512_andnot_ps(sign, big), _mm512_and_ps(sign, x));
+    return _mm512_mask_mov_ps(big, _mm512_cmp_ps_mask(a, _mm512_set1_ps(0.625f), _CMP_LT_OQ),
+                              small);
+}
+#endif /* __AVX512F__ */
+
 #endif /* FL_REAL_DOUBLE */
 
 #endif /* FLOWLAB_VMATH_H */

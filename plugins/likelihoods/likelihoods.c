@@ -161,11 +161,43 @@ static double bern_logp(const fl_real *restrict x, const fl_real *restrict l, ui
  * factor, so 900 factors stay below 2^900 < DBL_MAX), and one log per lane
  * replaces a log per pixel. */
 #define PROD_SPAN 896 /* pixels per lane between folds: 2^896 < DBL_MAX */
+
 static double bern_logp(const fl_real *restrict x, const fl_real *restrict l, uint32_t dim)
 {
     double prod[LANES], lin[LANES], s = 0;
     for (int q = 0; q < LANES; q++) prod[q] = 1, lin[q] = 0;
     uint32_t d = 0, since = 0;
+#ifdef __AVX512F__
+    /* The loop below, spelled out: GCC assembles its double lanes from
+     * scalar loads (measured 2 ns/pixel against 0.3). Lanes 0-7 and 8-15
+     * are the low and high halves. */
+    {
+        const __m512d one = _mm512_set1_pd(1.0);
+        __m512d p0 = one, p1 = one, s0 = _mm512_setzero_pd(), s1 = s0;
+        for (; d + LANES <= dim; d += LANES) {
+            __m512 lq = _mm512_loadu_ps(l + d), xq = _mm512_loadu_ps(x + d);
+            __m512 t = fl_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(lq)));
+            p0 = _mm512_mul_pd(p0, _mm512_add_pd(one, _mm512_cvtps_pd(_mm512_castps512_ps256(t))));
+            p1 = _mm512_mul_pd(p1, _mm512_add_pd(one, _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1))));
+            __mmask16 pos = _mm512_cmp_ps_mask(lq, _mm512_setzero_ps(), _CMP_GT_OQ);
+            __m512 u = _mm512_mask_sub_ps(xq, pos, xq, _mm512_set1_ps(1.0f));
+            u = _mm512_mul_ps(u, lq);
+            s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(u)));
+            s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(u, 1)));
+            if (++since == PROD_SPAN) {
+                _mm512_storeu_pd(prod, p0);
+                _mm512_storeu_pd(prod + 8, p1);
+                for (int q = 0; q < LANES; q++) s -= log(prod[q]);
+                p0 = p1 = one;
+                since = 0;
+            }
+        }
+        _mm512_storeu_pd(prod, p0);
+        _mm512_storeu_pd(prod + 8, p1);
+        _mm512_storeu_pd(lin, s0);
+        _mm512_storeu_pd(lin + 8, s1);
+    }
+#endif
     for (; d + LANES <= dim; d += LANES) {
         for (int q = 0; q < LANES; q++) {
             float lq = l[d + q], a = fabsf(lq);
@@ -343,7 +375,7 @@ static const fl_likelihood_class bern_class = {
               "independent Bernoulli pixels on logits (param = dim logits; x in [0, 1]); "
               "mean = sigmoid(logits); decoder bias starts at logit(clipped data mean)",
               NULL, 0 },
-    .flags = 0,
+    .flags = FL_LIK_CONCURRENT_LOGP, /* log p alone touches only its rows */
     .create = create_bern,
     .destroy = destroy,
     .n_params = n_params,
@@ -357,7 +389,7 @@ static const fl_likelihood_class gauss_class = {
               "diagonal Gaussian: param = mean (dim), plus log-variance (dim) with variance = "
               "learned; decoder bias starts at the data mean, log-variance 0",
               gauss_keys, sizeof gauss_keys / sizeof gauss_keys[0] },
-    .flags = 0,
+    .flags = FL_LIK_CONCURRENT_LOGP, /* log p alone touches only its rows */
     .create = create_gauss,
     .destroy = destroy,
     .n_params = n_params,

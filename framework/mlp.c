@@ -57,6 +57,11 @@ struct fl_mlp {
     fl_real **delta;        /* nl - 1 hidden-layer deltas (the last is dout) */
     uint8_t **mask;         /* per layer or NULL */
     fl_real **wm;           /* masked weight copies */
+    /* Masked layers: for 16-column group g of W, the rows [klo, khi) that
+     * hold its nonzero entries (forward); for 16-row group g, the columns
+     * [jlo, jhi) (backward). A MADE whose units are sorted by degree has a
+     * staircase mask, so these cut its products by about half. */
+    uint32_t **klo, **khi, **jlo, **jhi;
     fl_real **wt;           /* transposed weights (fan_out x fan_in), for backward */
     fl_real *ones;          /* max_rows ones: bias gradients are ones^T delta */
     const fl_real *in;      /* input of the last forward (caller-owned) */
@@ -69,12 +74,17 @@ void fl_mlp_free(fl_mlp *m)
         if (l + 1 < m->nl && m->a) fl_free(m->a[l]);
         if (l + 1 < m->nl && m->delta) fl_free(m->delta[l]);
         if (m->mask) free(m->mask[l]);
+        if (m->klo) free(m->klo[l]), free(m->khi[l]), free(m->jlo[l]), free(m->jhi[l]);
         if (m->wm) fl_free(m->wm[l]);
         if (m->wt) fl_free(m->wt[l]);
     }
     free(m->a);
     free(m->delta);
     free(m->mask);
+    free(m->klo);
+    free(m->khi);
+    free(m->jlo);
+    free(m->jhi);
     free(m->wm);
     free(m->wt);
     fl_free(m->ones);
@@ -82,6 +92,64 @@ void fl_mlp_free(fl_mlp *m)
     free(m->w_off);
     free(m->b_off);
     free(m);
+}
+
+/* The row range of each 16-column group and the column range of each
+ * 16-row group of every masked W (empty ranges as [0, 0)). */
+static fl_status mask_ranges(fl_mlp *m)
+{
+    m->klo = calloc(m->nl, sizeof *m->klo);
+    m->khi = calloc(m->nl, sizeof *m->khi);
+    m->jlo = calloc(m->nl, sizeof *m->jlo);
+    m->jhi = calloc(m->nl, sizeof *m->jhi);
+    if (!m->klo || !m->khi || !m->jlo || !m->jhi) return FL_ERR_NOMEM;
+    for (uint32_t l = 0; l < m->nl; l++) {
+        if (!m->mask[l]) continue;
+        const uint32_t fi = m->width[l], fo = m->width[l + 1];
+        const uint32_t gc = (fo + 15) / 16, gr = (fi + 15) / 16;
+        m->klo[l] = calloc(gc, sizeof(uint32_t));
+        m->khi[l] = calloc(gc, sizeof(uint32_t));
+        m->jlo[l] = calloc(gr, sizeof(uint32_t));
+        m->jhi[l] = calloc(gr, sizeof(uint32_t));
+        if (!m->klo[l] || !m->khi[l] || !m->jlo[l] || !m->jhi[l]) return FL_ERR_NOMEM;
+        for (uint32_t g = 0; g < gc; g++) m->klo[l][g] = fi;
+        for (uint32_t g = 0; g < gr; g++) m->jlo[l][g] = fo;
+        const uint8_t *mk = m->mask[l];
+        for (uint32_t i = 0; i < fi; i++)
+            for (uint32_t j = 0; j < fo; j++) {
+                if (!mk[(size_t)i * fo + j]) continue;
+                uint32_t g = j / 16, h = i / 16;
+                if (i < m->klo[l][g]) m->klo[l][g] = i;
+                if (i + 1 > m->khi[l][g]) m->khi[l][g] = i + 1;
+                if (j < m->jlo[l][h]) m->jlo[l][h] = j;
+                if (j + 1 > m->jhi[l][h]) m->jhi[l][h] = j + 1;
+            }
+        for (uint32_t g = 0; g < gc; g++)
+            if (m->khi[l][g] == 0) m->klo[l][g] = 0;
+        for (uint32_t g = 0; g < gr; g++)
+            if (m->jhi[l][g] == 0) m->jlo[l][g] = 0;
+    }
+    return FL_OK;
+}
+
+/* The union of the ranges of groups [g0, g1) (lo, hi arrays), or all of
+ * [0, full) without a mask. */
+static void range_of(const uint32_t *lo, const uint32_t *hi, uint32_t g0, uint32_t g1,
+                     uint32_t full, uint32_t *a, uint32_t *b)
+{
+    if (!lo) {
+        *a = 0;
+        *b = full;
+        return;
+    }
+    uint32_t x = full, y = 0;
+    for (uint32_t g = g0; g < g1; g++)
+        if (hi[g] > lo[g]) {
+            if (lo[g] < x) x = lo[g];
+            if (hi[g] > y) y = hi[g];
+        }
+    *a = y > x ? x : 0;
+    *b = y > x ? y : 0;
 }
 
 fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
@@ -169,6 +237,7 @@ fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *s, uint32_t max_rows)
             if (!m->mask[l] || !m->wm[l]) goto oom;
             memcpy(m->mask[l], s->masks[l], sz);
         }
+        if (mask_ranges(m) != FL_OK) goto oom;
     }
     return m;
 oom:
@@ -379,23 +448,6 @@ static void mmc(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, si
 
 /* ---- element-wise ------------------------------------------------------ */
 
-/* e^x - 1 without cancellation near 0 (vectorisable). */
-static inline fl_real expm1_v(fl_real x)
-{
-#ifdef FL_REAL_DOUBLE
-    return expm1(x);
-#else
-    float p = 1.0f / 5040;
-    p = p * x + 1.0f / 720;
-    p = p * x + 1.0f / 120;
-    p = p * x + 1.0f / 24;
-    p = p * x + 1.0f / 6;
-    p = p * x + 0.5f;
-    p = p * x * x + x;
-    return fabsf(x) < 0.5f ? p : fl_exp(x) - 1.0f;
-#endif
-}
-
 /* z = act(z + b) on a rows x cols block with row stride ldz. */
 static void bias_act(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_t rows,
                      uint32_t cols, fl_act act)
@@ -418,7 +470,7 @@ static void bias_act(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_t
         case FL_ACT_ELU:
             for (uint32_t j = 0; j < cols; j++) {
                 fl_real v = row[j] + b[j];
-                row[j] = v > 0 ? v : expm1_v(v);
+                row[j] = v > 0 ? v : fl_expm1(v);
             }
             break;
         case FL_ACT_SOFTPLUS:
@@ -452,7 +504,7 @@ static void act_grad(fl_real *d, size_t ldd, const fl_real *a, size_t lda, uint3
             for (uint32_t j = 0; j < cols; j++) dr[j] *= ar[j] > 0 ? 1 : ar[j] + 1;
             break;
         case FL_ACT_SOFTPLUS: /* sigmoid(v) = 1 - e^-a */
-            for (uint32_t j = 0; j < cols; j++) dr[j] *= -expm1_v(-ar[j]);
+            for (uint32_t j = 0; j < cols; j++) dr[j] *= -fl_expm1(-ar[j]);
             break;
         case FL_ACT_SIGMOID:
             for (uint32_t j = 0; j < cols; j++) dr[j] *= ar[j] * (1 - ar[j]);
@@ -494,13 +546,43 @@ static void transpose(const fl_real *restrict w, fl_real *restrict wt, uint32_t 
 
 static uint32_t n_tiles(uint32_t n, uint32_t t) { return (n + t - 1) / t; }
 
-/* Column blocks of an n-row output of width w: whole rows when there are
- * enough row tiles to go round, else blocks of 64 or 32 columns so that few
- * rows still give several tasks. Depends on the problem only. */
-static uint32_t col_blocks(uint32_t n, uint32_t w)
+/* How an n x w output (forward) or delta is cut into tasks: row tiles of
+ * `rows` rows x `nc` column blocks, task t = (row tile t / nc, column block
+ * t % nc). Many rows: ROW_TILE rows, whole rows. Fewer: column blocks as
+ * wide as the kernel (NVMAX vectors: fewer loads per multiply-add than
+ * narrow ones) and row tiles (whole MR-row kernel tiles) until there are
+ * about 8 tasks to share. Depends on the problem only, never on the thread
+ * count. */
+typedef struct tiling {
+    uint32_t rows, nr, nc;
+} tiling;
+
+static tiling tile_out(uint32_t n, uint32_t w)
 {
-    const uint32_t rt = n_tiles(n, ROW_TILE);
-    return rt >= 8 ? 1 : n_blocks(w, rt >= 4 ? 4 : 2);
+    tiling g;
+    if (n_tiles(n, ROW_TILE) >= 8) {
+        g.rows = ROW_TILE;
+        g.nr = n_tiles(n, ROW_TILE);
+        g.nc = 1;
+        return g;
+    }
+    g.nc = n_blocks(w, NVMAX);
+    uint32_t want = (8 + g.nc - 1) / g.nc, most = n / (2 * MR);
+    if (want > most) want = most;
+    if (want < 1) want = 1;
+    g.rows = (n_tiles(n, want) + MR - 1) / MR * MR;
+    if (g.rows == 0) g.rows = MR;
+    g.nr = n_tiles(n, g.rows);
+    return g;
+}
+
+/* Rows [*r0, *r0 + *rn) and columns [*c0, *c0 + *cn) of task t. */
+static void task_box(const tiling *g, uint32_t n, uint32_t w, uint32_t t, uint32_t *r0,
+                     uint32_t *rn, uint32_t *c0, uint32_t *cn)
+{
+    *r0 = (t / g->nc) * g->rows;
+    *rn = n - *r0 < g->rows ? n - *r0 : g->rows;
+    split(w, g->nc, t % g->nc, c0, cn);
 }
 
 static double fmas(const fl_mlp *m, uint32_t n)
@@ -517,34 +599,40 @@ static int want_parallel(const fl_mlp *m, uint32_t n, double factor)
     return !omp_in_parallel() && omp_get_max_threads() > 1 && fmas(m, n) * factor >= PAR_MIN_FMA;
 }
 
-/* Forward task t of layer l: rows of one ROW_TILE x one column block. */
+/* Forward task t of layer l (tile_out). */
 static void fwd_task(fl_mlp *m, const fl_real *theta, uint32_t n, fl_real *out, uint32_t l,
                      uint32_t t)
 {
     const uint32_t fi = m->width[l], fo = m->width[l + 1];
-    const uint32_t nc = col_blocks(n, fo), rt = t / nc, ct = t % nc;
-    const uint32_t r0 = rt * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
-    uint32_t c0, cn;
-    split(fo, nc, ct, &c0, &cn);
+    const tiling g = tile_out(n, fo);
+    uint32_t r0, rn, c0, cn;
+    task_box(&g, n, fo, t, &r0, &rn, &c0, &cn);
     const int last = l + 1 == m->nl;
     const fl_real *x = (l ? m->a[l - 1] : m->in) + (size_t)r0 * fi;
     fl_real *z = (last ? out : m->a[l]) + (size_t)r0 * fo + c0;
     const tile_ep ep = { 0, last ? FL_ACT_LINEAR : m->act, theta + m->b_off[l] + c0, NULL, 0 };
-    mmc(0, rn, cn, fi, x, fi, weights(m, theta, l) + c0, fo, z, fo, 0, &ep);
+    /* the rows of W these columns can use (all, without a mask) */
+    uint32_t k0, k1;
+    range_of(m->klo ? m->klo[l] : NULL, m->klo ? m->khi[l] : NULL, c0 / 16, (c0 + cn + 15) / 16,
+             fi, &k0, &k1);
+    mmc(0, rn, cn, k1 - k0, x + k0, fi, weights(m, theta, l) + (size_t)k0 * fo + c0, fo, z, fo,
+        0, &ep);
 }
 
 static uint32_t fwd_tasks(const fl_mlp *m, uint32_t n, uint32_t l)
 {
-    uint32_t fo = m->width[l + 1];
-    return n_tiles(n, ROW_TILE) * col_blocks(n, fo);
+    const tiling g = tile_out(n, m->width[l + 1]);
+    return g.nr * g.nc;
 }
 
-/* Runs fn on rows [r0, r0 + rn) of the output once they are final. */
+/* Runs fn on the rows of task t of the last layer once they are final:
+ * after its last column block (the serial order, or nc = 1). */
 static void rows_done(const fl_mlp *m, uint32_t n, uint32_t t, fl_mlp_rows_fn fn, void *ctx)
 {
     if (!fn) return;
-    const uint32_t nc = col_blocks(n, m->width[m->nl]), r0 = (t / nc) * ROW_TILE;
-    if (t % nc == nc - 1) fn(ctx, r0, n - r0 < ROW_TILE ? n - r0 : ROW_TILE);
+    const tiling g = tile_out(n, m->width[m->nl]);
+    const uint32_t r0 = (t / g.nc) * g.rows;
+    if (t % g.nc == g.nc - 1) fn(ctx, r0, n - r0 < g.rows ? n - r0 : g.rows);
 }
 
 void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in,
@@ -553,9 +641,10 @@ void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_r
     m->in = in;
     mask_weights(m, theta);
     const uint32_t last = m->nl - 1;
+    const tiling g = tile_out(n, m->width[m->nl]);
     /* With whole rows per task (many rows), a row tile is handed to fn as
      * soon as it is computed, while it is still in this core's cache. */
-    const int fused = fn && col_blocks(n, m->width[m->nl]) == 1;
+    const int fused = fn && g.nc == 1;
     if (!want_parallel(m, n, 1)) {
         for (uint32_t l = 0; l < m->nl; l++)
             for (uint32_t t = 0, nt = fwd_tasks(m, n, l); t < nt; t++) {
@@ -575,10 +664,9 @@ void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_r
             }
         }
         if (fn && !fused) {
-            const uint32_t rt = n_tiles(n, ROW_TILE);
 #pragma omp for schedule(dynamic, 1)
-            for (uint32_t t = 0; t < rt; t++)
-                fn(ctx, t * ROW_TILE, n - t * ROW_TILE < ROW_TILE ? n - t * ROW_TILE : ROW_TILE);
+            for (uint32_t t = 0; t < g.nr; t++)
+                fn(ctx, t * g.rows, n - t * g.rows < g.rows ? n - t * g.rows : g.rows);
         }
     }
 }
@@ -605,7 +693,10 @@ static bwd_plan plan_layer(const fl_mlp *m, uint32_t n, uint32_t l, int din)
     p.nw_r = p.fo1 ? 1 : n_tiles(fi, W_ROWS);
     p.nw_c = p.fo1 ? 1 : n_blocks(fo, NVMAX);
     p.nw = p.nw_r * p.nw_c;
-    if (l > 0 || din) p.nd = n_tiles(n, ROW_TILE) * col_blocks(n, fi);
+    if (l > 0 || din) {
+        const tiling g = tile_out(n, fi);
+        p.nd = g.nr * g.nc;
+    }
     return p;
 }
 
@@ -625,6 +716,12 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
             split(fo, p->nw_c, t % p->nw_c, &j0, &nj);
         }
         fl_real *c = dw + (size_t)i0 * fo + j0;
+        if (m->klo && m->klo[l]) {
+            /* a block of W the mask zeroes entirely keeps its zero gradient */
+            uint32_t a, b;
+            range_of(m->jlo[l], m->jhi[l], i0 / 16, (i0 + ni + 15) / 16, fo, &a, &b);
+            if (b <= j0 || a >= j0 + nj) return;
+        }
         mmc(1, ni, nj, n, x + i0, fi, d + j0, fo, c, fo, 1, NULL);
         if (m->mask && m->mask[l]) {
             const uint8_t *mk = m->mask[l];
@@ -641,20 +738,24 @@ static void bwd_task(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t 
         return;
     }
     t -= p->nw + 1;
-    const uint32_t nc = col_blocks(n, fi), rt = t / nc, ct = t % nc;
-    const uint32_t r0 = rt * ROW_TILE, rn = n - r0 < ROW_TILE ? n - r0 : ROW_TILE;
-    uint32_t c0, cn;
-    split(fi, nc, ct, &c0, &cn);
+    const tiling g = tile_out(n, fi);
+    uint32_t r0, rn, c0, cn;
+    task_box(&g, n, fi, t, &r0, &rn, &c0, &cn);
     /* W^T (fo x fi): the transposed copy, or W itself when it is a row or a
      * column (then W^T has the same layout). */
     const fl_real *wt = (fi > 1 && fo > 1) ? m->wt[l] : weights(m, theta, l);
-    const fl_real *dr = d + (size_t)r0 * fo;
+    /* the columns of W (units of this layer) these inputs feed */
+    uint32_t k0, k1;
+    range_of(m->jlo ? m->jlo[l] : NULL, m->jlo ? m->jhi[l] : NULL, c0 / 16, (c0 + cn + 15) / 16,
+             fo, &k0, &k1);
+    const fl_real *dr = d + (size_t)r0 * fo + k0;
+    wt += (size_t)k0 * fi;
     if (l > 0) {
         fl_real *prev = m->delta[l - 1] + (size_t)r0 * fi + c0;
         const tile_ep ep = { 1, m->act, NULL, m->a[l - 1] + (size_t)r0 * fi + c0, fi };
-        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, prev, fi, 0, &ep);
+        mmc(0, rn, cn, k1 - k0, dr, fo, wt + c0, fi, prev, fi, 0, &ep);
     } else {
-        mmc(0, rn, cn, fo, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1, NULL);
+        mmc(0, rn, cn, k1 - k0, dr, fo, wt + c0, fi, din + (size_t)r0 * fi + c0, fi, 1, NULL);
     }
 }
 

@@ -35,8 +35,8 @@ fl_status fl_adam_init(fl_adam *o, size_t n, double lr, double beta1, double bet
  * GCC will not vectorise sqrt without -fno-math-errno (which the build does
  * not set), so the float build on AVX-512 spells the loop out. */
 static void adam_range(size_t i0, size_t i1, fl_real b1, fl_real b2, fl_real step, fl_real eps,
-                       fl_real *restrict theta, const fl_real *restrict grad,
-                       fl_real *restrict m, fl_real *restrict v)
+                       fl_real *restrict theta, fl_real *restrict grad,
+                       fl_real *restrict m, fl_real *restrict v, int clear)
 {
 #if defined(__AVX512F__) && !defined(FL_REAL_DOUBLE)
     const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
@@ -45,6 +45,7 @@ static void adam_range(size_t i0, size_t i1, fl_real b1, fl_real b2, fl_real ste
     for (; i0 < i1; i0 += 16) {
         __mmask16 k = i1 - i0 >= 16 ? 0xffff : (__mmask16)((1u << (i1 - i0)) - 1);
         __m512 g = _mm512_maskz_loadu_ps(k, grad + i0);
+        if (clear) _mm512_mask_storeu_ps(grad + i0, k, _mm512_setzero_ps());
         /* the same operations as the scalar loop (ISO C: no contraction) */
         __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i0)),
                                   _mm512_mul_ps(c1, g));
@@ -58,6 +59,7 @@ static void adam_range(size_t i0, size_t i1, fl_real b1, fl_real b2, fl_real ste
 #else
     for (size_t i = i0; i < i1; i++) {
         fl_real g = grad[i];
+        if (clear) grad[i] = 0;
         m[i] = b1 * m[i] + (1 - b1) * g;
         v[i] = b2 * v[i] + (1 - b2) * g * g;
         theta[i] -= step * m[i] / (sqrt(v[i]) + eps);
@@ -67,7 +69,8 @@ static void adam_range(size_t i0, size_t i1, fl_real b1, fl_real b2, fl_real ste
 
 enum { CHUNK = 16384 };
 
-void fl_adam_step(fl_adam *o, fl_real *restrict theta, const fl_real *restrict grad)
+/* grad is written only when `clear` (each element after it is read). */
+static void adam_step(fl_adam *o, fl_real *theta, fl_real *grad, int clear)
 {
     o->t++;
     const fl_real b1 = (fl_real)o->beta1, b2 = (fl_real)o->beta2;
@@ -77,13 +80,23 @@ void fl_adam_step(fl_adam *o, fl_real *restrict theta, const fl_real *restrict g
     const fl_real eps = (fl_real)(o->eps * sqrt(c2));
     const size_t n = o->n, chunks = (n + CHUNK - 1) / CHUNK;
     if (n <= PAR_MIN) {
-        adam_range(0, n, b1, b2, step, eps, theta, grad, o->m, o->v);
+        adam_range(0, n, b1, b2, step, eps, theta, grad, o->m, o->v, clear);
         return;
     }
 #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks; c++)
         adam_range(c * CHUNK, c * CHUNK + CHUNK < n ? c * CHUNK + CHUNK : n, b1, b2, step, eps,
-                   theta, grad, o->m, o->v);
+                   theta, grad, o->m, o->v, clear);
+}
+
+void fl_adam_step(fl_adam *o, fl_real *theta, const fl_real *grad)
+{
+    adam_step(o, theta, (fl_real *)grad, 0); /* never written: clear = 0 */
+}
+
+void fl_adam_step_zero(fl_adam *o, fl_real *theta, fl_real *grad)
+{
+    adam_step(o, theta, grad, 1);
 }
 
 fl_status fl_ema_init(fl_ema *e, size_t n, double decay)

@@ -14,6 +14,9 @@ typedef struct fl_adam {
 fl_status fl_adam_init(fl_adam *o, size_t n, double lr, double beta1, double beta2, double eps);
 /* theta -= lr * mhat / (sqrt(vhat) + eps), with bias correction. */
 void fl_adam_step(fl_adam *o, fl_real *theta, const fl_real *grad);
+/* fl_adam_step, and grad is set to zero in the same pass, ready for the
+ * next step's accumulation (one pass over the gradient instead of two). */
+void fl_adam_step_zero(fl_adam *o, fl_real *theta, fl_real *grad);
 void fl_adam_free(fl_adam *o);
 
 /* Exponential moving average of the parameters (Polyak averaging), with

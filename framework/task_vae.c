@@ -953,6 +953,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     if (vmax && vmax < vn) vn = vmax;
     const uint64_t vk = (uint64_t)fl_exp_int(&e->eval, "valid_k");
 
+    fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     fl_rng_key key = fl_rng_key_make(e->seed, "vae.train.eps");
     fl_rng_key key2 = fl_rng_key_make(e->seed, "vae.train.eps2");
     double interval_sum = 0, train_time = 0;
@@ -979,10 +980,9 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
             st = FL_ERR_NUMERIC;
             break;
         }
-        fl_arena_zero_grad(&e->arena);
         st = model_backward(e, FL_MODE_TRAIN, x, B, k);
         if (st != FL_OK) break;
-        fl_adam_step(&opt, e->arena.theta, e->arena.grad);
+        fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
         fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
         interval_sum += bound;

@@ -218,6 +218,37 @@ Test(adam, converges_on_a_quadratic)
     fl_adam_free(&o);
 }
 
+/* The zeroing step is Adam exactly, and leaves a zero gradient (over more
+ * parameters than one thread's share, so the parallel path runs too). */
+Test(adam, step_zero_equals_step_and_clears_the_gradient)
+{
+    const size_t n = 600000;
+    fl_real *t1 = malloc(n * sizeof *t1), *t2 = malloc(n * sizeof *t2);
+    fl_real *g1 = malloc(n * sizeof *g1), *g2 = malloc(n * sizeof *g2);
+    cr_assert(t1 && t2 && g1 && g2);
+    fl_adam a, b;
+    cr_assert_eq(fl_adam_init(&a, n, 1e-3, 0.9, 0.999, 1e-4), FL_OK);
+    cr_assert_eq(fl_adam_init(&b, n, 1e-3, 0.9, 0.999, 1e-4), FL_OK);
+    for (size_t i = 0; i < n; i++) t1[i] = t2[i] = (fl_real)((double)(i % 97) / 50 - 1);
+    for (int step = 0; step < 3; step++) {
+        for (size_t i = 0; i < n; i++)
+            g1[i] = g2[i] = (fl_real)(((double)((i * 7 + (size_t)step) % 31) - 15) * 1e-3);
+        fl_adam_step(&a, t1, g1);
+        fl_adam_step_zero(&b, t2, g2);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert(t1[i] == t2[i], "step %d: theta[%zu] %g vs %g", step, i, (double)t1[i],
+                      (double)t2[i]);
+            cr_assert(g2[i] == 0, "step %d: gradient[%zu] = %g left", step, i, (double)g2[i]);
+        }
+    }
+    fl_adam_free(&a);
+    fl_adam_free(&b);
+    free(t1);
+    free(t2);
+    free(g1);
+    free(g2);
+}
+
 /* ---- parameter average -------------------------------------------------- */
 
 Test(ema, bias_corrected_average)

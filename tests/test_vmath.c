@@ -30,6 +30,7 @@ static fl_real w_tanh(fl_real x) { return fl_tanh(x); }
 static fl_real w_sigmoid(fl_real x) { return fl_sigmoid(x); }
 static fl_real w_softplus(fl_real x) { return fl_softplus(x); }
 static fl_real w_l1pen(fl_real x) { return fl_log1p_exp_neg(x); }
+static fl_real w_expm1(fl_real x) { return fl_expm1(x); }
 
 /* References in double (long double where double itself would round). */
 static double r_exp(double x) { return exp(x); }
@@ -41,6 +42,7 @@ static double r_softplus(double x)
     return (double)((x > 0 ? (long double)x : 0.0L) + log1pl(expl(-fabsl((long double)x))));
 }
 static double r_l1pen(double x) { return (double)log1pl(expl(-(long double)x)); }
+static double r_expm1(double x) { return expm1(x); }
 
 #ifndef FL_REAL_DOUBLE
 
@@ -195,6 +197,12 @@ Test(vmath, log1p_exp_neg_within_4e7_relative)
     sweep("fl_log1p_exp_neg", w_l1pen, r_l1pen, 0.0f, INFINITY, 0, 4e-7, edges, 4);
 }
 
+Test(vmath, expm1_within_4e7_relative)
+{
+    const float edges[] = { 0.5f, -0.5f, 0.0f, 88.7228391f, -87.33654f };
+    sweep("fl_expm1", w_expm1, r_expm1, -INFINITY, INFINITY, 0, 4e-7, edges, 5);
+}
+
 Test(vmath, log_of_subnormals)
 {
     /* Not covered by the header's domain statement, but say what happens:
@@ -295,6 +303,7 @@ Test(vmath, double_build_is_libm)
     exact("sigmoid", w_sigmoid, l_sigmoid, -INFINITY, INFINITY);
     exact("softplus", w_softplus, l_softplus, -INFINITY, INFINITY);
     exact("log1p_exp_neg", w_l1pen, l_l1pen, 0, INFINITY);
+    exact("expm1", w_expm1, expm1, -INFINITY, INFINITY);
 }
 
 /* The libm expressions themselves are accurate: a few double ulp against

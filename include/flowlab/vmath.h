@@ -17,7 +17,7 @@
  * Accuracy (float build): fl_exp within 2 ulp, fl_log within 3 ulp for
  * normal inputs (subnormal inputs are treated as their exponent field
  * says, i.e. wrongly: flush them to zero or clamp before calling), fl_tanh,
- * fl_sigmoid and fl_softplus within 4e-7 relative (tests/test_vmath.c
+ * fl_sigmoid, fl_softplus and fl_expm1 within 4e-7 relative (tests/test_vmath.c
  * measures them over their whole range). The double build maps every
  * function to libm: it exists for exactness, not speed.
  *
@@ -40,6 +40,7 @@ static inline fl_real fl_tanh(fl_real x) { return tanh(x); }
 static inline fl_real fl_sigmoid(fl_real x) { return 1 / (1 + exp(-x)); }
 static inline fl_real fl_softplus(fl_real x) { return (x > 0 ? x : 0) + log1p(exp(-fabs(x))); }
 static inline fl_real fl_log1p_exp_neg(fl_real a) { return log1p(exp(-a)); }
+static inline fl_real fl_expm1(fl_real x) { return expm1(x); }
 
 #else
 
@@ -124,6 +125,20 @@ static inline float fl_softplus(float x)
 }
 
 static inline float fl_sigmoid(float x) { return 1.0f / (1.0f + fl_exp(-x)); }
+
+/* e^x - 1: a Taylor polynomial below |x| = 0.5 (no cancellation), else
+ * fl_exp(x) - 1. */
+static inline float fl_expm1(float x)
+{
+    float p = 1.0f / 5040;
+    p = p * x + 1.0f / 720;
+    p = p * x + 1.0f / 120;
+    p = p * x + 1.0f / 24;
+    p = p * x + 1.0f / 6;
+    p = p * x + 0.5f;
+    p = p * x * x + x;
+    return fabsf(x) < 0.5f ? p : fl_exp(x) - 1.0f;
+}
 
 /* tanh: an odd polynomial near 0 (no cancellation), else 1 - 2/(e^2|x|+1). */
 static inline float fl_tanh(float x)

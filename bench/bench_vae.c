@@ -164,8 +164,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "round %d/%d done\n", round + 1, rounds);
     }
     printf("# bench_vae: binarized MNIST, 784-200-200-50 tanh, Bernoulli decoder, Adam; %d "
-           "threads, BLAS core %s\n",
-           threads, fl_blas_core());
+           "threads, BLAS core %s, OpenMP waiting: %s\n",
+           threads, fl_blas_core(),
+           getenv("GOMP_SPINCOUNT") ? "short spin" : getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "default");
     printf("# measured GEMM peak: %.1f GFLOP/s (1024^3 sgemm, one per thread); median of %d "
            "alternating rounds\n",
            peak, rounds);

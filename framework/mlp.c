@@ -663,10 +663,10 @@ void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_r
                 if (l == last && fused) rows_done(m, n, t, fn, ctx);
             }
         }
-        if (fn && !fused) {
+        if (fn && !fused) { /* blocks of 32 rows, so a few rows still share out */
+            const uint32_t nb = n_tiles(n, 32);
 #pragma omp for schedule(dynamic, 1)
-            for (uint32_t t = 0; t < g.nr; t++)
-                fn(ctx, t * g.rows, n - t * g.rows < g.rows ? n - t * g.rows : g.rows);
+            for (uint32_t t = 0; t < nb; t++) fn(ctx, t * 32, n - t * 32 < 32 ? n - t * 32 : 32);
         }
     }
 }

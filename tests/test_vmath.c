@@ -42,7 +42,7 @@ static double r_softplus(double x)
     return (double)((x > 0 ? (long double)x : 0.0L) + log1pl(expl(-fabsl((long double)x))));
 }
 static double r_l1pen(double x) { return (double)log1pl(expl(-(long double)x)); }
-static double r_expm1(double x) { return expm1(x); }
+static double r_expm1(double x) { return (double)expm1l((long double)x); }
 
 #ifndef FL_REAL_DOUBLE
 
@@ -336,6 +336,7 @@ Test(vmath, double_build_accuracy)
     accurate("log1p_exp_neg", w_l1pen, r_l1pen, 0, INFINITY, 1e-15);
     accurate("tanh", w_tanh, r_tanh, -INFINITY, INFINITY, 1e-15);
     accurate("exp", w_exp, r_exp, -INFINITY, INFINITY, 1e-15);
+    accurate("expm1", w_expm1, r_expm1, -INFINITY, INFINITY, 1e-15);
     accurate("log", w_log, r_log, DBL_MIN, INFINITY, 1e-15);
 }
 

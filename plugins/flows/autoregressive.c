@@ -1,7 +1,7 @@
 /* autoregressive.c - MADE-based autoregressive flows: IAF (Kingma et al.
  * 2016) and MAF (Papamakarios et al. 2017).
  *
- *   [m, s] = MADE([a, h]),  m_k and s_k depend on a_j only for j before k
+ *   [m, s] = MADE([h, a]),  m_k and s_k depend on a_j only for j before k
  *   iaf (gated):  z' = sigma(s)*z + (1 - sigma(s))*m,  logdet = sum log sigma(s)
  *   iaf (affine): z' = m + exp(s)*z,                    logdet = sum s
  *   maf:          u  = (x - m)*exp(-s),                 logdet = -sum s
@@ -9,17 +9,20 @@
  * The MADE (Germain et al. 2015) is the host MLP with masks, so each layer
  * stays one GEMM over all rows. Degrees: variable order[i] has degree i+1,
  * context inputs degree 0 (they reach every hidden unit), hidden units
- * degrees in [lo, dim-1]; a hidden unit sees the previous layer's units of
- * degree <= its own, an output of variable k sees units of degree < k's.
+ * degrees in [lo, dim-1], in increasing order along each layer; a hidden
+ * unit sees the previous layer's units of degree <= its own, an output of
+ * variable k sees units of degree < k's. Sorted degrees (and the context
+ * before the variables) make each mask a staircase, whose all-zero blocks
+ * the host's products skip.
  * The forward direction is one parallel pass; the inverse needs dim
  * sequential passes, each fixing one more variable in order.
  *
  * s is soft-bounded by default (scale_bound): unbounded, exp(s) overflows
  * at large inputs, and in the sequential inverse each variable's scale is
  * driven by the already amplified earlier ones. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
 
 #include <flowlab/flowlab.h>
 #include <flowlab/vmath.h>

@@ -48,9 +48,28 @@ static const char usage[] =
     "  3 bad experiment file or --set, 4 missing or refused plugin,\n"
     "  5 missing input or unwritable output\n";
 
+/* Commands that run no parallel work: no wait policy to choose (which
+ * samples the CPUs for 100 ms and restarts the program). */
+static int light_command(int argc, char **argv)
+{
+    static const char *const light[] = { "--help", "-h", "--version", "plugins", "report",
+                                         "help" };
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--plugin") == 0) {
+            i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--quiet") == 0) continue;
+        for (size_t k = 0; k < sizeof light / sizeof *light; k++)
+            if (strcmp(argv[i], light[k]) == 0) return 1;
+        return 0;
+    }
+    return 1; /* no command: the usage text */
+}
+
 int main(int argc, char **argv)
 {
-    fl_choose_wait_policy(argv);
+    if (!light_command(argc, argv)) fl_choose_wait_policy(argv);
     fl_runtime_init();
     fl_cli cli = { 0 };
     cli.plugins = calloc((size_t)argc + 1, sizeof *cli.plugins);

@@ -53,7 +53,7 @@ static long hex4(const char *p)
 
 /* Parses a string literal at p (at the quote); returns the char after it,
  * or NULL (also for a malformed escape). With `out`, stores the unescaped
- * text, \uXXXX (and surrogate pairs) as UTF-8. */
+ * text, a \u escape (four hex digits; surrogate pairs joined) as UTF-8. */
 static const char *json_string(const char *p, char **out)
 {
     if (*p != '"') return NULL;

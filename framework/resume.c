@@ -29,6 +29,31 @@ fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_
     return st;
 }
 
+fl_status fl_run_optim_init(fl_experiment *e, fl_adam *opt, fl_ema *ema, fl_real **live)
+{
+    *live = NULL;
+    memset(ema, 0, sizeof *ema);
+    fl_status st = fl_adam_init(opt, e->arena.total, fl_exp_real(&e->train, "lr"),
+                                fl_exp_real(&e->train, "beta1"), fl_exp_real(&e->train, "beta2"),
+                                fl_exp_real(&e->train, "eps"));
+    if (st != FL_OK) return st;
+    st = fl_ema_init(ema, e->arena.total, fl_exp_real(&e->train, "ema"));
+    if (st == FL_OK && ema->avg && !(*live = fl_alloc(e->arena.total * sizeof(fl_real))))
+        st = FL_ERR_NOMEM;
+    if (st != FL_OK) {
+        fl_run_optim_free(opt, ema, *live);
+        *live = NULL;
+    }
+    return st;
+}
+
+void fl_run_optim_free(fl_adam *opt, fl_ema *ema, fl_real *live)
+{
+    fl_adam_free(opt);
+    fl_ema_free(ema);
+    fl_free(live);
+}
+
 fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,
                       uint64_t step)
 {

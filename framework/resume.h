@@ -21,6 +21,14 @@ fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_
 fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,
                       uint64_t step);
 
+/* The optimizer state of a run, from [train]: Adam (lr, beta1, beta2, eps)
+ * over all parameters, the parameter average (ema; its avg is NULL when
+ * ema = 0) and *live, an arena-sized buffer for fl_run_use_average (NULL
+ * without an average). On failure (FL_ERR_NOMEM) nothing is left
+ * allocated. Free with fl_run_optim_free. */
+fl_status fl_run_optim_init(fl_experiment *e, fl_adam *opt, fl_ema *ema, fl_real **live);
+void fl_run_optim_free(fl_adam *opt, fl_ema *ema, fl_real *live);
+
 /* on = 1: keeps the iterate in `live` (arena-sized) and puts the average
  * into theta (running statistics stay the iterate's); on = 0: restores the
  * iterate. No-op when the run keeps no average (ema->avg == NULL). */

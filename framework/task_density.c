@@ -61,14 +61,10 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
     const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
     fl_adam opt;
-    fl_status st = fl_adam_init(&opt, e->arena.total, fl_exp_real(&e->train, "lr"),
-                                fl_exp_real(&e->train, "beta1"), fl_exp_real(&e->train, "beta2"),
-                                fl_exp_real(&e->train, "eps"));
-    if (st != FL_OK) return st;
     fl_ema ema;
-    st = fl_ema_init(&ema, e->arena.total, fl_exp_real(&e->train, "ema"));
-    fl_real *live = ema.avg ? fl_alloc(e->arena.total * sizeof(fl_real)) : NULL;
-    if (st == FL_OK && ema.avg && !live) st = FL_ERR_NOMEM;
+    fl_real *live;
+    fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
+    if (st != FL_OK) return st;
 
     /* Every buffer of the step is allocated here, once. */
     fl_real *x = fl_alloc((size_t)B * d * sizeof(fl_real));
@@ -86,7 +82,8 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
         fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
 
     const fl_real inv_b = (fl_real)(1.0 / B);
-    for (uint32_t i = 0; i < B; i++) dlogdet[i] = -inv_b;
+    for (uint32_t i = 0; st == FL_OK && i < B; i++) dlogdet[i] = -inv_b;
+    fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     double interval_sum = 0, train_time = 0;
     uint64_t interval_n = 0;
     fl_progress prog;
@@ -115,10 +112,9 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
             st = FL_ERR_NUMERIC;
             break;
         }
-        fl_arena_zero_grad(&e->arena);
         st = fl_stack_backward(e->stack, B, FL_MODE_TRAIN, NULL, du, dlogdet, NULL, NULL);
         if (st != FL_OK) break;
-        fl_adam_step(&opt, e->arena.theta, e->arena.grad);
+        fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
         fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
         interval_sum += loss;
@@ -181,9 +177,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     fl_free(du);
     fl_free(logdet);
     fl_free(dlogdet);
-    fl_adam_free(&opt);
-    fl_ema_free(&ema);
-    fl_free(live);
+    fl_run_optim_free(&opt, &ema, live);
     return st;
 }
 

@@ -928,15 +928,12 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
     const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
     fl_adam opt;
-    fl_status st = fl_adam_init(&opt, e->arena.total, fl_exp_real(&e->train, "lr"),
-                                fl_exp_real(&e->train, "beta1"), fl_exp_real(&e->train, "beta2"),
-                                fl_exp_real(&e->train, "eps"));
-    if (st != FL_OK) return st;
     fl_ema ema;
-    st = fl_ema_init(&ema, e->arena.total, fl_exp_real(&e->train, "ema"));
-    fl_real *live = ema.avg ? fl_alloc(e->arena.total * sizeof(fl_real)) : NULL;
+    fl_real *live;
+    fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
+    if (st != FL_OK) return st;
     fl_real *x = fl_alloc((size_t)B * D * sizeof(fl_real));
-    if (st == FL_OK && (!x || (ema.avg && !live))) st = FL_ERR_NOMEM;
+    if (!x) st = FL_ERR_NOMEM;
 
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
@@ -1023,9 +1020,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     fl_buf_free(&metrics);
     fl_free(vx);
     fl_free(x);
-    fl_adam_free(&opt);
-    fl_ema_free(&ema);
-    fl_free(live);
+    fl_run_optim_free(&opt, &ema, live);
     return st;
 }
 

@@ -483,14 +483,10 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     if (anneal_steps == 0) anneal_steps = steps / 2 ? steps / 2 : 1;
 
     fl_adam opt;
-    fl_status st = fl_adam_init(&opt, e->arena.total, fl_exp_real(&e->train, "lr"),
-                                fl_exp_real(&e->train, "beta1"), fl_exp_real(&e->train, "beta2"),
-                                fl_exp_real(&e->train, "eps"));
-    if (st != FL_OK) return st;
     fl_ema ema;
-    st = fl_ema_init(&ema, e->arena.total, fl_exp_real(&e->train, "ema"));
-    fl_real *live = ema.avg ? fl_alloc(e->arena.total * sizeof(fl_real)) : NULL;
-    if (st == FL_OK && ema.avg && !live) st = FL_ERR_NOMEM;
+    fl_real *live;
+    fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
+    if (st != FL_OK) return st;
     step_bufs b = { 0 };
     if (st == FL_OK) st = bufs_alloc(&b, v->rows, e->batch, v->info.dim, v->detach);
 
@@ -582,9 +578,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     if (st == FL_OK && rundir) st = write_result(e, rundir, res);
     fl_buf_free(&metrics);
     bufs_free(&b);
-    fl_adam_free(&opt);
-    fl_ema_free(&ema);
-    fl_free(live);
+    fl_run_optim_free(&opt, &ema, live);
     return st;
 }
 

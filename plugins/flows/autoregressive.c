@@ -421,7 +421,7 @@ static fl_real inv_one(int kind, fl_real y, fl_real m, fl_real s)
     }
 }
 
-enum { ROW_MAX = 256 }; /* rows of up to this many variables use a stack buffer */
+enum { ROW_MAX = 256 }; /* variables per stack buffer; wider rows go in pieces */
 
 static fl_status forward(void *self, const fl_flow_fwd *a)
 {
@@ -434,11 +434,7 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
         fl_real buf[ROW_MAX];
         const fl_real *m = f->out + (size_t)r * 2 * D;
         fl_real *y = a->y + (size_t)r * D;
-        if (D <= ROW_MAX) {
-            a->logdet[r] += fwd_row(f->kind, D, a->x + (size_t)r * D, m, m + D, y, buf);
-            continue;
-        }
-        fl_real ld = 0; /* wide rows: ROW_MAX variables at a time */
+        fl_real ld = 0; /* ROW_MAX variables at a time */
         for (uint32_t k0 = 0; k0 < D; k0 += ROW_MAX) {
             uint32_t w = D - k0 < ROW_MAX ? D - k0 : ROW_MAX;
             ld += fwd_row(f->kind, w, a->x + (size_t)r * D + k0, m + k0, m + D + k0, y + k0, buf);

@@ -128,12 +128,19 @@ int main(int argc, char **argv)
         { "VAE k=1, batch 100", "[estimator]\ntype = elbo\nk = 1\n", 100, 1500, 27600, 2 },
         { "VAE + 2 IAF steps (MADE 320, h 50), batch 100",
           "[estimator]\ntype = elbo\nk = 1\n[flow.1]\ntype = iaf\nrepeat = 2\npermute = reverse\n"
-          "hidden = 320,320\nactivation = elu\n",
+          "hidden = 320\nactivation = elu\n",
           100, 1000, 16600, 2 },
+        /* No fixed figure: the issue's 16,600 matches the one-hidden-layer
+         * MADE above (PyTorch here: about 15k with one hidden layer, 12k
+         * with two, while its other figures run ~10% under the issue's). */
+        { "VAE + 2 IAF steps (MADE 320-320, h 50), batch 100",
+          "[estimator]\ntype = elbo\nk = 1\n[flow.1]\ntype = iaf\nrepeat = 2\npermute = reverse\n"
+          "hidden = 320,320\nactivation = elu\n",
+          100, 1000, 0, 2 },
     };
-    const int nc = 3;
-    static const char *const torch_cfg[] = { "iwae", "vae", "iaf" };
-    double rate[3][16], gfs[3][16], evt[16], trate[3][16] = { { 0 } }, tev[16] = { 0 };
+    enum { nc = 4 };
+    static const char *const torch_cfg[nc] = { "iwae", "vae", "iaf1", "iaf" };
+    double rate[nc][16], gfs[nc][16], evt[16], trate[nc][16] = { { 0 } }, tev[16] = { 0 };
     for (int round = 0; round < rounds && round < 16; round++) {
         for (int c = 0; c < nc; c++) {
             fl_experiment *e = build(r, dir, &cfgs[c]);
@@ -170,7 +177,7 @@ int main(int argc, char **argv)
     printf("# measured GEMM peak: %.1f GFLOP/s (1024^3 sgemm, one per thread); median of %d "
            "alternating rounds\n",
            peak, rounds);
-    printf("%-48s %12s %10s %8s %12s %9s %8s", "configuration", "examples/s", "GFLOP/s",
+    printf("%-52s %12s %10s %8s %12s %9s %8s", "configuration", "examples/s", "GFLOP/s",
            "of peak", "PyTorch", "speed-up", "needed");
     if (with_torch) printf(" %14s %9s", "PyTorch here", "speed-up");
     printf("\n");
@@ -179,8 +186,11 @@ int main(int argc, char **argv)
         qsort(gfs[c], (size_t)rounds, sizeof(double), cmp);
         qsort(trate[c], (size_t)rounds, sizeof(double), cmp);
         double m = rate[c][rounds / 2], g = gfs[c][rounds / 2], t = trate[c][rounds / 2];
-        printf("%-48s %12.0f %10.1f %7.1f%% %12.0f %8.2fx %7.1fx", cfgs[c].name, m, g,
-               100 * g / peak, cfgs[c].torch, m / cfgs[c].torch, cfgs[c].need);
+        printf("%-52s %12.0f %10.1f %7.1f%%", cfgs[c].name, m, g, 100 * g / peak);
+        if (cfgs[c].torch > 0)
+            printf(" %12.0f %8.2fx %7.1fx", cfgs[c].torch, m / cfgs[c].torch, cfgs[c].need);
+        else
+            printf(" %12s %9s %7.1fx", "-", "-", cfgs[c].need);
         if (with_torch) {
             if (t > 0) printf(" %14.0f %8.2fx", t, m / t);
             else printf(" %14s %9s", "-", "-");
@@ -189,7 +199,7 @@ int main(int argc, char **argv)
     }
     qsort(evt, (size_t)rounds, sizeof(double), cmp);
     qsort(tev, (size_t)rounds, sizeof(double), cmp);
-    printf("%-48s %11.2fs %10s %8s %11.1fs %8.2fx %7.1fx", "IWAE-5000 evaluation, 1000 test images",
+    printf("%-52s %11.2fs %10s %8s %11.1fs %8.2fx %7.1fx", "IWAE-5000 evaluation, 1000 test images",
            evt[rounds / 2], "", "", 18.0, 18.0 / evt[rounds / 2], 2.0);
     if (with_torch) {
         if (tev[rounds / 2] > 0) printf(" %13.1fs %8.2fx", tev[rounds / 2], tev[rounds / 2] / evt[rounds / 2]);

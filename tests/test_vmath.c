@@ -252,6 +252,7 @@ Test(vmath, sixteen_lane_forms_equal_scalar)
 {
     lanes_equal("exp", fl_exp16, w_exp);
     lanes_equal("tanh", fl_tanh16, w_tanh);
+    lanes_equal("expm1", fl_expm1_16, w_expm1);
 }
 #endif
 

@@ -176,7 +176,8 @@ static double bern_logp(const fl_real *restrict x, const fl_real *restrict l, ui
         __m512d p0 = one, p1 = one, s0 = _mm512_setzero_pd(), s1 = s0;
         for (; d + LANES <= dim; d += LANES) {
             __m512 lq = _mm512_loadu_ps(l + d), xq = _mm512_loadu_ps(x + d);
-            __m512 t = fl_exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(lq)));
+            /* -|l|: the sign bit set */
+            __m512 t = fl_exp16(_mm512_or_ps(lq, _mm512_set1_ps(-0.0f)));
             p0 = _mm512_mul_pd(p0, _mm512_add_pd(one, _mm512_cvtps_pd(_mm512_castps512_ps256(t))));
             p1 = _mm512_mul_pd(p1, _mm512_add_pd(one, _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1))));
             __mmask16 pos = _mm512_cmp_ps_mask(lq, _mm512_setzero_ps(), _CMP_GT_OQ);

@@ -2,6 +2,7 @@
  * estimator gradients against finite differences, and a tiny VAE that
  * learns. No MNIST needed: data are written as CSV into a temp dir. */
 #include <math.h>
+#include <omp.h>
 
 #include "common.h"
 #include "task_vae.h"
@@ -412,6 +413,50 @@ Test(vae, evaluation_does_not_depend_on_the_eval_batch)
                   ev[i].ll, ev[i].elbo, ev[i].ess, ev[0].ll, ev[0].elbo, ev[0].ess);
     }
 #undef CLOSE
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+/* Trains the bars VAE with an IAF posterior, nets wide enough for the MLP
+ * service to thread (and to run its pipelined backward), for a few steps
+ * with `threads` threads; returns a copy of theta. */
+static fl_real *train_wide(fl_registry *r, const char *csv, int threads, size_t *total)
+{
+    omp_set_num_threads(threads);
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 5\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 8\nhidden = 256,256\ncontext = 8\n[decoder]\nhidden = 256,256\n"
+        "[likelihood]\ntype = bernoulli\n[estimator]\ntype = elbo\nk = 1\n"
+        "[flow.1]\ntype = iaf\nrepeat = 2\npermute = reverse\nhidden = 256,256\n"
+        "[train]\nbatch = 100\nsteps = 6\neval_every = 0\n[eval]\nat_end = false\n",
+        csv);
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "wide.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+    fl_vae_result res;
+    cr_assert_eq(fl_vae_train(e, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
+    *total = e->arena.total;
+    fl_real *theta = malloc(*total * sizeof(fl_real));
+    memcpy(theta, e->arena.theta, *total * sizeof(fl_real));
+    fl_experiment_free(e);
+    free(text);
+    return theta;
+}
+
+Test(vae, training_is_bit_identical_with_1_and_2_threads, .timeout = 120)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 400);
+    fl_registry *r = load_builtin_plugins();
+    size_t n1, n2;
+    fl_real *t1 = train_wide(r, csv, 1, &n1);
+    fl_real *t2 = train_wide(r, csv, 2, &n2);
+    cr_assert_eq(n1, n2);
+    size_t diff = 0;
+    for (size_t i = 0; i < n1; i++) diff += memcmp(&t1[i], &t2[i], sizeof(fl_real)) != 0;
+    cr_assert_eq(diff, 0, "%zu of %zu parameters differ between 1 and 2 threads", diff, n1);
+    free(t1);
+    free(t2);
     fl_registry_free(r);
     free(csv);
     remove_tree(dir);

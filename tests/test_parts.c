@@ -863,6 +863,27 @@ Test(likelihoods, bernoulli_log_prob)
     fl_registry_free(r);
 }
 
+Test(likelihoods, bernoulli_log_prob_of_large_images)
+{
+    /* Logits 0 cost log 2 per pixel: the lanes' products reach 2^(dim/16)
+     * and, for 1024 pixels and more, overflowed a double when multiplied
+     * together (log p was -inf). Also a row past PROD_SPAN per lane. */
+    fl_registry *r = registry();
+    const uint32_t dims[] = { 784, 1024, 3072, 16 * 896 + 37 };
+    for (size_t t = 0; t < sizeof dims / sizeof *dims; t++) {
+        lik_case c;
+        lik_new(&c, r, "bernoulli", NULL, dims[t], 2, 1);
+        for (uint32_t j = 0; j < dims[t]; j++) c.x[j] = (fl_real)(j % 2);
+        cr_assert_eq(lik_call(&c, c.logp, NULL, NULL, NULL), FL_OK);
+        const double want = -(double)dims[t] * log(2.0);
+        for (uint32_t i = 0; i < c.n; i++)
+            cr_assert(fabs(c.logp[i] - want) <= VAL_REL * -want, "dim %u: log p %.9g, want %.9g",
+                      dims[t], (double)c.logp[i], want);
+        lik_free(&c);
+    }
+    fl_registry_free(r);
+}
+
 Test(likelihoods, bernoulli_gradients)
 {
     fl_registry *r = registry();

@@ -212,13 +212,18 @@ static double bern_logp(const fl_real *restrict x, const fl_real *restrict l, ui
         }
     }
     for (; d < dim; d++) s += bern_term(x[d], l[d]);
+    /* One log for the lanes' product: each lane is below 2^PROD_SPAN and
+     * the running product is kept in [0.5, 1) with its power of two apart
+     * (16 lanes of up to 2^896 would overflow a double). */
     double p = 1;
+    long e2 = 0;
     for (int q = 0; q < LANES; q++) {
+        int ex;
         s += lin[q];
-        p *= prod[q];
-        if (p > 1e300) s -= log(p), p = 1;
+        p = frexp(p * prod[q], &ex);
+        e2 += ex;
     }
-    return s - log(p);
+    return s - (log(p) + (double)e2 * 0.69314718055994530942);
 }
 #endif
 

@@ -7,9 +7,7 @@
  * Prints rows/s, the GEMM GFLOP/s (counted by the host's gemm) and their
  * fraction of the machine's GEMM peak measured on the spot (one large
  * single-threaded sgemm per thread), and checks that the timed steps
- * allocate nothing (malloc count unchanged). */
-#define _GNU_SOURCE
-#include <dlfcn.h>
+ * allocate nothing (bench/allocs.c: no allocation call while timed). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,18 +19,8 @@
 #include "registry.h"
 #include "stack.h"
 #include "util.h"
+#include "allocs.h"
 #include "peak.h"
-
-/* Counts calls to malloc/calloc/realloc/aligned_alloc while armed. */
-static int armed;
-static long allocs;
-static void *(*real_malloc)(size_t);
-void *malloc(size_t n)
-{
-    if (!real_malloc) real_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
-    if (armed) __atomic_fetch_add(&allocs, 1, __ATOMIC_RELAXED);
-    return real_malloc(n);
-}
 
 static void bench(const fl_registry *r, const char *type, uint32_t dim, uint32_t rows,
                   const char *sets, double peak)
@@ -83,8 +71,8 @@ static void bench(const fl_registry *r, const char *type, uint32_t dim, uint32_t
     }
     int reps = 0;
     uint64_t f0 = fl_gemm_flops();
-    long a0 = allocs;
-    armed = 1;
+    long a0 = fl_bench_allocs();
+    fl_bench_allocs_arm(1);
     double t0 = fl_now(), dt;
     do {
         memset(ld, 0, rows * sizeof(fl_real));
@@ -93,10 +81,10 @@ static void bench(const fl_registry *r, const char *type, uint32_t dim, uint32_t
         reps++;
         dt = fl_now() - t0;
     } while (dt < 1.0 || reps < 5);
-    armed = 0;
+    fl_bench_allocs_arm(0);
     double gf = (double)(fl_gemm_flops() - f0) / dt / 1e9;
     printf("%-34s %5u %6u %12.0f %9.1f %7.1f%% %7ld\n", label, dim, rows, reps * (double)rows / dt,
-           gf, 100 * gf / peak, allocs - a0);
+           gf, 100 * gf / peak, fl_bench_allocs() - a0);
     fflush(stdout);
     fl_free(x);
     fl_free(du);
@@ -118,7 +106,7 @@ int main(int argc, char **argv)
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset", threads,
            FL_REAL_NAME);
     printf("# measured GEMM peak: %.1f GFLOP/s (1024^3 sgemm, one per thread)\n", peak);
-    printf("# forward + backward, training mode; allocs = mallocs during the timed steps\n");
+    printf("# forward + backward, training mode; allocs = allocation calls during the timed steps\n");
     printf("%-34s %5s %6s %12s %9s %8s %7s\n", "layer", "dim", "rows", "rows/s", "GFLOP/s",
            "of peak", "allocs");
     for (size_t i = 0; i < r->n_comps; i++)

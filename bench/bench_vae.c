@@ -16,7 +16,10 @@
  * is reported, because this machine's speed drifts by tens of percent over
  * minutes. GFLOP/s counts the multiply-adds of every GEMM and MLP product
  * (fl_gemm_flops); "of peak" divides by a large sgemm measured in the same
- * run, one per thread. Not a test: nothing is asserted. */
+ * run, one per thread. Also counts the allocation calls of training runs of
+ * 20 and 120 steps of each configuration (bench/allocs.c): they must be
+ * equal, the step allocating nothing; the exit status is 1 otherwise. Not
+ * a test: timings depend on the machine and its load. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -31,6 +34,7 @@
 #include "registry.h"
 #include "task_vae.h"
 #include "util.h"
+#include "allocs.h"
 #include "peak.h"
 
 typedef struct config {
@@ -97,6 +101,26 @@ static double torch_run(const char *cfg, const char *dir)
     if (fscanf(p, "%31s %lf", name, &v) != 2) v = 0;
     pclose(p);
     return v;
+}
+
+/* Allocation calls of a whole training run of `steps` steps (the run's
+ * set-up included; bench/allocs.c). */
+static long run_allocs(const fl_registry *r, const char *dir, config c, uint32_t steps)
+{
+    c.steps = steps;
+    fl_experiment *e = build(r, dir, &c);
+    fl_vae_result res;
+    const long a0 = fl_bench_allocs();
+    fl_bench_allocs_arm(1);
+    fl_status st = fl_vae_train(e, NULL, 0, &res);
+    fl_bench_allocs_arm(0);
+    const long n = fl_bench_allocs() - a0;
+    fl_experiment_free(e);
+    if (st != FL_OK) {
+        fprintf(stderr, "bench_vae: %s: %s\n", c.name, fl_err_msg());
+        exit(1);
+    }
+    return n;
 }
 
 int main(int argc, char **argv)
@@ -206,6 +230,15 @@ int main(int argc, char **argv)
         else printf(" %14s %9s", "-", "-");
     }
     printf("\n");
+    /* The training step allocates nothing: a run's allocation calls do not
+     * grow with its number of steps. */
+    int allocating = 0;
+    for (int c = 0; c < nc; c++) {
+        long a20 = run_allocs(r, dir, cfgs[c], 20), a120 = run_allocs(r, dir, cfgs[c], 120);
+        allocating |= a120 != a20;
+        printf("# %s: allocation calls per run %ld at 20 steps, %ld at 120: %s\n", cfgs[c].name,
+               a20, a120, a120 == a20 ? "the step allocates nothing" : "THE STEP ALLOCATES");
+    }
     fl_registry_free(r);
-    return 0;
+    return allocating;
 }

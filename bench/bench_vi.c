@@ -7,13 +7,11 @@
  * with evaluation only at the end) REPS times and prints the training
  * loop's steps/s for each and their median (the loop only: the reference
  * log Z and the final evaluation are not timed). Also checks that the
- * training step allocates nothing: the number of malloc and aligned_alloc
- * calls of a whole run (after a warm-up run) must not grow with the number
+ * training step allocates nothing: the number of allocation calls
+ * (bench/allocs.c) of a whole run (after a warm-up run) must not grow with the number
  * of steps. The estimator is the
  * built-in "elbo", or the test plugin's "t-elbo" when that is missing.
  * Not a test: timings depend on the machine and its load. */
-#define _GNU_SOURCE
-#include <dlfcn.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,23 +24,7 @@
 #include "registry.h"
 #include "task_vi.h"
 #include "util.h"
-
-static int armed;
-static long allocs;
-static void *(*real_malloc)(size_t);
-void *malloc(size_t n)
-{
-    if (!real_malloc) real_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
-    if (armed) __atomic_fetch_add(&allocs, 1, __ATOMIC_RELAXED);
-    return real_malloc(n);
-}
-static void *(*real_aligned)(size_t, size_t);
-void *aligned_alloc(size_t al, size_t n)
-{
-    if (!real_aligned) real_aligned = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
-    if (armed) __atomic_fetch_add(&allocs, 1, __ATOMIC_RELAXED);
-    return real_aligned(al, n);
-}
+#include "allocs.h"
 
 static const char config[] =
     "[experiment]\ntask = vi\nseed = 1\n"
@@ -73,10 +55,10 @@ static int run(const fl_registry *r, const char *est, long steps, double *sps, d
     if (st == FL_OK) st = fl_experiment_new(r, c, &e);
     else fl_config_free(c);
     fl_vi_result res;
-    allocs = 0;
-    armed = 1;
+    const long a0 = fl_bench_allocs();
+    fl_bench_allocs_arm(1);
     if (st == FL_OK) st = fl_vi_train(e, NULL, 0, &res);
-    armed = 0;
+    fl_bench_allocs_arm(0);
     if (st != FL_OK) {
         fprintf(stderr, "bench_vi: %s\n", fl_err_msg());
         fl_experiment_free(e);
@@ -84,7 +66,7 @@ static int run(const fl_registry *r, const char *est, long steps, double *sps, d
     }
     *sps = res.steps_per_s;
     *elbo = res.elbo;
-    *n_alloc = allocs;
+    *n_alloc = fl_bench_allocs() - a0;
     fl_experiment_free(e);
     return 0;
 }

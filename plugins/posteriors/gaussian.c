@@ -149,8 +149,9 @@ static double floor_scales(fl_real m, const fl_real *s, size_t st, uint32_t n, f
     for (uint32_t i = 0; i < n; i++) {
         fl_real si = s[i * st];
         fl_real e = fl_exp(si < t ? si - t : 0);
-        fe[i] = si >= t ? si : m + e;
-        fp[i] = si >= t ? 1 : e;
+        /* selects on si < t, so a NaN log-scale stays NaN */
+        fe[i] = si < t ? m + e : si;
+        fp[i] = si < t ? e : 1;
         sig[i] = fl_exp(fe[i]);
     }
     double c = 0;
@@ -335,11 +336,19 @@ static void full_backward_point(post *p, const fl_post_bwd *a, uint32_t b)
 
 /* ---- calls ---------------------------------------------------------------- */
 
-/* Threads for a call of n points, k samples: 1 below PAR_MIN elements. */
+/* Threads for a call of n points, k samples: 1 below PAR_MIN elements,
+ * else the current OpenMP thread count ([experiment] threads), at most the
+ * slots. */
 static int threads_for(const post *p, uint32_t n, uint32_t k)
 {
     size_t work = (size_t)n * k * p->dim;
-    return work > PAR_MIN && n > 1 ? p->slots : 1;
+    if (work <= PAR_MIN || n <= 1) return 1;
+#ifdef _OPENMP
+    int t = omp_get_max_threads();
+    return t < p->slots ? t : p->slots;
+#else
+    return 1;
+#endif
 }
 
 static fl_status sample(void *self, const fl_post_fwd *a)

@@ -10,8 +10,9 @@
  * levels g/255 are binarized according to `binarize`:
  *   dynamic  rows are grey levels and info.flags has FL_DATA_BINARIZE_DYNAMIC:
  *            the host draws the Bernoulli pixels itself (fresh every batch)
- *   fixed    one Bernoulli draw at create, from host->rng_key(cx,
- *            "binarize"): pixel j of image i of the training file is
+ *   fixed    one Bernoulli draw at create, from the key
+ *            fl_rng_key_make(0, "idx.binarize"), the same for every
+ *            experiment seed: pixel j of image i of the training file is
  *            number i*dim+j of sub-stream 0, of the test file sub-stream 1
  *            (so valid_size does not change any image); pixel = u < g/255
  *   none     rows are grey levels and stay so

@@ -16,11 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <zlib.h>
 
 #include <flowlab/flowlab.h>
+
+#include "gzfile.h"
 
 typedef struct amat_split {
     uint8_t *px;      /* rows x dim, each 0 or 1 */
@@ -54,13 +55,6 @@ static const fl_key mnist_keys[] = {
 #define MNIST_SIDE 28
 static const uint64_t mnist_rows[3] = { 50000, 10000, 10000 };
 #define MNIST_SOURCE "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The streaming parser's state: it sees the file in chunks, so a token or a
  * line may straddle two chunks. */
@@ -212,17 +206,9 @@ static fl_status load_amat(const fl_host *h, fl_ctx *cx, const char *path, uint3
                            const char *hint, amat_split *out)
 {
     memset(out, 0, sizeof *out);
-    errno = 0;
-    gzFile g = gzopen(path, "rb");
-    if (!g) {
-        int e = errno; /* gzopen leaves errno 0 when only its own allocation failed */
-        if (e == ENOENT)
-            h->error(cx, "%s: no such file%s", path, hint);
-        else
-            h->error(cx, "cannot open %s: %s", path, e ? strerror(e) : "out of memory");
-        return e ? FL_ERR_IO : FL_ERR_NOMEM;
-    }
-    gzbuffer(g, 1u << 18);
+    gzFile g;
+    fl_status ost = fl_gz_open(h, cx, path, hint, &g);
+    if (ost != FL_OK) return ost;
     size_t cap = 1u << 20;
     char *buf = malloc(cap);
     parser p = { .h = h, .cx = cx, .path = path, .dim = dim, .out = out, .line = 1 };
@@ -238,14 +224,12 @@ static fl_status load_amat(const fl_host *h, fl_ctx *cx, const char *path, uint3
         st = parse_chunk(&p, buf, (size_t)got);
     }
     if (st == FL_OK) {
-        int zerr = Z_OK;
-        const char *zmsg = gzerror(g, &zerr);
-        if (zerr == Z_ERRNO) {
+        int is_errno = 0;
+        const char *zmsg = fl_gz_note(g, path, &is_errno);
+        if (is_errno) {
             h->error(cx, "cannot read %s: %s", path, strerror(errno));
             st = FL_ERR_IO;
-        } else if (zerr != Z_OK) {
-            size_t n = strlen(path); /* zlib's text starts with "path: " */
-            if (strncmp(zmsg, path, n) == 0 && zmsg[n] == ':' && zmsg[n + 1] == ' ') zmsg += n + 2;
+        } else if (zmsg[0]) {
             /* Z_BUF_ERROR here is a gzip stream cut short. */
             h->error(cx, "%s: line %llu: the compressed file is truncated or corrupt (zlib: %s)",
                      path, (unsigned long long)p.line, zmsg);
@@ -284,7 +268,7 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *const p
     amat *a = calloc(1, sizeof *a);
     if (!a) return FL_ERR_NOMEM;
     a->dim = height * width;
-    double t0 = now_seconds();
+    double t0 = fl_gz_seconds();
     for (int s = 0; s < 3; s++) {
         if (!paths[s] || !paths[s][0]) continue;
         fl_status st = load_amat(h, cx, paths[s], a->dim, hint, &a->split[s]);
@@ -295,7 +279,7 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *const p
     }
     h->log(cx, FL_LOG_INFO, "read %llu/%llu/%llu train/valid/test images of %ux%u in %.2f s",
            (unsigned long long)a->split[0].rows, (unsigned long long)a->split[1].rows,
-           (unsigned long long)a->split[2].rows, height, width, now_seconds() - t0);
+           (unsigned long long)a->split[2].rows, height, width, fl_gz_seconds() - t0);
     info->dim = a->dim;
     info->drawn = 0;
     for (int s = 0; s < 3; s++) info->n[s] = a->split[s].rows;
@@ -320,30 +304,17 @@ static fl_status amat_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info
     return st;
 }
 
-/* dir/binarized_mnist_<split>.amat, or .amat.gz when only that exists. */
-static char *mnist_file(const char *dir, int s)
-{
-    const char *sep = dir[0] && dir[strlen(dir) - 1] != '/' ? "/" : "";
-    size_t n = strlen(dir) + 64;
-    char *p = malloc(n);
-    if (!p) return NULL;
-    snprintf(p, n, "%s%sbinarized_mnist_%s.amat", dir, sep, split_names[s]);
-    FILE *f = fopen(p, "rb");
-    if (f) {
-        fclose(f);
-        return p;
-    }
-    snprintf(p, n, "%s%sbinarized_mnist_%s.amat.gz", dir, sep, split_names[s]);
-    return p;
-}
-
 static fl_status mnist_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info, void **self)
 {
     const char *dir = h->cfg_str(cx, "dir");
     char *paths[3] = { NULL, NULL, NULL };
     fl_status st = FL_OK;
     for (int s = 0; s < 3 && st == FL_OK; s++)
-        if (!(paths[s] = mnist_file(dir, s))) st = FL_ERR_NOMEM;
+    {
+        char name[64];
+        snprintf(name, sizeof name, "binarized_mnist_%s.amat", split_names[s]);
+        if (!(paths[s] = fl_gz_path(dir, name))) st = FL_ERR_NOMEM;
+    }
     char hint[1024];
     snprintf(hint, sizeof hint,
              " (nor the uncompressed .amat): [data] dir = %s is resolved against the working "

@@ -25,11 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <zlib.h>
 
 #include <flowlab/flowlab.h>
+
+#include "gzfile.h"
 
 enum { BIN_DYNAMIC = 0, BIN_FIXED = 1, BIN_NONE = 2 }; /* order of the enum choices */
 
@@ -77,13 +78,6 @@ static const fl_key fashion_keys[] = {
 #define MAX_IMAGES (1ull << 32)
 #define CHUNK (1u << 24)
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint32_t be32(const unsigned char *b)
 {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
@@ -103,40 +97,19 @@ static int64_t read_full(gzFile g, uint8_t *dst, uint64_t n)
     return (int64_t)got;
 }
 
-/* zlib's complaint after a short read ("" when the file simply ended),
- * without the "path: " zlib puts in front (our messages name the file). */
-static const char *zlib_note(gzFile g, const char *path, int *is_errno)
-{
-    int zerr = Z_OK;
-    const char *m = gzerror(g, &zerr);
-    *is_errno = zerr == Z_ERRNO;
-    if (zerr == Z_OK) return "";
-    size_t n = strlen(path);
-    return strncmp(m, path, n) == 0 && m[n] == ':' && m[n + 1] == ' ' ? m + n + 2 : m;
-}
-
 /* Loads an idx3 unsigned-byte image file (plain or gzip). A missing file's
  * message ends with `hint`. */
 static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const char *hint,
                           idx_file *out)
 {
     memset(out, 0, sizeof *out);
-    errno = 0;
-    gzFile g = gzopen(path, "rb");
-    if (!g) {
-        int e = errno; /* 0 when only zlib's own allocation failed */
-        if (e == ENOENT)
-            h->error(cx, "%s: no such file%s", path, hint);
-        else
-            h->error(cx, "cannot open %s: %s", path, e ? strerror(e) : "out of memory");
-        return e ? FL_ERR_IO : FL_ERR_NOMEM;
-    }
-    gzbuffer(g, 1u << 18);
-    fl_status st = FL_OK;
+    gzFile g;
+    fl_status st = fl_gz_open(h, cx, path, hint, &g);
+    if (st != FL_OK) return st;
     int is_errno = 0;
     unsigned char hd[16];
     int64_t got = read_full(g, hd, sizeof hd);
-    const char *note = got == (int64_t)sizeof hd ? "" : zlib_note(g, path, &is_errno);
+    const char *note = got == (int64_t)sizeof hd ? "" : fl_gz_note(g, path, &is_errno);
     uint64_t n = 0, dim = 0;
     /* The magic first: a short label file is "not images" before "short". */
     uint32_t magic = got >= 4 ? be32(hd) : IDX_MAGIC;
@@ -188,7 +161,7 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
         if (r < 0 || have < cap) break;
     }
     if (st == FL_OK && have < want) {
-        note = zlib_note(g, path, &is_errno);
+        note = fl_gz_note(g, path, &is_errno);
         if (is_errno) {
             h->error(cx, "cannot read %s: %s", path, strerror(errno));
             st = FL_ERR_IO;
@@ -206,7 +179,7 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
         unsigned char tail[4096];
         int r;
         while ((r = gzread(g, tail, sizeof tail)) > 0) extra += (uint64_t)r;
-        note = zlib_note(g, path, &is_errno);
+        note = fl_gz_note(g, path, &is_errno);
         if (extra) {
             h->error(cx, "%s: %llu bytes of pixels, expected %llu (header: %llu images of "
                      "%ux%u)",
@@ -262,7 +235,7 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *train_p
     if (!d) return FL_ERR_NOMEM;
     int mode = (int)h->cfg_int(cx, "binarize");
     uint64_t valid = (uint64_t)h->cfg_int(cx, "valid_size");
-    double t0 = now_seconds();
+    double t0 = fl_gz_seconds();
     fl_status st = load_idx(h, cx, train_path, hint, &d->file[0]);
     if (st == FL_OK && test_path[0]) st = load_idx(h, cx, test_path, hint, &d->file[1]);
     idx_file *tr = &d->file[0], *te = &d->file[1];
@@ -281,8 +254,8 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *train_p
         return st;
     }
     d->dim = tr->h * tr->w;
-    double t_load = now_seconds() - t0;
-    double t_bin = now_seconds();
+    double t_load = fl_gz_seconds() - t0;
+    double t_bin = fl_gz_seconds();
     if (mode == BIN_FIXED) {
         /* Independent of the experiment seed: every seed of a sweep sees
          * the same binary images (as with the static binarized MNIST). */
@@ -303,7 +276,7 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *train_p
     d->n[FL_SPLIT_TEST] = te->n;
     char how[64];
     if (mode == BIN_FIXED)
-        snprintf(how, sizeof how, "fixed binarization, drawn in %.2f s", now_seconds() - t_bin);
+        snprintf(how, sizeof how, "fixed binarization, drawn in %.2f s", fl_gz_seconds() - t_bin);
     else
         snprintf(how, sizeof how, "%s binarization", h->cfg_str(cx, "binarize"));
     h->log(cx, FL_LOG_INFO, "read %llu/%llu/%llu train/valid/test images of %ux%u in %.2f s (%s)",
@@ -331,29 +304,12 @@ static fl_status idx_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info,
     return st;
 }
 
-/* dir/<stem>, or dir/<stem>.gz when the uncompressed file is absent. */
-static char *fashion_file(const char *dir, const char *stem)
-{
-    const char *sep = dir[0] && dir[strlen(dir) - 1] != '/' ? "/" : "";
-    size_t n = strlen(dir) + strlen(stem) + 8;
-    char *p = malloc(n);
-    if (!p) return NULL;
-    snprintf(p, n, "%s%s%s", dir, sep, stem);
-    FILE *f = fopen(p, "rb");
-    if (f) {
-        fclose(f);
-        return p;
-    }
-    snprintf(p, n, "%s%s%s.gz", dir, sep, stem);
-    return p;
-}
-
 static fl_status fashion_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info,
                                 void **self)
 {
     const char *dir = h->cfg_str(cx, "dir");
-    char *train = fashion_file(dir, "train-images-idx3-ubyte");
-    char *test = fashion_file(dir, "t10k-images-idx3-ubyte");
+    char *train = fl_gz_path(dir, "train-images-idx3-ubyte");
+    char *test = fl_gz_path(dir, "t10k-images-idx3-ubyte");
     char hint[1024];
     snprintf(hint, sizeof hint,
              " (nor the uncompressed file): install Debian's dataset-fashion-mnist package "

@@ -321,6 +321,22 @@ Test(images, amat_empty_file)
     amat_fails("", 0, FL_ERR_FORMAT, "no images", NULL);
 }
 
+Test(images, a_plain_file_named_gz_is_refused)
+{
+    /* zlib would read it as plain text; the .gz name says it should not be */
+    char *dir = make_tmpdir();
+    char *text = amat_text(0, 20, 6, 1);
+    char *plain = write_bytes(dir, "plain.amat.gz", text, strlen(text));
+    fl_registry *r = reg();
+    char *data = fl_strfmt("type = amat\ntrain = %s\nheight = 2\nwidth = 3", plain);
+    build_fails(r, data, FL_ERR_FORMAT, "plain.amat.gz: not a gzip file", NULL, NULL);
+    fl_registry_free(r);
+    free(data);
+    free(text);
+    free(plain);
+    remove_tree(dir);
+}
+
 Test(images, amat_truncated_gzip_file)
 {
     char *dir = make_tmpdir();

@@ -24,7 +24,8 @@ static inline double fl_gz_seconds(void)
 
 /* Opens `path` (plain or gzip) for reading into *g. On failure reports
  * "PATH: no such file" + hint, or why it cannot be opened, and returns
- * FL_ERR_IO (FL_ERR_NOMEM when only zlib's own allocation failed). */
+ * FL_ERR_IO (FL_ERR_NOMEM when only zlib's own allocation failed); a file
+ * named .gz that is not gzip is FL_ERR_FORMAT. */
 static inline fl_status fl_gz_open(const fl_host *h, fl_ctx *cx, const char *path,
                                    const char *hint, gzFile *g)
 {
@@ -32,6 +33,14 @@ static inline fl_status fl_gz_open(const fl_host *h, fl_ctx *cx, const char *pat
     *g = gzopen(path, "rb");
     if (*g) {
         gzbuffer(*g, 1u << 18);
+        /* zlib reads a plain file as it is: a .gz name on one is a mistake */
+        size_t n = strlen(path);
+        if (n > 3 && strcmp(path + n - 3, ".gz") == 0 && gzdirect(*g)) {
+            h->error(cx, "%s: not a gzip file (the name ends in .gz)", path);
+            gzclose(*g);
+            *g = NULL;
+            return FL_ERR_FORMAT;
+        }
         return FL_OK;
     }
     int e = errno; /* gzopen leaves errno 0 when only its own allocation failed */

@@ -117,6 +117,27 @@ Test(plot, png_write_error_names_the_file)
     cr_assert_eq(fl_png_write("/nonexistent-flowlab-dir/x.png", px, 1, 1), FL_ERR_IO);
     assert_contains(fl_err_msg(), "/nonexistent-flowlab-dir/x.png");
     cr_assert_eq(fl_png_write("/tmp/never.png", px, 0, 1), FL_ERR_INVALID);
+    cr_assert_eq(fl_png_write_as("/tmp/never.png", px, 1, 1, (fl_png_format)2), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "/tmp/never.png");
+    cr_assert_eq(access("/tmp/never.png", F_OK), -1);
+}
+
+Test(plot, png_write_as_grey_reads_back)
+{
+    char *dir = make_tmpdir();
+    char *path = fl_strfmt("%s/grey.png", dir);
+    const uint8_t px[6] = { 0, 51, 102, 153, 204, 255 };
+    cr_assert_eq(fl_png_write_as(path, px, 3, 2, FL_PNG_GREY), FL_OK, "%s", fl_err_msg());
+    uint32_t w, h;
+    uint8_t *rgb = read_png(path, &w, &h);
+    cr_assert(w == 3 && h == 2);
+    for (int i = 0; i < 6; i++)
+        cr_assert(rgb[3 * i] == px[i] && rgb[3 * i + 1] == px[i] && rgb[3 * i + 2] == px[i],
+                  "pixel %d is (%d, %d, %d), expected grey %d", i, rgb[3 * i], rgb[3 * i + 1],
+                  rgb[3 * i + 2], px[i]);
+    free(rgb);
+    free(path);
+    remove_tree(dir);
 }
 
 static const char moons_ini[] =

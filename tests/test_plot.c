@@ -140,6 +140,61 @@ Test(plot, png_write_as_grey_reads_back)
     remove_tree(dir);
 }
 
+static size_t count_colour(const uint8_t *img, size_t n, const uint8_t rgb[3])
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += !memcmp(img + 3 * i, rgb, 3);
+    return k;
+}
+
+Test(plot, curves_of_several_columns)
+{
+    fl_runtime_init();
+    char *dir = make_tmpdir();
+    char *csv = fl_strfmt("%s/metrics.csv", dir);
+    /* CRLF lines; a row whose step is not a number is skipped (its values
+     * would set the y range); the last column's values set the top. */
+    const char text[] = "step,train_bound,valid_elbo,valid_iwae\r\n"
+                        "0,-10,-12,-11\r\n"
+                        "eval,1000,1000,1000\r\n"
+                        "10,-8,-9,-8.5\r\n"
+                        "20,-6,-7,-5\r\n";
+    cr_assert_eq(fl_write_atomic(csv, text, sizeof text - 1), FL_OK);
+    const fl_curve cv[] = {
+        { "train_bound", FL_CURVE_BLUE, 0, "blue" },
+        { "valid_elbo", FL_CURVE_ORANGE, 0, "orange" },
+        { "valid_iwae", FL_CURVE_GREEN, 0, "green" },
+        { "logz_ref", FL_CURVE_GREY, 1, NULL },
+    };
+    cr_assert_eq(fl_plot_curves(dir, cv, 4, "bound"), FL_OK, "%s", fl_err_msg());
+    char *axes = fl_strfmt("%s/curves_axes.csv", dir), *got = NULL;
+    size_t n;
+    cr_assert_eq(fl_read_file(axes, &got, &n), FL_OK);
+    cr_assert_str_eq(got, "step_min,step_max,bound_min,bound_max,blue,orange,green\n"
+                          "0,20,-12.35,-4.65,train_bound,valid_elbo,valid_iwae\n");
+    uint32_t w, h;
+    uint8_t *img = read_in(dir, "curves.png", &w, &h);
+    cr_assert(w == 480 && h == 320);
+    const uint8_t blue[3] = FL_CURVE_BLUE, orange[3] = FL_CURVE_ORANGE,
+                  green[3] = FL_CURVE_GREEN, grey[3] = FL_CURVE_GREY;
+    cr_assert_gt(count_colour(img, (size_t)w * h, blue), 100);
+    cr_assert_gt(count_colour(img, (size_t)w * h, orange), 100);
+    cr_assert_gt(count_colour(img, (size_t)w * h, green), 100);
+    cr_assert_eq(count_colour(img, (size_t)w * h, grey), 0, "the missing optional curve is drawn");
+
+    /* A required column missing is an error naming it. */
+    const fl_curve need[] = { { "train_bound", FL_CURVE_BLUE, 0, NULL },
+                              { "test_nll", FL_CURVE_ORANGE, 0, NULL } };
+    cr_assert_eq(fl_plot_curves(dir, need, 2, "nll"), FL_ERR_FORMAT);
+    assert_contains(fl_err_msg(), "'test_nll'");
+    cr_assert_eq(fl_plot_curves(dir, need, 0, "nll"), FL_ERR_INVALID);
+    free(img);
+    free(got);
+    free(axes);
+    free(csv);
+    remove_tree(dir);
+}
+
 static const char moons_ini[] =
     "[experiment]\nname = plot\ntask = density\nseed = 2\n"
     "[data]\ntype = moons\nnoise = 0.05\ntest_size = 2000\n"

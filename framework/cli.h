@@ -2,6 +2,9 @@
 #ifndef FL_CLI_H
 #define FL_CLI_H
 
+#include <errno.h>
+#include <stdlib.h>
+
 #include "experiment.h"
 #include "registry.h"
 
@@ -33,6 +36,20 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
                                size_t n_sets, fl_registry **reg, fl_experiment **e);
 /* Prints "flowlab: error: <fl_err_msg>" and returns the exit code. */
 int fl_cli_fail(fl_status st);
+
+/* A decimal option value in [lo, hi] into *out: 1, or 0 (and *out unset)
+ * when `s` is empty, has anything after the digits, starts with '-' or is
+ * out of range. */
+static inline int fl_cli_parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
+                                   unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi || s[0] == '-') return 0;
+    *out = v;
+    return 1;
+}
 
 int fl_cmd_run(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plugins(fl_cli *cli, int argc, char **argv);

@@ -1,6 +1,5 @@
 /* cmd_gradvar.c - `flowlab gradvar`: gradient signal-to-noise ratios of a
  * trained VAE under several estimators (framework/gradvar.c). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,17 +33,6 @@ static const char usage[] =
     "\n"
     "Prints a table and writes gradvar.csv and gradvar.json into RUN_DIR\n"
     "(atomically). Results depend only on the arguments and the run.\n";
-
-static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
-                     unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi || s[0] == '-') return 0;
-    *out = v;
-    return 1;
-}
 
 /* Splits a comma-separated list into trimmed, non-empty, distinct items
  * (pointers into `text`, which is modified). Returns the count, or 0 on an
@@ -91,18 +79,18 @@ int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
         } else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc) {
             k_arg = argv[++i];
         } else if (strcmp(argv[i], "--draws") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], 2, 100000000, &draws)) {
+            if (!fl_cli_parse_u64(argv[++i], 2, 100000000, &draws)) {
                 fprintf(stderr, "flowlab gradvar: error: --draws expects an integer in "
                                 "[2, 100000000]\n");
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], 1, 1u << 30, &n)) {
+            if (!fl_cli_parse_u64(argv[++i], 1, 1u << 30, &n)) {
                 fprintf(stderr, "flowlab gradvar: error: --n expects a positive integer\n");
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], 1, 1u << 24, &batch)) {
+            if (!fl_cli_parse_u64(argv[++i], 1, 1u << 24, &batch)) {
                 fprintf(stderr, "flowlab gradvar: error: --batch expects an integer in "
                                 "[1, 16777216]\n");
                 return FL_EXIT_USAGE;
@@ -136,7 +124,7 @@ int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
     int rc = n_est && n_k ? FL_EXIT_OK : FL_EXIT_USAGE;
     for (size_t j = 0; j < n_k && rc == FL_EXIT_OK; j++) {
         unsigned long long v = 1;
-        if (!parse_u64(kstr[j], 1, 1u << 24, &v)) {
+        if (!fl_cli_parse_u64(kstr[j], 1, 1u << 24, &v)) {
             fprintf(stderr, "flowlab gradvar: error: --k: '%s' is not an integer in "
                             "[1, 16777216]\n", kstr[j]);
             rc = FL_EXIT_USAGE;

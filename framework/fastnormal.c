@@ -29,23 +29,13 @@ static inline void quarter_sincos(float f, float *s, float *c)
 static void blocks(fl_rng_key key, uint64_t sub, uint64_t blk0, uint32_t nb, float *z)
 {
     uint32_t w0[CHUNK], w1[CHUNK], w2[CHUNK], w3[CHUNK];
-    const uint32_t s0 = (uint32_t)sub, s1 = (uint32_t)(sub >> 32);
     for (uint32_t b = 0; b < nb; b++) {
         uint64_t blk = blk0 + b;
-        uint32_t c0 = (uint32_t)blk, c1 = (uint32_t)(blk >> 32), c2 = s0, c3 = s1;
-        uint32_t k0 = key.k[0], k1 = key.k[1];
-        for (int r = 0; r < 10; r++) {
-            uint64_t p0 = (uint64_t)0xD2511F53u * c0;
-            uint64_t p1 = (uint64_t)0xCD9E8D57u * c2;
-            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-            c1 = (uint32_t)p1;
-            c3 = (uint32_t)p0;
-            c0 = n0;
-            c2 = n2;
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        w0[b] = c0, w1[b] = c1, w2[b] = c2, w3[b] = c3;
+        const uint32_t ctr[4] = { (uint32_t)blk, (uint32_t)(blk >> 32), (uint32_t)sub,
+                                  (uint32_t)(sub >> 32) };
+        uint32_t w[4];
+        fl_philox4x32(key, ctr, w);
+        w0[b] = w[0], w1[b] = w[1], w2[b] = w[2], w3[b] = w[3];
     }
     for (uint32_t b = 0; b < nb; b++) {
         for (int p = 0; p < 2; p++) {

@@ -1,10 +1,10 @@
 /* imagegrid.c - grids of greyscale images as PNG files. */
 #include "imagegrid.h"
 
-#include <png.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pngfile.h"
 #include "util.h"
 
 #define MAX_SIDE 65535u
@@ -62,37 +62,6 @@ static void blit(grey *g, const fl_real *img, uint32_t h, uint32_t w, uint32_t x
     }
 }
 
-/* Encodes in memory, then writes atomically, as fl_png_write does for RGB. */
-static fl_status grey_save(grey *g, const char *path)
-{
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    img.width = g->w;
-    img.height = g->h;
-    img.format = PNG_FORMAT_GRAY;
-    png_alloc_size_t size = 0;
-    if (!png_image_write_to_memory(&img, NULL, &size, 0, g->px, 0, NULL) || size == 0) {
-        fl_err("cannot encode %s: %s", path, img.message);
-        png_image_free(&img);
-        return FL_ERR_INTERNAL;
-    }
-    void *mem = malloc(size);
-    if (!mem) {
-        fl_err("cannot encode %s: out of memory", path);
-        return FL_ERR_NOMEM;
-    }
-    fl_status st = FL_OK;
-    if (!png_image_write_to_memory(&img, mem, &size, 0, g->px, 0, NULL)) {
-        fl_err("cannot encode %s: %s", path, img.message);
-        png_image_free(&img);
-        st = FL_ERR_INTERNAL;
-    }
-    if (st == FL_OK) st = fl_write_atomic(path, mem, size);
-    free(mem);
-    return st;
-}
-
 fl_status fl_image_grid_png(const char *path, const fl_real *images, uint32_t n, uint32_t h,
                             uint32_t w, uint32_t cols, uint32_t pad)
 {
@@ -107,7 +76,7 @@ fl_status fl_image_grid_png(const char *path, const fl_real *images, uint32_t n,
     for (uint32_t i = 0; i < n; i++)
         blit(&g, images + i * dim, h, w, pad + (i % cols) * (w + pad),
              pad + (i / cols) * (h + pad));
-    st = grey_save(&g, path);
+    st = fl_png_write_as(path, g.px, g.w, g.h, FL_PNG_GREY);
     free(g.px);
     return st;
 }
@@ -130,7 +99,7 @@ fl_status fl_image_pairs_png(const char *path, const fl_real *orig, const fl_rea
         blit(&g, orig + i * dim, h, w, x, y);
         blit(&g, recon + i * dim, h, w, x, y + h + pad);
     }
-    st = grey_save(&g, path);
+    st = fl_png_write_as(path, g.px, g.w, g.h, FL_PNG_GREY);
     free(g.px);
     return st;
 }

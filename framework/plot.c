@@ -244,27 +244,26 @@ static int header_index(const char *line, size_t len, const char *name)
     return -1;
 }
 
-/* curves.png from dir/metrics.csv: columns `a` (blue) and `b` (orange)
- * against step, and `ref` (grey; NULL = none) when present; the ranges go
- * to curves_axes.csv with `what` naming the y axis. */
-static fl_status plot_curves(const char *dir, const char *a, const char *bcol, const char *ref,
-                             const char *what)
+fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
+                         const char *what)
 {
+    if (n_curves == 0 || n_curves > FL_PLOT_MAX_CURVES) {
+        fl_err("%s: cannot plot %zu curves (1 to %d)", dir, n_curves, FL_PLOT_MAX_CURVES);
+        return FL_ERR_INVALID;
+    }
     char *path = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
     size_t len = 0;
     if (!path) return FL_ERR_NOMEM;
     fl_status st = fl_read_file(path, &text, &len);
-    double *xs = NULL, *tr = NULL, *te = NULL, *rf = NULL;
-    size_t n = 0;
-    int c_step = -1, c_train = -1, c_test = -1, c_ref = -1;
+    double *xs = NULL, *ys = NULL; /* ys[k * cap + i]: curve k at row i */
+    size_t n = 0, cap = 0;
+    int c_step = -1, col[FL_PLOT_MAX_CURVES];
     if (st == FL_OK) {
-        size_t rows = 0;
-        for (size_t i = 0; i < len; i++) rows += text[i] == '\n';
-        xs = malloc((rows + 1) * sizeof *xs);
-        tr = malloc((rows + 1) * sizeof *tr);
-        te = malloc((rows + 1) * sizeof *te);
-        rf = malloc((rows + 1) * sizeof *rf);
-        if (!xs || !tr || !te || !rf) st = FL_ERR_NOMEM;
+        cap = 1;
+        for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
+        xs = malloc(cap * sizeof *xs);
+        ys = malloc(cap * n_curves * sizeof *ys);
+        if (!xs || !ys) st = FL_ERR_NOMEM;
     }
     const char *p = text, *end = text + len;
     for (size_t line = 0; st == FL_OK && p < end; line++) {
@@ -272,20 +271,20 @@ static fl_status plot_curves(const char *dir, const char *a, const char *bcol, c
         size_t l = (size_t)((nl ? nl : end) - p);
         if (l && p[l - 1] == '\r') l--;
         if (line == 0) {
-            c_step = header_index(p, l, "step");
-            c_train = header_index(p, l, a);
-            c_test = header_index(p, l, bcol);
-            c_ref = ref ? header_index(p, l, ref) : -1;
-            if (c_step < 0 || c_train < 0 || c_test < 0) {
-                fl_err("%s: expected columns step, %s and %s in the header", path, a, bcol);
+            const char *missing = (c_step = header_index(p, l, "step")) < 0 ? "step" : NULL;
+            for (size_t k = 0; k < n_curves; k++) {
+                col[k] = header_index(p, l, curves[k].column);
+                if (col[k] < 0 && !curves[k].optional && !missing) missing = curves[k].column;
+            }
+            if (missing) {
+                fl_err("%s: no column '%s' in the header", path, missing);
                 st = FL_ERR_FORMAT;
             }
         } else if (l) {
             xs[n] = column(p, l, c_step);
-            tr[n] = column(p, l, c_train);
-            te[n] = column(p, l, c_test);
-            rf[n] = c_ref >= 0 ? column(p, l, c_ref) : NAN;
-            n += isfinite(xs[n]);
+            for (size_t k = 0; k < n_curves; k++)
+                ys[k * cap + n] = col[k] >= 0 ? column(p, l, col[k]) : NAN;
+            n += isfinite(xs[n]); /* a row without a step is dropped */
         }
         p = nl ? nl + 1 : end;
     }
@@ -297,9 +296,10 @@ static fl_status plot_curves(const char *dir, const char *a, const char *bcol, c
     for (size_t i = 0; st == FL_OK && i < n; i++) {
         x0 = fmin(x0, xs[i]);
         x1 = fmax(x1, xs[i]);
-        if (isfinite(tr[i])) y0 = fmin(y0, tr[i]), y1 = fmax(y1, tr[i]);
-        if (isfinite(te[i])) y0 = fmin(y0, te[i]), y1 = fmax(y1, te[i]);
-        if (isfinite(rf[i])) y0 = fmin(y0, rf[i]), y1 = fmax(y1, rf[i]);
+        for (size_t k = 0; k < n_curves; k++) {
+            double y = ys[k * cap + i];
+            if (isfinite(y)) y0 = fmin(y0, y), y1 = fmax(y1, y);
+        }
     }
     if (st == FL_OK && !(y1 >= y0)) y0 = 0, y1 = 1; /* no finite value: empty axes */
     double pad = 0.05 * (y1 - y0);
@@ -308,23 +308,25 @@ static fl_status plot_curves(const char *dir, const char *a, const char *bcol, c
     if (st == FL_OK) {
         fl_canvas_window(&c, 24, x0, x1, y0 - pad, y1 + pad);
         fl_canvas_frame(&c, (fl_rgb){ 0, 0, 0 }, 5);
-        fl_canvas_polyline(&c, xs, tr, n, (fl_rgb){ 31, 119, 180 });
-        fl_canvas_polyline(&c, xs, te, n, (fl_rgb){ 255, 127, 14 });
-        if (c_ref >= 0) fl_canvas_polyline(&c, xs, rf, n, (fl_rgb){ 128, 128, 128 });
+        for (size_t k = 0; k < n_curves; k++)
+            if (col[k] >= 0) fl_canvas_polyline(&c, xs, ys + k * cap, n, curves[k].colour);
         st = save_in(&c, dir, "curves.png");
     }
     if (st == FL_OK) {
         fl_buf b = { 0 };
-        fl_buf_printf(&b, "step_min,step_max,%s_min,%s_max\n%.9g,%.9g,%.9g,%.9g\n", what, what,
-                      c.x_min, c.x_max, c.y_min, c.y_max);
+        fl_buf_printf(&b, "step_min,step_max,%s_min,%s_max", what, what);
+        for (size_t k = 0; k < n_curves; k++)
+            if (curves[k].legend) fl_buf_printf(&b, ",%s", curves[k].legend);
+        fl_buf_printf(&b, "\n%.9g,%.9g,%.9g,%.9g", c.x_min, c.x_max, c.y_min, c.y_max);
+        for (size_t k = 0; k < n_curves; k++)
+            if (curves[k].legend) fl_buf_printf(&b, ",%s", curves[k].column);
+        fl_buf_printf(&b, "\n");
         st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "curves_axes.csv", b.data, b.len);
         fl_buf_free(&b);
     }
     fl_canvas_free(&c);
     free(xs);
-    free(tr);
-    free(te);
-    free(rf);
+    free(ys);
     free(text);
     free(path);
     return st;
@@ -477,7 +479,11 @@ static fl_status plot_2d(fl_experiment *e, const char *dir)
 
 fl_status fl_plot_density(fl_experiment *e, const char *dir)
 {
-    fl_status st = plot_curves(dir, "train_nll", "test_nll", NULL, "nll");
+    static const fl_curve curves[] = {
+        { "train_nll", FL_CURVE_BLUE, 0, NULL },
+        { "test_nll", FL_CURVE_ORANGE, 0, NULL },
+    };
+    fl_status st = fl_plot_curves(dir, curves, 2, "nll");
     if (st == FL_OK && e->info.dim == 2) st = plot_2d(e, dir);
     return st;
 }
@@ -546,7 +552,12 @@ fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_e
 
 fl_status fl_plot_vi(fl_experiment *e, const char *dir)
 {
-    fl_status st = plot_curves(dir, "train_bound", "elbo", "logz_ref", "elbo");
+    static const fl_curve curves[] = {
+        { "train_bound", FL_CURVE_BLUE, 0, NULL },
+        { "elbo", FL_CURVE_ORANGE, 0, NULL },
+        { "logz_ref", FL_CURVE_GREY, 1, NULL },
+    };
+    fl_status st = fl_plot_curves(dir, curves, 3, "elbo");
     if (st != FL_OK || e->vi->info.dim != 2) return st;
     const double *box = e->vi->info.box;
     const size_t G2 = (size_t)GRID * GRID;

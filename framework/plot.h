@@ -1,4 +1,4 @@
-/* plot.h - a small RGB canvas for pictures of density and vi runs.
+/* plot.h - a small RGB canvas for pictures of density, vi and vae runs.
  *
  * No text: numbers that a reader needs (axis ranges, colour scale) go into
  * file names or a sidecar CSV. Drawing clips to the canvas; nothing here
@@ -66,6 +66,35 @@ void fl_canvas_frame(fl_canvas *c, fl_rgb col, uint32_t ticks);
 
 /* Writes the canvas as a PNG (see fl_png_write). */
 fl_status fl_canvas_save(const fl_canvas *c, const char *path);
+
+/* One curve of fl_plot_curves. */
+typedef struct fl_curve {
+    const char *column;  /* its metrics.csv column, plotted against `step` */
+    fl_rgb colour;
+    int optional;        /* 1: skipped when the column is missing, 0: an error */
+    const char *legend;  /* the colour's name, listed in curves_axes.csv; NULL: not listed */
+} fl_curve;
+
+#define FL_PLOT_MAX_CURVES 8
+/* fl_curve colours (initialisers): matplotlib's first three, and a grey */
+#define FL_CURVE_BLUE { 31, 119, 180 }
+#define FL_CURVE_ORANGE { 255, 127, 14 }
+#define FL_CURVE_GREEN { 44, 160, 44 }
+#define FL_CURVE_GREY { 128, 128, 128 }
+
+/* curves.png (480 x 320) in `dir` from dir/metrics.csv: each of the
+ * n_curves (1 to FL_PLOT_MAX_CURVES) columns against the `step` column,
+ * drawn in order; non-numeric or empty values break a line, rows whose step
+ * is not a number are skipped, and a trailing \r is ignored. The x range is
+ * the steps', the y range all the curves' finite values padded by 5%.
+ * curves_axes.csv gets "step_min,step_max,<what>_min,<what>_max", then the
+ * legend of each curve that has one, and the values below (the column names
+ * under the legends). Both files are written atomically. Returns FL_ERR_IO
+ * (no metrics.csv), FL_ERR_FORMAT (a required column missing, or no rows),
+ * FL_ERR_INVALID (n_curves out of range) or a write error; fl_err says
+ * which. */
+fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
+                         const char *what);
 
 /* Pictures of a trained density model, written into `dir`:
  *   curves.png   train (blue) and test (orange) NLL against step, from

@@ -117,6 +117,82 @@ Test(plot, png_write_error_names_the_file)
     cr_assert_eq(fl_png_write("/nonexistent-flowlab-dir/x.png", px, 1, 1), FL_ERR_IO);
     assert_contains(fl_err_msg(), "/nonexistent-flowlab-dir/x.png");
     cr_assert_eq(fl_png_write("/tmp/never.png", px, 0, 1), FL_ERR_INVALID);
+    cr_assert_eq(fl_png_write_as("/tmp/never.png", px, 1, 1, (fl_png_format)2), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "/tmp/never.png");
+    cr_assert_eq(access("/tmp/never.png", F_OK), -1);
+}
+
+Test(plot, png_write_as_grey_reads_back)
+{
+    char *dir = make_tmpdir();
+    char *path = fl_strfmt("%s/grey.png", dir);
+    const uint8_t px[6] = { 0, 51, 102, 153, 204, 255 };
+    cr_assert_eq(fl_png_write_as(path, px, 3, 2, FL_PNG_GREY), FL_OK, "%s", fl_err_msg());
+    uint32_t w, h;
+    uint8_t *rgb = read_png(path, &w, &h);
+    cr_assert(w == 3 && h == 2);
+    for (int i = 0; i < 6; i++)
+        cr_assert(rgb[3 * i] == px[i] && rgb[3 * i + 1] == px[i] && rgb[3 * i + 2] == px[i],
+                  "pixel %d is (%d, %d, %d), expected grey %d", i, rgb[3 * i], rgb[3 * i + 1],
+                  rgb[3 * i + 2], px[i]);
+    free(rgb);
+    free(path);
+    remove_tree(dir);
+}
+
+static size_t count_colour(const uint8_t *img, size_t n, const uint8_t rgb[3])
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += !memcmp(img + 3 * i, rgb, 3);
+    return k;
+}
+
+Test(plot, curves_of_several_columns)
+{
+    fl_runtime_init();
+    char *dir = make_tmpdir();
+    char *csv = fl_strfmt("%s/metrics.csv", dir);
+    /* CRLF lines; a row whose step is not a number is skipped (its values
+     * would set the y range); the last column's values set the top. */
+    const char text[] = "step,train_bound,valid_elbo,valid_iwae\r\n"
+                        "0,-10,-12,-11\r\n"
+                        "eval,1000,1000,1000\r\n"
+                        "10,-8,-9,-8.5\r\n"
+                        "20,-6,-7,-5\r\n";
+    cr_assert_eq(fl_write_atomic(csv, text, sizeof text - 1), FL_OK);
+    const fl_curve cv[] = {
+        { "train_bound", FL_CURVE_BLUE, 0, "blue" },
+        { "valid_elbo", FL_CURVE_ORANGE, 0, "orange" },
+        { "valid_iwae", FL_CURVE_GREEN, 0, "green" },
+        { "logz_ref", FL_CURVE_GREY, 1, NULL },
+    };
+    cr_assert_eq(fl_plot_curves(dir, cv, 4, "bound"), FL_OK, "%s", fl_err_msg());
+    char *axes = fl_strfmt("%s/curves_axes.csv", dir), *got = NULL;
+    size_t n;
+    cr_assert_eq(fl_read_file(axes, &got, &n), FL_OK);
+    cr_assert_str_eq(got, "step_min,step_max,bound_min,bound_max,blue,orange,green\n"
+                          "0,20,-12.35,-4.65,train_bound,valid_elbo,valid_iwae\n");
+    uint32_t w, h;
+    uint8_t *img = read_in(dir, "curves.png", &w, &h);
+    cr_assert(w == 480 && h == 320);
+    const uint8_t blue[3] = FL_CURVE_BLUE, orange[3] = FL_CURVE_ORANGE,
+                  green[3] = FL_CURVE_GREEN, grey[3] = FL_CURVE_GREY;
+    cr_assert_gt(count_colour(img, (size_t)w * h, blue), 100);
+    cr_assert_gt(count_colour(img, (size_t)w * h, orange), 100);
+    cr_assert_gt(count_colour(img, (size_t)w * h, green), 100);
+    cr_assert_eq(count_colour(img, (size_t)w * h, grey), 0, "the missing optional curve is drawn");
+
+    /* A required column missing is an error naming it. */
+    const fl_curve need[] = { { "train_bound", FL_CURVE_BLUE, 0, NULL },
+                              { "test_nll", FL_CURVE_ORANGE, 0, NULL } };
+    cr_assert_eq(fl_plot_curves(dir, need, 2, "nll"), FL_ERR_FORMAT);
+    assert_contains(fl_err_msg(), "'test_nll'");
+    cr_assert_eq(fl_plot_curves(dir, need, 0, "nll"), FL_ERR_INVALID);
+    free(img);
+    free(got);
+    free(axes);
+    free(csv);
+    remove_tree(dir);
 }
 
 static const char moons_ini[] =

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "plot.h"
+#include "rundir.h"
 
 /* ---- JSON: the numeric fields of one flat object ------------------------ */
 
@@ -968,14 +969,11 @@ static fl_status write_html(const report *r, fl_buf *h)
     return st;
 }
 
-static fl_status write_file(const char *dir, const char *file, fl_buf *b)
+/* A report file from its buffer (FL_ERR_NOMEM when the buffer lost text). */
+static fl_status write_file(const char *dir, const char *file, const fl_buf *b)
 {
     if (b->failed) return FL_ERR_NOMEM;
-    char *p = fl_strfmt("%s/%s", dir, file);
-    if (!p) return FL_ERR_NOMEM;
-    fl_status st = fl_write_atomic(p, b->data ? b->data : "", b->len);
-    free(p);
-    return st;
+    return fl_rundir_write(dir, file, b->data ? b->data : "", b->len);
 }
 
 fl_status fl_report_write(const char *dir, const fl_sweep *s, const fl_report_opts *o,

@@ -501,20 +501,6 @@ static void print_cells(const sweep_ctx *x, size_t n_excl)
     free(w);
 }
 
-static void csv_text(fl_buf *b, const char *s)
-{
-    if (!strpbrk(s, ",\"\n")) {
-        fl_buf_printf(b, "%s", s);
-        return;
-    }
-    fl_buf_write(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') fl_buf_write(b, "\"", 1);
-        fl_buf_write(b, s, 1);
-    }
-    fl_buf_write(b, "\"", 1);
-}
-
 static fl_status write_cells_csv(const sweep_ctx *x)
 {
     const fl_sweep *s = x->s;
@@ -522,23 +508,23 @@ static fl_status write_cells_csv(const sweep_ctx *x)
     fl_buf_printf(&b, "cell,name");
     for (size_t a = 0; a < s->n_axes; a++) {
         fl_buf_printf(&b, ",");
-        csv_text(&b, s->axes[a].key);
+        fl_buf_csv(&b, s->axes[a].key);
     }
     fl_buf_printf(&b, ",status,exit_status,seconds,error\n");
     for (size_t c = 0; c < s->n_cells; c++) {
         const cell_result *r = &x->res[c];
         fl_buf_printf(&b, "%zu,", c + 1);
-        csv_text(&b, s->cells[c].name);
+        fl_buf_csv(&b, s->cells[c].name);
         for (size_t a = 0; a < s->n_axes; a++) {
             fl_buf_printf(&b, ",");
-            csv_text(&b, fl_sweep_value(s, c, a));
+            fl_buf_csv(&b, fl_sweep_value(s, c, a));
         }
         fl_buf_printf(&b, ",%s,", st_name[r->status]);
         if (r->status == ST_DONE || r->status == ST_FAILED) fl_buf_printf(&b, "%d", r->code);
         fl_buf_printf(&b, ",");
         if (r->status == ST_DONE || r->status == ST_FAILED) fl_buf_printf(&b, "%.2f", r->seconds);
         fl_buf_printf(&b, ",");
-        csv_text(&b, r->err);
+        fl_buf_csv(&b, r->err);
         fl_buf_printf(&b, "\n");
     }
     fl_status st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(x->dir, "cells.csv", b.data, b.len);

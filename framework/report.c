@@ -541,21 +541,6 @@ static void fmt_stat(char *buf, size_t cap, const field_stats *f, const char *pm
     snprintf(buf, cap, "%s %s %s", m, pm, e);
 }
 
-/* A CSV field, quoted when needed. */
-static void csv_field(fl_buf *b, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fl_buf_printf(b, "%s", s);
-        return;
-    }
-    fl_buf_write(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') fl_buf_write(b, "\"", 1);
-        fl_buf_write(b, s, 1);
-    }
-    fl_buf_write(b, "\"", 1);
-}
-
 static void html_text(fl_buf *b, const char *s)
 {
     for (; s && *s; s++) {
@@ -672,7 +657,7 @@ static void write_csv(const report *r, fl_buf *b)
     for (size_t a = 0; a < s->n_axes; a++)
         if (r->in_group[a]) {
             fl_buf_printf(b, ",");
-            csv_field(b, s->axes[a].key);
+            fl_buf_csv(b, s->axes[a].key);
         }
     fl_buf_printf(b, ",n,failed");
     for (size_t f = 0; f < r->n_fields; f++)
@@ -685,7 +670,7 @@ static void write_csv(const report *r, fl_buf *b)
         for (size_t a = 0; a < s->n_axes; a++)
             if (r->in_group[a]) {
                 fl_buf_printf(b, ",");
-                csv_field(b, fl_sweep_value(s, g->first, a));
+                fl_buf_csv(b, fl_sweep_value(s, g->first, a));
             }
         fl_buf_printf(b, ",%zu,%zu", g->n_done, g->n_failed);
         for (size_t f = 0; f < r->n_fields; f++) {

@@ -322,3 +322,47 @@ Test(json, malformed)
     cr_assert_eq(n, 0);
     free(v);
 }
+
+/* fl_buf_csv and fl_buf_json_str, the one CSV quoting and JSON escaping
+ * that cells.csv, report.csv, gradvar.{csv,json} and provenance.json share. */
+Test(json, buf_csv_quotes_only_when_needed)
+{
+    static const char *const in[] = { "plain", "", "a,b", "say \"hi\"", "two\nlines", "cr\r",
+                                       "\"" };
+    static const char *const want[] = { "plain", "", "\"a,b\"", "\"say \"\"hi\"\"\"",
+                                         "\"two\nlines\"", "\"cr\r\"", "\"\"\"\"" };
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        fl_buf b = { 0 };
+        fl_buf_csv(&b, in[i]);
+        cr_assert_not(b.failed);
+        cr_assert_str_eq(b.data ? b.data : "", want[i], "field %zu", i);
+        fl_buf_free(&b);
+    }
+    fl_buf b = { 0 };
+    fl_buf_csv(&b, NULL);
+    cr_assert_eq(b.len, 0);
+    fl_buf_free(&b);
+}
+
+Test(json, buf_json_str_round_trips_through_the_reader)
+{
+    const char *name = "q\"b\\s\n\r\t\x01\x7f caf\xc3\xa9";
+    fl_buf b = { 0 };
+    fl_buf_write(&b, "{", 1);
+    fl_buf_json_str(&b, name);
+    fl_buf_printf(&b, ": 7}");
+    cr_assert_not(b.failed);
+    cr_assert_str_eq(b.data, "{\"q\\\"b\\\\s\\n\\r\\t\\u0001\\u007f caf\xc3\xa9\": 7}");
+    fl_json_num *v = NULL;
+    size_t n = 0;
+    cr_assert_eq(fl_json_numbers(b.data, &v, &n), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0].name, name);
+    cr_assert_eq(v[0].v, 7);
+    free(v[0].name);
+    free(v);
+    fl_buf_free(&b);
+    fl_buf_json_str(&b, NULL);
+    cr_assert_str_eq(b.data, "\"\"");
+    fl_buf_free(&b);
+}

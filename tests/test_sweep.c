@@ -249,6 +249,27 @@ Test(errors, exclude_problems)
                     "s.ini:5: [sweep] every one of the 2 cells is excluded");
 }
 
+Test(errors, semicolon_after_a_blank_is_a_comment_not_a_separator)
+{
+    assert_contains(sweep_fails("a.x = 1, 2\nb.y = 1, 2\nexclude = a.x=1 ; b.y=2\n"),
+                    "s.ini:8: [sweep] exclude: ' ; b.y=2' is read as a comment, which would "
+                    "drop that rule; write ';' right after the rule");
+    assert_contains(sweep_fails("a.x = 1, 2\nb.y = 1, 2\nexclude.2 = a.x=1\t; b.y=1 a.x=2\n"),
+                    "s.ini:8: [sweep] exclude.2: ' ; b.y=1 a.x=2' is read as a comment");
+    assert_contains(sweep_fails("a.x = 1, 2\nb.y = 3, 4\nc.z = 1, 2\nd.w = 3, 4\n"
+                                "zip = a.x b.y ; c.z d.w\n"),
+                    "s.ini:10: [sweep] zip: ' ; c.z d.w' is read as a comment, which would drop "
+                    "that group");
+    /* a comment that reads as prose stays a comment; ';' right after a rule separates */
+    fl_sweep *s = sweep_ok("a.x = 1, 2\nb.y = 1, 2\nc.z = 5, 6\n"
+                           "exclude = a.x=1 c.z=5; b.y=2 c.z=6 ; drop these\n"
+                           "zip.2 = a.x b.y ; pairs\n");
+    cr_assert_eq(s->n_rules, 2);
+    cr_assert_eq(s->n_cells, 2);
+    cr_assert_eq(s->n_zips, 1);
+    fl_sweep_free(s);
+}
+
 Test(errors, too_many_cells)
 {
     assert_contains(sweep_fails("a.a = 1,2,3,4,5,6,7,8,9,10\na.b = 1,2,3,4,5,6,7,8,9,10\n"

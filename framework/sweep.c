@@ -1,6 +1,7 @@
 /* sweep.c - parsing the [sweep] section and expanding its cells. */
 #define _POSIX_C_SOURCE 200809L
 #include "sweep.h"
+#include "config.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -16,24 +17,6 @@ static char *trim_n(const char *s, size_t n)
     while (n && is_blank(*s)) s++, n--;
     while (n && is_blank(s[n - 1])) n--;
     return fl_strndup(s, n);
-}
-
-static int valid_section(const char *s, size_t n)
-{
-    if (!n) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_' ||
-              s[i] == '.' || s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-static int valid_key(const char *s)
-{
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_')) return 0;
-    return 1;
 }
 
 /* "name" or "name.N" (N digits). */
@@ -275,8 +258,11 @@ static void swept_keys(const fl_sweep *s, char *buf, size_t cap)
 static fl_status add_axis(fl_sweep *s, const raw_entry *e)
 {
     const char *dot = strrchr(e->key, '.');
-    if (!dot || dot == e->key || !valid_section(e->key, (size_t)(dot - e->key)) ||
-        !valid_key(dot + 1)) {
+    char *section = dot ? fl_strndup(e->key, (size_t)(dot - e->key)) : NULL;
+    if (dot && !section) return FL_ERR_NOMEM;
+    int valid = dot && fl_config_valid_section(section) && fl_config_valid_key(dot + 1);
+    free(section);
+    if (!valid) {
         fl_err("%s:%d: [sweep] '%s' is not SECTION.KEY (lower-case names, e.g. train.lr or "
                "flow.1.repeat) nor zip, exclude, metric or direction",
                s->path, e->line, e->key);

@@ -71,6 +71,20 @@ Test(parse, sections_keys_values_and_comments)
     fl_config_free(c);
 }
 
+/* The name rules the parser, --set and the [sweep] keys share. */
+Test(parse, section_and_key_name_rules)
+{
+    cr_assert(fl_config_valid_section("flow.1"));
+    cr_assert(fl_config_valid_section("my-data_2"));
+    cr_assert_not(fl_config_valid_section(""));
+    cr_assert_not(fl_config_valid_section("Train"));
+    cr_assert_not(fl_config_valid_section("a b"));
+    cr_assert(fl_config_valid_key("lr_decay_steps"));
+    cr_assert_not(fl_config_valid_key(""));
+    cr_assert_not(fl_config_valid_key("flow.1"));
+    cr_assert_not(fl_config_valid_key("a-b"));
+}
+
 Test(parse, empty_text_is_an_empty_config)
 {
     fl_config *c = parse_ok("; nothing but a comment\n");

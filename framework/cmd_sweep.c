@@ -171,16 +171,22 @@ static void normalise(const char *text, fl_buf *out)
     }
 }
 
-/* The config a cell runs: the base text, every --set, the cell's values. */
+/* The config a cell runs: the base text, every --set, the cell's values.
+ * It is parsed under the sweep file's own name (the base text keeps its line
+ * numbers) and each swept value carries the line of its [sweep] entry, so
+ * errors read "EXP.ini:LINE: ...". */
 static fl_status cell_config(sweep_ctx *x, size_t cell, fl_config **out)
 {
     fl_config *cfg = NULL;
-    fl_status st = fl_config_parse(x->base_path, x->s->base, &cfg);
+    fl_status st = fl_config_parse(x->exp_path, x->s->base, &cfg);
     for (size_t i = 0; st == FL_OK && i < x->n_sets; i++) st = fl_config_set(cfg, x->sets[i]);
     for (size_t a = 0; st == FL_OK && a < x->s->n_axes; a++) {
-        char *kv = fl_strfmt("%s=%s", x->s->axes[a].key, fl_sweep_value(x->s, cell, a));
-        st = kv ? fl_config_set(cfg, kv) : FL_ERR_NOMEM;
-        free(kv);
+        const fl_sweep_axis *ax = &x->s->axes[a];
+        const char *dot = strrchr(ax->key, '.'); /* fl_sweep_parse checked SECTION.KEY */
+        char *section = dot ? fl_strndup(ax->key, (size_t)(dot - ax->key)) : NULL;
+        st = section ? fl_config_put(cfg, section, dot + 1, fl_sweep_value(x->s, cell, a), ax->line)
+                     : FL_ERR_NOMEM;
+        free(section);
     }
     if (st != FL_OK) {
         fl_config_free(cfg);
@@ -220,6 +226,52 @@ static int same_config(sweep_ctx *x, size_t cell)
     fl_experiment_free(e);
     fl_config_free(cfg);
     return same;
+}
+
+/* Builds the experiment of a few cells that together take every value of
+ * every axis (greedily, the cell covering the most unchecked values first),
+ * so a misspelled swept key or a bad swept value stops the sweep before any
+ * cell runs, with the message naming the sweep file's line. Sets fl_err. */
+static fl_status check_values(sweep_ctx *x)
+{
+    const fl_sweep *s = x->s;
+    size_t off = 0, *first = calloc(s->n_axes + 1, sizeof *first);
+    if (!first) return FL_ERR_NOMEM;
+    for (size_t a = 0; a < s->n_axes; a++) first[a] = off, off += s->axes[a].n;
+    /* need[first[a] + v]: value v of axis a is in some cell, unchecked */
+    unsigned char *need = calloc(off + 1, 1);
+    size_t left = 0;
+    fl_status st = need ? FL_OK : FL_ERR_NOMEM;
+    for (size_t c = 0; st == FL_OK && c < s->n_cells; c++)
+        for (size_t a = 0; a < s->n_axes; a++) {
+            unsigned char *n = &need[first[a] + s->cells[c].choice[a]];
+            left += !*n;
+            *n = 1;
+        }
+    if (st == FL_OK && !x->reg) st = fl_cli_registry(x->cli, &x->reg);
+    while (st == FL_OK && left) {
+        size_t best = 0, best_n = 0;
+        for (size_t c = 0; c < s->n_cells && best_n < s->n_axes; c++) {
+            size_t n = 0;
+            for (size_t a = 0; a < s->n_axes; a++) n += need[first[a] + s->cells[c].choice[a]];
+            if (n > best_n) best = c, best_n = n;
+        }
+        for (size_t a = 0; a < s->n_axes; a++) need[first[a] + s->cells[best].choice[a]] = 0;
+        left -= best_n;
+        fl_config *cfg = NULL;
+        fl_experiment *e = NULL;
+        st = cell_config(x, best, &cfg);
+        if (st == FL_OK) st = fl_experiment_new(x->reg, cfg, &e);
+        fl_experiment_free(e);
+        if (st != FL_OK && st != FL_ERR_NOMEM) {
+            char *msg = fl_strdup(fl_err_msg());
+            if (msg) fl_err("%s (in cell %zu, %s)", msg, best + 1, s->cells[best].name);
+            free(msg);
+        }
+    }
+    free(need);
+    free(first);
+    return st;
 }
 
 /* Moves a finished cell whose config changed to DIR/superseded/CELL[.k]. */
@@ -449,20 +501,6 @@ static void print_cells(const sweep_ctx *x, size_t n_excl)
     free(w);
 }
 
-static void csv_text(fl_buf *b, const char *s)
-{
-    if (!strpbrk(s, ",\"\n")) {
-        fl_buf_printf(b, "%s", s);
-        return;
-    }
-    fl_buf_write(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') fl_buf_write(b, "\"", 1);
-        fl_buf_write(b, s, 1);
-    }
-    fl_buf_write(b, "\"", 1);
-}
-
 static fl_status write_cells_csv(const sweep_ctx *x)
 {
     const fl_sweep *s = x->s;
@@ -470,23 +508,23 @@ static fl_status write_cells_csv(const sweep_ctx *x)
     fl_buf_printf(&b, "cell,name");
     for (size_t a = 0; a < s->n_axes; a++) {
         fl_buf_printf(&b, ",");
-        csv_text(&b, s->axes[a].key);
+        fl_buf_csv(&b, s->axes[a].key);
     }
     fl_buf_printf(&b, ",status,exit_status,seconds,error\n");
     for (size_t c = 0; c < s->n_cells; c++) {
         const cell_result *r = &x->res[c];
         fl_buf_printf(&b, "%zu,", c + 1);
-        csv_text(&b, s->cells[c].name);
+        fl_buf_csv(&b, s->cells[c].name);
         for (size_t a = 0; a < s->n_axes; a++) {
             fl_buf_printf(&b, ",");
-            csv_text(&b, fl_sweep_value(s, c, a));
+            fl_buf_csv(&b, fl_sweep_value(s, c, a));
         }
         fl_buf_printf(&b, ",%s,", st_name[r->status]);
         if (r->status == ST_DONE || r->status == ST_FAILED) fl_buf_printf(&b, "%d", r->code);
         fl_buf_printf(&b, ",");
         if (r->status == ST_DONE || r->status == ST_FAILED) fl_buf_printf(&b, "%.2f", r->seconds);
         fl_buf_printf(&b, ",");
-        csv_text(&b, r->err);
+        fl_buf_csv(&b, r->err);
         fl_buf_printf(&b, "\n");
     }
     fl_status st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(x->dir, "cells.csv", b.data, b.len);
@@ -738,7 +776,11 @@ static int prepare(sweep_ctx *x, const char *out, int dry_run, int oversubscribe
         }
         return FL_EXIT_USAGE;
     }
-    if (x->rank == 0) print_cells(x, x->s->n_product - x->s->n_cells);
+    if (x->rank == 0) {
+        st = check_values(x);
+        if (st != FL_OK) return fl_cli_fail(st);
+        print_cells(x, x->s->n_product - x->s->n_cells);
+    }
     if (dry_run) return -1;
 
     /* rank 0 lays out the directory */

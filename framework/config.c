@@ -72,7 +72,7 @@ static fl_cfg_section *add_section(fl_config *c, const char *name, int line)
     return s;
 }
 
-static int valid_section_name(const char *s)
+int fl_config_valid_section(const char *s)
 {
     if (!*s) return 0;
     for (; *s; s++)
@@ -82,7 +82,7 @@ static int valid_section_name(const char *s)
     return 1;
 }
 
-static int valid_key_name(const char *s)
+int fl_config_valid_key(const char *s)
 {
     if (!*s) return 0;
     for (; *s; s++)
@@ -171,14 +171,14 @@ static int handler(void *user, const char *section, const char *name, const char
         ps->st_line = ps->line;
         return 0;
     }
-    if (!valid_section_name(section)) {
+    if (!fl_config_valid_section(section)) {
         fl_err("%s:%d: bad section name [%s]: use lower-case letters, digits, '_', '-', '.'", path,
                ps->line, section);
         ps->st = FL_ERR_INVALID;
         ps->st_line = ps->line;
         return 0;
     }
-    if (!valid_key_name(name)) {
+    if (!fl_config_valid_key(name)) {
         fl_err("%s:%d: [%s] bad key name '%s': use lower-case letters, digits and '_'", path,
                ps->line, section, name);
         ps->st = FL_ERR_INVALID;
@@ -233,7 +233,7 @@ static void find_section_lines(fl_config *c, const char *text)
                     if (t) {
                         fl_cfg_section *s = fl_config_section(c, t);
                         if (s) s->line = line;
-                        else if (valid_section_name(t)) {
+                        else if (fl_config_valid_section(t)) {
                             s = add_section(c, t, line);
                         }
                         free(t);
@@ -303,7 +303,7 @@ fl_status fl_config_set(fl_config *c, const char *assignment)
         st = FL_ERR_INVALID;
     } else {
         *dot = 0;
-        if (!valid_section_name(path) || !valid_key_name(dot + 1)) {
+        if (!fl_config_valid_section(path) || !fl_config_valid_key(dot + 1)) {
             fl_err("--set %s: bad section or key name", assignment);
             st = FL_ERR_INVALID;
         } else {

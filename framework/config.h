@@ -38,6 +38,12 @@ fl_status fl_config_parse(const char *name, const char *text, fl_config **out);
 fl_config *fl_config_new(const char *path);
 void fl_config_free(fl_config *c);
 
+/* 1 when `s` may name a section: lower-case letters, digits, '_', '-', '.'
+ * (e.g. flow.1), not empty; else 0. */
+int fl_config_valid_section(const char *s);
+/* 1 when `s` may name a key: lower-case letters, digits, '_', not empty. */
+int fl_config_valid_key(const char *s);
+
 /* Applies "section.key=value" (the section may contain dots: the key is
  * what follows the last dot before '='). */
 fl_status fl_config_set(fl_config *c, const char *assignment);

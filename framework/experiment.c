@@ -283,20 +283,34 @@ void fl_part_free(fl_part *part, void (*destroy)(void *))
     fl_values_free(&part->cfg);
 }
 
+/* Optimizer steps per pass over the training data: whole batches of a
+ * finite split, as fl_experiment_train_batch draws them, or 1 when the
+ * split is drawn (endless; a "pass" is then one step). fl_experiment_steps
+ * and fl_experiment_lr both use it, so the iwae schedule's length and its
+ * learning rates agree. (A finite split smaller than one batch is refused
+ * when the data set is made.) */
+static uint64_t steps_per_epoch(const fl_experiment *e)
+{
+    if ((e->info.drawn & 1u) || !e->batch || e->info.n[FL_SPLIT_TRAIN] < e->batch) return 1;
+    return e->info.n[FL_SPLIT_TRAIN] / e->batch;
+}
+
+static int finite_split(const fl_experiment *e)
+{
+    return !(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] >= e->batch && e->batch;
+}
+
 uint64_t fl_experiment_steps(const fl_experiment *e)
 {
     const char *sched = fl_values_get(&e->train, "schedule")->text;
-    int64_t epochs = fl_exp_int(&e->train, "epochs");
-    uint64_t per_epoch = 0;
-    if (!(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] && e->batch)
-        per_epoch = e->info.n[FL_SPLIT_TRAIN] / e->batch;
-    if (strcmp(sched, "iwae") == 0) {
+    if (strcmp(sched, "iwae") == 0) { /* the schedule's passes replace steps and epochs */
         int64_t rounds = fl_exp_int(&e->train, "iwae_rounds");
         uint64_t passes = 0, p = 1;
         for (int64_t i = 0; i < rounds; i++, p *= 3) passes += p;
-        epochs = (int64_t)passes;
+        return passes * steps_per_epoch(e);
     }
-    if (epochs > 0 && per_epoch) return (uint64_t)epochs * per_epoch;
+    int64_t epochs = fl_exp_int(&e->train, "epochs");
+    if (epochs > 0 && finite_split(e)) return (uint64_t)epochs * steps_per_epoch(e);
     return (uint64_t)fl_exp_int(&e->train, "steps");
 }
 
@@ -308,9 +322,7 @@ double fl_experiment_lr(const fl_experiment *e, uint64_t step)
         return lr * pow(fl_exp_real(&e->train, "lr_decay"),
                         (double)step / (double)fl_exp_int(&e->train, "lr_decay_steps"));
     if (strcmp(sched, "iwae") == 0) {
-        uint64_t per_epoch = 1;
-        if (!(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] >= e->batch)
-            per_epoch = e->info.n[FL_SPLIT_TRAIN] / e->batch;
+        uint64_t per_epoch = steps_per_epoch(e);
         uint64_t epoch = step / per_epoch, start = 0, p = 1;
         int64_t rounds = fl_exp_int(&e->train, "iwae_rounds"), i = 0;
         while (i < rounds - 1 && epoch >= start + p) {

@@ -314,33 +314,6 @@ static void num(fl_buf *b, double v, int json)
     else if (json) fl_buf_printf(b, "null");
 }
 
-static void csv_text(fl_buf *b, const char *s)
-{
-    if (!strpbrk(s, ",\"\n")) {
-        fl_buf_write(b, s, strlen(s));
-        return;
-    }
-    fl_buf_write(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') fl_buf_write(b, "\"\"", 2);
-        else fl_buf_write(b, *s == '\n' ? " " : s, 1);
-    }
-    fl_buf_write(b, "\"", 1);
-}
-
-static void json_text(fl_buf *b, const char *s)
-{
-    fl_buf_printf(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fl_buf_printf(b, "\\%c", c);
-        else if (c == '\n') fl_buf_printf(b, "\\n");
-        else if (c < 0x20) fl_buf_printf(b, "\\u%04x", c);
-        else fl_buf_write(b, s, 1);
-    }
-    fl_buf_printf(b, "\"");
-}
-
 static void csv_group(fl_buf *b, const fl_gradvar_row *r, const fl_gradvar_group *g)
 {
     fl_buf_printf(b, "%s,%u,ok,", r->estimator, r->k);
@@ -369,7 +342,7 @@ void fl_gradvar_csv(const fl_gradvar_result *res, fl_buf *b)
         if (!r->ok) {
             fl_buf_printf(b, "%s,%u,", r->estimator, r->k);
             char *s = fl_strfmt("n/a: %s", r->reason ? r->reason : "");
-            csv_text(b, s ? s : "n/a");
+            fl_buf_csv(b, s ? s : "n/a");
             free(s);
             fl_buf_printf(b, ",,,,,,,,,,\n");
             continue;
@@ -383,7 +356,7 @@ void fl_gradvar_csv(const fl_gradvar_result *res, fl_buf *b)
 static void json_group(fl_buf *b, const fl_gradvar_group *g, const char *indent)
 {
     fl_buf_printf(b, "%s{ \"group\": ", indent);
-    json_text(b, g->name);
+    fl_buf_json_str(b, g->name);
     fl_buf_printf(b, ", \"entries\": %zu, \"snr\": ", g->entries);
     num(b, g->snr, 1);
     fl_buf_printf(b, ", \"mean_abs_grad\": ");
@@ -396,9 +369,9 @@ static void json_group(fl_buf *b, const fl_gradvar_group *g, const char *indent)
 void fl_gradvar_json(const fl_gradvar_result *res, const char *run, const char *split, fl_buf *b)
 {
     fl_buf_printf(b, "{\n  \"run\": ");
-    json_text(b, run ? run : "");
+    fl_buf_json_str(b, run ? run : "");
     fl_buf_printf(b, ",\n  \"split\": ");
-    json_text(b, split ? split : "");
+    fl_buf_json_str(b, split ? split : "");
     fl_buf_printf(b, ",\n  \"points\": %u,\n  \"draws\": %u,\n", res->n, res->draws);
     /* flat numbers first, for `flowlab report` (gv_<name>) */
     for (size_t i = 0; i < res->n_rows; i++) {
@@ -422,11 +395,11 @@ void fl_gradvar_json(const fl_gradvar_result *res, const char *run, const char *
     for (size_t i = 0; i < res->n_rows; i++) {
         const fl_gradvar_row *r = &res->rows[i];
         fl_buf_printf(b, "%s\n    { \"estimator\": ", i ? "," : "");
-        json_text(b, r->estimator);
+        fl_buf_json_str(b, r->estimator);
         fl_buf_printf(b, ", \"k\": %u, \"ok\": %s", r->k, r->ok ? "true" : "false");
         if (!r->ok) {
             fl_buf_printf(b, ", \"reason\": ");
-            json_text(b, r->reason ? r->reason : "");
+            fl_buf_json_str(b, r->reason ? r->reason : "");
             fl_buf_printf(b, " }");
             continue;
         }

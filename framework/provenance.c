@@ -22,21 +22,6 @@ double fl_provenance_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* A JSON string literal, escaped. */
-static void json_str(fl_buf *b, const char *s)
-{
-    fl_buf_write(b, "\"", 1);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fl_buf_printf(b, "\\%c", c);
-        else if (c == '\n') fl_buf_write(b, "\\n", 2);
-        else if (c == '\t') fl_buf_write(b, "\\t", 2);
-        else if (c < 0x20) fl_buf_printf(b, "\\u%04x", c);
-        else fl_buf_write(b, s, 1);
-    }
-    fl_buf_write(b, "\"", 1);
-}
-
 /* "2024-05-01T12:34:56.789Z" */
 static void iso8601(double t, char *buf, size_t cap)
 {
@@ -65,24 +50,24 @@ fl_status fl_provenance_write(const char *dir, const fl_registry *reg, uint64_t 
 
     fl_buf b = { 0 };
     fl_buf_printf(&b, "{\n  \"flowlab_version\": ");
-    json_str(&b, FL_VERSION);
+    fl_buf_json_str(&b, FL_VERSION);
     fl_buf_printf(&b, ",\n  \"git_revision\": ");
-    json_str(&b, FL_GIT_REVISION[0] ? FL_GIT_REVISION : "unknown");
+    fl_buf_json_str(&b, FL_GIT_REVISION[0] ? FL_GIT_REVISION : "unknown");
     fl_buf_printf(&b, ",\n  \"abi\": \"%d.%d\",\n  \"fl_real\": \"%s\",\n  \"plugins\": [",
                   FL_ABI_MAJOR, FL_ABI_MINOR, FL_REAL_NAME);
     for (size_t i = 0; reg && i < reg->n_plugins; i++) {
         const fl_plugin_rec *p = &reg->plugins[i];
         fl_buf_printf(&b, "%s\n    { \"name\": ", i ? "," : "");
-        json_str(&b, p->name);
+        fl_buf_json_str(&b, p->name);
         fl_buf_printf(&b, ", \"version\": ");
-        json_str(&b, p->version);
+        fl_buf_json_str(&b, p->version);
         fl_buf_printf(&b, ", \"path\": ");
-        json_str(&b, p->path);
+        fl_buf_json_str(&b, p->path);
         fl_buf_printf(&b, " }");
     }
     fl_buf_printf(&b, "%s],\n  \"seed\": %llu,\n  \"hostname\": ", reg && reg->n_plugins ? "\n  " : "",
                   (unsigned long long)seed);
-    json_str(&b, host);
+    fl_buf_json_str(&b, host);
     fl_buf_printf(&b, ",\n  \"start\": \"%s\",\n  \"end\": \"%s\",\n  \"seconds\": %.3f,\n"
                       "  \"exit_status\": %d\n}\n",
                   start, end, t_end - t_start, exit_status);

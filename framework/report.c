@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "plot.h"
+#include "rundir.h"
 
 /* ---- JSON: the numeric fields of one flat object ------------------------ */
 
@@ -167,6 +168,7 @@ fl_status fl_json_numbers(const char *text, fl_json_num **out, size_t *n)
         for (size_t i = 0; i < cnt; i++) free(v[i].name);
         free(v);
         if (st == FL_ERR_FORMAT) fl_err("malformed JSON object");
+        else fl_err("out of memory reading a JSON object");
         return st;
     }
     *out = v;
@@ -355,7 +357,10 @@ fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by)
 {
     if (!group_by) return FL_OK;
     char *copy = fl_strdup(group_by);
-    if (!copy) return FL_ERR_NOMEM;
+    if (!copy) {
+        fl_err("--group-by: out of memory");
+        return FL_ERR_NOMEM;
+    }
     fl_status st = FL_OK;
     for (char *save = NULL, *k = strtok_r(copy, " \t,", &save); k && st == FL_OK;
          k = strtok_r(NULL, " \t,", &save)) {
@@ -373,19 +378,39 @@ fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by)
     return st;
 }
 
-static int same_group(const report *r, size_t a, size_t b)
+/* Cells ordered by their values of the grouping keys, then by number: the
+ * cells of a group are then neighbours. */
+static const report *group_ctx;
+static int by_group_key(const void *pa, const void *pb)
+{
+    size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+    const report *r = group_ctx;
+    for (size_t x = 0; x < r->s->n_axes; x++) {
+        if (!r->in_group[x]) continue;
+        size_t va = r->s->cells[a].choice[x], vb = r->s->cells[b].choice[x];
+        if (va != vb) return (va > vb) - (va < vb);
+    }
+    return (a > b) - (a < b);
+}
+
+static int same_key(const report *r, size_t a, size_t b)
 {
     for (size_t x = 0; x < r->s->n_axes; x++)
         if (r->in_group[x] && r->s->cells[a].choice[x] != r->s->cells[b].choice[x]) return 0;
     return 1;
 }
 
+static int by_first_cell(const void *pa, const void *pb)
+{
+    const group *a = pa, *b = pb;
+    return (a->first > b->first) - (a->first < b->first);
+}
+
 static fl_status make_groups(report *r, const char *group_by)
 {
     const fl_sweep *s = r->s;
     r->in_group = calloc(s->n_axes + 1, sizeof *r->in_group);
-    r->g = calloc(s->n_cells, sizeof *r->g);
-    if (!r->in_group || !r->g) return FL_ERR_NOMEM;
+    if (!r->in_group) return FL_ERR_NOMEM;
     if (group_by) {
         char *copy = fl_strdup(group_by);
         if (!copy) return FL_ERR_NOMEM;
@@ -399,27 +424,45 @@ static fl_status make_groups(report *r, const char *group_by)
         for (size_t a = 0; a < s->n_axes; a++)
             r->in_group[a] = strcmp(s->axes[a].key, "experiment.seed") != 0;
     }
-    for (size_t c = 0; c < s->n_cells; c++) {
-        size_t g = 0;
-        while (g < r->n_groups && !same_group(r, r->g[g].first, c)) g++;
-        group *gr = &r->g[g];
-        if (g == r->n_groups) {
-            gr->first = c;
-            gr->cells = malloc(s->n_cells * sizeof *gr->cells);
-            gr->f = calloc(r->n_fields + 1, sizeof *gr->f);
-            if (!gr->cells || !gr->f) {
-                free(gr->cells);
-                free(gr->f);
-                return FL_ERR_NOMEM;
-            }
-            r->n_groups++;
-        }
-        gr->cells[gr->n_cells++] = c;
-        int stt = r->cd[c].state;
-        gr->n_done += stt == CELL_DONE;
-        gr->n_failed += stt == CELL_FAILED;
-        gr->n_missing += stt == CELL_MISSING;
+    /* Sorting the cells by group key keeps memory linear in the cells (a
+     * group's list holds its own cells only) and the time n log n. */
+    size_t *order = malloc((s->n_cells + 1) * sizeof *order);
+    if (!order) return FL_ERR_NOMEM;
+    for (size_t c = 0; c < s->n_cells; c++) order[c] = c;
+    group_ctx = r;
+    qsort(order, s->n_cells, sizeof *order, by_group_key);
+    size_t n_groups = 0;
+    for (size_t k = 0; k < s->n_cells; k++) n_groups += k == 0 || !same_key(r, order[k - 1], order[k]);
+    r->g = calloc(n_groups + 1, sizeof *r->g);
+    if (!r->g) {
+        free(order);
+        return FL_ERR_NOMEM;
     }
+    for (size_t k = 0, j; k < s->n_cells; k = j) {
+        for (j = k + 1; j < s->n_cells && same_key(r, order[k], order[j]); j++) {}
+        group *gr = &r->g[r->n_groups];
+        gr->first = order[k]; /* the lowest-numbered cell of the group */
+        gr->cells = malloc((j - k) * sizeof *gr->cells);
+        gr->f = calloc(r->n_fields + 1, sizeof *gr->f);
+        if (!gr->cells || !gr->f) {
+            free(gr->cells);
+            free(gr->f);
+            free(order);
+            return FL_ERR_NOMEM;
+        }
+        r->n_groups++;
+        for (size_t i = k; i < j; i++) {
+            size_t c = order[i];
+            gr->cells[gr->n_cells++] = c;
+            int stt = r->cd[c].state;
+            gr->n_done += stt == CELL_DONE;
+            gr->n_failed += stt == CELL_FAILED;
+            gr->n_missing += stt == CELL_MISSING;
+        }
+    }
+    free(order);
+    /* groups in the order of their first cell, as listed */
+    qsort(r->g, r->n_groups, sizeof *r->g, by_first_cell);
     /* mean and standard error of the mean, two passes */
     for (size_t g = 0; g < r->n_groups; g++) {
         group *gr = &r->g[g];
@@ -496,21 +539,6 @@ static void fmt_stat(char *buf, size_t cap, const field_stats *f, const char *pm
     }
     fmt_num(e, sizeof e, f->se, 2);
     snprintf(buf, cap, "%s %s %s", m, pm, e);
-}
-
-/* A CSV field, quoted when needed. */
-static void csv_field(fl_buf *b, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fl_buf_printf(b, "%s", s);
-        return;
-    }
-    fl_buf_write(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"') fl_buf_write(b, "\"", 1);
-        fl_buf_write(b, s, 1);
-    }
-    fl_buf_write(b, "\"", 1);
 }
 
 static void html_text(fl_buf *b, const char *s)
@@ -629,7 +657,7 @@ static void write_csv(const report *r, fl_buf *b)
     for (size_t a = 0; a < s->n_axes; a++)
         if (r->in_group[a]) {
             fl_buf_printf(b, ",");
-            csv_field(b, s->axes[a].key);
+            fl_buf_csv(b, s->axes[a].key);
         }
     fl_buf_printf(b, ",n,failed");
     for (size_t f = 0; f < r->n_fields; f++)
@@ -642,7 +670,7 @@ static void write_csv(const report *r, fl_buf *b)
         for (size_t a = 0; a < s->n_axes; a++)
             if (r->in_group[a]) {
                 fl_buf_printf(b, ",");
-                csv_field(b, fl_sweep_value(s, g->first, a));
+                fl_buf_csv(b, fl_sweep_value(s, g->first, a));
             }
         fl_buf_printf(b, ",%zu,%zu", g->n_done, g->n_failed);
         for (size_t f = 0; f < r->n_fields; f++) {
@@ -926,14 +954,11 @@ static fl_status write_html(const report *r, fl_buf *h)
     return st;
 }
 
-static fl_status write_file(const char *dir, const char *file, fl_buf *b)
+/* A report file from its buffer (FL_ERR_NOMEM when the buffer lost text). */
+static fl_status write_file(const char *dir, const char *file, const fl_buf *b)
 {
     if (b->failed) return FL_ERR_NOMEM;
-    char *p = fl_strfmt("%s/%s", dir, file);
-    if (!p) return FL_ERR_NOMEM;
-    fl_status st = fl_write_atomic(p, b->data ? b->data : "", b->len);
-    free(p);
-    return st;
+    return fl_rundir_write(dir, file, b->data ? b->data : "", b->len);
 }
 
 fl_status fl_report_write(const char *dir, const fl_sweep *s, const fl_report_opts *o,
@@ -995,5 +1020,7 @@ fl_status fl_report_write(const char *dir, const fl_sweep *s, const fl_report_op
     free(r.g);
     free(r.in_group);
     free(r.order);
+    /* The out-of-memory paths above only return the status. */
+    if (st == FL_ERR_NOMEM) fl_err("%s: out of memory writing the report (%zu cells)", dir, s->n_cells);
     return st;
 }

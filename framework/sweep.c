@@ -1,6 +1,7 @@
 /* sweep.c - parsing the [sweep] section and expanding its cells. */
 #define _POSIX_C_SOURCE 200809L
 #include "sweep.h"
+#include "config.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -16,24 +17,6 @@ static char *trim_n(const char *s, size_t n)
     while (n && is_blank(*s)) s++, n--;
     while (n && is_blank(s[n - 1])) n--;
     return fl_strndup(s, n);
-}
-
-static int valid_section(const char *s, size_t n)
-{
-    if (!n) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_' ||
-              s[i] == '.' || s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-static int valid_key(const char *s)
-{
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_')) return 0;
-    return 1;
 }
 
 /* "name" or "name.N" (N digits). */
@@ -100,6 +83,7 @@ static int split(const char *s, const char *seps, int keep_empty, strlist *out)
 
 typedef struct raw_entry {
     char *key, *value;
+    char *comment;        /* text after an inline ' ;' comment, or NULL */
     int line;
 } raw_entry;
 
@@ -115,6 +99,7 @@ static void raw_free(raw_section *r)
     for (size_t i = 0; i < r->n; i++) {
         free(r->e[i].key);
         free(r->e[i].value);
+        free(r->e[i].comment);
     }
     free(r->e);
     free(r->base);
@@ -169,6 +154,7 @@ static fl_status read_section(const char *path, const char *text, raw_section *r
             size_t m = len;
             while (m && is_blank(*q)) q++, m--;
             if (m && *q != '[' && *q != ';' && *q != '#') {
+                size_t full = m;
                 m = strip_comment(q, m);
                 const char *eq = memchr(q, '=', m);
                 if (!eq) {
@@ -190,10 +176,12 @@ static fl_status read_section(const char *path, const char *text, raw_section *r
                 raw_entry *e = &r->e[r->n];
                 e->key = trim_n(q, (size_t)(eq - q));
                 e->value = trim_n(eq + 1, (size_t)(q + m - eq - 1));
+                e->comment = m < full && q[m] == ';' ? trim_n(q + m + 1, full - m - 1) : NULL;
                 e->line = line;
-                if (!e->key || !e->value) {
+                if (!e->key || !e->value || (m < full && q[m] == ';' && !e->comment)) {
                     free(e->key);
                     free(e->value);
+                    free(e->comment);
                     st = FL_ERR_NOMEM;
                     break;
                 }
@@ -270,8 +258,11 @@ static void swept_keys(const fl_sweep *s, char *buf, size_t cap)
 static fl_status add_axis(fl_sweep *s, const raw_entry *e)
 {
     const char *dot = strrchr(e->key, '.');
-    if (!dot || dot == e->key || !valid_section(e->key, (size_t)(dot - e->key)) ||
-        !valid_key(dot + 1)) {
+    char *section = dot ? fl_strndup(e->key, (size_t)(dot - e->key)) : NULL;
+    if (dot && !section) return FL_ERR_NOMEM;
+    int valid = dot && fl_config_valid_section(section) && fl_config_valid_key(dot + 1);
+    free(section);
+    if (!valid) {
         fl_err("%s:%d: [sweep] '%s' is not SECTION.KEY (lower-case names, e.g. train.lr or "
                "flow.1.repeat) nor zip, exclude, metric or direction",
                s->path, e->line, e->key);
@@ -340,10 +331,35 @@ static fl_status need_axis(const fl_sweep *s, const raw_entry *e, const char *ke
     return FL_OK;
 }
 
+/* ';' separates zip groups and exclude rules, but ' ;' (after a blank)
+ * starts a comment: "exclude = a.x=1 ; b.y=2" would silently drop the second
+ * rule. An inline comment on such a line whose first word reads as another
+ * group or rule (a swept key, or KEY=VALUE of one) is an error. */
+static fl_status check_comment(const fl_sweep *s, const raw_entry *e, int is_rule)
+{
+    if (!e->comment) return FL_OK;
+    size_t n = strcspn(e->comment, is_rule ? " \t" : " \t,");
+    char *word = fl_strndup(e->comment, n);
+    if (!word) return FL_ERR_NOMEM;
+    char *eq = strchr(word, '=');
+    if (is_rule && eq) *eq = 0;
+    int looks = (!is_rule || eq) && fl_sweep_axis_find(s, word) >= 0;
+    free(word);
+    if (!looks) return FL_OK;
+    const char *base = is_rule ? "exclude" : "zip";
+    fl_err("%s:%d: [sweep] %s: ' ; %s' is read as a comment, which would drop that %s; write "
+           "';' right after the %s ('%s') or put it on its own %s.2, %s.3, ... line",
+           s->path, e->line, e->key, e->comment, is_rule ? "rule" : "group",
+           is_rule ? "rule" : "group", is_rule ? "a.x=1; b.y=2" : "a.x b.y; c.z d.w", base, base);
+    return FL_ERR_INVALID;
+}
+
 static fl_status add_zips(fl_sweep *s, const raw_entry *e)
 {
+    fl_status st = check_comment(s, e, 0);
+    if (st != FL_OK) return st;
     strlist groups = { 0 };
-    fl_status st = split(e->value, ";", 0, &groups) ? FL_OK : FL_ERR_NOMEM;
+    st = split(e->value, ";", 0, &groups) ? FL_OK : FL_ERR_NOMEM;
     for (size_t g = 0; st == FL_OK && g < groups.n; g++) {
         strlist keys = { 0 };
         if (!split(groups.s[g], " \t,", 0, &keys)) st = FL_ERR_NOMEM;
@@ -385,8 +401,10 @@ static fl_status add_zips(fl_sweep *s, const raw_entry *e)
 
 static fl_status add_rules(fl_sweep *s, const raw_entry *e)
 {
+    fl_status st = check_comment(s, e, 1);
+    if (st != FL_OK) return st;
     strlist rules = { 0 };
-    fl_status st = split(e->value, ";", 0, &rules) ? FL_OK : FL_ERR_NOMEM;
+    st = split(e->value, ";", 0, &rules) ? FL_OK : FL_ERR_NOMEM;
     for (size_t r = 0; st == FL_OK && r < rules.n; r++) {
         strlist conds = { 0 };
         if (!split(rules.s[r], " \t", 0, &conds)) st = FL_ERR_NOMEM;

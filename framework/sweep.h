@@ -8,7 +8,7 @@
  *   experiment.seed = 1, 2, 3
  *   zip     = flow.1.repeat flow.1.hidden   ; vary together, element-wise
  *   exclude = flow.1.repeat=8 train.lr=1e-3  ; skip cells matching all conditions
- *   exclude.2 = ...                          ; more rules ('; ' also separates)
+ *   exclude.2 = ...                          ; more rules (';' right after a rule separates)
  *   metric = test_nll                        ; what the report sorts by
  *   direction = min                          ; min or max
  *

@@ -216,6 +216,37 @@ void fl_buf_printf(fl_buf *b, const char *fmt, ...)
     va_end(aq);
 }
 
+void fl_buf_csv(fl_buf *b, const char *s)
+{
+    if (!s) s = "";
+    if (!strpbrk(s, ",\"\r\n")) {
+        fl_buf_write(b, s, strlen(s));
+        return;
+    }
+    fl_buf_write(b, "\"", 1);
+    for (const char *q; (q = strchr(s, '"')); s = q + 1) {
+        fl_buf_write(b, s, (size_t)(q - s) + 1);
+        fl_buf_write(b, "\"", 1);
+    }
+    fl_buf_write(b, s, strlen(s));
+    fl_buf_write(b, "\"", 1);
+}
+
+void fl_buf_json_str(fl_buf *b, const char *s)
+{
+    fl_buf_write(b, "\"", 1);
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fl_buf_printf(b, "\\%c", c);
+        else if (c == '\n') fl_buf_write(b, "\\n", 2);
+        else if (c == '\r') fl_buf_write(b, "\\r", 2);
+        else if (c == '\t') fl_buf_write(b, "\\t", 2);
+        else if (c < 0x20 || c == 0x7f) fl_buf_printf(b, "\\u%04x", c);
+        else fl_buf_write(b, s, 1);
+    }
+    fl_buf_write(b, "\"", 1);
+}
+
 void fl_buf_free(fl_buf *b)
 {
     free(b->data);

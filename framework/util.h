@@ -59,6 +59,17 @@ typedef struct fl_buf {
 void fl_buf_printf(fl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fl_buf_write(fl_buf *b, const void *p, size_t n);
 void fl_buf_free(fl_buf *b);
+/* Appends `s` as one CSV field (RFC 4180): as is, or between double quotes
+ * with inner quotes doubled when it holds ',', '"', '\r' or '\n' (line
+ * breaks are kept inside the quotes). NULL is the empty field. `s` stays the
+ * caller's. Like every fl_buf call it reports an allocation failure only
+ * through b->failed; it never sets fl_err. */
+void fl_buf_csv(fl_buf *b, const char *s);
+/* Appends `s` as a JSON string literal, quotes included: '"' and '\\'
+ * escaped, \n \r \t by name, other control characters (and DEL) as
+ * \u00XX; other bytes are copied (UTF-8 passes through). NULL is "".
+ * Ownership and errors as fl_buf_csv. */
+void fl_buf_json_str(fl_buf *b, const char *s);
 
 /* Reads a whole file into a new NUL-terminated buffer. */
 fl_status fl_read_file(const char *path, char **data, size_t *n);

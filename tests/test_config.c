@@ -2,6 +2,7 @@
  * validation against key tables, and whole-experiment validation with the
  * real plugins (messages must name file, line, section and key). */
 #include "common.h"
+#include <math.h>
 
 SUITE(parse);
 SUITE(set);
@@ -69,6 +70,20 @@ Test(parse, sections_keys_values_and_comments)
     cr_assert_null(fl_config_section(c, "flow"));
     cr_assert_null(fl_config_entry(f1, "repeat"));
     fl_config_free(c);
+}
+
+/* The name rules the parser, --set and the [sweep] keys share. */
+Test(parse, section_and_key_name_rules)
+{
+    cr_assert(fl_config_valid_section("flow.1"));
+    cr_assert(fl_config_valid_section("my-data_2"));
+    cr_assert_not(fl_config_valid_section(""));
+    cr_assert_not(fl_config_valid_section("Train"));
+    cr_assert_not(fl_config_valid_section("a b"));
+    cr_assert(fl_config_valid_key("lr_decay_steps"));
+    cr_assert_not(fl_config_valid_key(""));
+    cr_assert_not(fl_config_valid_key("flow.1"));
+    cr_assert_not(fl_config_valid_key("a-b"));
 }
 
 Test(parse, empty_text_is_an_empty_config)
@@ -504,6 +519,26 @@ Test(experiment, resolved_config_has_defaults_and_rebuilds_identically)
     fl_buf_free(&b);
     fl_buf_free(&b2);
     fl_experiment_free(e2);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+}
+
+/* The iwae schedule's length and its learning rates count passes the same
+ * way: on drawn data (moons) a pass is one step, so 2 rounds = 1 + 3 steps,
+ * the last three at lr x 10^(-1/7). */
+Test(experiment, iwae_schedule_length_and_lr_agree)
+{
+    fl_registry *r = load_builtin_plugins();
+    static const char *const sets[] = { "train.schedule=iwae", "train.iwae_rounds=2",
+                                        "train.lr=1e-2", NULL };
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, sets, &e), FL_OK, "%s",
+                 fl_err_msg());
+    cr_assert_eq(fl_experiment_steps(e), 4);
+    cr_assert_float_eq(fl_experiment_lr(e, 0), 1e-2, 1e-15);
+    for (uint64_t step = 1; step < 4; step++)
+        cr_assert_float_eq(fl_experiment_lr(e, step), 1e-2 * pow(10.0, -1.0 / 7.0), 1e-15,
+                           "step %llu", (unsigned long long)step);
     fl_experiment_free(e);
     fl_registry_free(r);
 }

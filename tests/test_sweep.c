@@ -249,6 +249,27 @@ Test(errors, exclude_problems)
                     "s.ini:5: [sweep] every one of the 2 cells is excluded");
 }
 
+Test(errors, semicolon_after_a_blank_is_a_comment_not_a_separator)
+{
+    assert_contains(sweep_fails("a.x = 1, 2\nb.y = 1, 2\nexclude = a.x=1 ; b.y=2\n"),
+                    "s.ini:8: [sweep] exclude: ' ; b.y=2' is read as a comment, which would "
+                    "drop that rule; write ';' right after the rule");
+    assert_contains(sweep_fails("a.x = 1, 2\nb.y = 1, 2\nexclude.2 = a.x=1\t; b.y=1 a.x=2\n"),
+                    "s.ini:8: [sweep] exclude.2: ' ; b.y=1 a.x=2' is read as a comment");
+    assert_contains(sweep_fails("a.x = 1, 2\nb.y = 3, 4\nc.z = 1, 2\nd.w = 3, 4\n"
+                                "zip = a.x b.y ; c.z d.w\n"),
+                    "s.ini:10: [sweep] zip: ' ; c.z d.w' is read as a comment, which would drop "
+                    "that group");
+    /* a comment that reads as prose stays a comment; ';' right after a rule separates */
+    fl_sweep *s = sweep_ok("a.x = 1, 2\nb.y = 1, 2\nc.z = 5, 6\n"
+                           "exclude = a.x=1 c.z=5; b.y=2 c.z=6 ; drop these\n"
+                           "zip.2 = a.x b.y ; pairs\n");
+    cr_assert_eq(s->n_rules, 2);
+    cr_assert_eq(s->n_cells, 2);
+    cr_assert_eq(s->n_zips, 1);
+    fl_sweep_free(s);
+}
+
 Test(errors, too_many_cells)
 {
     assert_contains(sweep_fails("a.a = 1,2,3,4,5,6,7,8,9,10\na.b = 1,2,3,4,5,6,7,8,9,10\n"
@@ -321,4 +342,48 @@ Test(json, malformed)
     cr_assert_eq(fl_json_numbers("{}", &v, &n), FL_OK);
     cr_assert_eq(n, 0);
     free(v);
+}
+
+/* fl_buf_csv and fl_buf_json_str, the one CSV quoting and JSON escaping
+ * that cells.csv, report.csv, gradvar.{csv,json} and provenance.json share. */
+Test(json, buf_csv_quotes_only_when_needed)
+{
+    static const char *const in[] = { "plain", "", "a,b", "say \"hi\"", "two\nlines", "cr\r",
+                                       "\"" };
+    static const char *const want[] = { "plain", "", "\"a,b\"", "\"say \"\"hi\"\"\"",
+                                         "\"two\nlines\"", "\"cr\r\"", "\"\"\"\"" };
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        fl_buf b = { 0 };
+        fl_buf_csv(&b, in[i]);
+        cr_assert_not(b.failed);
+        cr_assert_str_eq(b.data ? b.data : "", want[i], "field %zu", i);
+        fl_buf_free(&b);
+    }
+    fl_buf b = { 0 };
+    fl_buf_csv(&b, NULL);
+    cr_assert_eq(b.len, 0);
+    fl_buf_free(&b);
+}
+
+Test(json, buf_json_str_round_trips_through_the_reader)
+{
+    const char *name = "q\"b\\s\n\r\t\x01\x7f caf\xc3\xa9";
+    fl_buf b = { 0 };
+    fl_buf_write(&b, "{", 1);
+    fl_buf_json_str(&b, name);
+    fl_buf_printf(&b, ": 7}");
+    cr_assert_not(b.failed);
+    cr_assert_str_eq(b.data, "{\"q\\\"b\\\\s\\n\\r\\t\\u0001\\u007f caf\xc3\xa9\": 7}");
+    fl_json_num *v = NULL;
+    size_t n = 0;
+    cr_assert_eq(fl_json_numbers(b.data, &v, &n), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0].name, name);
+    cr_assert_eq(v[0].v, 7);
+    free(v[0].name);
+    free(v);
+    fl_buf_free(&b);
+    fl_buf_json_str(&b, NULL);
+    cr_assert_str_eq(b.data, "\"\"");
+    fl_buf_free(&b);
 }

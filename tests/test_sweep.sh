@@ -210,18 +210,18 @@ echo "ok: flowlab report --metric --direction --group-by"
 
 run sweep "$DATA/sweep_fail.ini" --out failing --threads 1
 [ "$rc" = 1 ] || fail "a sweep with a failing cell: exit code $rc, expected 1"
-bad="failing/flow.1.hidden=0,experiment.seed=1"
+bad="failing/train.lr=10,experiment.seed=1"
 [ -s "$bad/failed.txt" ] || fail "the failing cell has no failed.txt"
-grep -q '^exit status 3$' "$bad/failed.txt" || fail "failed.txt: $(cat "$bad/failed.txt")"
-grep -q "hidden = '0'" "$bad/failed.txt" || fail "failed.txt lacks the error line"
+grep -q '^exit status 1$' "$bad/failed.txt" || fail "failed.txt: $(cat "$bad/failed.txt")"
+grep -q "the training loss is not finite" "$bad/failed.txt" || fail "failed.txt lacks the error line"
 [ -s "$bad/log.txt" ] || fail "the failing cell has no log.txt"
-for ok in "failing/flow.1.hidden=8,experiment.seed=1" "failing/flow.1.hidden=8,experiment.seed=2"; do
+for ok in "failing/train.lr=1e-3,experiment.seed=1" "failing/train.lr=1e-3,experiment.seed=2"; do
     [ -s "$ok/result.json" ] || fail "$ok did not finish"
 done
-grep -q '^3,"flow.1.hidden=0,experiment.seed=1",0,1,failed,3,[0-9.]*,".*hidden = '"'"'0'"'" failing/cells.csv ||
+grep -q '^3,"train.lr=10,experiment.seed=1",10,1,failed,1,[0-9.]*,"\?step [0-9]*: the training loss is not finite' failing/cells.csv ||
     fail "cells.csv does not record the failure: $(cat failing/cells.csv)"
 grep -q '## Failed cells' failing/report.md || fail "report.md does not list the failed cell"
-[ "$(csv_value failing/report.csv failed flow.1.hidden=0)" = 1 ] || fail "report.csv: failed count"
+[ "$(csv_value failing/report.csv failed train.lr=10)" = 1 ] || fail "report.csv: failed count"
 echo "ok: a failing cell is recorded and the others finish"
 
 # ---- errors ------------------------------------------------------------------
@@ -231,6 +231,29 @@ run sweep "$TMP/bad.ini" --dry-run
 [ "$rc" = 3 ] || fail "bad [sweep]: exit code $rc, expected 3"
 [ "$(wc -l <"$TMP/err")" = 1 ] || fail "bad [sweep]: expected one line on stderr: $(cat "$TMP/err")"
 grep -qF "bad.ini:5: [sweep] zip: 'train.batch' is not a swept key" "$TMP/err" || fail "bad [sweep]: $(cat "$TMP/err")"
+
+# swept keys and values are checked before any cell runs (--dry-run too),
+# with messages that name the sweep file's line and the key
+sed 's/^experiment.seed = 1, 2$/trian.batch = 16, 32/' "$DATA/sweep_small.ini" >"$TMP/typo.ini"
+run sweep "$TMP/typo.ini" --dry-run --out typo --threads 1
+[ "$rc" = 3 ] || fail "misspelled swept key: exit code $rc, expected 3"
+grep -qF "typo.ini:24: unknown section [trian]; did you mean [train]?" "$TMP/err" ||
+    fail "misspelled swept key: $(cat "$TMP/err")"
+grep -qF "trian.batch=16" "$TMP/err" || fail "misspelled swept key: the key is not named: $(cat "$TMP/err")"
+[ -s "$TMP/out" ] && fail "misspelled swept key: the cells were listed: $(cat "$TMP/out")"
+sed 's/^train.lr = 1e-3, 3e-3$/train.lr = 1e-3, abc/' "$DATA/sweep_small.ini" >"$TMP/value.ini"
+run sweep "$TMP/value.ini" --out value --threads 1
+[ "$rc" = 3 ] || fail "bad swept value: exit code $rc, expected 3"
+grep -qF "value.ini:23: [train] lr = 'abc': expected a finite number" "$TMP/err" ||
+    fail "bad swept value: $(cat "$TMP/err")"
+grep -qF "train.lr=abc" "$TMP/err" || fail "bad swept value: the key is not named: $(cat "$TMP/err")"
+[ -e value ] && fail "bad swept value: the sweep started"
+printf '%s\n' '[experiment]' '[data]' 'type = moons' '[flow.1]' 'type = affine-coupling' \
+    '[sweep]' 'flow.1.hidden = 8, 0' 'experiment.seed = 1, 2' >"$TMP/range.ini"
+run sweep "$TMP/range.ini" --dry-run --out range --threads 1
+[ "$rc" = 3 ] || fail "out-of-range swept value: exit code $rc, expected 3"
+grep -qF "range.ini:7: [flow.1] hidden = '0': expected comma-separated integers" "$TMP/err" ||
+    fail "out-of-range swept value: $(cat "$TMP/err")"
 
 run run "$DATA/sweep_small.ini"
 [ "$rc" = 3 ] || fail "flowlab run on a sweep file: exit code $rc, expected 3"

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 fl_config *fl_config_new(const char *path)
 {
@@ -339,7 +340,13 @@ const char *fl_closest(const char *word, const char *const *names, size_t n)
     }
     size_t len = strlen(word);
     size_t limit = len < 4 ? 1 : len < 9 ? 2 : 3;
-    return bd <= limit ? best : NULL;
+    if (bd <= limit) return best;
+    /* a name written out longer or cut short: gaussian-diagonal, gauss */
+    for (size_t i = 0; i < n && len >= 4; i++) {
+        size_t ln = strlen(names[i]), m = len < ln ? len : ln;
+        if (ln >= 4 && strncasecmp(word, names[i], m) == 0) return names[i];
+    }
+    return NULL;
 }
 
 static int parse_int(const char *t, int64_t *v)
@@ -360,9 +367,15 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
     out->nlist = 0;
     switch (k->type) {
     case FL_KEY_INT:
-        if (!parse_int(text, &out->i)) return "expected an integer";
+        if (!parse_int(text, &out->i)) {
+            /* digits too many for an integer: say which are allowed */
+            size_t sg = text[0] == '-' || text[0] == '+', nd = strspn(text + sg, "0123456789");
+            if (!ranged || !nd || text[sg + nd]) return "expected an integer";
+            snprintf(msg, cap, "expected an integer in [%.15g, %.15g]", k->min, k->max);
+            return msg;
+        }
         if (ranged && ((double)out->i < k->min || (double)out->i > k->max)) {
-            snprintf(msg, cap, "expected an integer in [%.17g, %.17g]", k->min, k->max);
+            snprintf(msg, cap, "expected an integer in [%.15g, %.15g]", k->min, k->max);
             return msg;
         }
         out->r = (double)out->i;
@@ -373,7 +386,7 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
         out->r = strtod(text, &end);
         if (end == text || *end || errno || !isfinite(out->r)) return "expected a finite number";
         if (ranged && (out->r < k->min || out->r > k->max)) {
-            snprintf(msg, cap, "expected a number in [%.17g, %.17g]", k->min, k->max);
+            snprintf(msg, cap, "expected a number in [%.15g, %.15g]", k->min, k->max);
             return msg;
         }
         return NULL;
@@ -486,9 +499,15 @@ fl_status fl_values_resolve(const fl_config *c, const char *name, const fl_key *
             fl_config_where(c, s, e, where, sizeof where);
             if (near)
                 fl_err("%s: [%s] unknown key '%s'; did you mean '%s'?", where, name, e->key, near);
-            else
-                fl_err("%s: [%s] unknown key '%s' (known keys: see `flowlab plugins`)", where,
-                       name, e->key);
+            else {
+                char list[400];
+                size_t len = 0;
+                list[0] = 0;
+                for (size_t i = 0; i < m && len < sizeof list; i++)
+                    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
+                                            names[i]);
+                fl_err("%s: [%s] unknown key '%s' (known keys: %s)", where, name, e->key, list);
+            }
             free(names);
             fl_values_free(out);
             return FL_ERR_INVALID;

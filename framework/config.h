@@ -86,7 +86,8 @@ const fl_value *fl_values_get(const fl_values *v, const char *key);
 const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, char *msg,
                            size_t cap);
 
-/* The closest of `n` names to `word`, or NULL when none is close. */
+/* The closest of `n` names to `word` (ignoring case; or one that begins
+ * the other, from 4 letters), or NULL when none is close. */
 const char *fl_closest(const char *word, const char *const *names, size_t n);
 
 /* Appends "[section]\nkey = value\n..." for resolved values. */

@@ -300,6 +300,24 @@ static int finite_split(const fl_experiment *e)
     return !(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] >= e->batch && e->batch;
 }
 
+/* [train] steps written out but replaced by epochs or the iwae schedule:
+ * say so, since `--set train.steps=N` is the usual way to shorten a run. */
+static void warn_unused_steps(const fl_experiment *e, const fl_config *cfg)
+{
+    const fl_cfg_section *sec = fl_config_section(cfg, "train");
+    const fl_cfg_entry *se = sec ? fl_config_entry(sec, "steps") : NULL;
+    const uint64_t steps = fl_experiment_steps(e);
+    if (!se || steps == (uint64_t)fl_exp_int(&e->train, "steps")) return;
+    char where[512];
+    fl_config_where(cfg, sec, se, where, sizeof where);
+    const int iwae = strcmp(fl_values_get(&e->train, "schedule")->text, "iwae") == 0;
+    const int epochs = fl_exp_int(&e->train, "epochs") > 0;
+    fl_log(FL_LOG_WARN, "%s: [train] steps = %s is not used: %s sets the run's length (%llu "
+           "steps); add%s%s to use it",
+           where, se->value, iwae ? "schedule = iwae" : "epochs", (unsigned long long)steps,
+           iwae ? " --set train.schedule=constant" : "", epochs ? " --set train.epochs=0" : "");
+}
+
 uint64_t fl_experiment_steps(const fl_experiment *e)
 {
     const char *sched = fl_values_get(&e->train, "schedule")->text;
@@ -387,6 +405,7 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
         if (st == FL_OK) st = fl_stack_ready(e->stack);
     }
     if (st != FL_OK) goto fail;
+    warn_unused_steps(e, cfg);
     *out = e;
     return FL_OK;
 fail:

@@ -40,7 +40,7 @@ char *fl_strtrim(const char *s);
 /* printf into a newly allocated string. */
 char *fl_strfmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Levenshtein distance, for "did you mean" suggestions. */
+/* Levenshtein distance ignoring ASCII case, for "did you mean" suggestions. */
 size_t fl_edit_distance(const char *a, const char *b);
 
 /* Creates a directory and its parents (mode 0777 & umask). */

@@ -327,6 +327,9 @@ Test(values, out_of_range_names_the_range)
     assert_contains(m, "t.ini:2: [s] steps = '500'");
     assert_contains(m, "[0, 100]");
     assert_contains(resolve_fails("[s]\nsteps = 1\nlr = 2\n"), "[0, 1]");
+    /* too many digits for an integer is out of range too */
+    cr_assert_str_eq(resolve_fails("[s]\nsteps = 99999999999999999999\n"),
+                     "t.ini:2: [s] steps = '99999999999999999999': expected an integer in [0, 100]");
     m = resolve_fails("[s]\nsteps = 1\nhidden = 8,0\n");
     assert_contains(m, "t.ini:3: [s] hidden = '8,0'");
     assert_contains(m, "[1, 4096]");
@@ -363,6 +366,10 @@ Test(values, closest_name)
     cr_assert_str_eq(fl_closest("trian", names, 4), "train");
     cr_assert_str_eq(fl_closest("experimnt", names, 4), "experiment");
     cr_assert_null(fl_closest("zebra", names, 4));
+    static const char *const kinds[] = { "elbo", "iwae", "gaussian-diag", "gaussian-full" };
+    cr_assert_str_eq(fl_closest("IWAE", kinds, 4), "iwae");
+    cr_assert_str_eq(fl_closest("gaussian-diagonal", kinds, 4), "gaussian-diag");
+    cr_assert_null(fl_closest("gau", kinds, 4));
 }
 
 /* ---- whole experiments, with the real plugins --------------------------- */

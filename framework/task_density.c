@@ -77,14 +77,16 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     if (st == FL_OK && (!x || !du || !logdet || !dlogdet)) st = FL_ERR_NOMEM;
     if (st == FL_OK) st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n_test);
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    double time0 = 0; /* train_seconds before this session (resumed) */
+    if (st == FL_OK && resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
     if (metrics.len == 0)
         fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
 
     const fl_real inv_b = (fl_real)(1.0 / B);
     for (uint32_t i = 0; st == FL_OK && i < B; i++) dlogdet[i] = -inv_b;
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
-    double interval_sum = 0, train_time = 0;
+    double interval_sum = 0, train_time = time0;
     uint64_t interval_n = 0;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
@@ -154,7 +156,8 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->steps_per_s = train_time > 0 ? (double)(opt.t - step0) / train_time : 0;
+    res->steps_per_s =
+        train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     /* Leave the model as evaluated: the average when there is one. */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1);

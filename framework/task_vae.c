@@ -937,7 +937,9 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
 
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    double time0 = 0; /* train_seconds before this session (resumed) */
+    if (st == FL_OK && resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
     if (metrics.len == 0)
         fl_buf_printf(&metrics, "step,train_bound,valid_elbo,valid_iwae,lr,train_seconds\n");
 
@@ -953,7 +955,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     fl_rng_key key = fl_rng_key_make(e->seed, "vae.train.eps");
     fl_rng_key key2 = fl_rng_key_make(e->seed, "vae.train.eps2");
-    double interval_sum = 0, train_time = 0;
+    double interval_sum = 0, train_time = time0;
     uint64_t interval_n = 0;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
@@ -1014,7 +1016,8 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     fl_progress_end(&prog);
     res->steps = opt.t;
     res->seconds = train_time;
-    res->examples_per_s = train_time > 0 ? (double)(opt.t - step0) * B / train_time : 0;
+    res->examples_per_s =
+        train_time > time0 ? (double)(opt.t - step0) * B / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     if (st == FL_OK && ema.avg) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_buf_free(&metrics);

@@ -505,13 +505,15 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     }
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    double time0 = 0; /* train_seconds before this session (resumed) */
+    if (st == FL_OK && resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
     if (metrics.len == 0)
         fl_buf_printf(&metrics,
                       "step,beta,train_bound,elbo,elbo_se,logz_is,logz_ess,logz_ref,kl,"
                       "train_seconds\n");
     const fl_rng_key noise = fl_rng_key_make(e->seed, "vi.noise");
-    double interval_sum = 0, train_time = 0, beta = 1, bound = 0;
+    double interval_sum = 0, train_time = time0, beta = 1, bound = 0;
     uint64_t interval_n = 0;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
@@ -572,7 +574,8 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->steps_per_s = train_time > 0 ? (double)(opt.t - step0) / train_time : 0;
+    res->steps_per_s =
+        train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the model as evaluated */
     if (st == FL_OK && rundir) st = write_result(e, rundir, res);

@@ -128,3 +128,67 @@ Test(density, a_resumed_run_matches_an_uninterrupted_one, .timeout = 120)
     remove_tree(dir);
     fl_registry_free(r);
 }
+
+/* Occurrences of `needle` in `hay`. */
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+/* A run killed after writing metrics rows past its last checkpoint: the
+ * resumed run keeps the rows up to the checkpoint, writes the later ones
+ * once, and its train_seconds go on from the kept rows'. */
+Test(density, a_resumed_run_drops_the_rows_after_its_checkpoint, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const half[] = { "train.steps=60", "train.eval_every=20",
+                                        "data.test_size=200", NULL };
+    static const char *const full[] = { "train.steps=100", "train.eval_every=20",
+                                        "data.test_size=200", NULL };
+    fl_density_result b, c;
+    fl_experiment *e = quickstart(r, half);
+    cr_assert_eq(fl_density_train(e, dir, 0, &b), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    /* rows the killed run wrote after its checkpoint at step 60 */
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    fl_buf m = { 0 };
+    fl_buf_write(&m, text, len);
+    fl_buf_printf(&m, "80,9,9,9,1000.000\n100,9,9,9,2000.000\n");
+    cr_assert_eq(fl_write_atomic(mp, m.data, m.len), FL_OK, "%s", fl_err_msg());
+    fl_buf_free(&m);
+    free(text);
+    e = quickstart(r, full);
+    cr_assert_eq(fl_density_train(e, dir, 1, &c), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    const char *steps[] = { "\n20,", "\n40,", "\n60,", "\n80,", "\n100," };
+    for (size_t i = 0; i < 5; i++)
+        cr_expect_eq(count_of(text, steps[i]), 1, "row%s appears %d times in\n%s", steps[i],
+                     count_of(text, steps[i]), text);
+    assert_not_contains(text, "1000.000");
+    assert_not_contains(text, ",9,9,9,");
+    /* train_seconds (the last column) never goes back */
+    double prev = 0;
+    int rows = 0;
+    for (const char *l = strchr(text, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
+        const char *end = strchr(l + 1, '\n'), *c = end;
+        while (c > l && c[-1] != ',') c--;
+        double t = strtod(c, NULL);
+        cr_expect_geq(t, prev, "train_seconds went back to %g after %g:\n%s", t, prev, text);
+        prev = t;
+        rows++;
+    }
+    cr_expect_eq(rows, 5);
+    cr_expect_geq(c.seconds, b.seconds);
+    free(text);
+    free(mp);
+    remove_tree(dir);
+    fl_registry_free(r);
+}

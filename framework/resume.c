@@ -125,7 +125,7 @@ fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, con
 
 void fl_run_use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on)
 {
-    if (!ema->avg) return;
+    if (!ema->avg || ema->t == 0) return; /* no average yet: evaluate the iterate */
     if (on) {
         memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
         fl_ema_get(ema, e->arena.theta);

@@ -39,7 +39,8 @@ void fl_run_optim_free(fl_adam *opt, fl_ema *ema, fl_real *live);
 
 /* on = 1: keeps the iterate in `live` (arena-sized) and puts the average
  * into theta (running statistics stay the iterate's); on = 0: restores the
- * iterate. No-op when the run keeps no average (ema->avg == NULL). */
+ * iterate. No-op when the run keeps no average (ema->avg == NULL) or has
+ * taken no step yet (ema->t == 0: the model is its initial iterate). */
 void fl_run_use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on);
 
 #endif

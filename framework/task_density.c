@@ -91,6 +91,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[128] = "";
+    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
 
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
@@ -130,6 +131,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
             st = fl_density_nll(e, test, n_test, &nll, &se);
             fl_run_use_average(e, &ema, live, 0); /* ... go on from the iterate */
             if (st != FL_OK) break;
+            evaluated = done;
             res->train_nll = interval_sum / (double)interval_n;
             res->test_nll = nll;
             res->test_se = se;
@@ -149,10 +151,21 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
-    if (st == FL_OK && steps == 0) { /* evaluate the untrained model */
+    if (st == FL_OK && evaluated != steps) {
+        /* No evaluation at `steps` in this session: steps = 0 (the untrained
+         * model), or resumed from a checkpoint at the last step. */
+        fl_run_use_average(e, &ema, live, 1);
         st = fl_density_nll(e, test, n_test, &res->test_nll, &res->test_se);
-        fl_buf_printf(&metrics, "0,,%.6f,%.6f,0\n", res->test_nll, res->test_se);
-        if (st == FL_OK && rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        fl_run_use_average(e, &ema, live, 0);
+        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+            /* the row is there (the killed run wrote it): its training loss */
+            double tr = fl_metrics_field(&metrics, steps, 1);
+            res->train_nll = isnan(tr) ? 0 : tr;
+        } else if (st == FL_OK) {
+            fl_buf_printf(&metrics, "%llu,,%.6f,%.6f,%.3f\n", (unsigned long long)steps,
+                          res->test_nll, res->test_se, train_time);
+            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        }
     }
     res->steps = opt.t;
     res->seconds = train_time;

@@ -961,6 +961,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "";
     const double scale = -1.0 / B;
+    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
         opt.lr = fl_experiment_lr(e, step);
@@ -994,6 +995,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
             st = quick_eval(e, vx, vn, vk, &res->valid_elbo, &res->valid_iwae);
             fl_run_use_average(e, &ema, live, 0);
             if (st != FL_OK) break;
+            evaluated = done;
             res->train_bound = interval_sum / (double)interval_n;
             fl_buf_printf(&metrics, "%llu,%.6f,%.6f,%.6f,%.6g,%.3f\n", (unsigned long long)done,
                           res->train_bound, res->valid_elbo, res->valid_iwae, opt.lr, train_time);
@@ -1014,12 +1016,30 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
+    if (st == FL_OK && evaluated != steps) {
+        /* No evaluation at `steps` in this session: steps = 0 (the untrained
+         * model), or resumed from a checkpoint at the last step (saved
+         * before the final test evaluation, which a kill may interrupt). */
+        fl_run_use_average(e, &ema, live, 1);
+        st = quick_eval(e, vx, vn, vk, &res->valid_elbo, &res->valid_iwae);
+        fl_run_use_average(e, &ema, live, 0);
+        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+            /* the row is there (the killed run wrote it): its training bound */
+            double tr = fl_metrics_field(&metrics, steps, 1);
+            res->train_bound = isnan(tr) ? 0 : tr;
+        } else if (st == FL_OK) {
+            fl_buf_printf(&metrics, "%llu,,%.6f,%.6f,%.6g,%.3f\n", (unsigned long long)steps,
+                          res->valid_elbo, res->valid_iwae,
+                          fl_experiment_lr(e, steps ? steps - 1 : 0), train_time);
+            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        }
+    }
     res->steps = opt.t;
     res->seconds = train_time;
     res->examples_per_s =
         train_time > time0 ? (double)(opt.t - step0) * B / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
-    if (st == FL_OK && ema.avg) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
+    if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_buf_free(&metrics);
     fl_free(vx);
     fl_free(x);

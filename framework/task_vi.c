@@ -518,6 +518,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "";
+    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
 
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
@@ -536,6 +537,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
             res->train_bound = interval_sum / (double)interval_n;
             st = evaluate_avg(e, &ema, live, ref, how, res);
             if (st != FL_OK) break;
+            evaluated = done;
             char r1[32], r2[32];
             fmt_num(r1, sizeof r1, res->logz_ref);
             fmt_num(r2, sizeof r2, res->kl);
@@ -561,16 +563,26 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
-    if (st == FL_OK && steps == 0) { /* evaluate the untrained posterior */
-        st = fl_vi_evaluate(e, ref, how, res);
-        char r1[32], r2[32];
-        fmt_num(r1, sizeof r1, res->logz_ref);
-        fmt_num(r2, sizeof r2, res->kl);
-        fl_buf_printf(&metrics, "0,1,,%.6f,%.6f,%.6f,%.1f,%s,%s,0\n", res->elbo, res->elbo_se,
-                      res->logz_is, res->ess, isfinite(res->logz_ref) ? r1 : "",
-                      isfinite(res->kl) ? r2 : "");
-        if (st == FL_OK && rundir)
-            st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+    if (st == FL_OK && evaluated != steps) {
+        /* No evaluation at `steps` in this session: steps = 0 (the untrained
+         * posterior), or resumed from a checkpoint at the last step. */
+        st = evaluate_avg(e, &ema, live, ref, how, res);
+        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+            /* the row is there (the killed run wrote it): its training bound */
+            double tr = fl_metrics_field(&metrics, steps, 2);
+            res->train_bound = isnan(tr) ? 0 : tr;
+        } else if (st == FL_OK) {
+            if (anneal && steps)
+                beta = fmin(1.0, 0.01 + (double)(steps - 1) / (double)anneal_steps);
+            char r1[32], r2[32];
+            fmt_num(r1, sizeof r1, res->logz_ref);
+            fmt_num(r2, sizeof r2, res->kl);
+            fl_buf_printf(&metrics, "%llu,%.4f,,%.6f,%.6f,%.6f,%.1f,%s,%s,%.3f\n",
+                          (unsigned long long)steps, beta, res->elbo, res->elbo_se,
+                          res->logz_is, res->ess, isfinite(res->logz_ref) ? r1 : "",
+                          isfinite(res->kl) ? r2 : "", train_time);
+            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        }
     }
     res->steps = opt.t;
     res->seconds = train_time;

@@ -192,3 +192,74 @@ Test(density, a_resumed_run_drops_the_rows_after_its_checkpoint, .timeout = 120)
     remove_tree(dir);
     fl_registry_free(r);
 }
+
+/* A run killed after its last checkpoint (before result.json) and resumed:
+ * nothing left to train, the first run's results and metrics.csv. */
+Test(density, a_run_resumed_at_its_last_step_gives_its_results, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const sets[] = { "train.steps=50", "train.eval_every=20",
+                                        "data.test_size=300", NULL };
+    fl_density_result a, b;
+    fl_experiment *e = quickstart(r, sets);
+    cr_assert_eq(fl_density_train(e, dir, 0, &a), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *before = NULL, *after = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &before, &len), FL_OK);
+    e = quickstart(r, sets);
+    cr_assert_eq(fl_density_train(e, dir, 1, &b), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_expect_eq(b.steps, 50);
+    cr_expect_eq(a.test_nll, b.test_nll, "%.17g against %.17g", a.test_nll, b.test_nll);
+    cr_expect_eq(a.test_se, b.test_se);
+    cr_expect_neq(b.test_nll, 0);
+    /* the training loss and time come from metrics.csv (6 and 3 decimals) */
+    cr_expect_leq(fabs(a.train_nll - b.train_nll), 5e-7, "%.9g against %.9g", a.train_nll,
+                  b.train_nll);
+    cr_expect_leq(fabs(a.seconds - b.seconds), 5e-4);
+    cr_assert_eq(fl_read_file(mp, &after, &len), FL_OK);
+    cr_expect_str_eq(after, before);
+    free(before);
+    free(after);
+    free(mp);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* steps = 0 evaluates the untrained model (also with a parameter average,
+ * which has no steps to average yet). */
+Test(density, zero_steps_evaluate_the_untrained_model, .timeout = 60)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const sets[] = { "train.steps=0", "data.test_size=300", NULL };
+    fl_experiment *e = quickstart(r, sets);
+    double nll, se;
+    fl_real *test = NULL;
+    uint64_t n = 0;
+    cr_assert_eq(fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n), FL_OK);
+    cr_assert_eq(fl_density_nll(e, test, n, &nll, &se), FL_OK, "%s", fl_err_msg());
+    fl_density_result res;
+    cr_assert_eq(fl_density_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(res.steps, 0);
+    cr_expect_eq(res.test_nll, nll, "%.17g against the untrained %.17g", res.test_nll, nll);
+    double again, se2;
+    cr_assert_eq(fl_density_nll(e, test, n, &again, &se2), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(again, nll, "the model left after 0 steps is not the initial one");
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    assert_contains(text, "train_seconds\n0,,");
+    free(text);
+    free(mp);
+    fl_free(test);
+    fl_experiment_free(e);
+    remove_tree(dir);
+    fl_registry_free(r);
+}

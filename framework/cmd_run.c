@@ -237,6 +237,8 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         fl_vi_result vr;
         st = fl_vi_train(e, dir, resume, &vr);
         if (st == FL_OK) st = fl_plot_vi(e, dir);
+        /* result.json last: its presence means the run is complete */
+        if (st == FL_OK) st = fl_vi_write_result(e, dir, &vr);
         if (st != FL_OK) goto done;
         fl_vi_report(e, &vr, stdout);
         printf("ELBO %.4f +- %.4f, KL %.4f; %llu steps in %.2f s, %.0f steps/s; run directory "
@@ -248,6 +250,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     fl_density_result res;
     st = fl_density_train(e, dir, resume, &res);
     if (st == FL_OK) st = fl_plot_density(e, dir); /* the pictures of `flowlab plot` */
+    if (st == FL_OK) st = fl_density_write_result(e, dir, &res); /* last: the run is complete */
     if (st != FL_OK) goto done;
     printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "
            "directory %s\n",

@@ -174,19 +174,6 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     /* Leave the model as evaluated: the average when there is one. */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1);
-    if (st == FL_OK && rundir) {
-        fl_buf js = { 0 };
-        fl_buf_printf(&js,
-                      "{\n  \"task\": \"density\",\n  \"data\": \"%s\",\n  \"test_nll\": %.6f,\n"
-                      "  \"test_nll_se\": %.6f,\n  \"test_rows\": %llu,\n  \"train_nll\": %.6f,\n"
-                      "  \"steps\": %llu,\n  \"train_seconds\": %.3f,\n  \"steps_per_second\": "
-                      "%.1f,\n  \"parameters\": %zu\n}\n",
-                      e->data_type, res->test_nll, res->test_se, (unsigned long long)n_test,
-                      res->train_nll, (unsigned long long)res->steps, res->seconds,
-                      res->steps_per_s, e->arena.count);
-        st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(rundir, "result.json", js.data, js.len);
-        fl_buf_free(&js);
-    }
     fl_buf_free(&metrics);
     fl_free(test);
     fl_free(x);
@@ -194,6 +181,22 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     fl_free(logdet);
     fl_free(dlogdet);
     fl_run_optim_free(&opt, &ema, live);
+    return st;
+}
+
+fl_status fl_density_write_result(fl_experiment *e, const char *dir, const fl_density_result *res)
+{
+    fl_buf js = { 0 };
+    fl_buf_printf(&js,
+                  "{\n  \"task\": \"density\",\n  \"data\": \"%s\",\n  \"test_nll\": %.6f,\n"
+                  "  \"test_nll_se\": %.6f,\n  \"test_rows\": %llu,\n  \"train_nll\": %.6f,\n"
+                  "  \"steps\": %llu,\n  \"train_seconds\": %.3f,\n  \"steps_per_second\": "
+                  "%.1f,\n  \"parameters\": %zu\n}\n",
+                  e->data_type, res->test_nll, res->test_se,
+                  (unsigned long long)e->info.n[FL_SPLIT_TEST], res->train_nll,
+                  (unsigned long long)res->steps, res->seconds, res->steps_per_s, e->arena.count);
+    fl_status st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "result.json", js.data, js.len);
+    fl_buf_free(&js);
     return st;
 }
 

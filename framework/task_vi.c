@@ -331,7 +331,7 @@ static void fmt_num(char *buf, size_t cap, double x)
     else snprintf(buf, cap, "null");
 }
 
-static fl_status write_result(fl_experiment *e, const char *dir, const fl_vi_result *r)
+fl_status fl_vi_write_result(fl_experiment *e, const char *dir, const fl_vi_result *r)
 {
     fl_vi *v = e->vi;
     char ref[32], kl[32];
@@ -590,7 +590,6 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
         train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the model as evaluated */
-    if (st == FL_OK && rundir) st = write_result(e, rundir, res);
     fl_buf_free(&metrics);
     bufs_free(&b);
     fl_run_optim_free(&opt, &ema, live);

@@ -208,6 +208,10 @@ Test(density, a_run_resumed_at_its_last_step_gives_its_results, .timeout = 120)
     cr_assert_eq(fl_density_train(e, dir, 0, &a), FL_OK, "%s", fl_err_msg());
     fl_experiment_free(e);
     char *mp = fl_strfmt("%s/metrics.csv", dir), *before = NULL, *after = NULL;
+    char *rp = fl_strfmt("%s/result.json", dir);
+    cr_expect(access(rp, F_OK) != 0,
+              "fl_density_train wrote result.json (flowlab run writes it after the pictures)");
+    free(rp);
     size_t len = 0;
     cr_assert_eq(fl_read_file(mp, &before, &len), FL_OK);
     e = quickstart(r, sets);

@@ -287,6 +287,8 @@ Test(vi, trains_a_banana_and_kl_is_nonnegative, .timeout = 120)
     free(text);
     free(p);
     p = fl_strfmt("%s/result.json", dir);
+    cr_assert(access(p, F_OK) != 0, "fl_vi_train wrote result.json (cmd_run writes it last)");
+    cr_assert_eq(fl_vi_write_result(e, dir, &res), FL_OK, "%s", fl_err_msg());
     cr_assert_eq(fl_read_file(p, &text, &n), FL_OK);
     assert_contains(text, "\"logz_ref_method\": \"analytic\"");
     free(text);

@@ -811,6 +811,28 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
     return st;
 }
 
+/* Writes dir/STEM SUFFIX (atomically). */
+static fl_status write_eval_file(const char *dir, const char *stem, const char *suffix,
+                                 const fl_buf *b)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s%s", stem, suffix);
+    return fl_rundir_write(dir, name, b->data, b->len);
+}
+
+void fl_vae_eval_stem(const fl_experiment *e, fl_split split, uint64_t k, uint64_t n,
+                      char *buf, size_t cap)
+{
+    uint64_t own_n = (uint64_t)fl_exp_int(&e->eval, "n"), all = e->info.n[FL_SPLIT_TEST];
+    if (own_n == 0 || own_n > all) own_n = all;
+    if (split == FL_SPLIT_TEST && k == (uint64_t)fl_exp_int(&e->eval, "k") && n == own_n)
+        snprintf(buf, cap, "eval");
+    else
+        snprintf(buf, cap, "eval-%s-k%llu-n%llu",
+                 split == FL_SPLIT_TEST ? "test" : split == FL_SPLIT_VALID ? "valid" : "train",
+                 (unsigned long long)k, (unsigned long long)n);
+}
+
 fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
                           const char *dir, fl_vae_eval *out)
 {
@@ -872,13 +894,15 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
     const int have_kl = e->stack->n == 0;
     if (st == FL_OK && have_kl) st = kl_per_dim(e, x, n, kl);
     out->seconds = fl_now() - t0;
+    char stem[96];
+    fl_vae_eval_stem(e, split, k, n, stem, sizeof stem);
     if (st == FL_OK && dir) {
         fl_buf b = { 0 };
         fl_buf_printf(&b, "point,log_likelihood,elbo,ess\n");
         for (uint64_t i = 0; i < n; i++)
             fl_buf_printf(&b, "%llu,%.6f,%.6f,%.3f\n", (unsigned long long)i, ll[i], el[i],
                           acc[i].s2 > 0 ? acc[i].s1 * acc[i].s1 / acc[i].s2 : 0);
-        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "eval_points.csv", b.data, b.len);
+        st = b.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_points.csv", &b);
         fl_buf_free(&b);
         fl_buf u = { 0 };
         fl_buf_printf(&u, "dim,var_posterior_mean,active,kl\n");
@@ -888,7 +912,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
             else fl_buf_printf(&u, "\n");
         }
         if (st == FL_OK)
-            st = u.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "eval_units.csv", u.data, u.len);
+            st = u.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_units.csv", &u);
         fl_buf_free(&u);
         fl_buf j = { 0 };
         fl_buf_printf(&j,
@@ -903,7 +927,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
                       out->elbo, out->elbo_se, out->ll - out->elbo, out->kl, out->ess,
                       out->ess / (double)k, out->active_units, L, thr, out->seconds);
         if (st == FL_OK)
-            st = j.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "eval.json", j.data, j.len);
+            st = j.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, ".json", &j);
         fl_buf_free(&j);
     }
     free(acc);

@@ -590,3 +590,62 @@ Test(vae, zero_steps_evaluate_the_untrained_model, .timeout = 120)
     free(csv);
     remove_tree(dir);
 }
+
+static char *slurp(const char *dir, const char *name)
+{
+    char *p = fl_strfmt("%s/%s", dir, name), *text = NULL;
+    size_t len;
+    fl_status st = fl_read_file(p, &text, &len);
+    free(p);
+    return st == FL_OK ? text : NULL;
+}
+
+/* An evaluation with another split, k or n than the run's own writes files
+ * named after them and leaves eval.json (the numbers of result.json). */
+Test(vae, other_evaluations_do_not_overwrite_the_runs_own, .timeout = 120)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 200);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = small_bars(r, csv, "steps = 10");
+    fl_vae_eval own, other;
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 20, 0, dir, &own), FL_OK, "%s",
+                 fl_err_msg());
+    char *json = slurp(dir, "eval.json"), *points = slurp(dir, "eval_points.csv");
+    cr_assert(json && points, "the run's own evaluation wrote no eval.json / eval_points.csv");
+    assert_contains(json, "\"split\": \"test\"");
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_VALID, 3, 5, dir, &other), FL_OK, "%s",
+                 fl_err_msg());
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 7, 0, dir, &other), FL_OK, "%s",
+                 fl_err_msg());
+    char *json2 = slurp(dir, "eval.json"), *points2 = slurp(dir, "eval_points.csv");
+    cr_expect_str_eq(json2, json);
+    cr_expect_str_eq(points2, points);
+    char *valid = slurp(dir, "eval-valid-k3-n5.json");
+    cr_assert_not_null(valid, "no eval-valid-k3-n5.json");
+    assert_contains(valid, "\"split\": \"valid\"");
+    assert_contains(valid, "\"points\": 5,");
+    char *vp = slurp(dir, "eval-valid-k3-n5_points.csv");
+    char *vu = slurp(dir, "eval-valid-k3-n5_units.csv");
+    cr_expect(vp && vu, "no eval-valid-k3-n5_points.csv / _units.csv");
+    char name[96];
+    fl_vae_eval_stem(e, FL_SPLIT_TEST, 7, other.n, name, sizeof name);
+    cr_expect_str_neq(name, "eval");
+    char *tk = fl_strfmt("%s.json", name), *t7 = slurp(dir, tk);
+    cr_expect_not_null(t7, "no %s", tk);
+    fl_vae_eval_stem(e, FL_SPLIT_TEST, 20, own.n, name, sizeof name);
+    cr_expect_str_eq(name, "eval");
+    free(tk);
+    free(t7);
+    free(vp);
+    free(vu);
+    free(valid);
+    free(json);
+    free(json2);
+    free(points);
+    free(points2);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}

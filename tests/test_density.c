@@ -2,6 +2,7 @@
  * bring the test NLL on two moons well below the untrained model's, and
  * samples from the trained model must look like the moons. */
 #include <math.h>
+#include <sys/wait.h>
 
 #include "common.h"
 #include "log.h"
@@ -266,4 +267,79 @@ Test(density, zero_steps_evaluate_the_untrained_model, .timeout = 60)
     fl_experiment_free(e);
     remove_tree(dir);
     fl_registry_free(r);
+}
+
+/* `flowlab run EXP --out DIR --resume` with a DIR that has no checkpoint;
+ * returns the exit status, stderr in DIR/../err.txt of `tmp`. */
+static int run_resume(const char *tmp, const char *dir)
+{
+    char *cmd = fl_strfmt("'%s' run '%s/experiments/quickstart.ini' --out '%s' --resume "
+                          "--set train.steps=5 --set data.test_size=100 >/dev/null 2>'%s/err.txt'",
+                          test_env("FLOWLAB_EXE"), test_env("FLOWLAB_SOURCE_ROOT"), dir, tmp);
+    int rc = system(cmd);
+    free(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+    char *p = fl_strfmt("%s/%s", dir, name);
+    cr_assert_eq(fl_write_atomic(p, text, strlen(text)), FL_OK, "%s", fl_err_msg());
+    free(p);
+}
+
+static int has_file(const char *dir, const char *name)
+{
+    char *p = fl_strfmt("%s/%s", dir, name);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+/* --resume without a checkpoint starts afresh in a directory holding only
+ * what a run stopped before its first checkpoint wrote, and refuses one
+ * with other files or a finished run's result.json. */
+Test(density, resume_without_a_checkpoint_starts_afresh_only_in_a_run_directory,
+     .timeout = 120)
+{
+    char *tmp = make_tmpdir();
+    char *dir = fl_strfmt("%s/run", tmp);
+    cr_assert_eq(fl_mkdirs(dir), FL_OK);
+    put_file(dir, "config.ini", "[experiment]\n");
+    put_file(dir, "metrics.csv", "step,train_nll,test_nll,test_nll_se,train_seconds\n");
+    put_file(dir, "provenance.json", "{}\n");
+    put_file(dir, "metrics.csv.tmp.123", "x");
+    char *err = fl_strfmt("%s/err.txt", tmp), *text = NULL;
+    size_t len;
+    int rc = run_resume(tmp, dir);
+    cr_assert_eq(fl_read_file(err, &text, &len), FL_OK);
+    cr_expect_eq(rc, 0, "exit %d: %s", rc, text);
+    cr_expect(has_file(dir, "result.json") && has_file(dir, "checkpoint.flc"));
+    free(text);
+
+    /* a finished run without its checkpoint */
+    char *ck = fl_strfmt("%s/checkpoint.flc", dir);
+    unlink(ck);
+    free(ck);
+    rc = run_resume(tmp, dir);
+    cr_assert_eq(fl_read_file(err, &text, &len), FL_OK);
+    cr_expect_neq(rc, 0);
+    assert_contains(text, "result.json");
+    free(text);
+
+    /* a file flowlab does not write */
+    char *res = fl_strfmt("%s/result.json", dir);
+    unlink(res);
+    free(res);
+    put_file(dir, "notes.txt", "mine\n");
+    rc = run_resume(tmp, dir);
+    cr_assert_eq(fl_read_file(err, &text, &len), FL_OK);
+    cr_expect_neq(rc, 0);
+    assert_contains(text, "notes.txt");
+    cr_expect(has_file(dir, "notes.txt"));
+    free(text);
+
+    free(err);
+    remove_tree(dir);
+    remove_tree(tmp);
 }

@@ -103,7 +103,18 @@ static fl_status make_mlp(fl_experiment *e, mlp_part *p, const char *section, co
     fl_status st = fl_experiment_section(e, section, keys, nkeys, &p->cfg);
     if (st != FL_OK) return st;
     const fl_value *hv = fl_values_get(&p->cfg, "hidden");
-    uint32_t hidden[64], nh = (uint32_t)(hv->nlist < 64 ? hv->nlist : 64);
+    enum { MAX_HIDDEN = 64 };
+    if (hv->nlist > MAX_HIDDEN) {
+        const fl_cfg_section *sec = fl_config_section(e->cfg, section);
+        const fl_cfg_entry *ce = sec ? fl_config_entry(sec, "hidden") : NULL;
+        char where[512];
+        if (ce) fl_config_where(e->cfg, sec, ce, where, sizeof where);
+        else snprintf(where, sizeof where, "%s", e->cfg->path);
+        fl_err("%s: [%s] hidden: %zu hidden layers; at most %d", where, section,
+               hv->nlist, MAX_HIDDEN);
+        return FL_ERR_INVALID;
+    }
+    uint32_t hidden[MAX_HIDDEN], nh = (uint32_t)hv->nlist;
     for (uint32_t i = 0; i < nh; i++) hidden[i] = (uint32_t)hv->list[i];
     p->cx = fl_ctx_new(section, &p->cfg, &e->arena, e->seed);
     if (!p->cx) return FL_ERR_NOMEM;

@@ -649,3 +649,41 @@ Test(vae, other_evaluations_do_not_overwrite_the_runs_own, .timeout = 120)
     free(csv);
     remove_tree(dir);
 }
+
+/* More hidden widths than an MLP may have is an error naming the file,
+ * line, section and key, not a silently shorter network. */
+Test(vae, too_many_hidden_layers_are_an_error_at_their_line)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 50);
+    fl_registry *r = load_builtin_plugins();
+    fl_buf widths = { 0 };
+    for (int i = 0; i < 65; i++) fl_buf_printf(&widths, i ? ",2" : "2");
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 2\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 3\nhidden = 4\n[decoder]\nhidden = %s\n[likelihood]\n"
+        "type = bernoulli\n[train]\nsteps = 1\nbatch = 10\n",
+        csv, widths.data);
+    fl_experiment *e = NULL;
+    cr_assert_neq(experiment_from_text(r, "wide.ini", text, NULL, &e), FL_OK,
+                  "65 hidden widths were accepted");
+    assert_contains(fl_err_msg(), "wide.ini:12: [decoder] hidden: 65 hidden layers; at most 64");
+    fl_experiment_free(e);
+    /* 64 are fine */
+    widths.len -= 2;
+    widths.data[widths.len] = 0;
+    free(text);
+    text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 2\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 3\nhidden = 4\n[decoder]\nhidden = %s\n[likelihood]\n"
+        "type = bernoulli\n[train]\nsteps = 1\nbatch = 10\n",
+        csv, widths.data);
+    e = NULL;
+    cr_assert_eq(experiment_from_text(r, "wide.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    fl_buf_free(&widths);
+    free(text);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}

@@ -400,8 +400,8 @@ static fl_status bufs_alloc(step_bufs *b, uint32_t R, uint32_t B, uint32_t d, in
 }
 
 /* One training step at inverse temperature beta: the mean bound over the
- * batch goes to *bound_mean; the arena's grad gets the gradient of the
- * loss -mean_b bound_b (through the estimator's surrogate). */
+ * batch goes to *bound_mean; the arena's grad (zero on entry) gets the
+ * gradient of the loss -mean_b bound_b (through the estimator's surrogate). */
 static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, uint64_t step,
                             double beta, double *bound_mean)
 {
@@ -457,7 +457,7 @@ static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, ui
             b->dld[r] = (fl_real)w;
         }
     }
-    fl_arena_zero_grad(&e->arena);
+    /* accumulates into the arena's grad, which the caller has cleared */
     return fl_stack_backward(e->stack, R, FL_MODE_TRAIN, NULL, b->dz, b->dld, NULL, NULL);
 }
 
@@ -466,6 +466,7 @@ fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *b
     step_bufs b;
     fl_status st = bufs_alloc(&b, e->vi->rows, e->batch, e->vi->info.dim, e->vi->detach);
     if (st != FL_OK) return st;
+    fl_arena_zero_grad(&e->arena);
     st = train_step(e, &b, fl_rng_key_make(e->seed, "vi.noise"), step, beta, bound);
     bufs_free(&b);
     return st;
@@ -518,6 +519,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "";
+    fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
 
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
@@ -526,7 +528,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
         opt.lr = fl_experiment_lr(e, step);
         st = train_step(e, &b, noise, step, beta, &bound);
         if (st != FL_OK) break;
-        fl_adam_step(&opt, e->arena.theta, e->arena.grad);
+        fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
         fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
         interval_sum += bound;

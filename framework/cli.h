@@ -12,7 +12,6 @@
 typedef struct fl_cli {
     const char **plugins;   /* --plugin PATH, in order */
     size_t n_plugins;
-    int resume;             /* run --resume: continue from RUN_DIR/checkpoint.flc */
 } fl_cli;
 
 /* 1 once `flowlab run --resume` really continues training; until then run

@@ -20,7 +20,11 @@ static const char usage[] =
     "KL(q||p), the effective sample size of the importance weights, and the\n"
     "active units (variance over x of E_q[z|x] above [eval] au_threshold).\n"
     "Writes eval.json, eval_points.csv and eval_units.csv into RUN_DIR\n"
-    "(atomically) and prints a table.\n";
+    "(atomically) and prints a table. Those names are the run's own test\n"
+    "evaluation (test split, every point or [eval] n, [eval] k: the numbers in\n"
+    "result.json); any other --split/--k/--n writes eval-SPLIT-kK-nN.json,\n"
+    "eval-SPLIT-kK-nN_points.csv and eval-SPLIT-kK-nN_units.csv instead\n"
+    "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n";
 
 static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
                      unsigned long long *out)
@@ -87,11 +91,13 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
         st = FL_ERR_INVALID;
     }
     fl_vae_eval ev;
+    const fl_split sp = strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST;
     if (st == FL_OK)
-        st = fl_vae_evaluate(e, strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST,
-                             k ? k : (uint64_t)fl_exp_int(&e->eval, "k"), n, dir, &ev);
+        st = fl_vae_evaluate(e, sp, k ? k : (uint64_t)fl_exp_int(&e->eval, "k"), n, dir, &ev);
     if (st == FL_OK) {
-        printf("%s split of %s:\n", split, dir);
+        char stem[96];
+        fl_vae_eval_stem(e, sp, ev.k, ev.n, stem, sizeof stem);
+        printf("%s split of %s (%s.json):\n", split, dir, stem);
         fl_vae_print_eval(&ev);
     }
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);

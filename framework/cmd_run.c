@@ -1,4 +1,5 @@
 /* cmd_run.c - `flowlab run`: train and evaluate an experiment file. */
+#include <dirent.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,17 +28,79 @@ static const char usage[] =
     "model and evaluates it. The run directory (DIR, or runs/NAME-DATE-TIME) gets\n"
     "config.ini (the resolved config, defaults included), metrics.csv,\n"
     "checkpoint.flc and result.json, each written atomically, and the pictures of\n"
-    "`flowlab plot` (*.png). An existing non-empty DIR is refused.\n"
+    "`flowlab plot` (*.png). An existing non-empty DIR is refused (but see --resume).\n"
     "\n"
     "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
     "                --set flow.1.hidden=32,32); repeatable\n"
     "  --out DIR     run directory\n"
-    "  --resume      continue the run in DIR (--out) from its last checkpoint\n"
-    "                (a DIR without a checkpoint starts afresh)\n"
+    "  --resume      continue the run in DIR (--out) from its last checkpoint;\n"
+    "                a DIR without a checkpoint starts afresh in place when it\n"
+    "                holds no result.json and only files flowlab writes (a run\n"
+    "                stopped before its first checkpoint), else it is refused\n"
     "\n"
     "DIR also gets provenance.json (version, git revision, plugins, seed, host,\n"
     "times, exit status), also when the run fails. A file with a [sweep] section\n"
     "is refused: run it with `flowlab sweep`.\n";
+
+/* Whether `name` is a file a run writes into its directory (config.ini,
+ * metrics.csv, provenance.json, pictures, evaluations, a sweep cell's log,
+ * an atomic write's leftover NAME.tmp.PID); result.json and checkpoint.flc
+ * are checked apart. */
+static int flowlab_file(const char *name)
+{
+    static const char *const exact[] = { "config.ini", "metrics.csv", "provenance.json",
+                                         "log.txt", "failed.txt", "plot_grid.csv",
+                                         "curves_axes.csv", "gradvar.json", "gradvar.csv" };
+    for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
+        if (strcmp(name, exact[i]) == 0) return 1;
+    size_t n = strlen(name);
+    if (strstr(name, ".tmp.")) return 1;
+    if (n > 4 && strcmp(name + n - 4, ".png") == 0) return 1;
+    return strncmp(name, "eval", 4) == 0 && n > 5 &&
+           (strcmp(name + n - 5, ".json") == 0 || strcmp(name + n - 4, ".csv") == 0);
+}
+
+/* --resume with a directory that has no checkpoint: *in_place = 1 when
+ * `dir` exists, is not empty, holds no result.json and only files of
+ * flowlab (a run stopped before its first checkpoint): it starts afresh
+ * there. A missing or empty directory is left to fl_rundir_create
+ * (*in_place = 0); anything else is refused. */
+static fl_status restart_check(const char *dir, int *in_place)
+{
+    *in_place = 0;
+    DIR *d = opendir(dir);
+    if (!d) return FL_OK; /* missing (or not a directory): fl_rundir_create says */
+    struct dirent *de;
+    const char *bad = NULL;
+    int files = 0, finished = 0;
+    char first[256] = "";
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        files++;
+        if (strcmp(de->d_name, "result.json") == 0) finished = 1;
+        else if (!bad && !flowlab_file(de->d_name)) {
+            snprintf(first, sizeof first, "%s", de->d_name);
+            bad = first;
+        }
+    }
+    closedir(d);
+    if (files == 0) return FL_OK;
+    if (finished) {
+        fl_err("%s: holds a finished run (result.json) but no checkpoint.flc to resume from; "
+               "choose another --out or remove it (runs are never overwritten)",
+               dir);
+        return FL_ERR_EXISTS;
+    }
+    if (bad) {
+        fl_err("%s: has no checkpoint.flc to resume from and holds %s, which flowlab does not "
+               "write; choose another --out or remove it (runs are never overwritten)",
+               dir, bad);
+        return FL_ERR_EXISTS;
+    }
+    fl_log(FL_LOG_INFO, "%s: no checkpoint.flc to resume from; starting afresh in it", dir);
+    *in_place = 1;
+    return FL_OK;
+}
 
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
 {
@@ -169,7 +232,6 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
-            cli->resume = 1;
         } else if (argv[i][0] == '-' || exp_path) {
             fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
             free(sets);
@@ -207,13 +269,16 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     int threads = (int)fl_exp_int(&e->exp, "threads");
     if (threads > 0) omp_set_num_threads(threads);
 
+    int in_place = 0; /* --resume on a directory without a checkpoint: start afresh there */
     if (resume) {
         /* An existing run directory is continued, a missing one created. */
         char *ck = fl_strfmt("%s/checkpoint.flc", out);
         resume = ck && access(ck, R_OK) == 0;
         free(ck);
+        if (!resume) st = restart_check(out, &in_place);
+        if (st != FL_OK) goto done;
     }
-    if (resume) {
+    if (resume || in_place) {
         dir = fl_strdup(out);
         st = dir ? FL_OK : FL_ERR_NOMEM;
     } else {
@@ -237,6 +302,8 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         fl_vi_result vr;
         st = fl_vi_train(e, dir, resume, &vr);
         if (st == FL_OK) st = fl_plot_vi(e, dir);
+        /* result.json last: its presence means the run is complete */
+        if (st == FL_OK) st = fl_vi_write_result(e, dir, &vr);
         if (st != FL_OK) goto done;
         fl_vi_report(e, &vr, stdout);
         printf("ELBO %.4f +- %.4f, KL %.4f; %llu steps in %.2f s, %.0f steps/s; run directory "
@@ -248,6 +315,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     fl_density_result res;
     st = fl_density_train(e, dir, resume, &res);
     if (st == FL_OK) st = fl_plot_density(e, dir); /* the pictures of `flowlab plot` */
+    if (st == FL_OK) st = fl_density_write_result(e, dir, &res); /* last: the run is complete */
     if (st != FL_OK) goto done;
     printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "
            "directory %s\n",

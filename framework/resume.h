@@ -9,12 +9,20 @@
 
 /* When `rundir` holds checkpoint.flc: restores parameters, optimizer and
  * parameter average from it (the experiment must be built from the run's
- * config), sets *step0 to its step and appends the run's metrics.csv to
- * `metrics` (so the file keeps its earlier rows). Without a checkpoint,
- * *step0 = 0 and nothing changes. Errors: those of fl_checkpoint_load
- * (mismatched model, corrupt file), with fl_err naming the file. */
+ * config), sets *step0 to its step and appends to `metrics` the header and
+ * the rows of the run's metrics.csv up to step0 (rows after the checkpoint
+ * are the resumed run's to write again). *train_seconds gets the last kept
+ * row's train_seconds (the last column), so the resumed run's clock goes
+ * on from there. Without a checkpoint, *step0 = 0, *train_seconds = 0 and
+ * nothing changes. Errors: those of fl_checkpoint_load (mismatched model,
+ * corrupt file), with fl_err naming the file. */
 fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
-                         uint64_t *step0, fl_buf *metrics);
+                         uint64_t *step0, fl_buf *metrics, double *train_seconds);
+
+/* Column `col` (0 = step) of the row for `step` in a metrics.csv held in
+ * `metrics` (header first): NAN when there is no such row or the field is
+ * empty. */
+double fl_metrics_field(const fl_buf *metrics, uint64_t step, unsigned col);
 
 /* Writes dir/checkpoint.flc (atomically): parameters, optimizer, average
  * (see checkpoint.h), at `step`. */
@@ -31,7 +39,8 @@ void fl_run_optim_free(fl_adam *opt, fl_ema *ema, fl_real *live);
 
 /* on = 1: keeps the iterate in `live` (arena-sized) and puts the average
  * into theta (running statistics stay the iterate's); on = 0: restores the
- * iterate. No-op when the run keeps no average (ema->avg == NULL). */
+ * iterate. No-op when the run keeps no average (ema->avg == NULL) or has
+ * taken no step yet (ema->t == 0: the model is its initial iterate). */
 void fl_run_use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on);
 
 #endif

@@ -77,18 +77,21 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     if (st == FL_OK && (!x || !du || !logdet || !dlogdet)) st = FL_ERR_NOMEM;
     if (st == FL_OK) st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n_test);
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    double time0 = 0; /* train_seconds before this session (resumed) */
+    if (st == FL_OK && resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
     if (metrics.len == 0)
         fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
 
     const fl_real inv_b = (fl_real)(1.0 / B);
     for (uint32_t i = 0; st == FL_OK && i < B; i++) dlogdet[i] = -inv_b;
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
-    double interval_sum = 0, train_time = 0;
+    double interval_sum = 0, train_time = time0;
     uint64_t interval_n = 0;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[128] = "";
+    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
 
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
@@ -128,6 +131,7 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
             st = fl_density_nll(e, test, n_test, &nll, &se);
             fl_run_use_average(e, &ema, live, 0); /* ... go on from the iterate */
             if (st != FL_OK) break;
+            evaluated = done;
             res->train_nll = interval_sum / (double)interval_n;
             res->test_nll = nll;
             res->test_se = se;
@@ -147,30 +151,29 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
-    if (st == FL_OK && steps == 0) { /* evaluate the untrained model */
+    if (st == FL_OK && evaluated != steps) {
+        /* No evaluation at `steps` in this session: steps = 0 (the untrained
+         * model), or resumed from a checkpoint at the last step. */
+        fl_run_use_average(e, &ema, live, 1);
         st = fl_density_nll(e, test, n_test, &res->test_nll, &res->test_se);
-        fl_buf_printf(&metrics, "0,,%.6f,%.6f,0\n", res->test_nll, res->test_se);
-        if (st == FL_OK && rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        fl_run_use_average(e, &ema, live, 0);
+        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+            /* the row is there (the killed run wrote it): its training loss */
+            double tr = fl_metrics_field(&metrics, steps, 1);
+            res->train_nll = isnan(tr) ? 0 : tr;
+        } else if (st == FL_OK) {
+            fl_buf_printf(&metrics, "%llu,,%.6f,%.6f,%.3f\n", (unsigned long long)steps,
+                          res->test_nll, res->test_se, train_time);
+            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        }
     }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->steps_per_s = train_time > 0 ? (double)(opt.t - step0) / train_time : 0;
+    res->steps_per_s =
+        train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     /* Leave the model as evaluated: the average when there is one. */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1);
-    if (st == FL_OK && rundir) {
-        fl_buf js = { 0 };
-        fl_buf_printf(&js,
-                      "{\n  \"task\": \"density\",\n  \"data\": \"%s\",\n  \"test_nll\": %.6f,\n"
-                      "  \"test_nll_se\": %.6f,\n  \"test_rows\": %llu,\n  \"train_nll\": %.6f,\n"
-                      "  \"steps\": %llu,\n  \"train_seconds\": %.3f,\n  \"steps_per_second\": "
-                      "%.1f,\n  \"parameters\": %zu\n}\n",
-                      e->data_type, res->test_nll, res->test_se, (unsigned long long)n_test,
-                      res->train_nll, (unsigned long long)res->steps, res->seconds,
-                      res->steps_per_s, e->arena.count);
-        st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(rundir, "result.json", js.data, js.len);
-        fl_buf_free(&js);
-    }
     fl_buf_free(&metrics);
     fl_free(test);
     fl_free(x);
@@ -178,6 +181,22 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
     fl_free(logdet);
     fl_free(dlogdet);
     fl_run_optim_free(&opt, &ema, live);
+    return st;
+}
+
+fl_status fl_density_write_result(fl_experiment *e, const char *dir, const fl_density_result *res)
+{
+    fl_buf js = { 0 };
+    fl_buf_printf(&js,
+                  "{\n  \"task\": \"density\",\n  \"data\": \"%s\",\n  \"test_nll\": %.6f,\n"
+                  "  \"test_nll_se\": %.6f,\n  \"test_rows\": %llu,\n  \"train_nll\": %.6f,\n"
+                  "  \"steps\": %llu,\n  \"train_seconds\": %.3f,\n  \"steps_per_second\": "
+                  "%.1f,\n  \"parameters\": %zu\n}\n",
+                  e->data_type, res->test_nll, res->test_se,
+                  (unsigned long long)e->info.n[FL_SPLIT_TEST], res->train_nll,
+                  (unsigned long long)res->steps, res->seconds, res->steps_per_s, e->arena.count);
+    fl_status st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "result.json", js.data, js.len);
+    fl_buf_free(&js);
     return st;
 }
 

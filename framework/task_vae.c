@@ -103,7 +103,18 @@ static fl_status make_mlp(fl_experiment *e, mlp_part *p, const char *section, co
     fl_status st = fl_experiment_section(e, section, keys, nkeys, &p->cfg);
     if (st != FL_OK) return st;
     const fl_value *hv = fl_values_get(&p->cfg, "hidden");
-    uint32_t hidden[64], nh = (uint32_t)(hv->nlist < 64 ? hv->nlist : 64);
+    enum { MAX_HIDDEN = 64 };
+    if (hv->nlist > MAX_HIDDEN) {
+        const fl_cfg_section *sec = fl_config_section(e->cfg, section);
+        const fl_cfg_entry *ce = sec ? fl_config_entry(sec, "hidden") : NULL;
+        char where[512];
+        if (ce) fl_config_where(e->cfg, sec, ce, where, sizeof where);
+        else snprintf(where, sizeof where, "%s", e->cfg->path);
+        fl_err("%s: [%s] hidden: %zu hidden layers; at most %d", where, section,
+               hv->nlist, MAX_HIDDEN);
+        return FL_ERR_INVALID;
+    }
+    uint32_t hidden[MAX_HIDDEN], nh = (uint32_t)hv->nlist;
     for (uint32_t i = 0; i < nh; i++) hidden[i] = (uint32_t)hv->list[i];
     p->cx = fl_ctx_new(section, &p->cfg, &e->arena, e->seed);
     if (!p->cx) return FL_ERR_NOMEM;
@@ -811,6 +822,28 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
     return st;
 }
 
+/* Writes dir/STEM SUFFIX (atomically). */
+static fl_status write_eval_file(const char *dir, const char *stem, const char *suffix,
+                                 const fl_buf *b)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s%s", stem, suffix);
+    return fl_rundir_write(dir, name, b->data, b->len);
+}
+
+void fl_vae_eval_stem(const fl_experiment *e, fl_split split, uint64_t k, uint64_t n,
+                      char *buf, size_t cap)
+{
+    uint64_t own_n = (uint64_t)fl_exp_int(&e->eval, "n"), all = e->info.n[FL_SPLIT_TEST];
+    if (own_n == 0 || own_n > all) own_n = all;
+    if (split == FL_SPLIT_TEST && k == (uint64_t)fl_exp_int(&e->eval, "k") && n == own_n)
+        snprintf(buf, cap, "eval");
+    else
+        snprintf(buf, cap, "eval-%s-k%llu-n%llu",
+                 split == FL_SPLIT_TEST ? "test" : split == FL_SPLIT_VALID ? "valid" : "train",
+                 (unsigned long long)k, (unsigned long long)n);
+}
+
 fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
                           const char *dir, fl_vae_eval *out)
 {
@@ -872,13 +905,15 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
     const int have_kl = e->stack->n == 0;
     if (st == FL_OK && have_kl) st = kl_per_dim(e, x, n, kl);
     out->seconds = fl_now() - t0;
+    char stem[96];
+    fl_vae_eval_stem(e, split, k, n, stem, sizeof stem);
     if (st == FL_OK && dir) {
         fl_buf b = { 0 };
         fl_buf_printf(&b, "point,log_likelihood,elbo,ess\n");
         for (uint64_t i = 0; i < n; i++)
             fl_buf_printf(&b, "%llu,%.6f,%.6f,%.3f\n", (unsigned long long)i, ll[i], el[i],
                           acc[i].s2 > 0 ? acc[i].s1 * acc[i].s1 / acc[i].s2 : 0);
-        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "eval_points.csv", b.data, b.len);
+        st = b.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_points.csv", &b);
         fl_buf_free(&b);
         fl_buf u = { 0 };
         fl_buf_printf(&u, "dim,var_posterior_mean,active,kl\n");
@@ -888,7 +923,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
             else fl_buf_printf(&u, "\n");
         }
         if (st == FL_OK)
-            st = u.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "eval_units.csv", u.data, u.len);
+            st = u.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_units.csv", &u);
         fl_buf_free(&u);
         fl_buf j = { 0 };
         fl_buf_printf(&j,
@@ -903,7 +938,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
                       out->elbo, out->elbo_se, out->ll - out->elbo, out->kl, out->ess,
                       out->ess / (double)k, out->active_units, L, thr, out->seconds);
         if (st == FL_OK)
-            st = j.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "eval.json", j.data, j.len);
+            st = j.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, ".json", &j);
         fl_buf_free(&j);
     }
     free(acc);
@@ -937,7 +972,9 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
 
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    double time0 = 0; /* train_seconds before this session (resumed) */
+    if (st == FL_OK && resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
     if (metrics.len == 0)
         fl_buf_printf(&metrics, "step,train_bound,valid_elbo,valid_iwae,lr,train_seconds\n");
 
@@ -953,12 +990,13 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     fl_rng_key key = fl_rng_key_make(e->seed, "vae.train.eps");
     fl_rng_key key2 = fl_rng_key_make(e->seed, "vae.train.eps2");
-    double interval_sum = 0, train_time = 0;
+    double interval_sum = 0, train_time = time0;
     uint64_t interval_n = 0;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "";
     const double scale = -1.0 / B;
+    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
         opt.lr = fl_experiment_lr(e, step);
@@ -992,6 +1030,7 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
             st = quick_eval(e, vx, vn, vk, &res->valid_elbo, &res->valid_iwae);
             fl_run_use_average(e, &ema, live, 0);
             if (st != FL_OK) break;
+            evaluated = done;
             res->train_bound = interval_sum / (double)interval_n;
             fl_buf_printf(&metrics, "%llu,%.6f,%.6f,%.6f,%.6g,%.3f\n", (unsigned long long)done,
                           res->train_bound, res->valid_elbo, res->valid_iwae, opt.lr, train_time);
@@ -1012,11 +1051,30 @@ fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
+    if (st == FL_OK && evaluated != steps) {
+        /* No evaluation at `steps` in this session: steps = 0 (the untrained
+         * model), or resumed from a checkpoint at the last step (saved
+         * before the final test evaluation, which a kill may interrupt). */
+        fl_run_use_average(e, &ema, live, 1);
+        st = quick_eval(e, vx, vn, vk, &res->valid_elbo, &res->valid_iwae);
+        fl_run_use_average(e, &ema, live, 0);
+        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+            /* the row is there (the killed run wrote it): its training bound */
+            double tr = fl_metrics_field(&metrics, steps, 1);
+            res->train_bound = isnan(tr) ? 0 : tr;
+        } else if (st == FL_OK) {
+            fl_buf_printf(&metrics, "%llu,,%.6f,%.6f,%.6g,%.3f\n", (unsigned long long)steps,
+                          res->valid_elbo, res->valid_iwae,
+                          fl_experiment_lr(e, steps ? steps - 1 : 0), train_time);
+            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        }
+    }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->examples_per_s = train_time > 0 ? (double)(opt.t - step0) * B / train_time : 0;
+    res->examples_per_s =
+        train_time > time0 ? (double)(opt.t - step0) * B / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
-    if (st == FL_OK && ema.avg) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
+    if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_buf_free(&metrics);
     fl_free(vx);
     fl_free(x);

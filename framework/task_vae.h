@@ -53,10 +53,19 @@ typedef struct fl_vae_eval {
 } fl_vae_eval;
 
 /* The evaluation suite on `split`: IWAE-k log-likelihood, ELBO, gap, ESS,
- * KL, active units (first stochastic layer). With `dir` writes eval.json,
- * eval_points.csv and eval_units.csv there. `n_max` 0 = every point. */
+ * KL, active units (first stochastic layer). With `dir` writes STEM.json,
+ * STEM_points.csv and STEM_units.csv there, STEM from fl_vae_eval_stem:
+ * eval.json etc. for the run's own test evaluation. `n_max` 0 = every
+ * point. */
 fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
                           const char *dir, fl_vae_eval *out);
+/* The file name stem of an evaluation of n points of `split` with k
+ * samples each: "eval" for the run's own (test split, [eval] k and [eval]
+ * n, 0 = all points), whose numbers result.json also holds; otherwise
+ * "eval-SPLIT-kK-nN" (e.g. eval-valid-k3-n5), so another evaluation never
+ * overwrites the run's own. */
+void fl_vae_eval_stem(const fl_experiment *e, fl_split split, uint64_t k, uint64_t n,
+                      char *buf, size_t cap);
 
 /* Replaces the model's estimator by registry estimator `type` with k
  * samples (gradvar compares estimators on one trained model). Calls of

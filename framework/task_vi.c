@@ -331,7 +331,7 @@ static void fmt_num(char *buf, size_t cap, double x)
     else snprintf(buf, cap, "null");
 }
 
-static fl_status write_result(fl_experiment *e, const char *dir, const fl_vi_result *r)
+fl_status fl_vi_write_result(fl_experiment *e, const char *dir, const fl_vi_result *r)
 {
     fl_vi *v = e->vi;
     char ref[32], kl[32];
@@ -400,8 +400,8 @@ static fl_status bufs_alloc(step_bufs *b, uint32_t R, uint32_t B, uint32_t d, in
 }
 
 /* One training step at inverse temperature beta: the mean bound over the
- * batch goes to *bound_mean; the arena's grad gets the gradient of the
- * loss -mean_b bound_b (through the estimator's surrogate). */
+ * batch goes to *bound_mean; the arena's grad (zero on entry) gets the
+ * gradient of the loss -mean_b bound_b (through the estimator's surrogate). */
 static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, uint64_t step,
                             double beta, double *bound_mean)
 {
@@ -457,7 +457,7 @@ static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, ui
             b->dld[r] = (fl_real)w;
         }
     }
-    fl_arena_zero_grad(&e->arena);
+    /* accumulates into the arena's grad, which the caller has cleared */
     return fl_stack_backward(e->stack, R, FL_MODE_TRAIN, NULL, b->dz, b->dld, NULL, NULL);
 }
 
@@ -466,6 +466,7 @@ fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *b
     step_bufs b;
     fl_status st = bufs_alloc(&b, e->vi->rows, e->batch, e->vi->info.dim, e->vi->detach);
     if (st != FL_OK) return st;
+    fl_arena_zero_grad(&e->arena);
     st = train_step(e, &b, fl_rng_key_make(e->seed, "vi.noise"), step, beta, bound);
     bufs_free(&b);
     return st;
@@ -505,17 +506,21 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
     }
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
-    if (st == FL_OK && resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics);
+    double time0 = 0; /* train_seconds before this session (resumed) */
+    if (st == FL_OK && resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
     if (metrics.len == 0)
         fl_buf_printf(&metrics,
                       "step,beta,train_bound,elbo,elbo_se,logz_is,logz_ess,logz_ref,kl,"
                       "train_seconds\n");
     const fl_rng_key noise = fl_rng_key_make(e->seed, "vi.noise");
-    double interval_sum = 0, train_time = 0, beta = 1, bound = 0;
+    double interval_sum = 0, train_time = time0, beta = 1, bound = 0;
     uint64_t interval_n = 0;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "";
+    fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
+    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
 
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now();
@@ -523,7 +528,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
         opt.lr = fl_experiment_lr(e, step);
         st = train_step(e, &b, noise, step, beta, &bound);
         if (st != FL_OK) break;
-        fl_adam_step(&opt, e->arena.theta, e->arena.grad);
+        fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
         fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
         interval_sum += bound;
@@ -534,6 +539,7 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
             res->train_bound = interval_sum / (double)interval_n;
             st = evaluate_avg(e, &ema, live, ref, how, res);
             if (st != FL_OK) break;
+            evaluated = done;
             char r1[32], r2[32];
             fmt_num(r1, sizeof r1, res->logz_ref);
             fmt_num(r2, sizeof r2, res->kl);
@@ -559,23 +565,33 @@ fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_re
         fl_progress_update(&prog, done, status);
     }
     fl_progress_end(&prog);
-    if (st == FL_OK && steps == 0) { /* evaluate the untrained posterior */
-        st = fl_vi_evaluate(e, ref, how, res);
-        char r1[32], r2[32];
-        fmt_num(r1, sizeof r1, res->logz_ref);
-        fmt_num(r2, sizeof r2, res->kl);
-        fl_buf_printf(&metrics, "0,1,,%.6f,%.6f,%.6f,%.1f,%s,%s,0\n", res->elbo, res->elbo_se,
-                      res->logz_is, res->ess, isfinite(res->logz_ref) ? r1 : "",
-                      isfinite(res->kl) ? r2 : "");
-        if (st == FL_OK && rundir)
-            st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+    if (st == FL_OK && evaluated != steps) {
+        /* No evaluation at `steps` in this session: steps = 0 (the untrained
+         * posterior), or resumed from a checkpoint at the last step. */
+        st = evaluate_avg(e, &ema, live, ref, how, res);
+        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+            /* the row is there (the killed run wrote it): its training bound */
+            double tr = fl_metrics_field(&metrics, steps, 2);
+            res->train_bound = isnan(tr) ? 0 : tr;
+        } else if (st == FL_OK) {
+            if (anneal && steps)
+                beta = fmin(1.0, 0.01 + (double)(steps - 1) / (double)anneal_steps);
+            char r1[32], r2[32];
+            fmt_num(r1, sizeof r1, res->logz_ref);
+            fmt_num(r2, sizeof r2, res->kl);
+            fl_buf_printf(&metrics, "%llu,%.4f,,%.6f,%.6f,%.6f,%.1f,%s,%s,%.3f\n",
+                          (unsigned long long)steps, beta, res->elbo, res->elbo_se,
+                          res->logz_is, res->ess, isfinite(res->logz_ref) ? r1 : "",
+                          isfinite(res->kl) ? r2 : "", train_time);
+            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
+        }
     }
     res->steps = opt.t;
     res->seconds = train_time;
-    res->steps_per_s = train_time > 0 ? (double)(opt.t - step0) / train_time : 0;
+    res->steps_per_s =
+        train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the model as evaluated */
-    if (st == FL_OK && rundir) st = write_result(e, rundir, res);
     fl_buf_free(&metrics);
     bufs_free(&b);
     fl_run_optim_free(&opt, &ema, live);

@@ -46,10 +46,14 @@ fl_status fl_vi_build(fl_experiment *e);
 /* Frees e->vi (NULL-safe). */
 void fl_vi_free(fl_experiment *e);
 
-/* Trains; when `rundir` is not NULL writes metrics.csv, checkpoint.flc and
- * result.json there (atomically). Leaves the evaluated model (the average
- * with [train] ema > 0) in the arena. */
+/* Trains; when `rundir` is not NULL writes metrics.csv and checkpoint.flc
+ * there (atomically). Leaves the evaluated model (the average with [train]
+ * ema > 0) in the arena. result.json is written by fl_vi_write_result,
+ * after the pictures, so a run directory with result.json is complete. */
 fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_result *res);
+
+/* Writes dir/result.json (atomically) from a training result. */
+fl_status fl_vi_write_result(fl_experiment *e, const char *dir, const fl_vi_result *res);
 
 /* The final numbers for the model as it stands: ELBO over [vi]
  * elbo_samples, importance-sampled log Z over logz_samples (fixed noise

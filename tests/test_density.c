@@ -2,6 +2,7 @@
  * bring the test NLL on two moons well below the untrained model's, and
  * samples from the trained model must look like the moons. */
 #include <math.h>
+#include <sys/wait.h>
 
 #include "common.h"
 #include "log.h"
@@ -127,4 +128,218 @@ Test(density, a_resumed_run_matches_an_uninterrupted_one, .timeout = 120)
     free(mp);
     remove_tree(dir);
     fl_registry_free(r);
+}
+
+/* Occurrences of `needle` in `hay`. */
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+/* A run killed after writing metrics rows past its last checkpoint: the
+ * resumed run keeps the rows up to the checkpoint, writes the later ones
+ * once, and its train_seconds go on from the kept rows'. */
+Test(density, a_resumed_run_drops_the_rows_after_its_checkpoint, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const half[] = { "train.steps=60", "train.eval_every=20",
+                                        "data.test_size=200", NULL };
+    static const char *const full[] = { "train.steps=100", "train.eval_every=20",
+                                        "data.test_size=200", NULL };
+    fl_density_result b, c;
+    fl_experiment *e = quickstart(r, half);
+    cr_assert_eq(fl_density_train(e, dir, 0, &b), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    /* rows the killed run wrote after its checkpoint at step 60 */
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    fl_buf m = { 0 };
+    fl_buf_write(&m, text, len);
+    fl_buf_printf(&m, "80,9,9,9,1000.000\n100,9,9,9,2000.000\n");
+    cr_assert_eq(fl_write_atomic(mp, m.data, m.len), FL_OK, "%s", fl_err_msg());
+    fl_buf_free(&m);
+    free(text);
+    e = quickstart(r, full);
+    cr_assert_eq(fl_density_train(e, dir, 1, &c), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    const char *steps[] = { "\n20,", "\n40,", "\n60,", "\n80,", "\n100," };
+    for (size_t i = 0; i < 5; i++)
+        cr_expect_eq(count_of(text, steps[i]), 1, "row%s appears %d times in\n%s", steps[i],
+                     count_of(text, steps[i]), text);
+    assert_not_contains(text, "1000.000");
+    assert_not_contains(text, ",9,9,9,");
+    /* train_seconds (the last column) never goes back */
+    double prev = 0;
+    int rows = 0;
+    for (const char *l = strchr(text, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
+        const char *end = strchr(l + 1, '\n'), *c = end;
+        while (c > l && c[-1] != ',') c--;
+        double t = strtod(c, NULL);
+        cr_expect_geq(t, prev, "train_seconds went back to %g after %g:\n%s", t, prev, text);
+        prev = t;
+        rows++;
+    }
+    cr_expect_eq(rows, 5);
+    cr_expect_geq(c.seconds, b.seconds);
+    free(text);
+    free(mp);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* A run killed after its last checkpoint (before result.json) and resumed:
+ * nothing left to train, the first run's results and metrics.csv. */
+Test(density, a_run_resumed_at_its_last_step_gives_its_results, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const sets[] = { "train.steps=50", "train.eval_every=20",
+                                        "data.test_size=300", NULL };
+    fl_density_result a, b;
+    fl_experiment *e = quickstart(r, sets);
+    cr_assert_eq(fl_density_train(e, dir, 0, &a), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *before = NULL, *after = NULL;
+    char *rp = fl_strfmt("%s/result.json", dir);
+    cr_expect(access(rp, F_OK) != 0,
+              "fl_density_train wrote result.json (flowlab run writes it after the pictures)");
+    free(rp);
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &before, &len), FL_OK);
+    e = quickstart(r, sets);
+    cr_assert_eq(fl_density_train(e, dir, 1, &b), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_expect_eq(b.steps, 50);
+    cr_expect_eq(a.test_nll, b.test_nll, "%.17g against %.17g", a.test_nll, b.test_nll);
+    cr_expect_eq(a.test_se, b.test_se);
+    cr_expect_neq(b.test_nll, 0);
+    /* the training loss and time come from metrics.csv (6 and 3 decimals) */
+    cr_expect_leq(fabs(a.train_nll - b.train_nll), 5e-7, "%.9g against %.9g", a.train_nll,
+                  b.train_nll);
+    cr_expect_leq(fabs(a.seconds - b.seconds), 5e-4);
+    cr_assert_eq(fl_read_file(mp, &after, &len), FL_OK);
+    cr_expect_str_eq(after, before);
+    free(before);
+    free(after);
+    free(mp);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* steps = 0 evaluates the untrained model (also with a parameter average,
+ * which has no steps to average yet). */
+Test(density, zero_steps_evaluate_the_untrained_model, .timeout = 60)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const sets[] = { "train.steps=0", "data.test_size=300", NULL };
+    fl_experiment *e = quickstart(r, sets);
+    double nll, se;
+    fl_real *test = NULL;
+    uint64_t n = 0;
+    cr_assert_eq(fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n), FL_OK);
+    cr_assert_eq(fl_density_nll(e, test, n, &nll, &se), FL_OK, "%s", fl_err_msg());
+    fl_density_result res;
+    cr_assert_eq(fl_density_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(res.steps, 0);
+    cr_expect_eq(res.test_nll, nll, "%.17g against the untrained %.17g", res.test_nll, nll);
+    double again, se2;
+    cr_assert_eq(fl_density_nll(e, test, n, &again, &se2), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(again, nll, "the model left after 0 steps is not the initial one");
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
+    assert_contains(text, "train_seconds\n0,,");
+    free(text);
+    free(mp);
+    fl_free(test);
+    fl_experiment_free(e);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* `flowlab run EXP --out DIR --resume` with a DIR that has no checkpoint;
+ * returns the exit status, stderr in DIR/../err.txt of `tmp`. */
+static int run_resume(const char *tmp, const char *dir)
+{
+    char *cmd = fl_strfmt("'%s' run '%s/experiments/quickstart.ini' --out '%s' --resume "
+                          "--set train.steps=5 --set data.test_size=100 >/dev/null 2>'%s/err.txt'",
+                          test_env("FLOWLAB_EXE"), test_env("FLOWLAB_SOURCE_ROOT"), dir, tmp);
+    int rc = system(cmd);
+    free(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+    char *p = fl_strfmt("%s/%s", dir, name);
+    cr_assert_eq(fl_write_atomic(p, text, strlen(text)), FL_OK, "%s", fl_err_msg());
+    free(p);
+}
+
+static int has_file(const char *dir, const char *name)
+{
+    char *p = fl_strfmt("%s/%s", dir, name);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+/* --resume without a checkpoint starts afresh in a directory holding only
+ * what a run stopped before its first checkpoint wrote, and refuses one
+ * with other files or a finished run's result.json. */
+Test(density, resume_without_a_checkpoint_starts_afresh_only_in_a_run_directory,
+     .timeout = 120)
+{
+    char *tmp = make_tmpdir();
+    char *dir = fl_strfmt("%s/run", tmp);
+    cr_assert_eq(fl_mkdirs(dir), FL_OK);
+    put_file(dir, "config.ini", "[experiment]\n");
+    put_file(dir, "metrics.csv", "step,train_nll,test_nll,test_nll_se,train_seconds\n");
+    put_file(dir, "provenance.json", "{}\n");
+    put_file(dir, "metrics.csv.tmp.123", "x");
+    char *err = fl_strfmt("%s/err.txt", tmp), *text = NULL;
+    size_t len;
+    int rc = run_resume(tmp, dir);
+    cr_assert_eq(fl_read_file(err, &text, &len), FL_OK);
+    cr_expect_eq(rc, 0, "exit %d: %s", rc, text);
+    cr_expect(has_file(dir, "result.json") && has_file(dir, "checkpoint.flc"));
+    free(text);
+
+    /* a finished run without its checkpoint */
+    char *ck = fl_strfmt("%s/checkpoint.flc", dir);
+    unlink(ck);
+    free(ck);
+    rc = run_resume(tmp, dir);
+    cr_assert_eq(fl_read_file(err, &text, &len), FL_OK);
+    cr_expect_neq(rc, 0);
+    assert_contains(text, "result.json");
+    free(text);
+
+    /* a file flowlab does not write */
+    char *res = fl_strfmt("%s/result.json", dir);
+    unlink(res);
+    free(res);
+    put_file(dir, "notes.txt", "mine\n");
+    rc = run_resume(tmp, dir);
+    cr_assert_eq(fl_read_file(err, &text, &len), FL_OK);
+    cr_expect_neq(rc, 0);
+    assert_contains(text, "notes.txt");
+    cr_expect(has_file(dir, "notes.txt"));
+    free(text);
+
+    free(err);
+    remove_tree(dir);
+    remove_tree(tmp);
 }

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include "common.h"
+#include "plot_vae.h"
 #include "task_vae.h"
 
 SUITE(vae);
@@ -498,6 +499,191 @@ Test(vae, a_tiny_vae_learns_bars, .timeout = 120)
     fl_experiment_free(e);
     fl_registry_free(r);
     free(text);
+    free(csv);
+    remove_tree(dir);
+}
+
+/* A small bars VAE with [train] `train` (e.g. "steps = 40"). */
+static fl_experiment *small_bars(fl_registry *r, const char *csv, const char *train)
+{
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 2\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 3\nhidden = 16\n[decoder]\nhidden = 16\n[likelihood]\n"
+        "type = bernoulli\n[estimator]\ntype = iwae\nk = 3\n[train]\nbatch = 20\nlr = 3e-3\n"
+        "ema = 0.9\n%s\n[eval]\nbatch = 2000\nk = 20\nvalid_k = 10\n",
+        csv, train);
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "small.ini", text, NULL, &e), FL_OK, "%s",
+                 fl_err_msg());
+    free(text);
+    return e;
+}
+
+/* A run killed after its last checkpoint (saved before the final test
+ * evaluation) and resumed: nothing left to train, the same results. */
+Test(vae, a_run_resumed_at_its_last_step_gives_its_results, .timeout = 120)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 200);
+    fl_registry *r = load_builtin_plugins();
+    const char *train = "steps = 40\neval_every = 15";
+    fl_vae_result a, b;
+    fl_vae_eval ea, eb;
+    fl_experiment *e = small_bars(r, csv, train);
+    cr_assert_eq(fl_vae_train(e, dir, 0, &a), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 20, 0, NULL, &ea), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *before = NULL, *after = NULL;
+    size_t len;
+    cr_assert_eq(fl_read_file(mp, &before, &len), FL_OK);
+    e = small_bars(r, csv, train);
+    cr_assert_eq(fl_vae_train(e, dir, 1, &b), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 20, 0, NULL, &eb), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_expect_eq(b.steps, 40);
+    cr_expect_eq(a.valid_elbo, b.valid_elbo, "%.17g against %.17g", a.valid_elbo, b.valid_elbo);
+    cr_expect_eq(a.valid_iwae, b.valid_iwae, "%.17g against %.17g", a.valid_iwae, b.valid_iwae);
+    cr_expect_neq(b.valid_iwae, 0);
+    /* the training bound and time come from metrics.csv (6 and 3 decimals) */
+    cr_expect_leq(fabs(a.train_bound - b.train_bound), 5e-7, "%.9g against %.9g",
+                  a.train_bound, b.train_bound);
+    cr_expect_leq(fabs(a.seconds - b.seconds), 5e-4, "%.6f against %.6f", a.seconds, b.seconds);
+    cr_expect_eq(ea.ll, eb.ll, "the model left for evaluation differs: %.17g against %.17g",
+                 ea.ll, eb.ll);
+    cr_expect_eq(ea.elbo, eb.elbo);
+    /* metrics.csv is unchanged: its last row was already there */
+    cr_assert_eq(fl_read_file(mp, &after, &len), FL_OK);
+    cr_expect_str_eq(after, before);
+    free(before);
+    free(after);
+    free(mp);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+/* steps = 0 evaluates the untrained model: a metrics.csv row at step 0,
+ * and the pictures can be drawn from it. */
+Test(vae, zero_steps_evaluate_the_untrained_model, .timeout = 120)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 200);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = small_bars(r, csv, "steps = 0");
+    fl_vae_result res;
+    fl_vae_eval ev;
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_VALID, 10, 0, NULL, &ev), FL_OK, "%s",
+                 fl_err_msg());
+    cr_assert_eq(fl_vae_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(res.steps, 0);
+    cr_expect(isfinite(res.valid_iwae) && res.valid_iwae < 0, "valid IWAE %g", res.valid_iwae);
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len;
+    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK, "%s", fl_err_msg());
+    assert_contains(text, "step,train_bound,valid_elbo,valid_iwae,lr,train_seconds\n0,,");
+    cr_assert_eq(fl_plot_vae(e, dir), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vae_write_result(e, dir, &res, NULL), FL_OK, "%s", fl_err_msg());
+    free(text);
+    free(mp);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+static char *slurp(const char *dir, const char *name)
+{
+    char *p = fl_strfmt("%s/%s", dir, name), *text = NULL;
+    size_t len;
+    fl_status st = fl_read_file(p, &text, &len);
+    free(p);
+    return st == FL_OK ? text : NULL;
+}
+
+/* An evaluation with another split, k or n than the run's own writes files
+ * named after them and leaves eval.json (the numbers of result.json). */
+Test(vae, other_evaluations_do_not_overwrite_the_runs_own, .timeout = 120)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 200);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = small_bars(r, csv, "steps = 10");
+    fl_vae_eval own, other;
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 20, 0, dir, &own), FL_OK, "%s",
+                 fl_err_msg());
+    char *json = slurp(dir, "eval.json"), *points = slurp(dir, "eval_points.csv");
+    cr_assert(json && points, "the run's own evaluation wrote no eval.json / eval_points.csv");
+    assert_contains(json, "\"split\": \"test\"");
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_VALID, 3, 5, dir, &other), FL_OK, "%s",
+                 fl_err_msg());
+    cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 7, 0, dir, &other), FL_OK, "%s",
+                 fl_err_msg());
+    char *json2 = slurp(dir, "eval.json"), *points2 = slurp(dir, "eval_points.csv");
+    cr_expect_str_eq(json2, json);
+    cr_expect_str_eq(points2, points);
+    char *valid = slurp(dir, "eval-valid-k3-n5.json");
+    cr_assert_not_null(valid, "no eval-valid-k3-n5.json");
+    assert_contains(valid, "\"split\": \"valid\"");
+    assert_contains(valid, "\"points\": 5,");
+    char *vp = slurp(dir, "eval-valid-k3-n5_points.csv");
+    char *vu = slurp(dir, "eval-valid-k3-n5_units.csv");
+    cr_expect(vp && vu, "no eval-valid-k3-n5_points.csv / _units.csv");
+    char name[96];
+    fl_vae_eval_stem(e, FL_SPLIT_TEST, 7, other.n, name, sizeof name);
+    cr_expect_str_neq(name, "eval");
+    char *tk = fl_strfmt("%s.json", name), *t7 = slurp(dir, tk);
+    cr_expect_not_null(t7, "no %s", tk);
+    fl_vae_eval_stem(e, FL_SPLIT_TEST, 20, own.n, name, sizeof name);
+    cr_expect_str_eq(name, "eval");
+    free(tk);
+    free(t7);
+    free(vp);
+    free(vu);
+    free(valid);
+    free(json);
+    free(json2);
+    free(points);
+    free(points2);
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    free(csv);
+    remove_tree(dir);
+}
+
+/* More hidden widths than an MLP may have is an error naming the file,
+ * line, section and key, not a silently shorter network. */
+Test(vae, too_many_hidden_layers_are_an_error_at_their_line)
+{
+    char *dir = make_tmpdir();
+    char *csv = write_bars_csv(dir, 50);
+    fl_registry *r = load_builtin_plugins();
+    fl_buf widths = { 0 };
+    for (int i = 0; i < 65; i++) fl_buf_printf(&widths, i ? ",2" : "2");
+    char *text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 2\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 3\nhidden = 4\n[decoder]\nhidden = %s\n[likelihood]\n"
+        "type = bernoulli\n[train]\nsteps = 1\nbatch = 10\n",
+        csv, widths.data);
+    fl_experiment *e = NULL;
+    cr_assert_neq(experiment_from_text(r, "wide.ini", text, NULL, &e), FL_OK,
+                  "65 hidden widths were accepted");
+    assert_contains(fl_err_msg(), "wide.ini:12: [decoder] hidden: 65 hidden layers; at most 64");
+    fl_experiment_free(e);
+    /* 64 are fine */
+    widths.len -= 2;
+    widths.data[widths.len] = 0;
+    free(text);
+    text = fl_strfmt(
+        "[experiment]\ntask = vae\nseed = 2\n[data]\ntype = csv\npath = %s\nstandardize = false\n"
+        "[encoder]\nlatent = 3\nhidden = 4\n[decoder]\nhidden = %s\n[likelihood]\n"
+        "type = bernoulli\n[train]\nsteps = 1\nbatch = 10\n",
+        csv, widths.data);
+    e = NULL;
+    cr_assert_eq(experiment_from_text(r, "wide.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    fl_buf_free(&widths);
+    free(text);
+    fl_registry_free(r);
     free(csv);
     remove_tree(dir);
 }

@@ -287,6 +287,8 @@ Test(vi, trains_a_banana_and_kl_is_nonnegative, .timeout = 120)
     free(text);
     free(p);
     p = fl_strfmt("%s/result.json", dir);
+    cr_assert(access(p, F_OK) != 0, "fl_vi_train wrote result.json (cmd_run writes it last)");
+    cr_assert_eq(fl_vi_write_result(e, dir, &res), FL_OK, "%s", fl_err_msg());
     cr_assert_eq(fl_read_file(p, &text, &n), FL_OK);
     assert_contains(text, "\"logz_ref_method\": \"analytic\"");
     free(text);
@@ -404,5 +406,58 @@ Test(vi, config_errors_name_the_section)
                               NULL, &e);
     cr_assert_neq(st, FL_OK);
     assert_contains(fl_err_msg(), "anneal");
+    fl_registry_free(r);
+}
+
+/* A run killed after its last checkpoint and resumed: nothing left to
+ * train, the first run's results and metrics.csv; steps = 0 evaluates the
+ * untrained posterior. */
+Test(vi, a_run_resumed_at_its_last_step_gives_its_results, .timeout = 120)
+{
+    fl_registry *r = registry();
+    static const char *const sets[] = { "train.batch=16", "train.steps=30",
+                                        "train.eval_every=20", "train.ema=0.9",
+                                        "vi.elbo_samples=500", "vi.logz_samples=500", NULL };
+    char *dir = make_tmpdir();
+    fl_vi_result a, b;
+    fl_experiment *e = vi_exp(r, "banana", 2, "t-elbo", 1, sets);
+    cr_assert_eq(fl_vi_train(e, dir, 0, &a), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    char *mp = fl_strfmt("%s/metrics.csv", dir), *before = NULL, *after = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(mp, &before, &len), FL_OK);
+    e = vi_exp(r, "banana", 2, "t-elbo", 1, sets);
+    cr_assert_eq(fl_vi_train(e, dir, 1, &b), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    cr_expect_eq(b.steps, 30);
+    cr_expect_eq(a.elbo, b.elbo, "%.17g against %.17g", a.elbo, b.elbo);
+    cr_expect_eq(a.logz_is, b.logz_is);
+    cr_expect_eq(a.kl, b.kl);
+    cr_expect_neq(b.elbo, 0);
+    cr_expect_leq(fabs(a.train_bound - b.train_bound), 5e-7, "%.9g against %.9g",
+                  a.train_bound, b.train_bound);
+    cr_assert_eq(fl_read_file(mp, &after, &len), FL_OK);
+    cr_expect_str_eq(after, before);
+    free(before);
+    free(after);
+    remove_tree(dir);
+
+    static const char *const zero[] = { "train.steps=0", "vi.elbo_samples=500",
+                                        "vi.logz_samples=500", NULL };
+    dir = make_tmpdir();
+    fl_vi_result u, z;
+    e = vi_exp(r, "banana", 2, "t-elbo", 1, zero);
+    cr_assert_eq(fl_vi_evaluate(e, NAN, NULL, &u), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_vi_train(e, dir, 0, &z), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(z.steps, 0);
+    cr_expect_eq(z.elbo, u.elbo, "%.17g against the untrained %.17g", z.elbo, u.elbo);
+    fl_experiment_free(e);
+    free(mp);
+    mp = fl_strfmt("%s/metrics.csv", dir);
+    cr_assert_eq(fl_read_file(mp, &after, &len), FL_OK);
+    assert_contains(after, "train_seconds\n0,1.0000,,");
+    free(after);
+    free(mp);
+    remove_tree(dir);
     fl_registry_free(r);
 }

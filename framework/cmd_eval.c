@@ -1,5 +1,4 @@
 /* cmd_eval.c - `flowlab eval`: the evaluation suite of a trained VAE. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +25,6 @@ static const char usage[] =
     "eval-SPLIT-kK-nN_points.csv and eval-SPLIT-kK-nN_units.csv instead\n"
     "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n";
 
-static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
-                     unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno || v < lo || v > hi || s[0] == '-') return 0;
-    *out = v;
-    return 1;
-}
-
 int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
 {
     const char *dir = NULL, *split = "test";
@@ -46,17 +34,17 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
             fputs(usage, stdout);
             return FL_EXIT_OK;
         } else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], 1, 1ull << 24, &k)) {
+            if (!fl_cli_parse_u64(argv[++i], 1, 1ull << 24, &k)) {
                 fprintf(stderr, "flowlab eval: error: --k expects an integer in [1, 16777216]\n");
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], 1, 1ull << 40, &n)) {
+            if (!fl_cli_parse_u64(argv[++i], 1, 1ull << 40, &n)) {
                 fprintf(stderr, "flowlab eval: error: --n expects a positive integer\n");
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
-            if (!parse_u64(argv[++i], 1, 1ull << 24, &batch)) {
+            if (!fl_cli_parse_u64(argv[++i], 1, 1ull << 24, &batch)) {
                 fprintf(stderr, "flowlab eval: error: --batch expects a positive integer\n");
                 return FL_EXIT_USAGE;
             }

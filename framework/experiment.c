@@ -170,7 +170,8 @@ static fl_status make_dataset(fl_experiment *e)
     if (st != FL_OK) {
         e->dself = NULL;
         const char *m = fl_host_last_error();
-        fl_err("[data] %s: %s", te->value, m[0] ? m : fl_status_str(st));
+        fl_config_where(c, sec, NULL, where, sizeof where);
+        fl_err("%s: [data] %s: %s", where, te->value, m[0] ? m : fl_status_str(st));
         return st;
     }
     if (e->info.dim == 0) {
@@ -207,6 +208,48 @@ fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key
     return st;
 }
 
+/* The error for [section] type = `type` naming no registered component. */
+static fl_status no_such_type(const fl_experiment *e, fl_kind kind, const char *section,
+                              const fl_cfg_section *sec, const fl_cfg_entry *te, const char *type)
+{
+    char where[512];
+    const char *near = fl_registry_suggest(e->reg, kind, type);
+    if (te) fl_config_where(e->cfg, sec, te, where, sizeof where);
+    else snprintf(where, sizeof where, "%s", e->cfg->path);
+    if (near)
+        fl_err("%s: [%s] type = '%s': no such %s; did you mean '%s'?", where, section, type,
+               fl_kind_name(kind), near);
+    else
+        fl_err("%s: [%s] type = '%s': no such %s (`flowlab plugins` lists them)", where,
+               section, type, fl_kind_name(kind));
+    return FL_ERR_NOT_FOUND;
+}
+
+/* Every `type` written in a component section names a registered
+ * component: checked before the data set loads, so a typo costs nothing. */
+static fl_status check_types(const fl_experiment *e)
+{
+    static const struct { const char *prefix; fl_kind kind; } kinds[] = {
+        { "posterior", FL_KIND_POSTERIOR }, { "likelihood", FL_KIND_LIKELIHOOD },
+        { "prior", FL_KIND_PRIOR },         { "estimator", FL_KIND_ESTIMATOR },
+        { "target", FL_KIND_TARGET },       { "flow", FL_KIND_FLOW },
+    };
+    const fl_config *c = e->cfg;
+    for (size_t i = 0; i < c->n; i++) {
+        const fl_cfg_section *sec = &c->s[i];
+        const fl_cfg_entry *te = fl_config_entry(sec, "type");
+        if (!te) continue;
+        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+            size_t n = strlen(kinds[k].prefix);
+            if (strncmp(sec->name, kinds[k].prefix, n) || (sec->name[n] && sec->name[n] != '.'))
+                continue;
+            if (!fl_registry_find(e->reg, kinds[k].kind, te->value))
+                return no_such_type(e, kinds[k].kind, sec->name, sec, te, te->value);
+        }
+    }
+    return FL_OK;
+}
+
 fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
                           const char *def_type, fl_part *part)
 {
@@ -224,18 +267,7 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
         return FL_ERR_INVALID;
     }
     part->rec = fl_registry_find(e->reg, kind, type);
-    if (!part->rec) {
-        const char *near = fl_registry_suggest(e->reg, kind, type);
-        if (te) fl_config_where(c, sec, te, where, sizeof where);
-        else snprintf(where, sizeof where, "%s", c->path);
-        if (near)
-            fl_err("%s: [%s] type = '%s': no such %s; did you mean '%s'?", where, section, type,
-                   fl_kind_name(kind), near);
-        else
-            fl_err("%s: [%s] type = '%s': no such %s (`flowlab plugins` lists them)", where,
-                   section, type, fl_kind_name(kind));
-        return FL_ERR_NOT_FOUND;
-    }
+    if (!part->rec) return no_such_type(e, kind, section, sec, te, type);
     /* Host keys: type (and k for estimators) with the class's own keys. */
     static const fl_key type_key[] = {
         { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "component (see `flowlab plugins`)" },
@@ -262,12 +294,15 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
 
 fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st)
 {
-    (void)e;
     fl_ctx_end_create(part->cx);
     part->block = part->cx->block;
     if (st != FL_OK) {
+        /* the component's own message, after where its section is */
         const char *m = fl_host_last_error();
-        fl_err("[%s] %s: %s", part->cfg.section, part->rec->cls.base.name,
+        char where[512];
+        fl_config_where(e->cfg, fl_config_section(e->cfg, part->cfg.section), NULL, where,
+                        sizeof where);
+        fl_err("%s: [%s] %s: %s", where, part->cfg.section, part->rec->cls.base.name,
                m[0] ? m : fl_status_str(st));
         part->self = NULL;
     }
@@ -367,6 +402,7 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
     e->task = fl_values_get(&e->exp, "task")->text;
     int is_vae = strcmp(e->task, "vae") == 0, is_vi = strcmp(e->task, "vi") == 0;
     st = check_sections(cfg, e->task);
+    if (st == FL_OK) st = check_types(e);
     if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, NTAB(train_keys), &e->train);
     if (st == FL_OK)
         st = is_vae ? resolve_host(cfg, "eval", vae_eval_keys, NTAB(vae_eval_keys), &e->eval)

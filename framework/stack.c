@@ -190,6 +190,12 @@ fl_status fl_stack_from_config(fl_stack *s, const fl_registry *reg, const fl_con
             char path[300];
             snprintf(path, sizeof path, repeat > 1 ? "%s.%lld" : "%s", name, (long long)r);
             st = fl_stack_push(s, cls, path, &copy, (uint32_t)r);
+            if (st != FL_OK && st != FL_ERR_NOMEM) { /* say where the section is */
+                char where[512], *m = fl_strdup(fl_err_msg());
+                fl_config_where(cfg, fl_config_section(cfg, name), NULL, where, sizeof where);
+                if (m) fl_err("%s: %s", where, m);
+                free(m);
+            }
             if (st == FL_OK && perm && r + 1 < repeat) {
                 const fl_flow_class *pc;
                 fl_values pv;

@@ -463,6 +463,17 @@ Test(experiment, unknown_data_type)
     assert_not_contains(m, "did you mean");
 }
 
+Test(experiment, a_wrong_component_type_is_found_before_the_data_loads)
+{
+    /* the data set could not load (no such csv file): the flow type's typo
+     * is still what is reported, so it was checked first */
+    const char *m = experiment_fails(
+        "type = moons\ntest_size = 200\n\n[flow.1]\ntype = affine-coupling",
+        "type = csv\npath = /nonexistent/x.csv\n\n[flow.1]\ntype = afine-coupling",
+        FL_ERR_NOT_FOUND);
+    assert_contains(m, "exp.ini:9: [flow.1] type = 'afine-coupling': no such flow");
+}
+
 Test(experiment, bad_value_in_flow_section)
 {
     const char *m = experiment_fails("hidden = 16,16", "hidden = 16,abc", FL_ERR_INVALID);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -132,7 +133,11 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
     char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
     fl_config *cfg = NULL;
     fl_status st = cpath && kpath ? FL_OK : FL_ERR_NOMEM;
-    if (st == FL_OK && access(cpath, R_OK) != 0) {
+    struct stat sb;
+    if (st == FL_OK && stat(dir, &sb) != 0) {
+        fl_err("%s: %s", dir, strerror(errno));
+        st = FL_ERR_IO;
+    } else if (st == FL_OK && access(cpath, R_OK) != 0) {
         fl_err("%s: not a run directory (no readable config.ini; `flowlab run` makes one)", dir);
         st = FL_ERR_IO;
     }
@@ -232,6 +237,11 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
+        } else if (i + 1 == argc && (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--out") ||
+                                     !strcmp(argv[i], "--plugin"))) {
+            fprintf(stderr, "flowlab run: error: %s needs a value\n%s", argv[i], usage);
+            free(sets);
+            return FL_EXIT_USAGE;
         } else if (argv[i][0] == '-' || exp_path) {
             fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
             free(sets);

@@ -270,7 +270,8 @@ fl_status fl_read_file(const char *path, char **data, size_t *n)
     int bad = ferror(f);
     fclose(f);
     if (bad || b.failed) {
-        fl_err("cannot read %s", path);
+        /* fopen succeeds on a directory; reading it fails with EISDIR */
+        fl_err("cannot read %s: %s", path, bad ? strerror(errno) : "out of memory");
         fl_buf_free(&b);
         return bad ? FL_ERR_IO : FL_ERR_NOMEM;
     }

@@ -239,7 +239,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
             resume = 1;
         } else if (i + 1 == argc && (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--out") ||
                                      !strcmp(argv[i], "--plugin"))) {
-            fprintf(stderr, "flowlab run: error: %s needs a value\n%s", argv[i], usage);
+            fprintf(stderr, "flowlab: error: %s needs a value (flowlab run --help)\n", argv[i]);
             free(sets);
             return FL_EXIT_USAGE;
         } else if (argv[i][0] == '-' || exp_path) {

@@ -134,7 +134,12 @@ run run "$TMP/good.ini" --out "$TMP/plainfile"
 expect_error "run directory is a file" 5 "$TMP/plainfile"
 
 run sample "$TMP/no_such_run" -n 10
-expect_error "sample from a missing run" 5 "$TMP/no_such_run: not a run directory (no readable config.ini"
+expect_error "sample from a missing run" 5 "$TMP/no_such_run: No such file or directory"
+mkdir -p "$TMP/not_a_run"
+run sample "$TMP/not_a_run" -n 10
+expect_error "sample from a directory that is not a run" 5 "$TMP/not_a_run: not a run directory (no readable config.ini"
+run run "$TMP/good.ini" --set
+expect_error "--set without a value" 2 "--set needs a value"
 
 # ---- usage -------------------------------------------------------------------
 

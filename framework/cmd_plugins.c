@@ -3,6 +3,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "config.h"
+#include "experiment.h"
+#include "task_vae.h"
+#include "task_vi.h"
 #include "util.h"
 
 static const char usage[] =
@@ -38,6 +42,8 @@ static void flags_str(const fl_comp_rec *c, char *buf, size_t cap)
              f & FL_FLOW_AUTOREGRESSIVE ? " autoregressive" : "");
 }
 
+static void print_keys(const fl_key *keys, uint32_t n);
+
 static void describe(const fl_registry *r, const fl_comp_rec *c)
 {
     char fl[128];
@@ -50,13 +56,43 @@ static void describe(const fl_registry *r, const fl_comp_rec *c)
            c->kind == FL_KIND_FLOW        ? ", 'repeat', 'permute'"
            : c->kind == FL_KIND_ESTIMATOR ? ", 'k' (samples per data point)"
                                           : "");
-    if (!c->cls.base.n_keys) printf("    (none)\n");
-    for (uint32_t i = 0; i < c->cls.base.n_keys; i++) {
-        const fl_key *k = &c->cls.base.keys[i];
+    print_keys(c->cls.base.keys, c->cls.base.n_keys);
+}
+
+/* `flowlab plugins train`: the host's own sections are documented too. */
+static int describe_section(const char *name)
+{
+    static const struct { const char *name, *tasks; } secs[] = {
+        { "experiment", "every task" }, { "train", "every task" },
+        { "eval", "density and vi" },   { "eval", "vae" },
+        { "data", "density and vae, besides the data set's own keys" },
+        { "encoder", "vae" },           { "decoder", "vae" },
+        { "encoder.2", "vae, second stochastic layer" },
+        { "decoder.2", "vae, second stochastic layer" }, { "vi", "vi" },
+    };
+    int found = 0;
+    for (size_t i = 0; i < sizeof secs / sizeof *secs; i++) {
+        if (strcmp(name, secs[i].name) != 0) continue;
+        uint32_t n = 0;
+        const fl_key *k = !strcmp(name, "vi")             ? fl_vi_section_keys(&n)
+                          : fl_vae_section_keys(name, &n) ? fl_vae_section_keys(name, &n)
+                          : fl_experiment_section_keys(name, !strcmp(secs[i].tasks, "vae"), &n);
+        printf("%ssection [%s] (the host's; %s)\n", found ? "\n" : "", name, secs[i].tasks);
+        print_keys(k, n);
+        found = 1;
+    }
+    return found;
+}
+
+static void print_keys(const fl_key *keys, uint32_t n)
+{
+    if (!n) printf("    (none)\n");
+    for (uint32_t i = 0; i < n; i++) {
+        const fl_key *k = &keys[i];
         char range[128] = "";
         if (k->type == FL_KEY_ENUM) snprintf(range, sizeof range, " one of %s", k->choices);
         else if (k->min <= k->max && k->type != FL_KEY_BOOL && k->type != FL_KEY_STRING)
-            snprintf(range, sizeof range, " in [%g, %g]", k->min, k->max);
+            snprintf(range, sizeof range, " in [%.15g, %.15g]", k->min, k->max);
         printf("    %-14s %s%s, default %s\n        %s\n", k->name, type_name(k->type), range,
                k->def ? k->def : "(required)", k->help);
     }
@@ -90,10 +126,14 @@ int fl_cmd_plugins(fl_cli *cli, int argc, char **argv)
                 describe(r, &r->comps[i]);
                 found = 1;
             }
+        if (!found) found = describe_section(name);
         if (!found) {
             const char *near = NULL;
             for (fl_kind k = FL_KIND_FLOW; k <= FL_KIND_DATASET && !near; k++)
                 near = fl_registry_suggest(r, k, name);
+            static const char *const host[] = { "experiment", "train", "eval", "data",
+                                                "encoder",    "decoder", "vi" };
+            if (!near) near = fl_closest(name, host, sizeof host / sizeof *host);
             fl_err("no component named '%s'%s%s%s", name, near ? "; did you mean '" : "",
                    near ? near : "", near ? "'?" : "");
             rc = fl_cli_fail(FL_ERR_NOT_FOUND);
@@ -114,7 +154,8 @@ int fl_cmd_plugins(fl_cli *cli, int argc, char **argv)
         for (size_t i = 0; i < r->n_plugins; i++)
             printf("  %-18s %-8s %s\n", r->plugins[i].name, r->plugins[i].version, r->plugins[i].path);
         for (size_t i = 0; i < r->n_refused; i++) printf("  refused: %s\n", r->refused[i]);
-        printf("\n`flowlab plugins NAME` documents a component's keys.\n");
+        printf("\n`flowlab plugins NAME` documents a component's keys, and `flowlab plugins "
+               "train` (experiment, eval, data, encoder, decoder, vi) the host's sections.\n");
     }
     fl_registry_free(r);
     return rc;

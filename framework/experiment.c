@@ -353,6 +353,24 @@ static void warn_unused_steps(const fl_experiment *e, const fl_config *cfg)
            iwae ? " --set train.schedule=constant" : "", epochs ? " --set train.epochs=0" : "");
 }
 
+const fl_key *fl_experiment_section_keys(const char *section, int vae, uint32_t *n)
+{
+    static const struct { const char *name; const fl_key *keys; uint32_t n; } t[] = {
+        { "experiment", exp_keys, NTAB(exp_keys) }, { "train", train_keys, NTAB(train_keys) },
+        { "eval", eval_keys, NTAB(eval_keys) },     { "data", data_host_keys, NTAB(data_host_keys) },
+    };
+    if (vae && strcmp(section, "eval") == 0) {
+        *n = NTAB(vae_eval_keys);
+        return vae_eval_keys;
+    }
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (strcmp(section, t[i].name) == 0) {
+            *n = t[i].n;
+            return t[i].keys;
+        }
+    return NULL;
+}
+
 uint64_t fl_experiment_steps(const fl_experiment *e)
 {
     const char *sched = fl_values_get(&e->train, "schedule")->text;

@@ -76,6 +76,10 @@ fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key
 /* Training length in optimizer steps ([train] steps, or epochs x batches
  * per epoch, or the IWAE schedule's passes). */
 uint64_t fl_experiment_steps(const fl_experiment *e);
+/* The host's keys of [experiment], [train], [eval] (the vae task's when
+ * `vae`) and [data] (besides the data set's own): a static table and its
+ * length in *n, or NULL for another name. */
+const fl_key *fl_experiment_section_keys(const char *section, int vae, uint32_t *n);
 /* Learning rate at `step` under [train] schedule. */
 double fl_experiment_lr(const fl_experiment *e, uint64_t step);
 

@@ -85,6 +85,20 @@ static const fl_key dec2_keys[] = {
     { "init", FL_KEY_ENUM, "glorot", 0, 0, "glorot|fanin", "weight init" },
 };
 
+const fl_key *fl_vae_section_keys(const char *section, uint32_t *n)
+{
+    static const struct { const char *name; const fl_key *keys; uint32_t n; } t[] = {
+        { "encoder", enc_keys, NTAB(enc_keys) },       { "decoder", dec_keys, NTAB(dec_keys) },
+        { "encoder.2", enc2_keys, NTAB(enc2_keys) },   { "decoder.2", dec2_keys, NTAB(dec2_keys) },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (strcmp(section, t[i].name) == 0) {
+            *n = t[i].n;
+            return t[i].keys;
+        }
+    return NULL;
+}
+
 static fl_status check_detach(fl_experiment *e);
 
 static fl_act act_of(const fl_values *v)

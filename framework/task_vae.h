@@ -15,6 +15,9 @@
 /* Builds e->vae from the config and finalises the arena. Errors name file,
  * line and key. */
 fl_status fl_vae_build(fl_experiment *e);
+/* The keys of the vae task's own sections (encoder, decoder, encoder.2,
+ * decoder.2): a static table and its length in *n, or NULL. */
+const fl_key *fl_vae_section_keys(const char *section, uint32_t *n);
 /* Frees e->vae (NULL-safe). */
 void fl_vae_free(fl_experiment *e);
 

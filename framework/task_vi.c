@@ -31,6 +31,12 @@ static const fl_key vi_keys[] = {
       "reference log Z of a 2D target without an analytic one" },
 };
 
+const fl_key *fl_vi_section_keys(uint32_t *n)
+{
+    *n = (uint32_t)(sizeof vi_keys / sizeof *vi_keys);
+    return vi_keys;
+}
+
 #define NTAB(t) ((uint32_t)(sizeof(t) / sizeof((t)[0])))
 
 static const fl_target_class *tcls(const fl_vi *v) { return &v->target.rec->cls.target; }

@@ -43,6 +43,8 @@ typedef struct fl_vi_result {
  * finalises the arena and readies the stack. Sets e->data_type to the
  * target's name (for messages). Errors name file, line and key. */
 fl_status fl_vi_build(fl_experiment *e);
+/* The keys of the vi task's [vi] section (a static table; length in *n). */
+const fl_key *fl_vi_section_keys(uint32_t *n);
 /* Frees e->vi (NULL-safe). */
 void fl_vi_free(fl_experiment *e);
 

@@ -172,6 +172,12 @@ grep -q '^  moons ' "$TMP/out" || fail "'flowlab plugins' does not list moons"
 grep -q '^  affine-coupling ' "$TMP/out" || fail "'flowlab plugins' does not list affine-coupling"
 grep -q 'refused' "$TMP/out" && fail "'flowlab plugins' shows refused plugins"
 echo "ok: flowlab plugins"
+run plugins train
+[ "$rc" = 0 ] || fail "plugins train: exit code $rc"
+grep -q '^section \[train\]' "$TMP/out" || fail "'flowlab plugins train' does not document [train]"
+grep -q '^    batch ' "$TMP/out" || fail "'flowlab plugins train' does not list the batch key"
+run plugins trian
+expect_error "plugins with a misspelled section" 4 "'trian'" "did you mean 'train'?"
 
 run plugins affine-coupling
 [ "$rc" = 0 ] || fail "plugins affine-coupling: exit code $rc"

@@ -473,6 +473,22 @@ static void lik_rows(void *c, uint32_t r0, uint32_t rn)
     }
 }
 
+/* z0 (n points x k samples, from the posterior's sample) through the
+ * posterior's flow stack, each point's context h repeated over its k
+ * samples; the flows' log-determinants go to logdet, the output to *z. */
+static fl_status posterior_flows(fl_experiment *e, fl_mode mode, uint32_t n, uint32_t k,
+                                 const fl_real **z)
+{
+    fl_vae *v = e->vae;
+    const uint32_t W = v->P1 + v->H, R = n * k;
+    for (uint32_t b = 0; v->H && b < n; b++)
+        for (uint32_t j = 0; j < k; j++)
+            memcpy(v->hrep + ((size_t)b * k + j) * v->H, v->E + (size_t)b * W + v->P1,
+                   v->H * sizeof(fl_real));
+    memset(v->logdet, 0, R * sizeof(fl_real));
+    return fl_stack_forward(e->stack, R, mode, v->z0, v->H ? v->hrep : NULL, v->logdet, z);
+}
+
 /* Forward: fills logw (n*k) and everything backward needs. eps (and eps2)
  * must be filled. */
 static fl_status model_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint32_t n,
@@ -488,14 +504,7 @@ static fl_status model_forward(fl_experiment *e, fl_mode mode, const fl_real *x,
     if (st != FL_OK) return comp_fail("posterior", v->post.rec->cls.base.name, st);
     v->zT = v->z0;
     if (e->stack->n) {
-        if (v->H) {
-            for (uint32_t b = 0; b < n; b++)
-                for (uint32_t j = 0; j < k; j++)
-                    memcpy(v->hrep + ((size_t)b * k + j) * v->H, v->E + (size_t)b * W + v->P1,
-                           v->H * sizeof(fl_real));
-        }
-        memset(v->logdet, 0, R * sizeof(fl_real));
-        st = fl_stack_forward(e->stack, R, mode, v->z0, v->H ? v->hrep : NULL, v->logdet, &v->zT);
+        st = posterior_flows(e, mode, n, k, &v->zT);
         if (st != FL_OK) return st;
         for (uint32_t r = 0; r < R; r++) v->lq[r] -= v->logdet[r];
     }
@@ -779,17 +788,7 @@ static fl_status posterior_means(fl_experiment *e, const fl_real *x, uint64_t n,
         st = v->pc->sample(v->post.self, &pf);
         if (st != FL_OK) return comp_fail("posterior", v->post.rec->cls.base.name, st);
         const fl_real *z = v->z0;
-        if (!exact) {
-            const uint32_t R = m * kk;
-            if (v->H)
-                for (uint32_t b = 0; b < m; b++)
-                    for (uint32_t j = 0; j < kk; j++)
-                        memcpy(v->hrep + ((size_t)b * kk + j) * v->H,
-                               v->E + (size_t)b * W + v->P1, v->H * sizeof(fl_real));
-            memset(v->logdet, 0, R * sizeof(fl_real));
-            st = fl_stack_forward(e->stack, R, FL_MODE_EVAL, v->z0, v->H ? v->hrep : NULL,
-                                  v->logdet, &z);
-        }
+        if (!exact) st = posterior_flows(e, FL_MODE_EVAL, m, kk, &z);
         for (uint32_t b = 0; st == FL_OK && b < m; b++)
             for (uint32_t d = 0; d < L; d++) {
                 double s = 0;

@@ -12,6 +12,7 @@
  * weighted by wp; rescaling that z-gradient row by wq/wp turns it into the
  * inference weighting (the weights are per-row scalars, so this is exact). */
 #include "task_vae.h"
+#include "logmeanexp.h"
 
 #include <math.h>
 #include <omp.h>
@@ -675,7 +676,7 @@ fl_status fl_vae_bound(fl_experiment *e, const fl_real *x, uint32_t n, uint64_t 
 /* Evaluation.                                                          */
 
 typedef struct point_acc {
-    double m, s1, s2;   /* running max of log w, sum exp(lw-m), sum exp(2(lw-m)) */
+    fl_lme w;           /* log-mean-exp of the log weights */
     double sum_lw, sum_kl;
 } point_acc;
 
@@ -683,17 +684,7 @@ static void acc_add(point_acc *a, double lw, double kl)
 {
     a->sum_lw += lw;
     a->sum_kl += kl;
-    if (lw == -INFINITY) return;
-    if (lw > a->m) {
-        double c = a->m == -INFINITY ? 0 : exp(a->m - lw);
-        a->s1 = a->s1 * c + 1;
-        a->s2 = a->s2 * c * c + 1;
-        a->m = lw;
-    } else {
-        double t = exp(lw - a->m);
-        a->s1 += t;
-        a->s2 += t * t;
-    }
+    fl_lme_add(&a->w, lw);
 }
 
 /* Runs k samples for each of n points of x, chunked by [eval] batch. */
@@ -708,7 +699,10 @@ static fl_status eval_points(fl_experiment *e, const fl_real *x, uint64_t n, uin
     snprintf(s2, sizeof s2, "%s.2", stream);
     fl_rng_key key2 = fl_rng_key_make(e->seed, s2);
     fl_status st = FL_OK;
-    for (uint64_t i = 0; i < n; i++) acc[i] = (point_acc){ -INFINITY, 0, 0, 0, 0 };
+    for (uint64_t i = 0; i < n; i++) {
+        fl_lme_init(&acc[i].w);
+        acc[i].sum_lw = acc[i].sum_kl = 0;
+    }
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         const uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
         for (uint64_t j0 = 0; j0 < k && st == FL_OK; j0 += kb) {
@@ -734,10 +728,7 @@ static fl_status eval_points(fl_experiment *e, const fl_real *x, uint64_t n, uin
     return st;
 }
 
-static double point_ll(const point_acc *a, uint64_t k)
-{
-    return a->m == -INFINITY ? -INFINITY : a->m + log(a->s1 / (double)k);
-}
+static double point_ll(const point_acc *a, uint64_t k) { return fl_lme_log_mean(&a->w, k); }
 
 static void mean_se(const double *v, uint64_t n, double *mean, double *se)
 {
@@ -883,7 +874,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
         for (uint64_t i = 0; i < n; i++) {
             ll[i] = point_ll(&acc[i], k);
             el[i] = acc[i].sum_lw / (double)k;
-            ess += acc[i].s2 > 0 ? acc[i].s1 * acc[i].s1 / acc[i].s2 : 0;
+            ess += fl_lme_ess(&acc[i].w);
             klsum += acc[i].sum_kl / (double)k;
         }
         mean_se(ll, n, &out->ll, &out->ll_se);
@@ -925,7 +916,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
         fl_buf_printf(&b, "point,log_likelihood,elbo,ess\n");
         for (uint64_t i = 0; i < n; i++)
             fl_buf_printf(&b, "%llu,%.6f,%.6f,%.3f\n", (unsigned long long)i, ll[i], el[i],
-                          acc[i].s2 > 0 ? acc[i].s1 * acc[i].s1 / acc[i].s2 : 0);
+                          fl_lme_ess(&acc[i].w));
         st = b.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_points.csv", &b);
         fl_buf_free(&b);
         fl_buf u = { 0 };

@@ -1,6 +1,7 @@
 /* task_vi.c - variational inference of an unnormalised target: build,
  * train, evaluate (docs/vi.md). */
 #include "task_vi.h"
+#include "logmeanexp.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -245,7 +246,9 @@ static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_sta
     fl_real *lq = fl_alloc(chunk * sizeof(fl_real)), *lp = fl_alloc(chunk * sizeof(fl_real));
     fl_real *ld = fl_alloc(chunk * sizeof(fl_real));
     fl_status st = z && eps && lq && lp && ld ? FL_OK : FL_ERR_NOMEM;
-    double s = 0, s2 = 0, m = -INFINITY, e1 = 0, e2 = 0;
+    double s = 0, s2 = 0;
+    fl_lme w;
+    fl_lme_init(&w);
     for (uint64_t i = 0; i < n && st == FL_OK; i += chunk) {
         uint32_t c = (uint32_t)(n - i < chunk ? n - i : chunk);
         st = sample_rows(e, key, i, c, eps, ld, z, lq);
@@ -259,16 +262,7 @@ static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_sta
             }
             s += lw;
             s2 += lw * lw;
-            if (lw > m) {
-                double f = exp(m - lw);
-                e1 = e1 * f + 1;
-                e2 = e2 * f * f + 1;
-                m = lw;
-            } else {
-                double w = exp(lw - m);
-                e1 += w;
-                e2 += w * w;
-            }
+            fl_lme_add(&w, lw);
         }
     }
     fl_free(z);
@@ -280,8 +274,8 @@ static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_sta
     double mu = s / (double)n, var = n > 1 ? (s2 - s * mu) / (double)(n - 1) : 0;
     out->mean = mu;
     out->se = var > 0 ? sqrt(var / (double)n) : 0;
-    out->lme = m + log(e1 / (double)n);
-    out->ess = e2 > 0 ? e1 * e1 / e2 : 0;
+    out->lme = fl_lme_log_mean(&w, n);
+    out->ess = fl_lme_ess(&w);
     return FL_OK;
 }
 

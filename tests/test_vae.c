@@ -7,6 +7,7 @@
 #include "common.h"
 #include "plot_vae.h"
 #include "task_vae.h"
+#include "logmeanexp.h"
 
 SUITE(vae);
 
@@ -461,6 +462,23 @@ Test(vae, training_is_bit_identical_with_1_and_2_threads, .timeout = 120)
     fl_registry_free(r);
     free(csv);
     remove_tree(dir);
+}
+
+Test(vae, log_mean_exp_counts_zero_weights_and_does_not_overflow)
+{
+    fl_lme a;
+    fl_lme_init(&a);
+    const double lw[] = { -INFINITY, 1000.0, 1000.0 + log(3.0) };
+    for (int j = 0; j < 3; j++) fl_lme_add(&a, lw[j]);
+    /* weights 0, e^1000, 3 e^1000: mean 4/3 e^1000, ESS 16 / 10 */
+    cr_assert(fabs(fl_lme_log_mean(&a, 3) - (1000.0 + log(4.0 / 3.0))) < 1e-12, "%.17g",
+              fl_lme_log_mean(&a, 3));
+    cr_assert(fabs(fl_lme_ess(&a) - 1.6) < 1e-12, "%.17g", fl_lme_ess(&a));
+    fl_lme_init(&a);
+    fl_lme_add(&a, -INFINITY);
+    fl_lme_add(&a, -INFINITY);
+    cr_assert(fl_lme_log_mean(&a, 2) == -INFINITY);
+    cr_assert(fl_lme_ess(&a) == 0);
 }
 
 Test(vae, a_tiny_vae_learns_bars, .timeout = 120)

@@ -80,6 +80,7 @@ typedef struct sweep_ctx {
     const char **sets;
     size_t n_sets;
     int jobs, threads, threads_swept;
+    char **envp;           /* the cells' environment (environ, or a passive copy) */
     fl_registry *reg;      /* for the finished-cell check, loaded on first use */
     int rank, size;
     cell_result *res;      /* rank 0: every cell's result */
@@ -390,7 +391,9 @@ static int start_cell(sweep_ctx *x, size_t c, slot *sl, cell_result *r)
         err = !have_fa || posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
               posix_spawn_file_actions_addopen(&fa, 1, sl->log, O_WRONLY | O_CREAT | O_TRUNC, 0644) ||
               posix_spawn_file_actions_adddup2(&fa, 1, 2);
-        if (!err) err = posix_spawn(&sl->pid, "/proc/self/exe", &fa, NULL, av, environ);
+        if (!err)
+            err = posix_spawn(&sl->pid, "/proc/self/exe", &fa, NULL, av,
+                              x->envp ? x->envp : environ);
         if (err) {
             fl_err("%s: cannot start `flowlab run`: %s", name, strerror(err));
             st = FL_ERR_IO;
@@ -695,6 +698,26 @@ static int core_budget(int *shared_by)
     return cores;
 }
 
+/* environ with OMP_WAIT_POLICY=passive instead of any wait policy: for
+ * cells that together have more threads than cores, where a thread that
+ * spins at a barrier takes a core from another cell's working thread (the
+ * sweep process chose a policy for itself, and cells would inherit it).
+ * The strings are environ's; NULL when out of memory (then environ). */
+static char **passive_env(void)
+{
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = calloc(n + 2, sizeof *env);
+    if (!env) return NULL;
+    size_t m = 0;
+    env[m++] = "OMP_WAIT_POLICY=passive";
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "OMP_WAIT_POLICY=", 16) && strncmp(environ[i], "GOMP_SPINCOUNT=", 15))
+            env[m++] = environ[i];
+    env[m] = NULL;
+    return env;
+}
+
 /* ---- the command ------------------------------------------------------ */
 
 static int parse_count(const char *opt, const char *v, int *out)
@@ -776,6 +799,7 @@ static int prepare(sweep_ctx *x, const char *out, int dry_run, int oversubscribe
         }
         return FL_EXIT_USAGE;
     }
+    if ((long)x->jobs * x->threads > budget) x->envp = passive_env(); /* --oversubscribe */
     if (x->rank == 0) {
         st = check_values(x);
         if (st != FL_OK) return fl_cli_fail(st);
@@ -905,6 +929,7 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
     free(x.res);
     fl_registry_free(x.reg);
     fl_sweep_free(x.s);
+    free(x.envp);
     free(x.dir);
     free(x.base_path);
     free(x.sets);

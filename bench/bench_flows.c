@@ -13,12 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "hostimpl.h"
-#include "params.h"
-#include "registry.h"
-#include "stack.h"
-#include "util.h"
+#include "core/config.h"
+#include "core/hostimpl.h"
+#include "core/params.h"
+#include "core/registry.h"
+#include "model/stack.h"
+#include "core/util.h"
 #include "allocs.h"
 #include "peak.h"
 

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hostimpl.h"
-#include "params.h"
-#include "util.h"
+#include "core/hostimpl.h"
+#include "core/params.h"
+#include "core/util.h"
 #include "peak.h"
 
 /* GFLOP/s of the MLP service's own product: a 1024 -> 1024 linear layer

@@ -27,13 +27,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "experiment.h"
-#include "hostimpl.h"
-#include "log.h"
-#include "registry.h"
-#include "task_vae.h"
-#include "util.h"
+#include "core/config.h"
+#include "model/experiment.h"
+#include "core/hostimpl.h"
+#include "core/log.h"
+#include "core/registry.h"
+#include "tasks/task_vae.h"
+#include "core/util.h"
 #include "allocs.h"
 #include "peak.h"
 

@@ -17,13 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "experiment.h"
-#include "hostimpl.h"
-#include "log.h"
-#include "registry.h"
-#include "task_vi.h"
-#include "util.h"
+#include "core/config.h"
+#include "model/experiment.h"
+#include "core/hostimpl.h"
+#include "core/log.h"
+#include "core/registry.h"
+#include "tasks/task_vi.h"
+#include "core/util.h"
 #include "allocs.h"
 
 static const char config[] =

@@ -3,8 +3,8 @@
 
 #include <omp.h>
 
-#include "hostimpl.h"
-#include "util.h"
+#include "core/hostimpl.h"
+#include "core/util.h"
 
 double fl_bench_gemm_peak(int threads)
 {

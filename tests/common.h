@@ -15,11 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "experiment.h"
-#include "hostimpl.h"
-#include "registry.h"
-#include "util.h"
+#include "core/config.h"
+#include "model/experiment.h"
+#include "core/hostimpl.h"
+#include "core/registry.h"
+#include "core/util.h"
 
 /* cr_assert that `hay` contains `needle`, showing both on failure. */
 #define assert_contains(hay, needle)                                                       \

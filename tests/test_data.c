@@ -3,7 +3,7 @@
 #include <math.h>
 
 #include "common.h"
-#include "task_density.h"
+#include "tasks/task_density.h"
 
 SUITE(data);
 

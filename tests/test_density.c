@@ -5,8 +5,8 @@
 #include <sys/wait.h>
 
 #include "common.h"
-#include "log.h"
-#include "task_density.h"
+#include "core/log.h"
+#include "tasks/task_density.h"
 
 SUITE(density);
 

@@ -6,8 +6,8 @@
 #include <math.h>
 
 #include "common.h"
-#include "kit.h"
-#include "stack.h"
+#include "kit/kit.h"
+#include "model/stack.h"
 
 SUITE(kit);
 SUITE(direct);

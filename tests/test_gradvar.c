@@ -7,9 +7,9 @@
 #include <math.h>
 
 #include "common.h"
-#include "gradvar.h"
-#include "report.h"
-#include "task_vae.h"
+#include "tasks/gradvar.h"
+#include "output/report.h"
+#include "tasks/task_vae.h"
 
 SUITE(gradvar);
 

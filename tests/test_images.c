@@ -11,7 +11,7 @@
 #include <zlib.h>
 
 #include "common.h"
-#include "imagegrid.h"
+#include "output/imagegrid.h"
 
 SUITE(images);
 

@@ -5,7 +5,7 @@
  * check; each broken one must fail, and the report must name the check
  * that caught it and the measured error beside its tolerance. */
 #include "common.h"
-#include "kit.h"
+#include "kit/kit.h"
 
 SUITE(kit);
 

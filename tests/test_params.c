@@ -4,10 +4,10 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "checkpoint.h"
+#include "train/checkpoint.h"
 #include "common.h"
-#include "optim.h"
-#include "params.h"
+#include "train/optim.h"
+#include "core/params.h"
 
 SUITE(arena);
 SUITE(init);

@@ -5,10 +5,10 @@
 #include <math.h>
 
 #include "common.h"
-#include "log.h"
-#include "plot.h"
-#include "pngfile.h"
-#include "task_density.h"
+#include "core/log.h"
+#include "output/plot.h"
+#include "output/pngfile.h"
+#include "tasks/task_density.h"
 
 SUITE(plot);
 

@@ -4,7 +4,7 @@
  * out-of-tree plugin built against include/ only loads and passes the
  * conformance kit. */
 #include "common.h"
-#include "kit.h"
+#include "kit/kit.h"
 
 SUITE(refused);
 SUITE(good);

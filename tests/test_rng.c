@@ -6,9 +6,9 @@
 #include <omp.h>
 
 #include "common.h"
-#include "fastnormal.h"
-#include "log.h"
-#include "task_density.h"
+#include "compute/fastnormal.h"
+#include "core/log.h"
+#include "tasks/task_density.h"
 
 SUITE(philox);
 SUITE(streams);

@@ -2,8 +2,8 @@
  * exclude), run directory names, the base text the cells run, errors that
  * name file, line and key, and the JSON reader behind `flowlab report`. */
 #include "common.h"
-#include "report.h"
-#include "sweep.h"
+#include "output/report.h"
+#include "sweep/sweep.h"
 
 SUITE(expand);
 SUITE(names);

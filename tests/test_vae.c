@@ -5,9 +5,9 @@
 #include <omp.h>
 
 #include "common.h"
-#include "plot_vae.h"
-#include "task_vae.h"
-#include "logmeanexp.h"
+#include "output/plot_vae.h"
+#include "tasks/task_vae.h"
+#include "compute/logmeanexp.h"
 
 SUITE(vae);
 

@@ -8,9 +8,9 @@
 #include <png.h>
 
 #include "common.h"
-#include "log.h"
-#include "plot.h"
-#include "task_vi.h"
+#include "core/log.h"
+#include "output/plot.h"
+#include "tasks/task_vi.h"
 
 SUITE(vi);
 

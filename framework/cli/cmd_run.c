@@ -1,0 +1,351 @@
+/* cmd_run.c - `flowlab run`: train and evaluate an experiment file. */
+#include <dirent.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "train/checkpoint.h"
+#include "cli/cli.h"
+#include "model/experiment.h"
+#include "core/log.h"
+#include "output/provenance.h"
+#include "output/plot.h"
+#include "output/rundir.h"
+#include "sweep/sweep.h"
+#include "tasks/task_density.h"
+#include "tasks/task_vae.h"
+#include "output/plot_vae.h"
+#include "tasks/task_vi.h"
+#include "core/util.h"
+
+static const char usage[] =
+    "usage: flowlab run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR [--resume]]\n"
+    "                   [--plugin PATH]...\n"
+    "\n"
+    "Validates EXP.ini against the schemas of the components it names, trains the\n"
+    "model and evaluates it. The run directory (DIR, or runs/NAME-DATE-TIME) gets\n"
+    "config.ini (the resolved config, defaults included), metrics.csv,\n"
+    "checkpoint.flc and result.json, each written atomically, and the pictures of\n"
+    "`flowlab plot` (*.png). An existing non-empty DIR is refused (but see --resume).\n"
+    "\n"
+    "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
+    "                --set flow.1.hidden=32,32); repeatable\n"
+    "  --out DIR     run directory\n"
+    "  --resume      continue the run in DIR (--out) from its last checkpoint;\n"
+    "                a DIR without a checkpoint starts afresh in place when it\n"
+    "                holds no result.json and only files flowlab writes (a run\n"
+    "                stopped before its first checkpoint), else it is refused\n"
+    "\n"
+    "DIR also gets provenance.json (version, git revision, plugins, seed, host,\n"
+    "times, exit status), also when the run fails. A file with a [sweep] section\n"
+    "is refused: run it with `flowlab sweep`.\n";
+
+/* Whether `name` is a file a run writes into its directory (config.ini,
+ * metrics.csv, provenance.json, pictures, evaluations, a sweep cell's log,
+ * an atomic write's leftover NAME.tmp.PID); result.json and checkpoint.flc
+ * are checked apart. */
+static int flowlab_file(const char *name)
+{
+    static const char *const exact[] = { "config.ini", "metrics.csv", "provenance.json",
+                                         "log.txt", "failed.txt", "plot_grid.csv",
+                                         "curves_axes.csv", "gradvar.json", "gradvar.csv" };
+    for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
+        if (strcmp(name, exact[i]) == 0) return 1;
+    size_t n = strlen(name);
+    if (strstr(name, ".tmp.")) return 1;
+    if (n > 4 && strcmp(name + n - 4, ".png") == 0) return 1;
+    return strncmp(name, "eval", 4) == 0 && n > 5 &&
+           (strcmp(name + n - 5, ".json") == 0 || strcmp(name + n - 4, ".csv") == 0);
+}
+
+/* --resume with a directory that has no checkpoint: *in_place = 1 when
+ * `dir` exists, is not empty, holds no result.json and only files of
+ * flowlab (a run stopped before its first checkpoint): it starts afresh
+ * there. A missing or empty directory is left to fl_rundir_create
+ * (*in_place = 0); anything else is refused. */
+static fl_status restart_check(const char *dir, int *in_place)
+{
+    *in_place = 0;
+    DIR *d = opendir(dir);
+    if (!d) return FL_OK; /* missing (or not a directory): fl_rundir_create says */
+    struct dirent *de;
+    const char *bad = NULL;
+    int files = 0, finished = 0;
+    char first[256] = "";
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        files++;
+        if (strcmp(de->d_name, "result.json") == 0) finished = 1;
+        else if (!bad && !flowlab_file(de->d_name)) {
+            snprintf(first, sizeof first, "%s", de->d_name);
+            bad = first;
+        }
+    }
+    closedir(d);
+    if (files == 0) return FL_OK;
+    if (finished) {
+        fl_err("%s: holds a finished run (result.json) but no checkpoint.flc to resume from; "
+               "choose another --out or remove it (runs are never overwritten)",
+               dir);
+        return FL_ERR_EXISTS;
+    }
+    if (bad) {
+        fl_err("%s: has no checkpoint.flc to resume from and holds %s, which flowlab does not "
+               "write; choose another --out or remove it (runs are never overwritten)",
+               dir, bad);
+        return FL_ERR_EXISTS;
+    }
+    fl_log(FL_LOG_INFO, "%s: no checkpoint.flc to resume from; starting afresh in it", dir);
+    *in_place = 1;
+    return FL_OK;
+}
+
+fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
+{
+    fl_registry *r = fl_registry_new();
+    if (!r) return FL_ERR_NOMEM;
+    fl_registry_load_defaults(r);
+    for (size_t i = 0; i < cli->n_plugins; i++) {
+        fl_status st = fl_registry_load(r, cli->plugins[i]);
+        if (st != FL_OK) {
+            fl_registry_free(r);
+            return st;
+        }
+    }
+    *out = r;
+    return FL_OK;
+}
+
+fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
+                          fl_experiment **e)
+{
+    return fl_cli_load_run_with(cli, dir, NULL, 0, reg, e);
+}
+
+fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *const *sets,
+                               size_t n_sets, fl_registry **reg, fl_experiment **e)
+{
+    *reg = NULL;
+    *e = NULL;
+    char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
+    fl_config *cfg = NULL;
+    fl_status st = cpath && kpath ? FL_OK : FL_ERR_NOMEM;
+    struct stat sb;
+    if (st == FL_OK && stat(dir, &sb) != 0) {
+        fl_err("%s: %s", dir, strerror(errno));
+        st = FL_ERR_IO;
+    } else if (st == FL_OK && access(cpath, R_OK) != 0) {
+        fl_err("%s: not a run directory (no readable config.ini; `flowlab run` makes one)", dir);
+        st = FL_ERR_IO;
+    }
+    if (st == FL_OK) st = fl_config_load(cpath, &cfg);
+    for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
+    if (st == FL_OK) st = fl_cli_registry(cli, reg);
+    if (st == FL_OK) {
+        st = fl_experiment_new(*reg, cfg, e);
+        cfg = NULL;
+    }
+    if (st == FL_OK) st = fl_checkpoint_load(kpath, &(*e)->arena, NULL, NULL, 1, NULL);
+    if (st != FL_OK) {
+        fl_experiment_free(*e);
+        fl_registry_free(*reg);
+        *e = NULL;
+        *reg = NULL;
+    }
+    fl_config_free(cfg);
+    free(cpath);
+    free(kpath);
+    return st;
+}
+
+int fl_cli_fail(fl_status st)
+{
+    fl_log(FL_LOG_ERROR, "%s", fl_err_msg());
+    return fl_exit_code(st);
+}
+
+void fl_vae_print_eval(const fl_vae_eval *ev)
+{
+    printf("  %-28s %12s\n", "metric", "value");
+    printf("  %-28s %12.3f +- %.3f\n", "log p(x) (IWAE-k)", ev->ll, ev->ll_se);
+    printf("  %-28s %12.3f +- %.3f\n", "ELBO", ev->elbo, ev->elbo_se);
+    printf("  %-28s %12.3f\n", "gap log p(x) - ELBO", ev->ll - ev->elbo);
+    printf("  %-28s %12.3f\n", "KL(q(z|x) || p(z))", ev->kl);
+    printf("  %-28s %12.1f (%.4f of k)\n", "ESS of the weights", ev->ess,
+           ev->ess / (double)ev->k);
+    printf("  %-28s %9u / %u\n", "active units", ev->active_units, ev->latent);
+    printf("  %-28s %12llu x k = %llu\n", "points", (unsigned long long)ev->n,
+           (unsigned long long)ev->k);
+    printf("  %-28s %12.2f s\n", "time", ev->seconds);
+}
+
+static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir, int resume)
+{
+    uint32_t k;
+    const char *est = fl_vae_estimator(e, &k);
+    fl_log(FL_LOG_INFO, "%s: vae on %s, estimator %s (k = %u), %zu flow layers, %zu "
+           "parameters, %d threads -> %s",
+           exp_path, e->data_type, est, k, e->stack->n, e->arena.count, omp_get_max_threads(),
+           dir);
+    fl_vae_result res;
+    fl_status st = fl_vae_train(e, dir, resume, &res);
+    if (st != FL_OK) return st;
+    printf("train bound %.3f; validation ELBO %.3f, IWAE-%lld %.3f; %llu steps in %.1f s, %.0f "
+           "examples/s\n",
+           res.train_bound, res.valid_elbo, (long long)fl_exp_int(&e->eval, "valid_k"),
+           res.valid_iwae, (unsigned long long)res.steps, res.seconds, res.examples_per_s);
+    fl_vae_eval ev;
+    const int at_end = (int)fl_values_get(&e->eval, "at_end")->i;
+    if (at_end) {
+        st = fl_vae_evaluate(e, FL_SPLIT_TEST, (uint64_t)fl_exp_int(&e->eval, "k"),
+                             (uint64_t)fl_exp_int(&e->eval, "n"), dir, &ev);
+        if (st != FL_OK) return st;
+        printf("test evaluation (eval.json):\n");
+        fl_vae_print_eval(&ev);
+    }
+    st = fl_plot_vae(e, dir);
+    /* result.json last: its presence means the run is complete */
+    if (st == FL_OK) st = fl_vae_write_result(e, dir, &res, at_end ? &ev : NULL);
+    if (st != FL_OK) return st;
+    printf("pictures: %s/{samples,reconstructions,curves}.png\nrun directory %s\n", dir, dir);
+    return FL_OK;
+}
+
+int fl_cmd_run(fl_cli *cli, int argc, char **argv)
+{
+    const double t_start = fl_provenance_now(); /* for provenance.json */
+    const char *exp_path = NULL, *out = NULL;
+    int resume = 0;
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    size_t n_sets = 0;
+    if (!sets) return FL_EXIT_FAILURE;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            free(sets);
+            return FL_EXIT_OK;
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            sets[n_sets++] = argv[++i];
+        } else if (strncmp(argv[i], "--set=", 6) == 0) {
+            sets[n_sets++] = argv[i] + 6;
+        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
+            cli->plugins[cli->n_plugins++] = argv[++i];
+        } else if (strcmp(argv[i], "--resume") == 0) {
+            resume = 1;
+        } else if (i + 1 == argc && (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--out") ||
+                                     !strcmp(argv[i], "--plugin"))) {
+            fprintf(stderr, "flowlab: error: %s needs a value (flowlab run --help)\n", argv[i]);
+            free(sets);
+            return FL_EXIT_USAGE;
+        } else if (argv[i][0] == '-' || exp_path) {
+            fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
+            free(sets);
+            return FL_EXIT_USAGE;
+        } else {
+            exp_path = argv[i];
+        }
+    }
+    if (!exp_path) {
+        fprintf(stderr, "flowlab run: error: no experiment file given\n%s", usage);
+        free(sets);
+        return FL_EXIT_USAGE;
+    }
+    if (resume && !out) {
+        fprintf(stderr, "flowlab run: error: --resume needs the run directory (--out DIR)\n");
+        free(sets);
+        return FL_EXIT_USAGE;
+    }
+
+    fl_registry *reg = NULL;
+    fl_config *cfg = NULL;
+    fl_experiment *e = NULL;
+    char *dir = NULL;
+    fl_status st = fl_sweep_refuse_run(exp_path); /* [sweep] files are for `flowlab sweep` */
+    if (st == FL_OK) st = fl_config_load(exp_path, &cfg);
+    for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
+    free(sets);
+    if (st == FL_OK) st = fl_cli_registry(cli, &reg);
+    if (st == FL_OK) {
+        st = fl_experiment_new(reg, cfg, &e);
+        cfg = NULL;
+    }
+    if (st != FL_OK) goto done;
+
+    int threads = (int)fl_exp_int(&e->exp, "threads");
+    if (threads > 0) omp_set_num_threads(threads);
+
+    int in_place = 0; /* --resume on a directory without a checkpoint: start afresh there */
+    if (resume) {
+        /* An existing run directory is continued, a missing one created. */
+        char *ck = fl_strfmt("%s/checkpoint.flc", out);
+        resume = ck && access(ck, R_OK) == 0;
+        free(ck);
+        if (!resume) st = restart_check(out, &in_place);
+        if (st != FL_OK) goto done;
+    }
+    if (resume || in_place) {
+        dir = fl_strdup(out);
+        st = dir ? FL_OK : FL_ERR_NOMEM;
+    } else {
+        st = fl_rundir_create(out, fl_values_get(&e->exp, "name")->text, &dir);
+    }
+    if (st != FL_OK) goto done;
+    fl_buf b = { 0 };
+    st = fl_experiment_resolved(e, &b);
+    if (st == FL_OK) st = fl_rundir_write(dir, "config.ini", b.data, b.len);
+    fl_buf_free(&b);
+    if (st != FL_OK) goto done;
+
+    if (strcmp(e->task, "vae") == 0) {
+        st = run_vae(e, exp_path, dir, resume);
+        goto done;
+    }
+    fl_log(FL_LOG_INFO, "%s: %s on %s, %zu flow layers, %zu parameters, %d threads -> %s",
+           exp_path, e->task, e->data_type, e->stack->n, e->arena.count, omp_get_max_threads(),
+           dir);
+    if (strcmp(e->task, "vi") == 0) { /* task vi: task_vi.c */
+        fl_vi_result vr;
+        st = fl_vi_train(e, dir, resume, &vr);
+        if (st == FL_OK) st = fl_plot_vi(e, dir);
+        /* result.json last: its presence means the run is complete */
+        if (st == FL_OK) st = fl_vi_write_result(e, dir, &vr);
+        if (st != FL_OK) goto done;
+        fl_vi_report(e, &vr, stdout);
+        printf("ELBO %.4f +- %.4f, KL %.4f; %llu steps in %.2f s, %.0f steps/s; run directory "
+               "%s\n",
+               vr.elbo, vr.elbo_se, vr.kl, (unsigned long long)vr.steps, vr.seconds,
+               vr.steps_per_s, dir);
+        goto done;
+    }
+    fl_density_result res;
+    st = fl_density_train(e, dir, resume, &res);
+    if (st == FL_OK) st = fl_plot_density(e, dir); /* the pictures of `flowlab plot` */
+    if (st == FL_OK) st = fl_density_write_result(e, dir, &res); /* last: the run is complete */
+    if (st != FL_OK) goto done;
+    printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "
+           "directory %s\n",
+           res.test_nll, res.test_se, (unsigned long long)e->info.n[FL_SPLIT_TEST],
+           (unsigned long long)res.steps, res.seconds, res.steps_per_s, dir);
+done:;
+    int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
+
+    /* ---- provenance.json (framework/provenance.c): whenever a run directory
+     * exists, successful or not ---- */
+    if (dir) {
+        fl_status pst = fl_provenance_write(dir, reg, e ? e->seed : 0, t_start,
+                                            fl_provenance_now(), rc);
+        if (pst != FL_OK && rc == FL_EXIT_OK) rc = fl_cli_fail(pst);
+    }
+    /* ---- end of provenance ---- */
+
+    fl_experiment_free(e);
+    fl_config_free(cfg);
+    fl_registry_free(reg);
+    free(dir);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/* config.h - experiment files: raw INI text, overrides, typed validation.
+ *
+ * Loading keeps every value as text with its origin (file and line, or the
+ * --set that produced it). Validation resolves one section against the key
+ * tables that apply to it (the host's own keys plus the component's) and
+ * yields typed values with defaults filled in; every error names the file,
+ * line, section and key, and suggests the closest known name. */
+#ifndef FL_CONFIG_H
+#define FL_CONFIG_H
+
+#include <flowlab/schema.h>
+#include "core/util.h"
+
+typedef struct fl_cfg_entry {
+    char *key, *value;
+    int line;          /* 0 = from --set */
+    int used;          /* consumed by validation */
+} fl_cfg_entry;
+
+typedef struct fl_cfg_section {
+    char *name;
+    int line;          /* 0 = created by --set */
+    fl_cfg_entry *e;
+    size_t n, cap;
+} fl_cfg_section;
+
+typedef struct fl_config {
+    char *path;        /* file it came from ("" when built in memory) */
+    fl_cfg_section *s;
+    size_t n, cap;
+} fl_config;
+
+/* Parses `path`. On error returns non-OK with fl_err set to
+ * "PATH:LINE: message". The caller owns *out (fl_config_free). */
+fl_status fl_config_load(const char *path, fl_config **out);
+/* Parses INI text held in memory; `name` is used in messages. */
+fl_status fl_config_parse(const char *name, const char *text, fl_config **out);
+fl_config *fl_config_new(const char *path);
+void fl_config_free(fl_config *c);
+
+/* 1 when `s` may name a section: lower-case letters, digits, '_', '-', '.'
+ * (e.g. flow.1), not empty; else 0. */
+int fl_config_valid_section(const char *s);
+/* 1 when `s` may name a key: lower-case letters, digits, '_', not empty. */
+int fl_config_valid_key(const char *s);
+
+/* Applies "section.key=value" (the section may contain dots: the key is
+ * what follows the last dot before '='). */
+fl_status fl_config_set(fl_config *c, const char *assignment);
+/* Sets a value directly (line 0 = programmatic). */
+fl_status fl_config_put(fl_config *c, const char *section, const char *key, const char *value,
+                        int line);
+
+fl_cfg_section *fl_config_section(const fl_config *c, const char *name);
+fl_cfg_entry *fl_config_entry(const fl_cfg_section *s, const char *key);
+/* "PATH:LINE" or "--set SECTION.KEY" describing where an entry came from. */
+const char *fl_config_where(const fl_config *c, const fl_cfg_section *s, const fl_cfg_entry *e,
+                            char *buf, size_t cap);
+
+/* A validated, typed value. */
+typedef struct fl_value {
+    const fl_key *key;
+    char *text;        /* normalised INI text */
+    int64_t i;         /* INT, BOOL */
+    double r;          /* REAL */
+    int64_t *list;     /* INT_LIST */
+    size_t nlist;
+} fl_value;
+
+typedef struct fl_values {
+    char *section;
+    fl_value *v;
+    size_t n;
+} fl_values;
+
+/* Resolves section `name` (absent = all defaults) against the union of
+ * `ntab` key tables. Unknown keys, bad values and missing required keys are
+ * errors. The caller owns `out` (fl_values_free). */
+fl_status fl_values_resolve(const fl_config *c, const char *name, const fl_key *const *tabs,
+                            const uint32_t *ntabs, size_t ntab, fl_values *out);
+void fl_values_free(fl_values *v);
+const fl_value *fl_values_get(const fl_values *v, const char *key);
+
+/* Parses `text` as a value of `k`. Returns a message (static or in `msg`)
+ * describing what was expected, or NULL when it is valid. */
+const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, char *msg,
+                           size_t cap);
+
+/* The closest of `n` names to `word` (ignoring case; or one that begins
+ * the other, from 4 letters), or NULL when none is close. */
+const char *fl_closest(const char *word, const char *const *names, size_t n);
+
+/* Appends "[section]\nkey = value\n..." for resolved values. */
+void fl_values_write(const fl_values *v, fl_buf *b);
+
+#endif

@@ -1,0 +1,488 @@
+/* registry.c - dlopen plugins, check them, keep their component classes. */
+#define _GNU_SOURCE
+#include "core/registry.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/hostimpl.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#ifndef FL_BUILD_PLUGIN_DIR
+#define FL_BUILD_PLUGIN_DIR ""
+#endif
+#ifndef FL_BUILD_ROOT
+#define FL_BUILD_ROOT ""
+#endif
+#ifndef FL_INSTALL_PLUGIN_DIR
+#define FL_INSTALL_PLUGIN_DIR "/usr/local/lib/flowlab/plugins"
+#endif
+
+fl_registry *fl_registry_new(void) { return calloc(1, sizeof(fl_registry)); }
+
+void fl_registry_free(fl_registry *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->n_plugins; i++) {
+        /* Under ASan, keep libraries mapped so leak reports stay symbolised. */
+#ifndef FL_NO_DLCLOSE
+        if (r->plugins[i].handle) dlclose(r->plugins[i].handle);
+#endif
+        free(r->plugins[i].path);
+        free(r->plugins[i].name);
+        free(r->plugins[i].version);
+    }
+    for (size_t i = 0; i < r->n_refused; i++) free(r->refused[i]);
+    free(r->refused);
+    free(r->plugins);
+    free(r->comps);
+    free(r);
+}
+
+const char *fl_kind_name(fl_kind kind)
+{
+    switch (kind) {
+    case FL_KIND_FLOW: return "flow";
+    case FL_KIND_POSTERIOR: return "posterior";
+    case FL_KIND_ESTIMATOR: return "estimator";
+    case FL_KIND_LIKELIHOOD: return "likelihood";
+    case FL_KIND_PRIOR: return "prior";
+    case FL_KIND_TARGET: return "target";
+    case FL_KIND_DATASET: return "dataset";
+    }
+    return "unknown";
+}
+
+const char *const *fl_reserved_keys(fl_kind kind)
+{
+    static const char *const flow[] = { "type", "repeat", "permute", NULL };
+    static const char *const est[] = { "type", "k", NULL };
+    static const char *const other[] = { "type", NULL };
+    return kind == FL_KIND_FLOW ? flow : kind == FL_KIND_ESTIMATOR ? est : other;
+}
+
+static int valid_name(const char *s, int dash)
+{
+    if (!s || !*s || strlen(s) > 63) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              (dash && *s == '-')))
+            return 0;
+    return 1;
+}
+
+fl_status fl_schema_check(fl_kind kind, const fl_key *keys, uint32_t n)
+{
+    if (n && !keys) {
+        fl_err("schema declares %u keys but no table", n);
+        return FL_ERR_INVALID;
+    }
+    const char *const *res = fl_reserved_keys(kind);
+    for (uint32_t i = 0; i < n; i++) {
+        const fl_key *k = &keys[i];
+        if (!valid_name(k->name, 0)) {
+            fl_err("schema key %u has a bad name '%s' (use [a-z0-9_])", i, k->name ? k->name : "(null)");
+            return FL_ERR_INVALID;
+        }
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(keys[j].name, k->name) == 0) {
+                fl_err("schema declares key '%s' twice", k->name);
+                return FL_ERR_INVALID;
+            }
+        for (size_t j = 0; res[j]; j++)
+            if (strcmp(res[j], k->name) == 0) {
+                fl_err("schema declares key '%s', which the host reserves", k->name);
+                return FL_ERR_INVALID;
+            }
+        if (k->type < FL_KEY_INT || k->type > FL_KEY_INT_LIST) {
+            fl_err("schema key '%s' has unknown type %d", k->name, (int)k->type);
+            return FL_ERR_INVALID;
+        }
+        if (k->type == FL_KEY_ENUM && (!k->choices || !*k->choices)) {
+            fl_err("schema key '%s' is an enum without choices", k->name);
+            return FL_ERR_INVALID;
+        }
+        if (!k->help) {
+            fl_err("schema key '%s' has no help text", k->name);
+            return FL_ERR_INVALID;
+        }
+        if (k->def) {
+            fl_value v;
+            char msg[256];
+            const char *bad = fl_value_parse(k, k->def, &v, msg, sizeof msg);
+            free(v.list);
+            if (bad) {
+                fl_err("schema key '%s' has default '%s': %s", k->name, k->def, bad);
+                return FL_ERR_INVALID;
+            }
+        }
+    }
+    return FL_OK;
+}
+
+/* Checks a class the plugin registers; sets fl_err on failure. */
+static fl_status check_class(fl_kind kind, const fl_component *c, fl_comp_rec *rec)
+{
+    if (!c) {
+        fl_err("registered a NULL class");
+        return FL_ERR_INVALID;
+    }
+    if (!valid_name(c->name, 1)) {
+        fl_err("component name '%s' is not [a-z0-9_-]+ (at most 63)", c->name ? c->name : "(null)");
+        return FL_ERR_INVALID;
+    }
+    size_t need = 0, have = 0;
+    switch (kind) {
+    case FL_KIND_FLOW:
+        need = offsetof(fl_flow_class, inverse) + sizeof(void *);
+        have = sizeof(fl_flow_class);
+        break;
+    case FL_KIND_DATASET:
+        need = offsetof(fl_dataset_class, read) + sizeof(void *);
+        have = sizeof(fl_dataset_class);
+        break;
+    case FL_KIND_POSTERIOR:
+        need = offsetof(fl_posterior_class, backward) + sizeof(void *);
+        have = sizeof(fl_posterior_class);
+        break;
+    case FL_KIND_ESTIMATOR:
+        need = offsetof(fl_estimator_class, weights) + sizeof(void *);
+        have = sizeof(fl_estimator_class);
+        break;
+    case FL_KIND_LIKELIHOOD:
+        need = offsetof(fl_likelihood_class, mean) + sizeof(void *);
+        have = sizeof(fl_likelihood_class);
+        break;
+    case FL_KIND_PRIOR:
+        need = offsetof(fl_prior_class, sample) + sizeof(void *);
+        have = sizeof(fl_prior_class);
+        break;
+    case FL_KIND_TARGET:
+        need = offsetof(fl_target_class, log_prob) + sizeof(void *);
+        have = sizeof(fl_target_class);
+        break;
+    default:
+        return FL_ERR_UNSUPPORTED;
+    }
+    if (c->struct_size < need) {
+        fl_err("%s '%s': class struct_size %u is smaller than ABI %d.%d's %zu", fl_kind_name(kind),
+               c->name, c->struct_size, FL_ABI_MAJOR, FL_ABI_MINOR, need);
+        return FL_ERR_INVALID;
+    }
+    memset(&rec->cls, 0, sizeof rec->cls);
+    memcpy(&rec->cls, c, c->struct_size < have ? c->struct_size : have);
+    rec->cls.base.struct_size = (uint32_t)have;
+    fl_status st = fl_schema_check(kind, c->keys, c->n_keys);
+    if (st != FL_OK) {
+        fl_err_prefix("%s '%s'", fl_kind_name(kind), c->name);
+        return st;
+    }
+    if (kind == FL_KIND_FLOW) {
+        const fl_flow_class *f = &rec->cls.flow;
+        if (!f->create || !f->destroy || !f->forward || !f->backward) {
+            fl_err("flow '%s' lacks create, destroy, forward or backward", c->name);
+            return FL_ERR_INVALID;
+        }
+        if ((f->flags & FL_FLOW_HAS_INVERSE) && !f->inverse) {
+            fl_err("flow '%s' declares an inverse but provides none", c->name);
+            return FL_ERR_INVALID;
+        }
+        if ((f->flags & FL_FLOW_AUTOREGRESSIVE) && !f->order) {
+            fl_err("flow '%s' declares itself autoregressive but provides no order()", c->name);
+            return FL_ERR_INVALID;
+        }
+    } else if (kind == FL_KIND_DATASET) {
+        const fl_dataset_class *d = &rec->cls.dataset;
+        if (!d->create || !d->destroy || (!d->draw && !d->read)) {
+            fl_err("dataset '%s' lacks create, destroy, or both draw and read", c->name);
+            return FL_ERR_INVALID;
+        }
+    } else {
+        /* Every function of the other kinds is required, except
+         * likelihood.init_bias. */
+        int ok = 1;
+        const fl_posterior_class *p = &rec->cls.posterior;
+        const fl_estimator_class *e = &rec->cls.estimator;
+        const fl_likelihood_class *l = &rec->cls.likelihood;
+        const fl_prior_class *q = &rec->cls.prior;
+        const fl_target_class *t = &rec->cls.target;
+        switch (kind) {
+        case FL_KIND_POSTERIOR:
+            ok = p->create && p->destroy && p->n_params && p->sample && p->backward;
+            break;
+        case FL_KIND_ESTIMATOR: ok = e->create && e->destroy && e->weights; break;
+        case FL_KIND_LIKELIHOOD:
+            ok = l->create && l->destroy && l->n_params && l->log_prob && l->mean;
+            break;
+        case FL_KIND_PRIOR: ok = q->create && q->destroy && q->log_prob && q->sample; break;
+        case FL_KIND_TARGET: ok = t->create && t->destroy && t->log_prob; break;
+        default: break;
+        }
+        if (!ok) {
+            fl_err("%s '%s' leaves a required function NULL (see flowlab/%s.h)",
+                   fl_kind_name(kind), c->name, fl_kind_name(kind));
+            return FL_ERR_INVALID;
+        }
+    }
+    return FL_OK;
+}
+
+/* Components staged during one plugin's init; committed only if it all
+ * succeeds, so a refused plugin registers nothing. */
+typedef struct staging {
+    fl_registry *r;
+    fl_comp_rec *recs;
+    size_t n, cap;
+    size_t plugin;
+    fl_status st;
+    char msg[1024];
+} staging;
+
+static fl_status reg_add(fl_registrar *reg, fl_kind kind, const fl_component *cls)
+{
+    staging *sg = reg->host_data;
+    if (sg->st != FL_OK) return sg->st;
+    fl_comp_rec rec = { .kind = kind, .plugin = sg->plugin };
+    fl_status st = check_class(kind, cls, &rec);
+    if (st == FL_ERR_UNSUPPORTED) {
+        fl_log(FL_LOG_WARN, "%s: skipping component '%s' of kind %d, unknown to this host",
+               sg->r->plugins[sg->plugin].path, cls->name ? cls->name : "?", (int)kind);
+        return FL_OK;
+    }
+    if (st == FL_OK) {
+        const char *name = rec.cls.base.name;
+        const fl_comp_rec *old = fl_registry_find(sg->r, kind, name);
+        if (old) {
+            fl_err("%s '%s' is already registered by %s", fl_kind_name(kind), name,
+                   sg->r->plugins[old->plugin].path);
+            st = FL_ERR_INVALID;
+        }
+        for (size_t i = 0; st == FL_OK && i < sg->n; i++)
+            if (sg->recs[i].kind == kind && strcmp(sg->recs[i].cls.base.name, name) == 0) {
+                fl_err("%s '%s' is registered twice", fl_kind_name(kind), name);
+                st = FL_ERR_INVALID;
+            }
+    }
+    if (st == FL_OK && sg->n == sg->cap) {
+        size_t cap = sg->cap ? 2 * sg->cap : 8;
+        fl_comp_rec *nr = realloc(sg->recs, cap * sizeof *nr);
+        if (!nr) st = FL_ERR_NOMEM;
+        else {
+            sg->recs = nr;
+            sg->cap = cap;
+        }
+    }
+    if (st != FL_OK) {
+        snprintf(sg->msg, sizeof sg->msg, "%s", fl_err_msg());
+        sg->st = st;
+        return st;
+    }
+    sg->recs[sg->n++] = rec;
+    return FL_OK;
+}
+
+static void record_refusal(fl_registry *r, const char *msg)
+{
+    char **nr = realloc(r->refused, (r->n_refused + 1) * sizeof *nr);
+    if (!nr) return;
+    r->refused = nr;
+    r->refused[r->n_refused] = fl_strdup(msg);
+    if (r->refused[r->n_refused]) r->n_refused++;
+}
+
+static fl_status refuse(fl_registry *r, void *handle, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static fl_status refuse(fl_registry *r, void *handle, const char *path, const char *fmt, ...)
+{
+    char reason[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    if (handle) dlclose(handle);
+    fl_err("plugin %s refused: %s", path, reason);
+    record_refusal(r, fl_err_msg());
+    return FL_ERR_ABI;
+}
+
+fl_status fl_registry_load(fl_registry *r, const char *path)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return refuse(r, NULL, path, "no such file");
+    for (size_t i = 0; i < r->n_plugins; i++)
+        if (strcmp(r->plugins[i].path, real) == 0) return FL_OK;
+
+    void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        return refuse(r, NULL, path, "cannot load: %s", e ? e : "unknown dlopen error");
+    }
+    const fl_plugin_entry *ent = dlsym(h, FL_PLUGIN_SYMBOL);
+    if (!ent)
+        return refuse(r, h, path, "no '%s' symbol: not a flowlab plugin (use FL_PLUGIN(...))",
+                      FL_PLUGIN_SYMBOL);
+    if (ent->abi_major != FL_ABI_MAJOR)
+        return refuse(r, h, path, "built for ABI %u.%u, this host has ABI %d.%d; rebuild it",
+                      ent->abi_major, ent->abi_minor, FL_ABI_MAJOR, FL_ABI_MINOR);
+    if (ent->real_size != sizeof(fl_real))
+        return refuse(r, h, path,
+                      "built with sizeof(fl_real) = %u, this host uses %zu (%s); rebuild it with "
+                      "the same -Dreal",
+                      ent->real_size, sizeof(fl_real), FL_REAL_NAME);
+    if (!ent->init || !ent->name)
+        return refuse(r, h, path, "entry has no init function or no name");
+
+    if (r->n_plugins == r->cap_plugins) {
+        size_t cap = r->cap_plugins ? 2 * r->cap_plugins : 16;
+        fl_plugin_rec *np = realloc(r->plugins, cap * sizeof *np);
+        if (!np) return refuse(r, h, path, "out of memory");
+        r->plugins = np;
+        r->cap_plugins = cap;
+    }
+    fl_plugin_rec *pr = &r->plugins[r->n_plugins];
+    memset(pr, 0, sizeof *pr);
+    pr->path = fl_strdup(real);
+    pr->handle = h;
+    pr->name = fl_strdup(ent->name);
+    pr->version = fl_strdup(ent->version ? ent->version : "?");
+
+    staging sg = { .r = r, .plugin = r->n_plugins, .st = FL_OK };
+    fl_registrar reg = { .add = reg_add, .host_data = &sg };
+    r->n_plugins++; /* visible to reg_add for messages; rolled back on refusal */
+    fl_err_clear();
+    fl_host_clear_error();
+    fl_status st = ent->init(fl_host_table(), &reg);
+    if (st == FL_OK && sg.st != FL_OK) st = sg.st;
+    if (st == FL_OK && r->n_comps + sg.n > r->cap_comps) {
+        size_t cap = r->cap_comps ? r->cap_comps : 32;
+        while (cap < r->n_comps + sg.n) cap *= 2;
+        fl_comp_rec *nc = realloc(r->comps, cap * sizeof *nc);
+        if (!nc) st = FL_ERR_NOMEM;
+        else {
+            r->comps = nc;
+            r->cap_comps = cap;
+        }
+    }
+    if (st != FL_OK) {
+        char reason[1024];
+        snprintf(reason, sizeof reason, "%s",
+                 sg.st != FL_OK ? sg.msg : fl_host_last_error()[0] ? fl_host_last_error()
+                                                                     : fl_status_str(st));
+        r->n_plugins--;
+        free(pr->path);
+        free(pr->name);
+        free(pr->version);
+        free(sg.recs);
+        return refuse(r, h, path, "%s", reason);
+    }
+    memcpy(r->comps + r->n_comps, sg.recs, sg.n * sizeof *sg.recs);
+    r->n_comps += sg.n;
+    free(sg.recs);
+    return FL_OK;
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static size_t load_dir_depth(fl_registry *r, const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    char **names = NULL;
+    size_t n = 0, refused = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char **nn = realloc(names, (n + 1) * sizeof *nn);
+        if (!nn) break;
+        names = nn;
+        names[n] = fl_strfmt("%s/%s", dir, de->d_name);
+        if (names[n]) n++;
+    }
+    closedir(d);
+    /* Sorted, so which plugin wins a name clash does not depend on the
+     * file system's order. */
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        if (stat(names[i], &sb) == 0) {
+            if (S_ISDIR(sb.st_mode) && depth > 0) refused += load_dir_depth(r, names[i], depth - 1);
+            else if (S_ISREG(sb.st_mode) && has_suffix(names[i], ".so")) {
+                if (fl_registry_load(r, names[i]) != FL_OK) {
+                    fl_log(FL_LOG_WARN, "%s", fl_err_msg());
+                    refused++;
+                }
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+    return refused;
+}
+
+size_t fl_registry_load_dir(fl_registry *r, const char *dir) { return load_dir_depth(r, dir, 2); }
+
+void fl_registry_load_defaults(fl_registry *r)
+{
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    int in_build = 0;
+    if (len > 0 && FL_BUILD_ROOT[0]) {
+        exe[len] = 0;
+        size_t rl = strlen(FL_BUILD_ROOT);
+        in_build = strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/';
+    }
+    if (in_build) fl_registry_load_dir(r, FL_BUILD_PLUGIN_DIR);
+    else fl_registry_load_dir(r, FL_INSTALL_PLUGIN_DIR);
+
+    const char *env = getenv("FLOWLAB_PLUGIN_PATH");
+    if (env && *env) {
+        char *copy = fl_strdup(env);
+        for (char *save = NULL, *tok = copy ? strtok_r(copy, ":", &save) : NULL; tok;
+             tok = strtok_r(NULL, ":", &save)) {
+            struct stat sb;
+            if (stat(tok, &sb) == 0 && S_ISREG(sb.st_mode)) {
+                if (fl_registry_load(r, tok) != FL_OK) fl_log(FL_LOG_WARN, "%s", fl_err_msg());
+            } else {
+                fl_registry_load_dir(r, tok);
+            }
+        }
+        free(copy);
+    }
+}
+
+const fl_comp_rec *fl_registry_find(const fl_registry *r, fl_kind kind, const char *name)
+{
+    for (size_t i = 0; i < r->n_comps; i++)
+        if (r->comps[i].kind == kind && strcmp(r->comps[i].cls.base.name, name) == 0)
+            return &r->comps[i];
+    return NULL;
+}
+
+const char *fl_registry_suggest(const fl_registry *r, fl_kind kind, const char *name)
+{
+    const char **names = calloc(r->n_comps + 1, sizeof *names);
+    if (!names) return NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_comps; i++)
+        if (r->comps[i].kind == kind) names[n++] = r->comps[i].cls.base.name;
+    const char *best = fl_closest(name, names, n);
+    free(names);
+    return best;
+}

@@ -1,0 +1,903 @@
+/* kit.c - the conformance kit for flow layers.
+ *
+ * Every check compares a measured error with a tolerance; the float build
+ * uses tolerances justified by float rounding of central differences, the
+ * double build tight ones. */
+#include "kit/kit.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/hostimpl.h"
+#include "core/params.h"
+#include "model/stack.h"
+#include "core/util.h"
+
+#ifdef FL_REAL_DOUBLE
+#define FD_H 1e-5
+#define TOL_INV 1e-9
+#define TOL_LOGDET 1e-6
+#define TOL_GRAD 1e-6
+#define TOL_SAME 1e-12
+#else
+/* float: central differences with h ~ cbrt(eps) balance truncation and
+ * rounding; what remains is rounding of O(1e-7 / h). */
+#define FD_H 2e-3
+#define TOL_INV 2e-4
+#define TOL_LOGDET 2e-2
+#define TOL_GRAD 2e-2
+#define TOL_SAME 1e-5
+#endif
+
+static const struct {
+    const char *name, *what;
+} CHECKS[FL_KIT_N] = {
+    [FL_KIT_INVERSE] = { "inverse", "max |x - inverse(forward(x))|" },
+    [FL_KIT_INVERSE_LOGDET] = { "inverse", "max |logdet_fwd + logdet_inv|" },
+    [FL_KIT_LOGDET] = { "logdet", "max |logdet - log|det J_fd||" },
+#ifdef FL_REAL_DOUBLE
+    [FL_KIT_GRAD_X] = { "grad x", "max rel. error, 8 directions" },
+    [FL_KIT_GRAD_THETA] = { "grad theta", "max rel. error, 8 dirs + 24 coords" },
+    [FL_KIT_GRAD_C] = { "grad c", "max rel. error, 8 directions" },
+#else
+    [FL_KIT_GRAD_X] = { "grad x", "median rel. error, 8 directions" },
+    [FL_KIT_GRAD_THETA] = { "grad theta", "median rel. error, 8 dirs + 24 coords" },
+    [FL_KIT_GRAD_C] = { "grad c", "median rel. error, 8 directions" },
+#endif
+    [FL_KIT_TRIANGULAR] = { "triangular", "max |J above diagonal| / max |J|" },
+    [FL_KIT_CONTEXT] = { "context", "no configuration uses the context" },
+    [FL_KIT_EXTREME_X] = { "extreme x", "non-finite outputs at x = +-10" },
+    [FL_KIT_LARGE_THETA] = { "large theta", "non-finite outputs, parameters x3 noise" },
+    [FL_KIT_BATCH] = { "batch", "max |rows alone - rows in batch|" },
+    [FL_KIT_TRAIN_EVAL] = { "train=eval", "max |eval - train| at converged stats" },
+    [FL_KIT_SEED] = { "seed", "max |two builds, same seed|" },
+};
+
+const char *fl_kit_check_name(int id) { return CHECKS[id].name; }
+
+typedef struct kit {
+    fl_stack *s;
+    fl_arena arena;
+    const fl_flow_class *cls;
+    uint32_t n, d, cd;
+    fl_real *x, *c, *y, *ld, *ry, *rl, *dx, *dc, *xi, *tmp;
+    const fl_kit_opts *o;
+    fl_kit_report *rep;
+    double labs;   /* sum of |terms| of the last L */
+} kit;
+
+static void report(kit *k, int id, double err, double tol)
+{
+    int ok = err <= tol && !isnan(err);
+    fl_kit_stat *s = &k->rep->stat[id];
+    double ratio = tol > 0 ? err / tol : (err > 0 ? INFINITY : 0);
+    if (isnan(ratio)) ratio = INFINITY;
+    k->rep->checks++;
+    s->runs++;
+    if (!s->runs || ratio >= s->worst) {
+        s->worst = ratio;
+        s->worst_err = err;
+    }
+    s->tol = tol;
+    if (!ok) {
+        s->fails++;
+        k->rep->failed++;
+        if (!s->first_failure[0])
+            snprintf(s->first_failure, sizeof s->first_failure, "dim %u, context %u, rows %u",
+                     k->d, k->cd, k->n);
+        if (!k->rep->first_failure[0])
+            snprintf(k->rep->first_failure, sizeof k->rep->first_failure,
+                     "%s: %s = %.3g exceeds tolerance %.1g (dim %u, context %u, rows %u)",
+                     CHECKS[id].name, CHECKS[id].what, err, tol, k->d, k->cd, k->n);
+    }
+    if (k->o->out)
+        fprintf(k->o->out, "  %-11s %-38s %10.3g  tol %7.1g  %s\n", CHECKS[id].name,
+                CHECKS[id].what, err, tol, ok ? "ok" : "FAIL");
+}
+
+/* L = sum ry . y + sum rl . logdet for the current parameters, in double;
+ * k->labs gets sum |terms|, the scale of L's rounding error. */
+static fl_status eval_L(kit *k, const fl_real *x, const fl_real *c, double *L)
+{
+    memset(k->ld, 0, k->n * sizeof(fl_real));
+    const fl_real *y;
+    fl_status st = fl_stack_forward(k->s, k->n, FL_MODE_TRAIN, x, c, k->ld, &y);
+    if (st != FL_OK) return st;
+    double acc = 0, abs_acc = 0;
+    for (size_t i = 0; i < (size_t)k->n * k->d; i++) {
+        acc += (double)k->ry[i] * y[i];
+        abs_acc += fabs((double)k->ry[i] * y[i]);
+    }
+    for (uint32_t r = 0; r < k->n; r++) {
+        acc += (double)k->rl[r] * k->ld[r];
+        abs_acc += fabs((double)k->rl[r] * k->ld[r]);
+    }
+    *L = acc;
+    k->labs = abs_acc;
+    return FL_OK;
+}
+
+/* log|det A| of a d x d matrix by LU with partial pivoting (A destroyed). */
+static double logabsdet(double *a, uint32_t d)
+{
+    double s = 0;
+    for (uint32_t c = 0; c < d; c++) {
+        uint32_t p = c;
+        for (uint32_t r = c + 1; r < d; r++)
+            if (fabs(a[r * d + c]) > fabs(a[p * d + c])) p = r;
+        if (a[p * d + c] == 0) return -INFINITY;
+        if (p != c)
+            for (uint32_t j = 0; j < d; j++) {
+                double t = a[c * d + j];
+                a[c * d + j] = a[p * d + j];
+                a[p * d + j] = t;
+            }
+        s += log(fabs(a[c * d + c]));
+        for (uint32_t r = c + 1; r < d; r++) {
+            double f = a[r * d + c] / a[c * d + c];
+            for (uint32_t j = c; j < d; j++) a[r * d + j] -= f * a[c * d + j];
+        }
+    }
+    return s;
+}
+
+static fl_status check_inverse(kit *k)
+{
+    if (!(k->cls->flags & FL_FLOW_HAS_INVERSE)) return FL_OK;
+    size_t nd = (size_t)k->n * k->d;
+    memset(k->ld, 0, k->n * sizeof(fl_real));
+    const fl_real *y;
+    fl_status st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, k->c, k->ld, &y);
+    if (st != FL_OK) return st;
+    memcpy(k->y, y, nd * sizeof(fl_real));
+    fl_real *ldi = k->rl + k->n; /* scratch after rl */
+    memset(ldi, 0, k->n * sizeof(fl_real));
+    st = fl_stack_inverse(k->s, k->n, FL_MODE_EVAL, k->y, k->c, k->xi, ldi);
+    if (st != FL_OK) return st;
+    double ex = 0, el = 0;
+    for (size_t i = 0; i < nd; i++) {
+        double e = fabs((double)k->x[i] - k->xi[i]) / fmax(1.0, fabs((double)k->x[i]));
+        ex = fmax(ex, isfinite(e) ? e : INFINITY);
+    }
+    for (uint32_t r = 0; r < k->n; r++) {
+        double e = fabs((double)k->ld[r] + ldi[r]) / fmax(1.0, fabs((double)k->ld[r]));
+        el = fmax(el, isfinite(e) ? e : INFINITY);
+    }
+    report(k, FL_KIT_INVERSE, ex, TOL_INV);
+    report(k, FL_KIT_INVERSE_LOGDET, el, TOL_INV * 10);
+    return FL_OK;
+}
+
+/* J (d x d, J[i*d+j] = dy_i/dx_j) of row r by central differences, one
+ * row per call (evaluation mode); *ld gets the layer's logdet there. */
+static fl_status fd_jacobian(kit *k, uint32_t r, double *J, fl_real *ld)
+{
+    uint32_t d = k->d;
+    fl_real *xr = k->tmp, ld1[1];
+    const fl_real *cr = k->cd ? k->c + (size_t)r * k->cd : NULL;
+    memcpy(xr, k->x + (size_t)r * d, d * sizeof(fl_real));
+    const fl_real *y;
+    fl_status st = FL_OK;
+    double *yp = malloc(2 * (size_t)d * sizeof *yp);
+    if (!yp) return FL_ERR_NOMEM;
+    double *ym = yp + d;
+    for (uint32_t j = 0; j < d && st == FL_OK; j++) {
+        fl_real keep = xr[j];
+        xr[j] = keep + (fl_real)FD_H;
+        ld1[0] = 0;
+        st = fl_stack_forward(k->s, 1, FL_MODE_EVAL, xr, cr, ld1, &y);
+        for (uint32_t i = 0; i < d && st == FL_OK; i++) yp[i] = y[i];
+        xr[j] = keep - (fl_real)FD_H;
+        ld1[0] = 0;
+        if (st == FL_OK) st = fl_stack_forward(k->s, 1, FL_MODE_EVAL, xr, cr, ld1, &y);
+        for (uint32_t i = 0; i < d && st == FL_OK; i++) ym[i] = y[i];
+        double hh = ((double)(keep + (fl_real)FD_H) - (double)(keep - (fl_real)FD_H));
+        for (uint32_t i = 0; i < d; i++) J[i * d + j] = (yp[i] - ym[i]) / hh;
+        xr[j] = keep;
+    }
+    free(yp);
+    ld[0] = 0;
+    if (st == FL_OK) st = fl_stack_forward(k->s, 1, FL_MODE_EVAL, xr, cr, ld, &y);
+    return st;
+}
+
+static fl_status check_logdet(kit *k)
+{
+    uint32_t d = k->d, rows = k->n < 4 ? k->n : 4;
+    double *J = malloc((size_t)d * d * sizeof *J);
+    if (!J) return FL_ERR_NOMEM;
+    double worst = 0;
+    fl_status st = FL_OK;
+    for (uint32_t r = 0; r < rows && st == FL_OK; r++) {
+        fl_real ld;
+        st = fd_jacobian(k, r, J, &ld);
+        double fd = logabsdet(J, d);
+        double e = fabs(fd - (double)ld) / fmax(1.0, fabs(fd));
+        worst = fmax(worst, isfinite(e) ? e : INFINITY);
+    }
+    free(J);
+    if (st == FL_OK) report(k, FL_KIT_LOGDET, worst, TOL_LOGDET);
+    return st;
+}
+
+/* Autoregressive layers: y[order[i]] may depend on x[order[j]] only for
+ * j <= i, so the Jacobian permuted by the order is lower triangular. A
+ * masked weight contributes an exact zero, so the tolerance is tiny. */
+static fl_status check_triangular(kit *k)
+{
+    if (!(k->cls->flags & FL_FLOW_AUTOREGRESSIVE) || !k->cls->order) return FL_OK;
+    uint32_t d = k->d;
+    double *J = malloc((size_t)d * d * sizeof *J);
+    uint32_t *ord = malloc(d * sizeof *ord), *seen = calloc(d, sizeof *seen);
+    fl_status st = J && ord && seen ? FL_OK : FL_ERR_NOMEM;
+    if (st == FL_OK) st = k->cls->order(k->s->L[0].self, ord);
+    double worst = 0;
+    for (uint32_t i = 0; st == FL_OK && i < d; i++) {
+        if (ord[i] >= d || seen[ord[i]]++) {
+            fl_err("[flow] %s: order() is not a permutation of 0..%u", k->cls->base.name, d - 1);
+            st = FL_ERR_INVALID;
+        }
+    }
+    for (uint32_t r = 0; st == FL_OK && r < (k->n < 2 ? k->n : 2); r++) {
+        fl_real ld;
+        st = fd_jacobian(k, r, J, &ld);
+        double big = 1e-30, up = 0;
+        for (uint32_t i = 0; i < d * d; i++) big = fmax(big, fabs(J[i]));
+        for (uint32_t i = 0; i < d; i++)
+            for (uint32_t j = i + 1; j < d; j++) up = fmax(up, fabs(J[ord[i] * d + ord[j]]));
+        worst = fmax(worst, up / big);
+    }
+    free(J);
+    free(ord);
+    free(seen);
+    if (st == FL_OK) report(k, FL_KIT_TRIANGULAR, worst, TOL_SAME);
+    return st;
+}
+
+/* How much the output moves when the context moves (not pass/fail per
+ * run: fl_kit_class requires some configuration to use the context). */
+static fl_status measure_context(kit *k)
+{
+    if (!k->cd) return FL_OK;
+    size_t nd = (size_t)k->n * k->d, nc = (size_t)k->n * k->cd;
+    fl_real *c2 = malloc(nc * sizeof *c2), *ld2 = k->rl + k->n;
+    if (!c2) return FL_ERR_NOMEM;
+    for (size_t i = 0; i < nc; i++) c2[i] = k->c[i] + (fl_real)0.5;
+    memset(k->ld, 0, k->n * sizeof(fl_real));
+    memset(ld2, 0, k->n * sizeof(fl_real));
+    const fl_real *y;
+    fl_status st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, k->c, k->ld, &y);
+    if (st == FL_OK) memcpy(k->y, y, nd * sizeof(fl_real));
+    if (st == FL_OK) st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, c2, ld2, &y);
+    double eff = 0;
+    for (size_t i = 0; st == FL_OK && i < nd; i++) eff = fmax(eff, fabs((double)y[i] - k->y[i]));
+    for (uint32_t r = 0; st == FL_OK && r < k->n; r++) eff = fmax(eff, fabs((double)ld2[r] - k->ld[r]));
+    free(c2);
+    if (st == FL_OK && eff > k->rep->context_effect) k->rep->context_effect = eff;
+    if (st == FL_OK && k->o->out)
+        fprintf(k->o->out, "  %-11s %-38s %10.3g\n", "context", "max |y(c) - y(c + 0.5)|", eff);
+    return st;
+}
+
+static size_t count_nonfinite(const fl_real *a, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(a[i]);
+    return bad;
+}
+
+/* Forward (train and eval) and inverse stay finite at inputs of +-10. */
+static fl_status check_extreme(kit *k)
+{
+    size_t nd = (size_t)k->n * k->d;
+    fl_real *xe = malloc(nd * sizeof *xe);
+    if (!xe) return FL_ERR_NOMEM;
+    for (size_t i = 0; i < nd; i++) xe[i] = (fl_real)((i / k->d + i) % 3 == 0 ? -10 : 10);
+    size_t bad = 0;
+    fl_status st = FL_OK;
+    for (int mode = 0; mode < 2 && st == FL_OK; mode++) {
+        const fl_real *y;
+        memset(k->ld, 0, k->n * sizeof(fl_real));
+        st = fl_stack_forward(k->s, k->n, mode ? FL_MODE_EVAL : FL_MODE_TRAIN, xe, k->c, k->ld, &y);
+        if (st != FL_OK) break;
+        bad += count_nonfinite(y, nd) + count_nonfinite(k->ld, k->n);
+    }
+    if (st == FL_OK && (k->cls->flags & FL_FLOW_HAS_INVERSE)) {
+        memset(k->ld, 0, k->n * sizeof(fl_real));
+        st = fl_stack_inverse(k->s, k->n, FL_MODE_EVAL, xe, k->c, k->xi, k->ld);
+        if (st == FL_OK) bad += count_nonfinite(k->xi, nd) + count_nonfinite(k->ld, k->n);
+    }
+    free(xe);
+    if (st == FL_OK) report(k, FL_KIT_EXTREME_X, (double)bad, 0);
+    return st;
+}
+
+/* Forward and inverse stay finite with much larger parameter noise. */
+static fl_status check_large_theta(kit *k, const fl_real *noise)
+{
+    size_t nd = (size_t)k->n * k->d, np = k->arena.total;
+    fl_real *save = malloc((np ? np : 1) * sizeof *save);
+    if (!save) return FL_ERR_NOMEM;
+    memcpy(save, k->arena.theta, np * sizeof *save);
+    for (size_t p = 0; p < k->arena.n; p++) {
+        const fl_param_rec *r = &k->arena.p[p];
+        if (r->flags & FL_PARAM_STATE) continue;
+        for (size_t i = r->offset; i < r->offset + r->size; i++)
+            k->arena.theta[i] += (fl_real)(2 * k->o->theta_noise) * noise[i];
+    }
+    const fl_real *y;
+    memset(k->ld, 0, k->n * sizeof(fl_real));
+    fl_status st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, k->c, k->ld, &y);
+    size_t bad = 0;
+    if (st == FL_OK) {
+        bad = count_nonfinite(y, nd) + count_nonfinite(k->ld, k->n);
+        memcpy(k->y, y, nd * sizeof(fl_real));
+    }
+    if (st == FL_OK && (k->cls->flags & FL_FLOW_HAS_INVERSE)) {
+        memset(k->ld, 0, k->n * sizeof(fl_real));
+        st = fl_stack_inverse(k->s, k->n, FL_MODE_EVAL, k->y, k->c, k->xi, k->ld);
+        if (st == FL_OK) bad += count_nonfinite(k->xi, nd) + count_nonfinite(k->ld, k->n);
+    }
+    memcpy(k->arena.theta, save, np * sizeof *save);
+    free(save);
+    if (st == FL_OK) report(k, FL_KIT_LARGE_THETA, (double)bad, 0);
+    return st;
+}
+
+/* Rows do not interact in evaluation mode (batch-coupled layers
+ * included): the first half alone gives what it gives inside the whole
+ * batch, up to the rounding of differently tiled GEMMs. */
+static fl_status check_batch(kit *k)
+{
+    if (k->n < 2) return FL_OK;
+    size_t nd = (size_t)k->n * k->d;
+    uint32_t h = k->n / 2;
+    const fl_real *y;
+    memset(k->ld, 0, k->n * sizeof(fl_real));
+    fl_status st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, k->c, k->ld, &y);
+    if (st != FL_OK) return st;
+    memcpy(k->y, y, nd * sizeof(fl_real));
+    fl_real *ld2 = k->rl + k->n;
+    memset(ld2, 0, k->n * sizeof(fl_real));
+    st = fl_stack_forward(k->s, h, FL_MODE_EVAL, k->x, k->c, ld2, &y);
+    if (st != FL_OK) return st;
+    double e = 0;
+    for (size_t i = 0; i < (size_t)h * k->d; i++)
+        e = fmax(e, fabs((double)y[i] - k->y[i]) / fmax(1.0, fabs((double)k->y[i])));
+    for (uint32_t r = 0; r < h; r++)
+        e = fmax(e, fabs((double)ld2[r] - k->ld[r]) / fmax(1.0, fabs((double)k->ld[r])));
+    if (isnan(e)) e = INFINITY;
+    report(k, FL_KIT_BATCH, e, TOL_SAME);
+    return FL_OK;
+}
+
+/* Batch-coupled layers (batch norm): after many training passes over one
+ * batch the running statistics equal the batch's, and then evaluation
+ * mode must reproduce training mode. */
+static fl_status check_train_eval(kit *k)
+{
+    if (!(k->cls->flags & FL_FLOW_BATCH_COUPLED)) return FL_OK;
+    size_t nd = (size_t)k->n * k->d;
+    const fl_real *y;
+    fl_status st = FL_OK;
+    for (int it = 0; it < 1000 && st == FL_OK; it++) {
+        memset(k->ld, 0, k->n * sizeof(fl_real));
+        st = fl_stack_forward(k->s, k->n, FL_MODE_TRAIN, k->x, k->c, k->ld, &y);
+    }
+    if (st != FL_OK) return st;
+    memcpy(k->y, y, nd * sizeof(fl_real));
+    fl_real *ld2 = k->rl + k->n;
+    memset(ld2, 0, k->n * sizeof(fl_real));
+    st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, k->c, ld2, &y);
+    if (st != FL_OK) return st;
+    double e = 0;
+    for (size_t i = 0; i < nd; i++)
+        e = fmax(e, fabs((double)y[i] - k->y[i]) / fmax(1.0, fabs((double)k->y[i])));
+    for (uint32_t r = 0; r < k->n; r++)
+        e = fmax(e, fabs((double)ld2[r] - k->ld[r]) / fmax(1.0, fabs((double)k->ld[r])));
+    if (isnan(e)) e = INFINITY;
+    report(k, FL_KIT_TRAIN_EVAL, e, TOL_INV * 10);
+    return FL_OK;
+}
+
+/* One-sided and central differences of L along unit direction v (applied
+ * to p in place) with step h. */
+static fl_status diffs(kit *k, fl_real *p, const fl_real *save, size_t len, const fl_real *v,
+                       double h, double *left, double *right)
+{
+    double Lp, L0, Lm;
+    fl_status st = eval_L(k, k->x, k->c, &L0);
+    for (size_t i = 0; st == FL_OK && i < len; i++) p[i] = save[i] + (fl_real)(h * v[i]);
+    if (st == FL_OK) st = eval_L(k, k->x, k->c, &Lp);
+    for (size_t i = 0; i < len; i++) p[i] = save[i] - (fl_real)(h * v[i]);
+    if (st == FL_OK) st = eval_L(k, k->x, k->c, &Lm);
+    memcpy(p, save, len * sizeof *save);
+    *left = (L0 - Lm) / h;
+    *right = (Lp - L0) / h;
+    return st;
+}
+
+
+/* Compares <g, v> with finite differences of L along v in `p`.
+ *
+ * Kinks (ReLU) make finite differences lie: a step straddling one moves the
+ * central difference by up to half the jump in slope, whatever the step.
+ * The gap between the one-sided differences, D(h) = left - right, tells
+ * them apart: for a smooth L it is h L'' and halves with h; across a kink
+ * it is the jump and does not. So D is taken at h and h/2, and when
+ * D(h/2) is not D(h)/2 the step is shrunk once more, and if that fails too
+ * *err = -1 (inconclusive) and the caller draws another direction. */
+static fl_status dir_check(kit *k, fl_real *p, size_t len, const fl_real *g, fl_real *v,
+                           double *err)
+{
+    fl_real *save = malloc(len * sizeof *save);
+    if (!save) return FL_ERR_NOMEM;
+    memcpy(save, p, len * sizeof *save);
+    /* A unit direction: the step moves the point by h in total, so the
+     * difference stays local however many parameters there are. */
+    double nrm = 0, an = 0;
+    for (size_t i = 0; i < len; i++) nrm += (double)v[i] * v[i];
+    nrm = nrm > 0 ? sqrt(nrm) : 1;
+    for (size_t i = 0; i < len; i++) {
+        v[i] = (fl_real)(v[i] / nrm);
+        an += (double)g[i] * v[i];
+    }
+    double h = FD_H, l1, r1, l2, r2, kink = INFINITY, noise_c = 0;
+    fl_status st = FL_OK;
+    for (int tries = 0; tries < 2 && st == FL_OK && !(kink <= TOL_GRAD / 4); tries++) {
+        st = diffs(k, p, save, len, v, h, &l1, &r1);
+        if (st == FL_OK) st = diffs(k, p, save, len, v, h / 2, &l2, &r2);
+        double scale = fmax(1.0, fmax(fabs(l2), fabs(r2)));
+        /* Rounding of L (relative eps per term) bounds how well D is known:
+         * |error of D(h)| <= 4 eps sum|terms| / h. */
+        const double eps = sizeof(fl_real) == 4 ? 6e-8 : 1.2e-16;
+        double noise = 4 * eps * k->labs * (1 / h + 2 / h);
+        /* and of the central difference at h/2 */
+        noise_c = 2 * eps * k->labs / (h / 2);
+        kink = fmax(0.0, fabs((l2 - r2) - 0.5 * (l1 - r1)) - noise) / scale;
+        if (isnan(kink)) kink = INFINITY;
+        h /= 8;
+    }
+    free(save);
+    if (!(kink <= TOL_GRAD / 4)) *err = -1;
+    else {
+        /* Only the disagreement beyond the difference's own rounding. */
+        double c = 0.5 * (l2 + r2);
+        *err = fmax(0.0, fabs(c - an) - noise_c) / fmax(1.0, fmax(fabs(c), fabs(an)));
+    }
+    if (*err >= 0 && !isfinite(*err)) *err = INFINITY;
+    return st;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The verdict over several finite-difference errors. In double the worst
+ * one. In float the median: a ReLU kink can corrupt one float difference
+ * beyond what the kink test sees, while a wrong gradient corrupts them
+ * all. Too few conclusive differences is itself a failure: the layer is not
+ * smooth enough at these points to be checked. */
+static double verdict(double *e, int n, int need)
+{
+    if (n < need) return INFINITY;
+    qsort(e, (size_t)n, sizeof *e, cmp_double);
+#ifdef FL_REAL_DOUBLE
+    return e[n - 1];
+#else
+    return e[n / 2];
+#endif
+}
+
+enum { N_DIRS = 8, N_COORDS = 24 };
+
+static fl_status check_grads(kit *k)
+{
+    size_t nd = (size_t)k->n * k->d, nc = (size_t)k->n * k->cd, np = k->arena.total;
+    double L;
+    fl_status st = eval_L(k, k->x, k->c, &L);
+    if (st != FL_OK) return st;
+    fl_arena_zero_grad(&k->arena);
+    memset(k->dx, 0, nd * sizeof(fl_real));
+    if (k->cd) memset(k->dc, 0, nc * sizeof(fl_real));
+    st = fl_stack_backward(k->s, k->n, FL_MODE_TRAIN, k->c, k->ry, k->rl, k->dx,
+                           k->cd ? k->dc : NULL);
+    if (st != FL_OK) return st;
+    fl_real *gth = malloc((np ? np : 1) * sizeof *gth);
+    size_t vmax = nd > nc ? nd : nc;
+    vmax = vmax > np ? vmax : np;
+    fl_real *v = malloc((vmax ? vmax : 1) * sizeof *v);
+    if (!gth || !v) {
+        free(gth);
+        free(v);
+        return FL_ERR_NOMEM;
+    }
+    memcpy(gth, k->arena.grad, np * sizeof *gth);
+    fl_rng_key key = fl_rng_key_make(k->o->seed, "kit.directions");
+    double ex[N_DIRS], et[N_DIRS], ec[N_DIRS], e;
+    int got[3] = { 0, 0, 0 }, inconclusive = 0;
+    /* Up to 3x as many tries as conclusive directions needed. */
+    for (int t = 0; t < 3 * N_DIRS && st == FL_OK; t++) {
+        if (got[0] < N_DIRS) {
+            fl_rng_normal(key, 1 + t, 0, nd, v);
+            st = dir_check(k, k->x, nd, k->dx, v, &e);
+            if (e < 0) inconclusive++;
+            else ex[got[0]++] = e;
+        }
+        if (st == FL_OK && np && got[1] < N_DIRS) {
+            fl_rng_normal(key, 100 + t, 0, np, v);
+            /* State (running statistics) is not a parameter: no gradient,
+             * not perturbed. */
+            for (size_t p = 0; p < k->arena.n; p++)
+                if (k->arena.p[p].flags & FL_PARAM_STATE)
+                    memset(v + k->arena.p[p].offset, 0, k->arena.p[p].size * sizeof *v);
+            st = dir_check(k, k->arena.theta, np, gth, v, &e);
+            if (e < 0) inconclusive++;
+            else et[got[1]++] = e;
+        }
+        if (st == FL_OK && nc && got[2] < N_DIRS) {
+            fl_rng_normal(key, 200 + t, 0, nc, v);
+            st = dir_check(k, k->c, nc, k->dc, v, &e);
+            if (e < 0) inconclusive++;
+            else ec[got[2]++] = e;
+        }
+    }
+    /* Single coordinates catch a missing term that random directions could
+     * average away; they join the parameter directions' verdict. */
+    /* Coordinates are drawn among trained entries only: not padding, not
+     * state. */
+    size_t ntrained = 0;
+    for (size_t p = 0; p < k->arena.n; p++)
+        if (!(k->arena.p[p].flags & FL_PARAM_STATE)) ntrained += k->arena.p[p].size;
+    int ncoord = 0;
+    double ecoord[N_COORDS];
+    for (int t = 0; t < N_COORDS && st == FL_OK && ntrained; t++) {
+        fl_real u;
+        fl_rng_uniform(key, 300, (uint64_t)t, 1, &u);
+        size_t pick = (size_t)(u * (fl_real)ntrained), idx = 0;
+        if (pick >= ntrained) pick = ntrained - 1;
+        for (size_t p = 0; p < k->arena.n; p++) {
+            const fl_param_rec *r = &k->arena.p[p];
+            if (r->flags & FL_PARAM_STATE) continue;
+            if (pick < r->size) {
+                idx = r->offset + pick;
+                break;
+            }
+            pick -= r->size;
+        }
+        memset(v, 0, np * sizeof *v);
+        v[idx] = 1;
+        st = dir_check(k, k->arena.theta, np, gth, v, &e);
+        if (e < 0) inconclusive++;
+        else ecoord[ncoord++] = e;
+    }
+    free(gth);
+    free(v);
+    if (st != FL_OK) return st;
+    if (inconclusive && k->o->out)
+        fprintf(k->o->out, "  (%d finite differences straddled a kink and were redrawn)\n",
+                inconclusive);
+    report(k, FL_KIT_GRAD_X, verdict(ex, got[0], N_DIRS / 2), TOL_GRAD);
+    /* Directions and single coordinates are judged separately: a term
+     * missing from a few parameters shows in every direction, a term
+     * missing from many parameters in most coordinates. */
+    if (np)
+        report(k, FL_KIT_GRAD_THETA,
+               fmax(verdict(et, got[1], N_DIRS / 2),
+                    ntrained ? verdict(ecoord, ncoord, N_COORDS / 2) : 0.0),
+               TOL_GRAD);
+    if (nc) report(k, FL_KIT_GRAD_C, verdict(ec, got[2], N_DIRS / 2), TOL_GRAD);
+    return FL_OK;
+}
+
+static void kit_free(kit *k)
+{
+    fl_real *bufs[] = { k->x, k->y, k->dx, k->xi, k->ry, k->c, k->dc, k->ld, k->rl, k->tmp };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) fl_free(bufs[i]);
+    fl_stack_free(k->s);
+    fl_arena_free(&k->arena);
+}
+
+/* Copies resolved values (fl_stack_push takes ownership of its copy). */
+static fl_status copy_values(const fl_values *src, fl_values *v)
+{
+    memset(v, 0, sizeof *v);
+    v->section = fl_strdup(src->section);
+    v->v = calloc(src->n + 1, sizeof *v->v);
+    if (!v->section || !v->v) {
+        fl_values_free(v);
+        return FL_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < src->n; i++) {
+        char msg[64];
+        fl_value_parse(src->v[i].key, src->v[i].text, &v->v[i], msg, sizeof msg);
+        v->v[i].text = fl_strdup(src->v[i].text);
+        v->n++;
+        if (!v->v[i].text) {
+            fl_values_free(v);
+            return FL_ERR_NOMEM;
+        }
+    }
+    return FL_OK;
+}
+
+/* The class's values with `key` = `value` (both NULL: its defaults). */
+static fl_status variant_values(const fl_flow_class *cls, const char *key, const char *value,
+                                fl_values *v)
+{
+    const fl_key *tabs[2] = { fl_flow_host_keys, cls->base.keys };
+    uint32_t ns[2] = { fl_flow_host_nkeys, cls->base.n_keys };
+    fl_config *c = fl_config_new("(kit)");
+    if (!c) return FL_ERR_NOMEM;
+    fl_status st = fl_config_put(c, "flow", "type", cls->base.name, 0);
+    if (st == FL_OK && key) st = fl_config_put(c, "flow", key, value, 0);
+    if (st == FL_OK) st = fl_values_resolve(c, "flow", tabs, ns, 2, v);
+    fl_config_free(c);
+    return st;
+}
+
+/* Creates the layer, its parameters (initial values plus N(0, s^2) noise
+ * so zero-initialised layers are not trivially right) and the inputs. */
+static fl_status kit_build(kit *k, const fl_flow_class *cls, const fl_values *cfg,
+                           const fl_kit_opts *o, fl_kit_report *rep, fl_real **noise_out)
+{
+    memset(k, 0, sizeof *k);
+    k->cls = cls;
+    k->n = o->rows;
+    k->d = o->dim;
+    k->o = o;
+    k->rep = rep;
+    k->cd = (cls->flags & FL_FLOW_ACCEPTS_CONTEXT) ? o->ctx_dim : 0;
+    if (k->d > 256 || k->d == 0 || k->n == 0) {
+        fl_err("the kit checks dimensions 1..256 on at least one row");
+        return FL_ERR_INVALID;
+    }
+    fl_values v;
+    fl_status st = cfg ? copy_values(cfg, &v) : variant_values(cls, NULL, NULL, &v);
+    if (st != FL_OK) return st;
+    k->s = fl_stack_new(&k->arena, o->seed, k->d, k->cd, k->n);
+    if (!k->s) {
+        fl_values_free(&v);
+        return FL_ERR_NOMEM;
+    }
+    st = fl_stack_push(k->s, cls, "flow", &v, 0);
+    if (st == FL_OK) st = fl_arena_finalize(&k->arena, o->seed);
+    if (st == FL_OK) st = fl_stack_ready(k->s);
+    if (st != FL_OK) return st;
+    size_t nd = (size_t)k->n * k->d, nc = (size_t)k->n * (k->cd ? k->cd : 1);
+    fl_real **nbufs[] = { &k->x, &k->y, &k->dx, &k->xi, &k->ry };
+    for (size_t i = 0; i < 5; i++)
+        if (!(*nbufs[i] = fl_alloc(nd * sizeof(fl_real)))) st = FL_ERR_NOMEM;
+    k->c = fl_alloc(nc * sizeof(fl_real));
+    k->dc = fl_alloc(nc * sizeof(fl_real));
+    k->ld = fl_alloc(k->n * sizeof(fl_real));
+    k->rl = fl_alloc(2 * k->n * sizeof(fl_real));
+    k->tmp = fl_alloc(k->d * sizeof(fl_real));
+    fl_real *noise = fl_alloc((k->arena.total ? k->arena.total : 1) * sizeof(fl_real));
+    if (!k->c || !k->dc || !k->ld || !k->rl || !k->tmp || !noise) st = FL_ERR_NOMEM;
+    if (st != FL_OK) {
+        fl_free(noise);
+        return st;
+    }
+    fl_rng_key key = fl_rng_key_make(o->seed, "kit");
+    fl_rng_normal(key, 1, 0, k->arena.total, noise);
+    /* Trained parameters only: state (running statistics) keeps its
+     * meaning, e.g. a variance stays positive. */
+    for (size_t p = 0; p < k->arena.n; p++) {
+        const fl_param_rec *r = &k->arena.p[p];
+        if (r->flags & FL_PARAM_STATE) continue;
+        for (size_t i = r->offset; i < r->offset + r->size; i++)
+            k->arena.theta[i] += (fl_real)o->theta_noise * noise[i];
+    }
+    fl_rng_normal(key, 2, 0, nd, k->x);
+    fl_rng_normal(key, 3, 0, (size_t)k->n * k->cd, k->c);
+    fl_rng_normal(key, 4, 0, nd, k->ry);
+    fl_rng_normal(key, 5, 0, k->n, k->rl);
+    if (noise_out) *noise_out = noise;
+    else fl_free(noise);
+    return FL_OK;
+}
+
+/* Two instances built from the same seed compute the same numbers. */
+static fl_status check_seed(kit *k, const fl_values *cfg)
+{
+    kit k2;
+    fl_kit_report scratch;
+    memset(&scratch, 0, sizeof scratch);
+    fl_status st = kit_build(&k2, k->cls, cfg, k->o, &scratch, NULL);
+    size_t nd = (size_t)k->n * k->d;
+    const fl_real *y;
+    double e = 0;
+    if (st == FL_OK) {
+        memset(k->ld, 0, k->n * sizeof(fl_real));
+        st = fl_stack_forward(k->s, k->n, FL_MODE_EVAL, k->x, k->c, k->ld, &y);
+        if (st == FL_OK) memcpy(k->y, y, nd * sizeof(fl_real));
+    }
+    if (st == FL_OK) {
+        memset(k2.ld, 0, k2.n * sizeof(fl_real));
+        st = fl_stack_forward(k2.s, k2.n, FL_MODE_EVAL, k2.x, k2.c, k2.ld, &y);
+    }
+    for (size_t i = 0; st == FL_OK && i < nd; i++) e = fmax(e, fabs((double)y[i] - k->y[i]));
+    for (uint32_t r = 0; st == FL_OK && r < k->n; r++) e = fmax(e, fabs((double)k2.ld[r] - k->ld[r]));
+    kit_free(&k2);
+    if (st == FL_OK) report(k, FL_KIT_SEED, isnan(e) ? INFINITY : e, 0);
+    return st;
+}
+
+fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_kit_opts *o,
+                      fl_kit_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    kit k;
+    fl_real *noise = NULL;
+    fl_status st = kit_build(&k, cls, cfg, o, rep, &noise);
+    if (st == FL_OK && o->out)
+        fprintf(o->out, "%s  dim %u  context %u  rows %u  parameters %zu\n", cls->base.name, k.d,
+                k.cd, k.n, k.arena.count);
+    if (st == FL_OK) st = check_seed(&k, cfg);
+    if (st == FL_OK) st = check_inverse(&k);
+    /* Evaluation mode treats rows independently even for batch-coupled
+     * layers, so these run (in eval mode) for every layer. */
+    if (st == FL_OK) st = check_logdet(&k);
+    if (st == FL_OK) st = check_triangular(&k);
+    if (st == FL_OK) st = check_grads(&k);
+    if (st == FL_OK) st = measure_context(&k);
+    if (st == FL_OK) st = check_batch(&k);
+    if (st == FL_OK) st = check_extreme(&k);
+    if (st == FL_OK) st = check_large_theta(&k, noise);
+    if (st == FL_OK) st = check_train_eval(&k);
+    fl_free(noise);
+    kit_free(&k);
+    return st;
+}
+
+static void merge(fl_kit_report *t, const fl_kit_report *r, const char *label)
+{
+    t->checks += r->checks;
+    t->failed += r->failed;
+    if (r->context_effect > t->context_effect) t->context_effect = r->context_effect;
+    if (!t->first_failure[0] && r->first_failure[0])
+        snprintf(t->first_failure, sizeof t->first_failure, "%s%s%s", r->first_failure,
+                 label[0] ? ", " : "", label);
+    for (int i = 0; i < FL_KIT_N; i++) {
+        const fl_kit_stat *s = &r->stat[i];
+        fl_kit_stat *d = &t->stat[i];
+        if (!s->runs) continue;
+        if (!d->runs || s->worst >= d->worst) {
+            d->worst = s->worst;
+            d->worst_err = s->worst_err;
+        }
+        d->tol = s->tol;
+        d->runs += s->runs;
+        d->fails += s->fails;
+        if (!d->first_failure[0] && s->first_failure[0])
+            snprintf(d->first_failure, sizeof d->first_failure, "%s%s%s", s->first_failure,
+                     label[0] ? ", " : "", label);
+    }
+}
+
+fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *out,
+                       fl_kit_report *total)
+{
+    memset(total, 0, sizeof *total);
+    /* Configurations: the defaults, each boolean flipped, each other choice
+     * of each enum. */
+    enum { MAXV = 16 };
+    const char *vkey[MAXV] = { NULL }, *vval[MAXV] = { NULL };
+    char vbuf[MAXV][64];
+    int nv = 1;
+    for (uint32_t i = 0; i < cls->base.n_keys && nv < MAXV; i++) {
+        const fl_key *key = &cls->base.keys[i];
+        if (key->type == FL_KEY_BOOL) {
+            fl_value val;
+            char msg[64];
+            int on = key->def && !fl_value_parse(key, key->def, &val, msg, sizeof msg) && val.i;
+            vkey[nv] = key->name;
+            vval[nv++] = on ? "false" : "true";
+        } else if (key->type == FL_KEY_ENUM) {
+            for (const char *p = key->choices; p && *p && nv < MAXV;) {
+                const char *bar = strchr(p, '|');
+                size_t n = bar ? (size_t)(bar - p) : strlen(p);
+                if (n < 64 && !(key->def && strlen(key->def) == n && !strncmp(key->def, p, n))) {
+                    memcpy(vbuf[nv], p, n);
+                    vbuf[nv][n] = 0;
+                    vkey[nv] = key->name;
+                    vval[nv] = vbuf[nv];
+                    nv++;
+                }
+                p = bar ? bar + 1 : p + n;
+            }
+        }
+    }
+    uint32_t dims[3] = { 2, 5, 8 };
+    int nd = base->dim ? 1 : 3;
+    if (base->dim) dims[0] = base->dim;
+    int nctx = (cls->flags & FL_FLOW_ACCEPTS_CONTEXT) ? 2 : 1;
+    int runs = 0, refused = 0;
+    fl_status st = FL_OK;
+    for (int v = 0; v < nv && st == FL_OK; v++) {
+        fl_values vals;
+        st = variant_values(cls, vkey[v], vval[v], &vals);
+        if (st != FL_OK) break;
+        char label[160];
+        if (v) snprintf(label, sizeof label, "%s = %s", vkey[v], vval[v]);
+        else snprintf(label, sizeof label, "defaults");
+        for (int di = 0; di < nd && st == FL_OK; di++)
+            for (int ci = 0; ci < nctx && st == FL_OK; ci++) {
+                fl_kit_opts o = *base;
+                o.dim = dims[di];
+                o.ctx_dim = ci ? (base->ctx_dim ? base->ctx_dim : 3) : 0;
+                o.seed = base->seed + (uint64_t)(100 * v + 10 * di + ci);
+                fl_kit_report rep;
+                fl_err_clear();
+                fl_status rs = fl_kit_flow(cls, &vals, &o, &rep);
+                char where[256];
+                snprintf(where, sizeof where, "%s, dim %u, context %u", label, o.dim, o.ctx_dim);
+                if (rs != FL_OK) {
+                    /* A variant may refuse a shape (e.g. needs context); the
+                     * defaults without context must work. */
+                    if (v == 0 && ci == 0) {
+                        total->checks++;
+                        total->failed++;
+                        if (!total->first_failure[0])
+                            snprintf(total->first_failure, sizeof total->first_failure,
+                                     "create: %s (%s)", fl_err_msg(), where);
+                    } else {
+                        refused++;
+                        if (out) fprintf(out, "  (%s: not checked: %s)\n", where, fl_err_msg());
+                    }
+                    continue;
+                }
+                runs++;
+                merge(total, &rep, label);
+            }
+        fl_values_free(&vals);
+    }
+    if (st != FL_OK) return st;
+    if (cls->flags & FL_FLOW_ACCEPTS_CONTEXT) {
+        fl_kit_stat *s = &total->stat[FL_KIT_CONTEXT];
+        int unused = !(total->context_effect > 1e-7);
+        s->runs = 1;
+        s->tol = 0;
+        s->worst_err = total->context_effect;
+        s->worst = unused ? INFINITY : 0;
+        total->checks++;
+        if (unused) {
+            s->fails = 1;
+            total->failed++;
+            if (!total->first_failure[0])
+                snprintf(total->first_failure, sizeof total->first_failure,
+                         "context: declares FL_FLOW_ACCEPTS_CONTEXT but no configuration's output "
+                         "depends on the context");
+        }
+    }
+    total->skipped = refused;
+    if (out) {
+        fprintf(out, "%s: %d configurations, %d runs (%d shapes refused)\n", cls->base.name, nv,
+                runs, refused);
+        fprintf(out, "  %-11s %-38s %10s %9s %5s  %s\n", "check", "measure", "worst", "tol",
+                "runs", "result");
+        for (int i = 0; i < FL_KIT_N; i++) {
+            const fl_kit_stat *s = &total->stat[i];
+            if (!s->runs) continue;
+            if (i == FL_KIT_CONTEXT)
+                fprintf(out, "  %-11s %-38s %10.3g %9s %5d  %s\n", CHECKS[i].name,
+                        "max |y(c) - y(c + 0.5)| over configs", s->worst_err, "> 1e-07", s->runs,
+                        s->fails ? "FAIL" : "ok");
+            else
+                fprintf(out, "  %-11s %-38s %10.3g %9.1g %5d  %s\n", CHECKS[i].name,
+                        CHECKS[i].what, s->worst_err, s->tol, s->runs,
+                        s->fails ? "FAIL" : "ok");
+        }
+        for (int i = 0; i < FL_KIT_N; i++)
+            if (total->stat[i].fails && total->stat[i].first_failure[0])
+                fprintf(out, "  -> %s failed %d of %d times, first at %s\n", CHECKS[i].name,
+                        total->stat[i].fails, total->stat[i].runs, total->stat[i].first_failure);
+        if (total->failed && total->first_failure[0])
+            fprintf(out, "  -> FAILED: %s\n", total->first_failure);
+    }
+    return FL_OK;
+}

@@ -1,0 +1,80 @@
+/* kit.h - the conformance kit: checks that a flow layer is what it claims.
+ *
+ * For one flow class and one configuration (fl_kit_flow) it checks:
+ * the same seed gives the same numbers; the inverse round trip; the
+ * log-determinant against log|det J| with J by central finite differences
+ * (in double); for autoregressive layers, that J is triangular in the
+ * layer's declared order; backward against finite differences of a random
+ * scalar projection, separately for inputs, parameters and context; finite
+ * outputs at inputs of +-10 and with large parameters; independence of the
+ * rows of a batch in evaluation mode; for batch-coupled layers, that
+ * evaluation mode reproduces training mode once the running statistics
+ * equal the batch's. The inverse, log-determinant, triangularity and batch
+ * checks run in evaluation mode, where even batch norm treats rows
+ * independently; the gradient checks run in training mode. It also measures how much the
+ * context moves the output. fl_kit_class runs it over several
+ * configurations (the defaults, each boolean key flipped, each other enum
+ * choice), dimensions and context sizes, requires some configuration to use
+ * the context when the layer declares it, and prints one table. */
+#ifndef FL_KIT_H
+#define FL_KIT_H
+
+#include <stdio.h>
+
+#include "core/config.h"
+#include "core/registry.h"
+
+enum {
+    FL_KIT_INVERSE,
+    FL_KIT_INVERSE_LOGDET,
+    FL_KIT_LOGDET,
+    FL_KIT_GRAD_X,
+    FL_KIT_GRAD_THETA,
+    FL_KIT_GRAD_C,
+    FL_KIT_TRIANGULAR,
+    FL_KIT_CONTEXT,
+    FL_KIT_EXTREME_X,
+    FL_KIT_LARGE_THETA,
+    FL_KIT_BATCH,
+    FL_KIT_TRAIN_EVAL,
+    FL_KIT_SEED,
+    FL_KIT_N
+};
+
+typedef struct fl_kit_opts {
+    uint32_t dim, ctx_dim, rows;
+    uint64_t seed;
+    double theta_noise;   /* N(0, s^2) added to the initial parameters so
+                             zero-initialised layers are not trivially right */
+    FILE *out;            /* per-check lines of each run; NULL = silent */
+} fl_kit_opts;
+
+typedef struct fl_kit_stat {
+    int runs, fails;
+    double worst;         /* largest error / tolerance */
+    double worst_err, tol;
+    char first_failure[256];
+} fl_kit_stat;
+
+typedef struct fl_kit_report {
+    int checks, failed, skipped;
+    double context_effect;    /* max |y(c) - y(c')| seen */
+    char first_failure[512];  /* "check: measure = X exceeds tolerance Y (...)" */
+    fl_kit_stat stat[FL_KIT_N];
+} fl_kit_report;
+
+/* Runs the kit on `cls` configured by `cfg` (NULL = its defaults). Returns
+ * non-OK only when the layer cannot be created (fl_err says why); failed
+ * checks are counted in `rep`. */
+fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_kit_opts *o,
+                      fl_kit_report *rep);
+
+/* Runs the kit over configurations x dims (base->dim, or 2, 5, 8) x
+ * context (0, and base->ctx_dim or 3 when accepted), printing the table to
+ * `out` (may be NULL). */
+fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *out,
+                       fl_kit_report *total);
+
+const char *fl_kit_check_name(int id);
+
+#endif

@@ -1,0 +1,609 @@
+/* experiment.c - validating an experiment file and assembling its model. */
+#include "model/experiment.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/hostimpl.h"
+#include "tasks/task_vae.h"
+#include "tasks/task_vi.h"
+#include <math.h>
+#include "core/log.h"
+#include "core/util.h"
+
+static const fl_key exp_keys[] = {
+    { "task", FL_KEY_ENUM, "density", 0, 0, "density|vae|vi",
+      "what to do: density = fit flows to data by exact maximum likelihood; vae = a "
+      "variational autoencoder (encoder, posterior with optional flows, decoder) trained with "
+      "an estimator; vi = fit a flow posterior to an unnormalised [target]" },
+    { "name", FL_KEY_STRING, "experiment", 0, 0, NULL, "run name (default run directory prefix)" },
+    { "seed", FL_KEY_INT, "1", 0, 4611686018427387904.0, NULL,
+      "seed of every random stream (init, data, noise)" },
+    { "threads", FL_KEY_INT, "0", 0, 1024, NULL, "OpenMP threads; 0 = all cores" },
+};
+
+static const fl_key train_keys[] = {
+    { "steps", FL_KEY_INT, "2000", 0, 1e12, NULL, "optimizer steps" },
+    { "batch", FL_KEY_INT, "256", 1, 1 << 20, NULL, "examples per step" },
+    { "lr", FL_KEY_REAL, "1e-3", 0, 10, NULL, "Adam learning rate" },
+    { "beta1", FL_KEY_REAL, "0.9", 0, 0.999999, NULL, "Adam first-moment decay" },
+    { "beta2", FL_KEY_REAL, "0.999", 0, 0.99999999, NULL, "Adam second-moment decay" },
+    { "eps", FL_KEY_REAL, "1e-8", 1e-30, 1, NULL, "Adam epsilon (> 0)" },
+    { "eval_every", FL_KEY_INT, "500", 0, 1e12, NULL,
+      "steps between test evaluations (one 'epoch' row of metrics.csv); 0 = only at the end" },
+    { "log_every", FL_KEY_INT, "100", 1, 1e12, NULL,
+      "steps between log lines when stderr is not a terminal" },
+    { "ema", FL_KEY_REAL, "0", 0, 0.999999, NULL,
+      "decay of an exponential moving average of the parameters (Polyak averaging) used for "
+      "evaluation, sampling and the checkpoint's model; 0 = evaluate the last iterate. Running "
+      "statistics (batch norm) are not averaged, so with batch norm prefer 0" },
+    { "checkpoint_every", FL_KEY_INT, "0", 0, 1e12, NULL,
+      "steps between checkpoints; 0 = only at the end" },
+    { "epochs", FL_KEY_INT, "0", 0, 1e9, NULL,
+      "passes over a finite training split; when > 0 it replaces steps (steps = epochs x "
+      "floor(N / batch))" },
+    { "schedule", FL_KEY_ENUM, "constant", 0, 0, "constant|exponential|iwae",
+      "learning rate: constant; exponential = lr x lr_decay^(step / lr_decay_steps); iwae = "
+      "Burda et al.'s 3^i passes at lr x 10^(-i/7), i = 0 .. iwae_rounds-1 (replaces steps "
+      "and epochs; 8 rounds = 3,280 passes)" },
+    { "lr_decay", FL_KEY_REAL, "1", 1e-9, 1, NULL, "exponential schedule: decay factor" },
+    { "lr_decay_steps", FL_KEY_INT, "1000", 1, 1e12, NULL,
+      "exponential schedule: steps per decay factor" },
+    { "iwae_rounds", FL_KEY_INT, "8", 1, 12, NULL, "iwae schedule: number of rounds i" },
+};
+
+static const fl_key eval_keys[] = {
+    { "batch", FL_KEY_INT, "2000", 1, 1 << 20, NULL, "rows per evaluation chunk" },
+};
+
+static const fl_key vae_eval_keys[] = {
+    { "batch", FL_KEY_INT, "10000", 1, 1 << 24, NULL,
+      "samples per evaluation chunk (rows through the decoder at once; bounds memory)" },
+    { "k", FL_KEY_INT, "5000", 1, 1 << 24, NULL,
+      "importance samples per test point for the log-likelihood estimate (Burda et al.: 5000)" },
+    { "valid_k", FL_KEY_INT, "50", 1, 1 << 20, NULL,
+      "samples per validation point at each periodic evaluation (ELBO and IWAE-k from the "
+      "same samples)" },
+    { "valid_n", FL_KEY_INT, "1000", 0, 1e9, NULL,
+      "validation points per periodic evaluation (0 = all)" },
+    { "at_end", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "run the full evaluation (`flowlab eval`) on the test split after training" },
+    { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all)" },
+    { "au_threshold", FL_KEY_REAL, "0.01", 0, 1e9, NULL,
+      "active units: a latent dimension is active when Var_x E_q[z_d|x] exceeds this" },
+    { "au_samples", FL_KEY_INT, "100", 1, 1e6, NULL,
+      "samples per point for E_q[z|x] when the posterior has flows (else the exact mean)" },
+};
+
+static const fl_key data_host_keys[] = {
+    { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "data set (see `flowlab plugins`)" },
+};
+
+int64_t fl_exp_int(const fl_values *v, const char *key) { return fl_values_get(v, key)->i; }
+double fl_exp_real(const fl_values *v, const char *key) { return fl_values_get(v, key)->r; }
+
+#define NTAB(t) ((uint32_t)(sizeof(t) / sizeof((t)[0])))
+
+static fl_status resolve_host(const fl_config *c, const char *name, const fl_key *keys, uint32_t n,
+                              fl_values *out)
+{
+    const fl_key *tabs[1] = { keys };
+    uint32_t ns[1] = { n };
+    return fl_values_resolve(c, name, tabs, ns, 1, out);
+}
+
+/* Sections a task reads besides [experiment], [train], [eval] and [flow.N]. */
+static const char *const density_secs[] = { "data", NULL };
+static const char *const vae_secs[] = { "data", "encoder", "decoder", "posterior", "likelihood",
+                                        "prior", "estimator", "encoder.2", "decoder.2", NULL };
+static const char *const vi_secs[] = { "target", "estimator", "vi", NULL };
+
+static const char *const *task_sections(const char *task)
+{
+    if (strcmp(task, "vae") == 0) return vae_secs;
+    if (strcmp(task, "vi") == 0) return vi_secs;
+    return density_secs;
+}
+
+static fl_status check_sections(const fl_config *c, const char *task)
+{
+    const char *known[24] = { "experiment", "train", "eval", "flow.1" };
+    size_t nk = 4;
+    const char *const *ts = task_sections(task);
+    for (size_t i = 0; ts[i] && nk < 24; i++) known[nk++] = ts[i];
+    for (size_t i = 0; i < c->n; i++) {
+        const char *nm = c->s[i].name;
+        int ok = strcmp(nm, "flow") == 0 || strncmp(nm, "flow.", 5) == 0;
+        for (size_t k = 0; k < nk && !ok; k++) ok = strcmp(nm, known[k]) == 0;
+        if (!ok) {
+            char where[512], list[512] = "";
+            fl_config_where(c, &c->s[i], NULL, where, sizeof where);
+            for (size_t k = 0; k < nk; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                         k ? ", " : "", strcmp(known[k], "flow.1") == 0 ? "flow.N" : known[k]);
+            const char *near = fl_closest(nm, known, nk);
+            if (near)
+                fl_err("%s: unknown section [%s]; did you mean [%s]?", where, nm, near);
+            else
+                fl_err("%s: unknown section [%s] for task %s (known: %s)", where, nm, task, list);
+            return FL_ERR_INVALID;
+        }
+    }
+    return FL_OK;
+}
+
+static fl_status make_dataset(fl_experiment *e)
+{
+    const fl_config *c = e->cfg;
+    const fl_cfg_section *sec = fl_config_section(c, "data");
+    fl_cfg_entry *te = fl_config_entry(sec, "type");
+    char where[512];
+    if (!te) {
+        fl_config_where(c, sec, NULL, where, sizeof where);
+        fl_err("%s: [data] missing required key 'type' (a data set; `flowlab plugins` lists them)",
+               where);
+        return FL_ERR_INVALID;
+    }
+    const fl_comp_rec *rec = fl_registry_find(e->reg, FL_KIND_DATASET, te->value);
+    if (!rec) {
+        const char *near = fl_registry_suggest(e->reg, FL_KIND_DATASET, te->value);
+        fl_config_where(c, sec, te, where, sizeof where);
+        if (near)
+            fl_err("%s: [data] type = '%s': no such data set; did you mean '%s'?", where,
+                   te->value, near);
+        else
+            fl_err("%s: [data] type = '%s': no such data set (`flowlab plugins` lists them)",
+                   where, te->value);
+        return FL_ERR_NOT_FOUND;
+    }
+    e->dcls = &rec->cls.dataset;
+    const fl_key *tabs[2] = { data_host_keys, rec->cls.base.keys };
+    uint32_t ns[2] = { NTAB(data_host_keys), rec->cls.base.n_keys };
+    fl_status st = fl_values_resolve(c, "data", tabs, ns, 2, &e->data);
+    if (st != FL_OK) return st;
+    e->data_type = fl_strdup(te->value);
+    e->dcx = fl_ctx_new("data", &e->data, NULL, e->seed);
+    if (!e->dcx || !e->data_type) return FL_ERR_NOMEM;
+    fl_host_clear_error();
+    st = e->dcls->create(fl_host_table(), e->dcx, &e->info, &e->dself);
+    fl_ctx_end_create(e->dcx);
+    if (st != FL_OK) {
+        e->dself = NULL;
+        const char *m = fl_host_last_error();
+        fl_config_where(c, sec, NULL, where, sizeof where);
+        fl_err("%s: [data] %s: %s", where, te->value, m[0] ? m : fl_status_str(st));
+        return st;
+    }
+    if (e->info.dim == 0) {
+        fl_err("[data] %s reports dimension 0", te->value);
+        return FL_ERR_INVALID;
+    }
+    if (!(e->info.drawn & 1u)) {
+        uint64_t N = e->info.n[FL_SPLIT_TRAIN];
+        if (!e->dcls->read) {
+            fl_err("[data] %s: its training split is finite but the data set cannot read rows",
+                   te->value);
+            return FL_ERR_INVALID;
+        }
+        if (N < e->batch) {
+            fl_err("[data] %s: the training split has %llu rows, fewer than [train] batch = %u",
+                   te->value, (unsigned long long)N, e->batch);
+            return FL_ERR_INVALID;
+        }
+        e->perm = malloc(N * sizeof *e->perm);
+        if (!e->perm) return FL_ERR_NOMEM;
+    }
+    if (e->info.flags & FL_DATA_BINARIZE_DYNAMIC) {
+        e->binbuf = fl_alloc((size_t)e->batch * e->info.dim * sizeof(fl_real));
+        if (!e->binbuf) return FL_ERR_NOMEM;
+    }
+    return FL_OK;
+}
+
+fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key *keys,
+                                uint32_t n, fl_values *out)
+{
+    fl_status st = resolve_host(e->cfg, name, keys, n, out);
+    if (st == FL_OK && e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = out;
+    return st;
+}
+
+/* The error for [section] type = `type` naming no registered component. */
+static fl_status no_such_type(const fl_experiment *e, fl_kind kind, const char *section,
+                              const fl_cfg_section *sec, const fl_cfg_entry *te, const char *type)
+{
+    char where[512];
+    const char *near = fl_registry_suggest(e->reg, kind, type);
+    if (te) fl_config_where(e->cfg, sec, te, where, sizeof where);
+    else snprintf(where, sizeof where, "%s", e->cfg->path);
+    if (near)
+        fl_err("%s: [%s] type = '%s': no such %s; did you mean '%s'?", where, section, type,
+               fl_kind_name(kind), near);
+    else
+        fl_err("%s: [%s] type = '%s': no such %s (`flowlab plugins` lists them)", where,
+               section, type, fl_kind_name(kind));
+    return FL_ERR_NOT_FOUND;
+}
+
+/* Every `type` written in a component section names a registered
+ * component: checked before the data set loads, so a typo costs nothing. */
+static fl_status check_types(const fl_experiment *e)
+{
+    static const struct { const char *prefix; fl_kind kind; } kinds[] = {
+        { "posterior", FL_KIND_POSTERIOR }, { "likelihood", FL_KIND_LIKELIHOOD },
+        { "prior", FL_KIND_PRIOR },         { "estimator", FL_KIND_ESTIMATOR },
+        { "target", FL_KIND_TARGET },       { "flow", FL_KIND_FLOW },
+    };
+    const fl_config *c = e->cfg;
+    for (size_t i = 0; i < c->n; i++) {
+        const fl_cfg_section *sec = &c->s[i];
+        const fl_cfg_entry *te = fl_config_entry(sec, "type");
+        if (!te) continue;
+        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+            size_t n = strlen(kinds[k].prefix);
+            if (strncmp(sec->name, kinds[k].prefix, n) || (sec->name[n] && sec->name[n] != '.'))
+                continue;
+            if (!fl_registry_find(e->reg, kinds[k].kind, te->value))
+                return no_such_type(e, kinds[k].kind, sec->name, sec, te, te->value);
+        }
+    }
+    return FL_OK;
+}
+
+fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
+                          const char *def_type, fl_part *part)
+{
+    memset(part, 0, sizeof *part);
+    const fl_config *c = e->cfg;
+    const fl_cfg_section *sec = fl_config_section(c, section);
+    fl_cfg_entry *te = sec ? fl_config_entry(sec, "type") : NULL;
+    const char *type = te ? te->value : def_type;
+    char where[512];
+    if (!type) {
+        if (sec) fl_config_where(c, sec, NULL, where, sizeof where);
+        else snprintf(where, sizeof where, "%s", c->path);
+        fl_err("%s: [%s] missing required key 'type' (a %s; `flowlab plugins` lists them)", where,
+               section, fl_kind_name(kind));
+        return FL_ERR_INVALID;
+    }
+    part->rec = fl_registry_find(e->reg, kind, type);
+    if (!part->rec) return no_such_type(e, kind, section, sec, te, type);
+    /* Host keys: type (and k for estimators) with the class's own keys. */
+    static const fl_key type_key[] = {
+        { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "component (see `flowlab plugins`)" },
+        { "k", FL_KEY_INT, "1", 1, 1 << 20, NULL,
+          "samples per data point (the estimator's k; the same k for every estimator type)" },
+    };
+    const fl_key *tabs[2] = { type_key, part->rec->cls.base.keys };
+    uint32_t ns[2] = { kind == FL_KIND_ESTIMATOR ? 2u : 1u, part->rec->cls.base.n_keys };
+    fl_status st;
+    if (!te) {
+        /* Default type: resolve with the type filled in so config.ini shows it. */
+        fl_config_put(e->cfg, section, "type", type, 0);
+    }
+    st = fl_values_resolve(c, section, tabs, ns, 2, &part->cfg);
+    if (st != FL_OK) return st;
+    int listed = 0;
+    for (size_t i = 0; i < e->n_extra; i++) listed |= e->extra[i] == &part->cfg;
+    if (!listed && e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = &part->cfg;
+    part->cx = fl_ctx_new(section, &part->cfg, &e->arena, e->seed);
+    if (!part->cx) return FL_ERR_NOMEM;
+    fl_host_clear_error();
+    return FL_OK;
+}
+
+fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st)
+{
+    fl_ctx_end_create(part->cx);
+    part->block = part->cx->block;
+    if (st != FL_OK) {
+        /* the component's own message, after where its section is */
+        const char *m = fl_host_last_error();
+        char where[512];
+        fl_config_where(e->cfg, fl_config_section(e->cfg, part->cfg.section), NULL, where,
+                        sizeof where);
+        fl_err("%s: [%s] %s: %s", where, part->cfg.section, part->rec->cls.base.name,
+               m[0] ? m : fl_status_str(st));
+        part->self = NULL;
+    }
+    return st;
+}
+
+void fl_part_free(fl_part *part, void (*destroy)(void *))
+{
+    if (part->self && destroy) destroy(part->self);
+    part->self = NULL;
+    fl_ctx_free(part->cx);
+    part->cx = NULL;
+    fl_values_free(&part->cfg);
+}
+
+/* Optimizer steps per pass over the training data: whole batches of a
+ * finite split, as fl_experiment_train_batch draws them, or 1 when the
+ * split is drawn (endless; a "pass" is then one step). fl_experiment_steps
+ * and fl_experiment_lr both use it, so the iwae schedule's length and its
+ * learning rates agree. (A finite split smaller than one batch is refused
+ * when the data set is made.) */
+static uint64_t steps_per_epoch(const fl_experiment *e)
+{
+    if ((e->info.drawn & 1u) || !e->batch || e->info.n[FL_SPLIT_TRAIN] < e->batch) return 1;
+    return e->info.n[FL_SPLIT_TRAIN] / e->batch;
+}
+
+static int finite_split(const fl_experiment *e)
+{
+    return !(e->info.drawn & 1u) && e->info.n[FL_SPLIT_TRAIN] >= e->batch && e->batch;
+}
+
+/* [train] steps written out but replaced by epochs or the iwae schedule:
+ * say so, since `--set train.steps=N` is the usual way to shorten a run. */
+static void warn_unused_steps(const fl_experiment *e, const fl_config *cfg)
+{
+    const fl_cfg_section *sec = fl_config_section(cfg, "train");
+    const fl_cfg_entry *se = sec ? fl_config_entry(sec, "steps") : NULL;
+    const uint64_t steps = fl_experiment_steps(e);
+    if (!se || steps == (uint64_t)fl_exp_int(&e->train, "steps")) return;
+    char where[512];
+    fl_config_where(cfg, sec, se, where, sizeof where);
+    const int iwae = strcmp(fl_values_get(&e->train, "schedule")->text, "iwae") == 0;
+    const int epochs = fl_exp_int(&e->train, "epochs") > 0;
+    fl_log(FL_LOG_WARN, "%s: [train] steps = %s is not used: %s sets the run's length (%llu "
+           "steps); add%s%s to use it",
+           where, se->value, iwae ? "schedule = iwae" : "epochs", (unsigned long long)steps,
+           iwae ? " --set train.schedule=constant" : "", epochs ? " --set train.epochs=0" : "");
+}
+
+const fl_key *fl_experiment_section_keys(const char *section, int vae, uint32_t *n)
+{
+    static const struct { const char *name; const fl_key *keys; uint32_t n; } t[] = {
+        { "experiment", exp_keys, NTAB(exp_keys) }, { "train", train_keys, NTAB(train_keys) },
+        { "eval", eval_keys, NTAB(eval_keys) },     { "data", data_host_keys, NTAB(data_host_keys) },
+    };
+    if (vae && strcmp(section, "eval") == 0) {
+        *n = NTAB(vae_eval_keys);
+        return vae_eval_keys;
+    }
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (strcmp(section, t[i].name) == 0) {
+            *n = t[i].n;
+            return t[i].keys;
+        }
+    return NULL;
+}
+
+uint64_t fl_experiment_steps(const fl_experiment *e)
+{
+    const char *sched = fl_values_get(&e->train, "schedule")->text;
+    if (strcmp(sched, "iwae") == 0) { /* the schedule's passes replace steps and epochs */
+        int64_t rounds = fl_exp_int(&e->train, "iwae_rounds");
+        uint64_t passes = 0, p = 1;
+        for (int64_t i = 0; i < rounds; i++, p *= 3) passes += p;
+        return passes * steps_per_epoch(e);
+    }
+    int64_t epochs = fl_exp_int(&e->train, "epochs");
+    if (epochs > 0 && finite_split(e)) return (uint64_t)epochs * steps_per_epoch(e);
+    return (uint64_t)fl_exp_int(&e->train, "steps");
+}
+
+double fl_experiment_lr(const fl_experiment *e, uint64_t step)
+{
+    double lr = fl_exp_real(&e->train, "lr");
+    const char *sched = fl_values_get(&e->train, "schedule")->text;
+    if (strcmp(sched, "exponential") == 0)
+        return lr * pow(fl_exp_real(&e->train, "lr_decay"),
+                        (double)step / (double)fl_exp_int(&e->train, "lr_decay_steps"));
+    if (strcmp(sched, "iwae") == 0) {
+        uint64_t per_epoch = steps_per_epoch(e);
+        uint64_t epoch = step / per_epoch, start = 0, p = 1;
+        int64_t rounds = fl_exp_int(&e->train, "iwae_rounds"), i = 0;
+        while (i < rounds - 1 && epoch >= start + p) {
+            start += p;
+            p *= 3;
+            i++;
+        }
+        return lr * pow(10.0, -(double)i / 7.0);
+    }
+    return lr;
+}
+
+fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out)
+{
+    fl_experiment *e = calloc(1, sizeof *e);
+    if (!e) {
+        fl_config_free(cfg);
+        return FL_ERR_NOMEM;
+    }
+    e->cfg = cfg;
+    e->reg = reg;
+    fl_status st = resolve_host(cfg, "experiment", exp_keys, NTAB(exp_keys), &e->exp);
+    if (st != FL_OK) goto fail;
+    e->task = fl_values_get(&e->exp, "task")->text;
+    int is_vae = strcmp(e->task, "vae") == 0, is_vi = strcmp(e->task, "vi") == 0;
+    st = check_sections(cfg, e->task);
+    if (st == FL_OK) st = check_types(e);
+    if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, NTAB(train_keys), &e->train);
+    if (st == FL_OK)
+        st = is_vae ? resolve_host(cfg, "eval", vae_eval_keys, NTAB(vae_eval_keys), &e->eval)
+                    : resolve_host(cfg, "eval", eval_keys, NTAB(eval_keys), &e->eval);
+    if (st != FL_OK) goto fail;
+    e->seed = (uint64_t)fl_exp_int(&e->exp, "seed");
+    e->batch = (uint32_t)fl_exp_int(&e->train, "batch");
+    e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
+    e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
+
+    if (!is_vi) {
+        st = make_dataset(e);
+        if (st != FL_OK) goto fail;
+    }
+    if (is_vae) {
+        st = fl_vae_build(e);
+    } else if (is_vi) {
+        st = fl_vi_build(e);
+    } else {
+        e->stack = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);
+        st = e->stack ? fl_stack_from_config(e->stack, reg, cfg) : FL_ERR_NOMEM;
+        if (st == FL_OK && e->stack->n == 0) {
+            fl_err("%s: the model has no flow layers: add a [flow.1] section with a type",
+                   cfg->path);
+            st = FL_ERR_INVALID;
+        }
+        /* Metadata checks at load time, not at the end of training. */
+        for (size_t i = 0; st == FL_OK && i < e->stack->n; i++)
+            if (!(e->stack->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) {
+                fl_log(FL_LOG_WARN, "[%s] %s has no inverse: this model can be trained and "
+                       "evaluated but not sampled", e->stack->L[i].cx->path,
+                       e->stack->L[i].cls->base.name);
+                break;
+            }
+        if (st == FL_OK) st = fl_arena_finalize(&e->arena, e->seed);
+        if (st == FL_OK) st = fl_stack_ready(e->stack);
+    }
+    if (st != FL_OK) goto fail;
+    warn_unused_steps(e, cfg);
+    *out = e;
+    return FL_OK;
+fail:
+    fl_experiment_free(e);
+    return st;
+}
+
+void fl_experiment_free(fl_experiment *e)
+{
+    if (!e) return;
+    fl_vae_free(e);
+    fl_vi_free(e);
+    fl_stack_free(e->stack);
+    if (e->dself) e->dcls->destroy(e->dself);
+    fl_ctx_free(e->dcx);
+    fl_arena_free(&e->arena);
+    fl_values_free(&e->exp);
+    fl_values_free(&e->train);
+    fl_values_free(&e->eval);
+    fl_values_free(&e->data);
+    free(e->data_type);
+    free(e->perm);
+    fl_free(e->binbuf);
+    fl_config_free(e->cfg);
+    free(e);
+}
+
+fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b)
+{
+    fl_buf_printf(b, "; resolved by flowlab from %s: every key, defaults included\n\n",
+                  e->cfg->path);
+    fl_values_write(&e->exp, b);
+    if (e->data.section) fl_values_write(&e->data, b);
+    for (size_t i = 0; i < e->n_extra; i++) fl_values_write(e->extra[i], b);
+    /* One section per [flow.N] as written (not per expanded copy). */
+    const char *last = NULL;
+    for (size_t i = 0; e->stack && i < e->stack->n; i++) {
+        const fl_layer *l = &e->stack->L[i];
+        const fl_value *t = fl_values_get(&l->cfg, "type");
+        if (!t) continue; /* an interleaved permutation */
+        if (last && strcmp(last, l->cfg.section) == 0) continue;
+        last = l->cfg.section;
+        fl_values_write(&l->cfg, b);
+    }
+    fl_values_write(&e->train, b);
+    fl_values_write(&e->eval, b);
+    return b->failed ? FL_ERR_NOMEM : FL_OK;
+}
+
+/* x <- (u < x) with u uniform from (key, sub): a Bernoulli draw per grey
+ * level. `u` is scratch of n values (or NULL: drawn in small pieces). */
+static void binarize(fl_rng_key key, uint64_t sub, size_t n, fl_real *x, fl_real *u)
+{
+    fl_real piece[256];
+    for (size_t i = 0; i < n;) {
+        size_t m = u ? n : (n - i < 256 ? n - i : 256);
+        fl_real *buf = u ? u : piece;
+        fl_rng_uniform(key, sub, i, m, buf);
+        for (size_t j = 0; j < m; j++) x[i + j] = buf[j] < x[i + j] ? (fl_real)1 : (fl_real)0;
+        i += m;
+    }
+}
+
+fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **rows, uint64_t *n)
+{
+    uint64_t cnt = e->info.n[split];
+    uint32_t dim = e->info.dim;
+    if (cnt == 0) {
+        fl_err("[data] %s has no %s split", e->data_type, split == FL_SPLIT_TEST ? "test" : "valid");
+        return FL_ERR_NOT_FOUND;
+    }
+    fl_real *x = fl_alloc(cnt * dim * sizeof(fl_real));
+    if (!x) return FL_ERR_NOMEM;
+    fl_status st = FL_OK;
+    const uint32_t chunk = 4096;
+    if (e->info.drawn & (1u << split)) {
+        char name[320];
+        snprintf(name, sizeof name, "%s/%s", split == FL_SPLIT_TEST ? "test" : "valid",
+                 e->data_type);
+        fl_rng_key key = fl_rng_key_make(0, name);
+        for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
+            uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
+            st = e->dcls->draw(e->dself, split, key, i, m, x + i * dim);
+        }
+    } else {
+        uint64_t idx[4096];
+        for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
+            uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
+            for (uint32_t j = 0; j < m; j++) idx[j] = i + j;
+            st = e->dcls->read(e->dself, split, idx, m, x + i * dim);
+        }
+    }
+    if (st != FL_OK) {
+        fl_free(x);
+        const char *m = fl_host_last_error();
+        fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
+        return st;
+    }
+    if (e->info.flags & FL_DATA_BINARIZE_DYNAMIC) {
+        /* Evaluation sets are binarized once, independently of the seed, so
+         * every run is scored on the same binary images. */
+        char name[320];
+        snprintf(name, sizeof name, "binarize/%s/%s", split == FL_SPLIT_TEST ? "test" : "valid",
+                 e->data_type);
+        binarize(fl_rng_key_make(0, name), 0, (size_t)cnt * dim, x, NULL);
+    }
+    *rows = x;
+    *n = cnt;
+    return FL_OK;
+}
+
+fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out)
+{
+    fl_status st;
+    if (e->info.drawn & 1u) {
+        fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
+        st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
+    } else {
+        const uint64_t N = e->info.n[FL_SPLIT_TRAIN], per_epoch = N / n;
+        const uint64_t epoch = step / per_epoch, b = step % per_epoch;
+        if (e->perm_epoch != epoch + 1) {
+            /* Fisher-Yates from (seed, epoch): the order never depends on
+             * anything but the epoch number. */
+            fl_rng_key key = fl_rng_key_make(e->seed, "data.shuffle");
+            for (uint64_t i = 0; i < N; i++) e->perm[i] = i;
+            for (uint64_t i = N - 1; i > 0; i--) {
+                fl_real u;
+                fl_rng_uniform(key, epoch, i, 1, &u);
+                uint64_t j = (uint64_t)(u * (fl_real)(i + 1));
+                if (j > i) j = i;
+                uint64_t t = e->perm[i];
+                e->perm[i] = e->perm[j];
+                e->perm[j] = t;
+            }
+            e->perm_epoch = epoch + 1;
+        }
+        st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n, n, out);
+    }
+    if (st != FL_OK) {
+        const char *m = fl_host_last_error();
+        fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
+    }
+    if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))
+        binarize(fl_rng_key_make(e->seed, "data.binarize"), step, (size_t)n * e->info.dim, out,
+                 e->binbuf);
+    return st;
+}

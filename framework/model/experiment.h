@@ -1,0 +1,107 @@
+/* experiment.h - an experiment file turned into a ready model.
+ *
+ * Validates every section of the config against the host's keys and the
+ * chosen components' schemas (unknown sections and keys included), creates
+ * the data set and the model, and finalises the parameter arena. */
+#ifndef FL_EXPERIMENT_H
+#define FL_EXPERIMENT_H
+
+#include "core/config.h"
+#include "core/params.h"
+#include "core/registry.h"
+#include "model/stack.h"
+
+struct fl_vae;
+struct fl_vi;
+
+/* At most this many resolved sections are written to config.ini. */
+#define FL_EXP_MAX_SECTIONS 64
+
+typedef struct fl_experiment {
+    fl_config *cfg;                 /* owned */
+    const fl_registry *reg;         /* not owned */
+    fl_values exp, train, eval, data;
+    uint64_t seed;
+    const char *task;               /* "density", "vae", "vi" */
+
+    const fl_dataset_class *dcls;
+    fl_ctx *dcx;
+    void *dself;
+    fl_dataset_info info;
+    char *data_type;
+
+    uint64_t *perm;                 /* finite train split: this epoch's order */
+    uint64_t perm_epoch;            /* epoch `perm` belongs to, +1 (0 = none) */
+    fl_real *binbuf;                /* dynamic binarization: batch x dim uniforms */
+
+    fl_arena arena;
+    fl_stack *stack;                /* density: the model; vae, vi: the
+                                       posterior's flows (may be empty) */
+    struct fl_vae *vae;             /* task vae (task_vae.h) */
+    struct fl_vi *vi;               /* task vi (task_vi.h) */
+    uint32_t batch, eval_batch, max_rows;
+
+    /* Task sections in config order for config.ini (not owned). */
+    const fl_values *extra[FL_EXP_MAX_SECTIONS];
+    size_t n_extra;
+} fl_experiment;
+
+/* A component instance made from a config section. */
+typedef struct fl_part {
+    const fl_comp_rec *rec;         /* class (registry-owned) */
+    fl_values cfg;                  /* resolved section (owned) */
+    fl_ctx *cx;                     /* owned */
+    void *self;                     /* instance, destroyed by fl_part_free */
+    size_t block;                   /* parameter block start in the arena */
+} fl_part;
+
+/* Resolves section `section` as a component of `kind` (its `type`, or
+ * `def_type` when the section or key is absent; NULL = required) and
+ * prepares its ctx; the caller then calls the class's create with
+ * part->cx and stores the instance in part->self, then fl_part_created.
+ * Errors name file, line and key. */
+fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
+                          const char *def_type, fl_part *part);
+/* Ends the create phase; `st` is create's status: on failure formats the
+ * component's message into fl_err and returns it. */
+fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st);
+/* Destroys the instance (with the class's destroy `destroy`) and frees. */
+void fl_part_free(fl_part *part, void (*destroy)(void *));
+
+/* Resolves a host-only section (keys in `keys`) and records it for
+ * config.ini. */
+fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key *keys,
+                                uint32_t n, fl_values *out);
+
+/* Training length in optimizer steps ([train] steps, or epochs x batches
+ * per epoch, or the IWAE schedule's passes). */
+uint64_t fl_experiment_steps(const fl_experiment *e);
+/* The host's keys of [experiment], [train], [eval] (the vae task's when
+ * `vae`) and [data] (besides the data set's own): a static table and its
+ * length in *n, or NULL for another name. */
+const fl_key *fl_experiment_section_keys(const char *section, int vae, uint32_t *n);
+/* Learning rate at `step` under [train] schedule. */
+double fl_experiment_lr(const fl_experiment *e, uint64_t step);
+
+/* Builds the experiment; takes ownership of `cfg` (also on failure). */
+fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out);
+void fl_experiment_free(fl_experiment *e);
+
+/* The resolved config (every key, defaults included) as INI text. */
+fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b);
+
+/* Rows of a fixed evaluation split (drawn sets: a fixed key independent of
+ * the experiment seed, so every seed is scored on the same points). The
+ * caller frees *rows with fl_free. */
+fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **rows, uint64_t *n);
+
+/* Training batch `step` (from 0): fresh draws for drawn sets; for finite
+ * sets, batch step % (N / n) of epoch step / (N / n), epochs reshuffled from
+ * the seed (the last N mod n rows of an epoch are skipped). Allocates
+ * nothing. */
+fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out);
+
+int64_t fl_exp_int(const fl_values *v, const char *key);
+double fl_exp_real(const fl_values *v, const char *key);
+
+#endif

@@ -1,0 +1,288 @@
+/* stack.c - building flow stacks from [flow.N] sections and running them. */
+#include "model/stack.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/hostimpl.h"
+#include "core/log.h"
+#include "core/util.h"
+
+const fl_key fl_flow_host_keys[] = {
+    { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "flow component (see `flowlab plugins`)" },
+    { "repeat", FL_KEY_INT, "1", 1, 100000, NULL, "how many copies of this layer to stack" },
+    { "permute", FL_KEY_ENUM, "none", 0, 0, "none|reverse|random",
+      "permutation inserted between the repeated copies" },
+};
+const uint32_t fl_flow_host_nkeys = 3;
+
+fl_stack *fl_stack_new(fl_arena *arena, uint64_t seed, uint32_t dim, uint32_t ctx_dim,
+                       uint32_t max_rows)
+{
+    fl_stack *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->arena = arena;
+    s->seed = seed;
+    s->dim = dim;
+    s->ctx_dim = ctx_dim;
+    s->max_rows = max_rows;
+    return s;
+}
+
+void fl_stack_free(fl_stack *s)
+{
+    if (!s) return;
+    for (size_t i = s->n; i-- > 0;) {
+        fl_layer *l = &s->L[i];
+        if (l->self) l->cls->destroy(l->self);
+        fl_ctx_free(l->cx);
+        fl_values_free(&l->cfg);
+    }
+    if (s->act)
+        for (size_t i = 1; i <= s->n; i++) fl_free(s->act[i]);
+    free(s->act);
+    fl_free(s->g0);
+    fl_free(s->g1);
+    free(s->L);
+    free(s);
+}
+
+fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path, fl_values *cfg,
+                        uint32_t index)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        fl_layer *nl = realloc(s->L, cap * sizeof *nl);
+        if (!nl) {
+            fl_values_free(cfg);
+            return FL_ERR_NOMEM;
+        }
+        s->L = nl;
+        s->cap = cap;
+    }
+    fl_layer *l = &s->L[s->n];
+    memset(l, 0, sizeof *l);
+    l->cls = cls;
+    l->cfg = *cfg;
+    memset(cfg, 0, sizeof *cfg);
+    s->n++; /* owned from here on: freed with the stack even on failure */
+    l->cx = fl_ctx_new(path, &l->cfg, s->arena, s->seed);
+    if (!l->cx) return FL_ERR_NOMEM;
+    l->block = l->cx->block;
+    fl_flow_shape sh = { s->dim, s->ctx_dim, s->max_rows, index, (uint32_t)(s->n - 1) };
+    fl_host_clear_error();
+    fl_status st = cls->create(fl_host_table(), l->cx, &sh, &l->self);
+    fl_ctx_end_create(l->cx);
+    if (st != FL_OK) {
+        l->self = NULL;
+        const char *m = fl_host_last_error();
+        fl_err("[%s] %s: cannot create: %s", path, cls->base.name, m[0] ? m : fl_status_str(st));
+        return st;
+    }
+    return FL_OK;
+}
+
+typedef struct sect {
+    long n;
+    const fl_cfg_section *s;
+} sect;
+
+static int cmp_sect(const void *a, const void *b)
+{
+    long x = ((const sect *)a)->n, y = ((const sect *)b)->n;
+    return (x > y) - (x < y);
+}
+
+/* Validates a flow section and returns its class; *cfg gets the values. */
+static fl_status resolve_flow(const fl_registry *reg, const fl_config *cfg, const char *name,
+                              const char *type_override, const fl_flow_class **cls,
+                              fl_values *vals)
+{
+    const fl_cfg_section *sec = fl_config_section(cfg, name);
+    const char *type = type_override;
+    char where[512];
+    if (!type) {
+        fl_cfg_entry *e = fl_config_entry(sec, "type");
+        if (!e) {
+            fl_config_where(cfg, sec, NULL, where, sizeof where);
+            fl_err("%s: [%s] missing required key 'type' (a flow; `flowlab plugins` lists them)",
+                   where, name);
+            return FL_ERR_INVALID;
+        }
+        type = e->value;
+        const fl_comp_rec *rec = fl_registry_find(reg, FL_KIND_FLOW, type);
+        if (!rec) {
+            const char *near = fl_registry_suggest(reg, FL_KIND_FLOW, type);
+            fl_config_where(cfg, sec, e, where, sizeof where);
+            if (near)
+                fl_err("%s: [%s] type = '%s': no such flow; did you mean '%s'?", where, name, type,
+                       near);
+            else
+                fl_err("%s: [%s] type = '%s': no such flow (`flowlab plugins` lists them)", where,
+                       name, type);
+            return FL_ERR_NOT_FOUND;
+        }
+        *cls = &rec->cls.flow;
+        const fl_key *tabs[2] = { fl_flow_host_keys, rec->cls.base.keys };
+        uint32_t ns[2] = { fl_flow_host_nkeys, rec->cls.base.n_keys };
+        return fl_values_resolve(cfg, name, tabs, ns, 2, vals);
+    }
+    const fl_comp_rec *rec = fl_registry_find(reg, FL_KIND_FLOW, type);
+    if (!rec) {
+        fl_err("flow '%s' (needed for 'permute') is not loaded", type);
+        return FL_ERR_NOT_FOUND;
+    }
+    *cls = &rec->cls.flow;
+    const fl_key *tabs[1] = { rec->cls.base.keys };
+    uint32_t ns[1] = { rec->cls.base.n_keys };
+    return fl_values_resolve(cfg, "", tabs, ns, 1, vals);
+}
+
+fl_status fl_stack_from_config(fl_stack *s, const fl_registry *reg, const fl_config *cfg)
+{
+    sect *ss = calloc(cfg->n + 1, sizeof *ss);
+    if (!ss) return FL_ERR_NOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < cfg->n; i++) {
+        const char *nm = cfg->s[i].name;
+        if (strcmp(nm, "flow") == 0) ss[m++] = (sect){ 0, &cfg->s[i] };
+        else if (strncmp(nm, "flow.", 5) == 0) {
+            char *end;
+            long k = strtol(nm + 5, &end, 10);
+            if (*end || end == nm + 5 || k < 0) {
+                char where[512];
+                fl_config_where(cfg, &cfg->s[i], NULL, where, sizeof where);
+                fl_err("%s: bad section name [%s]: flow sections are [flow] or [flow.N], N >= 0",
+                       where, nm);
+                free(ss);
+                return FL_ERR_INVALID;
+            }
+            ss[m++] = (sect){ k, &cfg->s[i] };
+        }
+    }
+    qsort(ss, m, sizeof *ss, cmp_sect);
+    for (size_t i = 1; i < m; i++)
+        if (ss[i].n == ss[i - 1].n) {
+            fl_err("%s: sections [%s] and [%s] have the same position", cfg->path,
+                   ss[i - 1].s->name, ss[i].s->name);
+            free(ss);
+            return FL_ERR_INVALID;
+        }
+    fl_status st = FL_OK;
+    for (size_t i = 0; i < m && st == FL_OK; i++) {
+        const char *name = ss[i].s->name;
+        const fl_flow_class *cls;
+        fl_values v;
+        st = resolve_flow(reg, cfg, name, NULL, &cls, &v);
+        if (st != FL_OK) break;
+        int64_t repeat = fl_values_get(&v, "repeat")->i;
+        int64_t perm = fl_values_get(&v, "permute")->i;
+        for (int64_t r = 0; r < repeat && st == FL_OK; r++) {
+            fl_values copy;
+            if (r + 1 < repeat) {
+                /* Each copy owns its values; re-resolve (cheap, validated). */
+                st = resolve_flow(reg, cfg, name, NULL, &cls, &copy);
+                if (st != FL_OK) break;
+            } else {
+                copy = v;
+                memset(&v, 0, sizeof v);
+            }
+            char path[300];
+            snprintf(path, sizeof path, repeat > 1 ? "%s.%lld" : "%s", name, (long long)r);
+            st = fl_stack_push(s, cls, path, &copy, (uint32_t)r);
+            if (st != FL_OK && st != FL_ERR_NOMEM) { /* say where the section is */
+                char where[512], *m = fl_strdup(fl_err_msg());
+                fl_config_where(cfg, fl_config_section(cfg, name), NULL, where, sizeof where);
+                if (m) fl_err("%s: %s", where, m);
+                free(m);
+            }
+            if (st == FL_OK && perm && r + 1 < repeat) {
+                const fl_flow_class *pc;
+                fl_values pv;
+                st = resolve_flow(reg, cfg, name, perm == 1 ? "reverse" : "permute", &pc, &pv);
+                snprintf(path, sizeof path, "%s.%lld.perm", name, (long long)r);
+                if (st == FL_OK) st = fl_stack_push(s, pc, path, &pv, (uint32_t)r);
+            }
+        }
+        fl_values_free(&v);
+    }
+    free(ss);
+    return st;
+}
+
+fl_status fl_stack_ready(fl_stack *s)
+{
+    size_t sz = (size_t)s->max_rows * s->dim * sizeof(fl_real);
+    s->act = calloc(s->n + 1, sizeof *s->act);
+    s->g0 = fl_alloc(sz);
+    s->g1 = fl_alloc(sz);
+    if (!s->act || !s->g0 || !s->g1) return FL_ERR_NOMEM;
+    for (size_t i = 1; i <= s->n; i++)
+        if (!(s->act[i] = fl_alloc(sz))) return FL_ERR_NOMEM;
+    return FL_OK;
+}
+
+static fl_status layer_fail(const fl_layer *l, const char *what, fl_status st)
+{
+    const char *m = fl_host_last_error();
+    fl_err("[%s] %s %s failed: %s", l->cx->path, l->cls->base.name, what,
+           m[0] ? m : fl_status_str(st));
+    return st;
+}
+
+fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *x,
+                           const fl_real *c, fl_real *logdet, const fl_real **u)
+{
+    s->act[0] = (fl_real *)x; /* read-only: layers get it as const input */
+    fl_host_clear_error();
+    for (size_t i = 0; i < s->n; i++) {
+        fl_layer *l = &s->L[i];
+        fl_flow_fwd a = { n, mode, s->arena->theta + l->block, s->act[i], s->act[i + 1], logdet,
+                          c };
+        fl_status st = l->cls->forward(l->self, &a);
+        if (st != FL_OK) return layer_fail(l, "forward", st);
+    }
+    *u = s->act[s->n];
+    return FL_OK;
+}
+
+fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *c,
+                            const fl_real *du, const fl_real *dlogdet, fl_real *dx, fl_real *dc)
+{
+    const fl_real *dy = du;
+    fl_real *bufs[2] = { s->g0, s->g1 };
+    fl_host_clear_error();
+    size_t rowbytes = (size_t)n * s->dim * sizeof(fl_real);
+    for (size_t i = s->n; i-- > 0;) {
+        fl_layer *l = &s->L[i];
+        fl_real *out = (i == 0 && dx) ? dx : bufs[i & 1];
+        if (out != dx) memset(out, 0, rowbytes);
+        fl_flow_bwd a = { n, mode, s->arena->theta + l->block, s->arena->grad + l->block,
+                          s->act[i], s->act[i + 1], c, dy, dlogdet, out, dc };
+        fl_status st = l->cls->backward(l->self, &a);
+        if (st != FL_OK) return layer_fail(l, "backward", st);
+        dy = out;
+    }
+    return FL_OK;
+}
+
+fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *u,
+                           const fl_real *c, fl_real *x, fl_real *logdet)
+{
+    const fl_real *y = u;
+    fl_host_clear_error();
+    for (size_t i = s->n; i-- > 0;) {
+        fl_layer *l = &s->L[i];
+        if (!(l->cls->flags & FL_FLOW_HAS_INVERSE)) {
+            fl_err("[%s] %s has no inverse: this model cannot be sampled", l->cx->path,
+                   l->cls->base.name);
+            return FL_ERR_UNSUPPORTED;
+        }
+        fl_real *out = i == 0 ? x : s->act[i];
+        fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c };
+        fl_status st = l->cls->inverse(l->self, &a);
+        if (st != FL_OK) return layer_fail(l, "inverse", st);
+        y = out;
+    }
+    return FL_OK;
+}

@@ -1,0 +1,61 @@
+/* stack.h - a sequence of flow layers and the buffers between them.
+ *
+ * Forward keeps every intermediate activation so backward can hand each
+ * layer the input it saw; all buffers are sized for max_rows once. */
+#ifndef FL_STACK_H
+#define FL_STACK_H
+
+#include "core/config.h"
+#include "core/params.h"
+#include "core/registry.h"
+
+typedef struct fl_layer {
+    const fl_flow_class *cls;
+    fl_values cfg;        /* owned */
+    fl_ctx *cx;           /* owned */
+    void *self;
+    size_t block;         /* parameter block start in the arena */
+} fl_layer;
+
+typedef struct fl_stack {
+    fl_layer *L;
+    size_t n, cap;
+    uint32_t dim, ctx_dim, max_rows;
+    uint64_t seed;
+    fl_arena *arena;      /* not owned */
+    fl_real **act;        /* n+1 activations; act[0] is the caller's input */
+    fl_real *g0, *g1;     /* gradient ping-pong */
+} fl_stack;
+
+fl_stack *fl_stack_new(fl_arena *arena, uint64_t seed, uint32_t dim, uint32_t ctx_dim,
+                       uint32_t max_rows);
+/* Creates one layer of class `cls` with resolved values `cfg` (taken over,
+ * also on failure) at path `path`, `index` within its repeat group. */
+fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path, fl_values *cfg,
+                        uint32_t index);
+/* Adds every [flow] / [flow.N] section of `cfg` (sorted by N), expanding
+ * `repeat` and interleaving `permute`. */
+fl_status fl_stack_from_config(fl_stack *s, const fl_registry *reg, const fl_config *cfg);
+/* Allocates the activation buffers; call after the arena is finalised. */
+fl_status fl_stack_ready(fl_stack *s);
+void fl_stack_free(fl_stack *s);
+
+/* u = f_T o ... o f_1 (x); logdet (n) is accumulated. Returns the output
+ * buffer (owned by the stack, valid until the next call). x must stay
+ * unchanged until backward. */
+fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *x,
+                           const fl_real *c, fl_real *logdet, const fl_real **u);
+/* Backward of the last forward: accumulates parameter gradients into the
+ * arena, and dx/dc when not NULL. */
+fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *c,
+                            const fl_real *du, const fl_real *dlogdet, fl_real *dx, fl_real *dc);
+/* x = f^-1(u), layer by layer in reverse; logdet (may be NULL) accumulates
+ * log|det dx/du|. */
+fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *u,
+                           const fl_real *c, fl_real *x, fl_real *logdet);
+
+/* The host keys of a [flow.N] section. */
+extern const fl_key fl_flow_host_keys[];
+extern const uint32_t fl_flow_host_nkeys;
+
+#endif

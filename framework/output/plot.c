@@ -1,0 +1,602 @@
+/* plot.c - the canvas and the pictures of a density run. */
+#include "output/plot.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "output/pngfile.h"
+#include "output/rundir.h"
+#include "tasks/task_density.h"
+#include "tasks/task_vi.h"
+
+#define HALF_LOG_2PI 0.91893853320467274178
+#define GRID 200            /* heatmap cells per side (= pixels) */
+#define N_SAMPLES 5000
+#define BLUR_SIGMA 1.5      /* data histogram smoothing, in cells */
+
+fl_status fl_canvas_init(fl_canvas *c, uint32_t w, uint32_t h, fl_rgb bg)
+{
+    memset(c, 0, sizeof *c);
+    if (w == 0 || h == 0 || w > 65535 || h > 65535) {
+        fl_err("bad canvas size %ux%u", w, h);
+        return FL_ERR_INVALID;
+    }
+    c->rgb = malloc((size_t)w * h * 3);
+    if (!c->rgb) return FL_ERR_NOMEM;
+    c->w = w;
+    c->h = h;
+    fl_canvas_window(c, 0, 0, 1, 0, 1);
+    fl_canvas_fill(c, bg);
+    return FL_OK;
+}
+
+void fl_canvas_free(fl_canvas *c)
+{
+    free(c->rgb);
+    memset(c, 0, sizeof *c);
+}
+
+void fl_canvas_window(fl_canvas *c, uint32_t margin, double x_min, double x_max, double y_min,
+                      double y_max)
+{
+    if (2 * (uint64_t)margin >= c->w || 2 * (uint64_t)margin >= c->h) margin = 0;
+    c->px0 = margin;
+    c->py0 = margin;
+    c->px1 = c->w - margin;
+    c->py1 = c->h - margin;
+    if (!(x_max > x_min)) x_min -= 0.5, x_max = x_min + 1;
+    if (!(y_max > y_min)) y_min -= 0.5, y_max = y_min + 1;
+    c->x_min = x_min;
+    c->x_max = x_max;
+    c->y_min = y_min;
+    c->y_max = y_max;
+}
+
+static void put(fl_canvas *c, long x, long y, fl_rgb col)
+{
+    if (x < 0 || y < 0 || x >= (long)c->w || y >= (long)c->h) return;
+    uint8_t *p = c->rgb + ((size_t)y * c->w + (size_t)x) * 3;
+    p[0] = col.r;
+    p[1] = col.g;
+    p[2] = col.b;
+}
+
+void fl_canvas_fill(fl_canvas *c, fl_rgb col)
+{
+    for (size_t i = 0; i < (size_t)c->w * c->h; i++) {
+        c->rgb[3 * i] = col.r;
+        c->rgb[3 * i + 1] = col.g;
+        c->rgb[3 * i + 2] = col.b;
+    }
+}
+
+/* matplotlib's viridis at t = 0, 1/8, ..., 1. */
+static const uint8_t viridis[9][3] = {
+    { 68, 1, 84 },    { 71, 44, 122 },  { 59, 81, 139 },  { 44, 113, 142 }, { 33, 144, 141 },
+    { 39, 173, 129 }, { 92, 200, 99 },  { 170, 220, 50 }, { 253, 231, 37 },
+};
+
+fl_rgb fl_colormap(double t)
+{
+    if (!(t > 0)) t = 0; /* also NaN */
+    if (t > 1) t = 1;
+    double s = t * 8;
+    int k = (int)s;
+    if (k > 7) k = 7;
+    double f = s - k;
+    uint8_t o[3];
+    for (int j = 0; j < 3; j++)
+        o[j] = (uint8_t)lround(viridis[k][j] + f * (viridis[k + 1][j] - viridis[k][j]));
+    return (fl_rgb){ o[0], o[1], o[2] };
+}
+
+void fl_canvas_heatmap(fl_canvas *c, const double *v, uint32_t gw, uint32_t gh, double vmin,
+                       double vmax)
+{
+    uint32_t pw = c->px1 - c->px0, ph = c->py1 - c->py0;
+    double span = vmax > vmin ? vmax - vmin : 1;
+    for (uint32_t py = 0; py < ph; py++) {
+        uint32_t j = gh - 1 - (uint32_t)((uint64_t)py * gh / ph); /* row 0 at the bottom */
+        for (uint32_t px = 0; px < pw; px++) {
+            uint32_t i = (uint32_t)((uint64_t)px * gw / pw);
+            double x = v[(size_t)j * gw + i];
+            put(c, c->px0 + px, c->py0 + py, fl_colormap(isfinite(x) ? (x - vmin) / span : 0));
+        }
+    }
+}
+
+/* Data coordinates to pixel coordinates (continuous). */
+static double to_px(const fl_canvas *c, double x)
+{
+    return c->px0 + (x - c->x_min) / (c->x_max - c->x_min) * (c->px1 - c->px0);
+}
+
+static double to_py(const fl_canvas *c, double y)
+{
+    return c->py1 - (y - c->y_min) / (c->y_max - c->y_min) * (c->py1 - c->py0);
+}
+
+static void blend(fl_canvas *c, long x, long y, fl_rgb col, double a)
+{
+    if (x < (long)c->px0 || y < (long)c->py0 || x >= (long)c->px1 || y >= (long)c->py1) return;
+    uint8_t *p = c->rgb + ((size_t)y * c->w + (size_t)x) * 3;
+    const uint8_t s[3] = { col.r, col.g, col.b };
+    for (int j = 0; j < 3; j++) p[j] = (uint8_t)lround(p[j] + a * (s[j] - p[j]));
+}
+
+void fl_canvas_points(fl_canvas *c, const fl_real *xy, size_t n, size_t stride, int radius,
+                      fl_rgb col, double alpha)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x = xy[i * stride], y = xy[i * stride + 1];
+        if (!(x >= c->x_min && x <= c->x_max && y >= c->y_min && y <= c->y_max)) continue;
+        long cx = (long)floor(to_px(c, x)), cy = (long)floor(to_py(c, y));
+        if (cx >= (long)c->px1) cx = (long)c->px1 - 1; /* x == x_max */
+        if (cy >= (long)c->py1) cy = (long)c->py1 - 1;
+        for (int dy = -radius; dy <= radius; dy++)
+            for (int dx = -radius; dx <= radius; dx++)
+                if (dx * dx + dy * dy <= radius * radius + radius) /* a rounder disc */
+                    blend(c, cx + dx, cy + dy, col, alpha);
+    }
+}
+
+void fl_canvas_polyline(fl_canvas *c, const double *x, const double *y, size_t n, fl_rgb col)
+{
+    /* Far-off points are clamped so the integer stepping stays bounded. */
+    const double lim = 4.0 * (c->w + c->h);
+    for (size_t i = 0; i < n; i++) { /* a point with no neighbour: a 3x3 dot */
+        int ok = isfinite(x[i]) && isfinite(y[i]);
+        int prev = i > 0 && isfinite(x[i - 1]) && isfinite(y[i - 1]);
+        int next = i + 1 < n && isfinite(x[i + 1]) && isfinite(y[i + 1]);
+        if (!ok || prev || next) continue;
+        long px = lround(fmax(-lim, fmin(lim, to_px(c, x[i]))));
+        long py = lround(fmax(-lim, fmin(lim, to_py(c, y[i]))));
+        for (long d = 0; d < 9; d++) blend(c, px + d % 3 - 1, py + d / 3 - 1, col, 1.0);
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (!isfinite(x[i - 1]) || !isfinite(y[i - 1]) || !isfinite(x[i]) || !isfinite(y[i]))
+            continue;
+        double ax = fmax(-lim, fmin(lim, to_px(c, x[i - 1]))), ay = fmax(-lim, fmin(lim, to_py(c, y[i - 1])));
+        double bx = fmax(-lim, fmin(lim, to_px(c, x[i]))), by = fmax(-lim, fmin(lim, to_py(c, y[i])));
+        long x0 = lround(ax), y0 = lround(ay), x1 = lround(bx), y1 = lround(by);
+        /* Bresenham */
+        long dx = labs(x1 - x0), dy = -labs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1;
+        long err = dx + dy;
+        for (;;) {
+            blend(c, x0, y0, col, 1.0);
+            if (x0 == x1 && y0 == y1) break;
+            long e2 = 2 * err;
+            if (e2 >= dy) err += dy, x0 += sx;
+            if (e2 <= dx) err += dx, y0 += sy;
+        }
+    }
+}
+
+void fl_canvas_frame(fl_canvas *c, fl_rgb col, uint32_t ticks)
+{
+    long l = (long)c->px0 - 1, r = c->px1, t = (long)c->py0 - 1, b = c->py1;
+    for (long x = l; x <= r; x++) put(c, x, t, col), put(c, x, b, col);
+    for (long y = t; y <= b; y++) put(c, l, y, col), put(c, r, y, col);
+    for (uint32_t k = 0; ticks && k <= ticks; k++) {
+        long tx = c->px0 + (long)((uint64_t)k * (c->px1 - 1 - c->px0) / ticks);
+        long ty = c->py0 + (long)((uint64_t)k * (c->py1 - 1 - c->py0) / ticks);
+        for (long d = 1; d <= 4; d++) {
+            put(c, tx, b + d, col);
+            put(c, tx, t - d, col);
+            put(c, l - d, ty, col);
+            put(c, r + d, ty, col);
+        }
+    }
+}
+
+fl_status fl_canvas_save(const fl_canvas *c, const char *path)
+{
+    return fl_png_write(path, c->rgb, c->w, c->h);
+}
+
+/* ---- density runs ------------------------------------------------------- */
+
+static fl_status save_in(const fl_canvas *c, const char *dir, const char *file)
+{
+    char *p = fl_strfmt("%s/%s", dir, file);
+    if (!p) return FL_ERR_NOMEM;
+    fl_status st = fl_canvas_save(c, p);
+    free(p);
+    return st;
+}
+
+/* One CSV field as a number; empty or unparsable is NaN. */
+static double field(const char *s, size_t len)
+{
+    char tmp[64];
+    if (len == 0 || len >= sizeof tmp) return NAN;
+    memcpy(tmp, s, len);
+    tmp[len] = 0;
+    char *end;
+    double v = strtod(tmp, &end);
+    return *end ? NAN : v;
+}
+
+/* Column `col` of a comma-separated line (no newline), or NaN. */
+static double column(const char *line, size_t len, int col)
+{
+    const char *p = line, *e = line + len;
+    for (int k = 0; k < col; k++) {
+        const char *q = memchr(p, ',', (size_t)(e - p));
+        if (!q) return NAN;
+        p = q + 1;
+    }
+    const char *q = memchr(p, ',', (size_t)(e - p));
+    return field(p, (size_t)((q ? q : e) - p));
+}
+
+static int header_index(const char *line, size_t len, const char *name)
+{
+    size_t nl = strlen(name);
+    int k = 0;
+    for (const char *p = line, *e = line + len; p <= e; k++) {
+        const char *q = memchr(p, ',', (size_t)(e - p));
+        if (!q) q = e;
+        if ((size_t)(q - p) == nl && memcmp(p, name, nl) == 0) return k;
+        p = q + 1;
+    }
+    return -1;
+}
+
+fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
+                         const char *what)
+{
+    if (n_curves == 0 || n_curves > FL_PLOT_MAX_CURVES) {
+        fl_err("%s: cannot plot %zu curves (1 to %d)", dir, n_curves, FL_PLOT_MAX_CURVES);
+        return FL_ERR_INVALID;
+    }
+    char *path = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    if (!path) return FL_ERR_NOMEM;
+    fl_status st = fl_read_file(path, &text, &len);
+    double *xs = NULL, *ys = NULL; /* ys[k * cap + i]: curve k at row i */
+    size_t n = 0, cap = 0;
+    int c_step = -1, col[FL_PLOT_MAX_CURVES];
+    if (st == FL_OK) {
+        cap = 1;
+        for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
+        xs = malloc(cap * sizeof *xs);
+        ys = malloc(cap * n_curves * sizeof *ys);
+        if (!xs || !ys) st = FL_ERR_NOMEM;
+    }
+    const char *p = text, *end = text + len;
+    for (size_t line = 0; st == FL_OK && p < end; line++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = (size_t)((nl ? nl : end) - p);
+        if (l && p[l - 1] == '\r') l--;
+        if (line == 0) {
+            const char *missing = (c_step = header_index(p, l, "step")) < 0 ? "step" : NULL;
+            for (size_t k = 0; k < n_curves; k++) {
+                col[k] = header_index(p, l, curves[k].column);
+                if (col[k] < 0 && !curves[k].optional && !missing) missing = curves[k].column;
+            }
+            if (missing) {
+                fl_err("%s: no column '%s' in the header", path, missing);
+                st = FL_ERR_FORMAT;
+            }
+        } else if (l) {
+            xs[n] = column(p, l, c_step);
+            for (size_t k = 0; k < n_curves; k++)
+                ys[k * cap + n] = col[k] >= 0 ? column(p, l, col[k]) : NAN;
+            n += isfinite(xs[n]); /* a row without a step is dropped */
+        }
+        p = nl ? nl + 1 : end;
+    }
+    if (st == FL_OK && n == 0) {
+        fl_err("%s: no rows", path);
+        st = FL_ERR_FORMAT;
+    }
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (size_t i = 0; st == FL_OK && i < n; i++) {
+        x0 = fmin(x0, xs[i]);
+        x1 = fmax(x1, xs[i]);
+        for (size_t k = 0; k < n_curves; k++) {
+            double y = ys[k * cap + i];
+            if (isfinite(y)) y0 = fmin(y0, y), y1 = fmax(y1, y);
+        }
+    }
+    if (st == FL_OK && !(y1 >= y0)) y0 = 0, y1 = 1; /* no finite value: empty axes */
+    double pad = 0.05 * (y1 - y0);
+    fl_canvas c = { 0 };
+    if (st == FL_OK) st = fl_canvas_init(&c, 480, 320, (fl_rgb){ 255, 255, 255 });
+    if (st == FL_OK) {
+        fl_canvas_window(&c, 24, x0, x1, y0 - pad, y1 + pad);
+        fl_canvas_frame(&c, (fl_rgb){ 0, 0, 0 }, 5);
+        for (size_t k = 0; k < n_curves; k++)
+            if (col[k] >= 0) fl_canvas_polyline(&c, xs, ys + k * cap, n, curves[k].colour);
+        st = save_in(&c, dir, "curves.png");
+    }
+    if (st == FL_OK) {
+        fl_buf b = { 0 };
+        fl_buf_printf(&b, "step_min,step_max,%s_min,%s_max", what, what);
+        for (size_t k = 0; k < n_curves; k++)
+            if (curves[k].legend) fl_buf_printf(&b, ",%s", curves[k].legend);
+        fl_buf_printf(&b, "\n%.9g,%.9g,%.9g,%.9g", c.x_min, c.x_max, c.y_min, c.y_max);
+        for (size_t k = 0; k < n_curves; k++)
+            if (curves[k].legend) fl_buf_printf(&b, ",%s", curves[k].column);
+        fl_buf_printf(&b, "\n");
+        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "curves_axes.csv", b.data, b.len);
+        fl_buf_free(&b);
+    }
+    fl_canvas_free(&c);
+    free(xs);
+    free(ys);
+    free(text);
+    free(path);
+    return st;
+}
+
+/* exp(log p) at the GRID x GRID cell centres, row j from the bottom. */
+static fl_status eval_density(fl_experiment *e, const double box[4], double *dens)
+{
+    uint32_t chunk = e->eval_batch;
+    fl_real *x = fl_alloc((size_t)chunk * 2 * sizeof(fl_real));
+    fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
+    fl_status st = x && logdet ? FL_OK : FL_ERR_NOMEM;
+    const uint64_t total = (uint64_t)GRID * GRID;
+    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
+    for (uint64_t i = 0; st == FL_OK && i < total; i += chunk) {
+        uint32_t m = (uint32_t)(total - i < chunk ? total - i : chunk);
+        for (uint32_t r = 0; r < m; r++) {
+            uint64_t k = i + r;
+            x[2 * r] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
+            x[2 * r + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
+        }
+        memset(logdet, 0, m * sizeof(fl_real));
+        const fl_real *u;
+        st = fl_stack_forward(e->stack, m, FL_MODE_EVAL, x, NULL, logdet, &u);
+        for (uint32_t r = 0; st == FL_OK && r < m; r++) {
+            double q = (double)u[2 * r] * u[2 * r] + (double)u[2 * r + 1] * u[2 * r + 1];
+            double lp = -0.5 * q - 2 * HALF_LOG_2PI + (double)logdet[r];
+            double p = exp(lp);
+            dens[i + r] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
+        }
+    }
+    fl_free(x);
+    fl_free(logdet);
+    return st;
+}
+
+/* Histogram of the rows on the grid, as a density, smoothed by a separable
+ * Gaussian: a raw 200 x 200 histogram of a few thousand points is mostly
+ * empty cells and does not read as a density. */
+static fl_status data_density(const fl_real *rows, uint64_t n, const double box[4], double *out)
+{
+    double *h = calloc((size_t)GRID * GRID, sizeof *h);
+    if (!h) return FL_ERR_NOMEM;
+    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
+    for (uint64_t r = 0; r < n; r++) {
+        double fx = (rows[2 * r] - box[0]) / dx, fy = (rows[2 * r + 1] - box[2]) / dy;
+        if (!(fx >= 0 && fy >= 0 && fx < GRID && fy < GRID)) continue;
+        h[(size_t)fy * GRID + (size_t)fx] += 1.0 / ((double)n * dx * dy);
+    }
+    enum { R = 5 };
+    double kern[2 * R + 1], ks = 0;
+    for (int k = -R; k <= R; k++) ks += kern[k + R] = exp(-0.5 * k * k / (BLUR_SIGMA * BLUR_SIGMA));
+    for (int k = 0; k <= 2 * R; k++) kern[k] /= ks;
+    for (int j = 0; j < GRID; j++) /* rows: h -> out */
+        for (int i = 0; i < GRID; i++) {
+            double s = 0;
+            for (int k = -R; k <= R; k++)
+                if (i + k >= 0 && i + k < GRID) s += kern[k + R] * h[j * GRID + i + k];
+            out[j * GRID + i] = s;
+        }
+    for (int j = 0; j < GRID; j++) /* columns: out -> h -> out */
+        for (int i = 0; i < GRID; i++) {
+            double s = 0;
+            for (int k = -R; k <= R; k++)
+                if (j + k >= 0 && j + k < GRID) s += kern[k + R] * out[(j + k) * GRID + i];
+            h[j * GRID + i] = s;
+        }
+    memcpy(out, h, (size_t)GRID * GRID * sizeof *h);
+    free(h);
+    return FL_OK;
+}
+
+static double max_of(const double *v, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, v[i]);
+    return m;
+}
+
+static fl_status plot_2d(fl_experiment *e, const char *dir)
+{
+    fl_real *rows = NULL, *smp = NULL;
+    uint64_t n = 0;
+    double *dens = NULL, *hist = NULL;
+    fl_canvas c = { 0 };
+    fl_status st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &rows, &n);
+    if (st == FL_OK && n == 0) {
+        fl_err("the test split is empty: nothing to plot");
+        st = FL_ERR_INVALID;
+    }
+    double box[4] = { INFINITY, -INFINITY, INFINITY, -INFINITY };
+    for (uint64_t r = 0; st == FL_OK && r < n; r++) {
+        box[0] = fmin(box[0], rows[2 * r]);
+        box[1] = fmax(box[1], rows[2 * r]);
+        box[2] = fmin(box[2], rows[2 * r + 1]);
+        box[3] = fmax(box[3], rows[2 * r + 1]);
+    }
+    for (int a = 0; st == FL_OK && a < 2; a++) {
+        double w = box[2 * a + 1] - box[2 * a];
+        if (!isfinite(w)) {
+            fl_err("the test split has non-finite values");
+            st = FL_ERR_NUMERIC;
+            break;
+        }
+        double pad = w > 0 ? 0.1 * w : 0.5;
+        box[2 * a] -= pad;
+        box[2 * a + 1] += pad;
+    }
+    if (st == FL_OK) {
+        dens = malloc((size_t)GRID * GRID * sizeof *dens);
+        hist = malloc((size_t)GRID * GRID * sizeof *hist);
+        smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
+        if (!dens || !hist || !smp) st = FL_ERR_NOMEM;
+    }
+    if (st == FL_OK) st = eval_density(e, box, dens);
+    if (st == FL_OK) st = data_density(rows, n, box, hist);
+    if (st == FL_OK) st = fl_density_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp);
+    double dmax = dens ? max_of(dens, (size_t)GRID * GRID) : 0;
+    double hmax = hist ? max_of(hist, (size_t)GRID * GRID) : 0;
+    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
+    if (st == FL_OK) {
+        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
+        fl_canvas_heatmap(&c, dens, GRID, GRID, 0, dmax);
+        st = save_in(&c, dir, "density.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_heatmap(&c, hist, GRID, GRID, 0, hmax);
+        st = save_in(&c, dir, "data.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
+        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
+        st = save_in(&c, dir, "samples.png");
+    }
+    if (st == FL_OK) {
+        fl_buf b = { 0 };
+        fl_buf_printf(&b, "x_min,x_max,y_min,y_max,density_max,data_max\n"
+                          "%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n",
+                      box[0], box[1], box[2], box[3], dmax, hmax);
+        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
+        fl_buf_free(&b);
+    }
+    fl_canvas_free(&c);
+    fl_free(rows);
+    fl_free(smp);
+    free(dens);
+    free(hist);
+    return st;
+}
+
+fl_status fl_plot_density(fl_experiment *e, const char *dir)
+{
+    static const fl_curve curves[] = {
+        { "train_nll", FL_CURVE_BLUE, 0, NULL },
+        { "test_nll", FL_CURVE_ORANGE, 0, NULL },
+    };
+    fl_status st = fl_plot_curves(dir, curves, 2, "nll");
+    if (st == FL_OK && e->info.dim == 2) st = plot_2d(e, dir);
+    return st;
+}
+
+/* ---- vi runs ------------------------------------------------------------ */
+
+#define VI_HIST_SAMPLES 200000  /* q's histogram when a layer has no inverse */
+
+/* The GRID x GRID cell centres of `box`, row j from the bottom. */
+static void grid_points(const double box[4], fl_real *z)
+{
+    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
+    for (uint32_t k = 0; k < GRID * GRID; k++) {
+        z[2 * k] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
+        z[2 * k + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
+    }
+}
+
+static int stack_invertible(const fl_stack *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!(s->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) return 0;
+    return 1;
+}
+
+fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_exact)
+{
+    const fl_vi *v = e->vi;
+    const double *box = v->info.box;
+    const size_t G2 = (size_t)GRID * GRID;
+    fl_real *z = fl_alloc(G2 * 2 * sizeof(fl_real)), *l = fl_alloc(G2 * sizeof(fl_real));
+    fl_real *smp = NULL;
+    fl_status st = z && l ? FL_OK : FL_ERR_NOMEM;
+    if (st == FL_OK) {
+        grid_points(box, z);
+        st = fl_vi_target_logp(e, z, G2, l);
+    }
+    /* Normalise the target on the grid itself, so both pictures are
+     * densities on one scale whatever the target's log Z. */
+    double m = -INFINITY, s = 0, cell = (box[1] - box[0]) * (box[3] - box[2]) / (double)G2;
+    for (size_t i = 0; st == FL_OK && i < G2; i++) m = fmax(m, (double)l[i]);
+    for (size_t i = 0; st == FL_OK && i < G2; i++) s += exp((double)l[i] - m);
+    double lz = m + log(s * cell);
+    for (size_t i = 0; st == FL_OK && i < G2; i++) {
+        double p = exp((double)l[i] - lz);
+        target[i] = isfinite(p) ? p : 0;
+    }
+    *q_exact = stack_invertible(e->stack);
+    if (st == FL_OK && *q_exact) {
+        st = fl_vi_log_q(e, z, G2, l);
+        for (size_t i = 0; st == FL_OK && i < G2; i++) {
+            double p = exp((double)l[i]);
+            q[i] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
+        }
+    } else if (st == FL_OK) {
+        smp = fl_alloc((size_t)VI_HIST_SAMPLES * 2 * sizeof(fl_real));
+        st = smp ? fl_vi_sample(e, VI_HIST_SAMPLES, fl_rng_key_make(0, "plot.hist"), smp, NULL)
+                 : FL_ERR_NOMEM;
+        if (st == FL_OK) st = data_density(smp, VI_HIST_SAMPLES, box, q);
+    }
+    fl_free(z);
+    fl_free(l);
+    fl_free(smp);
+    return st;
+}
+
+fl_status fl_plot_vi(fl_experiment *e, const char *dir)
+{
+    static const fl_curve curves[] = {
+        { "train_bound", FL_CURVE_BLUE, 0, NULL },
+        { "elbo", FL_CURVE_ORANGE, 0, NULL },
+        { "logz_ref", FL_CURVE_GREY, 1, NULL },
+    };
+    fl_status st = fl_plot_curves(dir, curves, 3, "elbo");
+    if (st != FL_OK || e->vi->info.dim != 2) return st;
+    const double *box = e->vi->info.box;
+    const size_t G2 = (size_t)GRID * GRID;
+    double *tg = malloc(G2 * sizeof *tg), *q = malloc(G2 * sizeof *q);
+    fl_real *smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
+    fl_canvas c = { 0 };
+    int exact = 0;
+    if (!tg || !q || !smp) st = FL_ERR_NOMEM;
+    if (st == FL_OK) st = fl_vi_plot_grids(e, tg, q, &exact);
+    if (st == FL_OK) st = fl_vi_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp, NULL);
+    double tmax = tg ? max_of(tg, G2) : 0, qmax = q ? max_of(q, G2) : 0;
+    double vmax = tmax; /* the target's scale: q saturates where it is too peaked */
+    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
+    if (st == FL_OK) {
+        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
+        fl_canvas_heatmap(&c, tg, GRID, GRID, 0, vmax);
+        st = save_in(&c, dir, "target.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_heatmap(&c, q, GRID, GRID, 0, vmax);
+        st = save_in(&c, dir, "density.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
+        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
+        st = save_in(&c, dir, "samples.png");
+    }
+    if (st == FL_OK) {
+        fl_buf b = { 0 };
+        fl_buf_printf(&b, "x_min,x_max,y_min,y_max,target_max,q_max,scale_max,q_from\n"
+                          "%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s\n",
+                      box[0], box[1], box[2], box[3], tmax, qmax, vmax,
+                      exact ? "inverse" : "histogram");
+        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
+        fl_buf_free(&b);
+    }
+    fl_canvas_free(&c);
+    fl_free(smp);
+    free(tg);
+    free(q);
+    return st;
+}

@@ -1,0 +1,36 @@
+/* task_density.h - density estimation by exact maximum likelihood.
+ *
+ * The model maps data to a standard normal, u = f(x), and scores
+ * log p(x) = log N(u; 0, I) + sum_t logdet_t. Training minimises the mean
+ * negative log-likelihood over minibatches with Adam; sampling draws u and
+ * runs the inverses. */
+#ifndef FL_TASK_DENSITY_H
+#define FL_TASK_DENSITY_H
+
+#include "model/experiment.h"
+
+typedef struct fl_density_result {
+    double test_nll, test_se;   /* nats per example, standard error */
+    double train_nll;           /* mean over the last evaluation interval */
+    uint64_t steps;
+    double seconds, steps_per_s;/* training loop only (no evaluation) */
+} fl_density_result;
+
+/* Mean and standard error of -log p(x) over n rows (evaluation mode). */
+fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se);
+
+/* Trains; when `rundir` is not NULL writes metrics.csv and checkpoint.flc
+ * there (atomically). With `resume`, continues from rundir/checkpoint.flc
+ * when there is one. result.json is written by fl_density_write_result,
+ * after the pictures, so a run directory with result.json is complete. */
+fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
+                           fl_density_result *res);
+
+/* Writes dir/result.json (atomically) from a training result. */
+fl_status fl_density_write_result(fl_experiment *e, const char *dir,
+                                  const fl_density_result *res);
+
+/* n samples (n x dim) from the model, noise from `key`. */
+fl_status fl_density_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_real *out);
+
+#endif

@@ -1,0 +1,136 @@
+/* resume.c - continuing an interrupted run from its run directory. */
+#include "train/resume.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "train/checkpoint.h"
+#include "core/log.h"
+
+/* Appends to `metrics` the header and the rows of `old` (a metrics.csv)
+ * whose step is at most step0: rows written after the checkpoint are
+ * recomputed by the resumed run. *seconds gets the last kept row's
+ * train_seconds (its last field), 0 without one. */
+static void keep_rows(fl_buf *metrics, const char *old, size_t len, uint64_t step0,
+                      double *seconds)
+{
+    *seconds = 0;
+    const char *end = old + len;
+    for (const char *line = old; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *next = nl ? nl + 1 : end;
+        if (line == old) { /* the header */
+            fl_buf_write(metrics, line, (size_t)(next - line));
+            line = next;
+            continue;
+        }
+        char *after;
+        unsigned long long step = strtoull(line, &after, 10);
+        if (after != line && *after == ',' && step <= step0) {
+            fl_buf_write(metrics, line, (size_t)(next - line));
+            if (!nl) fl_buf_write(metrics, "\n", 1);
+            const char *lineend = nl ? nl : end;
+            const char *c = lineend;
+            while (c > line && c[-1] != ',') c--;
+            *seconds = strtod(c, NULL);
+        }
+        line = next;
+    }
+}
+
+fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
+                         uint64_t *step0, fl_buf *metrics, double *train_seconds)
+{
+    *step0 = 0;
+    *train_seconds = 0;
+    char *p = fl_strfmt("%s/checkpoint.flc", rundir), *mp = fl_strfmt("%s/metrics.csv", rundir);
+    fl_status st = p && mp ? FL_OK : FL_ERR_NOMEM;
+    if (st == FL_OK && access(p, R_OK) == 0) {
+        st = fl_checkpoint_load(p, &e->arena, opt, ema, 0, step0);
+        if (st == FL_OK) {
+            fl_log(FL_LOG_INFO, "resuming %s at step %llu", rundir, (unsigned long long)*step0);
+            size_t len = 0;
+            char *old = NULL;
+            if (fl_read_file(mp, &old, &len) == FL_OK)
+                keep_rows(metrics, old, len, *step0, train_seconds);
+            free(old);
+            if (metrics->failed) st = FL_ERR_NOMEM;
+        }
+    }
+    free(p);
+    free(mp);
+    return st;
+}
+
+double fl_metrics_field(const fl_buf *metrics, uint64_t step, unsigned col)
+{
+    if (!metrics->data) return NAN;
+    const char *end = metrics->data + metrics->len;
+    const char *line = memchr(metrics->data, '\n', metrics->len); /* skip the header */
+    while (line && ++line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *lineend = nl ? nl : end;
+        char *after;
+        unsigned long long s = strtoull(line, &after, 10);
+        if (after != line && *after == ',' && s == step) {
+            const char *c = line;
+            for (unsigned i = 0; i < col && c; i++) {
+                c = memchr(c, ',', (size_t)(lineend - c));
+                if (c) c++;
+            }
+            if (!c || c >= lineend || *c == ',' || *c == '\n') return NAN;
+            return strtod(c, NULL);
+        }
+        line = nl;
+    }
+    return NAN;
+}
+
+fl_status fl_run_optim_init(fl_experiment *e, fl_adam *opt, fl_ema *ema, fl_real **live)
+{
+    *live = NULL;
+    memset(ema, 0, sizeof *ema);
+    fl_status st = fl_adam_init(opt, e->arena.total, fl_exp_real(&e->train, "lr"),
+                                fl_exp_real(&e->train, "beta1"), fl_exp_real(&e->train, "beta2"),
+                                fl_exp_real(&e->train, "eps"));
+    if (st != FL_OK) return st;
+    st = fl_ema_init(ema, e->arena.total, fl_exp_real(&e->train, "ema"));
+    if (st == FL_OK && ema->avg && !(*live = fl_alloc(e->arena.total * sizeof(fl_real))))
+        st = FL_ERR_NOMEM;
+    if (st != FL_OK) {
+        fl_run_optim_free(opt, ema, *live);
+        *live = NULL;
+    }
+    return st;
+}
+
+void fl_run_optim_free(fl_adam *opt, fl_ema *ema, fl_real *live)
+{
+    fl_adam_free(opt);
+    fl_ema_free(ema);
+    fl_free(live);
+}
+
+fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,
+                      uint64_t step)
+{
+    char *p = fl_strfmt("%s/checkpoint.flc", dir);
+    if (!p) return FL_ERR_NOMEM;
+    fl_status st = fl_checkpoint_save(p, &e->arena, opt, ema, step);
+    free(p);
+    return st;
+}
+
+void fl_run_use_average(fl_experiment *e, const fl_ema *ema, fl_real *live, int on)
+{
+    if (!ema->avg || ema->t == 0) return; /* no average yet: evaluate the iterate */
+    if (on) {
+        memcpy(live, e->arena.theta, e->arena.total * sizeof(fl_real));
+        fl_ema_get(ema, e->arena.theta);
+        fl_arena_copy_state(&e->arena, e->arena.theta, live);
+    } else {
+        memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
+    }
+}

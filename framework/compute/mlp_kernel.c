@@ -9,8 +9,8 @@
  * dependence on the OPENBLAS_CORETYPE kernels. Otherwise (double build, no
  * AVX-512) fl_mlpk_mm is one fl_gemm call on the task's block, then the
  * same epilogue. Which of the two runs is fixed at compile time
- * (-march=native, -Dreal). The include order (tgmath.h before vmath.h) is
- * mlp.c's before the split: vmath.h's inline functions see the same math. */
+ * (-march=native, -Dreal). tgmath.h comes before vmath.h, as in mlp.c, so
+ * vmath.h's inline functions compile to the same math in both files. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -46,7 +46,6 @@ static const char usage[] =
     "too; rank 0 writes cells.csv and the report. --jobs and --threads apply per\n"
     "rank. Exit status 1 when any cell failed.\n";
 
-
 /* The command's state: the run the runner and the ranks share, and what
  * only the CLI's checks need. */
 typedef struct sweep_cmd {
@@ -104,7 +103,8 @@ static fl_status cell_config(const fl_sweep_run *x, size_t cell, fl_config **out
 }
 
 /* 1 when DIR/CELL/config.ini is what the cell would resolve to now, 0 when
- * it differs, -1 on error (fl_err set). */
+ * it differs, -1 on error (fl_err set): the runner's same_config, with the
+ * sweep_cmd as ctx. */
 static int same_config(const fl_sweep_run *x, size_t cell, void *ctx)
 {
     sweep_cmd *cmd = ctx;

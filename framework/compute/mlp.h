@@ -10,7 +10,8 @@
 /* An MLP for component context `cx`, created during its create phase only:
  * requests the weights and biases as parameters of cx (named NAME.W0,
  * NAME.b0, ...) and allocates buffers for up to max_rows rows. Returns NULL
- * with host->error set (invalid spec, arena refusal, out of memory). The
+ * on failure, with host->error set (invalid spec, arena refusal, out of
+ * memory) except when the MLP struct itself cannot be allocated. The
  * caller owns the MLP (fl_mlp_free); host.c hands it to cx, which frees it
  * with the context. */
 fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_rows);

@@ -26,7 +26,8 @@ void fl_sweep_mpi_end(void);
 void fl_sweep_dispatch(fl_sweep_run *x, fl_sweep_slot *slots);
 /* Ranks other than 0: asks rank 0 for a cell whenever a slot is free, runs
  * it and sends its result back, until rank 0 says there is none left and
- * the last child has ended. */
+ * the last child has ended. Without MPI there are no such ranks: it
+ * returns at once. */
 void fl_sweep_work(fl_sweep_run *x, fl_sweep_slot *slots);
 
 #endif

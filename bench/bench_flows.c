@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "compute/blas.h"
 #include "core/hostimpl.h"
 #include "core/params.h"
 #include "core/registry.h"

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compute/blas.h"
+#include "compute/mlp.h"
 #include "core/hostimpl.h"
 #include "core/params.h"
 #include "core/util.h"

@@ -19,7 +19,7 @@
 
 #include "core/config.h"
 #include "model/experiment.h"
-#include "core/hostimpl.h"
+#include "compute/blas.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "tasks/task_vi.h"

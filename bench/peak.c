@@ -3,7 +3,7 @@
 
 #include <omp.h>
 
-#include "core/hostimpl.h"
+#include "compute/blas.h"
 #include "core/util.h"
 
 double fl_bench_gemm_peak(int threads)

@@ -17,6 +17,7 @@
 
 #include "core/config.h"
 #include "model/experiment.h"
+#include "compute/blas.h"
 #include "core/hostimpl.h"
 #include "core/registry.h"
 #include "core/util.h"

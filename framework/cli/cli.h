@@ -1,9 +1,7 @@
-/* cli.h - the flowlab command's subcommands. */
+/* cli.h - the flowlab command's subcommands (cmd_*.c) and the helpers they
+ * share (cli.c). */
 #ifndef FL_CLI_H
 #define FL_CLI_H
-
-#include <errno.h>
-#include <stdlib.h>
 
 #include "model/experiment.h"
 #include "core/registry.h"
@@ -14,13 +12,9 @@ typedef struct fl_cli {
     size_t n_plugins;
 } fl_cli;
 
-/* 1 once `flowlab run --resume` really continues training; until then run
- * refuses --resume, and `flowlab sweep` reruns an interrupted cell from
- * scratch instead of passing it. */
-#define FL_RUN_CAN_RESUME 1
-
 /* Loads the default plugin folders, then every --plugin (a refused explicit
- * plugin is an error). */
+ * plugin is an error: its status, fl_err set, nothing to free). On success
+ * the caller owns *out (fl_registry_free). */
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out);
 /* Rebuilds a trained model from run directory `dir`: its config.ini, the
  * plugins (as fl_cli_registry), and checkpoint.flc with the averaged
@@ -33,23 +27,26 @@ fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
  * config first (e.g. a different evaluation batch). */
 fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *const *sets,
                                size_t n_sets, fl_registry **reg, fl_experiment **e);
-/* Prints "flowlab: error: <fl_err_msg>" and returns the exit code. */
+/* Logs fl_err_msg() as an error ("flowlab: error: ...") and returns the
+ * exit code for `st` (fl_exit_code). After any failed call that set fl_err. */
 int fl_cli_fail(fl_status st);
 
 /* A decimal option value in [lo, hi] into *out: 1, or 0 (and *out unset)
  * when `s` is empty, has anything after the digits, starts with '-' or is
- * out of range. */
-static inline int fl_cli_parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
-                                   unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi || s[0] == '-') return 0;
-    *out = v;
-    return 1;
-}
+ * out of range. The caller prints the usage error. */
+int fl_cli_parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
+                     unsigned long long *out);
 
+/* The subcommands: argv[0] is the subcommand's name; each returns the
+ * process's exit code (FL_EXIT_*), having printed its errors. */
+
+/* `flowlab run`. With --resume it continues the run in --out DIR from its
+ * checkpoint.flc, in any task (train/resume.c restores parameters, Adam's
+ * state, the parameter average and the step; metrics.csv keeps its rows up
+ * to that step); the experiment is built from EXP.ini and --set as given.
+ * A DIR without a checkpoint starts afresh in place when it holds no
+ * result.json and only files flowlab writes. `flowlab sweep` resumes an
+ * unfinished cell (checkpoint.flc, no result.json) this way. */
 int fl_cmd_run(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plugins(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sample(fl_cli *cli, int argc, char **argv);

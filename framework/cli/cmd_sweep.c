@@ -1,34 +1,24 @@
-/* cmd_sweep.c - `flowlab sweep`: run the cells of a [sweep] as child
- * `flowlab run` processes, locally or spread over MPI ranks, then report. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <sched.h>
-#include <spawn.h>
+/* cmd_sweep.c - `flowlab sweep`: its options, the checks before any cell
+ * runs (the file, the swept values, the cores), the sweep directory, and
+ * the report at the end. The cells run as child `flowlab run` processes
+ * (sweep/runner.c), spread over MPI ranks when there are several
+ * (sweep/mpi.c). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-#ifdef FL_HAVE_MPI
-#include <mpi.h>
-#endif
 
 #include "cli/cli.h"
 #include "core/config.h"
-#include "model/experiment.h"
 #include "core/log.h"
+#include "core/util.h"
+#include "model/experiment.h"
 #include "output/report.h"
 #include "output/rundir.h"
+#include "sweep/mpi.h"
+#include "sweep/runner.h"
 #include "sweep/sweep.h"
-#include "core/util.h"
-
-extern char **environ;
 
 static const char usage[] =
     "usage: flowlab sweep EXP.ini [--dry-run] [--out DIR] [--jobs J] [--threads T]\n"
@@ -56,98 +46,13 @@ static const char usage[] =
     "too; rank 0 writes cells.csv and the report. --jobs and --threads apply per\n"
     "rank. Exit status 1 when any cell failed.\n";
 
-enum { ST_PENDING, ST_DONE, ST_CACHED, ST_FAILED };
-static const char *const st_name[] = { "pending", "done", "cached", "failed" };
-
-typedef struct cell_result {
-    int32_t status, code;  /* ST_*, the cell's exit status */
-    double seconds;
-    char err[480];         /* the cell's last error line, for failures */
-} cell_result;
-
-typedef struct slot {
-    pid_t pid;             /* 0 = free */
-    size_t cell;
-    double t0;
-    char *log;             /* DIR/logs/CELL.txt while it runs */
-} slot;
-
-typedef struct sweep_ctx {
+/* The command's state: the run the runner and the ranks share, and what
+ * only the CLI's checks need. */
+typedef struct sweep_cmd {
+    fl_sweep_run run;
     fl_cli *cli;
-    const char *argv0, *exp_path;
-    char *dir, *base_path;
-    fl_sweep *s;
-    const char **sets;
-    size_t n_sets;
-    int jobs, threads, threads_swept;
-    char **envp;           /* the cells' environment (environ, or a passive copy) */
     fl_registry *reg;      /* for the finished-cell check, loaded on first use */
-    int rank, size;
-    cell_result *res;      /* rank 0: every cell's result */
-    size_t n_recorded;
-} sweep_ctx;
-
-/* ---- files ------------------------------------------------------------- */
-
-static int exists(const char *dir, const char *name, const char *file)
-{
-    char *p = file ? fl_strfmt("%s/%s/%s", dir, name, file) : fl_strfmt("%s/%s", dir, name);
-    struct stat sb;
-    int r = p && stat(p, &sb) == 0;
-    free(p);
-    return r;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-/* Removes a cell directory and everything in it (symbolic links are
- * removed, never followed). */
-static fl_status rm_tree(const char *path)
-{
-    if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT) {
-        fl_err("%s: cannot remove the unfinished cell: %s", path, strerror(errno));
-        return FL_ERR_IO;
-    }
-    return FL_OK;
-}
-
-/* The last line of `log` that reports an error, else its last non-empty
- * line. */
-static void last_error(const char *log, char *out, size_t cap)
-{
-    char *text = NULL;
-    out[0] = 0;
-    if (fl_read_file(log, &text, NULL) != FL_OK) {
-        fl_err_clear();
-        return;
-    }
-    const char *best = NULL, *last = NULL;
-    size_t best_n = 0, last_n = 0;
-    for (const char *p = text; *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        /* a progress line ends in '\r' redraws: keep what follows the last */
-        const char *cr = memrchr(p, '\r', n);
-        const char *q = cr ? cr + 1 : p;
-        size_t m = n - (size_t)(q - p);
-        if (m) {
-            last = q, last_n = m;
-            if (memmem(q, m, "error", 5)) best = q, best_n = m;
-        }
-        p = nl ? nl + 1 : p + n;
-    }
-    if (!best) best = last, best_n = last_n;
-    static const char prefix[] = "flowlab: error: ";
-    if (best && best_n > sizeof prefix - 1 && !memcmp(best, prefix, sizeof prefix - 1))
-        best += sizeof prefix - 1, best_n -= sizeof prefix - 1;
-    if (best) snprintf(out, cap, "%.*s", (int)best_n, best);
-    free(text);
-}
+} sweep_cmd;
 
 /* ---- the finished-cell check ------------------------------------------- */
 
@@ -176,7 +81,7 @@ static void normalise(const char *text, fl_buf *out)
  * It is parsed under the sweep file's own name (the base text keeps its line
  * numbers) and each swept value carries the line of its [sweep] entry, so
  * errors read "EXP.ini:LINE: ...". */
-static fl_status cell_config(sweep_ctx *x, size_t cell, fl_config **out)
+static fl_status cell_config(const fl_sweep_run *x, size_t cell, fl_config **out)
 {
     fl_config *cfg = NULL;
     fl_status st = fl_config_parse(x->exp_path, x->s->base, &cfg);
@@ -198,15 +103,17 @@ static fl_status cell_config(sweep_ctx *x, size_t cell, fl_config **out)
 }
 
 /* 1 when DIR/CELL/config.ini is what the cell would resolve to now, 0 when
- * it differs, -1 on error (fl_err set). */
-static int same_config(sweep_ctx *x, size_t cell)
+ * it differs, -1 on error (fl_err set): the runner's same_config, with the
+ * sweep_cmd as ctx. */
+static int same_config(const fl_sweep_run *x, size_t cell, void *ctx)
 {
-    fl_status st = x->reg ? FL_OK : fl_cli_registry(x->cli, &x->reg);
+    sweep_cmd *cmd = ctx;
+    fl_status st = cmd->reg ? FL_OK : fl_cli_registry(cmd->cli, &cmd->reg);
     fl_config *cfg = NULL;
     fl_experiment *e = NULL;
     if (st == FL_OK) st = cell_config(x, cell, &cfg);
     if (st == FL_OK) {
-        st = fl_experiment_new(x->reg, cfg, &e);
+        st = fl_experiment_new(cmd->reg, cfg, &e);
         cfg = NULL;
     }
     fl_buf now = { 0 }, a = { 0 }, b = { 0 };
@@ -233,8 +140,9 @@ static int same_config(sweep_ctx *x, size_t cell)
  * every axis (greedily, the cell covering the most unchecked values first),
  * so a misspelled swept key or a bad swept value stops the sweep before any
  * cell runs, with the message naming the sweep file's line. Sets fl_err. */
-static fl_status check_values(sweep_ctx *x)
+static fl_status check_values(sweep_cmd *cmd)
 {
+    const fl_sweep_run *x = &cmd->run;
     const fl_sweep *s = x->s;
     size_t off = 0, *first = calloc(s->n_axes + 1, sizeof *first);
     if (!first) return FL_ERR_NOMEM;
@@ -249,7 +157,7 @@ static fl_status check_values(sweep_ctx *x)
             left += !*n;
             *n = 1;
         }
-    if (st == FL_OK && !x->reg) st = fl_cli_registry(x->cli, &x->reg);
+    if (st == FL_OK && !cmd->reg) st = fl_cli_registry(cmd->cli, &cmd->reg);
     while (st == FL_OK && left) {
         size_t best = 0, best_n = 0;
         for (size_t c = 0; c < s->n_cells && best_n < s->n_axes; c++) {
@@ -262,7 +170,7 @@ static fl_status check_values(sweep_ctx *x)
         fl_config *cfg = NULL;
         fl_experiment *e = NULL;
         st = cell_config(x, best, &cfg);
-        if (st == FL_OK) st = fl_experiment_new(x->reg, cfg, &e);
+        if (st == FL_OK) st = fl_experiment_new(cmd->reg, cfg, &e);
         fl_experiment_free(e);
         if (st != FL_OK && st != FL_ERR_NOMEM) {
             char *msg = fl_strdup(fl_err_msg());
@@ -276,209 +184,19 @@ static fl_status check_values(sweep_ctx *x)
 }
 
 /* Moves a finished cell whose config changed to DIR/superseded/CELL[.k]. */
-static fl_status supersede(sweep_ctx *x, const char *name)
-{
-    char *from = fl_strfmt("%s/%s", x->dir, name), *sup = fl_strfmt("%s/superseded", x->dir);
-    char *to = NULL;
-    fl_status st = from && sup ? fl_mkdirs(sup) : FL_ERR_NOMEM;
-    for (int k = 1; st == FL_OK && k < 10000 && !to; k++) {
-        to = k == 1 ? fl_strfmt("%s/%s", sup, name) : fl_strfmt("%s/%s.%d", sup, name, k);
-        struct stat sb;
-        if (!to) st = FL_ERR_NOMEM;
-        else if (stat(to, &sb) == 0) {
-            free(to);
-            to = NULL;
-        }
-    }
-    if (st == FL_OK && (!to || rename(from, to) != 0)) {
-        fl_err("%s: cannot move the superseded cell aside: %s", from, strerror(errno));
-        st = FL_ERR_IO;
-    }
-    if (st == FL_OK)
-        fl_log(FL_LOG_WARN, "%s: finished with another config; rerunning it (old run kept in %s)",
-               name, to);
-    free(from);
-    free(sup);
-    free(to);
-    return st;
-}
 
-/* ---- running one cell -------------------------------------------------- */
+/* ---- the table of cells (rank 0) ---------------------------------------- */
 
-static void fail_result(cell_result *r, int code, const char *msg)
-{
-    r->status = ST_FAILED;
-    r->code = code;
-    snprintf(r->err, sizeof r->err, "%s", msg);
-}
-
-/* Prepares cell `c` and starts its `flowlab run`. Returns 1 with the child
- * in `sl`, or 0 with the outcome in `r` (finished earlier, or failed before
- * it could start). */
-static int start_cell(sweep_ctx *x, size_t c, slot *sl, cell_result *r)
+static const char *cell_state(const fl_sweep_run *x, size_t c)
 {
     const char *name = x->s->cells[c].name;
-    memset(r, 0, sizeof *r);
-    int resume = 0;
-    fl_status st = FL_OK;
-    if (exists(x->dir, name, "result.json")) {
-        int same = same_config(x, c);
-        if (same == 1) {
-            r->status = ST_CACHED;
-            return 0;
-        }
-        if (same < 0) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "cannot check the finished cell: %s", fl_err_msg());
-            fail_result(r, FL_EXIT_FAILURE, msg);
-            return 0;
-        }
-        st = supersede(x, name);
-    } else if (FL_RUN_CAN_RESUME && exists(x->dir, name, "checkpoint.flc")) {
-        resume = 1;
-    } else if (exists(x->dir, name, NULL)) {
-        char *p = fl_strfmt("%s/%s", x->dir, name);
-        st = p ? rm_tree(p) : FL_ERR_NOMEM;
-        free(p);
-    }
-    if (st != FL_OK) {
-        fail_result(r, fl_exit_code(st), fl_err_msg());
-        return 0;
-    }
-
-    /* flowlab [--plugin P]... run BASE --out CELLDIR [--set S.K=V]... [--resume] */
-    size_t cap = 16 + 2 * (x->cli->n_plugins + x->n_sets + x->s->n_axes);
-    char **av = calloc(cap, sizeof *av);
-    char *celldir = fl_strfmt("%s/%s", x->dir, name);
-    char *threads = fl_strfmt("experiment.threads=%d", x->threads);
-    sl->log = fl_strfmt("%s/logs/%s.txt", x->dir, name);
-    char **owned = calloc(x->s->n_axes + 1, sizeof *owned);
-    size_t n = 0;
-    if (!av || !celldir || !threads || !sl->log || !owned) st = FL_ERR_NOMEM;
-    for (size_t a = 0; st == FL_OK && a < x->s->n_axes; a++) {
-        owned[a] = fl_strfmt("%s=%s", x->s->axes[a].key, fl_sweep_value(x->s, c, a));
-        if (!owned[a]) st = FL_ERR_NOMEM;
-    }
-    if (st == FL_OK) {
-        av[n++] = (char *)x->argv0;
-        for (size_t i = 0; i < x->cli->n_plugins; i++) {
-            av[n++] = "--plugin";
-            av[n++] = (char *)x->cli->plugins[i];
-        }
-        av[n++] = "run";
-        av[n++] = x->base_path;
-        av[n++] = "--out";
-        av[n++] = celldir;
-        for (size_t i = 0; i < x->n_sets; i++) {
-            av[n++] = "--set";
-            av[n++] = (char *)x->sets[i];
-        }
-        for (size_t a = 0; a < x->s->n_axes; a++) {
-            av[n++] = "--set";
-            av[n++] = owned[a];
-        }
-        if (!x->threads_swept) {
-            av[n++] = "--set";
-            av[n++] = threads;
-        }
-        if (resume) av[n++] = "--resume";
-        av[n] = NULL;
-    }
-    posix_spawn_file_actions_t fa;
-    int have_fa = 0, err = 0;
-    if (st == FL_OK) {
-        have_fa = posix_spawn_file_actions_init(&fa) == 0;
-        err = !have_fa || posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
-              posix_spawn_file_actions_addopen(&fa, 1, sl->log, O_WRONLY | O_CREAT | O_TRUNC, 0644) ||
-              posix_spawn_file_actions_adddup2(&fa, 1, 2);
-        if (!err)
-            err = posix_spawn(&sl->pid, "/proc/self/exe", &fa, NULL, av,
-                              x->envp ? x->envp : environ);
-        if (err) {
-            fl_err("%s: cannot start `flowlab run`: %s", name, strerror(err));
-            st = FL_ERR_IO;
-        }
-    }
-    if (have_fa) posix_spawn_file_actions_destroy(&fa);
-    for (size_t a = 0; owned && a < x->s->n_axes; a++) free(owned[a]);
-    free(owned);
-    free(av);
-    free(celldir);
-    free(threads);
-    if (st != FL_OK) {
-        fail_result(r, fl_exit_code(st), fl_err_msg());
-        free(sl->log);
-        sl->log = NULL;
-        sl->pid = 0;
-        return 0;
-    }
-    sl->cell = c;
-    sl->t0 = fl_now();
-    return 1;
-}
-
-/* The child of `sl` exited with wait status `ws`: moves its log into the
- * cell directory, records a failure in failed.txt, fills `r`. */
-static void finish_cell(sweep_ctx *x, slot *sl, int ws, cell_result *r)
-{
-    const char *name = x->s->cells[sl->cell].name;
-    memset(r, 0, sizeof *r);
-    r->seconds = fl_now() - sl->t0;
-    r->code = WIFEXITED(ws) ? WEXITSTATUS(ws) : WIFSIGNALED(ws) ? 128 + WTERMSIG(ws) : 1;
-    char *celldir = fl_strfmt("%s/%s", x->dir, name);
-    char *log = fl_strfmt("%s/%s/log.txt", x->dir, name);
-    if (celldir && log && fl_mkdirs(celldir) == FL_OK) {
-        struct stat sb;
-        if (stat(log, &sb) == 0) { /* a resumed cell: append to its log */
-            char *text = NULL;
-            size_t len = 0;
-            FILE *f = fl_read_file(sl->log, &text, &len) == FL_OK ? fopen(log, "a") : NULL;
-            if (f) {
-                fwrite(text, 1, len, f);
-                fclose(f);
-                unlink(sl->log);
-            }
-            free(text);
-        } else if (rename(sl->log, log) != 0) {
-            fl_log(FL_LOG_WARN, "%s: cannot move the log into %s: %s", sl->log, celldir,
-                   strerror(errno));
-        }
-    }
-    fl_err_clear();
-    if (r->code == 0 && exists(x->dir, name, "result.json")) {
-        r->status = ST_DONE;
-    } else {
-        r->status = ST_FAILED;
-        if (WIFSIGNALED(ws)) snprintf(r->err, sizeof r->err, "killed by signal %d", WTERMSIG(ws));
-        else last_error(log ? log : "", r->err, sizeof r->err);
-        if (r->code == 0) {
-            r->code = FL_EXIT_FAILURE;
-            snprintf(r->err, sizeof r->err, "exited without writing result.json");
-        }
-        char *text = fl_strfmt("exit status %d\n%s\n", r->code, r->err);
-        if (!text || !celldir || fl_rundir_write(celldir, "failed.txt", text, strlen(text)) != FL_OK)
-            fl_log(FL_LOG_WARN, "%s: cannot write failed.txt: %s", name, fl_err_msg());
-        free(text);
-    }
-    free(celldir);
-    free(log);
-    free(sl->log);
-    sl->log = NULL;
-    sl->pid = 0;
-}
-
-/* ---- the table and cells.csv (rank 0) ----------------------------------- */
-
-static const char *cell_state(const sweep_ctx *x, size_t c)
-{
-    const char *name = x->s->cells[c].name;
-    if (exists(x->dir, name, "result.json")) return "finished";
-    if (exists(x->dir, name, "failed.txt")) return "failed";
-    if (exists(x->dir, name, "checkpoint.flc")) return "partial";
+    if (fl_sweep_exists(x->dir, name, "result.json")) return "finished";
+    if (fl_sweep_exists(x->dir, name, "failed.txt")) return "failed";
+    if (fl_sweep_exists(x->dir, name, "checkpoint.flc")) return "partial";
     return "new";
 }
 
-static void print_cells(const sweep_ctx *x, size_t n_excl)
+static void print_cells(const fl_sweep_run *x, size_t n_excl)
 {
     const fl_sweep *s = x->s;
     printf("sweep %s: %zu cells", x->exp_path, s->n_cells);
@@ -504,219 +222,6 @@ static void print_cells(const sweep_ctx *x, size_t n_excl)
     free(w);
 }
 
-static fl_status write_cells_csv(const sweep_ctx *x)
-{
-    const fl_sweep *s = x->s;
-    fl_buf b = { 0 };
-    fl_buf_printf(&b, "cell,name");
-    for (size_t a = 0; a < s->n_axes; a++) {
-        fl_buf_printf(&b, ",");
-        fl_buf_csv(&b, s->axes[a].key);
-    }
-    fl_buf_printf(&b, ",status,exit_status,seconds,error\n");
-    for (size_t c = 0; c < s->n_cells; c++) {
-        const cell_result *r = &x->res[c];
-        fl_buf_printf(&b, "%zu,", c + 1);
-        fl_buf_csv(&b, s->cells[c].name);
-        for (size_t a = 0; a < s->n_axes; a++) {
-            fl_buf_printf(&b, ",");
-            fl_buf_csv(&b, fl_sweep_value(s, c, a));
-        }
-        fl_buf_printf(&b, ",%s,", st_name[r->status]);
-        if (r->status == ST_DONE || r->status == ST_FAILED) fl_buf_printf(&b, "%d", r->code);
-        fl_buf_printf(&b, ",");
-        if (r->status == ST_DONE || r->status == ST_FAILED) fl_buf_printf(&b, "%.2f", r->seconds);
-        fl_buf_printf(&b, ",");
-        fl_buf_csv(&b, r->err);
-        fl_buf_printf(&b, "\n");
-    }
-    fl_status st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(x->dir, "cells.csv", b.data, b.len);
-    fl_buf_free(&b);
-    return st;
-}
-
-static void record(sweep_ctx *x, size_t c, const cell_result *r)
-{
-    x->res[c] = *r;
-    x->n_recorded++;
-    const char *name = x->s->cells[c].name;
-    if (r->status == ST_FAILED)
-        fl_log(FL_LOG_WARN, "[%zu/%zu] cell %zu FAILED (exit %d): %s: %s", x->n_recorded,
-               x->s->n_cells, c + 1, r->code, name, r->err);
-    else if (r->status == ST_CACHED)
-        fl_log(FL_LOG_INFO, "[%zu/%zu] cell %zu finished earlier: %s", x->n_recorded,
-               x->s->n_cells, c + 1, name);
-    else
-        fl_log(FL_LOG_INFO, "[%zu/%zu] cell %zu done in %.1f s: %s", x->n_recorded,
-               x->s->n_cells, c + 1, r->seconds, name);
-    if (write_cells_csv(x) != FL_OK) fl_log(FL_LOG_WARN, "%s", fl_err_msg());
-}
-
-/* ---- scheduling: one loop for rank 0 (or the only process), one for the
- * other ranks ------------------------------------------------------------ */
-
-#ifdef FL_HAVE_MPI
-enum { TAG_UP = 7101, TAG_CELL = 7102 };
-enum { MSG_REQUEST = 1, MSG_RESULT = 2 };
-typedef struct wire {
-    int32_t kind, cell;
-    cell_result r;
-} wire;
-#endif
-
-static void nap(void)
-{
-    struct timespec ts = { 0, 20 * 1000 * 1000 };
-    nanosleep(&ts, NULL);
-}
-
-/* Reaps finished children; calls `done` for each. Returns how many. */
-static int reap(sweep_ctx *x, slot *slots, void (*done)(sweep_ctx *, size_t, const cell_result *))
-{
-    int got = 0;
-    for (int j = 0; j < x->jobs; j++) {
-        int ws;
-        if (!slots[j].pid || waitpid(slots[j].pid, &ws, WNOHANG) != slots[j].pid) continue;
-        size_t c = slots[j].cell;
-        cell_result r;
-        finish_cell(x, &slots[j], ws, &r);
-        done(x, c, &r);
-        got++;
-    }
-    return got;
-}
-
-static int busy(const sweep_ctx *x, const slot *slots)
-{
-    for (int j = 0; j < x->jobs; j++)
-        if (slots[j].pid) return 1;
-    return 0;
-}
-
-static slot *free_slot(const sweep_ctx *x, slot *slots)
-{
-    for (int j = 0; j < x->jobs; j++)
-        if (!slots[j].pid) return &slots[j];
-    return NULL;
-}
-
-static void coordinate(sweep_ctx *x, slot *slots)
-{
-    size_t next = 0;
-#ifdef FL_HAVE_MPI
-    int stops = 0;
-    size_t remote = 0;
-#endif
-    for (;;) {
-        int progress = 0;
-#ifdef FL_HAVE_MPI
-        for (int flag = 1; x->size > 1 && flag;) {
-            MPI_Status ms;
-            MPI_Iprobe(MPI_ANY_SOURCE, TAG_UP, MPI_COMM_WORLD, &flag, &ms);
-            if (!flag) break;
-            wire w;
-            MPI_Recv(&w, (int)sizeof w, MPI_BYTE, ms.MPI_SOURCE, TAG_UP, MPI_COMM_WORLD,
-                     MPI_STATUS_IGNORE);
-            if (w.kind == MSG_REQUEST) {
-                int32_t c = next < x->s->n_cells ? (int32_t)next++ : -1;
-                MPI_Send(&c, 1, MPI_INT32_T, ms.MPI_SOURCE, TAG_CELL, MPI_COMM_WORLD);
-                if (c < 0) stops++;
-                else remote++;
-            } else {
-                record(x, (size_t)w.cell, &w.r);
-                remote--;
-            }
-            progress = 1;
-        }
-#endif
-        slot *sl;
-        while (next < x->s->n_cells && (sl = free_slot(x, slots))) {
-            cell_result r;
-            size_t c = next++;
-            if (!start_cell(x, c, sl, &r)) record(x, c, &r);
-            progress = 1;
-        }
-        progress += reap(x, slots, record);
-        int finished = next >= x->s->n_cells && !busy(x, slots);
-#ifdef FL_HAVE_MPI
-        finished = finished && stops == x->size - 1 && remote == 0;
-#endif
-        if (finished) break;
-        if (!progress) nap();
-    }
-}
-
-#ifdef FL_HAVE_MPI
-static void send_result(sweep_ctx *x, size_t c, const cell_result *r)
-{
-    (void)x;
-    wire w = { .kind = MSG_RESULT, .cell = (int32_t)c, .r = *r };
-    MPI_Send(&w, (int)sizeof w, MPI_BYTE, 0, TAG_UP, MPI_COMM_WORLD);
-}
-
-static void work(sweep_ctx *x, slot *slots)
-{
-    int stopped = 0;
-    for (;;) {
-        int progress = 0;
-        slot *sl;
-        while (!stopped && (sl = free_slot(x, slots))) {
-            wire w = { .kind = MSG_REQUEST, .cell = -1 };
-            int32_t c;
-            MPI_Send(&w, (int)sizeof w, MPI_BYTE, 0, TAG_UP, MPI_COMM_WORLD);
-            MPI_Recv(&c, 1, MPI_INT32_T, 0, TAG_CELL, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            if (c < 0) {
-                stopped = 1;
-                break;
-            }
-            cell_result r;
-            if (!start_cell(x, (size_t)c, sl, &r)) send_result(x, (size_t)c, &r);
-            progress = 1;
-        }
-        progress += reap(x, slots, send_result);
-        if (stopped && !busy(x, slots)) break;
-        if (!progress) nap();
-    }
-}
-#endif
-
-/* ---- threads ---------------------------------------------------------- */
-
-/* Cores this process may use, and the ranks sharing them. */
-static int core_budget(int *shared_by)
-{
-    cpu_set_t set;
-    int cores = 0;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) cores = CPU_COUNT(&set);
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores <= 0) cores = online > 0 ? (int)online : 1;
-    *shared_by = 1;
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    /* Ranks bound to their own cores see only those; unbound ranks on one
-     * node all see every core and share them. */
-    if (local && atoi(local) > 1 && cores == online) *shared_by = atoi(local);
-    return cores;
-}
-
-/* environ with OMP_WAIT_POLICY=passive instead of any wait policy: for
- * cells that together have more threads than cores, where a thread that
- * spins at a barrier takes a core from another cell's working thread (the
- * sweep process chose a policy for itself, and cells would inherit it).
- * The strings are environ's; NULL when out of memory (then environ). */
-static char **passive_env(void)
-{
-    size_t n = 0;
-    while (environ[n]) n++;
-    char **env = calloc(n + 2, sizeof *env);
-    if (!env) return NULL;
-    size_t m = 0;
-    env[m++] = "OMP_WAIT_POLICY=passive";
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "OMP_WAIT_POLICY=", 16) && strncmp(environ[i], "GOMP_SPINCOUNT=", 15))
-            env[m++] = environ[i];
-    env[m] = NULL;
-    return env;
-}
 
 /* ---- the command ------------------------------------------------------ */
 
@@ -747,9 +252,10 @@ static char *default_dir(const char *exp_path, const fl_config *cfg)
 
 /* Everything before the cells run: the file, the options, the directory.
  * Returns an exit code, FL_EXIT_OK to go on. */
-static int prepare(sweep_ctx *x, const char *out, int dry_run, int oversubscribe, int jobs_set,
+static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscribe, int jobs_set,
                    int threads_set, char **text)
 {
+    fl_sweep_run *x = &cmd->run;
     fl_status st = fl_read_file(x->exp_path, text, NULL);
     if (st == FL_OK) st = fl_sweep_parse(x->exp_path, *text, &x->s);
     /* The base must parse as an experiment on its own (same line numbers). */
@@ -780,7 +286,7 @@ static int prepare(sweep_ctx *x, const char *out, int dry_run, int oversubscribe
     if (!x->base_path) return FL_EXIT_FAILURE;
     x->threads_swept = fl_sweep_axis_find(x->s, "experiment.threads") >= 0;
 
-    int shared = 1, cores = core_budget(&shared);
+    int shared = 1, cores = fl_sweep_core_budget(&shared);
     int budget = cores / shared;
     if (!jobs_set) x->jobs = 1;
     if (!threads_set) x->threads = budget / x->jobs > 0 ? budget / x->jobs : 1;
@@ -799,9 +305,9 @@ static int prepare(sweep_ctx *x, const char *out, int dry_run, int oversubscribe
         }
         return FL_EXIT_USAGE;
     }
-    if ((long)x->jobs * x->threads > budget) x->envp = passive_env(); /* --oversubscribe */
+    if ((long)x->jobs * x->threads > budget) x->envp = fl_sweep_passive_env(); /* --oversubscribe */
     if (x->rank == 0) {
-        st = check_values(x);
+        st = check_values(cmd);
         if (st != FL_OK) return fl_cli_fail(st);
         print_cells(x, x->s->n_product - x->s->n_cells);
     }
@@ -821,17 +327,21 @@ static int prepare(sweep_ctx *x, const char *out, int dry_run, int oversubscribe
 
 int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
 {
-    sweep_ctx x = { .cli = cli, .argv0 = "flowlab", .jobs = 1, .threads = 1, .size = 1 };
+    sweep_cmd cmd = { .run = { .argv0 = "flowlab", .jobs = 1, .threads = 1, .size = 1 },
+                      .cli = cli };
+    fl_sweep_run *x = &cmd.run;
+    x->same_config = same_config;
+    x->same_config_ctx = &cmd;
     const char *out = NULL;
     int dry_run = 0, oversubscribe = 0, jobs_set = 0, threads_set = 0;
-    x.sets = calloc((size_t)argc + 1, sizeof *x.sets);
-    if (!x.sets) return FL_EXIT_FAILURE;
+    x->sets = calloc((size_t)argc + 1, sizeof *x->sets);
+    if (!x->sets) return FL_EXIT_FAILURE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage, stdout);
-            free(x.sets);
+            free(x->sets);
             return FL_EXIT_OK;
         } else if (!strcmp(a, "--dry-run")) {
             dry_run = 1;
@@ -840,102 +350,83 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
         } else if (!strcmp(a, "--out") && more) {
             out = argv[++i];
         } else if (!strcmp(a, "--jobs") && more) {
-            if (!parse_count(a, argv[++i], &x.jobs)) goto usage_error;
+            if (!parse_count(a, argv[++i], &x->jobs)) goto usage_error;
             jobs_set = 1;
         } else if (!strcmp(a, "--threads") && more) {
-            if (!parse_count(a, argv[++i], &x.threads)) goto usage_error;
+            if (!parse_count(a, argv[++i], &x->threads)) goto usage_error;
             threads_set = 1;
         } else if (!strcmp(a, "--set") && more) {
-            x.sets[x.n_sets++] = argv[++i];
+            x->sets[x->n_sets++] = argv[++i];
         } else if (!strncmp(a, "--set=", 6)) {
-            x.sets[x.n_sets++] = a + 6;
+            x->sets[x->n_sets++] = a + 6;
         } else if (!strcmp(a, "--plugin") && more) {
             cli->plugins[cli->n_plugins++] = argv[++i];
-        } else if (a[0] == '-' || x.exp_path) {
+        } else if (a[0] == '-' || x->exp_path) {
             fprintf(stderr, "flowlab sweep: error: unexpected argument '%s'\n%s", a, usage);
             goto usage_error;
         } else {
-            x.exp_path = a;
+            x->exp_path = a;
         }
     }
-    if (!x.exp_path) {
+    if (!x->exp_path) {
         fprintf(stderr, "flowlab sweep: error: no experiment file given\n%s", usage);
         goto usage_error;
     }
+    x->plugins = cli->plugins; /* every cell loads the same plugins */
+    x->n_plugins = cli->n_plugins;
 
-#ifndef FL_HAVE_MPI
-    const char *ranks = getenv("OMPI_COMM_WORLD_SIZE");
-    if (ranks && atoi(ranks) > 1) {
-        fprintf(stderr, "flowlab: error: sweep under mpirun, but this flowlab was built without "
-                        "MPI (meson setup -Dmpi=enabled, with libopenmpi-dev)\n");
-        free(x.sets);
-        return FL_EXIT_USAGE;
-    }
-#else
-    /* Only under a launcher: a plain run must not start MPI's runtime. */
-    int mpi = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
-    if (mpi && MPI_Init(NULL, NULL) != MPI_SUCCESS) mpi = 0;
-    if (mpi) {
-        MPI_Comm_rank(MPI_COMM_WORLD, &x.rank);
-        MPI_Comm_size(MPI_COMM_WORLD, &x.size);
-    }
-#endif
+    const int mpi = fl_sweep_mpi_start(&x->rank, &x->size);
+    if (mpi < 0) goto usage_error;
     char *text = NULL;
-    int rc = prepare(&x, out, dry_run, oversubscribe, jobs_set, threads_set, &text);
-#ifdef FL_HAVE_MPI
+    int rc = prepare(&cmd, out, dry_run, oversubscribe, jobs_set, threads_set, &text);
     if (mpi) { /* every rank goes on only if rank 0 laid out the directory */
-        int rc0 = rc;
-        MPI_Bcast(&rc0, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        int rc0 = fl_sweep_mpi_bcast(rc);
         if (rc == FL_EXIT_OK && rc0 != FL_EXIT_OK) rc = rc0;
     }
-#endif
-    slot *slots = calloc((size_t)x.jobs, sizeof *slots);
+    fl_sweep_slot *slots = calloc((size_t)x->jobs, sizeof *slots);
     if (rc == FL_EXIT_OK && !slots) rc = FL_EXIT_FAILURE;
-    if (rc == FL_EXIT_OK && x.rank == 0) {
-        x.res = calloc(x.s->n_cells, sizeof *x.res);
-        if (!x.res) rc = FL_EXIT_FAILURE;
-        else if (write_cells_csv(&x) != FL_OK) rc = fl_cli_fail(FL_ERR_IO);
+    if (rc == FL_EXIT_OK && x->rank == 0) {
+        x->res = calloc(x->s->n_cells, sizeof *x->res);
+        if (!x->res) rc = FL_EXIT_FAILURE;
+        else if (fl_sweep_write_cells_csv(x) != FL_OK) rc = fl_cli_fail(FL_ERR_IO);
     }
     if (rc == FL_EXIT_OK) {
-        if (x.rank == 0) coordinate(&x, slots);
-#ifdef FL_HAVE_MPI
-        else work(&x, slots);
-#endif
+        if (x->rank == 0) fl_sweep_dispatch(x, slots);
+        else fl_sweep_work(x, slots);
     }
-    if (rc == FL_EXIT_OK && x.rank == 0) {
-        char *logs = fl_strfmt("%s/logs", x.dir);
+    if (rc == FL_EXIT_OK && x->rank == 0) {
+        char *logs = fl_strfmt("%s/logs", x->dir);
         if (logs) rmdir(logs); /* empty once every cell has moved its log */
         free(logs);
         size_t n[4] = { 0 };
-        for (size_t c = 0; c < x.s->n_cells; c++) n[x.res[c].status]++;
+        for (size_t c = 0; c < x->s->n_cells; c++) n[x->res[c].status]++;
         fl_report_opts o = { 0 };
         printf("\n");
-        fl_status st = fl_report_write(x.dir, x.s, &o, stdout);
+        fl_status st = fl_report_write(x->dir, x->s, &o, stdout);
         if (st != FL_OK) rc = fl_cli_fail(st);
         printf("\nsweep %s: %zu cells: %zu ran, %zu finished earlier, %zu failed; report in "
                "%s/report.{md,csv,html}\n",
-               x.exp_path, x.s->n_cells, n[ST_DONE], n[ST_CACHED], n[ST_FAILED], x.dir);
-        if (n[ST_FAILED] && rc == FL_EXIT_OK) rc = FL_EXIT_FAILURE;
+               x->exp_path, x->s->n_cells, n[FL_CELL_DONE], n[FL_CELL_CACHED],
+               n[FL_CELL_FAILED], x->dir);
+        if (n[FL_CELL_FAILED] && rc == FL_EXIT_OK) rc = FL_EXIT_FAILURE;
     }
     if (rc == -1) rc = FL_EXIT_OK; /* dry run */
-#ifdef FL_HAVE_MPI
     if (mpi) {
-        MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        MPI_Finalize();
+        rc = fl_sweep_mpi_bcast(rc);
+        fl_sweep_mpi_end();
     }
-#endif
     free(slots);
     free(text);
-    free(x.res);
-    fl_registry_free(x.reg);
-    fl_sweep_free(x.s);
-    free(x.envp);
-    free(x.dir);
-    free(x.base_path);
-    free(x.sets);
+    free(x->res);
+    fl_registry_free(cmd.reg);
+    fl_sweep_free(x->s);
+    free(x->envp);
+    free(x->dir);
+    free(x->base_path);
+    free(x->sets);
     return rc;
 
 usage_error:
-    free(x.sets);
+    free(x->sets);
     return FL_EXIT_USAGE;
 }

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "core/hostimpl.h"
+#include "compute/blas.h"
 #include "core/log.h"
 #include "core/util.h"
 

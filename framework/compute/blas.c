@@ -1,4 +1,5 @@
-/* blas.c - the one place that talks to CBLAS. */
+/* blas.c - the one place that talks to CBLAS (fl_gemm and its flop counter),
+ * and the process's BLAS/OpenMP thread and wait-policy set-up. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +7,7 @@
 #include <unistd.h>
 #include <omp.h>
 
-#include "core/hostimpl.h"
+#include "compute/blas.h"
 
 /* OpenBLAS extensions (declared in its cblas.h; repeated for other CBLAS). */
 extern char *openblas_get_corename(void);
@@ -17,9 +18,7 @@ static uint64_t gemm_flops;
 
 uint64_t fl_gemm_flops(void) { return __atomic_load_n(&gemm_flops, __ATOMIC_RELAXED); }
 
-/* Products computed elsewhere (the MLP service's own kernel) count too.
- * (Declared where used: hostimpl.h is not this file's to change.) */
-void fl_gemm_count(uint64_t flops);
+/* Products computed elsewhere (the MLP service's own kernel) count too. */
 void fl_gemm_count(uint64_t flops) { __atomic_fetch_add(&gemm_flops, flops, __ATOMIC_RELAXED); }
 
 void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const fl_real *a,
@@ -37,7 +36,6 @@ void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const
 }
 
 const char *fl_blas_core(void) { return openblas_get_corename(); }
-void fl_blas_set_threads(int n) { openblas_set_num_threads(n); }
 
 void fl_runtime_init(void)
 {

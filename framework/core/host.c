@@ -3,6 +3,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The one place core/ reaches up into compute/: the table below names the
+ * MLP service and fl_gemm, and a context frees the MLPs it owns. Inverting
+ * it (compute registering its functions into a mutable table at start-up)
+ * would make every entry point - main, each test suite, each bench - call
+ * a registration first, and a missed call would show up as a NULL member
+ * inside a plugin; naming the functions here keeps the table constant and
+ * always complete. Elsewhere only compute/ includes core/, not the reverse. */
+#include "compute/blas.h"
+#include "compute/mlp.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
 #include "core/util.h"

@@ -39,38 +39,7 @@ void fl_ctx_end_create(fl_ctx *cx);
 /* Frees the ctx and everything it owns (after the instance is destroyed). */
 void fl_ctx_free(fl_ctx *cx);
 
-/* The gemm behind host->gemm (CBLAS). */
-void fl_gemm(int trans_a, int trans_b, int m, int n, int k, fl_real alpha, const fl_real *a,
-             int lda, const fl_real *b, int ldb, fl_real beta, fl_real *c, int ldc);
-
-/* The MLP service (mlp.c). */
-fl_mlp *fl_mlp_create(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_rows);
-void fl_mlp_forward(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in, fl_real *out);
-/* fl_mlp_forward, then fn(ctx, r0, rn) on every block of finished output
- * rows [r0, r0 + rn), together covering [0, n) once. fn may run on several
- * threads at once (disjoint rows), right after its rows were computed, so
- * it reads them from cache: the decoder's likelihood in evaluation. */
-typedef void (*fl_mlp_rows_fn)(void *ctx, uint32_t r0, uint32_t rn);
-void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in,
-                         fl_real *out, fl_mlp_rows_fn fn, void *ctx);
-void fl_mlp_backward(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
-                     const fl_real *dout, fl_real *din);
-void fl_mlp_free(fl_mlp *m);
-
-/* Total floating-point operations issued through fl_gemm so far. */
-uint64_t fl_gemm_flops(void);
-
-/* Name of the BLAS core in use (e.g. "SkylakeX"), for benchmarks. */
-const char *fl_blas_core(void);
-/* Puts BLAS on one thread (flowlab parallelises over fixed tiles itself,
- * which keeps results independent of the thread count). Idempotent. */
-void fl_runtime_init(void);
-/* Picks the OpenMP wait policy for this process when the user has not (see
- * blas.c): restarts the program (execv of /proc/self/exe with argv) with a
- * short spin on an idle machine or OMP_WAIT_POLICY=passive on a busy one.
- * Call first thing in main; returns only when no restart happened. */
-void fl_choose_wait_policy(char **argv);
-/* Threads BLAS may use outside parallel regions. */
-void fl_blas_set_threads(int n);
+/* The MLP service and fl_gemm behind the table's mlp_* and gemm members
+ * are compute/'s: compute/mlp.h, compute/blas.h. */
 
 #endif

@@ -1,9 +1,11 @@
-/* util.h - small helpers shared by the host: errors, strings, files. */
+/* util.h - small helpers shared by the host: errors, strings, files, and
+ * two constants every layer uses. */
 #ifndef FL_UTIL_H
 #define FL_UTIL_H
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <flowlab/core.h>
 
@@ -76,5 +78,12 @@ fl_status fl_read_file(const char *path, char **data, size_t *n);
 
 /* Wall-clock seconds from a monotonic clock. */
 double fl_now(void);
+
+/* log(2 pi) / 2, the normal density's constant per dimension: the literal
+ * every file used to define for itself (same double). */
+#define FL_HALF_LOG_2PI 0.91893853320467274178
+/* Number of elements of array `t` (an array, never a pointer), as the
+ * uint32_t counts of key tables. */
+#define FL_NTAB(t) ((uint32_t)(sizeof(t) / sizeof((t)[0])))
 
 #endif

@@ -7,10 +7,10 @@
 
 #include "output/pngfile.h"
 #include "output/rundir.h"
+#include "core/util.h"
 #include "tasks/task_density.h"
 #include "tasks/task_vi.h"
 
-#define HALF_LOG_2PI 0.91893853320467274178
 #define GRID 200            /* heatmap cells per side (= pixels) */
 #define N_SAMPLES 5000
 #define BLUR_SIGMA 1.5      /* data histogram smoothing, in cells */
@@ -353,7 +353,7 @@ static fl_status eval_density(fl_experiment *e, const double box[4], double *den
         st = fl_stack_forward(e->stack, m, FL_MODE_EVAL, x, NULL, logdet, &u);
         for (uint32_t r = 0; st == FL_OK && r < m; r++) {
             double q = (double)u[2 * r] * u[2 * r] + (double)u[2 * r + 1] * u[2 * r + 1];
-            double lp = -0.5 * q - 2 * HALF_LOG_2PI + (double)logdet[r];
+            double lp = -0.5 * q - 2 * FL_HALF_LOG_2PI + (double)logdet[r];
             double p = exp(lp);
             dens[i + r] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
         }

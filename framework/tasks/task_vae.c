@@ -22,6 +22,7 @@
 
 #include "train/checkpoint.h"
 #include "compute/fastnormal.h"
+#include "compute/mlp.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
 #include "train/optim.h"

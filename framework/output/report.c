@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "output/metrics.h"
 #include "output/plot.h"
 #include "output/rundir.h"
 
@@ -531,85 +532,36 @@ static const fl_rgb palette[10] = {
 static int read_curve(const char *path, const char *want, double **xs, double **ys, size_t *n,
                       char **col)
 {
-    char *text = NULL;
     *xs = *ys = NULL;
     *n = 0;
-    if (fl_read_file(path, &text, NULL) != FL_OK) {
+    *col = NULL;
+    fl_metrics_table t;
+    if (fl_metrics_read(path, &t) != FL_OK) {
         fl_err_clear();
         return 0;
     }
-    char *save = NULL, *line = strtok_r(text, "\n", &save);
-    if (!line) {
-        free(text);
-        return 0;
-    }
-    /* header */
-    char *names[64];
-    size_t nc = 0;
-    char *hdr = fl_strdup(line);
-    for (char *s2 = NULL, *h = hdr ? strtok_r(hdr, ",\r", &s2) : NULL; h && nc < 64;
-         h = strtok_r(NULL, ",\r", &s2))
-        names[nc++] = h;
-    long cs = -1, cy = -1;
-    for (size_t k = 0; k < nc; k++)
-        if (!strcmp(names[k], "step")) cs = (long)k;
-    for (size_t k = 0; want && k < nc; k++)
-        if (!strcmp(names[k], want)) cy = (long)k;
-    for (size_t k = 0; cy < 0 && k < nc; k++)
-        if (!strcmp(names[k], "test_nll")) cy = (long)k;
-    for (size_t k = 0; cy < 0 && k < nc; k++)
+    long cs = fl_metrics_find(&t, "step"), cy = want ? fl_metrics_find(&t, want) : -1;
+    if (cy < 0) cy = fl_metrics_find(&t, "test_nll");
+    for (size_t k = 0; cy < 0 && k < t.n_cols; k++)
         if ((long)k != cs) cy = (long)k;
-    if (cs < 0 || cy < 0) {
-        free(hdr);
-        free(text);
-        return 0;
+    if (cy >= 0 && t.n_rows) {
+        *xs = malloc(t.n_rows * sizeof **xs);
+        *ys = malloc(t.n_rows * sizeof **ys);
+        *col = fl_strdup(t.names[cy]);
     }
-    *col = fl_strdup(names[cy]);
-    free(hdr);
-    size_t cap = 16;
-    *xs = malloc(cap * sizeof **xs);
-    *ys = malloc(cap * sizeof **ys);
-    while (*xs && *ys && *col && (line = strtok_r(NULL, "\n", &save))) {
-        double x = NAN, y = NAN;
-        long k = 0;
-        for (const char *p = line;; k++) {
-            size_t len = strcspn(p, ",\r");
-            char fld[64];
-            if (len < sizeof fld && (k == cs || k == cy)) {
-                memcpy(fld, p, len);
-                fld[len] = 0;
-                char *end;
-                double v = strtod(fld, &end);
-                if (end == fld || *end) v = NAN;
-                if (k == cs) x = v;
-                if (k == cy) y = v;
-            }
-            if (p[len] != ',') break;
-            p += len + 1;
-        }
-        if (!isfinite(x)) continue;
-        if (*n == cap) {
-            cap *= 2;
-            double *nx = realloc(*xs, cap * sizeof *nx);
-            if (nx) *xs = nx;
-            double *ny = nx ? realloc(*ys, cap * sizeof *ny) : NULL;
-            if (ny) *ys = ny;
-            if (!nx || !ny) break;
-        }
-        (*xs)[*n] = x;
-        (*ys)[*n] = y;
-        (*n)++;
-    }
-    free(text);
-    if (!*n || !*col) {
+    if (!*xs || !*ys || !*col) {
         free(*xs);
         free(*ys);
         free(*col);
         *xs = *ys = NULL;
         *col = NULL;
-        *n = 0;
+        fl_metrics_table_free(&t);
         return 0;
     }
+    memcpy(*xs, t.col[cs], t.n_rows * sizeof **xs);
+    memcpy(*ys, t.col[cy], t.n_rows * sizeof **ys);
+    *n = t.n_rows;
+    fl_metrics_table_free(&t);
     return 1;
 }
 

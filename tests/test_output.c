@@ -1,7 +1,8 @@
 /* test_output.c - the output modules every run file goes through: the JSON
  * writer (layouts, number formats, escaping, misuse) and reader (round
  * trip, malformed text), and metrics.csv's writer, reader and resume
- * helper (round trip, missing column, truncated file). */
+ * helper (round trip, missing column, truncated file); and that both
+ * reproduce, byte for byte, the files the trainers still print by hand. */
 #include <math.h>
 
 #include "common.h"
@@ -348,4 +349,227 @@ Test(metrics, keep_rows_up_to_the_checkpoint)
                                   "100,1.500000,0.001,2.250\n"
                                   "200,2.000000,0.01,9.000\n");
     fl_metrics_free(&m);
+}
+
+/* ---- the files the trainers still print by hand -------------------------- */
+
+/* The writers reproduce, byte for byte, today's hand-printed result.json of
+ * each task, eval.json and a metrics row of each task (the format strings
+ * below are copied from tasks/task_*.c), so moving those call sites onto
+ * them changes no byte. */
+
+static const double X = 1.0 / 3.0, Y = -1234.56789, Z = 2.5e-7;
+
+Test(json_writer, reproduces_density_result_json)
+{
+    fl_buf old = { 0 }, b = { 0 };
+    fl_buf_printf(&old,
+                  "{\n  \"task\": \"density\",\n  \"data\": \"%s\",\n  \"test_nll\": %.6f,\n"
+                  "  \"test_nll_se\": %.6f,\n  \"test_rows\": %llu,\n  \"train_nll\": %.6f,\n"
+                  "  \"steps\": %llu,\n  \"train_seconds\": %.3f,\n  \"steps_per_second\": "
+                  "%.1f,\n  \"parameters\": %zu\n}\n",
+                  "moons", X, Z, 1000ull, Y, 2000ull, X, Y, (size_t)2568);
+    fl_json w;
+    fl_json_begin(&w, &b);
+    fl_json_key_str(&w, "task", "density");
+    fl_json_key_str(&w, "data", "moons");
+    fl_json_key_num(&w, "test_nll", X, "%.6f");
+    fl_json_key_num(&w, "test_nll_se", Z, "%.6f");
+    fl_json_key_uint(&w, "test_rows", 1000);
+    fl_json_key_num(&w, "train_nll", Y, "%.6f");
+    fl_json_key_uint(&w, "steps", 2000);
+    fl_json_key_num(&w, "train_seconds", X, "%.3f");
+    fl_json_key_num(&w, "steps_per_second", Y, "%.1f");
+    fl_json_key_uint(&w, "parameters", 2568);
+    cr_assert_eq(fl_json_end(&w), FL_OK);
+    cr_assert_str_eq(b.data, old.data);
+    fl_buf_free(&old);
+    fl_buf_free(&b);
+}
+
+Test(json_writer, reproduces_vae_result_and_eval_json)
+{
+    for (int with_eval = 0; with_eval < 2; with_eval++) {
+        fl_buf old = { 0 }, b = { 0 };
+        fl_buf_printf(&old,
+                      "{\n  \"task\": \"vae\",\n  \"data\": \"%s\",\n  \"estimator\": \"%s\",\n"
+                      "  \"k\": %u,\n  \"train_bound\": %.6f,\n  \"valid_elbo\": %.6f,\n"
+                      "  \"valid_iwae\": %.6f,\n  \"valid_k\": %lld,\n  \"steps\": %llu,\n"
+                      "  \"train_seconds\": %.3f,\n  \"examples_per_second\": %.1f,\n"
+                      "  \"parameters\": %zu",
+                      "binarized_mnist", "iwae", 5u, Y, X, Y, 5000ll, 200ull, X, Y, (size_t)7);
+        if (with_eval)
+            fl_buf_printf(&old,
+                          ",\n  \"test_k\": %llu,\n  \"test_points\": %llu,\n"
+                          "  \"test_log_likelihood\": %.6f,\n  \"test_log_likelihood_se\": %.6f,\n"
+                          "  \"test_elbo\": %.6f,\n  \"test_kl\": %.6f,\n  \"test_ess\": %.3f,\n"
+                          "  \"active_units\": %u,\n  \"eval_seconds\": %.3f",
+                          500ull, 100ull, Y, Z, Y, X, X, 13u, X);
+        fl_buf_printf(&old, "\n}\n");
+        fl_json w;
+        fl_json_begin(&w, &b);
+        fl_json_key_str(&w, "task", "vae");
+        fl_json_key_str(&w, "data", "binarized_mnist");
+        fl_json_key_str(&w, "estimator", "iwae");
+        fl_json_key_uint(&w, "k", 5);
+        fl_json_key_num(&w, "train_bound", Y, "%.6f");
+        fl_json_key_num(&w, "valid_elbo", X, "%.6f");
+        fl_json_key_num(&w, "valid_iwae", Y, "%.6f");
+        fl_json_key_int(&w, "valid_k", 5000);
+        fl_json_key_uint(&w, "steps", 200);
+        fl_json_key_num(&w, "train_seconds", X, "%.3f");
+        fl_json_key_num(&w, "examples_per_second", Y, "%.1f");
+        fl_json_key_uint(&w, "parameters", 7);
+        if (with_eval) {
+            fl_json_key_uint(&w, "test_k", 500);
+            fl_json_key_uint(&w, "test_points", 100);
+            fl_json_key_num(&w, "test_log_likelihood", Y, "%.6f");
+            fl_json_key_num(&w, "test_log_likelihood_se", Z, "%.6f");
+            fl_json_key_num(&w, "test_elbo", Y, "%.6f");
+            fl_json_key_num(&w, "test_kl", X, "%.6f");
+            fl_json_key_num(&w, "test_ess", X, "%.3f");
+            fl_json_key_uint(&w, "active_units", 13);
+            fl_json_key_num(&w, "eval_seconds", X, "%.3f");
+        }
+        cr_assert_eq(fl_json_end(&w), FL_OK);
+        cr_assert_str_eq(b.data, old.data);
+        fl_buf_free(&old);
+        fl_buf_free(&b);
+    }
+
+    /* eval.json (task_vae.c's evaluation suite) */
+    fl_buf old = { 0 }, b = { 0 };
+    fl_buf_printf(&old,
+                  "{\n  \"split\": \"%s\",\n  \"points\": %llu,\n  \"k\": %llu,\n"
+                  "  \"log_likelihood\": %.6f,\n  \"log_likelihood_se\": %.6f,\n"
+                  "  \"elbo\": %.6f,\n  \"elbo_se\": %.6f,\n  \"gap\": %.6f,\n"
+                  "  \"kl\": %.6f,\n  \"ess\": %.3f,\n  \"ess_fraction\": %.6f,\n"
+                  "  \"active_units\": %u,\n  \"latent\": %u,\n  \"au_threshold\": %g,\n"
+                  "  \"seconds\": %.3f\n}\n",
+                  "test", 100ull, 50ull, Y, Z, Y, X, Z, X, Y, X, 13u, 50u, 0.01, X);
+    fl_json w;
+    fl_json_begin(&w, &b);
+    fl_json_key_str(&w, "split", "test");
+    fl_json_key_uint(&w, "points", 100);
+    fl_json_key_uint(&w, "k", 50);
+    fl_json_key_num(&w, "log_likelihood", Y, "%.6f");
+    fl_json_key_num(&w, "log_likelihood_se", Z, "%.6f");
+    fl_json_key_num(&w, "elbo", Y, "%.6f");
+    fl_json_key_num(&w, "elbo_se", X, "%.6f");
+    fl_json_key_num(&w, "gap", Z, "%.6f");
+    fl_json_key_num(&w, "kl", X, "%.6f");
+    fl_json_key_num(&w, "ess", Y, "%.3f");
+    fl_json_key_num(&w, "ess_fraction", X, "%.6f");
+    fl_json_key_uint(&w, "active_units", 13);
+    fl_json_key_uint(&w, "latent", 50);
+    fl_json_key_num(&w, "au_threshold", 0.01, "%g");
+    fl_json_key_num(&w, "seconds", X, "%.3f");
+    cr_assert_eq(fl_json_end(&w), FL_OK);
+    cr_assert_str_eq(b.data, old.data);
+    fl_buf_free(&old);
+    fl_buf_free(&b);
+}
+
+Test(json_writer, reproduces_vi_result_json)
+{
+    /* logz_ref and kl: %.6f, or null when not finite (task_vi.c's fmt_num) */
+    const double refs[] = { Y, NAN };
+    for (int i = 0; i < 2; i++) {
+        double ref = refs[i], kl = i ? NAN : X;
+        char r1[32], r2[32];
+        if (isfinite(ref)) snprintf(r1, sizeof r1, "%.6f", ref);
+        else snprintf(r1, sizeof r1, "null");
+        if (isfinite(kl)) snprintf(r2, sizeof r2, "%.6f", kl);
+        else snprintf(r2, sizeof r2, "null");
+        fl_buf old = { 0 }, b = { 0 };
+        fl_buf_printf(&old,
+                      "{\n  \"task\": \"vi\",\n  \"target\": \"%s\",\n  \"estimator\": \"%s\",\n"
+                      "  \"k\": %u,\n  \"elbo\": %.6f,\n  \"elbo_se\": %.6f,\n  \"elbo_samples\": %llu,\n"
+                      "  \"logz_is\": %.6f,\n  \"logz_ess\": %.1f,\n  \"logz_samples\": %llu,\n"
+                      "  \"logz_ref\": %s,\n  \"logz_ref_method\": \"%s\",\n  \"kl\": %s,\n"
+                      "  \"kl_se\": %.6f,\n  \"train_bound\": %.6f,\n  \"steps\": %llu,\n"
+                      "  \"train_seconds\": %.3f,\n  \"steps_per_second\": %.1f,\n"
+                      "  \"parameters\": %zu\n}\n",
+                      "u1", "iwae", 8u, Y, Z, 10000ull, X, Y, 20000ull, r1, "grid", r2, Z, Y,
+                      600ull, X, Y, (size_t)40);
+        fl_json w;
+        fl_json_begin(&w, &b);
+        fl_json_key_str(&w, "task", "vi");
+        fl_json_key_str(&w, "target", "u1");
+        fl_json_key_str(&w, "estimator", "iwae");
+        fl_json_key_uint(&w, "k", 8);
+        fl_json_key_num(&w, "elbo", Y, "%.6f");
+        fl_json_key_num(&w, "elbo_se", Z, "%.6f");
+        fl_json_key_uint(&w, "elbo_samples", 10000);
+        fl_json_key_num(&w, "logz_is", X, "%.6f");
+        fl_json_key_num(&w, "logz_ess", Y, "%.1f");
+        fl_json_key_uint(&w, "logz_samples", 20000);
+        fl_json_key_num(&w, "logz_ref", ref, "%.6f");
+        fl_json_key_str(&w, "logz_ref_method", "grid");
+        fl_json_key_num(&w, "kl", kl, "%.6f");
+        fl_json_key_num(&w, "kl_se", Z, "%.6f");
+        fl_json_key_num(&w, "train_bound", Y, "%.6f");
+        fl_json_key_uint(&w, "steps", 600);
+        fl_json_key_num(&w, "train_seconds", X, "%.3f");
+        fl_json_key_num(&w, "steps_per_second", Y, "%.1f");
+        fl_json_key_uint(&w, "parameters", 40);
+        cr_assert_eq(fl_json_end(&w), FL_OK);
+        cr_assert_str_eq(b.data, old.data);
+        fl_buf_free(&old);
+        fl_buf_free(&b);
+    }
+}
+
+/* The three tasks' metrics.csv columns, as the trainers print them today. */
+static const fl_metrics_col density_cols[] = {
+    { "train_nll", "%.6f" }, { "test_nll", "%.6f" }, { "test_nll_se", "%.6f" },
+    { "train_seconds", "%.3f" },
+};
+static const fl_metrics_col vae_cols[] = {
+    { "train_bound", "%.6f" }, { "valid_elbo", "%.6f" }, { "valid_iwae", "%.6f" },
+    { "lr", "%.6g" },          { "train_seconds", "%.3f" },
+};
+static const fl_metrics_col vi_cols[] = {
+    { "beta", "%.4f" },   { "train_bound", "%.6f" }, { "elbo", "%.6f" },
+    { "elbo_se", "%.6f" }, { "logz_is", "%.6f" },    { "logz_ess", "%.1f" },
+    { "logz_ref", "%.6f" }, { "kl", "%.6f" },        { "train_seconds", "%.3f" },
+};
+
+Test(metrics, reproduces_the_trainers_rows)
+{
+    fl_buf old = { 0 };
+    fl_metrics m;
+    /* density: a row, and the closing row without a training loss */
+    fl_buf_printf(&old, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
+    fl_buf_printf(&old, "%llu,%.6f,%.6f,%.6f,%.3f\n", 100ull, X, Y, Z, X);
+    fl_buf_printf(&old, "%llu,,%.6f,%.6f,%.3f\n", 0ull, Y, Z, X);
+    fl_metrics_init(&m, density_cols, 4);
+    fl_metrics_row(&m, 100, (double[]){ X, Y, Z, X });
+    fl_metrics_row(&m, 0, (double[]){ NAN, Y, Z, X });
+    cr_assert_str_eq(m.text.data, old.data);
+    fl_metrics_free(&m);
+    fl_buf_free(&old);
+    /* vae */
+    fl_buf_printf(&old, "step,train_bound,valid_elbo,valid_iwae,lr,train_seconds\n");
+    fl_buf_printf(&old, "%llu,%.6f,%.6f,%.6f,%.6g,%.3f\n", 100ull, Y, X, Y, 1e-3 * X, X);
+    fl_buf_printf(&old, "%llu,,%.6f,%.6f,%.6g,%.3f\n", 200ull, X, Y, Z, X);
+    fl_metrics_init(&m, vae_cols, 5);
+    fl_metrics_row(&m, 100, (double[]){ Y, X, Y, 1e-3 * X, X });
+    fl_metrics_row(&m, 200, (double[]){ NAN, X, Y, Z, X });
+    cr_assert_str_eq(m.text.data, old.data);
+    fl_metrics_free(&m);
+    fl_buf_free(&old);
+    /* vi: logz_ref and kl are empty when not finite */
+    fl_buf_printf(&old, "step,beta,train_bound,elbo,elbo_se,logz_is,logz_ess,logz_ref,kl,"
+                        "train_seconds\n");
+    fl_buf_printf(&old, "%llu,%.4f,%.6f,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.3f\n", 10ull, X, Y, Y, Z,
+                  X, Y, X, Z, X);
+    fl_buf_printf(&old, "%llu,%.4f,,%.6f,%.6f,%.6f,%.1f,%s,%s,%.3f\n", 20ull, 1.0, Y, Z, X, Y, "",
+                  "", X);
+    fl_metrics_init(&m, vi_cols, 9);
+    fl_metrics_row(&m, 10, (double[]){ X, Y, Y, Z, X, Y, X, Z, X });
+    fl_metrics_row(&m, 20, (double[]){ 1.0, NAN, Y, Z, X, Y, NAN, INFINITY, X });
+    cr_assert_str_eq(m.text.data, old.data);
+    fl_metrics_free(&m);
+    fl_buf_free(&old);
 }

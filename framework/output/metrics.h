@@ -78,7 +78,7 @@ typedef struct fl_metrics_table {
 /* Parses metrics.csv text (`len` bytes, need not be NUL-terminated):
  * fields are split at ',', lines at '\n' (a trailing '\r' is dropped),
  * blank lines are skipped, and so is every row whose `step` is not a
- * number. A field of more than 500 characters reads as NAN. FL_OK, or
+ * number. A field of 512 characters or more reads as NAN. FL_OK, or
  * FL_ERR_FORMAT when there is no header or it has no `step` column,
  * FL_ERR_NOMEM, with fl_err set (naming `what`, a path for messages) and
  * *t empty. On FL_OK free *t with fl_metrics_table_free. Any time, any

@@ -1,10 +1,13 @@
-/* plot.c - the canvas and the pictures of a density run. */
+/* plot.c - the canvas (an RGB raster with a data window, polylines, frames),
+ * curves.png from metrics.csv for every task, and the pictures of density
+ * and vi runs (heatmaps, samples). */
 #include "output/plot.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "output/metrics.h"
 #include "output/pngfile.h"
 #include "output/rundir.h"
 #include "core/util.h"
@@ -195,7 +198,7 @@ fl_status fl_canvas_save(const fl_canvas *c, const char *path)
     return fl_png_write(path, c->rgb, c->w, c->h);
 }
 
-/* ---- density runs ------------------------------------------------------- */
+/* ---- curves.png (every task) and the density runs' pictures ------------- */
 
 static fl_status save_in(const fl_canvas *c, const char *dir, const char *file)
 {
@@ -206,44 +209,6 @@ static fl_status save_in(const fl_canvas *c, const char *dir, const char *file)
     return st;
 }
 
-/* One CSV field as a number; empty or unparsable is NaN. */
-static double field(const char *s, size_t len)
-{
-    char tmp[64];
-    if (len == 0 || len >= sizeof tmp) return NAN;
-    memcpy(tmp, s, len);
-    tmp[len] = 0;
-    char *end;
-    double v = strtod(tmp, &end);
-    return *end ? NAN : v;
-}
-
-/* Column `col` of a comma-separated line (no newline), or NaN. */
-static double column(const char *line, size_t len, int col)
-{
-    const char *p = line, *e = line + len;
-    for (int k = 0; k < col; k++) {
-        const char *q = memchr(p, ',', (size_t)(e - p));
-        if (!q) return NAN;
-        p = q + 1;
-    }
-    const char *q = memchr(p, ',', (size_t)(e - p));
-    return field(p, (size_t)((q ? q : e) - p));
-}
-
-static int header_index(const char *line, size_t len, const char *name)
-{
-    size_t nl = strlen(name);
-    int k = 0;
-    for (const char *p = line, *e = line + len; p <= e; k++) {
-        const char *q = memchr(p, ',', (size_t)(e - p));
-        if (!q) q = e;
-        if ((size_t)(q - p) == nl && memcmp(p, name, nl) == 0) return k;
-        p = q + 1;
-    }
-    return -1;
-}
-
 fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
                          const char *what)
 {
@@ -251,42 +216,23 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
         fl_err("%s: cannot plot %zu curves (1 to %d)", dir, n_curves, FL_PLOT_MAX_CURVES);
         return FL_ERR_INVALID;
     }
-    char *path = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
-    size_t len = 0;
+    char *path = fl_strfmt("%s/metrics.csv", dir);
     if (!path) return FL_ERR_NOMEM;
-    fl_status st = fl_read_file(path, &text, &len);
-    double *xs = NULL, *ys = NULL; /* ys[k * cap + i]: curve k at row i */
-    size_t n = 0, cap = 0;
-    int c_step = -1, col[FL_PLOT_MAX_CURVES];
+    fl_metrics_table t;
+    fl_status st = fl_metrics_read(path, &t);
+    const double *xs = NULL, *ys[FL_PLOT_MAX_CURVES]; /* ys[k]: curve k, NULL when absent */
+    size_t n = t.n_rows;
     if (st == FL_OK) {
-        cap = 1;
-        for (size_t i = 0; i < len; i++) cap += text[i] == '\n';
-        xs = malloc(cap * sizeof *xs);
-        ys = malloc(cap * n_curves * sizeof *ys);
-        if (!xs || !ys) st = FL_ERR_NOMEM;
-    }
-    const char *p = text, *end = text + len;
-    for (size_t line = 0; st == FL_OK && p < end; line++) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t l = (size_t)((nl ? nl : end) - p);
-        if (l && p[l - 1] == '\r') l--;
-        if (line == 0) {
-            const char *missing = (c_step = header_index(p, l, "step")) < 0 ? "step" : NULL;
-            for (size_t k = 0; k < n_curves; k++) {
-                col[k] = header_index(p, l, curves[k].column);
-                if (col[k] < 0 && !curves[k].optional && !missing) missing = curves[k].column;
-            }
-            if (missing) {
-                fl_err("%s: no column '%s' in the header", path, missing);
-                st = FL_ERR_FORMAT;
-            }
-        } else if (l) {
-            xs[n] = column(p, l, c_step);
-            for (size_t k = 0; k < n_curves; k++)
-                ys[k * cap + n] = col[k] >= 0 ? column(p, l, col[k]) : NAN;
-            n += isfinite(xs[n]); /* a row without a step is dropped */
+        xs = fl_metrics_column(&t, "step");
+        const char *missing = NULL;
+        for (size_t k = 0; k < n_curves; k++) {
+            ys[k] = fl_metrics_column(&t, curves[k].column);
+            if (!ys[k] && !curves[k].optional && !missing) missing = curves[k].column;
         }
-        p = nl ? nl + 1 : end;
+        if (missing) {
+            fl_err("%s: no column '%s' in the header", path, missing);
+            st = FL_ERR_FORMAT;
+        }
     }
     if (st == FL_OK && n == 0) {
         fl_err("%s: no rows", path);
@@ -297,7 +243,7 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
         x0 = fmin(x0, xs[i]);
         x1 = fmax(x1, xs[i]);
         for (size_t k = 0; k < n_curves; k++) {
-            double y = ys[k * cap + i];
+            double y = ys[k] ? ys[k][i] : NAN;
             if (isfinite(y)) y0 = fmin(y0, y), y1 = fmax(y1, y);
         }
     }
@@ -309,7 +255,7 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
         fl_canvas_window(&c, 24, x0, x1, y0 - pad, y1 + pad);
         fl_canvas_frame(&c, (fl_rgb){ 0, 0, 0 }, 5);
         for (size_t k = 0; k < n_curves; k++)
-            if (col[k] >= 0) fl_canvas_polyline(&c, xs, ys + k * cap, n, curves[k].colour);
+            if (ys[k]) fl_canvas_polyline(&c, xs, ys[k], n, curves[k].colour);
         st = save_in(&c, dir, "curves.png");
     }
     if (st == FL_OK) {
@@ -325,9 +271,7 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
         fl_buf_free(&b);
     }
     fl_canvas_free(&c);
-    free(xs);
-    free(ys);
-    free(text);
+    fl_metrics_table_free(&t);
     free(path);
     return st;
 }

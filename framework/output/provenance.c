@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fl_vcs.h"
+#include "output/json.h"
 #include "output/rundir.h"
 
 #ifndef FL_VERSION
@@ -48,30 +49,33 @@ fl_status fl_provenance_write(const char *dir, const fl_registry *reg, uint64_t 
     iso8601(t_start, start, sizeof start);
     iso8601(t_end, end, sizeof end);
 
+    char abi[32];
+    snprintf(abi, sizeof abi, "%d.%d", FL_ABI_MAJOR, FL_ABI_MINOR);
     fl_buf b = { 0 };
-    fl_buf_printf(&b, "{\n  \"flowlab_version\": ");
-    fl_buf_json_str(&b, FL_VERSION);
-    fl_buf_printf(&b, ",\n  \"git_revision\": ");
-    fl_buf_json_str(&b, FL_GIT_REVISION[0] ? FL_GIT_REVISION : "unknown");
-    fl_buf_printf(&b, ",\n  \"abi\": \"%d.%d\",\n  \"fl_real\": \"%s\",\n  \"plugins\": [",
-                  FL_ABI_MAJOR, FL_ABI_MINOR, FL_REAL_NAME);
+    fl_json w;
+    fl_json_begin(&w, &b);
+    fl_json_key_str(&w, "flowlab_version", FL_VERSION);
+    fl_json_key_str(&w, "git_revision", FL_GIT_REVISION[0] ? FL_GIT_REVISION : "unknown");
+    fl_json_key_str(&w, "abi", abi);
+    fl_json_key_str(&w, "fl_real", FL_REAL_NAME);
+    fl_json_key_array(&w, "plugins", FL_JSON_BLOCK);
     for (size_t i = 0; reg && i < reg->n_plugins; i++) {
         const fl_plugin_rec *p = &reg->plugins[i];
-        fl_buf_printf(&b, "%s\n    { \"name\": ", i ? "," : "");
-        fl_buf_json_str(&b, p->name);
-        fl_buf_printf(&b, ", \"version\": ");
-        fl_buf_json_str(&b, p->version);
-        fl_buf_printf(&b, ", \"path\": ");
-        fl_buf_json_str(&b, p->path);
-        fl_buf_printf(&b, " }");
+        fl_json_key_object(&w, NULL, FL_JSON_INLINE);
+        fl_json_key_str(&w, "name", p->name);
+        fl_json_key_str(&w, "version", p->version);
+        fl_json_key_str(&w, "path", p->path);
+        fl_json_close(&w);
     }
-    fl_buf_printf(&b, "%s],\n  \"seed\": %llu,\n  \"hostname\": ", reg && reg->n_plugins ? "\n  " : "",
-                  (unsigned long long)seed);
-    fl_buf_json_str(&b, host);
-    fl_buf_printf(&b, ",\n  \"start\": \"%s\",\n  \"end\": \"%s\",\n  \"seconds\": %.3f,\n"
-                      "  \"exit_status\": %d\n}\n",
-                  start, end, t_end - t_start, exit_status);
-    fl_status st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "provenance.json", b.data, b.len);
+    fl_json_close(&w);
+    fl_json_key_uint(&w, "seed", (unsigned long long)seed);
+    fl_json_key_str(&w, "hostname", host);
+    fl_json_key_str(&w, "start", start);
+    fl_json_key_str(&w, "end", end);
+    fl_json_key_num(&w, "seconds", t_end - t_start, "%.3f");
+    fl_json_key_int(&w, "exit_status", exit_status);
+    fl_status st = fl_json_end(&w);
+    if (st == FL_OK) st = fl_rundir_write(dir, "provenance.json", b.data, b.len);
     fl_buf_free(&b);
     return st;
 }

@@ -18,6 +18,7 @@
 
 #include <stdio.h>
 
+#include "output/json.h" /* fl_json_numbers, for the report's callers */
 #include "sweep/sweep.h"
 #include "core/util.h"
 
@@ -48,16 +49,5 @@ fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by);
  * has is FL_ERR_INVALID; write errors are FL_ERR_IO; fl_err says which. */
 fl_status fl_report_write(const char *dir, const fl_sweep *s, const fl_report_opts *o,
                           FILE *table);
-
-/* One numeric field of a JSON object. */
-typedef struct fl_json_num {
-    char *name;
-    double v;
-} fl_json_num;
-
-/* The numeric top-level fields of the JSON object `text`, in order (strings,
- * booleans, null, nested objects and arrays are skipped). The caller frees
- * each name and *out. Malformed text is FL_ERR_FORMAT. */
-fl_status fl_json_numbers(const char *text, fl_json_num **out, size_t *n);
 
 #endif

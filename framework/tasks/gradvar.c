@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "output/json.h"
 #include "tasks/task_vae.h"
 
 fl_status fl_gradvar_stats_init(fl_gradvar_stats *s, size_t total)
@@ -353,26 +354,26 @@ void fl_gradvar_csv(const fl_gradvar_result *res, fl_buf *b)
     }
 }
 
-static void json_group(fl_buf *b, const fl_gradvar_group *g, const char *indent)
+/* One group's figures, as an inline object. */
+static void json_group(fl_json *w, const char *key, const fl_gradvar_group *g)
 {
-    fl_buf_printf(b, "%s{ \"group\": ", indent);
-    fl_buf_json_str(b, g->name);
-    fl_buf_printf(b, ", \"entries\": %zu, \"snr\": ", g->entries);
-    num(b, g->snr, 1);
-    fl_buf_printf(b, ", \"mean_abs_grad\": ");
-    num(b, g->mean_abs, 1);
-    fl_buf_printf(b, ", \"mean_std_grad\": ");
-    num(b, g->mean_std, 1);
-    fl_buf_printf(b, " }");
+    fl_json_key_object(w, key, FL_JSON_INLINE);
+    fl_json_key_str(w, "group", g->name);
+    fl_json_key_uint(w, "entries", g->entries);
+    fl_json_key_num(w, "snr", g->snr, "%.9g");
+    fl_json_key_num(w, "mean_abs_grad", g->mean_abs, "%.9g");
+    fl_json_key_num(w, "mean_std_grad", g->mean_std, "%.9g");
+    fl_json_close(w);
 }
 
 void fl_gradvar_json(const fl_gradvar_result *res, const char *run, const char *split, fl_buf *b)
 {
-    fl_buf_printf(b, "{\n  \"run\": ");
-    fl_buf_json_str(b, run ? run : "");
-    fl_buf_printf(b, ",\n  \"split\": ");
-    fl_buf_json_str(b, split ? split : "");
-    fl_buf_printf(b, ",\n  \"points\": %u,\n  \"draws\": %u,\n", res->n, res->draws);
+    fl_json w;
+    fl_json_begin(&w, b);
+    fl_json_key_str(&w, "run", run ? run : "");
+    fl_json_key_str(&w, "split", split ? split : "");
+    fl_json_key_uint(&w, "points", res->n);
+    fl_json_key_uint(&w, "draws", res->draws);
     /* flat numbers first, for `flowlab report` (gv_<name>) */
     for (size_t i = 0; i < res->n_rows; i++) {
         const fl_gradvar_row *r = &res->rows[i];
@@ -386,44 +387,47 @@ void fl_gradvar_json(const fl_gradvar_result *res, const char *run, const char *
                   { "snr_generative", r->generative.snr } };
         for (size_t j = 0; j < sizeof f / sizeof f[0]; j++) {
             if (!isfinite(f[j].v)) continue;
-            fl_buf_printf(b, "  \"%s_k%u_%s\": ", r->estimator, r->k, f[j].what);
-            num(b, f[j].v, 1);
-            fl_buf_printf(b, ",\n");
+            char key[160];
+            snprintf(key, sizeof key, "%s_k%u_%s", r->estimator, r->k, f[j].what);
+            fl_json_key_num(&w, key, f[j].v, "%.9g");
         }
     }
-    fl_buf_printf(b, "  \"rows\": [");
+    fl_json_key_array(&w, "rows", FL_JSON_BLOCK);
     for (size_t i = 0; i < res->n_rows; i++) {
         const fl_gradvar_row *r = &res->rows[i];
-        fl_buf_printf(b, "%s\n    { \"estimator\": ", i ? "," : "");
-        fl_buf_json_str(b, r->estimator);
-        fl_buf_printf(b, ", \"k\": %u, \"ok\": %s", r->k, r->ok ? "true" : "false");
+        fl_json_key_object(&w, NULL, FL_JSON_INLINE);
+        fl_json_key_str(&w, "estimator", r->estimator);
+        fl_json_key_uint(&w, "k", r->k);
+        fl_json_key_bool(&w, "ok", r->ok);
         if (!r->ok) {
-            fl_buf_printf(b, ", \"reason\": ");
-            fl_buf_json_str(b, r->reason ? r->reason : "");
-            fl_buf_printf(b, " }");
+            fl_json_key_str(&w, "reason", r->reason ? r->reason : "");
+            fl_json_close(&w);
             continue;
         }
-        fl_buf_printf(b, ",\n      \"points_per_call\": %u, \"calls\": %u, \"bound\": ",
-                      r->points_per_call, r->calls);
-        num(b, r->bound, 1);
-        fl_buf_printf(b, ", \"bound_se\": ");
-        num(b, r->bound_se, 1);
-        fl_buf_printf(b, ", \"ess\": ");
-        num(b, r->ess, 1);
-        fl_buf_printf(b, ", \"ess_fraction\": ");
-        num(b, r->ess / r->k, 1);
-        fl_buf_printf(b, ", \"seconds\": %.3f,\n      \"inference\": ", r->seconds);
-        json_group(b, &r->inference, "");
-        fl_buf_printf(b, ",\n      \"generative\": ");
-        json_group(b, &r->generative, "");
-        fl_buf_printf(b, ",\n      \"prefixes\": [");
+        fl_json_break(&w);
+        fl_json_key_uint(&w, "points_per_call", r->points_per_call);
+        fl_json_key_uint(&w, "calls", r->calls);
+        fl_json_key_num(&w, "bound", r->bound, "%.9g");
+        fl_json_key_num(&w, "bound_se", r->bound_se, "%.9g");
+        fl_json_key_num(&w, "ess", r->ess, "%.9g");
+        fl_json_key_num(&w, "ess_fraction", r->ess / r->k, "%.9g");
+        fl_json_key_num(&w, "seconds", r->seconds, "%.3f");
+        fl_json_break(&w);
+        json_group(&w, "inference", &r->inference);
+        fl_json_break(&w);
+        json_group(&w, "generative", &r->generative);
+        fl_json_break(&w);
+        fl_json_key_array(&w, "prefixes", FL_JSON_INLINE);
         for (size_t p = 0; p < res->n_prefix; p++) {
-            fl_buf_printf(b, "%s\n", p ? "," : "");
-            json_group(b, &r->prefix[p], "        ");
+            fl_json_break(&w);
+            json_group(&w, NULL, &r->prefix[p]);
         }
-        fl_buf_printf(b, " ] }");
+        fl_json_close(&w);
+        fl_json_close(&w);
     }
-    fl_buf_printf(b, "\n  ]\n}\n");
+    fl_json_close(&w);
+    /* a misuse would be a bug here; an allocation failure shows in b->failed */
+    if (fl_json_end(&w) != FL_OK) fl_err_clear();
 }
 
 static void cell(FILE *f, double v, const char *fmt, int width)

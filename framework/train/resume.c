@@ -6,39 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "output/metrics.h"
 #include "train/checkpoint.h"
 #include "core/log.h"
-
-/* Appends to `metrics` the header and the rows of `old` (a metrics.csv)
- * whose step is at most step0: rows written after the checkpoint are
- * recomputed by the resumed run. *seconds gets the last kept row's
- * train_seconds (its last field), 0 without one. */
-static void keep_rows(fl_buf *metrics, const char *old, size_t len, uint64_t step0,
-                      double *seconds)
-{
-    *seconds = 0;
-    const char *end = old + len;
-    for (const char *line = old; line < end;) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        const char *next = nl ? nl + 1 : end;
-        if (line == old) { /* the header */
-            fl_buf_write(metrics, line, (size_t)(next - line));
-            line = next;
-            continue;
-        }
-        char *after;
-        unsigned long long step = strtoull(line, &after, 10);
-        if (after != line && *after == ',' && step <= step0) {
-            fl_buf_write(metrics, line, (size_t)(next - line));
-            if (!nl) fl_buf_write(metrics, "\n", 1);
-            const char *lineend = nl ? nl : end;
-            const char *c = lineend;
-            while (c > line && c[-1] != ',') c--;
-            *seconds = strtod(c, NULL);
-        }
-        line = next;
-    }
-}
 
 fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
                          uint64_t *step0, fl_buf *metrics, double *train_seconds)
@@ -54,7 +24,7 @@ fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_
             size_t len = 0;
             char *old = NULL;
             if (fl_read_file(mp, &old, &len) == FL_OK)
-                keep_rows(metrics, old, len, *step0, train_seconds);
+                fl_metrics_keep(metrics, old, len, *step0, train_seconds);
             free(old);
             if (metrics->failed) st = FL_ERR_NOMEM;
         }
@@ -66,26 +36,20 @@ fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_
 
 double fl_metrics_field(const fl_buf *metrics, uint64_t step, unsigned col)
 {
-    if (!metrics->data) return NAN;
-    const char *end = metrics->data + metrics->len;
-    const char *line = memchr(metrics->data, '\n', metrics->len); /* skip the header */
-    while (line && ++line < end) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        const char *lineend = nl ? nl : end;
-        char *after;
-        unsigned long long s = strtoull(line, &after, 10);
-        if (after != line && *after == ',' && s == step) {
-            const char *c = line;
-            for (unsigned i = 0; i < col && c; i++) {
-                c = memchr(c, ',', (size_t)(lineend - c));
-                if (c) c++;
-            }
-            if (!c || c >= lineend || *c == ',' || *c == '\n') return NAN;
-            return strtod(c, NULL);
-        }
-        line = nl;
+    fl_metrics_table t;
+    if (!metrics->data || fl_metrics_parse(metrics->data, metrics->len, "metrics.csv", &t) != FL_OK) {
+        fl_err_clear(); /* no file yet: no row */
+        return NAN;
     }
-    return NAN;
+    const double *s = fl_metrics_column(&t, "step");
+    double v = NAN;
+    for (size_t r = 0; col < t.n_cols && r < t.n_rows; r++)
+        if (s[r] == (double)step) {
+            v = t.col[col][r];
+            break;
+        }
+    fl_metrics_table_free(&t);
+    return v;
 }
 
 fl_status fl_run_optim_init(fl_experiment *e, fl_adam *opt, fl_ema *ema, fl_real **live)

@@ -10,18 +10,20 @@
 /* When `rundir` holds checkpoint.flc: restores parameters, optimizer and
  * parameter average from it (the experiment must be built from the run's
  * config), sets *step0 to its step and appends to `metrics` the header and
- * the rows of the run's metrics.csv up to step0 (rows after the checkpoint
- * are the resumed run's to write again). *train_seconds gets the last kept
- * row's train_seconds (the last column), so the resumed run's clock goes
- * on from there. Without a checkpoint, *step0 = 0, *train_seconds = 0 and
- * nothing changes. Errors: those of fl_checkpoint_load (mismatched model,
+ * the rows of the run's metrics.csv up to step0, verbatim (rows after the
+ * checkpoint are the resumed run's to write again; fl_metrics_keep). Pass
+ * an fl_metrics writer's `text` as `metrics` to go on writing rows.
+ * *train_seconds gets the last kept row's train_seconds, so the resumed
+ * run's clock goes on from there. Without a checkpoint, *step0 = 0,
+ * *train_seconds = 0 and nothing changes. Errors: those of fl_checkpoint_load (mismatched model,
  * corrupt file), with fl_err naming the file. */
 fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
                          uint64_t *step0, fl_buf *metrics, double *train_seconds);
 
 /* Column `col` (0 = step) of the row for `step` in a metrics.csv held in
  * `metrics` (header first): NAN when there is no such row or the field is
- * empty. */
+ * empty or not a number. Read through output/metrics.h; by-name code should
+ * call fl_metrics_lookup (this index form stays for the trainers). */
 double fl_metrics_field(const fl_buf *metrics, uint64_t step, unsigned col);
 
 /* Writes dir/checkpoint.flc (atomically): parameters, optimizer, average

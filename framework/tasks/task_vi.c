@@ -1,19 +1,19 @@
-/* task_vi.c - variational inference of an unnormalised target: build,
- * train, evaluate (docs/vi.md). */
+/* task_vi.c - variational inference of an unnormalised target: the
+ * model, the training step, evaluation, and the table entry fl_task_vi
+ * (docs/vi.md). */
 #include "tasks/task_vi.h"
-#include "compute/logmeanexp.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/checkpoint.h"
+#include "compute/logmeanexp.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
-#include "train/optim.h"
-#include "train/resume.h"
-#include "output/rundir.h"
 #include "core/util.h"
+#include "output/plot.h"
+#include "output/rundir.h"
+#include "tasks/task.h"
 
 #define HALF_LOG_2PI 0.91893853320467274178
 
@@ -32,11 +32,14 @@ static const fl_key vi_keys[] = {
       "reference log Z of a 2D target without an analytic one" },
 };
 
-const fl_key *fl_vi_section_keys(uint32_t *n)
+static const fl_key *vi_section_keys(const char *section, uint32_t *n)
 {
+    if (strcmp(section, "vi") != 0) return NULL;
     *n = (uint32_t)(sizeof vi_keys / sizeof *vi_keys);
     return vi_keys;
 }
+
+fl_vi *fl_vi_of(const fl_experiment *e) { return e->model; }
 
 #define NTAB(t) ((uint32_t)(sizeof(t) / sizeof((t)[0])))
 
@@ -45,16 +48,14 @@ static const fl_estimator_class *ecls(const fl_vi *v) { return &v->est.rec->cls.
 
 static fl_status target_fail(fl_vi *v, fl_status st)
 {
-    const char *m = fl_host_last_error();
-    fl_err("[target] %s: %s", v->target.rec->cls.base.name, m[0] ? m : fl_status_str(st));
-    return st;
+    return fl_comp_fail(st, "[target] %s", v->target.rec->cls.base.name);
 }
 
-fl_status fl_vi_build(fl_experiment *e)
+static fl_status vi_build(fl_experiment *e)
 {
     fl_vi *v = calloc(1, sizeof *v);
     if (!v) return FL_ERR_NOMEM;
-    e->vi = v;
+    e->model = v;
     fl_status st = fl_part_prepare(e, FL_KIND_TARGET, "target", NULL, &v->target);
     if (st == FL_OK) {
         v->info.log_z = NAN;
@@ -89,29 +90,31 @@ fl_status fl_vi_build(fl_experiment *e)
     }
     if (st != FL_OK) return st;
     e->max_rows = v->rows > e->eval_batch ? v->rows : e->eval_batch;
-    e->stack = fl_stack_new(&e->arena, e->seed, v->info.dim, 0, e->max_rows);
-    st = e->stack ? fl_stack_from_config(e->stack, e->reg, e->cfg) : FL_ERR_NOMEM;
+    v->flows = fl_stack_new(&e->arena, e->seed, v->info.dim, 0, e->max_rows);
+    st = v->flows ? fl_stack_from_config(v->flows, e->reg, e->cfg) : FL_ERR_NOMEM;
     if (st == FL_OK) st = fl_arena_finalize(&e->arena, e->seed);
-    if (st == FL_OK) st = fl_stack_ready(e->stack);
-    if (st == FL_OK && v->detach) st = fl_pathgrad_init(&v->pg, e->stack, v->rows);
+    if (st == FL_OK) st = fl_stack_ready(v->flows);
+    if (st == FL_OK && v->detach) st = fl_pathgrad_init(&v->pg, v->flows, v->rows);
     return st;
 }
 
-void fl_vi_free(fl_experiment *e)
+static void vi_free(void *model)
 {
-    fl_vi *v = e->vi;
+    fl_vi *v = model;
     if (!v) return;
     fl_pathgrad_free(&v->pg);
+    fl_stack_free(v->flows);
     if (v->target.rec) fl_part_free(&v->target, tcls(v)->destroy);
     if (v->est.rec) fl_part_free(&v->est, ecls(v)->destroy);
     fl_values_free(&v->cfg);
     free(v);
-    e->vi = NULL;
 }
+
+static const fl_stack *vi_flows(const fl_experiment *e) { return fl_vi_of(e)->flows; }
 
 fl_status fl_vi_target_logp(fl_experiment *e, const fl_real *z, uint64_t n, fl_real *logp)
 {
-    fl_vi *v = e->vi;
+    fl_vi *v = fl_vi_of(e);
     const uint32_t d = v->info.dim, chunk = 1u << 16;
     for (uint64_t i = 0; i < n; i += chunk) {
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
@@ -137,11 +140,11 @@ static double log_normal(const fl_real *eps, uint32_t d)
 static fl_status sample_rows(fl_experiment *e, fl_rng_key key, uint64_t row0, uint32_t m,
                              fl_real *eps, fl_real *ld, fl_real *z, fl_real *logq)
 {
-    const uint32_t d = e->vi->info.dim;
+    const uint32_t d = fl_vi_of(e)->info.dim;
     fl_rng_normal(key, 0, row0 * d, (size_t)m * d, eps);
     memset(ld, 0, m * sizeof(fl_real));
     const fl_real *zt;
-    fl_status st = fl_stack_forward(e->stack, m, FL_MODE_EVAL, eps, NULL, ld, &zt);
+    fl_status st = fl_stack_forward(fl_vi_of(e)->flows, m, FL_MODE_EVAL, eps, NULL, ld, &zt);
     if (st != FL_OK) return st;
     memcpy(z, zt, (size_t)m * d * sizeof(fl_real));
     for (uint32_t r = 0; logq && r < m; r++)
@@ -151,7 +154,7 @@ static fl_status sample_rows(fl_experiment *e, fl_rng_key key, uint64_t row0, ui
 
 fl_status fl_vi_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_real *z, fl_real *logq)
 {
-    const uint32_t d = e->vi->info.dim, chunk = e->max_rows;
+    const uint32_t d = fl_vi_of(e)->info.dim, chunk = e->max_rows;
     fl_real *eps = fl_alloc((size_t)chunk * d * sizeof(fl_real));
     fl_real *ld = fl_alloc(chunk * sizeof(fl_real));
     fl_status st = eps && ld ? FL_OK : FL_ERR_NOMEM;
@@ -166,14 +169,14 @@ fl_status fl_vi_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_real *z,
 
 fl_status fl_vi_log_q(fl_experiment *e, const fl_real *z, uint64_t n, fl_real *logq)
 {
-    const uint32_t d = e->vi->info.dim, chunk = e->max_rows;
+    const uint32_t d = fl_vi_of(e)->info.dim, chunk = e->max_rows;
     fl_real *x = fl_alloc((size_t)chunk * d * sizeof(fl_real));
     fl_real *ld = fl_alloc(chunk * sizeof(fl_real));
     fl_status st = x && ld ? FL_OK : FL_ERR_NOMEM;
     for (uint64_t i = 0; i < n && st == FL_OK; i += chunk) {
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
         memset(ld, 0, m * sizeof(fl_real));
-        st = fl_stack_inverse(e->stack, m, FL_MODE_EVAL, z + i * d, NULL, x, ld);
+        st = fl_stack_inverse(fl_vi_of(e)->flows, m, FL_MODE_EVAL, z + i * d, NULL, x, ld);
         for (uint32_t r = 0; st == FL_OK && r < m; r++)
             logq[i + r] = (fl_real)(log_normal(x + (size_t)r * d, d) + ld[r]);
     }
@@ -184,7 +187,7 @@ fl_status fl_vi_log_q(fl_experiment *e, const fl_real *z, uint64_t n, fl_real *l
 
 fl_status fl_vi_logz_grid(fl_experiment *e, uint32_t cells, double *logz)
 {
-    fl_vi *v = e->vi;
+    fl_vi *v = fl_vi_of(e);
     if (v->info.dim != 2) {
         fl_err("the grid integral of log Z needs a 2D target (%s has dimension %u)",
                v->target.rec->cls.base.name, v->info.dim);
@@ -240,7 +243,7 @@ typedef struct lw_stats {
 
 static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_stats *out)
 {
-    const uint32_t d = e->vi->info.dim, chunk = e->eval_batch;
+    const uint32_t d = fl_vi_of(e)->info.dim, chunk = e->eval_batch;
     fl_real *z = fl_alloc((size_t)chunk * d * sizeof(fl_real));
     fl_real *eps = fl_alloc((size_t)chunk * d * sizeof(fl_real));
     fl_real *lq = fl_alloc(chunk * sizeof(fl_real)), *lp = fl_alloc(chunk * sizeof(fl_real));
@@ -281,7 +284,7 @@ static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_sta
 
 fl_status fl_vi_evaluate(fl_experiment *e, double logz_ref, const char *how, fl_vi_result *res)
 {
-    fl_vi *v = e->vi;
+    fl_vi *v = fl_vi_of(e);
     fl_status st = FL_OK;
     if (isnan(logz_ref)) {
         how = "none";
@@ -315,16 +318,6 @@ fl_status fl_vi_evaluate(fl_experiment *e, double logz_ref, const char *how, fl_
     return FL_OK;
 }
 
-/* Evaluates the average (when there is one) and puts the iterate back. */
-static fl_status evaluate_avg(fl_experiment *e, const fl_ema *ema, fl_real *live, double ref,
-                              const char *how, fl_vi_result *res)
-{
-    fl_run_use_average(e, ema, live, 1);
-    fl_status st = fl_vi_evaluate(e, ref, how, res);
-    fl_run_use_average(e, ema, live, 0);
-    return st;
-}
-
 static void fmt_num(char *buf, size_t cap, double x)
 {
     if (isfinite(x)) snprintf(buf, cap, "%.6f", x);
@@ -333,7 +326,7 @@ static void fmt_num(char *buf, size_t cap, double x)
 
 fl_status fl_vi_write_result(fl_experiment *e, const char *dir, const fl_vi_result *r)
 {
-    fl_vi *v = e->vi;
+    fl_vi *v = fl_vi_of(e);
     char ref[32], kl[32];
     fmt_num(ref, sizeof ref, r->logz_ref);
     fmt_num(kl, sizeof kl, r->kl);
@@ -405,12 +398,12 @@ static fl_status bufs_alloc(step_bufs *b, uint32_t R, uint32_t B, uint32_t d, in
 static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, uint64_t step,
                             double beta, double *bound_mean)
 {
-    fl_vi *v = e->vi;
+    fl_vi *v = fl_vi_of(e);
     const uint32_t d = v->info.dim, R = v->rows, B = e->batch;
     fl_rng_normal(noise, step, 0, (size_t)R * d, b->eps);
     memset(b->logdet, 0, R * sizeof(fl_real));
     const fl_real *z;
-    fl_status st = fl_stack_forward(e->stack, R, FL_MODE_TRAIN, b->eps, NULL, b->logdet, &z);
+    fl_status st = fl_stack_forward(fl_vi_of(e)->flows, R, FL_MODE_TRAIN, b->eps, NULL, b->logdet, &z);
     if (st != FL_OK) return st;
     fl_target_args ta = { R, z, b->logp, b->ones, b->gp };
     fl_host_clear_error();
@@ -422,11 +415,7 @@ static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, ui
     fl_est_args ea = { B, v->k, b->logw, b->bound, b->wp, b->wq };
     fl_host_clear_error();
     st = ecls(v)->weights(v->est.self, &ea);
-    if (st != FL_OK) {
-        const char *m = fl_host_last_error();
-        fl_err("[estimator] %s: %s", v->est.rec->cls.base.name, m[0] ? m : fl_status_str(st));
-        return st;
-    }
+    if (st != FL_OK) return fl_comp_fail(st, "[estimator] %s", v->est.rec->cls.base.name);
     double s = 0;
     for (uint32_t i = 0; i < B; i++) s += b->bound[i];
     *bound_mean = s / B;
@@ -458,13 +447,13 @@ static fl_status train_step(fl_experiment *e, step_bufs *b, fl_rng_key noise, ui
         }
     }
     /* accumulates into the arena's grad, which the caller has cleared */
-    return fl_stack_backward(e->stack, R, FL_MODE_TRAIN, NULL, b->dz, b->dld, NULL, NULL);
+    return fl_stack_backward(fl_vi_of(e)->flows, R, FL_MODE_TRAIN, NULL, b->dz, b->dld, NULL, NULL);
 }
 
 fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *bound)
 {
     step_bufs b;
-    fl_status st = bufs_alloc(&b, e->vi->rows, e->batch, e->vi->info.dim, e->vi->detach);
+    fl_status st = bufs_alloc(&b, fl_vi_of(e)->rows, e->batch, fl_vi_of(e)->info.dim, fl_vi_of(e)->detach);
     if (st != FL_OK) return st;
     fl_arena_zero_grad(&e->arena);
     st = train_step(e, &b, fl_rng_key_make(e->seed, "vi.noise"), step, beta, bound);
@@ -472,135 +461,139 @@ fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *b
     return st;
 }
 
+/* One run's state: the step's buffers and the last evaluation. */
+typedef struct vi_run {
+    fl_vi_result res;       /* the last evaluation (ELBO, log Z, KL) */
+    step_bufs b;            /* the step's buffers (step_bufs) */
+    fl_rng_key noise;       /* the step's noise: sub-stream = step */
+    double ref;             /* reference log Z (NAN when none), computed once */
+    const char *how;        /* "analytic", "grid" or "none" */
+    int anneal;             /* [vi] anneal */
+    uint64_t anneal_steps;  /* steps for beta to reach 1 */
+    double beta;            /* the last step's inverse temperature */
+} vi_run;
+
+/* The inverse temperature of the step before `done` (1 when done = 0). */
+static double beta_at(const vi_run *r, uint64_t done)
+{
+    return r->anneal && done ? fmin(1.0, 0.01 + (double)(done - 1) / (double)r->anneal_steps)
+                             : 1.0;
+}
+
+static void run_free(void *p)
+{
+    vi_run *r = p;
+    if (!r) return;
+    bufs_free(&r->b);
+    free(r);
+}
+
+static fl_status run_new(fl_experiment *e, void **out)
+{
+    fl_vi *v = fl_vi_of(e);
+    vi_run *r = calloc(1, sizeof *r);
+    *out = r;
+    if (!r) return FL_ERR_NOMEM;
+    const uint64_t steps = fl_experiment_steps(e);
+    r->anneal = fl_values_get(&v->cfg, "anneal")->i != 0;
+    r->anneal_steps = (uint64_t)fl_exp_int(&v->cfg, "anneal_steps");
+    if (r->anneal_steps == 0) r->anneal_steps = steps / 2 ? steps / 2 : 1;
+    r->noise = fl_rng_key_make(e->seed, "vi.noise");
+    r->beta = 1;
+    fl_status st = bufs_alloc(&r->b, v->rows, e->batch, v->info.dim, v->detach);
+    /* The reference log Z once, before training (a grid for U1 takes a
+     * fraction of a second). */
+    r->ref = NAN;
+    r->how = "none";
+    if (st == FL_OK) {
+        if (isfinite(v->info.log_z)) {
+            r->ref = v->info.log_z;
+            r->how = "analytic";
+        } else if (v->info.dim == 2) {
+            st = fl_vi_logz_grid(e, (uint32_t)fl_exp_int(&v->cfg, "grid"), &r->ref);
+            r->how = "grid";
+        }
+    }
+    return st;
+}
+
+static fl_status vi_step(fl_experiment *e, void *p, uint64_t step, double *value)
+{
+    vi_run *r = p;
+    r->beta = r->anneal ? fmin(1.0, 0.01 + (double)step / (double)r->anneal_steps) : 1.0;
+    return train_step(e, &r->b, r->noise, step, r->beta, value);
+}
+
+static fl_status vi_evaluate(fl_experiment *e, void *p)
+{
+    vi_run *r = p;
+    return fl_vi_evaluate(e, r->ref, r->how, &r->res);
+}
+
+static const fl_metric_col columns[] = {
+    { "beta", "%.4f", 0 },          { "train_bound", "%.6f", FL_COL_TRAIN },
+    { "elbo", "%.6f", 0 },          { "elbo_se", "%.6f", 0 },
+    { "logz_is", "%.6f", 0 },       { "logz_ess", "%.1f", 0 },
+    { "logz_ref", "%.6f", FL_COL_OPTIONAL }, { "kl", "%.6f", FL_COL_OPTIONAL },
+};
+
+static void vi_row(fl_experiment *e, void *p, uint64_t done, double *vals)
+{
+    (void)e;
+    const vi_run *r = p;
+    vals[0] = beta_at(r, done);
+    vals[2] = r->res.elbo;
+    vals[3] = r->res.elbo_se;
+    vals[4] = r->res.logz_is;
+    vals[5] = r->res.ess;
+    vals[6] = r->res.logz_ref;
+    vals[7] = r->res.kl;
+}
+
+static void vi_log(fl_experiment *e, void *p, double train, char *buf, size_t cap)
+{
+    (void)e;
+    const vi_run *r = p;
+    snprintf(buf, cap, "train bound %.4f (beta %.3f), ELBO %.4f +- %.4f", train, r->beta,
+             r->res.elbo, r->res.elbo_se);
+}
+
+static void vi_status(fl_experiment *e, void *p, uint64_t done, uint64_t steps, double bound,
+                      char *buf, size_t cap)
+{
+    (void)e;
+    const vi_run *r = p;
+    if ((done & 15) != 0 && done != steps) return;
+    if (r->res.elbo_n)
+        snprintf(buf, cap, "bound %.4f  beta %.3f  elbo %.4f", bound, r->beta, r->res.elbo);
+    else snprintf(buf, cap, "bound %.4f  beta %.3f", bound, r->beta);
+}
+
+/* The result of a run: the last evaluation with the loop's summary. */
+static fl_vi_result result_of(const vi_run *r, const fl_train_summary *s)
+{
+    fl_vi_result res = r->res;
+    res.train_bound = s->train;
+    res.steps = s->steps;
+    res.seconds = s->seconds;
+    res.steps_per_s = s->session_seconds > 0 ? (double)s->session_steps / s->session_seconds : 0;
+    return res;
+}
+
 fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_result *res)
 {
     memset(res, 0, sizeof *res);
-    fl_vi *v = e->vi;
-    const uint64_t steps = fl_experiment_steps(e);
-    const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
-    const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
-    const int anneal = fl_values_get(&v->cfg, "anneal")->i != 0;
-    uint64_t anneal_steps = (uint64_t)fl_exp_int(&v->cfg, "anneal_steps");
-    if (anneal_steps == 0) anneal_steps = steps / 2 ? steps / 2 : 1;
-
-    fl_adam opt;
-    fl_ema ema;
-    fl_real *live;
-    fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
-    if (st != FL_OK) return st;
-    step_bufs b = { 0 };
-    if (st == FL_OK) st = bufs_alloc(&b, v->rows, e->batch, v->info.dim, v->detach);
-
-    /* The reference log Z once, before training (a grid for U1 takes a
-     * fraction of a second). */
-    double ref = NAN;
-    const char *how = "none";
-    if (st == FL_OK) {
-        if (isfinite(v->info.log_z)) {
-            ref = v->info.log_z;
-            how = "analytic";
-        } else if (v->info.dim == 2) {
-            st = fl_vi_logz_grid(e, (uint32_t)fl_exp_int(&v->cfg, "grid"), &ref);
-            how = "grid";
-        }
-    }
-    fl_buf metrics = { 0 };
-    uint64_t step0 = 0;
-    double time0 = 0; /* train_seconds before this session (resumed) */
-    if (st == FL_OK && resume && rundir)
-        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
-    if (metrics.len == 0)
-        fl_buf_printf(&metrics,
-                      "step,beta,train_bound,elbo,elbo_se,logz_is,logz_ess,logz_ref,kl,"
-                      "train_seconds\n");
-    const fl_rng_key noise = fl_rng_key_make(e->seed, "vi.noise");
-    double interval_sum = 0, train_time = time0, beta = 1, bound = 0;
-    uint64_t interval_n = 0;
-    fl_progress prog;
-    fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
-    char status[160] = "";
-    fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
-    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
-
-    for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
-        double t0 = fl_now();
-        beta = anneal ? fmin(1.0, 0.01 + (double)step / (double)anneal_steps) : 1.0;
-        opt.lr = fl_experiment_lr(e, step);
-        st = train_step(e, &b, noise, step, beta, &bound);
-        if (st != FL_OK) break;
-        fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
-        fl_ema_update(&ema, e->arena.theta);
-        train_time += fl_now() - t0;
-        interval_sum += bound;
-        interval_n++;
-
-        uint64_t done = step + 1;
-        if (done == steps || (eval_every && done % eval_every == 0)) {
-            res->train_bound = interval_sum / (double)interval_n;
-            st = evaluate_avg(e, &ema, live, ref, how, res);
-            if (st != FL_OK) break;
-            evaluated = done;
-            char r1[32], r2[32];
-            fmt_num(r1, sizeof r1, res->logz_ref);
-            fmt_num(r2, sizeof r2, res->kl);
-            fl_buf_printf(&metrics, "%llu,%.4f,%.6f,%.6f,%.6f,%.6f,%.1f,%s,%s,%.3f\n",
-                          (unsigned long long)done, beta, res->train_bound, res->elbo,
-                          res->elbo_se, res->logz_is, res->ess, isfinite(res->logz_ref) ? r1 : "",
-                          isfinite(res->kl) ? r2 : "", train_time);
-            interval_sum = 0;
-            interval_n = 0;
-            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
-            if (!prog.tty)
-                fl_log(FL_LOG_INFO, "step %llu: train bound %.4f (beta %.3f), ELBO %.4f +- %.4f",
-                       (unsigned long long)done, res->train_bound, beta, res->elbo, res->elbo_se);
-        }
-        if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = fl_run_save(e, rundir, &opt, &ema, done);
-        if ((done & 15) == 0 || done == steps) {
-            if (res->elbo_n)
-                snprintf(status, sizeof status, "bound %.4f  beta %.3f  elbo %.4f", bound, beta,
-                         res->elbo);
-            else snprintf(status, sizeof status, "bound %.4f  beta %.3f", bound, beta);
-        }
-        fl_progress_update(&prog, done, status);
-    }
-    fl_progress_end(&prog);
-    if (st == FL_OK && evaluated != steps) {
-        /* No evaluation at `steps` in this session: steps = 0 (the untrained
-         * posterior), or resumed from a checkpoint at the last step. */
-        st = evaluate_avg(e, &ema, live, ref, how, res);
-        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
-            /* the row is there (the killed run wrote it): its training bound */
-            double tr = fl_metrics_field(&metrics, steps, 2);
-            res->train_bound = isnan(tr) ? 0 : tr;
-        } else if (st == FL_OK) {
-            if (anneal && steps)
-                beta = fmin(1.0, 0.01 + (double)(steps - 1) / (double)anneal_steps);
-            char r1[32], r2[32];
-            fmt_num(r1, sizeof r1, res->logz_ref);
-            fmt_num(r2, sizeof r2, res->kl);
-            fl_buf_printf(&metrics, "%llu,%.4f,,%.6f,%.6f,%.6f,%.1f,%s,%s,%.3f\n",
-                          (unsigned long long)steps, beta, res->elbo, res->elbo_se,
-                          res->logz_is, res->ess, isfinite(res->logz_ref) ? r1 : "",
-                          isfinite(res->kl) ? r2 : "", train_time);
-            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
-        }
-    }
-    res->steps = opt.t;
-    res->seconds = train_time;
-    res->steps_per_s =
-        train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
-    if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
-    if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the model as evaluated */
-    fl_buf_free(&metrics);
-    bufs_free(&b);
-    fl_run_optim_free(&opt, &ema, live);
+    void *run;
+    fl_train_summary s;
+    fl_status st = fl_task_train(e, rundir, resume, &run, &s);
+    if (run) *res = result_of(run, &s);
+    run_free(run);
     return st;
 }
 
 void fl_vi_report(const fl_experiment *e, const fl_vi_result *r, FILE *f)
 {
-    const fl_vi *v = e->vi;
+    const fl_vi *v = fl_vi_of(e);
     fprintf(f, "  %-34s %10.4f +- %.4f\n", "ELBO", r->elbo, r->elbo_se);
     char lbl[64];
     snprintf(lbl, sizeof lbl, "log Z, importance (%llu samples)", (unsigned long long)r->logz_n);
@@ -613,3 +606,71 @@ void fl_vi_report(const fl_experiment *e, const fl_vi_result *r, FILE *f)
     fprintf(f, "  (%s, target %s, estimator %s, k = %u)\n", "vi", v->target.rec->cls.base.name,
             v->est.rec->cls.base.name, v->k);
 }
+
+/* ------------------------------------------------------------------ */
+/* The table entry.                                                     */
+
+static void vi_describe(const fl_experiment *e, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "vi on %s, %zu flow layers", e->data_type, fl_vi_of(e)->flows->n);
+}
+
+static fl_status vi_result(fl_experiment *e, void *run, const fl_train_summary *s,
+                           const char *dir)
+{
+    fl_vi_result res = result_of(run, s);
+    return fl_vi_write_result(e, dir, &res);
+}
+
+static void vi_report(const fl_experiment *e, void *run, const fl_train_summary *s,
+                      const char *dir)
+{
+    fl_vi_result vr = result_of(run, s);
+    fl_vi_report(e, &vr, stdout);
+    printf("ELBO %.4f +- %.4f, KL %.4f; %llu steps in %.2f s, %.0f steps/s; run directory "
+           "%s\n",
+           vr.elbo, vr.elbo_se, vr.kl, (unsigned long long)vr.steps, vr.seconds,
+           vr.steps_per_s, dir);
+}
+
+static fl_status vi_plot(fl_experiment *e, const char *dir, const char **files)
+{
+    *files = fl_vi_of(e)->info.dim == 2 ? "{target,density,samples,curves}.png" : "curves.png";
+    return fl_plot_vi(e, dir);
+}
+
+static uint32_t vi_sample_dim(const fl_experiment *e) { return fl_vi_of(e)->info.dim; }
+
+/* samples of the fitted posterior q */
+static fl_status vi_sample_cmd(fl_experiment *e, uint64_t n, uint64_t seed, fl_real *out)
+{
+    return fl_vi_sample(e, n, fl_rng_key_make(seed, "sample"), out, NULL);
+}
+
+static const char *const sections[] = { "target", "estimator", "vi", NULL };
+
+const fl_task fl_task_vi = {
+    .model = { .name = "vi",
+               .help = "fit a flow posterior to an unnormalised [target]",
+               .sections = sections,
+               .data = 0,
+               .build = vi_build,
+               .free = vi_free,
+               .flows = vi_flows },
+    .section_keys = vi_section_keys,
+    .trainer = { .cols = columns,
+                 .n_cols = 8,
+                 .step = vi_step,
+                 .evaluate = vi_evaluate,
+                 .row = vi_row,
+                 .log = vi_log,
+                 .status = vi_status },
+    .run_new = run_new,
+    .run_free = run_free,
+    .describe = vi_describe,
+    .write_result = vi_result,
+    .report = vi_report,
+    .plot = vi_plot,
+    .sample_dim = vi_sample_dim,
+    .sample = vi_sample_cmd,
+};

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+/* One entry per task, each defined in its task's file. */
+extern const fl_task fl_task_density, fl_task_vae, fl_task_vi;
 static const fl_task *const table[] = { &fl_task_density, &fl_task_vae, &fl_task_vi };
 
 const fl_task *fl_task_at(size_t i)

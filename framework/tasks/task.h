@@ -63,9 +63,6 @@ typedef struct fl_task {
     int gradvar;
 } fl_task;
 
-/* The table's entries, one per task file. */
-extern const fl_task fl_task_density, fl_task_vae, fl_task_vi;
-
 /* The entry named `name`, or NULL. */
 const fl_task *fl_task_find(const char *name);
 /* Entry i, NULL past the last (for listings). */

@@ -9,6 +9,9 @@
 #include "train/optim.h"
 #include "train/resume.h"
 
+/* Columns of a task, at most (checked before the first step). */
+#define FL_MAX_COLS 32
+
 /* metrics.csv's header: step, the task's columns, train_seconds. The one
  * place the file's columns are written (with metrics_row). */
 static void metrics_header(const fl_trainer *t, fl_buf *m)
@@ -23,10 +26,10 @@ static void metrics_header(const fl_trainer *t, fl_buf *m)
 static fl_status metrics_row(fl_experiment *e, const fl_trainer *t, void *run, fl_buf *m,
                              uint64_t done, double train, double seconds, const char *rundir)
 {
-    double vals[32];
+    double vals[FL_MAX_COLS];
     t->row(e, run, done, vals);
     fl_buf_printf(m, "%llu", (unsigned long long)done);
-    for (uint32_t i = 0; i < t->n_cols && i < 32; i++) {
+    for (uint32_t i = 0; i < t->n_cols; i++) {
         const fl_metric_col *c = &t->cols[i];
         double v = c->flags & FL_COL_TRAIN ? train : vals[i];
         int empty = c->flags & FL_COL_TRAIN ? isnan(v) : (c->flags & FL_COL_OPTIONAL) && !isfinite(v);
@@ -63,6 +66,11 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     const uint64_t steps = fl_experiment_steps(e);
     const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
     const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
+    if (t->n_cols > FL_MAX_COLS) {
+        fl_err("a task's trainer has %u metrics columns; the loop takes at most %d", t->n_cols,
+               FL_MAX_COLS);
+        return FL_ERR_INTERNAL;
+    }
     fl_adam opt;
     fl_ema ema;
     fl_real *live;

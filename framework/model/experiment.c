@@ -112,21 +112,21 @@ static fl_status make_dataset(fl_experiment *e)
     st = fl_part_created(e, &e->data, st);
     e->dself = e->data.self;
     if (st != FL_OK) return st;
-    const char *te_value = e->data_type;
+    const char *name = e->data_type;
     if (e->info.dim == 0) {
-        fl_err("[data] %s reports dimension 0", te_value);
+        fl_err("[data] %s reports dimension 0", name);
         return FL_ERR_INVALID;
     }
     if (!(e->info.drawn & 1u)) {
         uint64_t N = e->info.n[FL_SPLIT_TRAIN];
         if (!e->dcls->read) {
             fl_err("[data] %s: its training split is finite but the data set cannot read rows",
-                   te_value);
+                   name);
             return FL_ERR_INVALID;
         }
         if (N < e->batch) {
             fl_err("[data] %s: the training split has %llu rows, fewer than [train] batch = %u",
-                   te_value, (unsigned long long)N, e->batch);
+                   name, (unsigned long long)N, e->batch);
             return FL_ERR_INVALID;
         }
         e->perm = malloc(N * sizeof *e->perm);

@@ -2,6 +2,7 @@
  * validation against key tables, and whole-experiment validation with the
  * real plugins (messages must name file, line, section and key). */
 #include "common.h"
+#include "tasks/task_density.h"
 #include <math.h>
 
 SUITE(parse);
@@ -419,7 +420,7 @@ Test(experiment, base_config_builds)
     fl_experiment *e = NULL;
     cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, NULL, &e), FL_OK, "%s",
                  fl_err_msg());
-    cr_assert_eq(e->stack->n, 2, "repeat = 2 gives two layers");
+    cr_assert_eq(fl_density_flows(e)->n, 2, "repeat = 2 gives two layers");
     cr_assert_eq(e->info.dim, 2);
     cr_assert_eq(e->batch, 64);
     cr_assert_eq(e->seed, 3);
@@ -525,7 +526,7 @@ Test(experiment, resolved_config_has_defaults_and_rebuilds_identically)
                  "the resolved config does not rebuild: %s\n%s", fl_err_msg(), b.data);
     cr_assert_eq(e2->arena.total, e->arena.total);
     cr_assert_eq(e2->arena.n, e->arena.n);
-    cr_assert_eq(e2->stack->n, e->stack->n);
+    cr_assert_eq(fl_density_flows(e2)->n, fl_density_flows(e)->n);
     cr_assert_eq(memcmp(e2->arena.theta, e->arena.theta, e->arena.total * sizeof(fl_real)), 0,
                  "same config and seed must give the same initial parameters");
 

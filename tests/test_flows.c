@@ -8,6 +8,7 @@
 #include "common.h"
 #include "kit/kit.h"
 #include "model/stack.h"
+#include "tasks/task_density.h"
 
 SUITE(kit);
 SUITE(direct);
@@ -293,10 +294,10 @@ Test(direct, repeat_interleaves_permutations)
                                         "reverse", "affine-coupling", "reverse" };
     static const char *const paths[] = { "flow.1.0", "flow.1.0.perm", "flow.1.1",
                                          "flow.1.1.perm", "flow.1.2", "flow.2" };
-    cr_assert_eq(e->stack->n, 6);
+    cr_assert_eq(fl_density_flows(e)->n, 6);
     for (size_t i = 0; i < 6; i++) {
-        cr_assert_str_eq(e->stack->L[i].cls->base.name, want[i], "layer %zu", i);
-        cr_assert_str_eq(e->stack->L[i].cx->path, paths[i], "layer %zu", i);
+        cr_assert_str_eq(fl_density_flows(e)->L[i].cls->base.name, want[i], "layer %zu", i);
+        cr_assert_str_eq(fl_density_flows(e)->L[i].cx->path, paths[i], "layer %zu", i);
     }
     fl_experiment_free(e);
     fl_registry_free(r);

@@ -59,7 +59,7 @@ Test(vi, target_gradients_match_finite_differences)
     const double h = IS_DOUBLE ? 1e-5 : 2e-3, tol = IS_DOUBLE ? 1e-6 : 2e-2;
     for (size_t t = 0; t < N_TARGETS; t++) {
         fl_experiment *e = vi_exp(r, targets[t], 0, "t-elbo", 1, NULL);
-        const fl_vi *v = e->vi;
+        const fl_vi *v = fl_vi_of(e);
         const fl_target_class *c = &v->target.rec->cls.target;
         const double *b = v->info.box;
         enum { N = 64 };
@@ -104,14 +104,14 @@ Test(vi, analytic_log_z_matches_grid_integral)
         fl_experiment *e = vi_exp(r, targets[t], 0, "t-elbo", 1, NULL);
         double grid;
         cr_assert_eq(fl_vi_logz_grid(e, 1500, &grid), FL_OK, "%s", fl_err_msg());
-        cr_assert(isfinite(e->vi->info.log_z), "%s has no analytic log Z", targets[t]);
-        cr_assert_float_eq(grid, e->vi->info.log_z, 2e-3, "%s: grid %.6f, analytic %.6f",
-                           targets[t], grid, e->vi->info.log_z);
+        cr_assert(isfinite(fl_vi_of(e)->info.log_z), "%s has no analytic log Z", targets[t]);
+        cr_assert_float_eq(grid, fl_vi_of(e)->info.log_z, 2e-3, "%s: grid %.6f, analytic %.6f",
+                           targets[t], grid, fl_vi_of(e)->info.log_z);
         fl_experiment_free(e);
     }
     /* U1: no closed form; the grid converges (and matches PyTorch's 1.878). */
     fl_experiment *e = vi_exp(r, "u1", 0, "t-elbo", 1, NULL);
-    cr_assert(isnan(e->vi->info.log_z));
+    cr_assert(isnan(fl_vi_of(e)->info.log_z));
     double g1, g2;
     cr_assert_eq(fl_vi_logz_grid(e, 1000, &g1), FL_OK);
     cr_assert_eq(fl_vi_logz_grid(e, 2000, &g2), FL_OK);
@@ -129,14 +129,14 @@ Test(vi, analytic_log_z_matches_grid_integral)
  * path moves. Also returns each sample's log w at the live parameters. */
 static double surrogate(fl_experiment *e, const fl_real *frozen, const double *wq, double *logw)
 {
-    const fl_vi *v = e->vi;
+    const fl_vi *v = fl_vi_of(e);
     const uint32_t R = v->rows, B = e->batch;
     fl_real eps[2 * 64], z[2 * 64], ld[64], lp[64], lq[64], x[2 * 64];
     cr_assert_leq(R, 64);
     fl_rng_normal(fl_rng_key_make(e->seed, "vi.noise"), 5, 0, 2 * R, eps);
     memset(ld, 0, sizeof ld);
     const fl_real *zt;
-    cr_assert_eq(fl_stack_forward(e->stack, R, FL_MODE_TRAIN, eps, NULL, ld, &zt), FL_OK);
+    cr_assert_eq(fl_stack_forward(fl_vi_of(e)->flows, R, FL_MODE_TRAIN, eps, NULL, ld, &zt), FL_OK);
     memcpy(z, zt, 2 * R * sizeof(fl_real));
     cr_assert_eq(fl_vi_target_logp(e, z, R, lp), FL_OK);
     fl_real *live = NULL;
@@ -146,7 +146,7 @@ static double surrogate(fl_experiment *e, const fl_real *frozen, const double *w
         memcpy(e->arena.theta, frozen, e->arena.total * sizeof(fl_real));
     }
     memset(lq, 0, sizeof lq);
-    cr_assert_eq(fl_stack_inverse(e->stack, R, FL_MODE_EVAL, z, NULL, x, lq), FL_OK);
+    cr_assert_eq(fl_stack_inverse(fl_vi_of(e)->flows, R, FL_MODE_EVAL, z, NULL, x, lq), FL_OK);
     if (live) {
         memcpy(e->arena.theta, live, e->arena.total * sizeof(fl_real));
         fl_free(live);
@@ -168,8 +168,8 @@ static void check_gradient(const char *est, int k, int detach)
     fl_registry *r = registry();
     static const char *const sets[] = { "train.batch=3", NULL };
     fl_experiment *e = vi_exp(r, "banana", 3, est, k, sets);
-    cr_assert_eq(e->vi->detach, detach);
-    const uint32_t R = e->vi->rows;
+    cr_assert_eq(fl_vi_of(e)->detach, detach);
+    const uint32_t R = fl_vi_of(e)->rows;
     const size_t T = e->arena.total;
     /* Move off the initialisation so every term matters. */
     fl_rng_key key = fl_rng_key_make(11, "perturb");
@@ -232,9 +232,9 @@ Test(vi, path_score_matches_finite_differences)
     for (int i = 0; i < 16; i++) a0[i] = -eps[i];
     memset(ld, 0, sizeof ld);
     const fl_real *zt;
-    cr_assert_eq(fl_stack_forward(e->stack, 8, FL_MODE_TRAIN, eps, NULL, ld, &zt), FL_OK);
+    cr_assert_eq(fl_stack_forward(fl_vi_of(e)->flows, 8, FL_MODE_TRAIN, eps, NULL, ld, &zt), FL_OK);
     memcpy(z, zt, sizeof z);
-    cr_assert_eq(fl_pathgrad_score(&e->vi->pg, 8, FL_MODE_TRAIN, a0, score), FL_OK, "%s",
+    cr_assert_eq(fl_pathgrad_score(&fl_vi_of(e)->pg, 8, FL_MODE_TRAIN, a0, score), FL_OK, "%s",
                  fl_err_msg());
     const double h = IS_DOUBLE ? 1e-5 : 2e-3, tol = IS_DOUBLE ? 1e-6 : 2e-2;
     for (int i = 0; i < 8; i++)
@@ -245,7 +245,7 @@ Test(vi, path_score_matches_finite_differences)
                 zp[1] = z[2 * i + 1];
                 zp[j] = (fl_real)(z[2 * i + j] + (s ? -h : h));
                 lq[0] = 0;
-                cr_assert_eq(fl_stack_inverse(e->stack, 1, FL_MODE_EVAL, zp, NULL, x, lq), FL_OK);
+                cr_assert_eq(fl_stack_inverse(fl_vi_of(e)->flows, 1, FL_MODE_EVAL, zp, NULL, x, lq), FL_OK);
                 v[s] = -0.5 * ((double)x[0] * x[0] + (double)x[1] * x[1]) + lq[0];
             }
             double fd = (v[0] - v[1]) / (2 * h);

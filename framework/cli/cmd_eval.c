@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "tasks/task_vae.h"
+#include "tasks/task.h"
 #include "core/util.h"
 
 static const char usage[] =
@@ -24,6 +24,8 @@ static const char usage[] =
     "result.json); any other --split/--k/--n writes eval-SPLIT-kK-nN.json,\n"
     "eval-SPLIT-kK-nN_points.csv and eval-SPLIT-kK-nN_units.csv instead\n"
     "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n";
+
+static int has_eval(const fl_task *t) { return t->eval != NULL; }
 
 int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
 {
@@ -73,21 +75,16 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
     const char *sets[1] = { bs };
     fl_status st = fl_cli_load_run_with(cli, dir, sets, bs ? 1 : 0, &reg, &e);
     free(bs);
-    if (st == FL_OK && strcmp(e->task, "vae") != 0) {
-        fl_err("%s: flowlab eval evaluates vae runs; this run's task is %s (its result.json "
-               "has its test score)", dir, e->task);
+    if (st == FL_OK && !fl_task_of(e)->eval) {
+        char names[128];
+        fl_task_names(has_eval, names, sizeof names);
+        fl_err("%s: flowlab eval evaluates %s runs; this run's task is %s (its result.json "
+               "has its test score)", dir, names, e->task->name);
         st = FL_ERR_INVALID;
     }
-    fl_vae_eval ev;
-    const fl_split sp = strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST;
-    if (st == FL_OK)
-        st = fl_vae_evaluate(e, sp, k ? k : (uint64_t)fl_exp_int(&e->eval, "k"), n, dir, &ev);
-    if (st == FL_OK) {
-        char stem[96];
-        fl_vae_eval_stem(e, sp, ev.k, ev.n, stem, sizeof stem);
-        printf("%s split of %s (%s.json):\n", split, dir, stem);
-        fl_vae_print_eval(&ev);
-    }
+    const fl_task_eval_args a = { strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST,
+                                  k, n };
+    if (st == FL_OK) st = fl_task_of(e)->eval(e, &a, dir); /* files into dir, a table */
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
     fl_experiment_free(e);
     fl_registry_free(reg);

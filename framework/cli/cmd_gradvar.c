@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "tasks/gradvar.h"
 #include "output/rundir.h"
+#include "tasks/task.h"
 #include "tasks/task_vae.h"
 #include "core/util.h"
 
@@ -64,6 +65,8 @@ static size_t split_list(const char *opt, char *text, char **items, size_t cap)
 }
 
 enum { MAX_ITEMS = 32 };
+
+static int has_gradvar(const fl_task *t) { return t->gradvar; }
 
 int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
 {
@@ -141,9 +144,11 @@ int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
         const char *sets[1] = { bs };
         st = fl_cli_load_run_with(cli, dir, sets, bs ? 1 : 0, &reg, &e);
         free(bs);
-        if (st == FL_OK && strcmp(e->task, "vae") != 0) {
-            fl_err("%s: flowlab gradvar compares VAE estimators; this run's task is %s", dir,
-                   e->task);
+        if (st == FL_OK && !fl_task_of(e)->gradvar) {
+            char names[128];
+            fl_task_names(has_gradvar, names, sizeof names);
+            fl_err("%s: flowlab gradvar compares the estimators of %s runs; this run's task is %s",
+                   dir, names, e->task->name);
             st = FL_ERR_INVALID;
         }
         if (st != FL_OK) rc = fl_cli_fail(st);

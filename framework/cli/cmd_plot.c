@@ -4,11 +4,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "output/plot_vae.h"
-#include "model/experiment.h"
 #include "core/log.h"
-#include "output/plot.h"
-#include "tasks/task_vi.h"
+#include "model/experiment.h"
+#include "tasks/task.h"
 #include "core/util.h"
 
 static const char usage[] =
@@ -55,17 +53,14 @@ int fl_cmd_plot(fl_cli *cli, int argc, char **argv)
     fl_registry *reg;
     fl_experiment *e;
     fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
-    int vi = st == FL_OK && strcmp(e->task, "vi") == 0;
-    int vae = st == FL_OK && strcmp(e->task, "vae") == 0;
-    if (st == FL_OK) st = vi ? fl_plot_vi(e, dir) : vae ? fl_plot_vae(e, dir) : fl_plot_density(e, dir);
-    if (st == FL_OK && vae)
-        fl_log(FL_LOG_INFO, "wrote %s/{samples,reconstructions,curves}.png", dir);
-    else if (st == FL_OK && vi)
-        fl_log(FL_LOG_INFO, "wrote %s/%s", dir,
-               e->vi->info.dim == 2 ? "{target,density,samples,curves}.png" : "curves.png");
-    else if (st == FL_OK)
-        fl_log(FL_LOG_INFO, "wrote %s/%s", dir,
-               e->info.dim == 2 ? "{density,data,samples,curves}.png" : "curves.png");
+    const fl_task *t = st == FL_OK ? fl_task_of(e) : NULL;
+    if (t && !t->plot) {
+        fl_err("%s: the %s task has no pictures", dir, t->model.name);
+        st = FL_ERR_UNSUPPORTED;
+    }
+    const char *files = "";
+    if (st == FL_OK) st = t->plot(e, dir, &files);
+    if (st == FL_OK) fl_log(FL_LOG_INFO, "wrote %s/%s", dir, files);
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
     fl_experiment_free(e);
     fl_registry_free(reg);

@@ -5,8 +5,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "model/experiment.h"
-#include "tasks/task_vae.h"
-#include "tasks/task_vi.h"
+#include "tasks/task.h"
 #include "core/util.h"
 
 static const char usage[] =
@@ -59,25 +58,47 @@ static void describe(const fl_registry *r, const fl_comp_rec *c)
     print_keys(c->cls.base.keys, c->cls.base.n_keys);
 }
 
-/* `flowlab plugins train`: the host's own sections are documented too. */
+static int has_data(const fl_task *t) { return t->model.data; }
+static int host_eval(const fl_task *t) { return t->model.eval_keys == NULL; }
+
+/* `flowlab plugins train`: the host's own sections are documented too,
+ * each task's from the task table. */
 static int describe_section(const char *name)
 {
-    static const struct { const char *name, *tasks; } secs[] = {
-        { "experiment", "every task" }, { "train", "every task" },
-        { "eval", "density and vi" },   { "eval", "vae" },
-        { "data", "density and vae, besides the data set's own keys" },
-        { "encoder", "vae" },           { "decoder", "vae" },
-        { "encoder.2", "vae, second stochastic layer" },
-        { "decoder.2", "vae, second stochastic layer" }, { "vi", "vi" },
-    };
     int found = 0;
-    for (size_t i = 0; i < sizeof secs / sizeof *secs; i++) {
-        if (strcmp(name, secs[i].name) != 0) continue;
-        uint32_t n = 0;
-        const fl_key *k = !strcmp(name, "vi")             ? fl_vi_section_keys(&n)
-                          : fl_vae_section_keys(name, &n) ? fl_vae_section_keys(name, &n)
-                          : fl_experiment_section_keys(name, !strcmp(secs[i].tasks, "vae"), &n);
-        printf("%ssection [%s] (the host's; %s)\n", found ? "\n" : "", name, secs[i].tasks);
+    uint32_t n = 0;
+    char who[256];
+    const fl_key *k = fl_experiment_section_keys(name, &n);
+    if (k) {
+        if (strcmp(name, "data") == 0) {
+            fl_task_names(has_data, who, sizeof who);
+            snprintf(who + strlen(who), sizeof who - strlen(who),
+                     ", besides the data set's own keys");
+        } else if (strcmp(name, "eval") == 0) {
+            fl_task_names(host_eval, who, sizeof who);
+        } else {
+            snprintf(who, sizeof who, "every task");
+        }
+        printf("section [%s] (the host's; %s)\n", name, who);
+        print_keys(k, n);
+        found = 1;
+    }
+    if (strcmp(name, "experiment") == 0) {
+        printf("\n  tasks ([experiment] task):\n");
+        for (size_t i = 0; fl_task_at(i); i++)
+            printf("    %-14s %s\n", fl_task_at(i)->model.name, fl_task_at(i)->model.help);
+    }
+    for (size_t i = 0; fl_task_at(i); i++) {
+        const fl_task *t = fl_task_at(i);
+        k = NULL;
+        if (strcmp(name, "eval") == 0 && t->model.eval_keys) {
+            k = t->model.eval_keys;
+            n = t->model.n_eval_keys;
+        } else if (t->section_keys) {
+            k = t->section_keys(name, &n);
+        }
+        if (!k) continue;
+        printf("%ssection [%s] (the host's; %s)\n", found ? "\n" : "", name, t->model.name);
         print_keys(k, n);
         found = 1;
     }
@@ -131,9 +152,12 @@ int fl_cmd_plugins(fl_cli *cli, int argc, char **argv)
             const char *near = NULL;
             for (fl_kind k = FL_KIND_FLOW; k <= FL_KIND_DATASET && !near; k++)
                 near = fl_registry_suggest(r, k, name);
-            static const char *const host[] = { "experiment", "train", "eval", "data",
-                                                "encoder",    "decoder", "vi" };
-            if (!near) near = fl_closest(name, host, sizeof host / sizeof *host);
+            const char *host[64] = { "experiment", "train", "eval", "data" };
+            size_t nh = 4;
+            for (size_t t = 0; fl_task_at(t); t++)
+                for (const char *const *sec = fl_task_at(t)->model.sections; *sec && nh < 64; sec++)
+                    host[nh++] = *sec;
+            if (!near) near = fl_closest(name, host, nh);
             fl_err("no component named '%s'%s%s%s", name, near ? "; did you mean '" : "",
                    near ? near : "", near ? "'?" : "");
             rc = fl_cli_fail(FL_ERR_NOT_FOUND);

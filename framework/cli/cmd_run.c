@@ -12,13 +12,9 @@
 #include "model/experiment.h"
 #include "core/log.h"
 #include "output/provenance.h"
-#include "output/plot.h"
 #include "output/rundir.h"
 #include "sweep/sweep.h"
-#include "tasks/task_density.h"
-#include "tasks/task_vae.h"
-#include "output/plot_vae.h"
-#include "tasks/task_vi.h"
+#include "tasks/task.h"
 #include "core/util.h"
 
 static const char usage[] =
@@ -103,51 +99,26 @@ static fl_status restart_check(const char *dir, int *in_place)
     return FL_OK;
 }
 
-void fl_vae_print_eval(const fl_vae_eval *ev)
+/* Trains e with its task (the shared loop), then the task's final
+ * evaluation, pictures and result.json, result.json last: its presence
+ * means the run is complete. */
+static fl_status run_task(fl_experiment *e, const char *exp_path, const char *dir, int resume)
 {
-    printf("  %-28s %12s\n", "metric", "value");
-    printf("  %-28s %12.3f +- %.3f\n", "log p(x) (IWAE-k)", ev->ll, ev->ll_se);
-    printf("  %-28s %12.3f +- %.3f\n", "ELBO", ev->elbo, ev->elbo_se);
-    printf("  %-28s %12.3f\n", "gap log p(x) - ELBO", ev->ll - ev->elbo);
-    printf("  %-28s %12.3f\n", "KL(q(z|x) || p(z))", ev->kl);
-    printf("  %-28s %12.1f (%.4f of k)\n", "ESS of the weights", ev->ess,
-           ev->ess / (double)ev->k);
-    printf("  %-28s %9u / %u\n", "active units", ev->active_units, ev->latent);
-    printf("  %-28s %12llu x k = %llu\n", "points", (unsigned long long)ev->n,
-           (unsigned long long)ev->k);
-    printf("  %-28s %12.2f s\n", "time", ev->seconds);
-}
-
-static fl_status run_vae(fl_experiment *e, const char *exp_path, const char *dir, int resume)
-{
-    uint32_t k;
-    const char *est = fl_vae_estimator(e, &k);
-    fl_log(FL_LOG_INFO, "%s: vae on %s, estimator %s (k = %u), %zu flow layers, %zu "
-           "parameters, %d threads -> %s",
-           exp_path, e->data_type, est, k, e->stack->n, e->arena.count, omp_get_max_threads(),
-           dir);
-    fl_vae_result res;
-    fl_status st = fl_vae_train(e, dir, resume, &res);
-    if (st != FL_OK) return st;
-    printf("train bound %.3f; validation ELBO %.3f, IWAE-%lld %.3f; %llu steps in %.1f s, %.0f "
-           "examples/s\n",
-           res.train_bound, res.valid_elbo, (long long)fl_exp_int(&e->eval, "valid_k"),
-           res.valid_iwae, (unsigned long long)res.steps, res.seconds, res.examples_per_s);
-    fl_vae_eval ev;
-    const int at_end = (int)fl_values_get(&e->eval, "at_end")->i;
-    if (at_end) {
-        st = fl_vae_evaluate(e, FL_SPLIT_TEST, (uint64_t)fl_exp_int(&e->eval, "k"),
-                             (uint64_t)fl_exp_int(&e->eval, "n"), dir, &ev);
-        if (st != FL_OK) return st;
-        printf("test evaluation (eval.json):\n");
-        fl_vae_print_eval(&ev);
-    }
-    st = fl_plot_vae(e, dir);
-    /* result.json last: its presence means the run is complete */
-    if (st == FL_OK) st = fl_vae_write_result(e, dir, &res, at_end ? &ev : NULL);
-    if (st != FL_OK) return st;
-    printf("pictures: %s/{samples,reconstructions,curves}.png\nrun directory %s\n", dir, dir);
-    return FL_OK;
+    const fl_task *t = fl_task_of(e);
+    char what[256];
+    t->describe(e, what, sizeof what);
+    fl_log(FL_LOG_INFO, "%s: %s, %zu parameters, %d threads -> %s", exp_path, what,
+           e->arena.count, omp_get_max_threads(), dir);
+    void *run = NULL;
+    fl_train_summary s;
+    const char *files = NULL;
+    fl_status st = fl_task_train(e, dir, resume, &run, &s);
+    if (st == FL_OK && t->finish) st = t->finish(e, run, &s, dir);
+    if (st == FL_OK && t->plot) st = t->plot(e, dir, &files); /* the pictures of `flowlab plot` */
+    if (st == FL_OK) st = t->write_result(e, run, &s, dir);
+    if (st == FL_OK) t->report(e, run, &s, dir);
+    t->run_free(run);
+    return st;
 }
 
 int fl_cmd_run(fl_cli *cli, int argc, char **argv)
@@ -237,36 +208,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     fl_buf_free(&b);
     if (st != FL_OK) goto done;
 
-    if (strcmp(e->task, "vae") == 0) {
-        st = run_vae(e, exp_path, dir, resume);
-        goto done;
-    }
-    fl_log(FL_LOG_INFO, "%s: %s on %s, %zu flow layers, %zu parameters, %d threads -> %s",
-           exp_path, e->task, e->data_type, e->stack->n, e->arena.count, omp_get_max_threads(),
-           dir);
-    if (strcmp(e->task, "vi") == 0) { /* task vi: task_vi.c */
-        fl_vi_result vr;
-        st = fl_vi_train(e, dir, resume, &vr);
-        if (st == FL_OK) st = fl_plot_vi(e, dir);
-        /* result.json last: its presence means the run is complete */
-        if (st == FL_OK) st = fl_vi_write_result(e, dir, &vr);
-        if (st != FL_OK) goto done;
-        fl_vi_report(e, &vr, stdout);
-        printf("ELBO %.4f +- %.4f, KL %.4f; %llu steps in %.2f s, %.0f steps/s; run directory "
-               "%s\n",
-               vr.elbo, vr.elbo_se, vr.kl, (unsigned long long)vr.steps, vr.seconds,
-               vr.steps_per_s, dir);
-        goto done;
-    }
-    fl_density_result res;
-    st = fl_density_train(e, dir, resume, &res);
-    if (st == FL_OK) st = fl_plot_density(e, dir); /* the pictures of `flowlab plot` */
-    if (st == FL_OK) st = fl_density_write_result(e, dir, &res); /* last: the run is complete */
-    if (st != FL_OK) goto done;
-    printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "
-           "directory %s\n",
-           res.test_nll, res.test_se, (unsigned long long)e->info.n[FL_SPLIT_TEST],
-           (unsigned long long)res.steps, res.seconds, res.steps_per_s, dir);
+    st = run_task(e, exp_path, dir, resume);
 done:;
     int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
 

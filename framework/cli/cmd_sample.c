@@ -6,9 +6,7 @@
 
 #include "cli/cli.h"
 #include "model/experiment.h"
-#include "tasks/task_density.h"
-#include "tasks/task_vae.h"
-#include "tasks/task_vi.h"
+#include "tasks/task.h"
 #include "core/util.h"
 
 static const char usage[] =
@@ -62,27 +60,18 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
     fl_real *x = NULL;
     fl_buf b = { 0 };
     fl_status st = fl_cli_load_run(cli, dir, &reg, &e);
+    const fl_task *t = st == FL_OK ? fl_task_of(e) : NULL;
+    if (t && !t->sample) {
+        fl_err("%s: the %s task does not sample", dir, t->model.name);
+        st = FL_ERR_UNSUPPORTED;
+    }
+    const uint32_t d = st == FL_OK ? t->sample_dim(e) : 0;
     if (st == FL_OK) {
-        x = fl_alloc((size_t)n * (e->vi ? e->vi->info.dim : e->info.dim) * sizeof(fl_real));
+        x = fl_alloc((size_t)n * d * sizeof(fl_real));
         if (!x) st = FL_ERR_NOMEM;
     }
-    if (st == FL_OK && e->vae) {
-        /* decoder means of prior samples, in chunks the model was sized for */
-        const uint32_t chunk = 1000;
-        for (long long i = 0; st == FL_OK && i < n; i += chunk) {
-            uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
-            char nm[64];
-            snprintf(nm, sizeof nm, "sample.%lld", i / chunk);
-            st = fl_vae_sample(e, m, fl_rng_key_make(seed, nm), x + (size_t)i * e->info.dim);
-        }
-    } else if (st == FL_OK && e->vi) {
-        /* samples of the fitted posterior q */
-        st = fl_vi_sample(e, (uint64_t)n, fl_rng_key_make(seed, "sample"), x, NULL);
-    } else if (st == FL_OK) {
-        st = fl_density_sample(e, (uint64_t)n, fl_rng_key_make(seed, "sample"), x);
-    }
+    if (st == FL_OK) st = t->sample(e, (uint64_t)n, seed, x);
     if (st == FL_OK) {
-        uint32_t d = e->vi ? e->vi->info.dim : e->info.dim;
         for (uint32_t j = 0; j < d; j++) fl_buf_printf(&b, j ? ",x%u" : "x%u", j);
         fl_buf_printf(&b, "\n");
         for (long long r = 0; r < n; r++)

@@ -21,6 +21,17 @@ static _Thread_local char last_error[2048];
 const char *fl_host_last_error(void) { return last_error; }
 void fl_host_clear_error(void) { last_error[0] = 0; }
 
+fl_status fl_comp_fail(fl_status st, const char *fmt, ...)
+{
+    char prefix[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    fl_err("%s: %s", prefix, last_error[0] ? last_error : fl_status_str(st));
+    return st;
+}
+
 fl_ctx *fl_ctx_new(const char *path, const fl_values *cfg, fl_arena *arena, uint64_t seed)
 {
     fl_ctx *cx = calloc(1, sizeof *cx);

@@ -31,6 +31,16 @@ const fl_host *fl_host_table(void);
  * fl_host_clear_error before every call into a component that may set it. */
 const char *fl_host_last_error(void);
 void fl_host_clear_error(void);
+/* The one place a component's failure becomes the user's message: sets
+ * fl_err to PREFIX ": " and the component's own words (its last
+ * host->error() on this thread), or the status's text when it said nothing;
+ * PREFIX is printf-formatted (e.g. "%s: [%s] %s" with file:line, section
+ * and class). Returns st. Any thread. */
+fl_status fl_comp_fail(fl_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* A context for a component about to be created. `cfg` must outlive it. */
 fl_ctx *fl_ctx_new(const char *path, const fl_values *cfg, fl_arena *arena, uint64_t seed);

@@ -4,18 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/hostimpl.h"
-#include "tasks/task_vae.h"
-#include "tasks/task_vi.h"
 #include <math.h>
+
+#include "core/hostimpl.h"
 #include "core/log.h"
 #include "core/util.h"
 
 static const fl_key exp_keys[] = {
-    { "task", FL_KEY_ENUM, "density", 0, 0, "density|vae|vi",
-      "what to do: density = fit flows to data by exact maximum likelihood; vae = a "
-      "variational autoencoder (encoder, posterior with optional flows, decoder) trained with "
-      "an estimator; vi = fit a flow posterior to an unnormalised [target]" },
+    { "task", FL_KEY_STRING, "density", 0, 0, NULL,
+      "what to do: one of the task table's entries (listed below)" },
     { "name", FL_KEY_STRING, "experiment", 0, 0, NULL, "run name (default run directory prefix)" },
     { "seed", FL_KEY_INT, "1", 0, 4611686018427387904.0, NULL,
       "seed of every random stream (init, data, noise)" },
@@ -56,33 +53,15 @@ static const fl_key eval_keys[] = {
     { "batch", FL_KEY_INT, "2000", 1, 1 << 20, NULL, "rows per evaluation chunk" },
 };
 
-static const fl_key vae_eval_keys[] = {
-    { "batch", FL_KEY_INT, "10000", 1, 1 << 24, NULL,
-      "samples per evaluation chunk (rows through the decoder at once; bounds memory)" },
-    { "k", FL_KEY_INT, "5000", 1, 1 << 24, NULL,
-      "importance samples per test point for the log-likelihood estimate (Burda et al.: 5000)" },
-    { "valid_k", FL_KEY_INT, "50", 1, 1 << 20, NULL,
-      "samples per validation point at each periodic evaluation (ELBO and IWAE-k from the "
-      "same samples)" },
-    { "valid_n", FL_KEY_INT, "1000", 0, 1e9, NULL,
-      "validation points per periodic evaluation (0 = all)" },
-    { "at_end", FL_KEY_BOOL, "true", 0, 0, NULL,
-      "run the full evaluation (`flowlab eval`) on the test split after training" },
-    { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all)" },
-    { "au_threshold", FL_KEY_REAL, "0.01", 0, 1e9, NULL,
-      "active units: a latent dimension is active when Var_x E_q[z_d|x] exceeds this" },
-    { "au_samples", FL_KEY_INT, "100", 1, 1e6, NULL,
-      "samples per point for E_q[z|x] when the posterior has flows (else the exact mean)" },
-};
 
 static const fl_key data_host_keys[] = {
     { "type", FL_KEY_STRING, NULL, 0, 0, NULL, "data set (see `flowlab plugins`)" },
 };
 
+
 int64_t fl_exp_int(const fl_values *v, const char *key) { return fl_values_get(v, key)->i; }
 double fl_exp_real(const fl_values *v, const char *key) { return fl_values_get(v, key)->r; }
 
-#define NTAB(t) ((uint32_t)(sizeof(t) / sizeof((t)[0])))
 
 static fl_status resolve_host(const fl_config *c, const char *name, const fl_key *keys, uint32_t n,
                               fl_values *out)
@@ -92,24 +71,11 @@ static fl_status resolve_host(const fl_config *c, const char *name, const fl_key
     return fl_values_resolve(c, name, tabs, ns, 1, out);
 }
 
-/* Sections a task reads besides [experiment], [train], [eval] and [flow.N]. */
-static const char *const density_secs[] = { "data", NULL };
-static const char *const vae_secs[] = { "data", "encoder", "decoder", "posterior", "likelihood",
-                                        "prior", "estimator", "encoder.2", "decoder.2", NULL };
-static const char *const vi_secs[] = { "target", "estimator", "vi", NULL };
-
-static const char *const *task_sections(const char *task)
-{
-    if (strcmp(task, "vae") == 0) return vae_secs;
-    if (strcmp(task, "vi") == 0) return vi_secs;
-    return density_secs;
-}
-
-static fl_status check_sections(const fl_config *c, const char *task)
+static fl_status check_sections(const fl_config *c, const fl_task_model *t)
 {
     const char *known[24] = { "experiment", "train", "eval", "flow.1" };
     size_t nk = 4;
-    const char *const *ts = task_sections(task);
+    const char *const *ts = t->sections;
     for (size_t i = 0; ts[i] && nk < 24; i++) known[nk++] = ts[i];
     for (size_t i = 0; i < c->n; i++) {
         const char *nm = c->s[i].name;
@@ -125,69 +91,41 @@ static fl_status check_sections(const fl_config *c, const char *task)
             if (near)
                 fl_err("%s: unknown section [%s]; did you mean [%s]?", where, nm, near);
             else
-                fl_err("%s: unknown section [%s] for task %s (known: %s)", where, nm, task, list);
+                fl_err("%s: unknown section [%s] for task %s (known: %s)", where, nm, t->name, list);
             return FL_ERR_INVALID;
         }
     }
     return FL_OK;
 }
 
+/* The [data] set, through the component path of every other section
+ * (fl_part_prepare / fl_part_created), then the checks the host needs. */
 static fl_status make_dataset(fl_experiment *e)
 {
-    const fl_config *c = e->cfg;
-    const fl_cfg_section *sec = fl_config_section(c, "data");
-    fl_cfg_entry *te = fl_config_entry(sec, "type");
-    char where[512];
-    if (!te) {
-        fl_config_where(c, sec, NULL, where, sizeof where);
-        fl_err("%s: [data] missing required key 'type' (a data set; `flowlab plugins` lists them)",
-               where);
-        return FL_ERR_INVALID;
-    }
-    const fl_comp_rec *rec = fl_registry_find(e->reg, FL_KIND_DATASET, te->value);
-    if (!rec) {
-        const char *near = fl_registry_suggest(e->reg, FL_KIND_DATASET, te->value);
-        fl_config_where(c, sec, te, where, sizeof where);
-        if (near)
-            fl_err("%s: [data] type = '%s': no such data set; did you mean '%s'?", where,
-                   te->value, near);
-        else
-            fl_err("%s: [data] type = '%s': no such data set (`flowlab plugins` lists them)",
-                   where, te->value);
-        return FL_ERR_NOT_FOUND;
-    }
-    e->dcls = &rec->cls.dataset;
-    const fl_key *tabs[2] = { data_host_keys, rec->cls.base.keys };
-    uint32_t ns[2] = { NTAB(data_host_keys), rec->cls.base.n_keys };
-    fl_status st = fl_values_resolve(c, "data", tabs, ns, 2, &e->data);
+    fl_status st = fl_part_prepare(e, FL_KIND_DATASET, "data", NULL, &e->data);
     if (st != FL_OK) return st;
-    e->data_type = fl_strdup(te->value);
-    e->dcx = fl_ctx_new("data", &e->data, NULL, e->seed);
-    if (!e->dcx || !e->data_type) return FL_ERR_NOMEM;
-    fl_host_clear_error();
-    st = e->dcls->create(fl_host_table(), e->dcx, &e->info, &e->dself);
-    fl_ctx_end_create(e->dcx);
-    if (st != FL_OK) {
-        e->dself = NULL;
-        const char *m = fl_host_last_error();
-        fl_config_where(c, sec, NULL, where, sizeof where);
-        fl_err("%s: [data] %s: %s", where, te->value, m[0] ? m : fl_status_str(st));
-        return st;
-    }
+    e->dcls = &e->data.rec->cls.dataset;
+    e->data_type = fl_strdup(e->data.rec->cls.base.name);
+    if (!e->data_type) return FL_ERR_NOMEM;
+    st = e->dcls->create(fl_host_table(), e->data.cx, &e->info, &e->data.self);
+    st = fl_part_created(e, &e->data, st);
+    e->dself = e->data.self;
+    if (st != FL_OK) return st;
+    const char *name = e->data_type;
     if (e->info.dim == 0) {
-        fl_err("[data] %s reports dimension 0", te->value);
+        fl_err("[data] %s reports dimension 0", name);
         return FL_ERR_INVALID;
     }
     if (!(e->info.drawn & 1u)) {
         uint64_t N = e->info.n[FL_SPLIT_TRAIN];
         if (!e->dcls->read) {
             fl_err("[data] %s: its training split is finite but the data set cannot read rows",
-                   te->value);
+                   name);
             return FL_ERR_INVALID;
         }
         if (N < e->batch) {
             fl_err("[data] %s: the training split has %llu rows, fewer than [train] batch = %u",
-                   te->value, (unsigned long long)N, e->batch);
+                   name, (unsigned long long)N, e->batch);
             return FL_ERR_INVALID;
         }
         e->perm = malloc(N * sizeof *e->perm);
@@ -208,6 +146,12 @@ fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key
     return st;
 }
 
+/* A kind in words for messages ("data set", "posterior", ...). */
+static const char *kind_noun(fl_kind kind)
+{
+    return kind == FL_KIND_DATASET ? "data set" : fl_kind_name(kind);
+}
+
 /* The error for [section] type = `type` naming no registered component. */
 static fl_status no_such_type(const fl_experiment *e, fl_kind kind, const char *section,
                               const fl_cfg_section *sec, const fl_cfg_entry *te, const char *type)
@@ -218,10 +162,10 @@ static fl_status no_such_type(const fl_experiment *e, fl_kind kind, const char *
     else snprintf(where, sizeof where, "%s", e->cfg->path);
     if (near)
         fl_err("%s: [%s] type = '%s': no such %s; did you mean '%s'?", where, section, type,
-               fl_kind_name(kind), near);
+               kind_noun(kind), near);
     else
         fl_err("%s: [%s] type = '%s': no such %s (`flowlab plugins` lists them)", where,
-               section, type, fl_kind_name(kind));
+               section, type, kind_noun(kind));
     return FL_ERR_NOT_FOUND;
 }
 
@@ -263,7 +207,7 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
         if (sec) fl_config_where(c, sec, NULL, where, sizeof where);
         else snprintf(where, sizeof where, "%s", c->path);
         fl_err("%s: [%s] missing required key 'type' (a %s; `flowlab plugins` lists them)", where,
-               section, fl_kind_name(kind));
+               section, kind_noun(kind));
         return FL_ERR_INVALID;
     }
     part->rec = fl_registry_find(e->reg, kind, type);
@@ -286,7 +230,9 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
     int listed = 0;
     for (size_t i = 0; i < e->n_extra; i++) listed |= e->extra[i] == &part->cfg;
     if (!listed && e->n_extra < FL_EXP_MAX_SECTIONS) e->extra[e->n_extra++] = &part->cfg;
-    part->cx = fl_ctx_new(section, &part->cfg, &e->arena, e->seed);
+    /* a data set has no parameters: no arena to ask for them */
+    part->cx = fl_ctx_new(section, &part->cfg, kind == FL_KIND_DATASET ? NULL : &e->arena,
+                          e->seed);
     if (!part->cx) return FL_ERR_NOMEM;
     fl_host_clear_error();
     return FL_OK;
@@ -298,13 +244,12 @@ fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st)
     part->block = part->cx->block;
     if (st != FL_OK) {
         /* the component's own message, after where its section is */
-        const char *m = fl_host_last_error();
         char where[512];
         fl_config_where(e->cfg, fl_config_section(e->cfg, part->cfg.section), NULL, where,
                         sizeof where);
-        fl_err("%s: [%s] %s: %s", where, part->cfg.section, part->rec->cls.base.name,
-               m[0] ? m : fl_status_str(st));
         part->self = NULL;
+        return fl_comp_fail(st, "%s: [%s] %s", where, part->cfg.section,
+                            part->rec->cls.base.name);
     }
     return st;
 }
@@ -353,16 +298,12 @@ static void warn_unused_steps(const fl_experiment *e, const fl_config *cfg)
            iwae ? " --set train.schedule=constant" : "", epochs ? " --set train.epochs=0" : "");
 }
 
-const fl_key *fl_experiment_section_keys(const char *section, int vae, uint32_t *n)
+const fl_key *fl_experiment_section_keys(const char *section, uint32_t *n)
 {
     static const struct { const char *name; const fl_key *keys; uint32_t n; } t[] = {
-        { "experiment", exp_keys, NTAB(exp_keys) }, { "train", train_keys, NTAB(train_keys) },
-        { "eval", eval_keys, NTAB(eval_keys) },     { "data", data_host_keys, NTAB(data_host_keys) },
+        { "experiment", exp_keys, FL_NTAB(exp_keys) }, { "train", train_keys, FL_NTAB(train_keys) },
+        { "eval", eval_keys, FL_NTAB(eval_keys) },     { "data", data_host_keys, FL_NTAB(data_host_keys) },
     };
-    if (vae && strcmp(section, "eval") == 0) {
-        *n = NTAB(vae_eval_keys);
-        return vae_eval_keys;
-    }
     for (size_t i = 0; i < sizeof t / sizeof *t; i++)
         if (strcmp(section, t[i].name) == 0) {
             *n = t[i].n;
@@ -406,6 +347,32 @@ double fl_experiment_lr(const fl_experiment *e, uint64_t step)
     return lr;
 }
 
+/* e->task from [experiment] task: an entry of the task table. */
+static fl_status find_task(fl_experiment *e)
+{
+    const char *name = fl_values_get(&e->exp, "task")->text;
+    const char *names[32];
+    size_t n = 0;
+    for (const fl_task_model *t; n < 32 && (t = fl_task_model_at(n)); n++) {
+        if (strcmp(t->name, name) == 0) {
+            e->task = t;
+            return FL_OK;
+        }
+        names[n] = t->name;
+    }
+    const fl_cfg_section *sec = fl_config_section(e->cfg, "experiment");
+    const fl_cfg_entry *te = sec ? fl_config_entry(sec, "task") : NULL;
+    char where[512], list[256] = "";
+    if (te) fl_config_where(e->cfg, sec, te, where, sizeof where);
+    else snprintf(where, sizeof where, "%s", e->cfg->path);
+    for (size_t i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? "," : "", names[i]);
+    const char *near = fl_closest(name, names, n);
+    fl_err("%s: [experiment] task = '%s': expected one of %s%s%s%s", where, name, list,
+           near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+    return FL_ERR_INVALID;
+}
+
 fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out)
 {
     fl_experiment *e = calloc(1, sizeof *e);
@@ -415,49 +382,27 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
     }
     e->cfg = cfg;
     e->reg = reg;
-    fl_status st = resolve_host(cfg, "experiment", exp_keys, NTAB(exp_keys), &e->exp);
+    fl_status st = resolve_host(cfg, "experiment", exp_keys, FL_NTAB(exp_keys), &e->exp);
     if (st != FL_OK) goto fail;
-    e->task = fl_values_get(&e->exp, "task")->text;
-    int is_vae = strcmp(e->task, "vae") == 0, is_vi = strcmp(e->task, "vi") == 0;
-    st = check_sections(cfg, e->task);
+    st = find_task(e);
+    if (st == FL_OK) st = check_sections(cfg, e->task);
     if (st == FL_OK) st = check_types(e);
-    if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, NTAB(train_keys), &e->train);
+    if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, FL_NTAB(train_keys), &e->train);
     if (st == FL_OK)
-        st = is_vae ? resolve_host(cfg, "eval", vae_eval_keys, NTAB(vae_eval_keys), &e->eval)
-                    : resolve_host(cfg, "eval", eval_keys, NTAB(eval_keys), &e->eval);
+        st = e->task->eval_keys
+                 ? resolve_host(cfg, "eval", e->task->eval_keys, e->task->n_eval_keys, &e->eval)
+                 : resolve_host(cfg, "eval", eval_keys, FL_NTAB(eval_keys), &e->eval);
     if (st != FL_OK) goto fail;
     e->seed = (uint64_t)fl_exp_int(&e->exp, "seed");
     e->batch = (uint32_t)fl_exp_int(&e->train, "batch");
     e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
     e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
 
-    if (!is_vi) {
+    if (e->task->data) {
         st = make_dataset(e);
         if (st != FL_OK) goto fail;
     }
-    if (is_vae) {
-        st = fl_vae_build(e);
-    } else if (is_vi) {
-        st = fl_vi_build(e);
-    } else {
-        e->stack = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);
-        st = e->stack ? fl_stack_from_config(e->stack, reg, cfg) : FL_ERR_NOMEM;
-        if (st == FL_OK && e->stack->n == 0) {
-            fl_err("%s: the model has no flow layers: add a [flow.1] section with a type",
-                   cfg->path);
-            st = FL_ERR_INVALID;
-        }
-        /* Metadata checks at load time, not at the end of training. */
-        for (size_t i = 0; st == FL_OK && i < e->stack->n; i++)
-            if (!(e->stack->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) {
-                fl_log(FL_LOG_WARN, "[%s] %s has no inverse: this model can be trained and "
-                       "evaluated but not sampled", e->stack->L[i].cx->path,
-                       e->stack->L[i].cls->base.name);
-                break;
-            }
-        if (st == FL_OK) st = fl_arena_finalize(&e->arena, e->seed);
-        if (st == FL_OK) st = fl_stack_ready(e->stack);
-    }
+    st = e->task->build(e); /* the task's model: e->model, the arena finalised */
     if (st != FL_OK) goto fail;
     warn_unused_steps(e, cfg);
     *out = e;
@@ -470,16 +415,12 @@ fail:
 void fl_experiment_free(fl_experiment *e)
 {
     if (!e) return;
-    fl_vae_free(e);
-    fl_vi_free(e);
-    fl_stack_free(e->stack);
-    if (e->dself) e->dcls->destroy(e->dself);
-    fl_ctx_free(e->dcx);
+    if (e->task) e->task->free(e->model);
+    fl_part_free(&e->data, e->dcls ? e->dcls->destroy : NULL);
     fl_arena_free(&e->arena);
     fl_values_free(&e->exp);
     fl_values_free(&e->train);
     fl_values_free(&e->eval);
-    fl_values_free(&e->data);
     free(e->data_type);
     free(e->perm);
     fl_free(e->binbuf);
@@ -492,12 +433,12 @@ fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b)
     fl_buf_printf(b, "; resolved by flowlab from %s: every key, defaults included\n\n",
                   e->cfg->path);
     fl_values_write(&e->exp, b);
-    if (e->data.section) fl_values_write(&e->data, b);
     for (size_t i = 0; i < e->n_extra; i++) fl_values_write(e->extra[i], b);
     /* One section per [flow.N] as written (not per expanded copy). */
     const char *last = NULL;
-    for (size_t i = 0; e->stack && i < e->stack->n; i++) {
-        const fl_layer *l = &e->stack->L[i];
+    const fl_stack *flows = e->task->flows ? e->task->flows(e) : NULL;
+    for (size_t i = 0; flows && i < flows->n; i++) {
+        const fl_layer *l = &flows->L[i];
         const fl_value *t = fl_values_get(&l->cfg, "type");
         if (!t) continue; /* an interleaved permutation */
         if (last && strcmp(last, l->cfg.section) == 0) continue;
@@ -554,9 +495,7 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
     }
     if (st != FL_OK) {
         fl_free(x);
-        const char *m = fl_host_last_error();
-        fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
-        return st;
+        return fl_comp_fail(st, "[data] %s", e->data_type);
     }
     if (e->info.flags & FL_DATA_BINARIZE_DYNAMIC) {
         /* Evaluation sets are binarized once, independently of the seed, so
@@ -598,10 +537,7 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
         }
         st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n, n, out);
     }
-    if (st != FL_OK) {
-        const char *m = fl_host_last_error();
-        fl_err("[data] %s: %s", e->data_type, m[0] ? m : fl_status_str(st));
-    }
+    if (st != FL_OK) fl_comp_fail(st, "[data] %s", e->data_type);
     if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))
         binarize(fl_rng_key_make(e->seed, "data.binarize"), step, (size_t)n * e->info.dim, out,
                  e->binbuf);

@@ -11,40 +11,7 @@
 #include "core/registry.h"
 #include "model/stack.h"
 
-struct fl_vae;
-struct fl_vi;
-
-/* At most this many resolved sections are written to config.ini. */
-#define FL_EXP_MAX_SECTIONS 64
-
-typedef struct fl_experiment {
-    fl_config *cfg;                 /* owned */
-    const fl_registry *reg;         /* not owned */
-    fl_values exp, train, eval, data;
-    uint64_t seed;
-    const char *task;               /* "density", "vae", "vi" */
-
-    const fl_dataset_class *dcls;
-    fl_ctx *dcx;
-    void *dself;
-    fl_dataset_info info;
-    char *data_type;
-
-    uint64_t *perm;                 /* finite train split: this epoch's order */
-    uint64_t perm_epoch;            /* epoch `perm` belongs to, +1 (0 = none) */
-    fl_real *binbuf;                /* dynamic binarization: batch x dim uniforms */
-
-    fl_arena arena;
-    fl_stack *stack;                /* density: the model; vae, vi: the
-                                       posterior's flows (may be empty) */
-    struct fl_vae *vae;             /* task vae (task_vae.h) */
-    struct fl_vi *vi;               /* task vi (task_vi.h) */
-    uint32_t batch, eval_batch, max_rows;
-
-    /* Task sections in config order for config.ini (not owned). */
-    const fl_values *extra[FL_EXP_MAX_SECTIONS];
-    size_t n_extra;
-} fl_experiment;
+struct fl_experiment;
 
 /* A component instance made from a config section. */
 typedef struct fl_part {
@@ -55,6 +22,65 @@ typedef struct fl_part {
     size_t block;                   /* parameter block start in the arena */
 } fl_part;
 
+/* What the model layer needs of a task to assemble an experiment: the
+ * first member of each entry of the task table (tasks/task.h's fl_task),
+ * so this layer calls a task without including anything of tasks/. */
+typedef struct fl_task_model {
+    const char *name;               /* [experiment] task = NAME */
+    const char *help;               /* one line for `flowlab plugins experiment` */
+    const char *const *sections;    /* sections it reads besides [experiment], [train],
+                                       [eval] and [flow.N]; NULL-terminated */
+    const fl_key *eval_keys;        /* its [eval] keys (static) */
+    uint32_t n_eval_keys;
+    int data;                       /* 1: the [data] set is made before build */
+    /* Makes the task's model (e->model) from the config, finalises the
+     * arena and readies every layer. On failure leaves what it made in
+     * e->model for `free`. Errors name file, line and key. */
+    fl_status (*build)(struct fl_experiment *e);
+    /* Frees a model made by build (NULL-safe). */
+    void (*free)(void *model);
+    /* The [flow.N] layers the model holds (written to config.ini), or NULL. */
+    const fl_stack *(*flows)(const struct fl_experiment *e);
+} fl_task_model;
+
+/* Entry i of the task table (defined in tasks/table.c, above this layer:
+ * reached only through this declaration), NULL past the last. */
+const fl_task_model *fl_task_model_at(size_t i);
+
+/* At most this many resolved sections are written to config.ini. */
+#define FL_EXP_MAX_SECTIONS 64
+
+/* The shared parts of an experiment: config, the [experiment] [train]
+ * [eval] values, the data set, the parameter arena. The task's own state
+ * (its layers, components and buffers) is behind `model`. */
+typedef struct fl_experiment {
+    fl_config *cfg;                 /* owned */
+    const fl_registry *reg;         /* not owned */
+    fl_values exp, train, eval;
+    uint64_t seed;
+    const fl_task_model *task;      /* the table entry of [experiment] task */
+    void *model;                    /* the task's model (owned; task->free): density
+                                       fl_density_model, vae fl_vae, vi fl_vi */
+
+    fl_part data;                   /* [data]: the data set (its values in data.cfg);
+                                       empty for a task without data */
+    const fl_dataset_class *dcls;   /* data.rec's class (NULL without data) */
+    void *dself;                    /* data.self */
+    fl_dataset_info info;           /* the data set's dimension, splits, image shape */
+    char *data_type;                /* the data set's (vi: the target's) name, for messages */
+
+    uint64_t *perm;                 /* finite train split: this epoch's order (N) */
+    uint64_t perm_epoch;            /* epoch `perm` belongs to, +1 (0 = none) */
+    fl_real *binbuf;                /* dynamic binarization: batch x dim uniforms */
+
+    fl_arena arena;
+    uint32_t batch, eval_batch, max_rows;
+
+    /* Task sections in config order for config.ini (not owned). */
+    const fl_values *extra[FL_EXP_MAX_SECTIONS];
+    size_t n_extra;
+} fl_experiment;
+
 /* Resolves section `section` as a component of `kind` (its `type`, or
  * `def_type` when the section or key is absent; NULL = required) and
  * prepares its ctx; the caller then calls the class's create with
@@ -63,7 +89,8 @@ typedef struct fl_part {
 fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
                           const char *def_type, fl_part *part);
 /* Ends the create phase; `st` is create's status: on failure formats the
- * component's message into fl_err and returns it. */
+ * component's message into fl_err (file:line, section, class, then the
+ * component's own words) and returns it. */
 fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st);
 /* Destroys the instance (with the class's destroy `destroy`) and frees. */
 void fl_part_free(fl_part *part, void (*destroy)(void *));
@@ -76,14 +103,17 @@ fl_status fl_experiment_section(fl_experiment *e, const char *name, const fl_key
 /* Training length in optimizer steps ([train] steps, or epochs x batches
  * per epoch, or the IWAE schedule's passes). */
 uint64_t fl_experiment_steps(const fl_experiment *e);
-/* The host's keys of [experiment], [train], [eval] (the vae task's when
- * `vae`) and [data] (besides the data set's own): a static table and its
- * length in *n, or NULL for another name. */
-const fl_key *fl_experiment_section_keys(const char *section, int vae, uint32_t *n);
+/* The host's keys of [experiment], [train], [eval] (the density and vi
+ * tasks'; a task may have its own, fl_task_model.eval_keys) and [data]
+ * (besides the data set's own): a static table and its length in *n, or
+ * NULL for another name. */
+const fl_key *fl_experiment_section_keys(const char *section, uint32_t *n);
 /* Learning rate at `step` under [train] schedule. */
 double fl_experiment_lr(const fl_experiment *e, uint64_t step);
 
-/* Builds the experiment; takes ownership of `cfg` (also on failure). */
+/* Builds the experiment: the shared parts, then the task's model (its
+ * table entry's build). Takes ownership of `cfg` (also on failure). Errors
+ * name file, line and key. */
 fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experiment **out);
 void fl_experiment_free(fl_experiment *e);
 

@@ -93,11 +93,9 @@ static fl_status layer_vjp(fl_pathgrad *p, const fl_layer *l, size_t i, uint32_t
                       s->act[i + 1], NULL, dy, dlogdet, dx, NULL };
     fl_host_clear_error();
     fl_status st = l->cls->backward(l->self, &a);
-    if (st != FL_OK) {
-        const char *m = fl_host_last_error();
-        fl_err("[%s] %s backward failed in the path gradient: %s", l->cx->path,
-               l->cls->base.name, m[0] ? m : fl_status_str(st));
-    }
+    if (st != FL_OK)
+        fl_comp_fail(st, "[%s] %s backward failed in the path gradient", l->cx->path,
+                     l->cls->base.name);
     return st;
 }
 

@@ -75,9 +75,7 @@ fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path,
     fl_ctx_end_create(l->cx);
     if (st != FL_OK) {
         l->self = NULL;
-        const char *m = fl_host_last_error();
-        fl_err("[%s] %s: cannot create: %s", path, cls->base.name, m[0] ? m : fl_status_str(st));
-        return st;
+        return fl_comp_fail(st, "[%s] %s: cannot create", path, cls->base.name);
     }
     return FL_OK;
 }
@@ -224,10 +222,7 @@ fl_status fl_stack_ready(fl_stack *s)
 
 static fl_status layer_fail(const fl_layer *l, const char *what, fl_status st)
 {
-    const char *m = fl_host_last_error();
-    fl_err("[%s] %s %s failed: %s", l->cx->path, l->cls->base.name, what,
-           m[0] ? m : fl_status_str(st));
-    return st;
+    return fl_comp_fail(st, "[%s] %s %s failed", l->cx->path, l->cls->base.name, what);
 }
 
 fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *x,

@@ -294,7 +294,7 @@ static fl_status eval_density(fl_experiment *e, const double box[4], double *den
         }
         memset(logdet, 0, m * sizeof(fl_real));
         const fl_real *u;
-        st = fl_stack_forward(e->stack, m, FL_MODE_EVAL, x, NULL, logdet, &u);
+        st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x, NULL, logdet, &u);
         for (uint32_t r = 0; st == FL_OK && r < m; r++) {
             double q = (double)u[2 * r] * u[2 * r] + (double)u[2 * r + 1] * u[2 * r + 1];
             double lp = -0.5 * q - 2 * FL_HALF_LOG_2PI + (double)logdet[r];
@@ -455,7 +455,7 @@ static int stack_invertible(const fl_stack *s)
 
 fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_exact)
 {
-    const fl_vi *v = e->vi;
+    const fl_vi *v = fl_vi_of(e);
     const double *box = v->info.box;
     const size_t G2 = (size_t)GRID * GRID;
     fl_real *z = fl_alloc(G2 * 2 * sizeof(fl_real)), *l = fl_alloc(G2 * sizeof(fl_real));
@@ -475,7 +475,7 @@ fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_e
         double p = exp((double)l[i] - lz);
         target[i] = isfinite(p) ? p : 0;
     }
-    *q_exact = stack_invertible(e->stack);
+    *q_exact = stack_invertible(fl_vi_of(e)->flows);
     if (st == FL_OK && *q_exact) {
         st = fl_vi_log_q(e, z, G2, l);
         for (size_t i = 0; st == FL_OK && i < G2; i++) {
@@ -502,8 +502,8 @@ fl_status fl_plot_vi(fl_experiment *e, const char *dir)
         { "logz_ref", FL_CURVE_GREY, 1, NULL },
     };
     fl_status st = fl_plot_curves(dir, curves, 3, "elbo");
-    if (st != FL_OK || e->vi->info.dim != 2) return st;
-    const double *box = e->vi->info.box;
+    if (st != FL_OK || fl_vi_of(e)->info.dim != 2) return st;
+    const double *box = fl_vi_of(e)->info.box;
     const size_t G2 = (size_t)GRID * GRID;
     double *tg = malloc(G2 * sizeof *tg), *q = malloc(G2 * sizeof *q);
     fl_real *smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);

@@ -1,26 +1,73 @@
-/* task_density.c - the density task: train, evaluate, sample. */
+/* task_density.c - the density task: its model, training step,
+ * evaluation, result and the table entry fl_task_density. */
 #include "tasks/task_density.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/checkpoint.h"
+#include "core/hostimpl.h"
 #include "core/log.h"
-#include "train/optim.h"
-#include "train/resume.h"
-#include "output/rundir.h"
 #include "core/util.h"
+#include "output/plot.h"
+#include "output/rundir.h"
+#include "tasks/task.h"
 
-#define HALF_LOG_2PI 0.91893853320467274178
 
 /* -log N(u; 0, I) - logdet for one row, in double. */
 static double row_nll(const fl_real *u, uint32_t d, fl_real logdet)
 {
     double q = 0;
     for (uint32_t j = 0; j < d; j++) q += (double)u[j] * u[j];
-    return 0.5 * q + d * HALF_LOG_2PI - (double)logdet;
+    return 0.5 * q + d * FL_HALF_LOG_2PI - (double)logdet;
 }
+
+/* ------------------------------------------------------------------ */
+/* The model.                                                           */
+
+fl_stack *fl_density_flows(const fl_experiment *e)
+{
+    return ((const fl_density_model *)e->model)->flows;
+}
+
+static const fl_stack *density_flows(const fl_experiment *e) { return fl_density_flows(e); }
+
+static fl_status density_build(fl_experiment *e)
+{
+    fl_density_model *m = calloc(1, sizeof *m);
+    if (!m) return FL_ERR_NOMEM;
+    e->model = m;
+    m->flows = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);
+    fl_status st = m->flows ? fl_stack_from_config(m->flows, e->reg, e->cfg) : FL_ERR_NOMEM;
+    if (st == FL_OK && m->flows->n == 0) {
+        fl_err("%s: the model has no flow layers: add a [flow.1] section with a type",
+               e->cfg->path);
+        st = FL_ERR_INVALID;
+    }
+    /* Metadata checks at load time, not at the end of training. */
+    for (size_t i = 0; st == FL_OK && i < m->flows->n; i++)
+        if (!(m->flows->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) {
+            fl_log(FL_LOG_WARN, "[%s] %s has no inverse: this model can be trained and "
+                   "evaluated but not sampled", m->flows->L[i].cx->path,
+                   m->flows->L[i].cls->base.name);
+            break;
+        }
+    if (st == FL_OK) st = fl_arena_finalize(&e->arena, e->seed);
+    if (st == FL_OK) st = fl_stack_ready(m->flows);
+    return st;
+}
+
+static void density_free(void *model)
+{
+    fl_density_model *m = model;
+    if (!m) return;
+    fl_stack_free(m->flows);
+    free(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Evaluation.                                                          */
 
 fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se)
 {
@@ -33,7 +80,7 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
         memset(logdet, 0, m * sizeof(fl_real));
         const fl_real *u;
-        st = fl_stack_forward(e->stack, m, FL_MODE_EVAL, x + i * d, NULL, logdet, &u);
+        st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x + i * d, NULL, logdet, &u);
         for (uint32_t r = 0; st == FL_OK && r < m; r++) {
             double v = row_nll(u + (size_t)r * d, d, logdet[r]);
             s += v;
@@ -52,135 +99,137 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
     return FL_OK;
 }
 
+/* ------------------------------------------------------------------ */
+/* Training: the step and the loop's hooks.                             */
+
+/* One run's state; every buffer is allocated before the first step. */
+typedef struct density_run {
+    fl_density_result res;  /* test_nll, test_se of the last evaluation */
+    fl_real *x;             /* B x dim: the step's training batch */
+    fl_real *du;            /* B x dim: dloss/du = u / B */
+    fl_real *logdet;        /* B: the step's summed log-determinant per row */
+    fl_real *dlogdet;       /* B: dloss/dlogdet = -1/B (constant) */
+    fl_real *test;          /* n_test x dim: the test split */
+    uint64_t n_test;
+} density_run;
+
+static void run_free(void *p)
+{
+    density_run *r = p;
+    if (!r) return;
+    fl_free(r->test);
+    fl_free(r->x);
+    fl_free(r->du);
+    fl_free(r->logdet);
+    fl_free(r->dlogdet);
+    free(r);
+}
+
+static fl_status run_new(fl_experiment *e, void **out)
+{
+    const uint32_t d = e->info.dim, B = e->batch;
+    density_run *r = calloc(1, sizeof *r);
+    *out = r;
+    if (!r) return FL_ERR_NOMEM;
+    r->x = fl_alloc((size_t)B * d * sizeof(fl_real));
+    r->du = fl_alloc((size_t)B * d * sizeof(fl_real));
+    r->logdet = fl_alloc(B * sizeof(fl_real));
+    r->dlogdet = fl_alloc(B * sizeof(fl_real));
+    if (!r->x || !r->du || !r->logdet || !r->dlogdet) return FL_ERR_NOMEM;
+    const fl_real inv_b = (fl_real)(1.0 / B);
+    for (uint32_t i = 0; i < B; i++) r->dlogdet[i] = -inv_b;
+    return fl_experiment_eval_split(e, FL_SPLIT_TEST, &r->test, &r->n_test);
+}
+
+/* The mean negative log-likelihood of batch `step` and its gradient. */
+static fl_status density_step(fl_experiment *e, void *p, uint64_t step, double *value)
+{
+    density_run *r = p;
+    const uint32_t d = e->info.dim, B = e->batch;
+    const fl_real inv_b = (fl_real)(1.0 / B);
+    fl_stack *flows = fl_density_flows(e);
+    fl_status st = fl_experiment_train_batch(e, step, B, r->x);
+    if (st != FL_OK) return st;
+    memset(r->logdet, 0, B * sizeof(fl_real));
+    const fl_real *u;
+    st = fl_stack_forward(flows, B, FL_MODE_TRAIN, r->x, NULL, r->logdet, &u);
+    if (st != FL_OK) return st;
+    double loss = 0;
+    for (uint32_t i = 0; i < B; i++) {
+        loss += row_nll(u + (size_t)i * d, d, r->logdet[i]);
+        for (uint32_t j = 0; j < d; j++) r->du[(size_t)i * d + j] = u[(size_t)i * d + j] * inv_b;
+    }
+    loss /= B;
+    if (!isfinite(loss)) {
+        fl_err("step %llu: the training loss is not finite (%g); lower [train] lr or bound "
+               "the flow's scales",
+               (unsigned long long)step + 1, loss);
+        return FL_ERR_NUMERIC;
+    }
+    *value = loss;
+    return fl_stack_backward(flows, B, FL_MODE_TRAIN, NULL, r->du, r->dlogdet, NULL, NULL);
+}
+
+static fl_status density_evaluate(fl_experiment *e, void *p)
+{
+    density_run *r = p;
+    return fl_density_nll(e, r->test, r->n_test, &r->res.test_nll, &r->res.test_se);
+}
+
+static const fl_metric_col columns[] = {
+    { "train_nll", "%.6f", FL_COL_TRAIN },
+    { "test_nll", "%.6f", 0 },
+    { "test_nll_se", "%.6f", 0 },
+};
+
+static void density_row(fl_experiment *e, void *p, uint64_t done, double *vals)
+{
+    (void)e;
+    (void)done;
+    const density_run *r = p;
+    vals[1] = r->res.test_nll;
+    vals[2] = r->res.test_se;
+}
+
+static void density_log(fl_experiment *e, void *p, double train, char *buf, size_t cap)
+{
+    (void)e;
+    const density_run *r = p;
+    snprintf(buf, cap, "train NLL %.4f, test NLL %.4f +- %.4f", train, r->res.test_nll,
+             r->res.test_se);
+}
+
+static void density_status(fl_experiment *e, void *p, uint64_t done, uint64_t steps,
+                           double loss, char *buf, size_t cap)
+{
+    (void)e;
+    (void)done;
+    (void)steps;
+    const density_run *r = p;
+    if (r->res.test_nll != 0) snprintf(buf, cap, "loss %.4f  test %.4f", loss, r->res.test_nll);
+    else snprintf(buf, cap, "loss %.4f", loss);
+}
+
+/* The result of a run: the last evaluation with the loop's summary. */
+static fl_density_result result_of(const density_run *r, const fl_train_summary *s)
+{
+    fl_density_result res = r->res;
+    res.train_nll = s->train;
+    res.steps = s->steps;
+    res.seconds = s->seconds;
+    res.steps_per_s = s->session_seconds > 0 ? (double)s->session_steps / s->session_seconds : 0;
+    return res;
+}
+
 fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
                            fl_density_result *res)
 {
     memset(res, 0, sizeof *res);
-    const uint32_t d = e->info.dim, B = e->batch;
-    const uint64_t steps = fl_experiment_steps(e);
-    const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
-    const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
-    fl_adam opt;
-    fl_ema ema;
-    fl_real *live;
-    fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
-    if (st != FL_OK) return st;
-
-    /* Every buffer of the step is allocated here, once. */
-    fl_real *x = fl_alloc((size_t)B * d * sizeof(fl_real));
-    fl_real *du = fl_alloc((size_t)B * d * sizeof(fl_real));
-    fl_real *logdet = fl_alloc(B * sizeof(fl_real));
-    fl_real *dlogdet = fl_alloc(B * sizeof(fl_real));
-    fl_real *test = NULL;
-    uint64_t n_test = 0;
-    fl_buf metrics = { 0 };
-    if (st == FL_OK && (!x || !du || !logdet || !dlogdet)) st = FL_ERR_NOMEM;
-    if (st == FL_OK) st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &test, &n_test);
-    uint64_t step0 = 0;
-    double time0 = 0; /* train_seconds before this session (resumed) */
-    if (st == FL_OK && resume && rundir)
-        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
-    if (metrics.len == 0)
-        fl_buf_printf(&metrics, "step,train_nll,test_nll,test_nll_se,train_seconds\n");
-
-    const fl_real inv_b = (fl_real)(1.0 / B);
-    for (uint32_t i = 0; st == FL_OK && i < B; i++) dlogdet[i] = -inv_b;
-    fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
-    double interval_sum = 0, train_time = time0;
-    uint64_t interval_n = 0;
-    fl_progress prog;
-    fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
-    char status[128] = "";
-    uint64_t evaluated = UINT64_MAX; /* the step of this session's last evaluation */
-
-    for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
-        double t0 = fl_now();
-        opt.lr = fl_experiment_lr(e, step);
-        st = fl_experiment_train_batch(e, step, B, x);
-        if (st != FL_OK) break;
-        memset(logdet, 0, B * sizeof(fl_real));
-        const fl_real *u;
-        st = fl_stack_forward(e->stack, B, FL_MODE_TRAIN, x, NULL, logdet, &u);
-        if (st != FL_OK) break;
-        double loss = 0;
-        for (uint32_t r = 0; r < B; r++) {
-            loss += row_nll(u + (size_t)r * d, d, logdet[r]);
-            for (uint32_t j = 0; j < d; j++) du[(size_t)r * d + j] = u[(size_t)r * d + j] * inv_b;
-        }
-        loss /= B;
-        if (!isfinite(loss)) {
-            fl_err("step %llu: the training loss is not finite (%g); lower [train] lr or bound "
-                   "the flow's scales",
-                   (unsigned long long)step + 1, loss);
-            st = FL_ERR_NUMERIC;
-            break;
-        }
-        st = fl_stack_backward(e->stack, B, FL_MODE_TRAIN, NULL, du, dlogdet, NULL, NULL);
-        if (st != FL_OK) break;
-        fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
-        fl_ema_update(&ema, e->arena.theta);
-        train_time += fl_now() - t0;
-        interval_sum += loss;
-        interval_n++;
-
-        uint64_t done = step + 1;
-        int eval_now = done == steps || (eval_every && done % eval_every == 0);
-        if (eval_now) {
-            double nll, se;
-            fl_run_use_average(e, &ema, live, 1); /* evaluate the average ... */
-            st = fl_density_nll(e, test, n_test, &nll, &se);
-            fl_run_use_average(e, &ema, live, 0); /* ... go on from the iterate */
-            if (st != FL_OK) break;
-            evaluated = done;
-            res->train_nll = interval_sum / (double)interval_n;
-            res->test_nll = nll;
-            res->test_se = se;
-            fl_buf_printf(&metrics, "%llu,%.6f,%.6f,%.6f,%.3f\n", (unsigned long long)done,
-                          res->train_nll, nll, se, train_time);
-            interval_sum = 0;
-            interval_n = 0;
-            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
-            if (!prog.tty)
-                fl_log(FL_LOG_INFO, "step %llu: train NLL %.4f, test NLL %.4f +- %.4f",
-                       (unsigned long long)done, res->train_nll, nll, se);
-        }
-        if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = fl_run_save(e, rundir, &opt, &ema, done);
-        if (res->test_nll != 0) snprintf(status, sizeof status, "loss %.4f  test %.4f", loss, res->test_nll);
-        else snprintf(status, sizeof status, "loss %.4f", loss);
-        fl_progress_update(&prog, done, status);
-    }
-    fl_progress_end(&prog);
-    if (st == FL_OK && evaluated != steps) {
-        /* No evaluation at `steps` in this session: steps = 0 (the untrained
-         * model), or resumed from a checkpoint at the last step. */
-        fl_run_use_average(e, &ema, live, 1);
-        st = fl_density_nll(e, test, n_test, &res->test_nll, &res->test_se);
-        fl_run_use_average(e, &ema, live, 0);
-        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
-            /* the row is there (the killed run wrote it): its training loss */
-            double tr = fl_metrics_field(&metrics, steps, 1);
-            res->train_nll = isnan(tr) ? 0 : tr;
-        } else if (st == FL_OK) {
-            fl_buf_printf(&metrics, "%llu,,%.6f,%.6f,%.3f\n", (unsigned long long)steps,
-                          res->test_nll, res->test_se, train_time);
-            if (rundir) st = fl_rundir_write(rundir, "metrics.csv", metrics.data, metrics.len);
-        }
-    }
-    res->steps = opt.t;
-    res->seconds = train_time;
-    res->steps_per_s =
-        train_time > time0 ? (double)(opt.t - step0) / (train_time - time0) : 0;
-    if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
-    /* Leave the model as evaluated: the average when there is one. */
-    if (st == FL_OK) fl_run_use_average(e, &ema, live, 1);
-    fl_buf_free(&metrics);
-    fl_free(test);
-    fl_free(x);
-    fl_free(du);
-    fl_free(logdet);
-    fl_free(dlogdet);
-    fl_run_optim_free(&opt, &ema, live);
+    void *run;
+    fl_train_summary s;
+    fl_status st = fl_task_train(e, rundir, resume, &run, &s);
+    if (run) *res = result_of(run, &s);
+    run_free(run);
     return st;
 }
 
@@ -209,8 +258,73 @@ fl_status fl_density_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_rea
     for (uint64_t i = 0; i < n && st == FL_OK; i += chunk) {
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
         fl_rng_normal(key, 0, i * d, (size_t)m * d, u);
-        st = fl_stack_inverse(e->stack, m, FL_MODE_EVAL, u, NULL, out + i * d, NULL);
+        st = fl_stack_inverse(fl_density_flows(e), m, FL_MODE_EVAL, u, NULL, out + i * d, NULL);
     }
     fl_free(u);
     return st;
 }
+
+/* ------------------------------------------------------------------ */
+/* The table entry.                                                     */
+
+static void density_describe(const fl_experiment *e, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "density on %s, %zu flow layers", e->data_type, fl_density_flows(e)->n);
+}
+
+static fl_status density_result(fl_experiment *e, void *run, const fl_train_summary *s,
+                                const char *dir)
+{
+    fl_density_result res = result_of(run, s);
+    return fl_density_write_result(e, dir, &res);
+}
+
+static void density_report(const fl_experiment *e, void *run, const fl_train_summary *s,
+                           const char *dir)
+{
+    fl_density_result res = result_of(run, s);
+    printf("test NLL %.4f +- %.4f nats (%llu points); %llu steps in %.2f s, %.0f steps/s; run "
+           "directory %s\n",
+           res.test_nll, res.test_se, (unsigned long long)e->info.n[FL_SPLIT_TEST],
+           (unsigned long long)res.steps, res.seconds, res.steps_per_s, dir);
+}
+
+static fl_status density_plot(fl_experiment *e, const char *dir, const char **files)
+{
+    *files = e->info.dim == 2 ? "{density,data,samples,curves}.png" : "curves.png";
+    return fl_plot_density(e, dir);
+}
+
+static uint32_t density_sample_dim(const fl_experiment *e) { return e->info.dim; }
+
+static fl_status density_sample_cmd(fl_experiment *e, uint64_t n, uint64_t seed, fl_real *out)
+{
+    return fl_density_sample(e, n, fl_rng_key_make(seed, "sample"), out);
+}
+
+static const char *const sections[] = { "data", NULL };
+
+const fl_task fl_task_density = {
+    .model = { .name = "density",
+               .help = "fit flows to data by exact maximum likelihood",
+               .sections = sections,
+               .data = 1,
+               .build = density_build,
+               .free = density_free,
+               .flows = density_flows },
+    .trainer = { .cols = columns,
+                 .n_cols = 3,
+                 .step = density_step,
+                 .evaluate = density_evaluate,
+                 .row = density_row,
+                 .log = density_log,
+                 .status = density_status },
+    .run_new = run_new,
+    .run_free = run_free,
+    .describe = density_describe,
+    .write_result = density_result,
+    .report = density_report,
+    .plot = density_plot,
+    .sample_dim = density_sample_dim,
+    .sample = density_sample_cmd,
+};

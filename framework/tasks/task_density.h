@@ -2,12 +2,22 @@
  *
  * The model maps data to a standard normal, u = f(x), and scores
  * log p(x) = log N(u; 0, I) + sum_t logdet_t. Training minimises the mean
- * negative log-likelihood over minibatches with Adam; sampling draws u and
- * runs the inverses. */
+ * negative log-likelihood over minibatches with Adam (train/loop.h);
+ * sampling draws u and runs the inverses. The table entry is
+ * fl_task_density (tasks/task.h). */
 #ifndef FL_TASK_DENSITY_H
 #define FL_TASK_DENSITY_H
 
 #include "model/experiment.h"
+
+/* The density task's model (e->model). */
+typedef struct fl_density_model {
+    fl_stack *flows;            /* the [flow.N] layers: x (n x dim) -> u (n x dim), with
+                                   per-row log-determinants; owned */
+} fl_density_model;
+
+/* The model's flow layers (e must be a density experiment). */
+fl_stack *fl_density_flows(const fl_experiment *e);
 
 typedef struct fl_density_result {
     double test_nll, test_se;   /* nats per example, standard error */
@@ -16,13 +26,15 @@ typedef struct fl_density_result {
     double seconds, steps_per_s;/* training loop only (no evaluation) */
 } fl_density_result;
 
-/* Mean and standard error of -log p(x) over n rows (evaluation mode). */
+/* Mean and standard error of -log p(x) over n rows (evaluation mode).
+ * Allocates a chunk's log-determinants. FL_ERR_NUMERIC when not finite. */
 fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se);
 
-/* Trains; when `rundir` is not NULL writes metrics.csv and checkpoint.flc
- * there (atomically). With `resume`, continues from rundir/checkpoint.flc
- * when there is one. result.json is written by fl_density_write_result,
- * after the pictures, so a run directory with result.json is complete. */
+/* Trains through the shared loop (fl_task_train); when `rundir` is not
+ * NULL writes metrics.csv and checkpoint.flc there (atomically). With
+ * `resume`, continues from rundir/checkpoint.flc when there is one.
+ * result.json is written by fl_density_write_result, after the pictures,
+ * so a run directory with result.json is complete. */
 fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
                            fl_density_result *res);
 
@@ -30,7 +42,8 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
 fl_status fl_density_write_result(fl_experiment *e, const char *dir,
                                   const fl_density_result *res);
 
-/* n samples (n x dim) from the model, noise from `key`. */
+/* n samples (n x dim) from the model, noise from `key`. Allocates a
+ * chunk of noise. */
 fl_status fl_density_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_real *out);
 
 #endif

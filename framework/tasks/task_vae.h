@@ -6,20 +6,16 @@
  * layer (the IWAE paper's two-layer model: q(z1|x) q(z2|z1), p(z2) p(z1|z2)
  * p(x|z1), both extra conditionals diagonal Gaussians). Training follows
  * the [estimator]'s weights over B x k samples; evaluation estimates
- * log p(x) by importance sampling with k samples per point. */
+ * log p(x) by importance sampling with k samples per point. The task's
+ * files are in tasks/vae/ (vae.h: the model and every buffer's shape); its
+ * table entry is fl_task_vae (tasks/task.h). */
 #ifndef FL_TASK_VAE_H
 #define FL_TASK_VAE_H
 
 #include "model/experiment.h"
 
-/* Builds e->vae from the config and finalises the arena. Errors name file,
- * line and key. */
-fl_status fl_vae_build(fl_experiment *e);
-/* The keys of the vae task's own sections (encoder, decoder, encoder.2,
- * decoder.2): a static table and its length in *n, or NULL. */
-const fl_key *fl_vae_section_keys(const char *section, uint32_t *n);
-/* Frees e->vae (NULL-safe). */
-void fl_vae_free(fl_experiment *e);
+/* The model (e->model); built by the table entry's build. */
+typedef struct fl_vae fl_vae;
 
 typedef struct fl_vae_result {
     double train_bound;        /* mean bound over the last interval */
@@ -28,8 +24,9 @@ typedef struct fl_vae_result {
     double seconds, examples_per_s; /* training loop only */
 } fl_vae_result;
 
-/* Trains (resuming from rundir/checkpoint.flc when `resume`); writes
- * metrics.csv and checkpoint.flc into `rundir` (may be NULL). result.json
+/* Trains through the shared loop (fl_task_train), resuming from
+ * rundir/checkpoint.flc when `resume`; writes metrics.csv and
+ * checkpoint.flc into `rundir` (may be NULL). result.json
  * is written by fl_vae_write_result, after the final evaluation, so a run
  * directory with result.json is complete. */
 fl_status fl_vae_train(fl_experiment *e, const char *rundir, int resume, fl_vae_result *res);
@@ -78,8 +75,9 @@ void fl_vae_eval_stem(const fl_experiment *e, fl_split split, uint64_t k, uint64
 fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k);
 /* Sample rows the model's buffers hold (n * k of one call). */
 uint32_t fl_vae_max_rows(const fl_experiment *e);
-/* The latent width of the first stochastic layer and the importance
- * weights (n x k log w, valid after fl_vae_bound) for diagnostics. */
+/* The log importance weights of the last fl_vae_bound: n x k values (row
+ * b*k + j for sample j of point b), the model's buffer, valid until its
+ * next call. For diagnostics (gradvar's effective sample size). */
 const fl_real *fl_vae_logw(const fl_experiment *e);
 
 /* Writes dir/result.json (atomically): the training summary and, when `ev`
@@ -89,7 +87,7 @@ fl_status fl_vae_write_result(fl_experiment *e, const char *dir, const fl_vae_re
 
 /* The estimator's name and k. */
 const char *fl_vae_estimator(const fl_experiment *e, uint32_t *k);
-/* Prints an evaluation as a table on stdout (cmd_run.c). */
+/* Prints an evaluation as a table on stdout (flowlab run and eval). */
 void fl_vae_print_eval(const fl_vae_eval *ev);
 
 /* Decoder means of `n` prior samples (n x data dim), noise from `key`. */

@@ -7,7 +7,8 @@
  *     log w = beta log p~(z_T) - log q(z_T)
  * and the estimator's weights give the gradient (estimator.h). Path-
  * derivative estimators (FL_EST_DETACH_Q) use grad_z log q at fixed
- * parameters (pathgrad.h). docs/vi.md describes the task. */
+ * parameters (pathgrad.h). docs/vi.md describes the task; its table entry
+ * is fl_task_vi (tasks/task.h). */
 #ifndef FL_TASK_VI_H
 #define FL_TASK_VI_H
 
@@ -16,6 +17,7 @@
 #include "model/experiment.h"
 #include "model/pathgrad.h"
 
+/* The vi task's model (e->model). d = info.dim, R = rows. */
 typedef struct fl_vi {
     fl_part target, est;     /* [target], [estimator] instances */
     fl_values cfg;           /* [vi] */
@@ -23,8 +25,14 @@ typedef struct fl_vi {
     uint32_t k;              /* samples per bound ([estimator] k) */
     uint32_t rows;           /* rows per training step: batch x k */
     int detach;              /* the estimator sets FL_EST_DETACH_Q */
-    fl_pathgrad pg;          /* only when detach */
+    fl_stack *flows;         /* the posterior's [flow.N] layers (may be empty): eps (n x d,
+                                standard normal) -> z (n x d) with log-determinants;
+                                sized for max(R, [eval] batch) rows; owned */
+    fl_pathgrad pg;          /* grad_z log q through `flows` for R rows; only when detach */
 } fl_vi;
+
+/* The vi model of e (e must be a vi experiment). */
+fl_vi *fl_vi_of(const fl_experiment *e);
 
 typedef struct fl_vi_result {
     double elbo, elbo_se;    /* mean of log w (beta = 1) over elbo_samples, its SE */
@@ -39,19 +47,15 @@ typedef struct fl_vi_result {
     double seconds, steps_per_s; /* training loop only (no evaluation) */
 } fl_vi_result;
 
-/* Builds e->vi from the config (target, estimator, flows, [vi] keys),
- * finalises the arena and readies the stack. Sets e->data_type to the
- * target's name (for messages). Errors name file, line and key. */
-fl_status fl_vi_build(fl_experiment *e);
-/* The keys of the vi task's [vi] section (a static table; length in *n). */
-const fl_key *fl_vi_section_keys(uint32_t *n);
-/* Frees e->vi (NULL-safe). */
-void fl_vi_free(fl_experiment *e);
+/* The model is built by the table entry's build (fl_experiment_new): the
+ * target, the estimator, the flows and the [vi] keys; it sets
+ * e->data_type to the target's name (for messages). */
 
-/* Trains; when `rundir` is not NULL writes metrics.csv and checkpoint.flc
- * there (atomically). Leaves the evaluated model (the average with [train]
- * ema > 0) in the arena. result.json is written by fl_vi_write_result,
- * after the pictures, so a run directory with result.json is complete. */
+/* Trains through the shared loop (fl_task_train); when `rundir` is not
+ * NULL writes metrics.csv and checkpoint.flc there (atomically). Leaves the
+ * evaluated model (the average with [train] ema > 0) in the arena.
+ * result.json is written by fl_vi_write_result, after the pictures, so a
+ * run directory with result.json is complete. */
 fl_status fl_vi_train(fl_experiment *e, const char *rundir, int resume, fl_vi_result *res);
 
 /* Writes dir/result.json (atomically) from a training result. */

@@ -1,0 +1,80 @@
+/* loop.h - the one training loop every task shares.
+ *
+ * The loop owns what is the same for every task: Adam and the learning-rate
+ * schedule, resuming from a run directory, metrics.csv (header and rows),
+ * the progress line, the checkpoint cadence, the parameter average (ema)
+ * swapped in for evaluations, the evaluation cadence and the closing
+ * "evaluate when the last step was not evaluated" block. A task supplies
+ * its step and its evaluation through an fl_trainer (tasks/task.h puts one
+ * in every task table entry). */
+#ifndef FL_LOOP_H
+#define FL_LOOP_H
+
+#include "model/experiment.h"
+
+/* One metrics.csv column of a task, between `step` (first) and
+ * `train_seconds` (last), both the loop's. */
+typedef struct fl_metric_col {
+    const char *name;   /* header text */
+    const char *fmt;    /* printf format of one double, e.g. "%.6f" */
+    unsigned flags;     /* FL_COL_* */
+} fl_metric_col;
+
+/* The mean of the step values over the evaluation interval; left empty in
+ * the row the closing evaluation adds (no steps behind it). One per task. */
+#define FL_COL_TRAIN 1u
+/* Left empty when the value is not finite (e.g. no reference log Z). */
+#define FL_COL_OPTIONAL 2u
+
+/* A task's side of the loop. `run` is the task's per-run state (its step
+ * buffers, evaluation data and last results), made before fl_train_loop
+ * and freed after it by the task. Every hook may assume the experiment was
+ * built by the same task. */
+typedef struct fl_trainer {
+    const fl_metric_col *cols;  /* the task's metrics.csv columns, exactly one FL_COL_TRAIN */
+    uint32_t n_cols;
+    /* Training step `step` (from 0): the gradient of the loss into the
+     * arena's grad (zero on entry), the step's value (loss or bound, the
+     * FL_COL_TRAIN column's) into *value. Allocates nothing. Errors set
+     * fl_err (e.g. a non-finite loss names the step). */
+    fl_status (*step)(fl_experiment *e, void *run, uint64_t step, double *value);
+    /* The periodic evaluation, at the parameters in the arena (the loop has
+     * swapped the average in): results kept in `run`. */
+    fl_status (*evaluate)(fl_experiment *e, void *run);
+    /* The values of the task's columns for the row of step `done` (after
+     * an evaluation): vals[i] for cols[i]; the FL_COL_TRAIN entry is the
+     * loop's to fill. */
+    void (*row)(fl_experiment *e, void *run, uint64_t done, double *vals);
+    /* The log line after an evaluation when stderr is not a terminal (the
+     * loop writes "step N: " before it); `train` is the interval mean. */
+    void (*log)(fl_experiment *e, void *run, double train, char *buf, size_t cap);
+    /* The progress line's status after step `done` of `steps`, from the
+     * step's value; may leave buf as it is (then the last one stays). */
+    void (*status)(fl_experiment *e, void *run, uint64_t done, uint64_t steps, double value,
+                   char *buf, size_t cap);
+} fl_trainer;
+
+/* What the loop hands back. */
+typedef struct fl_train_summary {
+    double train;           /* mean step value over the last evaluation interval (0 when
+                               this session took no step; when resumed at the end, the
+                               metrics row's) */
+    uint64_t steps;         /* optimizer steps in all (the checkpoint's) */
+    uint64_t session_steps; /* steps taken by this session (after a resume) */
+    double seconds;         /* training time, earlier sessions included (no evaluation) */
+    double session_seconds; /* this session's training time */
+} fl_train_summary;
+
+/* Trains e for fl_experiment_steps(e) steps with t's step. With `rundir`
+ * (may be NULL) writes metrics.csv after every evaluation and
+ * checkpoint.flc at [train] checkpoint_every and at the end (atomically);
+ * with `resume` first continues from rundir/checkpoint.flc when there is
+ * one. Evaluates every [train] eval_every steps and at the last step (also
+ * when resumed there). Leaves the evaluated model (the average with [train]
+ * ema > 0) in the arena. Allocates the optimizer state and metrics text
+ * before the first step, nothing inside it. Errors: the step's, the
+ * evaluation's, resume and write failures (fl_err set). */
+fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const char *rundir,
+                        int resume, fl_train_summary *out);
+
+#endif

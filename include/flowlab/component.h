@@ -15,6 +15,10 @@
 #include "core.h"
 #include "schema.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_component {
     uint32_t struct_size;  /* sizeof the whole kind-specific class struct */
     const char *name;      /* unique per kind, [a-z0-9_-]{1,63}, e.g. "affine-coupling" */
@@ -22,5 +26,9 @@ typedef struct fl_component {
     const fl_key *keys;    /* INI keys of this component's section */
     uint32_t n_keys;
 } fl_component;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_COMPONENT_H */

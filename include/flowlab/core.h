@@ -18,6 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ABI version. A plugin with a different major is refused; a newer minor on
  * either side is fine because every table starts with its own size and grows
  * only by appending fields. */
@@ -95,5 +99,9 @@ typedef enum fl_kind {
 /* Whether a call is part of training (batch statistics, dropout, caching for
  * backward) or evaluation (running statistics). */
 typedef enum fl_mode { FL_MODE_TRAIN = 0, FL_MODE_EVAL = 1 } fl_mode;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_CORE_H */

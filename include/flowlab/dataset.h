@@ -21,6 +21,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum fl_split { FL_SPLIT_TRAIN = 0, FL_SPLIT_VALID = 1, FL_SPLIT_TEST = 2 } fl_split;
 
 enum {
@@ -56,5 +60,9 @@ typedef struct fl_dataset_class {
     fl_status (*read)(void *self, fl_split split, const uint64_t *rows, uint32_t n,
                       fl_real *out);
 } fl_dataset_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_DATASET_H */

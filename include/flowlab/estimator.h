@@ -41,6 +41,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum {
     /* log q's own parameters are detached (path-derivative estimators). */
     FL_EST_DETACH_Q = 1u << 0
@@ -73,5 +77,9 @@ typedef struct fl_estimator_class {
      * samples) are allowed; NaN is an error (FL_ERR_NUMERIC). */
     fl_status (*weights)(void *self, const fl_est_args *a);
 } fl_estimator_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_ESTIMATOR_H */

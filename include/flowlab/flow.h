@@ -30,6 +30,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Metadata the host uses to reject impossible models when the config loads. */
 enum {
     FL_FLOW_HAS_INVERSE = 1u << 0,       /* inverse is provided and exact */
@@ -112,5 +116,9 @@ typedef struct fl_flow_class {
      * kit checks the Jacobian against it). */
     fl_status (*order)(void *self, uint32_t *order);
 } fl_flow_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_FLOW_H */

@@ -40,6 +40,10 @@
 #include "core.h"
 #include "rng.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* One component instance's handle into the host. Opaque. */
 typedef struct fl_ctx fl_ctx;
 
@@ -174,5 +178,9 @@ typedef struct fl_host {
     void (*mlp_backward)(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
                          const fl_real *dout, fl_real *din);
 } fl_host;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_HOST_H */

@@ -24,6 +24,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* log_prob with w == NULL may run concurrently on disjoint rows. */
 #define FL_LIK_CONCURRENT_LOGP 0x1u
 
@@ -61,5 +65,9 @@ typedef struct fl_likelihood_class {
     fl_status (*mean)(void *self, uint32_t n, const fl_real *theta, const fl_real *param,
                       fl_real *x);
 } fl_likelihood_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_LIKELIHOOD_H */

@@ -33,6 +33,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_registrar fl_registrar;
 
 /* Handed to init; valid only during init. Not thread-safe. */
@@ -56,10 +60,30 @@ typedef struct fl_plugin_entry {
 
 #define FL_PLUGIN_SYMBOL "flowlab_plugin_entry"
 
-/* Defines the entry with this build's ABI version and fl_real size. */
-#define FL_PLUGIN(name_, version_, init_)                                              \
+/* Defines the entry with this build's ABI version and fl_real size. In C++
+ * the entry gets C language linkage (extern "C"), so its symbol is the plain
+ * `flowlab_plugin_entry` and not a mangled name; use the macro at namespace
+ * scope, outside any namespace. */
+#ifdef __cplusplus
+#define FL_REAL_SIZE_ static_cast<uint32_t>(sizeof(fl_real))
+#else
+#define FL_REAL_SIZE_ (uint32_t)sizeof(fl_real)
+#endif
+#define FL_PLUGIN_ENTRY_(name_, version_, init_)                                       \
     FL_EXPORT extern const fl_plugin_entry flowlab_plugin_entry;                       \
     FL_EXPORT const fl_plugin_entry flowlab_plugin_entry = {                           \
-        FL_ABI_MAJOR, FL_ABI_MINOR, (uint32_t)sizeof(fl_real), name_, version_, init_ };
+        FL_ABI_MAJOR, FL_ABI_MINOR, FL_REAL_SIZE_, name_, version_, init_ };
+#ifdef __cplusplus
+#define FL_PLUGIN(name_, version_, init_)                                              \
+    extern "C" {                                                                       \
+    FL_PLUGIN_ENTRY_(name_, version_, init_)                                           \
+    }
+#else
+#define FL_PLUGIN(name_, version_, init_) FL_PLUGIN_ENTRY_(name_, version_, init_)
+#endif
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_PLUGIN_H */

@@ -26,6 +26,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_posterior_shape {
     uint32_t dim;          /* latent dimension */
     uint32_t max_n;        /* largest number of data points (param rows) */
@@ -68,5 +72,9 @@ typedef struct fl_posterior_class {
     fl_status (*sample)(void *self, const fl_post_fwd *a);
     fl_status (*backward)(void *self, const fl_post_bwd *a);
 } fl_posterior_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_POSTERIOR_H */

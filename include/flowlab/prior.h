@@ -13,6 +13,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_prior_shape {
     uint32_t dim;
     uint32_t max_rows;
@@ -40,5 +44,9 @@ typedef struct fl_prior_class {
     fl_status (*sample)(void *self, uint32_t n, const fl_real *theta, const fl_real *eps,
                         fl_real *z);
 } fl_prior_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_PRIOR_H */

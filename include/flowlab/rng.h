@@ -20,6 +20,10 @@
 #include <math.h>
 #include "core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_rng_key {
     uint32_t k[2];
 } fl_rng_key;
@@ -114,5 +118,9 @@ static inline void fl_rng_normal(fl_rng_key key, uint64_t sub, uint64_t first, s
             out[i] = (fl_real)z[j];
     }
 }
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_RNG_H */

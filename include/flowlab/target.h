@@ -17,6 +17,10 @@
 #include "component.h"
 #include "host.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_target_info {
     uint32_t dim;          /* set by create */
     double log_z;          /* log normaliser, or NAN when unknown */
@@ -40,5 +44,9 @@ typedef struct fl_target_class {
     void (*destroy)(void *self);
     fl_status (*log_prob)(void *self, const fl_target_args *a);
 } fl_target_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_TARGET_H */

@@ -27,6 +27,16 @@ typedef struct fl_component {
     uint32_t n_keys;
 } fl_component;
 
+/* Whether class `cls` (a pointer to a kind's class struct, e.g.
+ * const fl_flow_class *) was built with `member`, from base.struct_size:
+ *
+ *   if (FL_CLASS_HAS(cls, fl_flow_class, order) && cls->order) ...
+ *
+ * The host needs no such test for the classes it registered (it copies
+ * them into structs of its own size, zero-filling what a plugin lacks);
+ * it is for code that reads a class struct directly. */
+#define FL_CLASS_HAS(cls, type, member) (FL_MEMBER_END(type, member) <= (cls)->base.struct_size)
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

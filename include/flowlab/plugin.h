@@ -39,7 +39,8 @@ extern "C" {
 
 typedef struct fl_registrar fl_registrar;
 
-/* Handed to init; valid only during init. Not thread-safe. */
+/* Handed to init; valid only during init. Not thread-safe: add is [init]
+ * (tags in host.h), called on init's own thread. */
 struct fl_registrar {
     /* Registers component class `cls` (the fl_component at the start of a
      * kind's class struct, e.g. &my_flow.base) of kind `kind`. The class must
@@ -54,7 +55,8 @@ typedef struct fl_plugin_entry {
     uint32_t real_size;   /* sizeof(fl_real) */
     const char *name;     /* plugin name, e.g. "flows-coupling" */
     const char *version;  /* plugin version, e.g. "1.0.0" */
-    /* Registers components. Called once, from one thread, right after load. */
+    /* [once] Registers components. Called once, from one thread, right
+     * after load; of the host's services only the [init] ones work here. */
     fl_status (*init)(const fl_host *host, fl_registrar *r);
 } fl_plugin_entry;
 

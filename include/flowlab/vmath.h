@@ -45,6 +45,17 @@
 extern "C" {
 #endif
 
+/* The inline code below is C: its casts are not for C++'s cast warnings
+ * (g++ does not flag old-style casts inside extern "C"; fl_real casts are
+ * "useless" in the double build). */
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wold-style-cast"
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuseless-cast"
+#endif
+
 #ifdef FL_REAL_DOUBLE
 
 static inline fl_real fl_exp(fl_real x) { return exp(x); }
@@ -243,6 +254,12 @@ static inline __m512 fl_expm1_16(__m512 x)
 #endif /* __AVX512F__ */
 
 #endif /* FL_REAL_DOUBLE */
+
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -247,7 +247,9 @@ typedef struct fl_host {
  * the info structs create fills) exist only when FL_ABI_AT_LEAST(host, 1, N)
  * holds: read or write them only then. */
 #define FL_ABI_AT_LEAST(host, major, minor)                                        \
-    ((host)->abi_major == (major) && (host)->abi_minor >= (minor))
+    ((host)->abi_major == (major) && (host)->abi_minor + 1u > (minor))
+/* (abi_minor + 1 > minor, not abi_minor >= minor: the same test without
+ * -Wtype-limits' "always true" for minor 0) */
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -64,24 +64,21 @@ typedef struct fl_plugin_entry {
 
 /* Defines the entry with this build's ABI version and fl_real size. In C++
  * the entry gets C language linkage (extern "C"), so its symbol is the plain
- * `flowlab_plugin_entry` and not a mangled name; use the macro at namespace
- * scope, outside any namespace. */
-#ifdef __cplusplus
-#define FL_REAL_SIZE_ static_cast<uint32_t>(sizeof(fl_real))
-#else
-#define FL_REAL_SIZE_ (uint32_t)sizeof(fl_real)
-#endif
-#define FL_PLUGIN_ENTRY_(name_, version_, init_)                                       \
-    FL_EXPORT extern const fl_plugin_entry flowlab_plugin_entry;                       \
-    FL_EXPORT const fl_plugin_entry flowlab_plugin_entry = {                           \
-        FL_ABI_MAJOR, FL_ABI_MINOR, FL_REAL_SIZE_, name_, version_, init_ };
+ * `flowlab_plugin_entry` and not a mangled name, and `extern` gives the
+ * const object the external linkage C++ would otherwise deny it; use the
+ * macro at namespace scope. */
 #ifdef __cplusplus
 #define FL_PLUGIN(name_, version_, init_)                                              \
     extern "C" {                                                                       \
-    FL_PLUGIN_ENTRY_(name_, version_, init_)                                           \
+    FL_EXPORT extern const fl_plugin_entry flowlab_plugin_entry = {                    \
+        FL_ABI_MAJOR, FL_ABI_MINOR, static_cast<uint32_t>(sizeof(fl_real)), name_,    \
+        version_, init_ };                                                             \
     }
 #else
-#define FL_PLUGIN(name_, version_, init_) FL_PLUGIN_ENTRY_(name_, version_, init_)
+#define FL_PLUGIN(name_, version_, init_)                                              \
+    FL_EXPORT extern const fl_plugin_entry flowlab_plugin_entry;                       \
+    FL_EXPORT const fl_plugin_entry flowlab_plugin_entry = {                           \
+        FL_ABI_MAJOR, FL_ABI_MINOR, (uint32_t)sizeof(fl_real), name_, version_, init_ };
 #endif
 
 #ifdef __cplusplus

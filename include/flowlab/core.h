@@ -71,6 +71,14 @@ typedef float fl_real;
 #define FL_EXPORT
 #endif
 
+/* Printf-style format checking of the host's log and error (GCC, clang);
+ * nothing for other compilers. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_PRINTF_FORMAT(fmt_, first_) __attribute__((format(printf, fmt_, first_)))
+#else
+#define FL_PRINTF_FORMAT(fmt_, first_)
+#endif
+
 /* Status codes returned by every fallible ABI function. */
 typedef enum fl_status {
     FL_OK = 0,

@@ -163,8 +163,7 @@ typedef struct fl_host {
      * prefixed with the component's path. `cx` may be NULL (during a
      * plugin's init). The format is checked like printf's; to log text that
      * is not a literal, pass "%s" and the text. */
-    void (*log)(fl_ctx *cx, fl_log_level lvl, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    void (*log)(fl_ctx *cx, fl_log_level lvl, const char *fmt, ...) FL_PRINTF_FORMAT(3, 4);
 
     /* [thread-safe] [init] Sets the message that goes with the error status
      * a component is about to return; the host prints it with the
@@ -172,7 +171,7 @@ typedef struct fl_host {
      * init. The message is kept per thread: set it on the thread the host
      * called in on, the one that returns the status (a message set on an
      * OpenMP thread started inside the call is not seen). */
-    void (*error)(fl_ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+    void (*error)(fl_ctx *cx, const char *fmt, ...) FL_PRINTF_FORMAT(2, 3);
 
     /* [create] Validated configuration values of this component's INI
      * section (or defaults). Asking for a key the component did not declare

@@ -157,7 +157,7 @@ typedef struct fl_host {
     /* [thread-safe] [init] read-only data: sizeof(fl_host) of the host, and
      * its FL_ABI_MAJOR, FL_ABI_MINOR. */
     uint32_t struct_size;
-    uint32_t abi_major, abi_minor;
+    uint32_t abi_major, abi_minor;  /* [thread-safe] [init] */
 
     /* [thread-safe] [init] Printf-style logging, one line on stderr,
      * prefixed with the component's path. `cx` may be NULL (during a

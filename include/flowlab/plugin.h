@@ -42,7 +42,7 @@ typedef struct fl_registrar fl_registrar;
 /* Handed to init; valid only during init. Not thread-safe: add is [init]
  * (tags in host.h), called on init's own thread. */
 struct fl_registrar {
-    /* Registers component class `cls` (the fl_component at the start of a
+    /* [init] Registers component class `cls` (the fl_component at the start of a
      * kind's class struct, e.g. &my_flow.base) of kind `kind`. The class must
      * have static storage. Returns FL_ERR_INVALID for a malformed class. */
     fl_status (*add)(fl_registrar *r, fl_kind kind, const fl_component *cls);

@@ -15,6 +15,10 @@
 #include "core.h"
 #include "schema.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fl_component {
     uint32_t struct_size;  /* sizeof the whole kind-specific class struct */
     const char *name;      /* unique per kind, [a-z0-9_-]{1,63}, e.g. "affine-coupling" */
@@ -22,5 +26,19 @@ typedef struct fl_component {
     const fl_key *keys;    /* INI keys of this component's section */
     uint32_t n_keys;
 } fl_component;
+
+/* Whether class `cls` (a pointer to a kind's class struct, e.g.
+ * const fl_flow_class *) was built with `member`, from base.struct_size:
+ *
+ *   if (FL_CLASS_HAS(cls, fl_flow_class, order) && cls->order) ...
+ *
+ * The host needs no such test for the classes it registered (it copies
+ * them into structs of its own size, zero-filling what a plugin lacks);
+ * it is for code that reads a class struct directly. */
+#define FL_CLASS_HAS(cls, type, member) (FL_MEMBER_END(type, member) <= (cls)->base.struct_size)
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_COMPONENT_H */

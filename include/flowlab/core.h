@@ -18,11 +18,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ABI version. A plugin with a different major is refused; a newer minor on
- * either side is fine because every table starts with its own size and grows
- * only by appending fields. */
+ * either side is fine: structs grow only by appending fields, and a field
+ * added after 1.0 is marked `since 1.N` where it is declared. Structs that
+ * start with their own size (fl_host, the class structs) say by it which
+ * fields they have (FL_STRUCT_HAS); for the others the ABI minor of the
+ * other side does (FL_ABI_AT_LEAST in host.h).
+ *   1.0  the first release: flows, data sets, the host table.
+ *   1.1  the posterior, estimator, likelihood, prior and target class
+ *        structs; fl_dataset_info.flags (FL_DATA_BINARIZE_DYNAMIC).
+ *   1.2  the first flag of fl_likelihood_class.flags (FL_LIK_CONCURRENT_LOGP). */
 #define FL_ABI_MAJOR 1
 #define FL_ABI_MINOR 2
+
+/* The end of `member` of struct `type`, in bytes from the start. */
+#ifdef __cplusplus
+#define FL_MEMBER_END(type, member) (offsetof(type, member) + sizeof(type::member))
+#else
+#define FL_MEMBER_END(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
+#endif
+
+/* Whether the struct at `ptr`, of a type that begins with its own size
+ * (`uint32_t struct_size`, e.g. fl_host), has `member`: its struct_size
+ * covers the member, so the other side was built with it. E.g.
+ *
+ *   if (FL_STRUCT_HAS(host, fl_host, gemm)) ...      // see FL_HOST_HAS
+ *
+ * Class structs keep their size in base.struct_size: FL_CLASS_HAS
+ * (component.h). */
+#define FL_STRUCT_HAS(ptr, type, member)                                           \
+    (FL_MEMBER_END(type, member) <= (ptr)->struct_size)
 
 /* The scalar type of all parameters, activations and data. float by default
  * (speed); meson -Dreal=double builds host and plugins with double. The
@@ -40,6 +69,14 @@ typedef float fl_real;
 #define FL_EXPORT __attribute__((visibility("default")))
 #else
 #define FL_EXPORT
+#endif
+
+/* Printf-style format checking of the host's log and error (GCC, clang);
+ * nothing for other compilers. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_PRINTF_FORMAT(fmt_, first_) __attribute__((format(printf, fmt_, first_)))
+#else
+#define FL_PRINTF_FORMAT(fmt_, first_)
 #endif
 
 /* Status codes returned by every fallible ABI function. */
@@ -79,9 +116,9 @@ static inline const char *fl_status_str(fl_status s)
 /* Component kinds. Values are part of the ABI and never reused; a host that
  * does not know a kind skips that component with a warning and keeps the
  * rest of the plugin, so adding a kind never breaks old plugins or hosts.
- * The class structs of FL_KIND_FLOW and FL_KIND_DATASET are defined in
- * flow.h, dataset.h, posterior.h, estimator.h, likelihood.h, prior.h and
- * target.h (ABI 1.1). */
+ * The class structs are defined in flow.h and dataset.h (ABI 1.0), and in
+ * posterior.h, estimator.h, likelihood.h, prior.h and target.h (since 1.1;
+ * the values 2 to 6 were reserved in 1.0). */
 typedef enum fl_kind {
     FL_KIND_FLOW = 1,
     FL_KIND_POSTERIOR = 2,
@@ -95,5 +132,9 @@ typedef enum fl_kind {
 /* Whether a call is part of training (batch statistics, dropout, caching for
  * backward) or evaluation (running statistics). */
 typedef enum fl_mode { FL_MODE_TRAIN = 0, FL_MODE_EVAL = 1 } fl_mode;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_CORE_H */

@@ -34,12 +34,18 @@
  *   }
  *
  * Thread-safety: calls on one instance are serialised by the host.
+ *
+ * ABI: since 1.1 (every struct of this header); call tags as in host.h.
  */
 #ifndef FLOWLAB_ESTIMATOR_H
 #define FLOWLAB_ESTIMATOR_H
 
 #include "component.h"
 #include "host.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 enum {
     /* log q's own parameters are detached (path-derivative estimators). */
@@ -65,13 +71,17 @@ typedef struct fl_estimator_class {
     fl_component base;
     uint32_t flags;        /* FL_EST_* */
 
-    /* Reads config, may request parameters and workspaces. */
+    /* [once] Reads config, may request parameters and workspaces. */
     fl_status (*create)(const fl_host *host, fl_ctx *cx, const fl_estimator_shape *shape,
                         void **self);
-    void (*destroy)(void *self);
-    /* Bounds and weights; must not allocate. -inf log weights (impossible
+    void (*destroy)(void *self);  /* [once] */
+    /* [serial] Bounds and weights; must not allocate. -inf log weights (impossible
      * samples) are allowed; NaN is an error (FL_ERR_NUMERIC). */
     fl_status (*weights)(void *self, const fl_est_args *a);
 } fl_estimator_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_ESTIMATOR_H */

@@ -23,12 +23,17 @@
  *
  * Thread-safety: calls on one instance are serialised by the host; distinct
  * instances may run concurrently. An instance may use OpenMP inside a call.
+ * Each function below carries its call tag ([once], [serial]; host.h).
  */
 #ifndef FLOWLAB_FLOW_H
 #define FLOWLAB_FLOW_H
 
 #include "component.h"
 #include "host.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* Metadata the host uses to reject impossible models when the config loads. */
 enum {
@@ -91,26 +96,33 @@ typedef struct fl_flow_class {
     fl_component base;
     uint32_t flags;        /* FL_FLOW_* */
 
-    /* Creates an instance for `shape`: read config, request parameters,
-     * workspaces and MLPs through `host`. On error returns non-FL_OK after
-     * host->error(...) and frees what it allocated itself. */
+    /* [once] Creates an instance for `shape`: read config, request
+     * parameters, workspaces and MLPs through `host`. On error returns
+     * non-FL_OK after host->error(...) and frees what it allocated itself. */
     fl_status (*create)(const fl_host *host, fl_ctx *cx, const fl_flow_shape *shape,
                         void **self);
-    /* Frees what create allocated itself (not host-owned memory). */
+    /* [once] Frees what create allocated itself (not host-owned memory). */
     void (*destroy)(void *self);
 
+    /* [serial] */
     fl_status (*forward)(void *self, const fl_flow_fwd *a);
-    /* Must follow a forward on the same rows with the same arguments: an
-     * instance may reuse what forward cached. */
+    /* [serial] Must follow a forward on the same rows with the same
+     * arguments: an instance may reuse what forward cached. */
     fl_status (*backward)(void *self, const fl_flow_bwd *a);
-    /* NULL when FL_FLOW_HAS_INVERSE is not set. */
+    /* [serial] NULL when FL_FLOW_HAS_INVERSE is not set. */
     fl_status (*inverse)(void *self, const fl_flow_inv *a);
 
-    /* Required when FL_FLOW_AUTOREGRESSIVE is set, else NULL: writes the
+    /* [serial] ABI 1.0, appended after inverse (the host reads a class whose
+     * struct_size ends at inverse as order == NULL).
+     * Required when FL_FLOW_AUTOREGRESSIVE is set, else NULL: writes the
      * instance's variable order, a permutation of 0..dim-1 such that
      * y[order[i]] depends on x[order[j]] only for j <= i (the conformance
      * kit checks the Jacobian against it). */
     fl_status (*order)(void *self, uint32_t *order);
 } fl_flow_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_FLOW_H */

@@ -17,6 +17,10 @@
  * target.h    unnormalised targets for variational inference
  * vmath.h     vectorisable exp/log/tanh/sigmoid/softplus (include it yourself)
  * plugin.h    the exported plugin entry
+ *
+ * C++: every header carries its own extern "C" guard and compiles as C++11
+ * or later with -Wall -Wextra -Wpedantic (tests/abi_cxx.cpp checks it), so
+ * this file includes them as they are.
  */
 #ifndef FLOWLAB_FLOWLAB_H
 #define FLOWLAB_FLOWLAB_H

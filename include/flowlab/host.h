@@ -23,22 +23,57 @@
  * Lifetimes. The fl_host table lives as long as the process. An fl_ctx lives
  * as long as the component instance it was given to (it is destroyed after
  * the instance's destroy returns), so an instance may keep it for logging.
- * param, workspace, mlp_create and the cfg_* getters may be called only
- * during create; every other function at any time.
  *
  * Ownership. Parameters, gradients, workspaces and MLPs are owned by the
  * host and freed after the instance is destroyed; a plugin never frees them.
  *
- * Thread-safety. The cfg_*, param, workspace and mlp_create calls are not
- * thread-safe (the host calls create from one thread). log, error (per
- * thread), rng_key (pure), gemm and mlp_forward/mlp_backward on distinct MLPs
- * are thread-safe.
+ * When a call is allowed: every member of fl_host below, and every function
+ * of the class structs (flow.h, dataset.h, posterior.h, ...), carries one of
+ * these tags (CLAP style):
+ *
+ *   Services of the host (plugin -> host):
+ *   [init]        may also be called during the plugin's init, with
+ *                 cx == NULL (there is no ctx then).
+ *   [create]      only inside the create of the component that owns cx, on
+ *                 the thread the host called create on. param, workspace
+ *                 and mlp_create reserve parameters or memory for the
+ *                 instance and are refused afterwards; the cfg_* getters are
+ *                 not refused (the values stay readable while cx lives),
+ *                 but the contract is create only.
+ *   [any]         from create until the instance is destroyed, on any
+ *                 thread, but never two calls on the same object (the same
+ *                 MLP) at once.
+ *   [thread-safe] any time cx lives (or without one, for members that take
+ *                 none), on any thread, concurrently with anything,
+ *                 including from OpenMP threads a component starts inside
+ *                 a call.
+ *
+ *   Functions of a component (host -> plugin):
+ *   [once]        create and destroy: once per instance, from one thread,
+ *                 never while another call on the instance runs.
+ *   [serial]      the host never overlaps two calls on one instance, but
+ *                 may call distinct instances at once, and may call one
+ *                 instance from a different thread each time (do not keep
+ *                 per-thread state such as thread_local caches).
+ *   [concurrent]  may run at the same time as other [concurrent] calls on
+ *                 the same instance, from several threads, on disjoint
+ *                 outputs: it must not write the instance's own state.
+ *
+ * Versions: a field of an ABI struct added after ABI 1.0 says so with
+ * `since 1.N`. A plugin that also wants to run on older hosts tests for it:
+ * FL_HOST_HAS(host, member) for a member of fl_host (which carries its
+ * size), FL_ABI_AT_LEAST(host, 1, N) for a field of a struct without a
+ * size (shapes, call arguments, info structs the host hands to create).
  */
 #ifndef FLOWLAB_HOST_H
 #define FLOWLAB_HOST_H
 
 #include "core.h"
 #include "rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* One component instance's handle into the host. Opaque. */
 typedef struct fl_ctx fl_ctx;
@@ -113,66 +148,110 @@ typedef struct fl_mlp_spec {
 
 /*
  * The host function table. Append-only: fields are never removed or
- * reordered; check `struct_size` before using a field newer than your
- * plugin's ABI minor.
+ * reordered. Every member below is ABI 1.0; a member added later will say
+ * `since 1.N`, and a plugin that may meet an older host tests it with
+ * FL_HOST_HAS(host, member) before using it. The tags are explained at the
+ * top of this file.
  */
 typedef struct fl_host {
-    uint32_t struct_size;  /* sizeof(fl_host) of the host */
-    uint32_t abi_major, abi_minor;
+    /* [thread-safe] [init] read-only data: sizeof(fl_host) of the host, and
+     * its FL_ABI_MAJOR, FL_ABI_MINOR. */
+    uint32_t struct_size;
+    uint32_t abi_major, abi_minor;  /* [thread-safe] [init] */
 
-    /* Printf-style logging, prefixed with the component's path. Thread-safe.
-     * `cx` may be NULL (during a plugin's init). */
-    void (*log)(fl_ctx *cx, fl_log_level lvl, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    /* [thread-safe] [init] Printf-style logging, one line on stderr,
+     * prefixed with the component's path. `cx` may be NULL (during a
+     * plugin's init). The format is checked like printf's; to log text that
+     * is not a literal, pass "%s" and the text. */
+    void (*log)(fl_ctx *cx, fl_log_level lvl, const char *fmt, ...) FL_PRINTF_FORMAT(3, 4);
 
-    /* Sets the message that goes with the error status a component is about
-     * to return (per thread); the host prints it with the component's path,
-     * so do not repeat the path. `cx` may be NULL during init. */
-    void (*error)(fl_ctx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+    /* [thread-safe] [init] Sets the message that goes with the error status
+     * a component is about to return; the host prints it with the
+     * component's path, so do not repeat the path. `cx` may be NULL during
+     * init. The message is kept per thread: set it on the thread the host
+     * called in on, the one that returns the status (a message set on an
+     * OpenMP thread started inside the call is not seen). */
+    void (*error)(fl_ctx *cx, const char *fmt, ...) FL_PRINTF_FORMAT(2, 3);
 
-    /* Validated configuration values of this component's INI section (or
-     * defaults). Asking for a key the component did not declare is a bug:
-     * the host logs it and returns 0 / "" / NULL. cfg_str's result lives as
-     * long as the ctx. cfg_int_list stores at most `cap` values in `out` and
-     * returns how many the key holds. */
-    int64_t (*cfg_int)(fl_ctx *cx, const char *key);
-    double (*cfg_real)(fl_ctx *cx, const char *key);
-    int (*cfg_bool)(fl_ctx *cx, const char *key);
-    const char *(*cfg_str)(fl_ctx *cx, const char *key);
-    size_t (*cfg_int_list)(fl_ctx *cx, const char *key, int64_t *out, size_t cap);
+    /* [create] Validated configuration values of this component's INI
+     * section (or defaults). Asking for a key the component did not declare
+     * is a bug: the host logs it and returns 0 / "" / NULL. cfg_str's result
+     * lives as long as the ctx. cfg_int_list stores at most `cap` values in
+     * `out` and returns how many the key holds. */
+    int64_t (*cfg_int)(fl_ctx *cx, const char *key);                 /* [create] */
+    double (*cfg_real)(fl_ctx *cx, const char *key);                 /* [create] */
+    int (*cfg_bool)(fl_ctx *cx, const char *key);                    /* [create] */
+    const char *(*cfg_str)(fl_ctx *cx, const char *key);             /* [create] */
+    size_t (*cfg_int_list)(fl_ctx *cx, const char *key, int64_t *out, size_t cap); /* [create] */
 
-    /* Requests parameters; on success *offset is their position inside this
-     * component's parameter block (the `theta` passed to every call). All of
-     * one component's parameters are contiguous, in request order. */
+    /* [create] Requests parameters (reserves them in the host's parameter
+     * arena); on success *offset is their position inside this component's
+     * parameter block (the `theta` passed to every call). All of one
+     * component's parameters are contiguous, in request order. After create
+     * it returns FL_ERR_INTERNAL; for a data set (which has no parameter
+     * block) FL_ERR_INVALID. */
     fl_status (*param)(fl_ctx *cx, const fl_param_spec *spec, size_t *offset);
 
-    /* A zeroed, 64-byte aligned scratch buffer of `bytes`, owned by the host
-     * and stable until the instance is destroyed. Size it for the largest
-     * call (max_rows); never allocate in forward/backward. NULL on OOM. */
+    /* [create] A zeroed, 64-byte aligned scratch buffer of `bytes`, owned by
+     * the host and stable until the instance is destroyed. Size it for the
+     * largest call (max_rows); never allocate in forward/backward. NULL on
+     * OOM, and after create. */
     void *(*workspace)(fl_ctx *cx, size_t bytes);
 
-    /* Random stream `name` of this component: derived from the experiment
-     * seed and the component's path, so it is stable across runs. */
+    /* [thread-safe] Random stream `name` of this component: derived from the
+     * experiment seed and the component's path, so it is stable across runs.
+     * A pure function of (seed, path, name); needs a ctx (not [init]). */
     fl_rng_key (*rng_key)(fl_ctx *cx, const char *name);
 
-    /* C = alpha * op(A) op(B) + beta * C, row-major, as cblas_?gemm. */
+    /* [thread-safe] C = alpha * op(A) op(B) + beta * C, row-major, as
+     * cblas_?gemm (nonzero trans_a/trans_b = transposed). BLAS itself runs
+     * on the calling thread, so calls from several threads do not
+     * oversubscribe the cores. */
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, fl_real alpha,
                  const fl_real *a, int lda, const fl_real *b, int ldb, fl_real beta,
                  fl_real *c, int ldc);
 
-    /* Creates an MLP whose parameters and workspace (for `max_rows` rows)
-     * belong to this component. NULL on error (message already set). */
+    /* [create] Creates an MLP whose parameters (reserved like param's, so
+     * not for data sets) and workspace (for `max_rows` rows) belong to this
+     * component. NULL on error (message already set), and after create. */
     fl_mlp *(*mlp_create)(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_rows);
 
-    /* out (n x spec.out) = MLP(in (n x spec.in)); caches activations for
-     * mlp_backward. `theta` is the component's parameter block. */
+    /* [any] out (n x spec.out) = MLP(in (n x spec.in)), n <= max_rows;
+     * caches activations (and keeps `in`) for mlp_backward. `theta` is the
+     * component's parameter block. Distinct MLPs may run at once on
+     * different threads (affine-coupling runs its s and t nets side by
+     * side); one MLP runs one call at a time. */
     void (*mlp_forward)(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_real *in,
                         fl_real *out);
 
-    /* Given dout (n x out) for the last mlp_forward on the same rows:
-     * dtheta += d/dtheta, and din += d/din when din is not NULL. */
+    /* [any] Given dout (n x out) for the last mlp_forward of the same MLP on
+     * the same rows: dtheta += d/dtheta, and din += d/din when din is not
+     * NULL. */
     void (*mlp_backward)(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
                          const fl_real *dout, fl_real *din);
 } fl_host;
+
+/* Whether `host` provides `member`: its struct_size covers the member, e.g.
+ *
+ *   if (FL_HOST_HAS(host, mlp_backward))     // a 1.0 member: always true
+ *       host->mlp_backward(m, theta, dtheta, n, dout, din);
+ *
+ * A member marked `since 1.N` may be absent from an older host, so a plugin
+ * that may run on one tests it first and falls back (or fails its create
+ * with a message) without it. */
+#define FL_HOST_HAS(host, member) FL_STRUCT_HAS(host, fl_host, member)
+
+/* Whether the host's ABI is major.minor or newer (same major). Fields added
+ * in minor N to a struct without a struct_size (shapes, call arguments and
+ * the info structs create fills) exist only when FL_ABI_AT_LEAST(host, 1, N)
+ * holds: read or write them only then. */
+#define FL_ABI_AT_LEAST(host, major, minor)                                        \
+    ((host)->abi_major == (major) && (host)->abi_minor + 1u > (minor))
+/* (abi_minor + 1 > minor, not abi_minor >= minor: the same test without
+ * -Wtype-limits' "always true" for minor 0) */
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_HOST_H */

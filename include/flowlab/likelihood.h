@@ -17,6 +17,9 @@
  * (ABI 1.2) allows calls without weights (w == NULL, log p only) to run
  * concurrently on disjoint rows: the host then evaluates log p on blocks of
  * decoder rows as they are computed, while they are still in cache.
+ *
+ * ABI: since 1.1 (every struct of this header); FL_LIK_CONCURRENT_LOGP since
+ * 1.2. Call tags as in host.h.
  */
 #ifndef FLOWLAB_LIKELIHOOD_H
 #define FLOWLAB_LIKELIHOOD_H
@@ -24,7 +27,11 @@
 #include "component.h"
 #include "host.h"
 
-/* log_prob with w == NULL may run concurrently on disjoint rows. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* since 1.2: log_prob with w == NULL may run concurrently on disjoint rows. */
 #define FL_LIK_CONCURRENT_LOGP 0x1u
 
 typedef struct fl_likelihood_shape {
@@ -46,20 +53,28 @@ typedef struct fl_lik_args {
 
 typedef struct fl_likelihood_class {
     fl_component base;
-    uint32_t flags;        /* FL_LIK_* (0 before ABI 1.2) */
+    uint32_t flags;        /* FL_LIK_* (reserved, 0, before ABI 1.2) */
 
+    /* [once] */
     fl_status (*create)(const fl_host *host, fl_ctx *cx, const fl_likelihood_shape *shape,
                         void **self);
-    void (*destroy)(void *self);
-    /* Decoder outputs per row (e.g. dim for Bernoulli logits). */
+    void (*destroy)(void *self);  /* [once] */
+    /* [serial] Decoder outputs per row (e.g. dim for Bernoulli logits). */
     uint32_t (*n_params)(void *self);
-    /* The decoder's initial output biases given the training mean of x
-     * (dim values): e.g. the clipped logit for Bernoulli. NULL = zeros. */
+    /* [serial] The decoder's initial output biases given the training mean
+     * of x (dim values): e.g. the clipped logit for Bernoulli. NULL = zeros. */
     void (*init_bias)(void *self, const fl_real *mean, fl_real *bias);
+    /* [serial]; [concurrent] for the calls with w == NULL when flags has
+     * FL_LIK_CONCURRENT_LOGP (the host then calls it from the decoder's
+     * OpenMP threads). */
     fl_status (*log_prob)(void *self, const fl_lik_args *a);
-    /* E[x | param] for n rows (pictures). */
+    /* [serial] E[x | param] for n rows (pictures). */
     fl_status (*mean)(void *self, uint32_t n, const fl_real *theta, const fl_real *param,
                       fl_real *x);
 } fl_likelihood_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_LIKELIHOOD_H */

@@ -19,12 +19,18 @@
  * whose g(0; param) is not the mean must say so in its summary.
  *
  * Thread-safety: calls on one instance are serialised by the host.
+ *
+ * ABI: since 1.1 (every struct of this header); call tags as in host.h.
  */
 #ifndef FLOWLAB_POSTERIOR_H
 #define FLOWLAB_POSTERIOR_H
 
 #include "component.h"
 #include "host.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct fl_posterior_shape {
     uint32_t dim;          /* latent dimension */
@@ -60,13 +66,18 @@ typedef struct fl_posterior_class {
     fl_component base;
     uint32_t flags;        /* reserved, 0 */
 
+    /* [once] */
     fl_status (*create)(const fl_host *host, fl_ctx *cx, const fl_posterior_shape *shape,
                         void **self);
-    void (*destroy)(void *self);
-    /* Encoder outputs read per data point. */
+    void (*destroy)(void *self);  /* [once] */
+    /* [serial] Encoder outputs read per data point. */
     uint32_t (*n_params)(void *self);
-    fl_status (*sample)(void *self, const fl_post_fwd *a);
-    fl_status (*backward)(void *self, const fl_post_bwd *a);
+    fl_status (*sample)(void *self, const fl_post_fwd *a);    /* [serial] */
+    fl_status (*backward)(void *self, const fl_post_bwd *a);  /* [serial] */
 } fl_posterior_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_POSTERIOR_H */

@@ -20,6 +20,21 @@
 #include <math.h>
 #include "core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The inline code below is C: its casts are not for C++'s cast warnings
+ * (g++ does not flag old-style casts inside extern "C"; fl_real casts are
+ * "useless" in the double build). */
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wold-style-cast"
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuseless-cast"
+#endif
+
 typedef struct fl_rng_key {
     uint32_t k[2];
 } fl_rng_key;
@@ -114,5 +129,15 @@ static inline void fl_rng_normal(fl_rng_key key, uint64_t sub, uint64_t first, s
             out[i] = (fl_real)z[j];
     }
 }
+
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_RNG_H */

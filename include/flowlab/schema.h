@@ -24,6 +24,10 @@
 
 #include "core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum fl_key_type {
     FL_KEY_INT = 1,      /* 64-bit signed integer, range [min, max] */
     FL_KEY_REAL = 2,     /* double, range [min, max] */
@@ -47,5 +51,9 @@ typedef struct fl_key {
     const char *choices;   /* "a|b|c" for ENUM, else NULL */
     const char *help;      /* one line for `flowlab plugins` */
 } fl_key;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_SCHEMA_H */

@@ -10,12 +10,18 @@
  *
  * Thread-safety: log_prob may be called concurrently on one instance with
  * disjoint outputs.
+ *
+ * ABI: since 1.1 (every struct of this header); call tags as in host.h.
  */
 #ifndef FLOWLAB_TARGET_H
 #define FLOWLAB_TARGET_H
 
 #include "component.h"
 #include "host.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct fl_target_info {
     uint32_t dim;          /* set by create */
@@ -36,9 +42,14 @@ typedef struct fl_target_class {
     fl_component base;
     uint32_t flags;        /* reserved, 0 */
 
+    /* [once] */
     fl_status (*create)(const fl_host *host, fl_ctx *cx, fl_target_info *info, void **self);
-    void (*destroy)(void *self);
-    fl_status (*log_prob)(void *self, const fl_target_args *a);
+    void (*destroy)(void *self);                                   /* [once] */
+    fl_status (*log_prob)(void *self, const fl_target_args *a);   /* [concurrent] */
 } fl_target_class;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_TARGET_H */

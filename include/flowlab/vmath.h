@@ -37,6 +37,25 @@
 
 #include "core.h"
 
+#if !defined(FL_REAL_DOUBLE) && defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The inline code below is C: its casts are not for C++'s cast warnings
+ * (g++ does not flag old-style casts inside extern "C"; fl_real casts are
+ * "useless" in the double build). */
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wold-style-cast"
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuseless-cast"
+#endif
+
 #ifdef FL_REAL_DOUBLE
 
 static inline fl_real fl_exp(fl_real x) { return exp(x); }
@@ -109,7 +128,7 @@ static inline float fl_log(float x)
     p = p * s2 + 2.0f;
     float y = s * p + (float)e * 0.693147180560f;
     y = x == 0 ? -INFINITY : y;
-    y = (x < 0) | (x != x) ? NAN : y;
+    y = ((x < 0) | (x != x)) ? NAN : y;
     y = x == INFINITY ? INFINITY : y;
     return y;
 }
@@ -168,8 +187,6 @@ static inline float fl_tanh(float x)
  * else), so fl_exp16(v)[i] == fl_exp(v[i]) bit for bit; tests/test_vmath.c
  * checks it. */
 #if defined(__AVX512F__)
-#include <immintrin.h>
-
 /* e^r n-scaled for x already inside [lo, hi]: the polynomial of fl_exp,
  * then p * 2^n in one rounding (vscalefps), which is what fl_exp's two
  * exact power-of-two factors give: the same bits in 1 instruction, not 8. */
@@ -237,5 +254,15 @@ static inline __m512 fl_expm1_16(__m512 x)
 #endif /* __AVX512F__ */
 
 #endif /* FL_REAL_DOUBLE */
+
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* FLOWLAB_VMATH_H */

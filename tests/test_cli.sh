@@ -198,6 +198,38 @@ for f in "$TMP/ok"/*tmp*; do
 done
 echo "ok: a valid run"
 
+# ---- a component's message from a worker thread ------------------------------
+# fail_lik fails only off OpenMP thread 0; the decoder runs its rows on two
+# threads, and the message (kept per thread by host->error) must reach the
+# user all the same.
+
+awk 'BEGIN { srand(7); print "a,b,c,d"; for (i = 0; i < 2000; i++)
+             printf "%.4f,%.4f,%.4f,%.4f\n", rand(), rand(), rand(), rand() }' >"$TMP/lik.csv"
+cat >"$TMP/lik.ini" <<EOF
+[experiment]
+task = vae
+threads = 2
+[data]
+type = csv
+path = $TMP/lik.csv
+[encoder]
+latent = 2
+hidden = 64
+[decoder]
+hidden = 512,512
+[likelihood]
+type = fail-lik
+[estimator]
+type = iwae
+k = 50
+[train]
+steps = 2
+batch = 200
+EOF
+run --quiet --plugin "$TEST_DIR/fail_lik.so" run "$TMP/lik.ini" --out "$TMP/lik"
+expect_error "a likelihood's message from a worker thread" 1 \
+    "likelihood fail-lik" "refusing rows on worker thread 1 on purpose"
+
 if [ "$failures" -gt 0 ]; then
     echo "$failures failure(s)"
     exit 1

@@ -20,6 +20,7 @@ static _Thread_local char last_error[2048];
 
 const char *fl_host_last_error(void) { return last_error; }
 void fl_host_clear_error(void) { last_error[0] = 0; }
+void fl_host_set_error(const char *msg) { snprintf(last_error, sizeof last_error, "%s", msg); }
 
 fl_status fl_comp_fail(fl_status st, const char *fmt, ...)
 {

@@ -31,6 +31,10 @@ const fl_host *fl_host_table(void);
  * fl_host_clear_error before every call into a component that may set it. */
 const char *fl_host_last_error(void);
 void fl_host_clear_error(void);
+/* Sets this thread's last error text: carries a message a component gave on
+ * a worker thread (whose own text is thread-local) to the thread that
+ * reports the failure. */
+void fl_host_set_error(const char *msg);
 /* The one place a component's failure becomes the user's message: sets
  * fl_err to PREFIX ": " and the component's own words (its last
  * host->error() on this thread), or the status's text when it said nothing;

@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,8 @@ typedef struct lik_rows_ctx {
     fl_vae *v;
     const fl_lik_args *all; /* the whole call */
     fl_status st;           /* first failure */
+    char msg[2048];         /* its message: host->error() text is per thread, and
+                               the failing row range may run on a worker */
 } lik_rows_ctx;
 
 static void lik_rows(void *c, uint32_t r0, uint32_t rn)
@@ -71,7 +74,10 @@ static void lik_rows(void *c, uint32_t r0, uint32_t rn)
         fl_status st = lr->v->lc->log_prob(lr->v->lik.self, &a);
         if (st != FL_OK) {
 #pragma omp critical(fl_lik_rows)
-            if (lr->st == FL_OK) lr->st = st;
+            if (lr->st == FL_OK) {
+                lr->st = st;
+                snprintf(lr->msg, sizeof lr->msg, "%s", fl_host_last_error());
+            }
         }
         r0 = end;
     }
@@ -130,9 +136,10 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
     if (st != FL_OK) return fl_comp_fail(st, "prior %s", v->prior.rec->cls.base.name);
     fl_lik_args la = { R, k, fl_vae_theta(e, v->lik.cx), NULL, x, v->Lg, v->lpx, NULL, NULL, NULL };
     if (v->lc->flags & FL_LIK_CONCURRENT_LOGP) {
-        lik_rows_ctx lr = { v, &la, FL_OK };
+        lik_rows_ctx lr = { v, &la, FL_OK, "" };
         fl_mlp_forward_rows(v->dec.m, fl_vae_theta(e, v->dec.cx), R, v->zT, v->Lg, lik_rows, &lr);
         st = lr.st;
+        if (st != FL_OK) fl_host_set_error(lr.msg);
     } else {
         fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), R, v->zT, v->Lg);
         st = v->lc->log_prob(v->lik.self, &la);

@@ -176,10 +176,10 @@ static fl_status density_evaluate(fl_experiment *e, void *p)
     return fl_density_nll(e, r->test, r->n_test, &r->res.test_nll, &r->res.test_se);
 }
 
-static const fl_metric_col columns[] = {
-    { "train_nll", "%.6f", FL_COL_TRAIN },
-    { "test_nll", "%.6f", 0 },
-    { "test_nll_se", "%.6f", 0 },
+static const fl_metrics_col columns[] = {
+    { "train_nll", "%.6f" }, /* the loop's interval mean (train_col 0) */
+    { "test_nll", "%.6f" },
+    { "test_nll_se", "%.6f" },
 };
 
 static void density_row(fl_experiment *e, void *p, uint64_t done, double *vals)
@@ -314,6 +314,7 @@ const fl_task fl_task_density = {
                .flows = density_flows },
     .trainer = { .cols = columns,
                  .n_cols = 3,
+                 .train_col = 0,
                  .step = density_step,
                  .evaluate = density_evaluate,
                  .row = density_row,

@@ -9,43 +9,25 @@
 #include "train/optim.h"
 #include "train/resume.h"
 
-/* Columns of a task, at most (checked before the first step). */
-#define FL_MAX_COLS 32
-
-/* metrics.csv's header: step, the task's columns, train_seconds. The one
- * place the file's columns are written (with metrics_row). */
-static void metrics_header(const fl_trainer *t, fl_buf *m)
+/* metrics.csv's columns: the task's, then train_seconds (step comes first
+ * by itself). `cols` has room for FL_TRAIN_MAX_COLS + 1. */
+static void metrics_columns(const fl_trainer *t, fl_metrics_col *cols)
 {
-    fl_buf_printf(m, "step");
-    for (uint32_t i = 0; i < t->n_cols; i++) fl_buf_printf(m, ",%s", t->cols[i].name);
-    fl_buf_printf(m, ",train_seconds\n");
+    memcpy(cols, t->cols, t->n_cols * sizeof *cols);
+    cols[t->n_cols] = (fl_metrics_col){ "train_seconds", "%.3f" };
 }
 
-/* The row of step `done` (train NAN: the closing row, its train column
+/* The row of step `done` (train NAN: the closing row, its training column
  * empty), then metrics.csv rewritten when there is a run directory. */
-static fl_status metrics_row(fl_experiment *e, const fl_trainer *t, void *run, fl_buf *m,
+static fl_status metrics_row(fl_experiment *e, const fl_trainer *t, void *run, fl_metrics *m,
                              uint64_t done, double train, double seconds, const char *rundir)
 {
-    double vals[FL_MAX_COLS];
+    double vals[FL_TRAIN_MAX_COLS + 1];
     t->row(e, run, done, vals);
-    fl_buf_printf(m, "%llu", (unsigned long long)done);
-    for (uint32_t i = 0; i < t->n_cols; i++) {
-        const fl_metric_col *c = &t->cols[i];
-        double v = c->flags & FL_COL_TRAIN ? train : vals[i];
-        int empty = c->flags & FL_COL_TRAIN ? isnan(v) : (c->flags & FL_COL_OPTIONAL) && !isfinite(v);
-        fl_buf_printf(m, ",");
-        if (!empty) fl_buf_printf(m, c->fmt, v);
-    }
-    fl_buf_printf(m, ",%.3f\n", seconds);
-    return rundir ? fl_rundir_write(rundir, "metrics.csv", m->data, m->len) : FL_OK;
-}
-
-/* The FL_COL_TRAIN column's index in a metrics row (0 = step). */
-static unsigned train_col(const fl_trainer *t)
-{
-    for (uint32_t i = 0; i < t->n_cols; i++)
-        if (t->cols[i].flags & FL_COL_TRAIN) return i + 1;
-    return 0;
+    vals[t->train_col] = train;
+    vals[t->n_cols] = seconds;
+    fl_metrics_row(m, done, vals);
+    return rundir ? fl_metrics_save(m, rundir) : FL_OK;
 }
 
 /* The task's evaluation of the average (when there is one); the iterate
@@ -66,9 +48,9 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     const uint64_t steps = fl_experiment_steps(e);
     const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
     const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
-    if (t->n_cols > FL_MAX_COLS) {
-        fl_err("a task's trainer has %u metrics columns; the loop takes at most %d", t->n_cols,
-               FL_MAX_COLS);
+    if (t->n_cols > FL_TRAIN_MAX_COLS || t->train_col >= t->n_cols) {
+        fl_err("a task's trainer has %u metrics columns (training column %u); the loop takes "
+               "at most %d", t->n_cols, t->train_col, FL_TRAIN_MAX_COLS);
         return FL_ERR_INTERNAL;
     }
     fl_adam opt;
@@ -76,11 +58,14 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     fl_real *live;
     fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
     if (st != FL_OK) return st;
-    fl_buf metrics = { 0 };
+    fl_metrics_col cols[FL_TRAIN_MAX_COLS + 1];
+    metrics_columns(t, cols);
+    fl_metrics metrics;
+    fl_metrics_init(&metrics, cols, t->n_cols + 1);
     uint64_t step0 = 0;
     double time0 = 0; /* train_seconds before this session (resumed) */
-    if (resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
-    if (metrics.len == 0) metrics_header(t, &metrics);
+    if (resume && rundir)
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics.text, &time0);
 
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     double interval_sum = 0, train_time = time0;
@@ -127,9 +112,10 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
          * model), or resumed from a checkpoint at the last step (saved
          * before a final evaluation, which a kill may interrupt). */
         st = evaluate_average(e, t, run, &ema, live);
-        if (st == FL_OK && !isnan(fl_metrics_field(&metrics, steps, 0))) {
+        const fl_buf *text = &metrics.text;
+        if (st == FL_OK && !isnan(fl_metrics_lookup(text->data, text->len, steps, "step"))) {
             /* the row is there (the killed run wrote it): its training value */
-            double tr = fl_metrics_field(&metrics, steps, train_col(t));
+            double tr = fl_metrics_lookup(text->data, text->len, steps, t->cols[t->train_col].name);
             out->train = isnan(tr) ? 0 : tr;
         } else if (st == FL_OK) {
             st = metrics_row(e, t, run, &metrics, steps, NAN, train_time, rundir);
@@ -141,7 +127,7 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     out->session_seconds = train_time - time0;
     if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
-    fl_buf_free(&metrics);
+    fl_metrics_free(&metrics);
     fl_run_optim_free(&opt, &ema, live);
     return st;
 }

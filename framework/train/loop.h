@@ -11,39 +11,34 @@
 #define FL_LOOP_H
 
 #include "model/experiment.h"
+#include "output/metrics.h"
 
-/* One metrics.csv column of a task, between `step` (first) and
- * `train_seconds` (last), both the loop's. */
-typedef struct fl_metric_col {
-    const char *name;   /* header text */
-    const char *fmt;    /* printf format of one double, e.g. "%.6f" */
-    unsigned flags;     /* FL_COL_* */
-} fl_metric_col;
-
-/* The mean of the step values over the evaluation interval; left empty in
- * the row the closing evaluation adds (no steps behind it). One per task. */
-#define FL_COL_TRAIN 1u
-/* Left empty when the value is not finite (e.g. no reference log Z). */
-#define FL_COL_OPTIONAL 2u
+/* The most metrics.csv columns a task may have (between `step` and
+ * `train_seconds`, both the loop's). */
+#define FL_TRAIN_MAX_COLS 32
 
 /* A task's side of the loop. `run` is the task's per-run state (its step
  * buffers, evaluation data and last results), made before fl_train_loop
  * and freed after it by the task. Every hook may assume the experiment was
  * built by the same task. */
 typedef struct fl_trainer {
-    const fl_metric_col *cols;  /* the task's metrics.csv columns, exactly one FL_COL_TRAIN */
-    uint32_t n_cols;
+    const fl_metrics_col *cols; /* the task's metrics.csv columns, between the loop's
+                                   `step` and `train_seconds` (n_cols of them) */
+    uint32_t n_cols;            /* at most FL_TRAIN_MAX_COLS */
+    uint32_t train_col;         /* cols[train_col] is the mean of the step values
+                                   over the evaluation interval, filled by the loop
+                                   (empty in the row of a closing evaluation) */
     /* Training step `step` (from 0): the gradient of the loss into the
      * arena's grad (zero on entry), the step's value (loss or bound, the
-     * FL_COL_TRAIN column's) into *value. Allocates nothing. Errors set
+     * cols[train_col] column's) into *value. Allocates nothing. Errors set
      * fl_err (e.g. a non-finite loss names the step). */
     fl_status (*step)(fl_experiment *e, void *run, uint64_t step, double *value);
     /* The periodic evaluation, at the parameters in the arena (the loop has
      * swapped the average in): results kept in `run`. */
     fl_status (*evaluate)(fl_experiment *e, void *run);
     /* The values of the task's columns for the row of step `done` (after
-     * an evaluation): vals[i] for cols[i]; the FL_COL_TRAIN entry is the
-     * loop's to fill. */
+     * an evaluation): vals[i] for cols[i], NAN for none (an empty field);
+     * vals[train_col] is the loop's to fill. */
     void (*row)(fl_experiment *e, void *run, uint64_t done, double *vals);
     /* The log line after an evaluation when stderr is not a terminal (the
      * loop writes "step N: " before it); `train` is the interval mean. */

@@ -34,24 +34,6 @@ fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_
     return st;
 }
 
-double fl_metrics_field(const fl_buf *metrics, uint64_t step, unsigned col)
-{
-    fl_metrics_table t;
-    if (!metrics->data || fl_metrics_parse(metrics->data, metrics->len, "metrics.csv", &t) != FL_OK) {
-        fl_err_clear(); /* no file yet: no row */
-        return NAN;
-    }
-    const double *s = fl_metrics_column(&t, "step");
-    double v = NAN;
-    for (size_t r = 0; col < t.n_cols && r < t.n_rows; r++)
-        if (s[r] == (double)step) {
-            v = t.col[col][r];
-            break;
-        }
-    fl_metrics_table_free(&t);
-    return v;
-}
-
 fl_status fl_run_optim_init(fl_experiment *e, fl_adam *opt, fl_ema *ema, fl_real **live)
 {
     *live = NULL;

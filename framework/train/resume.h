@@ -20,12 +20,6 @@
 fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
                          uint64_t *step0, fl_buf *metrics, double *train_seconds);
 
-/* Column `col` (0 = step) of the row for `step` in a metrics.csv held in
- * `metrics` (header first): NAN when there is no such row or the field is
- * empty or not a number. Read through output/metrics.h; by-name code should
- * call fl_metrics_lookup (this index form stays for the trainers). */
-double fl_metrics_field(const fl_buf *metrics, uint64_t step, unsigned col);
-
 /* Writes dir/checkpoint.flc (atomically): parameters, optimizer, average
  * (see checkpoint.h), at `step`. */
 fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,

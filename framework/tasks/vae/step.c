@@ -343,11 +343,11 @@ fl_status fl_vae_validate(fl_experiment *e, void *p)
     return fl_vae_quick_eval(e, r->vx, r->vn, r->vk, &r->valid_elbo, &r->valid_iwae);
 }
 
-const fl_metric_col fl_vae_columns[FL_VAE_N_COLS] = {
-    { "train_bound", "%.6f", FL_COL_TRAIN },
-    { "valid_elbo", "%.6f", 0 },
-    { "valid_iwae", "%.6f", 0 },
-    { "lr", "%.6g", 0 },
+const fl_metrics_col fl_vae_columns[FL_VAE_N_COLS] = {
+    { "train_bound", "%.6f" }, /* the loop's interval mean (train_col 0) */
+    { "valid_elbo", "%.6f" },
+    { "valid_iwae", "%.6f" },
+    { "lr", "%.6g" },
 };
 
 void fl_vae_row(fl_experiment *e, void *p, uint64_t done, double *vals)

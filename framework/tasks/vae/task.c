@@ -99,6 +99,7 @@ const fl_task fl_task_vae = {
     .section_keys = fl_vae_section_keys,
     .trainer = { .cols = fl_vae_columns,
                  .n_cols = FL_VAE_N_COLS,
+                 .train_col = 0,
                  .step = fl_vae_step,
                  .evaluate = fl_vae_validate,
                  .row = fl_vae_row,

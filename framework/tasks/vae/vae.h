@@ -149,7 +149,7 @@ typedef struct fl_vae_run {
 
 
 #define FL_VAE_N_COLS 4
-extern const fl_metric_col fl_vae_columns[FL_VAE_N_COLS];
+extern const fl_metrics_col fl_vae_columns[FL_VAE_N_COLS];
 fl_status fl_vae_run_new(fl_experiment *e, void **run);
 void fl_vae_run_free(void *run);
 fl_status fl_vae_step(fl_experiment *e, void *run, uint64_t step, double *value);

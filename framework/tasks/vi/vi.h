@@ -81,7 +81,7 @@ typedef struct fl_vi_run {
 
 /* step.c: the trainer's hooks (train/loop.h) over a fl_vi_run. */
 #define FL_VI_N_COLS 8
-extern const fl_metric_col fl_vi_columns[FL_VI_N_COLS];
+extern const fl_metrics_col fl_vi_columns[FL_VI_N_COLS];
 fl_status fl_vi_run_new(fl_experiment *e, void **run);
 void fl_vi_run_free(void *run);
 fl_status fl_vi_step(fl_experiment *e, void *run, uint64_t step, double *value);

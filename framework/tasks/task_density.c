@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "output/plot.h"
+#include "output/json.h"
 #include "output/rundir.h"
 #include "tasks/task.h"
 
@@ -236,15 +237,20 @@ fl_status fl_density_train(fl_experiment *e, const char *rundir, int resume,
 fl_status fl_density_write_result(fl_experiment *e, const char *dir, const fl_density_result *res)
 {
     fl_buf js = { 0 };
-    fl_buf_printf(&js,
-                  "{\n  \"task\": \"density\",\n  \"data\": \"%s\",\n  \"test_nll\": %.6f,\n"
-                  "  \"test_nll_se\": %.6f,\n  \"test_rows\": %llu,\n  \"train_nll\": %.6f,\n"
-                  "  \"steps\": %llu,\n  \"train_seconds\": %.3f,\n  \"steps_per_second\": "
-                  "%.1f,\n  \"parameters\": %zu\n}\n",
-                  e->data_type, res->test_nll, res->test_se,
-                  (unsigned long long)e->info.n[FL_SPLIT_TEST], res->train_nll,
-                  (unsigned long long)res->steps, res->seconds, res->steps_per_s, e->arena.count);
-    fl_status st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "result.json", js.data, js.len);
+    fl_json w;
+    fl_json_begin(&w, &js);
+    fl_json_key_str(&w, "task", "density");
+    fl_json_key_str(&w, "data", e->data_type);
+    fl_json_key_num(&w, "test_nll", res->test_nll, "%.6f");
+    fl_json_key_num(&w, "test_nll_se", res->test_se, "%.6f");
+    fl_json_key_uint(&w, "test_rows", e->info.n[FL_SPLIT_TEST]);
+    fl_json_key_num(&w, "train_nll", res->train_nll, "%.6f");
+    fl_json_key_uint(&w, "steps", res->steps);
+    fl_json_key_num(&w, "train_seconds", res->seconds, "%.3f");
+    fl_json_key_num(&w, "steps_per_second", res->steps_per_s, "%.1f");
+    fl_json_key_uint(&w, "parameters", e->arena.count);
+    fl_status st = fl_json_end(&w);
+    if (st == FL_OK) st = fl_rundir_write(dir, "result.json", js.data, js.len);
     fl_buf_free(&js);
     return st;
 }

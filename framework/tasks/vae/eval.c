@@ -10,6 +10,7 @@
 
 #include "compute/logmeanexp.h"
 #include "core/util.h"
+#include "output/json.h"
 #include "output/rundir.h"
 
 typedef struct point_acc {
@@ -267,19 +268,28 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
             st = u.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_units.csv", &u);
         fl_buf_free(&u);
         fl_buf j = { 0 };
-        fl_buf_printf(&j,
-                      "{\n  \"split\": \"%s\",\n  \"points\": %llu,\n  \"k\": %llu,\n"
-                      "  \"log_likelihood\": %.6f,\n  \"log_likelihood_se\": %.6f,\n"
-                      "  \"elbo\": %.6f,\n  \"elbo_se\": %.6f,\n  \"gap\": %.6f,\n"
-                      "  \"kl\": %.6f,\n  \"ess\": %.3f,\n  \"ess_fraction\": %.6f,\n"
-                      "  \"active_units\": %u,\n  \"latent\": %u,\n  \"au_threshold\": %g,\n"
-                      "  \"seconds\": %.3f\n}\n",
-                      split == FL_SPLIT_TEST ? "test" : split == FL_SPLIT_VALID ? "valid" : "train",
-                      (unsigned long long)n, (unsigned long long)k, out->ll, out->ll_se,
-                      out->elbo, out->elbo_se, out->ll - out->elbo, out->kl, out->ess,
-                      out->ess / (double)k, out->active_units, L, thr, out->seconds);
-        if (st == FL_OK)
-            st = j.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, ".json", &j);
+        fl_json w;
+        fl_json_begin(&w, &j);
+        fl_json_key_str(&w, "split", split == FL_SPLIT_TEST    ? "test"
+                                     : split == FL_SPLIT_VALID ? "valid"
+                                                               : "train");
+        fl_json_key_uint(&w, "points", n);
+        fl_json_key_uint(&w, "k", k);
+        fl_json_key_num(&w, "log_likelihood", out->ll, "%.6f");
+        fl_json_key_num(&w, "log_likelihood_se", out->ll_se, "%.6f");
+        fl_json_key_num(&w, "elbo", out->elbo, "%.6f");
+        fl_json_key_num(&w, "elbo_se", out->elbo_se, "%.6f");
+        fl_json_key_num(&w, "gap", out->ll - out->elbo, "%.6f");
+        fl_json_key_num(&w, "kl", out->kl, "%.6f");
+        fl_json_key_num(&w, "ess", out->ess, "%.3f");
+        fl_json_key_num(&w, "ess_fraction", out->ess / (double)k, "%.6f");
+        fl_json_key_uint(&w, "active_units", out->active_units);
+        fl_json_key_uint(&w, "latent", L);
+        fl_json_key_num(&w, "au_threshold", thr, "%g");
+        fl_json_key_num(&w, "seconds", out->seconds, "%.3f");
+        fl_status jst = fl_json_end(&w);
+        if (st == FL_OK) st = jst;
+        if (st == FL_OK) st = write_eval_file(dir, stem, ".json", &j);
         fl_buf_free(&j);
     }
     free(acc);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "core/util.h"
+#include "output/json.h"
 #include "output/rundir.h"
 
 fl_status fl_vae_write_result(fl_experiment *e, const char *dir, const fl_vae_result *res,
@@ -12,26 +13,33 @@ fl_status fl_vae_write_result(fl_experiment *e, const char *dir, const fl_vae_re
 {
     fl_vae *v = fl_vae_of(e);
     fl_buf js = { 0 };
-    fl_buf_printf(&js,
-                  "{\n  \"task\": \"vae\",\n  \"data\": \"%s\",\n  \"estimator\": \"%s\",\n"
-                  "  \"k\": %u,\n  \"train_bound\": %.6f,\n  \"valid_elbo\": %.6f,\n"
-                  "  \"valid_iwae\": %.6f,\n  \"valid_k\": %lld,\n  \"steps\": %llu,\n"
-                  "  \"train_seconds\": %.3f,\n  \"examples_per_second\": %.1f,\n"
-                  "  \"parameters\": %zu",
-                  e->data_type, v->est.rec->cls.base.name, v->k, res->train_bound,
-                  res->valid_elbo, res->valid_iwae, (long long)fl_exp_int(&e->eval, "valid_k"),
-                  (unsigned long long)res->steps, res->seconds, res->examples_per_s,
-                  e->arena.count);
-    if (ev)
-        fl_buf_printf(&js,
-                      ",\n  \"test_k\": %llu,\n  \"test_points\": %llu,\n"
-                      "  \"test_log_likelihood\": %.6f,\n  \"test_log_likelihood_se\": %.6f,\n"
-                      "  \"test_elbo\": %.6f,\n  \"test_kl\": %.6f,\n  \"test_ess\": %.3f,\n"
-                      "  \"active_units\": %u,\n  \"eval_seconds\": %.3f",
-                      (unsigned long long)ev->k, (unsigned long long)ev->n, ev->ll, ev->ll_se,
-                      ev->elbo, ev->kl, ev->ess, ev->active_units, ev->seconds);
-    fl_buf_printf(&js, "\n}\n");
-    fl_status st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "result.json", js.data, js.len);
+    fl_json w;
+    fl_json_begin(&w, &js);
+    fl_json_key_str(&w, "task", "vae");
+    fl_json_key_str(&w, "data", e->data_type);
+    fl_json_key_str(&w, "estimator", v->est.rec->cls.base.name);
+    fl_json_key_uint(&w, "k", v->k);
+    fl_json_key_num(&w, "train_bound", res->train_bound, "%.6f");
+    fl_json_key_num(&w, "valid_elbo", res->valid_elbo, "%.6f");
+    fl_json_key_num(&w, "valid_iwae", res->valid_iwae, "%.6f");
+    fl_json_key_int(&w, "valid_k", fl_exp_int(&e->eval, "valid_k"));
+    fl_json_key_uint(&w, "steps", res->steps);
+    fl_json_key_num(&w, "train_seconds", res->seconds, "%.3f");
+    fl_json_key_num(&w, "examples_per_second", res->examples_per_s, "%.1f");
+    fl_json_key_uint(&w, "parameters", e->arena.count);
+    if (ev) { /* the test evaluation, when there was one */
+        fl_json_key_uint(&w, "test_k", ev->k);
+        fl_json_key_uint(&w, "test_points", ev->n);
+        fl_json_key_num(&w, "test_log_likelihood", ev->ll, "%.6f");
+        fl_json_key_num(&w, "test_log_likelihood_se", ev->ll_se, "%.6f");
+        fl_json_key_num(&w, "test_elbo", ev->elbo, "%.6f");
+        fl_json_key_num(&w, "test_kl", ev->kl, "%.6f");
+        fl_json_key_num(&w, "test_ess", ev->ess, "%.3f");
+        fl_json_key_uint(&w, "active_units", ev->active_units);
+        fl_json_key_num(&w, "eval_seconds", ev->seconds, "%.3f");
+    }
+    fl_status st = fl_json_end(&w);
+    if (st == FL_OK) st = fl_rundir_write(dir, "result.json", js.data, js.len);
     fl_buf_free(&js);
     return st;
 }

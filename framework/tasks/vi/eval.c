@@ -9,6 +9,7 @@
 
 #include "compute/logmeanexp.h"
 #include "core/util.h"
+#include "output/json.h"
 #include "output/rundir.h"
 
 fl_status fl_vi_logz_grid(fl_experiment *e, uint32_t cells, double *logz)
@@ -144,33 +145,33 @@ fl_status fl_vi_evaluate(fl_experiment *e, double logz_ref, const char *how, fl_
     return FL_OK;
 }
 
-static void fmt_num(char *buf, size_t cap, double x)
-{
-    if (isfinite(x)) snprintf(buf, cap, "%.6f", x);
-    else snprintf(buf, cap, "null");
-}
-
 fl_status fl_vi_write_result(fl_experiment *e, const char *dir, const fl_vi_result *r)
 {
     fl_vi *v = fl_vi_of(e);
-    char ref[32], kl[32];
-    fmt_num(ref, sizeof ref, r->logz_ref);
-    fmt_num(kl, sizeof kl, r->kl);
     fl_buf js = { 0 };
-    fl_buf_printf(&js,
-                  "{\n  \"task\": \"vi\",\n  \"target\": \"%s\",\n  \"estimator\": \"%s\",\n"
-                  "  \"k\": %u,\n  \"elbo\": %.6f,\n  \"elbo_se\": %.6f,\n  \"elbo_samples\": %llu,\n"
-                  "  \"logz_is\": %.6f,\n  \"logz_ess\": %.1f,\n  \"logz_samples\": %llu,\n"
-                  "  \"logz_ref\": %s,\n  \"logz_ref_method\": \"%s\",\n  \"kl\": %s,\n"
-                  "  \"kl_se\": %.6f,\n  \"train_bound\": %.6f,\n  \"steps\": %llu,\n"
-                  "  \"train_seconds\": %.3f,\n  \"steps_per_second\": %.1f,\n"
-                  "  \"parameters\": %zu\n}\n",
-                  v->target.rec->cls.base.name, v->est.rec->cls.base.name, v->k, r->elbo,
-                  r->elbo_se, (unsigned long long)r->elbo_n, r->logz_is, r->ess,
-                  (unsigned long long)r->logz_n, ref, r->logz_ref_how, kl, r->kl_se,
-                  r->train_bound, (unsigned long long)r->steps, r->seconds, r->steps_per_s,
-                  e->arena.count);
-    fl_status st = js.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "result.json", js.data, js.len);
+    fl_json w;
+    fl_json_begin(&w, &js);
+    fl_json_key_str(&w, "task", "vi");
+    fl_json_key_str(&w, "target", v->target.rec->cls.base.name);
+    fl_json_key_str(&w, "estimator", v->est.rec->cls.base.name);
+    fl_json_key_uint(&w, "k", v->k);
+    fl_json_key_num(&w, "elbo", r->elbo, "%.6f");
+    fl_json_key_num(&w, "elbo_se", r->elbo_se, "%.6f");
+    fl_json_key_uint(&w, "elbo_samples", r->elbo_n);
+    fl_json_key_num(&w, "logz_is", r->logz_is, "%.6f");
+    fl_json_key_num(&w, "logz_ess", r->ess, "%.1f");
+    fl_json_key_uint(&w, "logz_samples", r->logz_n);
+    fl_json_key_num(&w, "logz_ref", r->logz_ref, "%.6f"); /* null without a reference */
+    fl_json_key_str(&w, "logz_ref_method", r->logz_ref_how);
+    fl_json_key_num(&w, "kl", r->kl, "%.6f");
+    fl_json_key_num(&w, "kl_se", r->kl_se, "%.6f");
+    fl_json_key_num(&w, "train_bound", r->train_bound, "%.6f");
+    fl_json_key_uint(&w, "steps", r->steps);
+    fl_json_key_num(&w, "train_seconds", r->seconds, "%.3f");
+    fl_json_key_num(&w, "steps_per_second", r->steps_per_s, "%.1f");
+    fl_json_key_uint(&w, "parameters", e->arena.count);
+    fl_status st = fl_json_end(&w);
+    if (st == FL_OK) st = fl_rundir_write(dir, "result.json", js.data, js.len);
     fl_buf_free(&js);
     return st;
 }

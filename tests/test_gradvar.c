@@ -8,7 +8,7 @@
 
 #include "common.h"
 #include "tasks/gradvar.h"
-#include "output/report.h"
+#include "sweep/report.h"
 #include "tasks/task_vae.h"
 
 SUITE(gradvar);

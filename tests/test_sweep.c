@@ -2,7 +2,7 @@
  * exclude), run directory names, the base text the cells run, errors that
  * name file, line and key, and the JSON reader behind `flowlab report`. */
 #include "common.h"
-#include "output/report.h"
+#include "sweep/report.h"
 #include "sweep/sweep.h"
 
 SUITE(expand);

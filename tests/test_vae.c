@@ -5,7 +5,7 @@
 #include <omp.h>
 
 #include "common.h"
-#include "output/plot_vae.h"
+#include "tasks/task_vae.h"
 #include "tasks/task_vae.h"
 #include "compute/logmeanexp.h"
 

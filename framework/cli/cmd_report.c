@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "output/report.h"
+#include "sweep/report.h"
 #include "sweep/sweep.h"
 #include "core/util.h"
 

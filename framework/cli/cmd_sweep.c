@@ -14,7 +14,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "model/experiment.h"
-#include "output/report.h"
+#include "sweep/report.h"
 #include "output/rundir.h"
 #include "sweep/mpi.h"
 #include "sweep/runner.h"

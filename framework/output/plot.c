@@ -1,6 +1,7 @@
 /* plot.c - the canvas (an RGB raster with a data window, polylines, frames),
- * curves.png from metrics.csv for every task, and the pictures of density
- * and vi runs (heatmaps, samples). */
+ * curves.png from metrics.csv for every task, and what the tasks' 2D
+ * pictures share (the smoothed histogram). The pictures themselves are the
+ * tasks' (tasks/density_plot.c, tasks/vi/plot.c, tasks/vae/plot.c). */
 #include "output/plot.h"
 
 #include <math.h>
@@ -11,12 +12,9 @@
 #include "output/pngfile.h"
 #include "output/rundir.h"
 #include "core/util.h"
-#include "tasks/task_density.h"
-#include "tasks/task_vi.h"
 
-#define GRID 200            /* heatmap cells per side (= pixels) */
-#define N_SAMPLES 5000
-#define BLUR_SIGMA 1.5      /* data histogram smoothing, in cells */
+#define GRID FL_PLOT_GRID
+#define BLUR_SIGMA 1.5      /* histogram smoothing, in cells */
 
 fl_status fl_canvas_init(fl_canvas *c, uint32_t w, uint32_t h, fl_rgb bg)
 {
@@ -198,9 +196,9 @@ fl_status fl_canvas_save(const fl_canvas *c, const char *path)
     return fl_png_write(path, c->rgb, c->w, c->h);
 }
 
-/* ---- curves.png (every task) and the density runs' pictures ------------- */
+/* ---- curves.png (every task) -------------------------------------------- */
 
-static fl_status save_in(const fl_canvas *c, const char *dir, const char *file)
+fl_status fl_canvas_save_in(const fl_canvas *c, const char *dir, const char *file)
 {
     char *p = fl_strfmt("%s/%s", dir, file);
     if (!p) return FL_ERR_NOMEM;
@@ -256,7 +254,7 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
         fl_canvas_frame(&c, (fl_rgb){ 0, 0, 0 }, 5);
         for (size_t k = 0; k < n_curves; k++)
             if (ys[k]) fl_canvas_polyline(&c, xs, ys[k], n, curves[k].colour);
-        st = save_in(&c, dir, "curves.png");
+        st = fl_canvas_save_in(&c, dir, "curves.png");
     }
     if (st == FL_OK) {
         fl_buf b = { 0 };
@@ -276,41 +274,12 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
     return st;
 }
 
-/* exp(log p) at the GRID x GRID cell centres, row j from the bottom. */
-static fl_status eval_density(fl_experiment *e, const double box[4], double *dens)
-{
-    uint32_t chunk = e->eval_batch;
-    fl_real *x = fl_alloc((size_t)chunk * 2 * sizeof(fl_real));
-    fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
-    fl_status st = x && logdet ? FL_OK : FL_ERR_NOMEM;
-    const uint64_t total = (uint64_t)GRID * GRID;
-    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
-    for (uint64_t i = 0; st == FL_OK && i < total; i += chunk) {
-        uint32_t m = (uint32_t)(total - i < chunk ? total - i : chunk);
-        for (uint32_t r = 0; r < m; r++) {
-            uint64_t k = i + r;
-            x[2 * r] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
-            x[2 * r + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
-        }
-        memset(logdet, 0, m * sizeof(fl_real));
-        const fl_real *u;
-        st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x, NULL, logdet, &u);
-        for (uint32_t r = 0; st == FL_OK && r < m; r++) {
-            double q = (double)u[2 * r] * u[2 * r] + (double)u[2 * r + 1] * u[2 * r + 1];
-            double lp = -0.5 * q - 2 * FL_HALF_LOG_2PI + (double)logdet[r];
-            double p = exp(lp);
-            dens[i + r] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
-        }
-    }
-    fl_free(x);
-    fl_free(logdet);
-    return st;
-}
+/* ---- helpers of the tasks' 2D pictures ---------------------------------- */
 
 /* Histogram of the rows on the grid, as a density, smoothed by a separable
  * Gaussian: a raw 200 x 200 histogram of a few thousand points is mostly
  * empty cells and does not read as a density. */
-static fl_status data_density(const fl_real *rows, uint64_t n, const double box[4], double *out)
+fl_status fl_plot_histogram(const fl_real *rows, uint64_t n, const double box[4], double *out)
 {
     double *h = calloc((size_t)GRID * GRID, sizeof *h);
     if (!h) return FL_ERR_NOMEM;
@@ -343,204 +312,9 @@ static fl_status data_density(const fl_real *rows, uint64_t n, const double box[
     return FL_OK;
 }
 
-static double max_of(const double *v, size_t n)
+double fl_plot_max(const double *v, size_t n)
 {
     double m = 0;
     for (size_t i = 0; i < n; i++) m = fmax(m, v[i]);
     return m;
-}
-
-static fl_status plot_2d(fl_experiment *e, const char *dir)
-{
-    fl_real *rows = NULL, *smp = NULL;
-    uint64_t n = 0;
-    double *dens = NULL, *hist = NULL;
-    fl_canvas c = { 0 };
-    fl_status st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &rows, &n);
-    if (st == FL_OK && n == 0) {
-        fl_err("the test split is empty: nothing to plot");
-        st = FL_ERR_INVALID;
-    }
-    double box[4] = { INFINITY, -INFINITY, INFINITY, -INFINITY };
-    for (uint64_t r = 0; st == FL_OK && r < n; r++) {
-        box[0] = fmin(box[0], rows[2 * r]);
-        box[1] = fmax(box[1], rows[2 * r]);
-        box[2] = fmin(box[2], rows[2 * r + 1]);
-        box[3] = fmax(box[3], rows[2 * r + 1]);
-    }
-    for (int a = 0; st == FL_OK && a < 2; a++) {
-        double w = box[2 * a + 1] - box[2 * a];
-        if (!isfinite(w)) {
-            fl_err("the test split has non-finite values");
-            st = FL_ERR_NUMERIC;
-            break;
-        }
-        double pad = w > 0 ? 0.1 * w : 0.5;
-        box[2 * a] -= pad;
-        box[2 * a + 1] += pad;
-    }
-    if (st == FL_OK) {
-        dens = malloc((size_t)GRID * GRID * sizeof *dens);
-        hist = malloc((size_t)GRID * GRID * sizeof *hist);
-        smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
-        if (!dens || !hist || !smp) st = FL_ERR_NOMEM;
-    }
-    if (st == FL_OK) st = eval_density(e, box, dens);
-    if (st == FL_OK) st = data_density(rows, n, box, hist);
-    if (st == FL_OK) st = fl_density_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp);
-    double dmax = dens ? max_of(dens, (size_t)GRID * GRID) : 0;
-    double hmax = hist ? max_of(hist, (size_t)GRID * GRID) : 0;
-    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
-    if (st == FL_OK) {
-        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
-        fl_canvas_heatmap(&c, dens, GRID, GRID, 0, dmax);
-        st = save_in(&c, dir, "density.png");
-    }
-    if (st == FL_OK) {
-        fl_canvas_heatmap(&c, hist, GRID, GRID, 0, hmax);
-        st = save_in(&c, dir, "data.png");
-    }
-    if (st == FL_OK) {
-        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
-        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
-        st = save_in(&c, dir, "samples.png");
-    }
-    if (st == FL_OK) {
-        fl_buf b = { 0 };
-        fl_buf_printf(&b, "x_min,x_max,y_min,y_max,density_max,data_max\n"
-                          "%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n",
-                      box[0], box[1], box[2], box[3], dmax, hmax);
-        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
-        fl_buf_free(&b);
-    }
-    fl_canvas_free(&c);
-    fl_free(rows);
-    fl_free(smp);
-    free(dens);
-    free(hist);
-    return st;
-}
-
-fl_status fl_plot_density(fl_experiment *e, const char *dir)
-{
-    static const fl_curve curves[] = {
-        { "train_nll", FL_CURVE_BLUE, 0, NULL },
-        { "test_nll", FL_CURVE_ORANGE, 0, NULL },
-    };
-    fl_status st = fl_plot_curves(dir, curves, 2, "nll");
-    if (st == FL_OK && e->info.dim == 2) st = plot_2d(e, dir);
-    return st;
-}
-
-/* ---- vi runs ------------------------------------------------------------ */
-
-#define VI_HIST_SAMPLES 200000  /* q's histogram when a layer has no inverse */
-
-/* The GRID x GRID cell centres of `box`, row j from the bottom. */
-static void grid_points(const double box[4], fl_real *z)
-{
-    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
-    for (uint32_t k = 0; k < GRID * GRID; k++) {
-        z[2 * k] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
-        z[2 * k + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
-    }
-}
-
-static int stack_invertible(const fl_stack *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (!(s->L[i].cls->flags & FL_FLOW_HAS_INVERSE)) return 0;
-    return 1;
-}
-
-fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_exact)
-{
-    const fl_vi *v = fl_vi_of(e);
-    const double *box = v->info.box;
-    const size_t G2 = (size_t)GRID * GRID;
-    fl_real *z = fl_alloc(G2 * 2 * sizeof(fl_real)), *l = fl_alloc(G2 * sizeof(fl_real));
-    fl_real *smp = NULL;
-    fl_status st = z && l ? FL_OK : FL_ERR_NOMEM;
-    if (st == FL_OK) {
-        grid_points(box, z);
-        st = fl_vi_target_logp(e, z, G2, l);
-    }
-    /* Normalise the target on the grid itself, so both pictures are
-     * densities on one scale whatever the target's log Z. */
-    double m = -INFINITY, s = 0, cell = (box[1] - box[0]) * (box[3] - box[2]) / (double)G2;
-    for (size_t i = 0; st == FL_OK && i < G2; i++) m = fmax(m, (double)l[i]);
-    for (size_t i = 0; st == FL_OK && i < G2; i++) s += exp((double)l[i] - m);
-    double lz = m + log(s * cell);
-    for (size_t i = 0; st == FL_OK && i < G2; i++) {
-        double p = exp((double)l[i] - lz);
-        target[i] = isfinite(p) ? p : 0;
-    }
-    *q_exact = stack_invertible(fl_vi_of(e)->flows);
-    if (st == FL_OK && *q_exact) {
-        st = fl_vi_log_q(e, z, G2, l);
-        for (size_t i = 0; st == FL_OK && i < G2; i++) {
-            double p = exp((double)l[i]);
-            q[i] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
-        }
-    } else if (st == FL_OK) {
-        smp = fl_alloc((size_t)VI_HIST_SAMPLES * 2 * sizeof(fl_real));
-        st = smp ? fl_vi_sample(e, VI_HIST_SAMPLES, fl_rng_key_make(0, "plot.hist"), smp, NULL)
-                 : FL_ERR_NOMEM;
-        if (st == FL_OK) st = data_density(smp, VI_HIST_SAMPLES, box, q);
-    }
-    fl_free(z);
-    fl_free(l);
-    fl_free(smp);
-    return st;
-}
-
-fl_status fl_plot_vi(fl_experiment *e, const char *dir)
-{
-    static const fl_curve curves[] = {
-        { "train_bound", FL_CURVE_BLUE, 0, NULL },
-        { "elbo", FL_CURVE_ORANGE, 0, NULL },
-        { "logz_ref", FL_CURVE_GREY, 1, NULL },
-    };
-    fl_status st = fl_plot_curves(dir, curves, 3, "elbo");
-    if (st != FL_OK || fl_vi_of(e)->info.dim != 2) return st;
-    const double *box = fl_vi_of(e)->info.box;
-    const size_t G2 = (size_t)GRID * GRID;
-    double *tg = malloc(G2 * sizeof *tg), *q = malloc(G2 * sizeof *q);
-    fl_real *smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
-    fl_canvas c = { 0 };
-    int exact = 0;
-    if (!tg || !q || !smp) st = FL_ERR_NOMEM;
-    if (st == FL_OK) st = fl_vi_plot_grids(e, tg, q, &exact);
-    if (st == FL_OK) st = fl_vi_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp, NULL);
-    double tmax = tg ? max_of(tg, G2) : 0, qmax = q ? max_of(q, G2) : 0;
-    double vmax = tmax; /* the target's scale: q saturates where it is too peaked */
-    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
-    if (st == FL_OK) {
-        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
-        fl_canvas_heatmap(&c, tg, GRID, GRID, 0, vmax);
-        st = save_in(&c, dir, "target.png");
-    }
-    if (st == FL_OK) {
-        fl_canvas_heatmap(&c, q, GRID, GRID, 0, vmax);
-        st = save_in(&c, dir, "density.png");
-    }
-    if (st == FL_OK) {
-        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
-        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
-        st = save_in(&c, dir, "samples.png");
-    }
-    if (st == FL_OK) {
-        fl_buf b = { 0 };
-        fl_buf_printf(&b, "x_min,x_max,y_min,y_max,target_max,q_max,scale_max,q_from\n"
-                          "%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%s\n",
-                      box[0], box[1], box[2], box[3], tmax, qmax, vmax,
-                      exact ? "inverse" : "histogram");
-        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
-        fl_buf_free(&b);
-    }
-    fl_canvas_free(&c);
-    fl_free(smp);
-    free(tg);
-    free(q);
-    return st;
 }

@@ -1,4 +1,4 @@
-/* plot.h - a small RGB canvas for pictures of density, vi and vae runs.
+/* plot.h - a small RGB canvas for the pictures of every task, and curves.png.
  *
  * No text: numbers that a reader needs (axis ranges, colour scale) go into
  * file names or a sidecar CSV. Drawing clips to the canvas; nothing here
@@ -8,7 +8,9 @@
 
 #include <stdint.h>
 
-#include "model/experiment.h"
+#include <stddef.h>
+
+#include <flowlab/core.h>
 
 typedef struct fl_rgb {
     uint8_t r, g, b;
@@ -96,40 +98,20 @@ typedef struct fl_curve {
 fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
                          const char *what);
 
-/* Pictures of a trained density model, written into `dir`:
- *   curves.png   train (blue) and test (orange) NLL against step, from
- *                dir/metrics.csv; curves_axes.csv holds the ranges
- *   and for 2-dimensional data only, all on one 200 x 200 grid over the
- *   test split's bounding box padded by 10% (plot_grid.csv: the ranges and
- *   each heatmap's top value):
- *   density.png  the learned density exp(log p(x))
- *   data.png     the test split's histogram, smoothed (Gaussian, 1.5 cells)
- *   samples.png  5000 model samples (seed 0, "plot")
- * Each file is written atomically. The model is evaluated as it stands
- * (load the checkpoint first). Returns FL_ERR_IO / FL_ERR_FORMAT for a
- * missing or malformed metrics.csv, or the first error of evaluation,
- * sampling or writing; fl_err says which. */
-fl_status fl_plot_density(fl_experiment *e, const char *dir);
+/* The grid of the tasks' 2D pictures (cells per side = pixels) and the
+ * number of samples they draw. */
+#define FL_PLOT_GRID 200
+#define FL_PLOT_SAMPLES 5000
 
-/* Pictures of a trained vi model (task_vi.h), written into `dir`:
- *   curves.png   the training bound (blue, mean over each evaluation
- *                interval, at the annealed beta), the evaluation ELBO
- *                (orange) and the reference log Z (grey) against step, from
- *                dir/metrics.csv; curves_axes.csv holds the ranges
- *   and for a 2D target, on one 200 x 200 grid over the target's box
- *   (plot_grid.csv: the ranges, each heatmap's top value, the common colour
- *   scale and how q was obtained):
- *   target.png   the target density exp(log p~), normalised on the grid
- *   density.png  q(z) on the target's colour scale (clipped above it): exact through the inverses
- *                when every layer has one, else a smoothed histogram of
- *                200000 samples
- *   samples.png  5000 samples of q (seed 0, "plot")
- * Each file is written atomically; errors as fl_plot_density. */
-fl_status fl_plot_vi(fl_experiment *e, const char *dir);
+/* `path` = dir/file for fl_canvas_save. */
+fl_status fl_canvas_save_in(const fl_canvas *c, const char *dir, const char *file);
 
-/* The two heatmaps of fl_plot_vi (GRID x GRID = 200 x 200 values each,
- * row j from the bottom): the target normalised on the grid, and q;
- * *q_exact = 1 when q came from the inverses. For tests. */
-fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_exact);
+/* The density of n 2D points `rows` (n x 2) on the FL_PLOT_GRID^2 cells of
+ * `box` (x_min, x_max, y_min, y_max), row j from the bottom, smoothed by a
+ * Gaussian of 1.5 cells, into out (FL_PLOT_GRID^2 values). FL_ERR_NOMEM. */
+fl_status fl_plot_histogram(const fl_real *rows, uint64_t n, const double box[4], double *out);
+
+/* The largest of v[0..n-1] and 0. */
+double fl_plot_max(const double *v, size_t n);
 
 #endif

@@ -46,4 +46,19 @@ fl_status fl_density_write_result(fl_experiment *e, const char *dir,
  * chunk of noise. */
 fl_status fl_density_sample(fl_experiment *e, uint64_t n, fl_rng_key key, fl_real *out);
 
+/* Pictures of a trained density model, written into `dir`:
+ *   curves.png   train (blue) and test (orange) NLL against step, from
+ *                dir/metrics.csv; curves_axes.csv holds the ranges
+ *   and for 2-dimensional data only, all on one 200 x 200 grid over the
+ *   test split's bounding box padded by 10% (plot_grid.csv: the ranges and
+ *   each heatmap's top value):
+ *   density.png  the learned density exp(log p(x))
+ *   data.png     the test split's histogram, smoothed (Gaussian, 1.5 cells)
+ *   samples.png  5000 model samples (seed 0, "plot")
+ * Each file is written atomically. The model is evaluated as it stands
+ * (load the checkpoint first). Returns FL_ERR_IO / FL_ERR_FORMAT for a
+ * missing or malformed metrics.csv, or the first error of evaluation,
+ * sampling or writing; fl_err says which. */
+fl_status fl_plot_density(fl_experiment *e, const char *dir);
+
 #endif

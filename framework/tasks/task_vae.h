@@ -95,4 +95,17 @@ fl_status fl_vae_sample(fl_experiment *e, uint32_t n, fl_rng_key key, fl_real *o
 /* Reconstructions: decoder means at the posterior means of x (n rows). */
 fl_status fl_vae_reconstruct(fl_experiment *e, const fl_real *x, uint32_t n, fl_real *out);
 
+/* Pictures of a trained VAE run (tasks/vae/plot.c). Writes into `dir` (atomically):
+ *   curves.png           train bound (blue), validation ELBO (orange) and
+ *                        IWAE-valid_k (green) against step, from
+ *                        dir/metrics.csv (ranges in curves_axes.csv)
+ *   samples.png          decoder means of 100 prior samples, 10 x 10
+ *   reconstructions.png  40 test images spread over the split, each above its
+ *                        reconstruction
+ *                        (decoder mean at the posterior mean)
+ * Image pictures only when the data set declares an image shape. The model
+ * is used as it stands. Returns FL_ERR_IO / FL_ERR_FORMAT for a missing or
+ * malformed metrics.csv, or the first evaluation or write error. */
+fl_status fl_plot_vae(fl_experiment *e, const char *dir);
+
 #endif

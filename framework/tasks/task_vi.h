@@ -92,4 +92,25 @@ fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *b
 /* The result as a small table on `f`. */
 void fl_vi_report(const fl_experiment *e, const fl_vi_result *res, FILE *f);
 
+/* Pictures of a trained vi model (task_vi.h), written into `dir`:
+ *   curves.png   the training bound (blue, mean over each evaluation
+ *                interval, at the annealed beta), the evaluation ELBO
+ *                (orange) and the reference log Z (grey) against step, from
+ *                dir/metrics.csv; curves_axes.csv holds the ranges
+ *   and for a 2D target, on one 200 x 200 grid over the target's box
+ *   (plot_grid.csv: the ranges, each heatmap's top value, the common colour
+ *   scale and how q was obtained):
+ *   target.png   the target density exp(log p~), normalised on the grid
+ *   density.png  q(z) on the target's colour scale (clipped above it): exact through the inverses
+ *                when every layer has one, else a smoothed histogram of
+ *                200000 samples
+ *   samples.png  5000 samples of q (seed 0, "plot")
+ * Each file is written atomically; errors as fl_plot_density. */
+fl_status fl_plot_vi(fl_experiment *e, const char *dir);
+
+/* The two heatmaps of fl_plot_vi (FL_PLOT_GRID^2 = 200 x 200 values each,
+ * row j from the bottom): the target normalised on the grid, and q;
+ * *q_exact = 1 when q came from the inverses. For tests. */
+fl_status fl_vi_plot_grids(fl_experiment *e, double *target, double *q, int *q_exact);
+
 #endif

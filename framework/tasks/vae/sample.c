@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/util.h"
-#include "output/plot_vae.h"
+#include "tasks/task_vae.h"
 
 fl_status fl_vae_sample(fl_experiment *e, uint32_t n, fl_rng_key key, fl_real *out)
 {

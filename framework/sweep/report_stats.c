@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "output/report_impl.h"
+#include "sweep/report_impl.h"
 
 fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by)
 {

@@ -4,7 +4,7 @@
  * (report_stats.c), and writes report.md, report.csv and report.html
  * (report_tables.c, report_charts.c). */
 #define _POSIX_C_SOURCE 200809L
-#include "output/report.h"
+#include "sweep/report.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 
 #include "core/log.h"
 #include "output/json.h"
-#include "output/report_impl.h"
+#include "sweep/report_impl.h"
 #include "output/rundir.h"
 
 long fl_report_field_index(const fl_report *r, const char *name)

@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "output/report.h"
+#include "sweep/report.h"
 
 /* A cell's state. */
 enum { FL_CELL_MISSING, FL_CELL_DONE, FL_CELL_FAILED };

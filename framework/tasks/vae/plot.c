@@ -1,13 +1,12 @@
-/* plot_vae.c - pictures of a trained VAE: samples, reconstructions and
+/* plot.c - pictures of a trained VAE: samples, reconstructions and
  * training curves. */
-#include "output/plot_vae.h"
+#include "tasks/vae/vae.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "output/imagegrid.h"
 #include "output/plot.h"
-#include "tasks/task_vae.h"
 #include "core/util.h"
 
 static const fl_curve curves[] = {

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "output/report_impl.h"
+#include "sweep/report_impl.h"
 
 /* 5 significant digits for means, 2 for standard errors; integers whole. */
 void fl_report_fmt_num(char *buf, size_t cap, double v, int digits)

@@ -7,7 +7,7 @@
 
 #include "output/metrics.h"
 #include "output/plot.h"
-#include "output/report_impl.h"
+#include "sweep/report_impl.h"
 
 static const fl_rgb palette[10] = {
     { 31, 119, 180 }, { 255, 127, 14 }, { 44, 160, 44 }, { 214, 39, 40 }, { 148, 103, 189 },

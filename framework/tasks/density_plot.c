@@ -1,0 +1,128 @@
+/* density_plot.c - the pictures of a density run (task_density.h): the
+ * learned density, the test data and samples on one grid for 2D data, and
+ * the NLL curves. */
+#include "tasks/task_density.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "output/plot.h"
+#include "output/rundir.h"
+
+#define GRID FL_PLOT_GRID
+#define N_SAMPLES FL_PLOT_SAMPLES
+
+/* exp(log p) at the GRID x GRID cell centres, row j from the bottom. */
+static fl_status eval_density(fl_experiment *e, const double box[4], double *dens)
+{
+    uint32_t chunk = e->eval_batch;
+    fl_real *x = fl_alloc((size_t)chunk * 2 * sizeof(fl_real));
+    fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
+    fl_status st = x && logdet ? FL_OK : FL_ERR_NOMEM;
+    const uint64_t total = (uint64_t)GRID * GRID;
+    double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
+    for (uint64_t i = 0; st == FL_OK && i < total; i += chunk) {
+        uint32_t m = (uint32_t)(total - i < chunk ? total - i : chunk);
+        for (uint32_t r = 0; r < m; r++) {
+            uint64_t k = i + r;
+            x[2 * r] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
+            x[2 * r + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
+        }
+        memset(logdet, 0, m * sizeof(fl_real));
+        const fl_real *u;
+        st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x, NULL, logdet, &u);
+        for (uint32_t r = 0; st == FL_OK && r < m; r++) {
+            double q = (double)u[2 * r] * u[2 * r] + (double)u[2 * r + 1] * u[2 * r + 1];
+            double lp = -0.5 * q - 2 * FL_HALF_LOG_2PI + (double)logdet[r];
+            double p = exp(lp);
+            dens[i + r] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
+        }
+    }
+    fl_free(x);
+    fl_free(logdet);
+    return st;
+}
+
+static fl_status plot_2d(fl_experiment *e, const char *dir)
+{
+    fl_real *rows = NULL, *smp = NULL;
+    uint64_t n = 0;
+    double *dens = NULL, *hist = NULL;
+    fl_canvas c = { 0 };
+    fl_status st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &rows, &n);
+    if (st == FL_OK && n == 0) {
+        fl_err("the test split is empty: nothing to plot");
+        st = FL_ERR_INVALID;
+    }
+    double box[4] = { INFINITY, -INFINITY, INFINITY, -INFINITY };
+    for (uint64_t r = 0; st == FL_OK && r < n; r++) {
+        box[0] = fmin(box[0], rows[2 * r]);
+        box[1] = fmax(box[1], rows[2 * r]);
+        box[2] = fmin(box[2], rows[2 * r + 1]);
+        box[3] = fmax(box[3], rows[2 * r + 1]);
+    }
+    for (int a = 0; st == FL_OK && a < 2; a++) {
+        double w = box[2 * a + 1] - box[2 * a];
+        if (!isfinite(w)) {
+            fl_err("the test split has non-finite values");
+            st = FL_ERR_NUMERIC;
+            break;
+        }
+        double pad = w > 0 ? 0.1 * w : 0.5;
+        box[2 * a] -= pad;
+        box[2 * a + 1] += pad;
+    }
+    if (st == FL_OK) {
+        dens = malloc((size_t)GRID * GRID * sizeof *dens);
+        hist = malloc((size_t)GRID * GRID * sizeof *hist);
+        smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
+        if (!dens || !hist || !smp) st = FL_ERR_NOMEM;
+    }
+    if (st == FL_OK) st = eval_density(e, box, dens);
+    if (st == FL_OK) st = fl_plot_histogram(rows, n, box, hist);
+    if (st == FL_OK) st = fl_density_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp);
+    double dmax = dens ? fl_plot_max(dens, (size_t)GRID * GRID) : 0;
+    double hmax = hist ? fl_plot_max(hist, (size_t)GRID * GRID) : 0;
+    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
+    if (st == FL_OK) {
+        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
+        fl_canvas_heatmap(&c, dens, GRID, GRID, 0, dmax);
+        st = fl_canvas_save_in(&c, dir, "density.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_heatmap(&c, hist, GRID, GRID, 0, hmax);
+        st = fl_canvas_save_in(&c, dir, "data.png");
+    }
+    if (st == FL_OK) {
+        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
+        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
+        st = fl_canvas_save_in(&c, dir, "samples.png");
+    }
+    if (st == FL_OK) {
+        fl_buf b = { 0 };
+        fl_buf_printf(&b, "x_min,x_max,y_min,y_max,density_max,data_max\n"
+                          "%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n",
+                      box[0], box[1], box[2], box[3], dmax, hmax);
+        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
+        fl_buf_free(&b);
+    }
+    fl_canvas_free(&c);
+    fl_free(rows);
+    fl_free(smp);
+    free(dens);
+    free(hist);
+    return st;
+}
+
+fl_status fl_plot_density(fl_experiment *e, const char *dir)
+{
+    static const fl_curve curves[] = {
+        { "train_nll", FL_CURVE_BLUE, 0, NULL },
+        { "test_nll", FL_CURVE_ORANGE, 0, NULL },
+    };
+    fl_status st = fl_plot_curves(dir, curves, 2, "nll");
+    if (st == FL_OK && e->info.dim == 2) st = plot_2d(e, dir);
+    return st;
+}

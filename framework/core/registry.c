@@ -4,10 +4,17 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -313,13 +320,108 @@ static fl_status refuse(fl_registry *r, void *handle, const char *path, const ch
     return FL_ERR_ABI;
 }
 
+/* 1 in the child process of a probe, which loads the plugin unprobed. */
+static int in_probe;
+
+/* Loads the plugin at `real` (resolved) into `r`; `path` names it in
+ * messages. The body of fl_registry_load once the probe has passed. */
+static fl_status load_unprobed(fl_registry *r, const char *path, const char *real);
+
+/* Loads the plugin in a forked child first, so that one which crashes or
+ * ends the process while its library is loaded or its entry point runs
+ * (a constructor, init) takes down only the child. Returns 1 when the
+ * child came back (refused or not: the real load repeats the checks and
+ * says why), 0 with `why` set when it did not, 1 when no child could be
+ * made (the plugin is then loaded as before, unprobed). Must run before
+ * any OpenMP region has started: the child uses no OpenMP, but a plugin's
+ * init could. */
+static int probe(const char *real, char *why, size_t cap)
+{
+    int fds[2];
+    if (pipe(fds) != 0) return 1;
+    /* Buffered output would otherwise be written twice if the child
+     * flushed it (it ends with _exit, but a plugin may call exit()). */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return 1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        /* The parent repeats the load and prints what it has to say;
+         * the kernel, not a sanitizer's handler, reports a crash. */
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, STDOUT_FILENO);
+            dup2(null, STDERR_FILENO);
+        }
+        static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP };
+        for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) signal(sigs[i], SIG_DFL);
+        in_probe = 1;
+        fl_registry *t = fl_registry_new();
+        if (t) load_unprobed(t, real, real);
+        char ok = 'k';
+        ssize_t w = write(fds[1], &ok, 1);
+        /* _exit: no atexit handlers, no leak check of the copied heap. */
+        _exit(w == 1 ? 0 : 1);
+    }
+    close(fds[1]);
+    struct pollfd pf = { .fd = fds[0], .events = POLLIN };
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int left = FL_PLUGIN_PROBE_TIMEOUT_MS, rc;
+    for (;;) {
+        rc = poll(&pf, 1, left);
+        if (rc >= 0 || errno != EINTR) break;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long spent = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        left = spent >= FL_PLUGIN_PROBE_TIMEOUT_MS ? 0 : FL_PLUGIN_PROBE_TIMEOUT_MS - (int)spent;
+    }
+    char got = 0;
+    ssize_t n = 0;
+    if (rc > 0) {
+        do n = read(fds[0], &got, 1);
+        while (n < 0 && errno == EINTR);
+    } else {
+        kill(pid, SIGKILL);
+    }
+    close(fds[0]);
+    int status = 0;
+    pid_t w;
+    do w = waitpid(pid, &status, 0);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) return 1;
+    if (rc == 0) {
+        snprintf(why, cap, "did not return from its entry point within %d s (probe killed)",
+                 FL_PLUGIN_PROBE_TIMEOUT_MS / 1000);
+        return 0;
+    }
+    if (n == 1 && got == 'k' && WIFEXITED(status) && WEXITSTATUS(status) == 0) return 1;
+    if (WIFSIGNALED(status))
+        snprintf(why, cap, "crashed in its entry point or while loading (signal %d, %s)",
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        snprintf(why, cap, "ended the process in its entry point or while loading (exit status %d)",
+                 WEXITSTATUS(status));
+    else snprintf(why, cap, "its probe process failed (wait status %d)", status);
+    return 0;
+}
+
 fl_status fl_registry_load(fl_registry *r, const char *path)
 {
     char real[PATH_MAX];
     if (!realpath(path, real)) return refuse(r, NULL, path, "no such file");
     for (size_t i = 0; i < r->n_plugins; i++)
         if (strcmp(r->plugins[i].path, real) == 0) return FL_OK;
+    char why[256];
+    if (!in_probe && !probe(real, why, sizeof why)) return refuse(r, NULL, path, "%s", why);
+    return load_unprobed(r, path, real);
+}
 
+static fl_status load_unprobed(fl_registry *r, const char *path, const char *real)
+{
     void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();

@@ -41,9 +41,19 @@ typedef struct fl_registry {
 fl_registry *fl_registry_new(void);
 void fl_registry_free(fl_registry *r);
 
-/* Loads one plugin file. On refusal returns non-OK with fl_err set to
- * "PATH: reason" and records the message in r->refused; the registry is
- * unchanged. Loading the same file twice is a no-op. */
+/* How long a plugin's probe may take before it is killed and refused. */
+#define FL_PLUGIN_PROBE_TIMEOUT_MS 10000
+
+/* Loads one plugin file. On refusal returns non-OK (FL_ERR_ABI) with fl_err
+ * set to "plugin PATH refused: reason" and records the message in
+ * r->refused; the registry is unchanged. Loading the same file twice is a
+ * no-op. Each file is first loaded in a forked child (dlopen and the entry
+ * point, then _exit): one that crashes, calls exit() or abort(), or hangs
+ * there for FL_PLUGIN_PROBE_TIMEOUT_MS is refused with the signal or exit
+ * status, and the caller carries on. Its entry point therefore runs twice
+ * and must have no effect beyond registering. Call it before any OpenMP
+ * parallel region has run (at start-up, as the commands do): a forked
+ * child cannot use OpenMP's thread pool. */
 fl_status fl_registry_load(fl_registry *r, const char *path);
 
 /* Loads every *.so under `dir` (two levels deep). Refusals are logged as

@@ -98,6 +98,47 @@ run --plugin "$TEST_DIR/crash_exit.so" run "$TMP/good.ini" --out "$TMP/run2"
 expect_error "--plugin that calls exit(3)" 4 "crash_exit.so" "exit status 3"
 [ -e "$TMP/run2" ] && fail "a run refused for its --plugin made its directory"
 
+# ---- command-line integers ---------------------------------------------------
+
+# once: -1 wrapped to 2^64 - 1 and 2^64 saturated to it, the same stream
+RUN=$TMP/run1
+run sample "$RUN" -n 3 --seed 18446744073709551615
+expect_ok "sample --seed 2^64-1"
+cp "$TMP/out" "$TMP/max.csv"
+for bad in -1 18446744073709551616 99999999999999999999999 " 5" +5 ""; do
+    run sample "$RUN" -n 3 --seed "$bad"
+    expect_error "sample --seed '$bad'" 2 "--seed"
+done
+run check --flow reverse --seed -1
+expect_error "check --seed -1" 2 "--seed '-1'" "expected a whole number from 0 to 18446744073709551615"
+run eval "$RUN" --k -1
+expect_error "eval --k -1" 2 "--k"
+
+# ---- INI and data files ------------------------------------------------------
+
+# a 12-entry hidden list on one long line: once cut to 10 layers
+hidden=$(printf '64, %.0s' $(seq 11))64
+line="hidden = $hidden$(printf '%*s' 200 '')"
+sed "s/^hidden = 8$/$line/" "$TMP/good.ini" >"$TMP/long.ini"
+lineno=$(grep -n '^hidden' "$TMP/long.ini" | cut -d: -f1)
+run run "$TMP/long.ini" --out "$TMP/run3"
+expect_error "over-long INI line" 3 "long.ini:$lineno: line is" "reads at most"
+[ -e "$TMP/run3" ] && fail "a refused experiment made its run directory"
+
+printf '[experiment]\nname = a\0b\n' >"$TMP/nul.ini"
+run run "$TMP/nul.ini" --out "$TMP/run4"
+expect_error "NUL byte in an INI file" 3 "nul.ini:2: contains a NUL byte"
+
+# --set values that config.ini could not give back
+run run "$TMP/good.ini" --out "$TMP/run5" --set "experiment.name=a ;b"
+expect_error "--set value with a comment" 3 "--set experiment.name" "comment"
+
+# CSV: a NUL byte, a value too large for fl_real
+printf 'x,y\n1,2\n3,4\0\n' >"$TMP/nul.csv"
+sed "s|^type = moons|type = csv\npath = $TMP/nul.csv|; /^test_size/d" "$TMP/good.ini" >"$TMP/csv.ini"
+run run "$TMP/csv.ini" --out "$TMP/run6"
+expect_error "NUL byte in a CSV file" 5 "nul.csv:3: field 2 contains a NUL byte"
+
 if [ "$failures" -ne 0 ]; then
     echo "$failures failure(s)"
     exit 1

@@ -37,7 +37,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            seed = strtoull(argv[++i], &end, 10);
+            seed = fl_cli_strtoull(argv[++i], &end);
             if (*end) {
                 fprintf(stderr, "flowlab sample: error: --seed expects an integer\n");
                 return FL_EXIT_USAGE;

@@ -1,7 +1,8 @@
 /* crash_init.c - plugins that never return from their entry point: with
  * -DCRASH_EXIT it calls exit(3), with -DCRASH_ABORT abort(), else it writes
- * through a null pointer. The host must refuse them and carry on (issue
+ * through a bad pointer. The host must refuse them and carry on (issue
  * 13, plugin isolation). */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "test_flow.h"
@@ -16,7 +17,9 @@ static fl_status init(const fl_host *host, fl_registrar *r)
 #elif defined(CRASH_ABORT)
     abort();
 #else
-    volatile int *volatile p = NULL;
+    /* Not NULL: UBSan would stop a store to NULL with abort() first. A
+     * small address is never mapped. */
+    volatile int *volatile p = (volatile int *)(uintptr_t)16;
     *p = 1;
 #endif
     return r->add(r, FL_KIND_FLOW, &crash_flow.base);

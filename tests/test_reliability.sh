@@ -98,6 +98,12 @@ run --plugin "$TEST_DIR/crash_exit.so" run "$TMP/good.ini" --out "$TMP/run2"
 expect_error "--plugin that calls exit(3)" 4 "crash_exit.so" "exit status 3"
 [ -e "$TMP/run2" ] && fail "a run refused for its --plugin made its directory"
 
+# one that never returns from its entry point is killed after 10 s
+start=$(date +%s)
+run --plugin "$TEST_DIR/crash_hang.so" plugins
+expect_error "--plugin that hangs" 4 "crash_hang.so" "did not return from its entry point within 10 s"
+[ $(($(date +%s) - start)) -lt 60 ] || fail "the hanging plugin's probe took over a minute"
+
 # ---- command-line integers ---------------------------------------------------
 
 # once: -1 wrapped to 2^64 - 1 and 2^64 saturated to it, the same stream

@@ -1,9 +1,10 @@
 /* crash_init.c - plugins that never return from their entry point: with
- * -DCRASH_EXIT it calls exit(3), with -DCRASH_ABORT abort(), else it writes
- * through a bad pointer. The host must refuse them and carry on (issue
+ * -DCRASH_EXIT it calls exit(3), with -DCRASH_ABORT abort(), with
+ * -DCRASH_HANG it never returns, else it writes through a bad pointer. The host must refuse them and carry on (issue
  * 13, plugin isolation). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "test_flow.h"
 
@@ -14,6 +15,8 @@ static fl_status init(const fl_host *host, fl_registrar *r)
     (void)host;
 #if defined(CRASH_EXIT)
     exit(3);
+#elif defined(CRASH_HANG)
+    for (;;) pause();
 #elif defined(CRASH_ABORT)
     abort();
 #else

@@ -678,3 +678,18 @@ Test(inputs, reals_fl_real_cannot_hold_are_refused)
     cr_assert_eq(resolve("[s]\nsteps = 1\nlr = 0\n", &v), FL_OK, "0 is exact: %s", fl_err_msg());
     fl_values_free(&v);
 }
+
+Test(inputs, an_integer_just_past_a_large_maximum_is_refused)
+{
+    /* [experiment] seed is in [0, 2^62]; through double, 2^62 + 1 passed */
+    const char *m = experiment_fails("seed = 3", "seed = 4611686018427387905", FL_ERR_INVALID);
+    assert_contains(m, "exp.ini:2: [experiment] seed = '4611686018427387905'");
+    assert_contains(m, "expected an integer in");
+    fl_registry *r = load_builtin_plugins();
+    char *text = edited("seed = 3", "seed = 4611686018427387904");
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    free(text);
+    fl_registry_free(r);
+}

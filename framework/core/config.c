@@ -404,6 +404,16 @@ const char *fl_closest(const char *word, const char *const *names, size_t n)
     return NULL;
 }
 
+/* 1 when integer `v` lies outside [k->min, k->max]. Compared in long
+ * double, which holds every int64 exactly where it has a 64-bit mantissa
+ * (x86-64; a 113-bit one on aarch64): through double, 2^62 + 1 rounded to
+ * 2^62 and passed a maximum of 2^62. */
+static int int_outside(int64_t v, const fl_key *k)
+{
+    long double x = (long double)v;
+    return x < (long double)k->min || x > (long double)k->max;
+}
+
 static int parse_int(const char *t, int64_t *v)
 {
     errno = 0;
@@ -429,7 +439,7 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
             snprintf(msg, cap, "expected an integer in [%.15g, %.15g]", k->min, k->max);
             return msg;
         }
-        if (ranged && ((double)out->i < k->min || (double)out->i > k->max)) {
+        if (ranged && int_outside(out->i, k)) {
             snprintf(msg, cap, "expected an integer in [%.15g, %.15g]", k->min, k->max);
             return msg;
         }
@@ -501,7 +511,7 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
             int ok = t && parse_int(t, &out->list[i]);
             free(item);
             free(t);
-            if (!ok || (ranged && ((double)out->list[i] < k->min || (double)out->list[i] > k->max))) {
+            if (!ok || (ranged && int_outside(out->list[i], k))) {
                 free(out->list);
                 out->list = NULL;
                 if (ranged)

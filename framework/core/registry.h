@@ -56,14 +56,17 @@ void fl_registry_free(fl_registry *r);
  * child cannot use OpenMP's thread pool. */
 fl_status fl_registry_load(fl_registry *r, const char *path);
 
-/* Loads every *.so under `dir` (two levels deep). Refusals are logged as
- * warnings and recorded; returns the number refused. A missing directory
- * is not an error. */
+/* Loads every *.so under `dir` (two levels deep, sorted). Refusals are
+ * logged as warnings and recorded; returns the number refused. A missing
+ * directory is not an error. The files are probed as fl_registry_load
+ * says, all in one child process (a new one after each culprit). */
 size_t fl_registry_load_dir(fl_registry *r, const char *dir);
 
 /* The default search: the build tree's plugin folder when the program runs
- * from the build tree, else the install folder; then every directory of
- * FLOWLAB_PLUGIN_PATH (colon-separated). */
+ * from the build tree, else the install folder; then every file or
+ * directory of FLOWLAB_PLUGIN_PATH (colon-separated). Refusals are logged
+ * as warnings and recorded; all the files are probed in one child process
+ * (a new one after each culprit), as fl_registry_load says. */
 void fl_registry_load_defaults(fl_registry *r);
 
 const fl_comp_rec *fl_registry_find(const fl_registry *r, fl_kind kind, const char *name);

@@ -693,3 +693,19 @@ Test(inputs, an_integer_just_past_a_large_maximum_is_refused)
     free(text);
     fl_registry_free(r);
 }
+
+/* Comments lose nothing when cut: a long one is accepted, as sweeps rely
+ * on (their [sweep] lines reach the INI parser commented out). */
+Test(inputs, a_long_comment_line_is_fine)
+{
+    size_t max = fl_config_max_line();
+    char *v = calloc(max + 100, 1);
+    memset(v, 'x', max + 99);
+    char *text = fl_strfmt("; %s\n[s]\n  # %s\nsteps = 1\n", v, v);
+    fl_config *c = parse_ok(text);
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "s"), "steps")->value, "1");
+    cr_assert_eq(fl_config_entry(fl_config_section(c, "s"), "steps")->line, 4);
+    fl_config_free(c);
+    free(text);
+    free(v);
+}

@@ -131,6 +131,13 @@ run run "$TMP/long.ini" --out "$TMP/run3"
 expect_error "over-long INI line" 3 "long.ini:$lineno: line is" "reads at most"
 [ -e "$TMP/run3" ] && fail "a refused experiment made its run directory"
 
+# a sweep's [sweep] lines may be longer: they reach inih commented out
+lrs=$(seq -s ', ' -f '0.00%g' 10 50)
+{ cat "$TMP/good.ini"; printf '\n[sweep]\ntrain.lr = %s\n' "$lrs"; } >"$TMP/sweep.ini"
+[ "$(grep '^train.lr' "$TMP/sweep.ini" | wc -c)" -gt 250 ] || fail "the sweep line is not long"
+run sweep "$TMP/sweep.ini" --dry-run --out "$TMP/sw"
+expect_ok "sweep with a [sweep] line over inih's limit"
+
 printf '[experiment]\nname = a\0b\n' >"$TMP/nul.ini"
 run run "$TMP/nul.ini" --out "$TMP/run4"
 expect_error "NUL byte in an INI file" 3 "nul.ini:2: contains a NUL byte"

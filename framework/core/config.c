@@ -188,7 +188,11 @@ static char *reader(char *str, int num, void *stream)
     size_t content = len;
     if (content && ps->text[content - 1] == '\n') content--;
     if (content && ps->text[content - 1] == '\r') content--;
-    if (content > (size_t)num - 1) {
+    /* A comment loses nothing when cut (the rest of the line is skipped
+     * below); sweeps hand over their [sweep] lines commented out, of any
+     * length. */
+    int comment = *ps->text == ';' || *ps->text == '#';
+    if (content > (size_t)num - 1 && !comment) {
         if (ps->st == FL_OK) {
             fl_err("%s:%d: line is %zu bytes long; flowlab's INI parser (inih) reads at most %d "
                    "(shorten the value, or set it with --set)",

@@ -561,3 +561,152 @@ Test(experiment, iwae_schedule_length_and_lr_agree)
     fl_experiment_free(e);
     fl_registry_free(r);
 }
+
+/* ---- values that were once changed without a word (issue 13) ----------- */
+
+SUITE(inputs);
+
+/* "[s]\nsteps = 1\n" + KEY SEP VALUE, where VALUE is `n` x's, + "\n". */
+static char *line_of(const char *key, const char *sep, size_t n)
+{
+    char *v = calloc(n + 1, 1);
+    cr_assert_not_null(v);
+    memset(v, 'x', n);
+    char *t = fl_strfmt("[s]\nsteps = 1\n%s%s%s\n", key, sep, v);
+    free(v);
+    cr_assert_not_null(t);
+    return t;
+}
+
+Test(inputs, over_long_line_is_refused_with_file_line_and_limit)
+{
+    size_t max = fl_config_max_line();
+    cr_assert_geq(max, 100, "inih's line limit %zu", max);
+    /* one byte over: once cut to `max` bytes without a word */
+    char *text = line_of("label", " = ", max - 8 + 1);
+    const char *m = parse_fails(text);
+    char want[160];
+    snprintf(want, sizeof want, "t.ini:3: line is %zu bytes long;", max + 1);
+    assert_contains(m, want);
+    snprintf(want, sizeof want, "reads at most %zu", max);
+    assert_contains(m, want);
+    free(text);
+    /* a CRLF line of exactly `max` bytes is whole */
+    text = line_of("label", " = ", max - 8);
+    text[strlen(text) - 1] = '\r';
+    char *crlf = fl_strfmt("%s\n", text);
+    fl_values v;
+    fl_config *c = parse_ok(crlf);
+    cr_assert_eq(strlen(fl_config_entry(fl_config_section(c, "s"), "label")->value), max - 8);
+    const fl_key *tabs[1] = { keys };
+    uint32_t ns[1] = { sizeof keys / sizeof keys[0] };
+    cr_assert_eq(fl_values_resolve(c, "s", tabs, ns, 1, &v), FL_OK, "%s", fl_err_msg());
+    fl_values_free(&v);
+    fl_config_free(c);
+    free(crlf);
+    free(text);
+}
+
+Test(inputs, earlier_syntax_error_wins_over_a_long_line)
+{
+    size_t max = fl_config_max_line();
+    char *v = calloc(max + 10, 1);
+    memset(v, 'x', max + 9);
+    char *text = fl_strfmt("[s]\nnot a key\nlabel = %s\n", v);
+    assert_contains(parse_fails(text), "t.ini:2: syntax error");
+    free(text);
+    free(v);
+}
+
+Test(inputs, nul_byte_in_a_file_is_refused_with_its_line)
+{
+    char path[] = "/tmp/flowlab_nul_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    static const char text[] = "[s]\nsteps = 1\nlabel = ab\0cd\n[t]\nx = 1\n";
+    cr_assert_eq(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    fl_config *c = NULL;
+    cr_assert_eq(fl_config_load(path, &c), FL_ERR_INVALID);
+    cr_assert_null(c);
+    char *want = fl_strfmt("%s:3: contains a NUL byte", path);
+    assert_contains(fl_err_msg(), want);
+    free(want);
+    unlink(path);
+}
+
+/* A value that fits in the file but not in the config.ini a run writes
+ * back ("key = value"), or comes from --set, is refused at validation. */
+Test(inputs, values_that_would_not_read_back_are_refused)
+{
+    size_t max = fl_config_max_line();
+    /* "label=" + value fits; "label = " + value is two bytes over */
+    char *text = line_of("label", "=", max - 6);
+    assert_contains(resolve_fails(text), "t.ini:3: [s] label: value is");
+    free(text);
+
+    static const char *const bad[] = { "s.label=a\nb", "s.label=a ;b", "s.label=;b" };
+    static const char *const why[] = { "line break", "comment", "comment" };
+    for (size_t i = 0; i < 3; i++) {
+        fl_config *c = parse_ok("[s]\nsteps = 1\n");
+        cr_assert_eq(fl_config_set(c, bad[i]), FL_OK);
+        const fl_key *tabs[1] = { keys };
+        uint32_t ns[1] = { sizeof keys / sizeof keys[0] };
+        fl_values v;
+        cr_assert_eq(fl_values_resolve(c, "s", tabs, ns, 1, &v), FL_ERR_INVALID, "%s", bad[i]);
+        assert_contains(fl_err_msg(), "--set s.label: [s] label:");
+        assert_contains(fl_err_msg(), why[i]);
+        fl_config_free(c);
+    }
+    /* a ';' inside a word is kept, as inih keeps it */
+    fl_values v;
+    cr_assert_eq(resolve("[s]\nsteps = 1\nlabel = a;b\n", &v), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(fl_values_get(&v, "label")->text, "a;b");
+    fl_values_free(&v);
+}
+
+Test(inputs, reals_fl_real_cannot_hold_are_refused)
+{
+    assert_contains(resolve_fails("[s]\nsteps = 1\nlr = 1e-400\n"), "too small for fl_real");
+    /* below fl_real's smallest normal number: 0 or a subnormal in a model */
+    const char *tiny = sizeof(fl_real) == sizeof(float) ? "1e-39" : "1e-310";
+    char *text = fl_strfmt("[s]\nsteps = 1\nlr = %s\n", tiny);
+    const char *m = resolve_fails(text);
+    assert_contains(m, "t.ini:3: [s] lr = '");
+    assert_contains(m, "too small for fl_real");
+    free(text);
+    fl_values v;
+    cr_assert_eq(resolve("[s]\nsteps = 1\nlr = 0\n", &v), FL_OK, "0 is exact: %s", fl_err_msg());
+    fl_values_free(&v);
+}
+
+Test(inputs, an_integer_just_past_a_large_maximum_is_refused)
+{
+    /* [experiment] seed is in [0, 2^62]; through double, 2^62 + 1 passed */
+    const char *m = experiment_fails("seed = 3", "seed = 4611686018427387905", FL_ERR_INVALID);
+    assert_contains(m, "exp.ini:2: [experiment] seed = '4611686018427387905'");
+    assert_contains(m, "expected an integer in");
+    fl_registry *r = load_builtin_plugins();
+    char *text = edited("seed = 3", "seed = 4611686018427387904");
+    fl_experiment *e = NULL;
+    cr_assert_eq(experiment_from_text(r, "exp.ini", text, NULL, &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    free(text);
+    fl_registry_free(r);
+}
+
+/* Comments lose nothing when cut: a long one is accepted, as sweeps rely
+ * on (their [sweep] lines reach the INI parser commented out). */
+Test(inputs, a_long_comment_line_is_fine)
+{
+    size_t max = fl_config_max_line();
+    char *v = calloc(max + 100, 1);
+    memset(v, 'x', max + 99);
+    char *text = fl_strfmt("; %s\n[s]\n  # %s\nsteps = 1\n", v, v);
+    fl_config *c = parse_ok(text);
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "s"), "steps")->value, "1");
+    cr_assert_eq(fl_config_entry(fl_config_section(c, "s"), "steps")->line, 4);
+    fl_config_free(c);
+    free(text);
+    free(v);
+}

@@ -159,3 +159,64 @@ Test(data, fractions_that_leave_no_training_rows)
     remove_tree(dir);
     free(path);
 }
+
+/* ---- values once loaded changed without a word (issue 13) --------------- */
+
+/* As expect_error, for `n` bytes of `bytes` (which may hold a NUL). */
+static void expect_error_bytes(const char *bytes, size_t n, const char *needle)
+{
+    char *dir = make_tmpdir();
+    char *path = fl_strfmt("%s/bad.csv", dir);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(bytes, 1, n, f), n);
+    fclose(f);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    cr_assert_neq(build(r, path, "", &e), FL_OK, "a bad file was accepted");
+    assert_contains(fl_err_msg(), needle);
+    fl_registry_free(r);
+    remove_tree(dir);
+    free(path);
+}
+
+Test(data, a_nul_byte_names_line_and_field)
+{
+    /* once: line 2 read as "4,5" and refused for its field count, or,
+     * with the NUL after the last field, loaded short of nothing */
+    static const char a[] = "1,2,3\n4,5\0,6\n";
+    expect_error_bytes(a, sizeof a - 1, "bad.csv:2: field 2 contains a NUL byte");
+    static const char b[] = "1,2\n3, \0 4\n5,6\n";
+    expect_error_bytes(b, sizeof b - 1, "bad.csv:2: field 2 contains a NUL byte");
+    static const char c[] = "1,2\n\0\n";
+    expect_error_bytes(c, sizeof c - 1, "bad.csv:2: field 1 contains a NUL byte");
+}
+
+Test(data, a_value_too_large_for_fl_real_names_line_and_field)
+{
+    /* 1e39 overflows float; 1e309 overflows double too */
+    const char *big = sizeof(fl_real) == sizeof(float) ? "1e39" : "1e309";
+    char *text = fl_strfmt("x,y\n1,2\n3,-%s\n", big);
+    expect_error(text, "bad.csv:3: field 2 is too large for fl_real", FL_REAL_NAME);
+    free(text);
+    text = fl_strfmt("%s,2\n1,2\n", big); /* not a header either */
+    expect_error(text, "bad.csv:1: field 1 is too large for fl_real", NULL);
+    free(text);
+}
+
+Test(data, an_underflowing_value_is_rounded_not_refused)
+{
+    char *dir = make_tmpdir();
+    fl_buf b = { 0 };
+    /* not on the first line, which would pass for a header when refused */
+    for (int i = 0; i < 200; i++) fl_buf_printf(&b, "%s,%d\n", i == 5 ? "1e-400" : "1", 2 * i);
+    char *path = write_file(dir, "tiny.csv", b.data);
+    fl_buf_free(&b);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    cr_assert_eq(build(r, path, "", &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    remove_tree(dir);
+    free(path);
+}

@@ -893,3 +893,117 @@ Test(images, grid_errors)
     cr_assert_eq(fl_image_grid_png("/nonexistent/flowlab/g.png", x, 1, 2, 2, 1, 0), FL_ERR_IO);
     assert_contains(fl_err_msg(), "/nonexistent/flowlab/g.png");
 }
+
+/* ---- bytes that could once be dropped or cut without a word (issue 13) -- */
+
+/* A gzip file followed by bytes that are not another gzip member: zlib's
+ * gzread stops at the end of the member and ignores them, so whatever they
+ * hold (more images, a second file glued on) would be lost unseen. */
+static char *gz_with_tail(const char *dir, const char *name, const void *data, size_t n,
+                          const char *tail)
+{
+    char *tmp = write_gz(dir, "member.gz", data, n);
+    char *gz;
+    size_t m;
+    cr_assert_eq(fl_read_file(tmp, &gz, &m), FL_OK);
+    size_t t = strlen(tail);
+    char *all = malloc(m + t);
+    memcpy(all, gz, m);
+    memcpy(all + m, tail, t);
+    char *path = write_bytes(dir, name, all, m + t);
+    free(all);
+    free(gz);
+    free(tmp);
+    return path;
+}
+
+Test(images, amat_gzip_with_bytes_after_the_stream)
+{
+    char *dir = make_tmpdir();
+    char *text = amat_text(0, 20, 6, 1);
+    char *path = gz_with_tail(dir, "tail.amat.gz", text, strlen(text), "0 1 0 1 0 1\n");
+    fl_registry *r = reg();
+    char *data = fl_strfmt("type = amat\ntrain = %s\nheight = 2\nwidth = 3", path);
+    build_fails(r, data, FL_ERR_FORMAT, "tail.amat.gz", "after the end of the compressed data",
+                NULL);
+    fl_registry_free(r);
+    free(data);
+    free(text);
+    free(path);
+    remove_tree(dir);
+}
+
+Test(images, idx_gzip_with_bytes_after_the_stream)
+{
+    char *dir = make_tmpdir();
+    size_t n;
+    uint8_t *b = idx_bytes(0x803, 6, 3, 3, &n);
+    char *path = gz_with_tail(dir, "tail-idx3.gz", b, n, "junk");
+    fl_registry *r = reg();
+    char *data = fl_strfmt("type = idx\ntrain_images = %s\nvalid_size = 1\n", path);
+    build_fails(r, data, FL_ERR_FORMAT, "tail-idx3.gz", "after the end of the compressed data",
+                NULL);
+    fl_registry_free(r);
+    free(data);
+    free(b);
+    free(path);
+    remove_tree(dir);
+}
+
+Test(images, amat_nul_byte_names_line_and_value)
+{
+    static const char text[] = "0 1 0 1 0 1\n0 1 0\0 0 1\n";
+    char *dir = make_tmpdir();
+    char *path = write_bytes(dir, "nul.amat", text, sizeof text - 1);
+    fl_registry *r = reg();
+    char *data = fl_strfmt("type = amat\ntrain = %s\nheight = 2\nwidth = 3", path);
+    build_fails(r, data, FL_ERR_FORMAT, "nul.amat: line 2: value 3 is '0\\x00'", NULL, NULL);
+    fl_registry_free(r);
+    free(data);
+    free(path);
+    remove_tree(dir);
+}
+
+/* Two gzip members one after the other (as `cat a.gz b.gz` makes) are one
+ * file to zlib and to us: all their images load; bytes after the second
+ * are refused as after one. */
+Test(images, amat_gzip_of_two_members)
+{
+    char *dir = make_tmpdir();
+    char *a = amat_text(0, 7, 6, 1), *b = amat_text(7, 5, 6, 1);
+    char *pa = write_gz(dir, "a.gz", a, strlen(a)), *pb = write_gz(dir, "b.gz", b, strlen(b));
+    char *ga, *gb;
+    size_t na, nb;
+    cr_assert_eq(fl_read_file(pa, &ga, &na), FL_OK);
+    cr_assert_eq(fl_read_file(pb, &gb, &nb), FL_OK);
+    char *both = malloc(na + nb + 4);
+    memcpy(both, ga, na);
+    memcpy(both + na, gb, nb);
+    char *path = write_bytes(dir, "two.amat.gz", both, na + nb);
+    fl_registry *r = reg();
+    char *data = fl_strfmt("type = amat\ntrain = %s\nheight = 2\nwidth = 3", path);
+    fl_experiment *e = build_ok(r, data, 1);
+    cr_assert_eq(e->info.n[FL_SPLIT_TRAIN], 12);
+    fl_real *x = read_rows(e, FL_SPLIT_TRAIN, (const uint64_t[]){ 11 }, 1);
+    for (uint32_t j = 0; j < 6; j++) cr_assert_eq(x[j], (fl_real)bit(11, j));
+    free(x);
+    fl_experiment_free(e);
+    free(data);
+    memcpy(both + na + nb, "0 1\n", 4);
+    char *tail = write_bytes(dir, "tail.amat.gz", both, na + nb + 4);
+    data = fl_strfmt("type = amat\ntrain = %s\nheight = 2\nwidth = 3", tail);
+    build_fails(r, data, FL_ERR_FORMAT, "tail.amat.gz: 4 bytes after the end of the compressed data",
+                NULL, NULL);
+    fl_registry_free(r);
+    free(data);
+    free(tail);
+    free(path);
+    free(both);
+    free(ga);
+    free(gb);
+    free(pa);
+    free(pb);
+    free(a);
+    free(b);
+    remove_tree(dir);
+}

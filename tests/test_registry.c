@@ -6,6 +6,8 @@
 #include "common.h"
 #include "kit/kit.h"
 
+#include <signal.h>
+
 SUITE(refused);
 SUITE(good);
 
@@ -198,4 +200,66 @@ Test(good, out_of_tree_flow_passes_the_kit)
     }
     free(path);
     fl_registry_free(r);
+}
+
+/* Issue 13: a plugin whose entry point crashes, calls exit() or aborts is
+ * probed in a child process, refused with the reason, and the registry
+ * (and this process) carries on. */
+Test(refused, entry_point_segfaults)
+{
+    fl_registry *r = fl_registry_new();
+    expect_refused(r, "crash_init", "crashed in its entry point or while loading (signal 11");
+    fl_registry_free(r);
+}
+
+Test(refused, entry_point_calls_exit)
+{
+    fl_registry *r = fl_registry_new();
+    expect_refused(r, "crash_exit", "ended the process in its entry point or while loading "
+                                    "(exit status 3)");
+    fl_registry_free(r);
+}
+
+Test(refused, entry_point_aborts)
+{
+    fl_registry *r = fl_registry_new();
+    char want[64];
+    snprintf(want, sizeof want, "(signal %d", SIGABRT);
+    expect_refused(r, "crash_abort", want);
+    fl_registry_free(r);
+}
+
+/* A folder holding the three crashing plugins beside a good one: the scan
+ * refuses the three, keeps the good one and the built-in components. */
+Test(refused, folder_scan_survives_crashing_plugins)
+{
+    char *dir = fl_strfmt("%s/crashdir.%d", test_env("FLOWLAB_TEST_DIR"), (int)getpid());
+    cr_assert_not_null(dir);
+    cr_assert_eq(mkdir(dir, 0755), 0, "%s", dir);
+    static const char *const names[] = { "crash_abort", "crash_exit", "crash_init", "good_flow" };
+    char *links[4];
+    for (size_t i = 0; i < 4; i++) {
+        char *src = test_plugin(names[i]);
+        links[i] = fl_strfmt("%s/%s.so", dir, names[i]);
+        cr_assert_eq(symlink(src, links[i]), 0);
+        free(src);
+    }
+    fl_registry *r = fl_registry_new();
+    cr_assert_eq(fl_registry_load_dir(r, test_env("FLOWLAB_TEST_PLUGIN_DIR")), 0);
+    size_t builtin = r->n_comps;
+    cr_assert_eq(fl_registry_load_dir(r, dir), 3);
+    cr_assert_eq(r->n_refused, 3);
+    assert_contains(r->refused[0], "crash_abort.so");
+    assert_contains(r->refused[1], "crash_exit.so");
+    assert_contains(r->refused[2], "crash_init.so");
+    cr_assert_not_null(fl_registry_find(r, FL_KIND_FLOW, "shift"));
+    cr_assert_null(fl_registry_find(r, FL_KIND_FLOW, "crash-flow"));
+    cr_assert_gt(r->n_comps, builtin);
+    fl_registry_free(r);
+    for (size_t i = 0; i < 4; i++) {
+        unlink(links[i]);
+        free(links[i]);
+    }
+    rmdir(dir);
+    free(dir);
 }

@@ -2,6 +2,7 @@
  * command line, reloading a finished run, option parsing and the error
  * exit. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,10 +82,35 @@ int fl_cli_fail(fl_status st)
 int fl_cli_parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
                      unsigned long long *out)
 {
+    /* Digits only: strtoull would skip blanks, take a sign and negate
+     * "-1" to 2^64 - 1, and saturate past 2^64 (ERANGE, checked). */
+    if (!*s || strspn(s, "0123456789") != strlen(s)) return 0;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi || s[0] == '-') return 0;
+    if (*end || errno || v < lo || v > hi) return 0;
     *out = v;
     return 1;
+}
+
+int fl_cli_option_u64(const char *cmd, const char *opt, const char *s, unsigned long long lo,
+                      unsigned long long hi, unsigned long long *out)
+{
+    if (fl_cli_parse_u64(s, lo, hi, out)) return 1;
+    fprintf(stderr, "flowlab %s: error: %s '%s': expected a whole number from %llu to %llu\n", cmd,
+            opt, s, lo, hi);
+    return 0;
+}
+
+unsigned long long fl_cli_strtoull(const char *s, char **end)
+{
+    unsigned long long v;
+    if (fl_cli_parse_u64(s, 0, ULLONG_MAX, &v)) {
+        *end = (char *)s + strlen(s);
+        return v;
+    }
+    /* Anything a caller testing *end refuses: never the empty string. */
+    static char bad[] = "?";
+    *end = *s ? (char *)s : bad;
+    return 0;
 }

@@ -32,10 +32,23 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
 int fl_cli_fail(fl_status st);
 
 /* A decimal option value in [lo, hi] into *out: 1, or 0 (and *out unset)
- * when `s` is empty, has anything after the digits, starts with '-' or is
- * out of range. The caller prints the usage error. */
+ * when `s` is empty, holds anything but the digits 0-9 (a sign, a blank),
+ * or is out of range (past 2^64 - 1 included). The caller prints the usage
+ * error. Any time; no allocation. */
 int fl_cli_parse_u64(const char *s, unsigned long long lo, unsigned long long hi,
                      unsigned long long *out);
+/* As fl_cli_parse_u64, printing on failure the one usage line "flowlab CMD:
+ * error: OPT 'S': expected a whole number from LO to HI"; the caller then
+ * exits with FL_EXIT_USAGE. */
+int fl_cli_option_u64(const char *cmd, const char *opt, const char *s, unsigned long long lo,
+                      unsigned long long hi, unsigned long long *out);
+/* strtoull(s, end, 10) for a --seed-like option, without its surprises:
+ * when `s` is not plain digits within 2^64 - 1 ("-1", " 5", "+5", "",
+ * "18446744073709551616") it returns 0 and points *end at a non-empty
+ * string, so a caller that refuses a non-empty *end refuses it, where
+ * strtoull would have wrapped or saturated. *end points into `s` or at a
+ * static string: read it, never write it. */
+unsigned long long fl_cli_strtoull(const char *s, char **end);
 
 /* The subcommands: argv[0] is the subcommand's name; each returns the
  * process's exit code (FL_EXIT_*), having printed its errors. */

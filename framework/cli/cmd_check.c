@@ -1,5 +1,6 @@
 /* cmd_check.c - `flowlab check`: the conformance kit from the command line. */
 #define _DEFAULT_SOURCE
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,11 +56,8 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
                 return FL_EXIT_USAGE;
             }
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            seed = strtoull(argv[++i], &end, 10);
-            if (*end || end == argv[i]) {
-                fprintf(stderr, "flowlab check: error: --seed expects an integer\n");
+            if (!fl_cli_option_u64("check", "--seed", argv[++i], 0, ULLONG_MAX, &seed))
                 return FL_EXIT_USAGE;
-            }
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else {

@@ -1,5 +1,5 @@
 /* cmd_sample.c - `flowlab sample`: draw from a trained model. */
-#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,26 +20,18 @@ static const char usage[] =
 int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
 {
     const char *dir = NULL, *outp = NULL;
-    long long n = -1;
+    unsigned long long n = 0; /* 0: no -n given */
     unsigned long long seed = 0;
     for (int i = 1; i < argc; i++) {
-        char *end;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
             return FL_EXIT_OK;
         } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-            errno = 0;
-            n = strtoll(argv[++i], &end, 10);
-            if (*end || errno || n <= 0 || n > 100000000) {
-                fprintf(stderr, "flowlab sample: error: -n expects an integer in [1, 1e8]\n");
+            if (!fl_cli_option_u64("sample", "-n", argv[++i], 1, 100000000, &n))
                 return FL_EXIT_USAGE;
-            }
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            seed = strtoull(argv[++i], &end, 10);
-            if (*end) {
-                fprintf(stderr, "flowlab sample: error: --seed expects an integer\n");
+            if (!fl_cli_option_u64("sample", "--seed", argv[++i], 0, ULLONG_MAX, &seed))
                 return FL_EXIT_USAGE;
-            }
         } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
             outp = argv[++i];
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
@@ -51,7 +43,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
             dir = argv[i];
         }
     }
-    if (!dir || n < 0) {
+    if (!dir || n == 0) {
         fprintf(stderr, "flowlab sample: error: need RUN_DIR and -n N\n%s", usage);
         return FL_EXIT_USAGE;
     }
@@ -74,7 +66,7 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
     if (st == FL_OK) {
         for (uint32_t j = 0; j < d; j++) fl_buf_printf(&b, j ? ",x%u" : "x%u", j);
         fl_buf_printf(&b, "\n");
-        for (long long r = 0; r < n; r++)
+        for (unsigned long long r = 0; r < n; r++)
             for (uint32_t j = 0; j < d; j++)
                 fl_buf_printf(&b, j + 1 < d ? "%.7g," : "%.7g\n", (double)x[(size_t)r * d + j]);
         if (b.failed) st = FL_ERR_NOMEM;

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <ini.h>
 #include <math.h>
 #include <stdlib.h>
@@ -133,10 +134,38 @@ typedef struct parse_state {
     const char *text;   /* remaining input */
     int line;
     fl_status st;
-    int st_line;       /* line of the handler's error */
+    int st_line;       /* line of the handler's or reader's error */
     char section[256];
     int section_line;
 } parse_state;
+
+/* inih reads a line into a fixed buffer of INI_MAX_LINE bytes, fixed when
+ * the library was built (200 in Debian's), and cuts what does not fit
+ * without a word. It passes that size to the reader, which is how the
+ * limit is learnt here rather than trusted from the header. */
+static char *limit_reader(char *str, int num, void *stream)
+{
+    (void)str;
+    *(int *)stream = num;
+    return NULL;
+}
+
+static int limit_handler(void *u, const char *s, const char *n, const char *v)
+{
+    (void)u, (void)s, (void)n, (void)v;
+    return 1;
+}
+
+size_t fl_config_max_line(void)
+{
+    static int num;
+    if (!num) {
+        int got = 0;
+        ini_parse_stream(limit_reader, &got, limit_handler, NULL);
+        num = got > 1 ? got : INI_MAX_LINE;
+    }
+    return (size_t)num - 1; /* one byte is the terminating NUL */
+}
 
 static char *reader(char *str, int num, void *stream)
 {
@@ -153,10 +182,30 @@ static char *reader(char *str, int num, void *stream)
         len--;
     }
     ps->text = line;
+    /* inih would cut a line longer than its buffer and parse the rest as
+     * if it were all: refuse it (the line's end, "\r\n", does not count;
+     * inih strips it). Parsing stops here; an earlier error wins. */
+    size_t content = len;
+    if (content && ps->text[content - 1] == '\n') content--;
+    if (content && ps->text[content - 1] == '\r') content--;
+    /* A comment loses nothing when cut (the rest of the line is skipped
+     * below); sweeps hand over their [sweep] lines commented out, of any
+     * length. */
+    int comment = *ps->text == ';' || *ps->text == '#';
+    if (content > (size_t)num - 1 && !comment) {
+        if (ps->st == FL_OK) {
+            fl_err("%s:%d: line is %zu bytes long; flowlab's INI parser (inih) reads at most %d "
+                   "(shorten the value, or set it with --set)",
+                   ps->c->path, ps->line + 1, content, num - 1);
+            ps->st = FL_ERR_INVALID;
+            ps->st_line = ps->line + 1;
+        }
+        return NULL;
+    }
     size_t take = len < (size_t)num - 1 ? len : (size_t)num - 1;
     memcpy(str, ps->text, take);
     str[take] = 0;
-    ps->text += len;  /* an over-long line is cut; inih would cut it too */
+    ps->text += len;
     ps->line++;
     return str;
 }
@@ -278,8 +327,18 @@ fl_status fl_config_parse(const char *name, const char *text, fl_config **out)
 fl_status fl_config_load(const char *path, fl_config **out)
 {
     char *text;
-    fl_status st = fl_read_file(path, &text, NULL);
+    size_t len;
+    fl_status st = fl_read_file(path, &text, &len);
     if (st != FL_OK) return st;
+    /* A NUL would end the text early: whatever follows it would be lost. */
+    const char *nul = memchr(text, 0, len);
+    if (nul) {
+        int line = 1;
+        for (const char *p = text; p < nul; p++) line += *p == '\n';
+        fl_err("%s:%d: contains a NUL byte (not a text file, or a damaged one)", path, line);
+        free(text);
+        return FL_ERR_INVALID;
+    }
     st = fl_config_parse(path, text, out);
     free(text);
     return st;
@@ -349,6 +408,16 @@ const char *fl_closest(const char *word, const char *const *names, size_t n)
     return NULL;
 }
 
+/* 1 when integer `v` lies outside [k->min, k->max]. Compared in long
+ * double, which holds every int64 exactly where it has a 64-bit mantissa
+ * (x86-64; a 113-bit one on aarch64): through double, 2^62 + 1 rounded to
+ * 2^62 and passed a maximum of 2^62. */
+static int int_outside(int64_t v, const fl_key *k)
+{
+    long double x = (long double)v;
+    return x < (long double)k->min || x > (long double)k->max;
+}
+
 static int parse_int(const char *t, int64_t *v)
 {
     errno = 0;
@@ -374,7 +443,7 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
             snprintf(msg, cap, "expected an integer in [%.15g, %.15g]", k->min, k->max);
             return msg;
         }
-        if (ranged && ((double)out->i < k->min || (double)out->i > k->max)) {
+        if (ranged && int_outside(out->i, k)) {
             snprintf(msg, cap, "expected an integer in [%.15g, %.15g]", k->min, k->max);
             return msg;
         }
@@ -384,7 +453,21 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
         errno = 0;
         char *end;
         out->r = strtod(text, &end);
-        if (end == text || *end || errno || !isfinite(out->r)) return "expected a finite number";
+        if (end == text || *end || !isfinite(out->r)) return "expected a finite number";
+        /* Models compute in fl_real: a value it cannot hold would become
+         * infinite, or 0 or imprecise (subnormal), without a word. strtod's
+         * ERANGE is an underflow here (an overflow is not finite). */
+        const double big = sizeof(fl_real) == sizeof(float) ? FLT_MAX : DBL_MAX;
+        const double tiny = sizeof(fl_real) == sizeof(float) ? FLT_MIN : DBL_MIN;
+        if (fabs(out->r) > big) {
+            snprintf(msg, cap, "too large for fl_real (%s, at most %.9g)", FL_REAL_NAME, big);
+            return msg;
+        }
+        if (errno == ERANGE || (out->r != 0 && fabs(out->r) < tiny)) {
+            snprintf(msg, cap, "too small for fl_real (%s): use 0 or a magnitude of at least %.9g",
+                     FL_REAL_NAME, tiny);
+            return msg;
+        }
         if (ranged && (out->r < k->min || out->r > k->max)) {
             snprintf(msg, cap, "expected a number in [%.15g, %.15g]", k->min, k->max);
             return msg;
@@ -432,7 +515,7 @@ const char *fl_value_parse(const fl_key *k, const char *text, fl_value *out, cha
             int ok = t && parse_int(t, &out->list[i]);
             free(item);
             free(t);
-            if (!ok || (ranged && ((double)out->list[i] < k->min || (double)out->list[i] > k->max))) {
+            if (!ok || (ranged && int_outside(out->list[i], k))) {
                 free(out->list);
                 out->list = NULL;
                 if (ranged)
@@ -466,6 +549,28 @@ const fl_value *fl_values_get(const fl_values *v, const char *key)
 {
     for (size_t i = 0; i < v->n; i++)
         if (strcmp(v->v[i].key->name, key) == 0) return &v->v[i];
+    return NULL;
+}
+
+/* Why "key = value" would not read back as the same value from the
+ * config.ini a run writes (fl_values_write), or NULL: a line inih would
+ * cut, a line break, or a ';' that inih would take for a comment. Values
+ * from --set and sweeps get here unchecked by inih. */
+static const char *unwritable(const char *key, const char *value, char *msg, size_t cap)
+{
+    size_t len = strlen(key) + 3 + strlen(value), max = fl_config_max_line();
+    if (len > max) {
+        snprintf(msg, cap,
+                 "value is %zu bytes; as the line '%s = ...' of a run's config.ini it would take "
+                 "%zu, more than the %zu flowlab's INI parser (inih) reads",
+                 strlen(value), key, len, max);
+        return msg;
+    }
+    if (strpbrk(value, "\r\n")) return "value contains a line break";
+    for (const char *p = value; (p = strchr(p, ';')); p++)
+        if (p == value || isspace((unsigned char)p[-1]))
+            return "value has a ';' at its start or after a space, which the INI format reads as "
+                   "the start of a comment";
     return NULL;
 }
 
@@ -533,6 +638,15 @@ fl_status fl_values_resolve(const fl_config *c, const char *name, const fl_key *
                 if (e) fl_config_where(c, s, e, where, sizeof where);
                 else snprintf(where, sizeof where, "default of '%s'", k->name);
                 fl_err("%s: [%s] %s = '%s': %s", where, name, k->name, text, bad);
+                fl_values_free(out);
+                return FL_ERR_INVALID;
+            }
+            bad = unwritable(k->name, text, msg, sizeof msg);
+            if (bad) {
+                if (e) fl_config_where(c, s, e, where, sizeof where);
+                else snprintf(where, sizeof where, "default of '%s'", k->name);
+                fl_err("%s: [%s] %s: %s", where, name, k->name, bad);
+                free(v->list);
                 fl_values_free(out);
                 return FL_ERR_INVALID;
             }

@@ -31,10 +31,18 @@ typedef struct fl_config {
 } fl_config;
 
 /* Parses `path`. On error returns non-OK with fl_err set to
- * "PATH:LINE: message". The caller owns *out (fl_config_free). */
+ * "PATH:LINE: message" (among them a NUL byte, or a line longer than
+ * fl_config_max_line()). The caller owns *out (fl_config_free). */
 fl_status fl_config_load(const char *path, fl_config **out);
-/* Parses INI text held in memory; `name` is used in messages. */
+/* Parses INI text held in memory; `name` is used in messages. The text
+ * ends at its NUL: a caller holding a buffer checks it has no other. */
 fl_status fl_config_parse(const char *name, const char *text, fl_config **out);
+/* The longest line, in bytes without its line break, that the linked
+ * inih reads whole (INI_MAX_LINE - 1, as built; 199 in Debian's). Longer
+ * lines are refused by the loaders (PATH:LINE: line is N bytes long), and
+ * so are resolved values whose "key = value" line would be longer, since a
+ * run's config.ini could not be read back. Any time; no errors. */
+size_t fl_config_max_line(void);
 fl_config *fl_config_new(const char *path);
 void fl_config_free(fl_config *c);
 
@@ -74,8 +82,10 @@ typedef struct fl_values {
 } fl_values;
 
 /* Resolves section `name` (absent = all defaults) against the union of
- * `ntab` key tables. Unknown keys, bad values and missing required keys are
- * errors. The caller owns `out` (fl_values_free). */
+ * `ntab` key tables. Unknown keys, bad values, missing required keys and
+ * values that would not read back from a run's config.ini (too long a
+ * line, a line break, a ';' starting a comment) are errors, fl_err naming
+ * the file and line or the --set. The caller owns `out` (fl_values_free). */
 fl_status fl_values_resolve(const fl_config *c, const char *name, const fl_key *const *tabs,
                             const uint32_t *ntabs, size_t ntab, fl_values *out);
 void fl_values_free(fl_values *v);

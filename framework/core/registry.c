@@ -4,10 +4,17 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -313,13 +320,190 @@ static fl_status refuse(fl_registry *r, void *handle, const char *path, const ch
     return FL_ERR_ABI;
 }
 
+/* 1 in the child process of a probe, which loads plugins unprobed. */
+static int in_probe;
+
+/* Loads the plugin at `real` (resolved) into `r`; `path` names it in
+ * messages. The body of fl_registry_load once the probe has passed. */
+static fl_status load_unprobed(fl_registry *r, const char *path, const char *real);
+
+/* What the probe found: NULL = came back (refused or not: the real load
+ * repeats the checks and says why), else why it did not (malloc'd). */
+typedef struct probe_list {
+    char **real;   /* resolved paths, in load order */
+    char **why;
+    size_t n, cap;
+} probe_list;
+
+static void probe_list_free(probe_list *pl)
+{
+    for (size_t i = 0; i < pl->n; i++) {
+        free(pl->real[i]);
+        free(pl->why[i]);
+    }
+    free(pl->real);
+    free(pl->why);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* Appends `path` resolved; an unresolvable one is skipped (the real load
+ * refuses it as missing). Returns 0 when out of memory. */
+static int probe_list_add(probe_list *pl, const char *path)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return 1;
+    if (pl->n == pl->cap) {
+        size_t cap = pl->cap ? 2 * pl->cap : 16;
+        char **nr = realloc(pl->real, cap * sizeof *nr);
+        if (nr) pl->real = nr;
+        char **nw = nr ? realloc(pl->why, cap * sizeof *nw) : NULL;
+        if (!nw) return 0;
+        pl->why = nw;
+        pl->cap = cap;
+    }
+    pl->real[pl->n] = fl_strdup(real);
+    pl->why[pl->n] = NULL;
+    if (!pl->real[pl->n]) return 0;
+    pl->n++;
+    return 1;
+}
+
+/* Reads exactly `n` bytes within `ms` milliseconds: 1, 0 at end of file
+ * or error, -1 on time-out. */
+static int read_within(int fd, void *buf, size_t n, int ms)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t got = 0;
+    while (got < n) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long spent = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (spent >= ms) return -1;
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        int rc = poll(&pf, 1, ms - (int)spent);
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc < 0) return 0;
+        if (rc == 0) return -1;
+        ssize_t k = read(fd, (char *)buf + got, n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return 0;
+        got += (size_t)k;
+    }
+    return 1;
+}
+
+/* Loads the plugins of `pl`, in order, in a forked child process, so that
+ * one that crashes, ends the process or hangs while its library is loaded
+ * or its entry point runs (a constructor, init) takes down only the
+ * child; it is marked in pl->why, and a new child goes on with the next.
+ * One fork per list, plus one per culprit. When no child can be made the
+ * plugins are left unmarked (loaded as before, unprobed). The child uses
+ * no OpenMP, but a plugin's init could: call before any parallel region. */
+static void probe_all(probe_list *pl)
+{
+    size_t next = 0;
+    while (next < pl->n) {
+        int fds[2];
+        if (pipe(fds) != 0) return;
+        /* Buffered output would be written twice if the child flushed it
+         * (it ends with _exit, but a plugin may call exit()). */
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0) {
+            close(fds[0]);
+            close(fds[1]);
+            return;
+        }
+        if (pid == 0) {
+            close(fds[0]);
+            /* The parent repeats each load and prints what it has to say;
+             * the kernel, not a sanitizer's handler, reports a crash. */
+            int null = open("/dev/null", O_WRONLY);
+            if (null >= 0) {
+                dup2(null, STDOUT_FILENO);
+                dup2(null, STDERR_FILENO);
+            }
+            static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP };
+            for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) signal(sigs[i], SIG_DFL);
+            in_probe = 1;
+            fl_registry *t = fl_registry_new();
+            for (size_t i = next; t && i < pl->n; i++) {
+                fl_registry_load(t, pl->real[i]);
+                uint32_t done = (uint32_t)i;
+                if (write(fds[1], &done, sizeof done) != (ssize_t)sizeof done) _exit(1);
+            }
+            /* _exit: no atexit handlers, no leak check of the copied heap. */
+            _exit(0);
+        }
+        close(fds[1]);
+        int rc = 1;
+        uint32_t done;
+        while (next < pl->n && (rc = read_within(fds[0], &done, sizeof done,
+                                                 FL_PLUGIN_PROBE_TIMEOUT_MS)) == 1)
+            next = (size_t)done + 1;
+        if (rc < 0) kill(pid, SIGKILL);
+        close(fds[0]);
+        int status = 0;
+        pid_t w;
+        do w = waitpid(pid, &status, 0);
+        while (w < 0 && errno == EINTR);
+        if (next >= pl->n || w < 0) return;
+        /* The child died (or hung) loading plugin `next`. */
+        char why[256];
+        if (rc < 0)
+            snprintf(why, sizeof why,
+                     "did not return from its entry point within %d s (probe killed)",
+                     FL_PLUGIN_PROBE_TIMEOUT_MS / 1000);
+        else if (WIFSIGNALED(status))
+            snprintf(why, sizeof why, "crashed in its entry point or while loading (signal %d, %s)",
+                     WTERMSIG(status), strsignal(WTERMSIG(status)));
+        else if (WIFEXITED(status))
+            snprintf(why, sizeof why,
+                     "ended the process in its entry point or while loading (exit status %d)",
+                     WEXITSTATUS(status));
+        else snprintf(why, sizeof why, "its probe process failed (wait status %d)", status);
+        pl->why[next] = fl_strdup(why);
+        next++;
+    }
+}
+
+/* Loads `path` after the probe: `why` non-NULL refuses it for that. */
+static fl_status load_probed(fl_registry *r, const char *path, const char *why)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return refuse(r, NULL, path, "no such file");
+    for (size_t i = 0; i < r->n_plugins; i++)
+        if (strcmp(r->plugins[i].path, real) == 0) return FL_OK;
+    if (why) return refuse(r, NULL, path, "%s", why);
+    return load_unprobed(r, path, real);
+}
+
+/* The verdict of `pl` on `path`, NULL when it passed or was not probed. */
+static const char *probe_verdict(const probe_list *pl, const char *path)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return NULL;
+    for (size_t i = 0; i < pl->n; i++)
+        if (pl->why[i] && strcmp(pl->real[i], real) == 0) return pl->why[i];
+    return NULL;
+}
+
 fl_status fl_registry_load(fl_registry *r, const char *path)
 {
     char real[PATH_MAX];
     if (!realpath(path, real)) return refuse(r, NULL, path, "no such file");
     for (size_t i = 0; i < r->n_plugins; i++)
         if (strcmp(r->plugins[i].path, real) == 0) return FL_OK;
+    if (in_probe) return load_unprobed(r, path, real);
+    probe_list pl = { 0 };
+    if (probe_list_add(&pl, real)) probe_all(&pl);
+    fl_status st = load_probed(r, path, pl.n ? pl.why[0] : NULL);
+    probe_list_free(&pl);
+    return st;
+}
 
+static fl_status load_unprobed(fl_registry *r, const char *path, const char *real)
+{
     void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
@@ -400,12 +584,38 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static size_t load_dir_depth(fl_registry *r, const char *dir, int depth)
+/* One plugin file or folder to load, in order: folders are expanded
+ * into their *.so files (two levels deep, sorted) before the probe. */
+typedef struct load_item {
+    char *path;
+    int from_dir;  /* found by a folder scan (counted in its return) */
+} load_item;
+
+typedef struct load_plan {
+    load_item *it;
+    size_t n, cap;
+} load_plan;
+
+static void plan_add(load_plan *lp, const char *path, int from_dir)
+{
+    if (lp->n == lp->cap) {
+        size_t cap = lp->cap ? 2 * lp->cap : 32;
+        load_item *ni = realloc(lp->it, cap * sizeof *ni);
+        if (!ni) return;
+        lp->it = ni;
+        lp->cap = cap;
+    }
+    lp->it[lp->n].path = fl_strdup(path);
+    lp->it[lp->n].from_dir = from_dir;
+    if (lp->it[lp->n].path) lp->n++;
+}
+
+static void plan_dir(load_plan *lp, const char *dir, int depth)
 {
     DIR *d = opendir(dir);
-    if (!d) return 0;
+    if (!d) return;
     char **names = NULL;
-    size_t n = 0, refused = 0;
+    size_t n = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
@@ -422,21 +632,49 @@ static size_t load_dir_depth(fl_registry *r, const char *dir, int depth)
     for (size_t i = 0; i < n; i++) {
         struct stat sb;
         if (stat(names[i], &sb) == 0) {
-            if (S_ISDIR(sb.st_mode) && depth > 0) refused += load_dir_depth(r, names[i], depth - 1);
-            else if (S_ISREG(sb.st_mode) && has_suffix(names[i], ".so")) {
-                if (fl_registry_load(r, names[i]) != FL_OK) {
-                    fl_log(FL_LOG_WARN, "%s", fl_err_msg());
-                    refused++;
-                }
-            }
+            if (S_ISDIR(sb.st_mode) && depth > 0) plan_dir(lp, names[i], depth - 1);
+            else if (S_ISREG(sb.st_mode) && has_suffix(names[i], ".so")) plan_add(lp, names[i], 1);
         }
         free(names[i]);
     }
     free(names);
+}
+
+/* Probes every file of the plan in one child, then loads them in order,
+ * logging each refusal as a warning. Returns the number refused among
+ * those found by folder scans. */
+static size_t load_plan_run(fl_registry *r, load_plan *lp)
+{
+    probe_list pl = { 0 };
+    int ok = 1;
+    for (size_t i = 0; ok && i < lp->n; i++) {
+        int loaded = 0;
+        char real[PATH_MAX];
+        if (realpath(lp->it[i].path, real))
+            for (size_t j = 0; j < r->n_plugins && !loaded; j++)
+                loaded = strcmp(r->plugins[j].path, real) == 0;
+        if (!loaded) ok = probe_list_add(&pl, lp->it[i].path);
+    }
+    if (ok && !in_probe) probe_all(&pl);
+    size_t refused = 0;
+    for (size_t i = 0; i < lp->n; i++) {
+        if (load_probed(r, lp->it[i].path, probe_verdict(&pl, lp->it[i].path)) != FL_OK) {
+            fl_log(FL_LOG_WARN, "%s", fl_err_msg());
+            refused += lp->it[i].from_dir;
+        }
+        free(lp->it[i].path);
+    }
+    free(lp->it);
+    probe_list_free(&pl);
     return refused;
 }
 
-size_t fl_registry_load_dir(fl_registry *r, const char *dir) { return load_dir_depth(r, dir, 2); }
+size_t fl_registry_load_dir(fl_registry *r, const char *dir)
+{
+    load_plan lp = { 0 };
+    plan_dir(&lp, dir, 2);
+    return load_plan_run(r, &lp);
+}
 
 void fl_registry_load_defaults(fl_registry *r)
 {
@@ -448,8 +686,8 @@ void fl_registry_load_defaults(fl_registry *r)
         size_t rl = strlen(FL_BUILD_ROOT);
         in_build = strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/';
     }
-    if (in_build) fl_registry_load_dir(r, FL_BUILD_PLUGIN_DIR);
-    else fl_registry_load_dir(r, FL_INSTALL_PLUGIN_DIR);
+    load_plan lp = { 0 };
+    plan_dir(&lp, in_build ? FL_BUILD_PLUGIN_DIR : FL_INSTALL_PLUGIN_DIR, 2);
 
     const char *env = getenv("FLOWLAB_PLUGIN_PATH");
     if (env && *env) {
@@ -457,14 +695,12 @@ void fl_registry_load_defaults(fl_registry *r)
         for (char *save = NULL, *tok = copy ? strtok_r(copy, ":", &save) : NULL; tok;
              tok = strtok_r(NULL, ":", &save)) {
             struct stat sb;
-            if (stat(tok, &sb) == 0 && S_ISREG(sb.st_mode)) {
-                if (fl_registry_load(r, tok) != FL_OK) fl_log(FL_LOG_WARN, "%s", fl_err_msg());
-            } else {
-                fl_registry_load_dir(r, tok);
-            }
+            if (stat(tok, &sb) == 0 && S_ISREG(sb.st_mode)) plan_add(&lp, tok, 0);
+            else plan_dir(&lp, tok, 2);
         }
         free(copy);
     }
+    load_plan_run(r, &lp);
 }
 
 const fl_comp_rec *fl_registry_find(const fl_registry *r, fl_kind kind, const char *name)

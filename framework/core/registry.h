@@ -41,19 +41,32 @@ typedef struct fl_registry {
 fl_registry *fl_registry_new(void);
 void fl_registry_free(fl_registry *r);
 
-/* Loads one plugin file. On refusal returns non-OK with fl_err set to
- * "PATH: reason" and records the message in r->refused; the registry is
- * unchanged. Loading the same file twice is a no-op. */
+/* How long a plugin's probe may take before it is killed and refused. */
+#define FL_PLUGIN_PROBE_TIMEOUT_MS 10000
+
+/* Loads one plugin file. On refusal returns non-OK (FL_ERR_ABI) with fl_err
+ * set to "plugin PATH refused: reason" and records the message in
+ * r->refused; the registry is unchanged. Loading the same file twice is a
+ * no-op. Each file is first loaded in a forked child (dlopen and the entry
+ * point, then _exit): one that crashes, calls exit() or abort(), or hangs
+ * there for FL_PLUGIN_PROBE_TIMEOUT_MS is refused with the signal or exit
+ * status, and the caller carries on. Its entry point therefore runs twice
+ * and must have no effect beyond registering. Call it before any OpenMP
+ * parallel region has run (at start-up, as the commands do): a forked
+ * child cannot use OpenMP's thread pool. */
 fl_status fl_registry_load(fl_registry *r, const char *path);
 
-/* Loads every *.so under `dir` (two levels deep). Refusals are logged as
- * warnings and recorded; returns the number refused. A missing directory
- * is not an error. */
+/* Loads every *.so under `dir` (two levels deep, sorted). Refusals are
+ * logged as warnings and recorded; returns the number refused. A missing
+ * directory is not an error. The files are probed as fl_registry_load
+ * says, all in one child process (a new one after each culprit). */
 size_t fl_registry_load_dir(fl_registry *r, const char *dir);
 
 /* The default search: the build tree's plugin folder when the program runs
- * from the build tree, else the install folder; then every directory of
- * FLOWLAB_PLUGIN_PATH (colon-separated). */
+ * from the build tree, else the install folder; then every file or
+ * directory of FLOWLAB_PLUGIN_PATH (colon-separated). Refusals are logged
+ * as warnings and recorded; all the files are probed in one child process
+ * (a new one after each culprit), as fl_registry_load says. */
 void fl_registry_load_defaults(fl_registry *r);
 
 const fl_comp_rec *fl_registry_find(const fl_registry *r, fl_kind kind, const char *name);

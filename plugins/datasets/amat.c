@@ -217,10 +217,12 @@ static fl_status load_amat(const fl_host *h, fl_ctx *cx, const char *path, uint3
         h->error(cx, "%s: out of memory", path);
         st = FL_ERR_NOMEM;
     }
+    uint64_t total = 0;
     while (st == FL_OK) {
         int got = gzread(g, buf, (unsigned)cap);
         if (got < 0) break;
         if (got == 0) break;
+        total += (uint64_t)got;
         st = parse_chunk(&p, buf, (size_t)got);
     }
     if (st == FL_OK) {
@@ -236,6 +238,7 @@ static fl_status load_amat(const fl_host *h, fl_ctx *cx, const char *path, uint3
             st = FL_ERR_FORMAT;
         }
     }
+    if (st == FL_OK && !gzdirect(g)) st = fl_gz_check_end(h, cx, path, total);
     /* A last line without a newline still counts. */
     if (st == FL_OK && p.tok_len) st = end_token(&p);
     if (st == FL_OK && p.count) st = end_line(&p);

@@ -7,7 +7,9 @@
  * valid and test come from their own files. Columns are standardised with
  * the training split's mean and standard deviation; the log-determinant of
  * that map is logged so NLLs can be converted to the original units. */
+#define _POSIX_C_SOURCE 200809L /* getline */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,9 +50,18 @@ static void table_free(table *t)
     t->v = NULL;
 }
 
+/* Values a model can hold: rows are standardised in double, but read as
+ * fl_real, and a value past its largest would become infinite. Values
+ * below its smallest normal number are rounded toward 0 like any value is
+ * rounded to its precision (strtod's underflow included). */
+#define CSV_REAL_MAX (sizeof(fl_real) == sizeof(float) ? (double)FLT_MAX : DBL_MAX)
+
+enum { CSV_NAN = 1, CSV_BIG = 2 };
+
 /* Parses one line into `out` (at most `cap` values); returns the count,
- * or -1-k when field k is not a number. */
-static long parse_line(char *s, double *out, size_t cap)
+ * or -1-k when field k is bad, *why saying how (CSV_NAN: not a number,
+ * CSV_BIG: too large for fl_real). */
+static long parse_line(char *s, double *out, size_t cap, int *why)
 {
     long n = 0;
     char *p = s;
@@ -60,13 +71,40 @@ static long parse_line(char *s, double *out, size_t cap)
         char *end;
         errno = 0;
         double v = strtod(p, &end);
-        if (end == p || errno == ERANGE || !isfinite(v) ||
+        *why = CSV_NAN;
+        if (end == p ||
             !(*end == 0 || *end == ',' || *end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
             return -1 - n;
+        /* ERANGE with a finite result is an underflow: rounded, kept */
+        if (!isfinite(v) && errno != ERANGE) return -1 - n; /* "nan", "inf" */
+        *why = CSV_BIG;
+        if (!isfinite(v) || fabs(v) > CSV_REAL_MAX) return -1 - n;
         if ((size_t)n < cap) out[n] = v;
         n++;
         p = end;
     }
+}
+
+/* The field (1-based) that byte `at` of `s` falls in. */
+static long field_at(const char *s, size_t at)
+{
+    long k = 0;
+    int in = 0;
+    for (size_t i = 0; i <= at; i++) {
+        int sep = s[i] == ' ' || s[i] == '\t' || s[i] == ',';
+        if (!sep && !in) k++;
+        in = !sep;
+    }
+    return k ? k : 1;
+}
+
+static void bad_field(const fl_host *h, fl_ctx *cx, const char *path, size_t lineno, long k,
+                      int why)
+{
+    if (why == CSV_BIG)
+        h->error(cx, "%s:%zu: field %ld is too large for fl_real (%s, at most %.9g)", path, lineno,
+                 k, FL_REAL_NAME, CSV_REAL_MAX);
+    else h->error(cx, "%s:%zu: field %ld is not a number", path, lineno, k);
 }
 
 static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
@@ -76,18 +114,23 @@ static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
         h->error(cx, "cannot open %s: %s", path, strerror(errno));
         return FL_ERR_IO;
     }
-    size_t cap_rows = 1024, lineno = 0, cap_line = 1 << 16;
-    char *line = malloc(cap_line);
+    size_t cap_rows = 1024, lineno = 0, cap_line = 0;
+    char *line = NULL;
     double *row = NULL;
     memset(t, 0, sizeof *t);
     t->v = malloc(cap_rows * sizeof(double) * 1);
-    fl_status st = line && t->v ? FL_OK : FL_ERR_NOMEM;
-    int first = 1;
-    while (st == FL_OK && fgets(line, (int)cap_line, f)) {
+    fl_status st = t->v ? FL_OK : FL_ERR_NOMEM;
+    int first = 1, why = 0;
+    ssize_t got;
+    errno = 0;
+    while (st == FL_OK && (got = getline(&line, &cap_line, f)) >= 0) {
         lineno++;
-        size_t len = strlen(line);
-        if (len == cap_line - 1 && line[len - 1] != '\n') {
-            h->error(cx, "%s:%zu: line longer than %zu characters", path, lineno, cap_line - 2);
+        size_t len = (size_t)got;
+        /* A NUL would end the line early, dropping the fields after it. */
+        const char *nul = memchr(line, 0, len);
+        if (nul) {
+            h->error(cx, "%s:%zu: field %ld contains a NUL byte", path, lineno,
+                     field_at(line, (size_t)(nul - line)));
             st = FL_ERR_FORMAT;
             break;
         }
@@ -96,13 +139,13 @@ static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
         if (*p == '#' || *p == '\n' || *p == '\r' || !*p) continue;
         if (!t->cols) {
             /* Count fields of the first data-or-header line. */
-            long n = parse_line(p, NULL, 0);
+            long n = parse_line(p, NULL, 0, &why);
             if (n < 0) {
-                if (first) { /* a header */
+                if (first && why == CSV_NAN) { /* a header */
                     first = 0;
                     continue;
                 }
-                h->error(cx, "%s:%zu: field %ld is not a number", path, lineno, -n);
+                bad_field(h, cx, path, lineno, -n, why);
                 st = FL_ERR_FORMAT;
                 break;
             }
@@ -117,9 +160,9 @@ static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
             }
         }
         first = 0;
-        long n = parse_line(p, row, t->cols);
+        long n = parse_line(p, row, t->cols, &why);
         if (n < 0) {
-            h->error(cx, "%s:%zu: field %ld is not a number", path, lineno, -n);
+            bad_field(h, cx, path, lineno, -n, why);
             st = FL_ERR_FORMAT;
             break;
         }
@@ -142,7 +185,7 @@ static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
         t->rows++;
     }
     if (st == FL_OK && ferror(f)) {
-        h->error(cx, "cannot read %s", path);
+        h->error(cx, "cannot read %s: %s", path, strerror(errno));
         st = FL_ERR_IO;
     }
     if (st == FL_OK && t->rows == 0) {

@@ -189,6 +189,8 @@ static fl_status load_idx(const fl_host *h, fl_ctx *cx, const char *path, const 
         } else if (note[0]) {
             h->error(cx, "%s: the compressed file is corrupt (zlib: %s)", path, note);
             st = is_errno ? FL_ERR_IO : FL_ERR_FORMAT;
+        } else if (!gzdirect(g)) {
+            st = fl_gz_check_end(h, cx, path, sizeof hd + want);
         }
     }
     gzclose(g);

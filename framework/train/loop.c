@@ -79,12 +79,21 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     fl_buf metrics = { 0 };
     uint64_t step0 = 0;
     double time0 = 0; /* train_seconds before this session (resumed) */
-    if (resume && rundir) st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0);
+    /* The checkpoints' run record: the experiment's hash (a resume refuses
+     * another experiment) and the open evaluation interval (a resumed run's
+     * next training mean is the uninterrupted run's). */
+    fl_checkpoint_run rec = { 0, 0, 0 };
+    if (rundir) st = fl_resume_hash(e, &rec.config_hash);
+    if (st == FL_OK && resume && rundir) {
+        const uint64_t hash = rec.config_hash;
+        st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics, &time0, &rec);
+        rec.config_hash = hash;
+    }
     if (metrics.len == 0) metrics_header(t, &metrics);
 
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
-    double interval_sum = 0, train_time = time0;
-    uint64_t interval_n = 0;
+    double interval_sum = rec.interval_sum, train_time = time0;
+    uint64_t interval_n = rec.interval_n;
     fl_progress prog;
     fl_progress_start(&prog, "train", steps, (uint64_t)fl_exp_int(&e->train, "log_every"));
     char status[160] = "", line[256];
@@ -115,8 +124,11 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
                 fl_log(FL_LOG_INFO, "step %llu: %s", (unsigned long long)done, line);
             }
         }
-        if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps)
-            st = fl_run_save(e, rundir, &opt, &ema, done);
+        if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps) {
+            rec.interval_sum = interval_sum;
+            rec.interval_n = interval_n;
+            st = fl_run_save(e, rundir, &opt, &ema, done, &rec);
+        }
         t->status(e, run, done, steps, value, status, sizeof status);
         fl_progress_update(&prog, done, status);
     }
@@ -139,7 +151,11 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     out->session_steps = opt.t - step0;
     out->seconds = train_time;
     out->session_seconds = train_time - time0;
-    if (st == FL_OK && rundir) st = fl_run_save(e, rundir, &opt, &ema, opt.t);
+    if (st == FL_OK && rundir) {
+        rec.interval_sum = interval_sum;
+        rec.interval_n = interval_n;
+        st = fl_run_save(e, rundir, &opt, &ema, opt.t, &rec);
+    }
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_buf_free(&metrics);
     fl_run_optim_free(&opt, &ema, live);

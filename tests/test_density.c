@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "tasks/task.h"
 #include "tasks/task_density.h"
+#include "train/checkpoint.h"
 #include "train/loop.h"
 
 SUITE(density);
@@ -458,4 +459,89 @@ Test(density, resume_without_a_checkpoint_starts_afresh_only_in_a_run_directory,
     free(err);
     remove_tree(dir);
     remove_tree(tmp);
+}
+
+/* A registry with the built-in plugins and nan-shift (tests/plugins/nan_flow.c). */
+static fl_registry *with_nan_flow(void)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *p = fl_strfmt("%s/nan_flow.so", test_env("FLOWLAB_TEST_DIR"));
+    cr_assert_eq(fl_registry_load(r, p), FL_OK, "%s", fl_err_msg());
+    free(p);
+    return r;
+}
+
+/* Issue 13: the first non-finite value is traced to the layer that made it,
+ * in training (with the step), evaluation and sampling; the training run
+ * stops, and its last checkpoint (before the bad step) stays on disk. */
+Test(density, a_non_finite_value_names_its_layer_and_keeps_the_last_checkpoint, .timeout = 120)
+{
+    fl_registry *r = with_nan_flow();
+    char *dir = make_tmpdir();
+    static const char *const train[] = { "train.steps=20", "train.checkpoint_every=2",
+                                         "data.test_size=100", "flow.9.type=nan-shift",
+                                         "flow.9.train_call=5", "flow.9.what=logdet", NULL };
+    fl_density_result res;
+    fl_experiment *e = quickstart(r, train);
+    cr_expect_eq(fl_density_train(e, dir, 0, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.9] nan-shift: non-finite logdet at step 5, row 17 (nan)");
+    fl_experiment_free(e);
+    char *ck = fl_strfmt("%s/checkpoint.flc", dir);
+    uint64_t step = 0;
+    fl_checkpoint_run rec;
+    cr_assert_eq(fl_checkpoint_peek(ck, &step, &rec), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(step, 4, "the checkpoint on disk is at step %llu, not 4",
+                 (unsigned long long)step);
+    free(ck);
+
+    /* evaluation: the output of the layer, outside training */
+    static const char *const ev[] = { "data.test_size=100", "flow.9.type=nan-shift",
+                                      "flow.9.eval=true", NULL };
+    e = quickstart(r, ev);
+    fl_real x[2 * 40] = { 0 };
+    double mean, se;
+    cr_expect_eq(fl_density_nll(e, x, 40, &mean, &se), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.9] nan-shift: non-finite output in evaluation, row 17");
+    fl_experiment_free(e);
+
+    /* sampling: the inverse */
+    static const char *const inv[] = { "data.test_size=100", "flow.9.type=nan-shift",
+                                       "flow.9.inverse=true", NULL };
+    e = quickstart(r, inv);
+    fl_real out[2 * 40];
+    cr_expect_eq(fl_density_sample(e, 40, fl_rng_key_make(1, "t"), out), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(),
+                    "[flow.9] nan-shift: non-finite output in sampling (inverse), row 17");
+    fl_experiment_free(e);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* Issue 13: the quickstart at lr = 10 diverges: the run stops at a named
+ * step, saying the loss diverged, instead of finishing with a test NLL of
+ * 1e27. At the default lr it does not stop (diverge_factor's default). */
+Test(density, a_diverging_run_stops_and_names_the_step, .timeout = 120)
+{
+    fl_registry *r = with_nan_flow();
+    char *dir = make_tmpdir();
+    static const char *const lr10[] = { "train.steps=200", "train.lr=10",
+                                        "data.test_size=100", NULL };
+    fl_density_result res;
+    fl_experiment *e = quickstart(r, lr10);
+    cr_expect_eq(fl_density_train(e, dir, 0, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "step ");
+    assert_contains(fl_err_msg(), "the training loss diverged");
+    fl_experiment_free(e);
+    /* a looser factor lets it run on, until its loss is not finite */
+    static const char *const off[] = { "train.steps=200", "train.lr=10",
+                                       "train.diverge_factor=0", "data.test_size=100", NULL };
+    e = quickstart(r, off);
+    fl_status st = fl_density_train(e, NULL, 0, &res);
+    cr_expect(st != FL_OK || !(res.test_nll < 100),
+              "lr = 10 without the check gave a test NLL of %g", res.test_nll);
+    fl_experiment_free(e);
+    remove_tree(dir);
+    fl_registry_free(r);
 }

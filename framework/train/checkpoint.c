@@ -1,6 +1,7 @@
 /* checkpoint.c - atomic, checksummed checkpoints. */
 #include "train/checkpoint.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -232,5 +233,20 @@ fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl
     if (run) read_run_record(data, size, version, run);
     if (step) *step = st_step;
     free(data);
+    return FL_OK;
+}
+
+fl_status fl_params_finite(const fl_arena *a, const char *dir)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        const fl_param_rec *p = &a->p[i];
+        for (size_t j = 0; j < p->size; j++)
+            if (!isfinite(a->theta[p->offset + j])) {
+                fl_err("%s/checkpoint.flc: parameter %s[%zu] is not finite (%g): the run "
+                       "diverged; this model cannot be used",
+                       dir, p->name, j, (double)a->theta[p->offset + j]);
+                return FL_ERR_NUMERIC;
+            }
+    }
     return FL_OK;
 }

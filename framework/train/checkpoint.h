@@ -53,4 +53,9 @@ fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl
  * naming the file. */
 fl_status fl_checkpoint_peek(const char *path, uint64_t *step, fl_checkpoint_run *run);
 
+/* FL_OK when every parameter in a's theta is finite; else FL_ERR_NUMERIC
+ * and one fl_err line naming dir/checkpoint.flc, the tensor and the index
+ * (a diverged run's checkpoint: sampling from it would print nan). */
+fl_status fl_params_finite(const fl_arena *a, const char *dir);
+
 #endif

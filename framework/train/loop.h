@@ -25,6 +25,10 @@ typedef struct fl_metric_col {
 #define FL_COL_TRAIN 1u
 /* Left empty when the value is not finite (e.g. no reference log Z). */
 #define FL_COL_OPTIONAL 2u
+/* On the FL_COL_TRAIN column: the step value is a bound to maximise (the
+ * loss is its negative); without it, a loss to minimise. The divergence
+ * check ([train] diverge_factor) reads the direction from it. */
+#define FL_COL_BOUND 4u
 
 /* A task's side of the loop. `run` is the task's per-run state (its step
  * buffers, evaluation data and last results), made before fl_train_loop
@@ -65,7 +69,12 @@ typedef struct fl_train_summary {
     double session_seconds; /* this session's training time */
 } fl_train_summary;
 
-/* Trains e for fl_experiment_steps(e) steps with t's step. With `rundir`
+/* Trains e for fl_experiment_steps(e) steps with t's step. Stops with
+ * FL_ERR_NUMERIC (fl_err naming the step) when a step value is not finite,
+ * when the running mean of the loss rises more than [train] diverge_factor
+ * x max(1, |best|) above its best, or when the parameters are not finite
+ * at a checkpoint: nothing is saved then, so rundir keeps its last good
+ * checkpoint. With `rundir`
  * (may be NULL) writes metrics.csv after every evaluation and
  * checkpoint.flc at [train] checkpoint_every and at the end (atomically);
  * with `resume` first continues from rundir/checkpoint.flc when there is

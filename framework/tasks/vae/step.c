@@ -344,7 +344,7 @@ fl_status fl_vae_validate(fl_experiment *e, void *p)
 }
 
 const fl_metric_col fl_vae_columns[FL_VAE_N_COLS] = {
-    { "train_bound", "%.6f", FL_COL_TRAIN },
+    { "train_bound", "%.6f", FL_COL_TRAIN | FL_COL_BOUND },
     { "valid_elbo", "%.6f", 0 },
     { "valid_iwae", "%.6f", 0 },
     { "lr", "%.6g", 0 },

@@ -172,7 +172,7 @@ fl_status fl_vi_validate(fl_experiment *e, void *p)
 }
 
 const fl_metric_col fl_vi_columns[FL_VI_N_COLS] = {
-    { "beta", "%.4f", 0 },          { "train_bound", "%.6f", FL_COL_TRAIN },
+    { "beta", "%.4f", 0 },          { "train_bound", "%.6f", FL_COL_TRAIN | FL_COL_BOUND },
     { "elbo", "%.6f", 0 },          { "elbo_se", "%.6f", 0 },
     { "logz_is", "%.6f", 0 },       { "logz_ess", "%.1f", 0 },
     { "logz_ref", "%.6f", FL_COL_OPTIONAL }, { "kl", "%.6f", FL_COL_OPTIONAL },

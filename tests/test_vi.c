@@ -481,6 +481,15 @@ Test(vi, a_non_finite_layer_and_a_divergence_stop_the_run, .timeout = 120)
     assert_contains(fl_err_msg(), "[flow.2] nan-shift: non-finite output at step 3, row 5 (nan)");
     fl_experiment_free(e);
 
+    /* the evaluation (the ELBO's samples through the flows) */
+    static const char *const nan_eval[] = { "flow.2.type=nan-shift", "flow.2.eval=true",
+                                            "flow.2.row=5", "vi.elbo_samples=500",
+                                            "vi.logz_samples=500", NULL };
+    e = vi_exp(r, "u1", 2, "t-elbo", 1, nan_eval);
+    cr_expect_eq(fl_vi_evaluate(e, NAN, NULL, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.2] nan-shift: non-finite output in evaluation, row 5");
+    fl_experiment_free(e);
+
     static const char *const lr10[] = { "train.batch=32", "train.steps=300", "train.lr=10",
                                         "vi.elbo_samples=500", "vi.logz_samples=500", NULL };
     e = vi_exp(r, "u1", 8, "t-elbo", 1, lr10);

@@ -6,7 +6,10 @@
 
 #include "common.h"
 #include "core/log.h"
+#include "tasks/task.h"
 #include "tasks/task_density.h"
+#include "train/checkpoint.h"
+#include "train/loop.h"
 
 SUITE(density);
 
@@ -94,38 +97,152 @@ Test(density, quickstart_trains_and_samples_moons, .timeout = 120)
     fl_registry_free(r);
 }
 
+/* The density task's step, failing at step `fail_step`: a run "killed"
+ * between checkpoints (a failed step writes nothing more). */
+static uint64_t fail_step;
+static fl_status (*real_step)(fl_experiment *, void *, uint64_t, double *);
+static fl_status failing_step(fl_experiment *e, void *run, uint64_t step, double *value)
+{
+    if (step == fail_step) {
+        fl_err("stopped at step %llu by the test", (unsigned long long)step);
+        return FL_ERR_INTERNAL;
+    }
+    return real_step(e, run, step, value);
+}
+
+/* Trains e in dir through the shared loop with a step that fails at step
+ * `at`: what a kill -9 after the checkpoint before `at` leaves behind. */
+static void train_killed_at(fl_experiment *e, const char *dir, uint64_t at)
+{
+    const fl_task *t = fl_task_of(e);
+    fl_trainer tr = t->trainer;
+    real_step = tr.step;
+    fail_step = at;
+    tr.step = failing_step;
+    void *run = NULL;
+    fl_train_summary s;
+    cr_assert_eq(t->run_new(e, &run), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_train_loop(e, &tr, run, dir, 0, &s), FL_ERR_INTERNAL);
+    t->run_free(run);
+}
+
+/* metrics.csv of dir without its last column (train_seconds, a clock). */
+static char *metrics_without_seconds(const char *dir)
+{
+    char *p = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(fl_read_file(p, &text, &len), FL_OK, "%s", fl_err_msg());
+    fl_buf b = { 0 };
+    for (char *l = text; *l;) {
+        char *nl = strchr(l, '\n'), *end = nl ? nl : l + strlen(l), *c = end;
+        while (c > l && c[-1] != ',') c--;
+        fl_buf_write(&b, l, (size_t)(c - l));
+        fl_buf_printf(&b, "\n");
+        l = nl ? nl + 1 : end;
+    }
+    free(text);
+    free(p);
+    return b.data;
+}
+
 /* An interrupted run resumed from its checkpoint ends exactly where an
- * uninterrupted one does: same data order, optimizer state and average. */
+ * uninterrupted one does: parameters (the test NLL) and metrics.csv (but
+ * for train_seconds), including the training mean of the evaluation
+ * interval the kill cut (steps 51-100, checkpoint at 90): the checkpoint
+ * carries the interval's sum and count. */
 Test(density, a_resumed_run_matches_an_uninterrupted_one, .timeout = 120)
 {
     fl_runtime_init();
     fl_log_set_level(FL_LOG_WARN);
     fl_registry *r = load_builtin_plugins();
-    char *dir = make_tmpdir();
-    static const char *const full[] = { "train.steps=120", "data.test_size=500", NULL };
-    static const char *const half[] = { "train.steps=60", "data.test_size=500", NULL };
-    fl_density_result a, b, c;
+    char *da = make_tmpdir(), *db = make_tmpdir();
+    static const char *const full[] = { "train.steps=120", "train.eval_every=50",
+                                        "train.checkpoint_every=30", "data.test_size=500", NULL };
+    fl_density_result a, c;
     fl_experiment *e = quickstart(r, full);
-    cr_assert_eq(fl_density_train(e, NULL, 0, &a), FL_OK, "%s", fl_err_msg());
-    fl_experiment_free(e);
-    e = quickstart(r, half); /* "interrupted" after 60 steps */
-    cr_assert_eq(fl_density_train(e, dir, 0, &b), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(e, da, 0, &a), FL_OK, "%s", fl_err_msg());
     fl_experiment_free(e);
     e = quickstart(r, full);
-    cr_assert_eq(fl_density_train(e, dir, 1, &c), FL_OK, "%s", fl_err_msg());
+    train_killed_at(e, db, 95);
+    fl_experiment_free(e);
+    char *mid = metrics_without_seconds(db);
+    assert_not_contains(mid, "\n100,");
+    e = quickstart(r, full);
+    cr_assert_eq(fl_density_train(e, db, 1, &c), FL_OK, "%s", fl_err_msg());
     fl_experiment_free(e);
     cr_expect_eq(c.steps, 120);
     cr_expect_eq(a.test_nll, c.test_nll, "uninterrupted %.9g, resumed %.9g", a.test_nll,
                  c.test_nll);
-    cr_expect_neq(a.test_nll, b.test_nll);
-    /* metrics.csv keeps the first run's rows and adds the resumed ones */
-    char *mp = fl_strfmt("%s/metrics.csv", dir), *text = NULL;
-    size_t len = 0;
-    cr_assert_eq(fl_read_file(mp, &text, &len), FL_OK);
-    assert_contains(text, "\n60,");
-    assert_contains(text, "\n120,");
-    free(text);
-    free(mp);
+    char *ma = metrics_without_seconds(da), *mc = metrics_without_seconds(db);
+    assert_contains(ma, "\n50,");
+    assert_contains(ma, "\n100,");
+    assert_contains(ma, "\n120,");
+    cr_expect_str_eq(mc, ma, "resumed metrics.csv\n%s\nuninterrupted\n%s", mc, ma);
+    free(mid);
+    free(ma);
+    free(mc);
+    remove_tree(da);
+    remove_tree(db);
+    fl_registry_free(r);
+}
+
+/* The bytes of dir/name (NULL when missing). */
+static char *file_bytes(const char *dir, const char *name, size_t *len)
+{
+    char *p = fl_strfmt("%s/%s", dir, name), *text = NULL;
+    fl_status st = fl_read_file(p, &text, len);
+    free(p);
+    return st == FL_OK ? text : NULL;
+}
+
+/* A checkpoint is continued only by its own experiment and within its
+ * steps: another seed or learning rate, or fewer steps than the checkpoint
+ * has taken, is refused with a message, and the run directory is left as
+ * it was. Keys that may change (steps, eval_every) are accepted. */
+Test(density, resume_refuses_another_experiment_and_too_few_steps, .timeout = 120)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *dir = make_tmpdir();
+    static const char *const half[] = { "train.steps=40", "data.test_size=200", NULL };
+    fl_density_result res;
+    fl_experiment *e = quickstart(r, half);
+    cr_assert_eq(fl_density_train(e, dir, 0, &res), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    size_t lc0, lm0, lc1, lm1;
+    char *ck0 = file_bytes(dir, "checkpoint.flc", &lc0), *mt0 = file_bytes(dir, "metrics.csv", &lm0);
+    cr_assert(ck0 && mt0);
+    static const char *const other_seed[] = { "train.steps=80", "data.test_size=200",
+                                              "experiment.seed=3", NULL };
+    static const char *const other_lr[] = { "train.steps=80", "data.test_size=200",
+                                            "train.lr=0.01", NULL };
+    static const char *const too_few[] = { "train.steps=30", "data.test_size=200", NULL };
+    const char *const *cases[] = { other_seed, other_lr, too_few };
+    const char *why[] = { "saved by a run of another experiment", "another experiment",
+                          "at step 40, past the 30 steps of this experiment" };
+    for (int i = 0; i < 3; i++) {
+        e = quickstart(r, cases[i]);
+        fl_err_clear();
+        cr_expect_eq(fl_density_train(e, dir, 1, &res), FL_ERR_INVALID, "case %d resumed", i);
+        assert_contains(fl_err_msg(), "checkpoint.flc");
+        assert_contains(fl_err_msg(), why[i]);
+        fl_experiment_free(e);
+        char *ck1 = file_bytes(dir, "checkpoint.flc", &lc1), *mt1 = file_bytes(dir, "metrics.csv", &lm1);
+        cr_expect(ck1 && lc1 == lc0 && memcmp(ck1, ck0, lc0) == 0, "case %d changed the checkpoint", i);
+        cr_expect(mt1 && lm1 == lm0 && memcmp(mt1, mt0, lm0) == 0, "case %d changed metrics.csv", i);
+        free(ck1);
+        free(mt1);
+    }
+    /* the keys that may change */
+    static const char *const longer[] = { "train.steps=60", "train.eval_every=20",
+                                          "data.test_size=200", "eval.batch=700", NULL };
+    e = quickstart(r, longer);
+    cr_expect_eq(fl_density_train(e, dir, 1, &res), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(res.steps, 60);
+    fl_experiment_free(e);
+    free(ck0);
+    free(mt0);
     remove_tree(dir);
     fl_registry_free(r);
 }
@@ -342,4 +459,89 @@ Test(density, resume_without_a_checkpoint_starts_afresh_only_in_a_run_directory,
     free(err);
     remove_tree(dir);
     remove_tree(tmp);
+}
+
+/* A registry with the built-in plugins and nan-shift (tests/plugins/nan_flow.c). */
+static fl_registry *with_nan_flow(void)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    char *p = fl_strfmt("%s/nan_flow.so", test_env("FLOWLAB_TEST_DIR"));
+    cr_assert_eq(fl_registry_load(r, p), FL_OK, "%s", fl_err_msg());
+    free(p);
+    return r;
+}
+
+/* Issue 13: the first non-finite value is traced to the layer that made it,
+ * in training (with the step), evaluation and sampling; the training run
+ * stops, and its last checkpoint (before the bad step) stays on disk. */
+Test(density, a_non_finite_value_names_its_layer_and_keeps_the_last_checkpoint, .timeout = 120)
+{
+    fl_registry *r = with_nan_flow();
+    char *dir = make_tmpdir();
+    static const char *const train[] = { "train.steps=20", "train.checkpoint_every=2",
+                                         "data.test_size=100", "flow.9.type=nan-shift",
+                                         "flow.9.train_call=5", "flow.9.what=logdet", NULL };
+    fl_density_result res;
+    fl_experiment *e = quickstart(r, train);
+    cr_expect_eq(fl_density_train(e, dir, 0, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.9] nan-shift: non-finite logdet at step 5, row 17 (nan)");
+    fl_experiment_free(e);
+    char *ck = fl_strfmt("%s/checkpoint.flc", dir);
+    uint64_t step = 0;
+    fl_checkpoint_run rec;
+    cr_assert_eq(fl_checkpoint_peek(ck, &step, &rec), FL_OK, "%s", fl_err_msg());
+    cr_expect_eq(step, 4, "the checkpoint on disk is at step %llu, not 4",
+                 (unsigned long long)step);
+    free(ck);
+
+    /* evaluation: the output of the layer, outside training */
+    static const char *const ev[] = { "data.test_size=100", "flow.9.type=nan-shift",
+                                      "flow.9.eval=true", NULL };
+    e = quickstart(r, ev);
+    fl_real x[2 * 40] = { 0 };
+    double mean, se;
+    cr_expect_eq(fl_density_nll(e, x, 40, &mean, &se), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.9] nan-shift: non-finite output in evaluation, row 17");
+    fl_experiment_free(e);
+
+    /* sampling: the inverse */
+    static const char *const inv[] = { "data.test_size=100", "flow.9.type=nan-shift",
+                                       "flow.9.inverse=true", NULL };
+    e = quickstart(r, inv);
+    fl_real out[2 * 40];
+    cr_expect_eq(fl_density_sample(e, 40, fl_rng_key_make(1, "t"), out), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(),
+                    "[flow.9] nan-shift: non-finite output in sampling (inverse), row 17");
+    fl_experiment_free(e);
+    remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* Issue 13: the quickstart at lr = 10 diverges: the run stops at a named
+ * step, saying the loss diverged, instead of finishing with a test NLL of
+ * 1e27. At the default lr it does not stop (diverge_factor's default). */
+Test(density, a_diverging_run_stops_and_names_the_step, .timeout = 120)
+{
+    fl_registry *r = with_nan_flow();
+    char *dir = make_tmpdir();
+    static const char *const lr10[] = { "train.steps=200", "train.lr=10",
+                                        "data.test_size=100", NULL };
+    fl_density_result res;
+    fl_experiment *e = quickstart(r, lr10);
+    cr_expect_eq(fl_density_train(e, dir, 0, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "step ");
+    assert_contains(fl_err_msg(), "the training loss diverged");
+    fl_experiment_free(e);
+    /* a looser factor lets it run on, until its loss is not finite */
+    static const char *const off[] = { "train.steps=200", "train.lr=10",
+                                       "train.diverge_factor=0", "data.test_size=100", NULL };
+    e = quickstart(r, off);
+    fl_status st = fl_density_train(e, NULL, 0, &res);
+    cr_expect(st != FL_OK || !(res.test_nll < 100),
+              "lr = 10 without the check gave a test NLL of %g", res.test_nll);
+    fl_experiment_free(e);
+    remove_tree(dir);
+    fl_registry_free(r);
 }

@@ -213,12 +213,14 @@ run sweep "$DATA/sweep_fail.ini" --out failing --threads 1
 bad="failing/train.lr=10,experiment.seed=1"
 [ -s "$bad/failed.txt" ] || fail "the failing cell has no failed.txt"
 grep -q '^exit status 1$' "$bad/failed.txt" || fail "failed.txt: $(cat "$bad/failed.txt")"
-grep -q "the training loss is not finite" "$bad/failed.txt" || fail "failed.txt lacks the error line"
+# the step, and the layer when a flow produced the first non-finite value
+grep -Eq "the training loss (is not finite|diverged)|non-finite [a-z]+ at step [0-9]+" "$bad/failed.txt" ||
+    fail "failed.txt lacks the error line"
 [ -s "$bad/log.txt" ] || fail "the failing cell has no log.txt"
 for ok in "failing/train.lr=1e-3,experiment.seed=1" "failing/train.lr=1e-3,experiment.seed=2"; do
     [ -s "$ok/result.json" ] || fail "$ok did not finish"
 done
-grep -q '^3,"train.lr=10,experiment.seed=1",10,1,failed,1,[0-9.]*,"\?step [0-9]*: the training loss is not finite' failing/cells.csv ||
+grep -Eq '^3,"train.lr=10,experiment.seed=1",10,1,failed,1,[0-9.]*,"?(step [0-9]*: the training loss|\[flow[.0-9]*\] [a-z-]*: non-finite [a-z]* at step [0-9]*)' failing/cells.csv ||
     fail "cells.csv does not record the failure: $(cat failing/cells.csv)"
 grep -q '## Failed cells' failing/report.md || fail "report.md does not list the failed cell"
 [ "$(csv_value failing/report.csv failed train.lr=10)" = 1 ] || fail "report.csv: failed count"

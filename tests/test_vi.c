@@ -461,3 +461,41 @@ Test(vi, a_run_resumed_at_its_last_step_gives_its_results, .timeout = 120)
     remove_tree(dir);
     fl_registry_free(r);
 }
+
+/* Issue 13: a vi run whose flow yields NaN stops at the step, naming the
+ * layer; one at lr = 10 stops as diverged (or non-finite), naming the step,
+ * rather than finishing with a meaningless ELBO. */
+Test(vi, a_non_finite_layer_and_a_divergence_stop_the_run, .timeout = 120)
+{
+    fl_registry *r = registry();
+    char *p = fl_strfmt("%s/nan_flow.so", test_env("FLOWLAB_TEST_DIR"));
+    cr_assert_eq(fl_registry_load(r, p), FL_OK, "%s", fl_err_msg());
+    free(p);
+    static const char *const nan_at_3[] = { "train.batch=32", "train.steps=10",
+                                            "flow.2.type=nan-shift", "flow.2.train_call=3",
+                                            "flow.2.row=5", "vi.elbo_samples=500",
+                                            "vi.logz_samples=500", NULL };
+    fl_vi_result res;
+    fl_experiment *e = vi_exp(r, "u1", 2, "t-elbo", 1, nan_at_3);
+    cr_expect_eq(fl_vi_train(e, NULL, 0, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.2] nan-shift: non-finite output at step 3, row 5 (nan)");
+    fl_experiment_free(e);
+
+    /* the evaluation (the ELBO's samples through the flows) */
+    static const char *const nan_eval[] = { "flow.2.type=nan-shift", "flow.2.eval=true",
+                                            "flow.2.row=5", "vi.elbo_samples=500",
+                                            "vi.logz_samples=500", NULL };
+    e = vi_exp(r, "u1", 2, "t-elbo", 1, nan_eval);
+    cr_expect_eq(fl_vi_evaluate(e, NAN, NULL, &res), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.2] nan-shift: non-finite output in evaluation, row 5");
+    fl_experiment_free(e);
+
+    static const char *const lr10[] = { "train.batch=32", "train.steps=300", "train.lr=10",
+                                        "vi.elbo_samples=500", "vi.logz_samples=500", NULL };
+    e = vi_exp(r, "u1", 8, "t-elbo", 1, lr10);
+    cr_expect_eq(fl_vi_train(e, NULL, 0, &res), FL_ERR_NUMERIC, "lr = 10 finished: ELBO %g",
+                 res.elbo);
+    assert_contains(fl_err_msg(), "step ");
+    fl_experiment_free(e);
+    fl_registry_free(r);
+}

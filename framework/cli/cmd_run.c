@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
+#include "train/resume.h"
 #include "cli/cli.h"
 #include "model/experiment.h"
 #include "core/log.h"
@@ -193,6 +194,10 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         resume = ck && access(ck, R_OK) == 0;
         free(ck);
         if (!resume) st = restart_check(out, &in_place);
+        /* Nothing is written into DIR before it is known to hold this
+         * experiment's unfinished run (result.json absent, the same
+         * experiment, a checkpoint within its steps). */
+        else st = fl_resume_check(e, out);
         if (st != FL_OK) goto done;
     }
     if (resume || in_place) {

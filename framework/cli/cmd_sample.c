@@ -1,10 +1,12 @@
 /* cmd_sample.c - `flowlab sample`: draw from a trained model. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "train/checkpoint.h"
 #include "model/experiment.h"
 #include "tasks/task.h"
 #include "core/util.h"
@@ -57,12 +59,19 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
         fl_err("%s: the %s task does not sample", dir, t->model.name);
         st = FL_ERR_UNSUPPORTED;
     }
+    if (st == FL_OK) st = fl_params_finite(&e->arena, dir); /* a diverged run's checkpoint */
     const uint32_t d = st == FL_OK ? t->sample_dim(e) : 0;
     if (st == FL_OK) {
         x = fl_alloc((size_t)n * d * sizeof(fl_real));
         if (!x) st = FL_ERR_NOMEM;
     }
     if (st == FL_OK) st = t->sample(e, (uint64_t)n, seed, x);
+    for (size_t i = 0; st == FL_OK && i < (size_t)n * d; i++)
+        if (!isfinite(x[i])) { /* finite parameters, yet a sample overflowed */
+            fl_err("%s: sample %zu, coordinate %zu is not finite (%g): nothing written",
+                   dir, i / d, i % d, (double)x[i]);
+            st = FL_ERR_NUMERIC;
+        }
     if (st == FL_OK) {
         for (uint32_t j = 0; j < d; j++) fl_buf_printf(&b, j ? ",x%u" : "x%u", j);
         fl_buf_printf(&b, "\n");

@@ -47,6 +47,10 @@ static const fl_key train_keys[] = {
     { "lr_decay_steps", FL_KEY_INT, "1000", 1, 1e12, NULL,
       "exponential schedule: steps per decay factor" },
     { "iwae_rounds", FL_KEY_INT, "8", 1, 12, NULL, "iwae schedule: number of rounds i" },
+    { "diverge_factor", FL_KEY_REAL, "10", 0, 1e12, NULL,
+      "stop the run as diverged (exit 1, the last checkpoint kept, no result.json) when the "
+      "running mean of the training loss (over about 10 steps) rises more than this many "
+      "times max(1, |best|) above its best; a non-finite loss always stops it; 0 = off" },
 };
 
 static const fl_key eval_keys[] = {
@@ -403,6 +407,11 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
         if (st != FL_OK) goto fail;
     }
     st = e->task->build(e); /* the task's model: e->model, the arena finalised */
+    if (st == FL_OK && e->task->flows && e->task->flows(e)) {
+        /* a task's flows name the layer that first yields a non-finite
+         * value (model/stack.h; under 1% of a step, docs/reliability.md) */
+        ((fl_stack *)e->task->flows(e))->check = 1;
+    }
     if (st != FL_OK) goto fail;
     warn_unused_steps(e, cfg);
     *out = e;

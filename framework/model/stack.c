@@ -1,6 +1,8 @@
 /* stack.c - building flow stacks from [flow.N] sections and running them. */
 #include "model/stack.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,6 +222,90 @@ fl_status fl_stack_ready(fl_stack *s)
     return FL_OK;
 }
 
+static uint64_t g_step; /* fl_stack_set_step */
+
+void fl_stack_set_step(uint64_t step) { g_step = step; }
+
+/* Where a stack call runs, for the messages of check_rows. */
+static void where_now(fl_mode mode, int inverse, uint32_t row, char *buf, size_t cap)
+{
+    if (g_step && mode == FL_MODE_TRAIN && !inverse)
+        snprintf(buf, cap, "at step %llu, row %u", (unsigned long long)g_step, row);
+    else if (g_step)
+        snprintf(buf, cap, "in the evaluation after step %llu, row %u",
+                 (unsigned long long)g_step, row);
+    else
+        snprintf(buf, cap, "%s, row %u", inverse ? "in sampling (inverse)" : "in evaluation",
+                 row);
+}
+
+/* Whether any of m values is NaN or infinite: their exponent bits are all
+ * ones, so adding one unit of the exponent's lowest bit carries into the
+ * sign bit. Integer operations the compiler vectorizes (isfinite in a loop
+ * it does not), so the check costs little beside a layer's own work. */
+static int any_nonfinite(const fl_real *y, size_t m)
+{
+#ifdef FL_REAL_DOUBLE
+    const uint64_t E = 0x7ff0000000000000ull, one = 0x0010000000000000ull;
+    uint64_t acc = 0, b;
+#else
+    const uint32_t E = 0x7f800000u, one = 0x00800000u;
+    uint32_t acc = 0, b;
+#endif
+    for (size_t i = 0; i < m; i++) {
+        memcpy(&b, &y[i], sizeof b);
+        acc |= (b & E) + one;
+    }
+    return (int)(acc >> (8 * sizeof acc - 1));
+}
+
+/* The first non-finite value among n rows of `dim` values (y) and of
+ * logdet (may be NULL): 0 when all are finite, else 1 (output) or 2
+ * (logdet) with its row and value. */
+static int first_nonfinite(uint32_t n, uint32_t dim, const fl_real *y, const fl_real *logdet,
+                           uint32_t *row, double *val)
+{
+    const size_t m = (size_t)n * dim;
+    if (any_nonfinite(y, m))
+        for (size_t i = 0; i < m; i++)
+            if (!isfinite(y[i])) {
+                *row = (uint32_t)(i / dim);
+                *val = (double)y[i];
+                return 1;
+            }
+    if (logdet && any_nonfinite(logdet, n))
+        for (uint32_t r = 0; r < n; r++)
+            if (!isfinite(logdet[r])) {
+                *row = r;
+                *val = (double)logdet[r];
+                return 2;
+            }
+    return 0;
+}
+
+/* fails with the layer's name when its output or logdet is not finite
+ * (l == NULL: the stack's input, before the first layer runs). */
+static fl_status check_rows(const fl_stack *s, const fl_layer *l, fl_mode mode, int inverse,
+                            uint32_t n, const fl_real *y, const fl_real *logdet)
+{
+    uint32_t row = 0;
+    double val = 0;
+    int what = first_nonfinite(n, s->dim, y, logdet, &row, &val);
+    if (!what) return FL_OK;
+    char where[96];
+    where_now(mode, inverse, row, where, sizeof where);
+    if (!l) {
+        const fl_layer *f = &s->L[inverse ? s->n - 1 : 0];
+        fl_err("[%s] %s: non-finite input %s (%g): it comes from before the flow layers "
+               "(the data, the base distribution or the encoder)",
+               f->cx->path, f->cls->base.name, where, val);
+    } else {
+        fl_err("[%s] %s: non-finite %s %s (%g)", l->cx->path, l->cls->base.name,
+               what == 1 ? "output" : "logdet", where, val);
+    }
+    return FL_ERR_NUMERIC;
+}
+
 static fl_status layer_fail(const fl_layer *l, const char *what, fl_status st)
 {
     return fl_comp_fail(st, "[%s] %s %s failed", l->cx->path, l->cls->base.name, what);
@@ -230,12 +316,18 @@ fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
 {
     s->act[0] = (fl_real *)x; /* read-only: layers get it as const input */
     fl_host_clear_error();
+    if (s->check && s->n) {
+        fl_status st = check_rows(s, NULL, mode, 0, n, x, logdet);
+        if (st != FL_OK) return st;
+    }
     for (size_t i = 0; i < s->n; i++) {
         fl_layer *l = &s->L[i];
         fl_flow_fwd a = { n, mode, s->arena->theta + l->block, s->act[i], s->act[i + 1], logdet,
                           c };
         fl_status st = l->cls->forward(l->self, &a);
         if (st != FL_OK) return layer_fail(l, "forward", st);
+        if (s->check && (st = check_rows(s, l, mode, 0, n, s->act[i + 1], logdet)) != FL_OK)
+            return st;
     }
     *u = s->act[s->n];
     return FL_OK;
@@ -266,6 +358,10 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
 {
     const fl_real *y = u;
     fl_host_clear_error();
+    if (s->check && s->n) {
+        fl_status st = check_rows(s, NULL, mode, 1, n, u, logdet);
+        if (st != FL_OK) return st;
+    }
     for (size_t i = s->n; i-- > 0;) {
         fl_layer *l = &s->L[i];
         if (!(l->cls->flags & FL_FLOW_HAS_INVERSE)) {
@@ -277,6 +373,7 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
         fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c };
         fl_status st = l->cls->inverse(l->self, &a);
         if (st != FL_OK) return layer_fail(l, "inverse", st);
+        if (s->check && (st = check_rows(s, l, mode, 1, n, out, logdet)) != FL_OK) return st;
         y = out;
     }
     return FL_OK;

@@ -25,7 +25,20 @@ typedef struct fl_stack {
     fl_arena *arena;      /* not owned */
     fl_real **act;        /* n+1 activations; act[0] is the caller's input */
     fl_real *g0, *g1;     /* gradient ping-pong */
+    int check;            /* check every layer's output and logdet for non-finite values
+                             (fl_stack_check; a task's stack has it on, the kit's off) */
 } fl_stack;
+
+/* Non-finite attribution: with s->check set, fl_stack_forward and
+ * fl_stack_inverse look at the input and at each layer's output rows and
+ * log-determinants as they are produced, and the first non-finite value
+ * fails the call with FL_ERR_NUMERIC and one fl_err line naming the layer,
+ * what and where: "[flow.3] affine-coupling: non-finite logdet at step
+ * 812, row 17 (nan)". Reads only: results are unchanged. */
+/* The training step the next stack calls belong to (1-based, as the
+ * messages count; 0 = not training: evaluation or sampling). Set by the
+ * training loop; process-wide (the loop runs one experiment at a time). */
+void fl_stack_set_step(uint64_t step);
 
 fl_stack *fl_stack_new(fl_arena *arena, uint64_t seed, uint32_t dim, uint32_t ctx_dim,
                        uint32_t max_rows);

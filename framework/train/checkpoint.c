@@ -1,6 +1,7 @@
 /* checkpoint.c - atomic, checksummed checkpoints. */
 #include "train/checkpoint.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -15,6 +16,14 @@ static void put64(fl_buf *b, uint64_t v) { fl_buf_write(b, &v, 8); }
 fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam *opt,
                              const fl_ema *ema, uint64_t step)
 {
+    return fl_checkpoint_save_run(path, a, opt, ema, step, NULL);
+}
+
+fl_status fl_checkpoint_save_run(const char *path, const fl_arena *a, const fl_adam *opt,
+                                 const fl_ema *ema, uint64_t step, const fl_checkpoint_run *run)
+{
+    const fl_checkpoint_run none = { 0, 0, 0 };
+    if (!run) run = &none;
     fl_buf b = { 0 };
     fl_buf_write(&b, MAGIC, 8);
     put32(&b, FL_CHECKPOINT_VERSION);
@@ -42,6 +51,9 @@ fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam 
         fl_buf_write(&b, &ema->decay, sizeof(double));
         fl_buf_write(&b, ema->avg, a->total * sizeof(fl_real));
     }
+    put64(&b, run->config_hash);
+    fl_buf_write(&b, &run->interval_sum, sizeof(double));
+    put64(&b, run->interval_n);
     if (b.failed) {
         fl_buf_free(&b);
         fl_err("%s: out of memory while writing the checkpoint", path);
@@ -71,6 +83,55 @@ static int get(reader *r, void *out, size_t n)
 fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema *ema,
                              int use_average, uint64_t *step)
 {
+    return fl_checkpoint_load_run(path, a, opt, ema, use_average, step, NULL);
+}
+
+/* The size of the run record at the end of a version-2 file (before the
+ * checksum): config hash, interval sum, interval count. */
+#define RUN_RECORD 24u
+
+/* The run record of a checked file of `version` (zeros for version 1). */
+static void read_run_record(const char *data, size_t size, uint32_t version,
+                            fl_checkpoint_run *run)
+{
+    memset(run, 0, sizeof *run);
+    if (version < 2) return;
+    const char *p = data + size - 4 - RUN_RECORD;
+    memcpy(&run->config_hash, p, 8);
+    memcpy(&run->interval_sum, p + 8, 8);
+    memcpy(&run->interval_n, p + 16, 8);
+}
+
+fl_status fl_checkpoint_peek(const char *path, uint64_t *step, fl_checkpoint_run *run)
+{
+    char *data;
+    size_t size;
+    fl_status st = fl_read_file(path, &data, &size);
+    if (st != FL_OK) return st;
+    uint32_t version = 0;
+    if (size < 24 + 4 + RUN_RECORD || memcmp(data, MAGIC, 8) != 0) {
+        free(data);
+        fl_err("%s: not a flowlab checkpoint (bad magic or truncated)", path);
+        return FL_ERR_FORMAT;
+    }
+    memcpy(&version, data + 8, 4);
+    uint32_t crc_file, crc = (uint32_t)crc32_z(0L, (const Bytef *)data, size - 4);
+    memcpy(&crc_file, data + size - 4, 4);
+    if (version < 1 || version > FL_CHECKPOINT_VERSION || crc != crc_file) {
+        free(data);
+        fl_err("%s: checkpoint is corrupt or of format version %u (this flowlab reads 1 to %u)",
+               path, version, FL_CHECKPOINT_VERSION);
+        return FL_ERR_FORMAT;
+    }
+    memcpy(step, data + 16, 8);
+    read_run_record(data, size, version, run);
+    free(data);
+    return FL_OK;
+}
+
+fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl_ema *ema,
+                                 int use_average, uint64_t *step, fl_checkpoint_run *run)
+{
     char *data;
     size_t size;
     fl_status st = fl_read_file(path, &data, &size);
@@ -88,9 +149,9 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema
     if (!get(&r, magic, 8) || memcmp(magic, MAGIC, 8) != 0)
         FAIL("%s: not a flowlab checkpoint (bad magic)", path);
     if (!get(&r, &version, 4)) FAIL("%s: checkpoint truncated in its header", path);
-    if (version != FL_CHECKPOINT_VERSION)
-        FAIL("%s: checkpoint format version %u, this flowlab reads version %u", path, version,
-             FL_CHECKPOINT_VERSION);
+    if (version < 1 || version > FL_CHECKPOINT_VERSION)
+        FAIL("%s: checkpoint format version %u, this flowlab reads versions 1 to %u", path,
+             version, FL_CHECKPOINT_VERSION);
     if (!get(&r, &rsize, 4)) FAIL("%s: checkpoint truncated in its header", path);
     if (rsize != sizeof(fl_real))
         FAIL("%s: checkpoint stores %u-byte reals, this build uses %zu-byte %s", path, rsize,
@@ -121,7 +182,7 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema
     }
     const int has_opt = flags & 1u, has_ema = (flags & 2u) != 0;
     size_t body = total * sizeof(fl_real) * (1 + (has_opt ? 2 : 0) + (has_ema ? 1 : 0)) +
-                  (has_opt ? 8 : 0) + (has_ema ? 16 : 0) + 4;
+                  (has_opt ? 8 : 0) + (has_ema ? 16 : 0) + (version >= 2 ? RUN_RECORD : 0) + 4;
     if (r.left != body)
         FAIL("%s: checkpoint truncated or padded: %zu bytes after the manifest, expected %zu",
              path, r.left, body);
@@ -169,7 +230,23 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema
         free(live);
     }
 #undef FAIL
+    if (run) read_run_record(data, size, version, run);
     if (step) *step = st_step;
     free(data);
+    return FL_OK;
+}
+
+fl_status fl_params_finite(const fl_arena *a, const char *dir)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        const fl_param_rec *p = &a->p[i];
+        for (size_t j = 0; j < p->size; j++)
+            if (!isfinite(a->theta[p->offset + j])) {
+                fl_err("%s/checkpoint.flc: parameter %s[%zu] is not finite (%g): the run "
+                       "diverged; this model cannot be used",
+                       dir, p->name, j, (double)a->theta[p->offset + j]);
+                return FL_ERR_NUMERIC;
+            }
+    }
     return FL_OK;
 }

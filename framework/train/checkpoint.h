@@ -6,7 +6,9 @@
  *   u64 total | u32 n_entries | u32 flags (1 = optimizer, 2 = average) |
  *   n_entries x (u32 name_len | name | u64 offset | u64 size) |
  *   theta[total] | [u64 adam_t | m[total] | v[total]] |
- *   [u64 ema_t | f64 decay | avg[total]] | u32 crc32 of all before
+ *   [u64 ema_t | f64 decay | avg[total]] |
+ *   u64 config_hash | f64 interval_sum | u64 interval_n (the run record, since version 2) |
+ *   u32 crc32 of all before
  * Written to a temporary file and renamed, so a crash never leaves a torn
  * checkpoint. Loading checks magic, version, sizeof(fl_real), the manifest
  * against the model, the length and the checksum, and says which failed. */
@@ -16,7 +18,18 @@
 #include "train/optim.h"
 #include "core/params.h"
 
-#define FL_CHECKPOINT_VERSION 1u
+/* Version 2 added the run record; version-1 files still load (their
+ * record reads as zeros: no hash to check, an empty interval). */
+#define FL_CHECKPOINT_VERSION 2u
+
+/* What a training run's checkpoint records besides the model, so that a
+ * resume can refuse another experiment and go on exactly. */
+typedef struct fl_checkpoint_run {
+    uint64_t config_hash;   /* fl_resume_config_hash of the run's resolved experiment (0 =
+                               unknown: a version-1 file or a save without a run) */
+    double interval_sum;    /* training loss summed over the open evaluation interval */
+    uint64_t interval_n;    /* steps in that interval */
+} fl_checkpoint_run;
 
 /* Saves theta, and the optimizer and the parameter average when not NULL
  * (an fl_ema with decay 0 counts as absent). */
@@ -28,5 +41,21 @@ fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam 
  * evaluation and sampling use. *step may be NULL. */
 fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema *ema,
                              int use_average, uint64_t *step);
+/* The same with a run record: saved from *run (NULL = zeros); loaded into
+ * *run when not NULL. */
+fl_status fl_checkpoint_save_run(const char *path, const fl_arena *a, const fl_adam *opt,
+                                 const fl_ema *ema, uint64_t step, const fl_checkpoint_run *run);
+fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl_ema *ema,
+                                 int use_average, uint64_t *step, fl_checkpoint_run *run);
+/* The step and run record of the checkpoint at `path` without a model
+ * (checks magic, version and checksum only; the manifest is checked when
+ * it is loaded). Errors: FL_ERR_IO (unreadable), FL_ERR_FORMAT, fl_err
+ * naming the file. */
+fl_status fl_checkpoint_peek(const char *path, uint64_t *step, fl_checkpoint_run *run);
+
+/* FL_OK when every parameter in a's theta is finite; else FL_ERR_NUMERIC
+ * and one fl_err line naming dir/checkpoint.flc, the tensor and the index
+ * (a diverged run's checkpoint: sampling from it would print nan). */
+fl_status fl_params_finite(const fl_arena *a, const char *dir);
 
 #endif

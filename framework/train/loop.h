@@ -28,6 +28,9 @@ typedef struct fl_trainer {
     uint32_t train_col;         /* cols[train_col] is the mean of the step values
                                    over the evaluation interval, filled by the loop
                                    (empty in the row of a closing evaluation) */
+    int train_is_bound;         /* 1: the step value is a bound to maximise (vae, vi; the
+                                   loss is its negative), 0: a loss to minimise; the
+                                   divergence check ([train] diverge_factor) reads it */
     /* Training step `step` (from 0): the gradient of the loss into the
      * arena's grad (zero on entry), the step's value (loss or bound, the
      * cols[train_col] column's) into *value. Allocates nothing. Errors set
@@ -60,7 +63,12 @@ typedef struct fl_train_summary {
     double session_seconds; /* this session's training time */
 } fl_train_summary;
 
-/* Trains e for fl_experiment_steps(e) steps with t's step. With `rundir`
+/* Trains e for fl_experiment_steps(e) steps with t's step. Stops with
+ * FL_ERR_NUMERIC (fl_err naming the step) when a step value is not finite,
+ * when the running mean of the loss rises more than [train] diverge_factor
+ * x max(1, |best|) above its best, or when the parameters are not finite
+ * at a checkpoint: nothing is saved then, so rundir keeps its last good
+ * checkpoint. With `rundir`
  * (may be NULL) writes metrics.csv after every evaluation and
  * checkpoint.flc at [train] checkpoint_every and at the end (atomically);
  * with `resume` first continues from rundir/checkpoint.flc when there is

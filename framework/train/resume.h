@@ -4,12 +4,31 @@
 #define FL_RESUME_H
 
 #include "model/experiment.h"
+#include "train/checkpoint.h"
 #include "train/optim.h"
 #include "core/util.h"
 
-/* When `rundir` holds checkpoint.flc: restores parameters, optimizer and
- * parameter average from it (the experiment must be built from the run's
- * config), sets *step0 to its step and appends to `metrics` the header and
+/* The keys a resume may change, as a phrase for messages and docs. */
+extern const char fl_resume_free_keys[];
+
+/* A hash of a resolved experiment's text (config.ini, fl_experiment_resolved)
+ * over every key but those a resume may change (fl_resume_free_keys);
+ * comments and blank lines do not count. Never 0. */
+uint64_t fl_resume_config_hash(const char *text, size_t len);
+/* fl_resume_config_hash of e's resolved experiment (0 on FL_ERR_NOMEM). */
+fl_status fl_resume_hash(const fl_experiment *e, uint64_t *hash);
+
+/* Before `run --resume` writes anything into rundir: refuses a finished
+ * run (result.json present; FL_ERR_EXISTS), and, when rundir holds
+ * checkpoint.flc, a checkpoint of another experiment (the first key that
+ * differs from rundir/config.ini, or the checkpoint's hash) or past e's
+ * steps (FL_ERR_INVALID). One fl_err line naming the file. Reads only. */
+fl_status fl_resume_check(const fl_experiment *e, const char *rundir);
+
+/* When `rundir` holds checkpoint.flc: checks it as fl_resume_check does
+ * (the same experiment, a step within e's steps), restores parameters,
+ * optimizer and parameter average from it, puts its run record (the open
+ * evaluation interval's loss sum and count) in *rec, sets *step0 to its step and appends to `metrics` the header and
  * the rows of the run's metrics.csv up to step0, verbatim (rows after the
  * checkpoint are the resumed run's to write again; fl_metrics_keep). Pass
  * an fl_metrics writer's `text` as `metrics` to go on writing rows.
@@ -18,12 +37,13 @@
  * *train_seconds = 0 and nothing changes. Errors: those of fl_checkpoint_load (mismatched model,
  * corrupt file), with fl_err naming the file. */
 fl_status fl_resume_load(fl_experiment *e, const char *rundir, fl_adam *opt, fl_ema *ema,
-                         uint64_t *step0, fl_buf *metrics, double *train_seconds);
+                         uint64_t *step0, fl_buf *metrics, double *train_seconds,
+                         fl_checkpoint_run *rec);
 
 /* Writes dir/checkpoint.flc (atomically): parameters, optimizer, average
- * (see checkpoint.h), at `step`. */
+ * and the run record `rec` (see checkpoint.h; NULL = zeros), at `step`. */
 fl_status fl_run_save(fl_experiment *e, const char *dir, const fl_adam *opt, const fl_ema *ema,
-                      uint64_t step);
+                      uint64_t step, const fl_checkpoint_run *rec);
 
 /* The optimizer state of a run, from [train]: Adam (lr, beta1, beta2, eps)
  * over all parameters, the parameter average (ema; its avg is NULL when

@@ -97,70 +97,101 @@ fl_status fl_vae_quick_eval(fl_experiment *e, const fl_real *x, uint64_t n, uint
 }
 
 /* Posterior means E_q[z1|x] of n points (exact for a posterior without
- * flows: the sample at eps = 0; else Monte Carlo with `samples`). */
+ * flows: the sample at eps = 0; else Monte Carlo with `samples`). Chunks
+ * hold at most Rmax rows: several points when their samples fit, else one
+ * point's samples over several chunks (summed in the same order, so the
+ * means do not depend on the chunking). */
 fl_status fl_vae_posterior_means(fl_experiment *e, const fl_real *x, uint64_t n, uint32_t samples,
                                  fl_real *means)
 {
     fl_vae *v = fl_vae_of(e);
-    const uint32_t L = v->L1, W = v->P1 + v->H;
+    const uint32_t L = v->L1, W = v->P1 + v->H, R = v->Rmax;
     const int exact = v->flows->n == 0;
     const uint32_t kk = exact ? 1 : samples;
-    const uint64_t g = v->Rmax / kk ? v->Rmax / kk : 1;
+    const uint32_t kb = kk <= R ? kk : R; /* samples per chunk */
+    const uint64_t g = kk <= R ? R / kk : 1;
+    double *part = malloc(L * sizeof *part); /* one point's sums across its chunks */
+    if (!part) return FL_ERR_NOMEM;
     fl_rng_key key = fl_rng_key_make(e->seed, "vae.au");
     fl_status st = FL_OK;
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
         fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), m, x + p0 * v->D, v->E);
-        if (exact) memset(v->eps, 0, (size_t)m * L * sizeof(fl_real));
-        else fl_vae_draw_noise(key, 0, p0, m, 0, kk, L, v->eps);
-        fl_post_fwd pf = { m, kk, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
-        st = v->pc->sample(v->post.self, &pf);
-        if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
-        const fl_real *z = v->z0;
-        if (!exact) st = fl_vae_flows_forward(e, FL_MODE_EVAL, m, kk, &z);
-        for (uint32_t b = 0; st == FL_OK && b < m; b++)
-            for (uint32_t d = 0; d < L; d++) {
-                double s = 0;
-                for (uint32_t j = 0; j < kk; j++) s += z[((size_t)b * kk + j) * L + d];
-                means[(p0 + b) * L + d] = (fl_real)(s / kk);
+        for (uint32_t j0 = 0; j0 < kk && st == FL_OK; j0 += kb) {
+            const uint32_t c = kk - j0 < kb ? kk - j0 : kb; /* m == 1 when c < kk */
+            if (exact) memset(v->eps, 0, (size_t)m * L * sizeof(fl_real));
+            else fl_vae_draw_noise(key, 0, p0, m, j0, c, L, v->eps);
+            fl_post_fwd pf = { m, c, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
+            st = v->pc->sample(v->post.self, &pf);
+            if (st != FL_OK) {
+                st = fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
+                break;
             }
+            const fl_real *z = v->z0;
+            if (!exact) st = fl_vae_flows_forward(e, FL_MODE_EVAL, m, c, &z);
+            for (uint32_t b = 0; st == FL_OK && b < m; b++)
+                for (uint32_t d = 0; d < L; d++) {
+                    double s = j0 ? part[d] : 0;
+                    for (uint32_t j = 0; j < c; j++) s += z[((size_t)b * c + j) * L + d];
+                    if (j0 + c < kk) part[d] = s;
+                    else means[(p0 + b) * L + d] = (fl_real)(s / kk);
+                }
+        }
     }
+    free(part);
     return st;
 }
 
 /* Per-dimension KL(q(z_d|x) || N(0,1)) for an affine posterior without
  * flows (z = mu + A eps): mu = z(0), marginal variance = sum_j (z(e_j) -
- * z(0))_d^2. Accumulates the mean over the n points into kl (L). */
+ * z(0))_d^2. Accumulates the mean over the n points into kl (L). A point's
+ * L + 1 rows are split over chunks of Rmax rows when they do not fit (the
+ * variance summed in the same order). */
 static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, double *kl)
 {
     fl_vae *v = fl_vae_of(e);
-    const uint32_t L = v->L1, W = v->P1 + v->H, kk = L + 1;
-    const uint64_t g = v->Rmax / kk ? v->Rmax / kk : 1;
-    fl_status st = FL_OK;
+    const uint32_t L = v->L1, W = v->P1 + v->H, kk = L + 1, R = v->Rmax;
+    const uint32_t kb = kk <= R ? kk : R; /* rows per chunk */
+    const uint64_t g = kk <= R ? R / kk : 1;
+    double *mu = malloc(L * sizeof *mu), *var = malloc(L * sizeof *var);
+    fl_status st = mu && var ? FL_OK : FL_ERR_NOMEM;
     memset(kl, 0, L * sizeof *kl);
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
         fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), m, x + p0 * v->D, v->E);
-        memset(v->eps, 0, (size_t)m * kk * L * sizeof(fl_real));
-        for (uint32_t b = 0; b < m; b++)
-            for (uint32_t j = 1; j < kk; j++) v->eps[((size_t)b * kk + j) * L + (j - 1)] = 1;
-        fl_post_fwd pf = { m, kk, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
-        st = v->pc->sample(v->post.self, &pf);
-        if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
-        for (uint32_t b = 0; b < m; b++) {
-            const fl_real *z = v->z0 + (size_t)b * kk * L;
-            for (uint32_t d = 0; d < L; d++) {
-                double mu = z[d], var = 0;
-                for (uint32_t j = 1; j < kk; j++) {
-                    double c = (double)z[(size_t)j * L + d] - mu;
-                    var += c * c;
+        for (uint32_t j0 = 0; j0 < kk && st == FL_OK; j0 += kb) {
+            const uint32_t c = kk - j0 < kb ? kk - j0 : kb; /* m == 1 when c < kk */
+            memset(v->eps, 0, (size_t)m * c * L * sizeof(fl_real));
+            for (uint32_t b = 0; b < m; b++)
+                for (uint32_t r = 0; r < c; r++)
+                    if (j0 + r > 0) v->eps[((size_t)b * c + r) * L + (j0 + r - 1)] = 1;
+            fl_post_fwd pf = { m, c, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
+            st = v->pc->sample(v->post.self, &pf);
+            if (st != FL_OK) {
+                st = fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
+                break;
+            }
+            for (uint32_t b = 0; b < m; b++) {
+                const fl_real *z = v->z0 + (size_t)b * c * L;
+                for (uint32_t d = 0; d < L; d++) {
+                    if (j0 == 0) {
+                        mu[d] = z[d];
+                        var[d] = 0;
+                    }
+                    for (uint32_t r = j0 ? 0 : 1; r < c; r++) {
+                        double cd = (double)z[(size_t)r * L + d] - mu[d];
+                        var[d] += cd * cd;
+                    }
+                    if (j0 + c < kk) continue;
+                    double vd = var[d] < 1e-300 ? 1e-300 : var[d];
+                    kl[d] += 0.5 * (mu[d] * mu[d] + vd - 1 - log(vd));
                 }
-                if (var < 1e-300) var = 1e-300;
-                kl[d] += 0.5 * (mu * mu + var - 1 - log(var));
             }
         }
     }
-    for (uint32_t d = 0; d < L; d++) kl[d] /= (double)n;
+    for (uint32_t d = 0; st == FL_OK && d < L; d++) kl[d] /= (double)n;
+    free(mu);
+    free(var);
     return st;
 }
 

@@ -108,6 +108,7 @@ const fl_task fl_task_vae = {
     .trainer = { .cols = fl_vae_columns,
                  .n_cols = FL_VAE_N_COLS,
                  .train_col = 0,
+                 .train_is_bound = 1,
                  .step = fl_vae_step,
                  .evaluate = fl_vae_validate,
                  .row = fl_vae_row,

@@ -57,6 +57,7 @@ const fl_task fl_task_vi = {
     .trainer = { .cols = fl_vi_columns,
                  .n_cols = FL_VI_N_COLS,
                  .train_col = 1,
+                 .train_is_bound = 1,
                  .step = fl_vi_step,
                  .evaluate = fl_vi_validate,
                  .row = fl_vi_row,

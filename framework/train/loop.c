@@ -109,6 +109,29 @@ static fl_status params_finite(const fl_experiment *e, const fl_ema *ema, uint64
     return FL_OK;
 }
 
+/* A checkpoint at step `done`, with the open evaluation interval, once every
+ * parameter is checked finite (a diverged model never replaces the last
+ * good checkpoint). */
+static fl_status save(fl_experiment *e, const char *rundir, const fl_adam *opt,
+                      const fl_ema *ema, uint64_t done, fl_checkpoint_run *rec,
+                      double interval_sum, uint64_t interval_n)
+{
+    rec->interval_sum = interval_sum;
+    rec->interval_n = interval_n;
+    fl_status st = params_finite(e, ema, done);
+    return st == FL_OK ? fl_run_save(e, rundir, opt, ema, done, rec) : st;
+}
+
+/* A component's failure inside step `done` (e.g. an estimator's NaN) gets
+ * the step in front, unless its message names one already. */
+static void name_step(uint64_t done)
+{
+    if (strstr(fl_err_msg(), "step ")) return;
+    char *m = fl_strdup(fl_err_msg());
+    if (m) fl_err("step %llu: %s", (unsigned long long)done, m);
+    free(m);
+}
+
 fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const char *rundir,
                         int resume, fl_train_summary *out)
 {
@@ -158,12 +181,7 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
         opt.lr = fl_experiment_lr(e, step);
         fl_stack_set_step(step + 1); /* a layer's non-finite value names the step */
         st = t->step(e, run, step, &value); /* the task's forward and backward */
-        if (st != FL_OK && !strstr(fl_err_msg(), "step ")) {
-            /* a component's message (e.g. an estimator's NaN): say when */
-            char *m = fl_strdup(fl_err_msg());
-            if (m) fl_err("step %llu: %s", (unsigned long long)step + 1, m);
-            free(m);
-        }
+        if (st != FL_OK) name_step(step + 1);
         if (st == FL_OK) st = check_value(&dv, step + 1, value, rundir);
         if (st != FL_OK) break;
         fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
@@ -187,10 +205,7 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
             }
         }
         if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps) {
-            rec.interval_sum = interval_sum;
-            rec.interval_n = interval_n;
-            st = params_finite(e, &ema, done);
-            if (st == FL_OK) st = fl_run_save(e, rundir, &opt, &ema, done, &rec);
+            st = save(e, rundir, &opt, &ema, done, &rec, interval_sum, interval_n);
             if (st == FL_OK) dv.last_save = done;
         }
         t->status(e, run, done, steps, value, status, sizeof status);
@@ -216,12 +231,8 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     out->session_steps = opt.t - step0;
     out->seconds = train_time;
     out->session_seconds = train_time - time0;
-    if (st == FL_OK && rundir) {
-        rec.interval_sum = interval_sum;
-        rec.interval_n = interval_n;
-        st = params_finite(e, &ema, opt.t);
-        if (st == FL_OK) st = fl_run_save(e, rundir, &opt, &ema, opt.t, &rec);
-    }
+    if (st == FL_OK && rundir)
+        st = save(e, rundir, &opt, &ema, opt.t, &rec, interval_sum, interval_n);
     fl_stack_set_step(0); /* what follows is evaluation or sampling */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_metrics_free(&metrics);

@@ -90,6 +90,7 @@ static inline float fl_exp(float x)
     const float hi = 88.7228391f, lo = -87.33654f;
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
+    xc = x != x ? 0.0f : xc; /* NaN: no float-to-int conversion of NaN below (UB) */
     float n = nearbyintf(xc * 1.44269504089f);
     float r = fmaf(-n, 0.693145751953125f, xc); /* Cody-Waite, 2 parts */
     r = fmaf(-n, 1.428606765330187e-06f, r);

@@ -3,7 +3,8 @@
  * one to three flow sections of any built-in type, training and evaluation
  * keys; the iwae schedule's 3^i-pass rounds kept to two), which is then
  * built with the plugins of the build, trained for a few steps, evaluated
- * on its test split and sampled, all through the library (tasks/task_density.h, the entry tests/test_density.c uses).
+ * on its test split and sampled, all through the library
+ * (tasks/task_density.h, the entry tests/test_density.c uses).
  * Set FLOWLAB_FUZZ_PRINT=1 to see the experiment an input makes. */
 #include "fuzz_common.h"
 

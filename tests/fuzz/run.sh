@@ -20,7 +20,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
   CC=clang meson setup "$BUILD" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
     -Dbuildtype=debugoptimized >/dev/null
 fi
-ninja -C "$BUILD" >/dev/null
+ninja -C "$BUILD" fuzz >/dev/null
 
 WORK=${FUZZ_WORK:-$(mktemp -d)}
 mkdir -p "$WORK"
@@ -38,12 +38,12 @@ for h in "${HARNESSES[@]}"; do
   "$exe" -max_total_time="$SECONDS_PER" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$WORK/$h/" "$WORK/$h/corpus" "tests/fuzz/corpus/$h" >"$log" 2>&1 || rc=$?
   execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
-  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
-  ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
+  ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
   result=ok
   if [ "$rc" -ne 0 ]; then
     result="FAILED (exit $rc): $(ls "$WORK/$h"/crash-* "$WORK/$h"/leak-* "$WORK/$h"/timeout-* \
-      "$WORK/$h"/oom-* 2>/dev/null | head -1)"
+      "$WORK/$h"/oom-* 2>/dev/null | head -1 || true)"
     failed+=("$h")
   fi
   printf '%-11s %9s %7s %7s %s\n' "$h" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$result"

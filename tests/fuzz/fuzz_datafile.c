@@ -1,7 +1,7 @@
 /* fuzz_datafile.c - libFuzzer harness of the data-file readers, the
  * plugins of plugins/datasets loaded from the build (as `flowlab run` loads
  * them): the input is written to a file and a one-layer experiment is built
- * on it, then the first and last row of each split are read and must be
+ * on it, then every row of each split (up to 4096) is read and must be
  * finite. Compiled once per reader: FUZZ_FORMAT 0 = csv, 1 = amat (4x4
  * images), 2 = idx; an amat or idx input that starts with the gzip magic is
  * named .gz, so both the plain and the gzip paths are fuzzed. */
@@ -66,15 +66,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (e) fl_experiment_free(e);
     } else {
         FUZZ_CHECK(e->info.dim > 0, "dimension 0");
-        fl_real *rows = malloc(2 * (size_t)e->info.dim * sizeof *rows);
+        fl_real *rows = malloc(16 * (size_t)e->info.dim * sizeof *rows);
         if (!rows) abort();
         for (int s = 0; s < 3; s++) {
             if ((e->info.drawn >> s) & 1u || e->info.n[s] == 0) continue;
-            uint64_t idx[2] = { 0, e->info.n[s] - 1 };
-            st = e->dcls->read(e->dself, (fl_split)s, idx, 2, rows);
-            FUZZ_CHECK(st == FL_OK, "split %d: %s", s, fl_err_msg());
-            for (size_t k = 0; k < 2 * (size_t)e->info.dim; k++)
-                FUZZ_CHECK(isfinite((double)rows[k]), "split %d value %zu is not finite", s, k);
+            /* every row, up to 4096, 16 at a time */
+            uint64_t n = e->info.n[s] < 4096 ? e->info.n[s] : 4096;
+            for (uint64_t r0 = 0; r0 < n; r0 += 16) {
+                uint64_t idx[16];
+                uint32_t m = (uint32_t)(n - r0 < 16 ? n - r0 : 16);
+                for (uint32_t j = 0; j < m; j++) idx[j] = r0 + j;
+                st = e->dcls->read(e->dself, (fl_split)s, idx, m, rows);
+                FUZZ_CHECK(st == FL_OK, "split %d: %s", s, fl_err_msg());
+                for (size_t k = 0; k < m * (size_t)e->info.dim; k++)
+                    FUZZ_CHECK(isfinite((double)rows[k]), "split %d row %llu value %zu is not finite",
+                               s, (unsigned long long)(r0 + k / e->info.dim), k % e->info.dim);
+            }
         }
         free(rows);
         fl_experiment_free(e);

@@ -1,5 +1,6 @@
 /* fuzz_sweep.c - libFuzzer harness of the sweep expander (sweep/sweep.c):
- * the input is an experiment file's text with a [sweep] section; every cell
+ * the input is an experiment file with a [sweep] section, read by
+ * fl_sweep_load (a NUL byte must be refused, as fl_config_load does); every cell
  * it expands to must have a value for each axis and a safe, unique run
  * directory name, and the base text must keep the line count. */
 #include "fuzz_common.h"
@@ -26,8 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!text) abort();
     memcpy(text, data, size);
     text[size] = 0;
+    const char *path = fuzz_write_input(data, size, ".ini");
     fl_sweep *s = NULL;
-    fl_status st = fl_sweep_parse("fuzz.ini", text, &s);
+    fl_status st = fl_sweep_load(path, &s);
+    /* a NUL byte would cut the text: what follows it would be lost */
+    FUZZ_CHECK(st != FL_OK || !memchr(data, 0, size), "a file with a NUL byte was accepted");
     if (st != FL_OK) {
         FUZZ_CHECK(fl_err_msg() && *fl_err_msg(), "a refused sweep set no message");
         free(text);

@@ -753,3 +753,16 @@ Test(inputs, over_long_section_name_is_refused)
     fl_config_free(c);
     free(text);
 }
+
+/* Issue 13 (found by tests/fuzz/fuzz_config.c): a --set value with a form
+ * feed or vertical tab at an end kept it, and config.ini read it back
+ * without (inih trims every isspace character). */
+Test(set, value_is_trimmed_as_inih_trims_a_file_value)
+{
+    fl_config *c = parse_ok("[s]\nk = v\n");
+    cr_assert_eq(fl_config_set(c, "s.name=\f\vabc\r\f"), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "s"), "name")->value, "abc");
+    cr_assert_eq(fl_config_set(c, "s.n= \f7"), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "s"), "n")->value, "7");
+    fl_config_free(c);
+}

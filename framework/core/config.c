@@ -387,6 +387,18 @@ fl_status fl_config_load(const char *path, fl_config **out)
     return st;
 }
 
+/* Drops the blanks inih drops around a value (isspace: also '\f', '\v',
+ * '\r'), which fl_strtrim keeps: a --set value written to config.ini must
+ * read back as it was set. In place. */
+static void trim_like_inih(char *s)
+{
+    size_t n = strlen(s), a = 0;
+    while (n && isspace((unsigned char)s[n - 1])) n--;
+    while (a < n && isspace((unsigned char)s[a])) a++;
+    memmove(s, s + a, n - a);
+    s[n - a] = 0;
+}
+
 fl_status fl_config_set(fl_config *c, const char *assignment)
 {
     const char *eq = strchr(assignment, '=');
@@ -397,6 +409,7 @@ fl_status fl_config_set(fl_config *c, const char *assignment)
     char *lhs = fl_strndup(assignment, (size_t)(eq - assignment));
     char *path = lhs ? fl_strtrim(lhs) : NULL;
     char *value = fl_strtrim(eq + 1);
+    if (value) trim_like_inih(value);
     free(lhs);
     fl_status st = FL_OK;
     char *dot = path ? strrchr(path, '.') : NULL;

@@ -710,3 +710,59 @@ Test(inputs, a_long_comment_line_is_fine)
     free(text);
     free(v);
 }
+
+/* Issue 13 (found by tests/fuzz/fuzz_config.c): inih keeps a section name
+ * in a 50-byte buffer and cut a longer one without a word, so a long
+ * [name] (or a --set creating one, written to config.ini) became another
+ * section. */
+Test(inputs, over_long_section_name_is_refused)
+{
+    size_t max = fl_config_max_section();
+    cr_assert_geq(max, 20, "inih's section limit %zu", max);
+    char name[512];
+    cr_assert_lt(max + 2, sizeof name);
+    memset(name, 'a', max + 1);
+    name[max + 1] = 0;
+    /* one character over: refused, naming the line and the limit */
+    char *text = fl_strfmt("[s]\nx = 1\n[%s]\nk = v\n", name);
+    const char *m = parse_fails(text);
+    char want[160];
+    snprintf(want, sizeof want, "t.ini:3: section name is %zu characters long", max + 1);
+    assert_contains(m, want);
+    snprintf(want, sizeof want, "keeps at most %zu", max);
+    assert_contains(m, want);
+    free(text);
+    /* exactly `max`: kept whole, with its key */
+    name[max] = 0;
+    text = fl_strfmt("[%s]\nk = v\n", name);
+    fl_config *c = parse_ok(text);
+    cr_assert_eq(c->n, 1);
+    cr_assert_str_eq(c->s[0].name, name);
+    cr_assert_str_eq(fl_config_entry(&c->s[0], "k")->value, "v");
+    /* --set: refused over the limit, accepted at it */
+    name[max] = 'a';
+    char *set = fl_strfmt("%s.k=w", name);
+    cr_assert_eq(fl_config_set(c, set), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "section name is");
+    free(set);
+    name[max] = 0;
+    set = fl_strfmt("%s.k=w", name);
+    cr_assert_eq(fl_config_set(c, set), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(fl_config_entry(&c->s[0], "k")->value, "w");
+    free(set);
+    fl_config_free(c);
+    free(text);
+}
+
+/* Issue 13 (found by tests/fuzz/fuzz_config.c): a --set value with a form
+ * feed or vertical tab at an end kept it, and config.ini read it back
+ * without (inih trims every isspace character). */
+Test(set, value_is_trimmed_as_inih_trims_a_file_value)
+{
+    fl_config *c = parse_ok("[s]\nk = v\n");
+    cr_assert_eq(fl_config_set(c, "s.name=\f\vabc\r\f"), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "s"), "name")->value, "abc");
+    cr_assert_eq(fl_config_set(c, "s.n= \f7"), FL_OK, "%s", fl_err_msg());
+    cr_assert_str_eq(fl_config_entry(fl_config_section(c, "s"), "n")->value, "7");
+    fl_config_free(c);
+}

@@ -223,6 +223,28 @@ Test(errors, messages_name_file_line_and_key)
     assert_contains(sweep_fails("sweep.x = 1\n"), "cannot vary its own section");
 }
 
+/* Issue 13 (found by tests/fuzz/fuzz_sweep.c): a NUL byte cut the file,
+ * and every cell silently ran without what followed it. */
+Test(errors, nul_byte_is_refused)
+{
+    char *dir = make_tmpdir();
+    char *path = fl_strfmt("%s/nul.ini", dir);
+    static const char text[] = "[sweep]\ntrain.lr = 1e-3, 2e-3\n[train]\nsteps = 5\0steps = 7\n";
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(text, 1, sizeof text - 1, f), sizeof text - 1);
+    cr_assert_eq(fclose(f), 0);
+    fl_sweep *s = NULL;
+    cr_assert_eq(fl_sweep_load(path, &s), FL_ERR_INVALID);
+    cr_assert_null(s);
+    assert_contains(fl_err_msg(), "nul.ini:4: contains a NUL byte");
+    char *t = NULL;
+    cr_assert_eq(fl_sweep_read(path, &t), FL_ERR_INVALID);
+    cr_assert_null(t);
+    free(path);
+    remove_tree(dir);
+}
+
 Test(errors, zip_problems)
 {
     assert_contains(sweep_fails("a.x = 1, 2\na.y = 1, 2, 3\nzip = a.x a.y\n"),

@@ -256,7 +256,7 @@ static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscri
                    int threads_set, char **text)
 {
     fl_sweep_run *x = &cmd->run;
-    fl_status st = fl_read_file(x->exp_path, text, NULL);
+    fl_status st = fl_sweep_read(x->exp_path, text);
     if (st == FL_OK) st = fl_sweep_parse(x->exp_path, *text, &x->s);
     /* The base must parse as an experiment on its own (same line numbers). */
     fl_config *cfg = NULL;

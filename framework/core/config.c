@@ -167,6 +167,34 @@ size_t fl_config_max_line(void)
     return (size_t)num - 1; /* one byte is the terminating NUL */
 }
 
+/* inih also keeps the current section's name in a fixed buffer
+ * (MAX_SECTION, 50 in Debian's build) and cuts a longer name without a
+ * word, so [flow.1<60 more characters>] would silently become another
+ * section. The limit is learnt the same way: parse a header longer than
+ * any such buffer and see how much of it arrives. */
+static int section_handler(void *u, const char *s, const char *n, const char *v)
+{
+    (void)n, (void)v;
+    *(size_t *)u = strlen(s);
+    return 1;
+}
+
+size_t fl_config_max_section(void)
+{
+    static size_t max;
+    if (!max) {
+        char text[160];
+        memset(text, 'a', sizeof text);
+        text[0] = '[';
+        memcpy(text + sizeof text - 8, "]\nk=v\n", 7);
+        text[sizeof text - 1] = 0;
+        size_t got = 0;
+        ini_parse_string(text, section_handler, &got);
+        max = got ? got : sizeof text - 9;
+    }
+    return max;
+}
+
 static char *reader(char *str, int num, void *stream)
 {
     parse_state *ps = stream;
@@ -201,6 +229,21 @@ static char *reader(char *str, int num, void *stream)
             ps->st_line = ps->line + 1;
         }
         return NULL;
+    }
+    /* a "[name]" header whose name inih would cut */
+    if (*ps->text == '[') {
+        const char *end = memchr(ps->text, ']', content);
+        size_t n = end ? (size_t)(end - ps->text - 1) : 0;
+        if (n > fl_config_max_section()) {
+            if (ps->st == FL_OK) {
+                fl_err("%s:%d: section name is %zu characters long; flowlab's INI parser "
+                       "(inih) keeps at most %zu",
+                       ps->c->path, ps->line + 1, n, fl_config_max_section());
+                ps->st = FL_ERR_INVALID;
+                ps->st_line = ps->line + 1;
+            }
+            return NULL;
+        }
     }
     size_t take = len < (size_t)num - 1 ? len : (size_t)num - 1;
     memcpy(str, ps->text, take);
@@ -344,6 +387,18 @@ fl_status fl_config_load(const char *path, fl_config **out)
     return st;
 }
 
+/* Drops the blanks inih drops around a value (isspace: also '\f', '\v',
+ * '\r'), which fl_strtrim keeps: a --set value written to config.ini must
+ * read back as it was set. In place. */
+static void trim_like_inih(char *s)
+{
+    size_t n = strlen(s), a = 0;
+    while (n && isspace((unsigned char)s[n - 1])) n--;
+    while (a < n && isspace((unsigned char)s[a])) a++;
+    memmove(s, s + a, n - a);
+    s[n - a] = 0;
+}
+
 fl_status fl_config_set(fl_config *c, const char *assignment)
 {
     const char *eq = strchr(assignment, '=');
@@ -354,6 +409,7 @@ fl_status fl_config_set(fl_config *c, const char *assignment)
     char *lhs = fl_strndup(assignment, (size_t)(eq - assignment));
     char *path = lhs ? fl_strtrim(lhs) : NULL;
     char *value = fl_strtrim(eq + 1);
+    if (value) trim_like_inih(value);
     free(lhs);
     fl_status st = FL_OK;
     char *dot = path ? strrchr(path, '.') : NULL;
@@ -365,6 +421,12 @@ fl_status fl_config_set(fl_config *c, const char *assignment)
         *dot = 0;
         if (!fl_config_valid_section(path) || !fl_config_valid_key(dot + 1)) {
             fl_err("--set %s: bad section or key name", assignment);
+            st = FL_ERR_INVALID;
+        } else if (strlen(path) > fl_config_max_section()) {
+            /* config.ini could not be read back: inih would cut the name */
+            fl_err("--set %s: section name is %zu characters long; flowlab's INI parser (inih) "
+                   "keeps at most %zu",
+                   assignment, strlen(path), fl_config_max_section());
             st = FL_ERR_INVALID;
         } else {
             st = fl_config_put(c, path, dot + 1, value, 0);

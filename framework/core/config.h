@@ -43,6 +43,10 @@ fl_status fl_config_parse(const char *name, const char *text, fl_config **out);
  * so are resolved values whose "key = value" line would be longer, since a
  * run's config.ini could not be read back. Any time; no errors. */
 size_t fl_config_max_line(void);
+/* The longest section name the linked inih keeps whole (MAX_SECTION - 1,
+ * as built; 49 in Debian's). A longer [name] in a file, or in a --set, is
+ * refused (PATH:LINE: section name is N characters long). Any time. */
+size_t fl_config_max_section(void);
 fl_config *fl_config_new(const char *path);
 void fl_config_free(fl_config *c);
 

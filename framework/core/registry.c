@@ -681,7 +681,7 @@ void fl_registry_load_defaults(fl_registry *r)
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     int in_build = 0;
-    if (len > 0 && FL_BUILD_ROOT[0]) {
+    if (len > 0 && FL_BUILD_ROOT[0] != '\0') {
         exe[len] = 0;
         size_t rl = strlen(FL_BUILD_ROOT);
         in_build = strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/';

@@ -406,7 +406,7 @@ static fl_status check_train_eval(kit *k)
 static fl_status diffs(kit *k, fl_real *p, const fl_real *save, size_t len, const fl_real *v,
                        double h, double *left, double *right)
 {
-    double Lp, L0, Lm;
+    double Lp = 0, L0 = 0, Lm = 0; /* read below even when an evaluation failed */
     fl_status st = eval_L(k, k->x, k->c, &L0);
     for (size_t i = 0; st == FL_OK && i < len; i++) p[i] = save[i] + (fl_real)(h * v[i]);
     if (st == FL_OK) st = eval_L(k, k->x, k->c, &Lp);

@@ -713,10 +713,30 @@ fl_status fl_sweep_parse(const char *path, const char *text, fl_sweep **out)
     return FL_OK;
 }
 
+fl_status fl_sweep_read(const char *path, char **text)
+{
+    size_t len = 0;
+    *text = NULL;
+    fl_status st = fl_read_file(path, text, &len);
+    if (st != FL_OK) return st;
+    /* A NUL would end the text early: the cells would silently lose what
+     * follows it (fl_config_load refuses it for `flowlab run` alike). */
+    const char *nul = memchr(*text, 0, len);
+    if (nul) {
+        int line = 1;
+        for (const char *p = *text; p < nul; p++) line += *p == '\n';
+        fl_err("%s:%d: contains a NUL byte (not a text file, or a damaged one)", path, line);
+        free(*text);
+        *text = NULL;
+        return FL_ERR_INVALID;
+    }
+    return FL_OK;
+}
+
 fl_status fl_sweep_load(const char *path, fl_sweep **out)
 {
     char *text = NULL;
-    fl_status st = fl_read_file(path, &text, NULL);
+    fl_status st = fl_sweep_read(path, &text);
     if (st == FL_OK) st = fl_sweep_parse(path, text, out);
     free(text);
     return st;

@@ -68,7 +68,11 @@ typedef struct fl_sweep {
  * one line naming PATH:LINE and the key; a file without [sweep] is an
  * error. On success the caller owns *out (fl_sweep_free). */
 fl_status fl_sweep_parse(const char *path, const char *text, fl_sweep **out);
-/* Reads `path` and parses it (FL_ERR_IO when it cannot be read). */
+/* Reads the sweep file `path` into *text (NUL-terminated; the caller frees
+ * it): FL_ERR_IO when it cannot be read, FL_ERR_INVALID ("PATH:LINE:
+ * contains a NUL byte") when it holds a NUL, which would cut the text. */
+fl_status fl_sweep_read(const char *path, char **text);
+/* Reads `path` (fl_sweep_read) and parses it. */
 fl_status fl_sweep_load(const char *path, fl_sweep **out);
 void fl_sweep_free(fl_sweep *s);
 

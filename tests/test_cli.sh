@@ -7,37 +7,7 @@ EXE=${FLOWLAB_EXE:?run through meson test}
 TEST_DIR=${FLOWLAB_TEST_DIR:?run through meson test}
 unset FLOWLAB_PLUGIN_PATH # only the build tree's plugins
 
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    echo "  stderr: $(cat "$TMP/err")"
-    failures=$((failures + 1))
-}
-
-# flowlab ARGS..., keeping stdout, stderr and the exit code.
-run() {
-    "$EXE" "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-}
-
-# expect_error NAME CODE TEXT... : the last run exited with CODE and printed
-# exactly one line on stderr, containing every TEXT.
-expect_error() {
-    local name=$1 code=$2 before=$failures
-    shift 2
-    [ "$rc" = "$code" ] || fail "$name: exit code $rc, expected $code"
-    local lines
-    lines=$(wc -l <"$TMP/err")
-    [ "$lines" = 1 ] || fail "$name: $lines lines on stderr, expected 1"
-    grep -q '^flowlab: error: ' "$TMP/err" || fail "$name: stderr is not a flowlab error"
-    for text in "$@"; do
-        grep -qF -- "$text" "$TMP/err" || fail "$name: stderr lacks '$text'"
-    done
-    if [ "$failures" = "$before" ]; then echo "ok: $name"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # A small valid experiment; variants below edit one line of it.
 cat >"$TMP/good.ini" <<'EOF'
@@ -230,8 +200,4 @@ run --quiet --plugin "$TEST_DIR/fail_lik.so" run "$TMP/lik.ini" --out "$TMP/lik"
 expect_error "a likelihood's message from a worker thread" 1 \
     "likelihood fail-lik" "refusing rows on worker thread 1 on purpose"
 
-if [ "$failures" -gt 0 ]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "all CLI checks passed"
+finish CLI

@@ -11,34 +11,8 @@ TEST_DIR=${FLOWLAB_TEST_DIR:?run through meson test}
 unset FLOWLAB_PLUGIN_PATH
 QS="$SRC/experiments/quickstart.ini"
 
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    echo "  stderr: $(cat "$TMP/err")"
-    failures=$((failures + 1))
-}
-
-run() {
-    "$EXE" --quiet "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-}
-
-expect_error() {
-    local name=$1 code=$2 before=$failures
-    shift 2
-    [ "$rc" = "$code" ] || fail "$name: exit code $rc, expected $code"
-    local lines
-    lines=$(wc -l <"$TMP/err")
-    [ "$lines" = 1 ] || fail "$name: $lines lines on stderr, expected 1"
-    grep -q '^flowlab: error: ' "$TMP/err" || fail "$name: stderr is not a flowlab error"
-    for text in "$@"; do
-        grep -qF -- "$text" "$TMP/err" || fail "$name: stderr lacks '$text'"
-    done
-    if [ "$failures" = "$before" ]; then echo "ok: $name"; fi
-}
+. "$(dirname "$0")/lib.sh"
+RUN_OPTS=(--quiet)
 
 # The step of the checkpoint in DIR (u64 at byte 16).
 ckpt_step() {
@@ -129,8 +103,4 @@ expect_error "sampling a checkpoint of NaN parameters is refused" 1 "$TMP/done/c
     "is not finite" "the run diverged"
 grep -qi nan "$TMP/out" && fail "sample printed nan"
 
-if [ "$failures" -gt 0 ]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "all divergence checks passed"
+finish divergence

@@ -9,42 +9,7 @@ EXE=${FLOWLAB_EXE:?run through meson test}
 TEST_DIR=${FLOWLAB_TEST_DIR:?run through meson test}
 unset FLOWLAB_PLUGIN_PATH
 
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    echo "  stderr: $(head -c 2000 "$TMP/err")"
-    failures=$((failures + 1))
-}
-
-run() {
-    "$EXE" "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-}
-
-# expect_error NAME CODE TEXT...: exit CODE, exactly one line on stderr, a
-# flowlab error containing every TEXT.
-expect_error() {
-    local name=$1 code=$2 before=$failures
-    shift 2
-    [ "$rc" = "$code" ] || fail "$name: exit code $rc, expected $code"
-    local lines
-    lines=$(wc -l <"$TMP/err")
-    [ "$lines" = 1 ] || fail "$name: $lines lines on stderr, expected 1"
-    grep -q '^flowlab' "$TMP/err" || fail "$name: stderr is not a flowlab message"
-    for text in "$@"; do
-        grep -qF -- "$text" "$TMP/err" || fail "$name: stderr lacks '$text'"
-    done
-    if [ "$failures" = "$before" ]; then echo "ok: $name"; fi
-}
-
-expect_ok() {
-    local name=$1
-    [ "$rc" = 0 ] || { fail "$name: exit code $rc, expected 0"; return; }
-    echo "ok: $name"
-}
+. "$(dirname "$0")/lib.sh"
 
 cat >"$TMP/good.ini" <<'EOF'
 [experiment]
@@ -152,8 +117,4 @@ sed "s|^type = moons|type = csv\npath = $TMP/nul.csv|; /^test_size/d" "$TMP/good
 run run "$TMP/csv.ini" --out "$TMP/run6"
 expect_error "NUL byte in a CSV file" 5 "nul.csv:3: field 2 contains a NUL byte"
 
-if [ "$failures" -ne 0 ]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "all reliability checks passed"
+finish reliability

@@ -12,35 +12,7 @@ SRC=${FLOWLAB_SOURCE_ROOT:?run through meson test}
 unset FLOWLAB_PLUGIN_PATH
 QS="$SRC/experiments/quickstart.ini"
 
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    echo "  stderr: $(cat "$TMP/err")"
-    failures=$((failures + 1))
-}
-
-run() {
-    "$EXE" "$@" >"$TMP/out" 2>"$TMP/err"
-    rc=$?
-}
-
-# expect_error NAME CODE TEXT...: exit CODE, one error line holding every TEXT.
-expect_error() {
-    local name=$1 code=$2 before=$failures
-    shift 2
-    [ "$rc" = "$code" ] || fail "$name: exit code $rc, expected $code"
-    local lines
-    lines=$(wc -l <"$TMP/err")
-    [ "$lines" = 1 ] || fail "$name: $lines lines on stderr, expected 1"
-    grep -q '^flowlab: error: ' "$TMP/err" || fail "$name: stderr is not a flowlab error"
-    for text in "$@"; do
-        grep -qF -- "$text" "$TMP/err" || fail "$name: stderr lacks '$text'"
-    done
-    if [ "$failures" = "$before" ]; then echo "ok: $name"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 # A digest of every file in DIR (names and bytes).
 digest() { (cd "$1" && for f in $(ls | sort); do echo "$f $(cksum <"$f")"; done); }
@@ -128,8 +100,4 @@ else
     fail "could not kill the run between its first checkpoint and its end"
 fi
 
-if [ "$failures" -gt 0 ]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "all resume checks passed"
+finish resume

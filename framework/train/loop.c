@@ -123,10 +123,12 @@ static fl_status save(fl_experiment *e, const char *rundir, const fl_adam *opt,
 }
 
 /* A component's failure inside step `done` (e.g. an estimator's NaN) gets
- * the step in front, unless its message names one already. */
+ * the step in front, unless the message names it already: a task's own
+ * "step N: ..." or a flow layer's "... at step N, row R" (model/stack.c). */
 static void name_step(uint64_t done)
 {
-    if (strstr(fl_err_msg(), "step ")) return;
+    const char *msg = fl_err_msg();
+    if (strncmp(msg, "step ", 5) == 0 || strstr(msg, " at step ")) return;
     char *m = fl_strdup(fl_err_msg());
     if (m) fl_err("step %llu: %s", (unsigned long long)done, m);
     free(m);

@@ -6,6 +6,7 @@
 
 #include <math.h>
 
+#include "compute/fpenv.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -17,6 +18,10 @@ static const fl_key exp_keys[] = {
     { "seed", FL_KEY_INT, "1", 0, 4611686018427387904.0, NULL,
       "seed of every random stream (init, data, noise)" },
     { "threads", FL_KEY_INT, "0", 0, 1024, NULL, "OpenMP threads; 0 = all cores" },
+    { "flush_denormals", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "flush denormal floats to zero in every computing thread (FTZ and DAZ): results below "
+      "2^-126 (float) become 0; off, some x86 cores run several times slower where they occur "
+      "(docs/performance.md)" },
 };
 
 static const fl_key train_keys[] = {
@@ -398,6 +403,8 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
                  : resolve_host(cfg, "eval", eval_keys, FL_NTAB(eval_keys), &e->eval);
     if (st != FL_OK) goto fail;
     e->seed = (uint64_t)fl_exp_int(&e->exp, "seed");
+    /* before the model is built: initialisation computes too */
+    fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0);
     e->batch = (uint32_t)fl_exp_int(&e->train, "batch");
     e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
     e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;

@@ -244,11 +244,18 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
                           e->seed);
     if (!part->cx) return FL_ERR_NOMEM;
     fl_host_clear_error();
+    fl_part_enter(part, "create"); /* left in fl_part_created */
     return FL_OK;
+}
+
+void fl_part_enter(const fl_part *p, const char *call)
+{
+    fl_crash_enter(p->cx->path, p->rec->cls.base.name, call);
 }
 
 fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st)
 {
+    fl_crash_leave();
     fl_ctx_end_create(part->cx);
     part->block = part->cx->block;
     if (st != FL_OK) {
@@ -499,14 +506,18 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
         fl_rng_key key = fl_rng_key_make(0, name);
         for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
             uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
+            fl_part_enter(&e->data, "draw");
             st = e->dcls->draw(e->dself, split, key, i, m, x + i * dim);
+            fl_crash_leave();
         }
     } else {
         uint64_t idx[4096];
         for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
             uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
             for (uint32_t j = 0; j < m; j++) idx[j] = i + j;
+            fl_part_enter(&e->data, "read");
             st = e->dcls->read(e->dself, split, idx, m, x + i * dim);
+            fl_crash_leave();
         }
     }
     if (st != FL_OK) {
@@ -531,7 +542,9 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
     fl_status st;
     if (e->info.drawn & 1u) {
         fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
+        fl_part_enter(&e->data, "draw");
         st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
+        fl_crash_leave();
     } else {
         const uint64_t N = e->info.n[FL_SPLIT_TRAIN], per_epoch = N / n;
         const uint64_t epoch = step / per_epoch, b = step % per_epoch;
@@ -551,7 +564,9 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
             }
             e->perm_epoch = epoch + 1;
         }
+        fl_part_enter(&e->data, "read");
         st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n, n, out);
+        fl_crash_leave();
     }
     if (st != FL_OK) fl_comp_fail(st, "[data] %s", e->data_type);
     if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))

@@ -19,6 +19,7 @@
 #include "sweep/mpi.h"
 #include "sweep/runner.h"
 #include "sweep/sweep.h"
+#include "train/resume.h"
 
 static const char usage[] =
     "usage: flowlab sweep EXP.ini [--dry-run] [--out DIR] [--jobs J] [--threads T]\n"
@@ -134,6 +135,32 @@ static int same_config(const fl_sweep_run *x, size_t cell, void *ctx)
     fl_experiment_free(e);
     fl_config_free(cfg);
     return same;
+}
+
+/* The runner's resumable: what `run --resume` of the cell would check
+ * (fl_resume_check), without starting it. 1 resumable, 0 another
+ * experiment or too few steps (fl_err says which), -1 on another error. */
+static int resumable(const fl_sweep_run *x, size_t cell, void *ctx)
+{
+    sweep_cmd *cmd = ctx;
+    fl_status st = cmd->reg ? FL_OK : fl_cli_registry(cmd->cli, &cmd->reg);
+    fl_config *cfg = NULL;
+    fl_experiment *e = NULL;
+    if (st == FL_OK) st = cell_config(x, cell, &cfg);
+    if (st == FL_OK) {
+        st = fl_experiment_new(cmd->reg, cfg, &e);
+        cfg = NULL;
+    }
+    int ok = -1; /* a cell whose experiment cannot be built fails with that error */
+    char *dir = st == FL_OK ? fl_strfmt("%s/%s", x->dir, x->s->cells[cell].name) : NULL;
+    if (st == FL_OK) {
+        st = dir ? fl_resume_check(e, dir) : FL_ERR_NOMEM;
+        ok = st == FL_OK ? 1 : st == FL_ERR_INVALID ? 0 : -1;
+    }
+    free(dir);
+    fl_experiment_free(e);
+    fl_config_free(cfg);
+    return ok;
 }
 
 /* Builds the experiment of a few cells that together take every value of
@@ -331,6 +358,7 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
                       .cli = cli };
     fl_sweep_run *x = &cmd.run;
     x->same_config = same_config;
+    x->resumable = resumable;
     x->same_config_ctx = &cmd;
     const char *out = NULL;
     int dry_run = 0, oversubscribe = 0, jobs_set = 0, threads_set = 0;

@@ -143,8 +143,9 @@ static void flow_section(bytes *b, fl_buf *t, unsigned i)
     }
 }
 
-static const char *const vae_flows[] = { "iaf", "planar", "radial", "affine-coupling",
-                                         "reverse", "maf" };
+/* affine-coupling last: a coupling needs a latent of 2 or more */
+static const char *const vae_flows[] = { "iaf", "planar", "radial", "reverse", "maf",
+                                         "affine-coupling" };
 static const char *const estimators[] = { "elbo", "iwae", "stl", "dreg" };
 static const char *const vae_acts[] = { "tanh", "relu", "elu", "softplus" };
 static const char *const variances[] = { "learned", "fixed", "global" };
@@ -178,7 +179,8 @@ static void vae_text(bytes *b, fl_buf *t)
     }
     fl_buf_printf(t, "[posterior]\ntype = %s\n", take(b, 2) ? "gaussian-diag" : "gaussian-full");
     for (unsigned i = 1; i <= nflow; i++) {
-        const char *type = PICK(b, vae_flows);
+        const char *type = pick(b, vae_flows, (unsigned)(sizeof vae_flows / sizeof vae_flows[0]) -
+                                                  (latent < 2));
         fl_buf_printf(t, "[flow.%u]\ntype = %s\nrepeat = %u\n", i, type, 1 + take(b, 2));
         if (!strcmp(type, "iaf") || !strcmp(type, "maf") || !strcmp(type, "affine-coupling"))
             hidden(b, t);

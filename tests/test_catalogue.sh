@@ -561,7 +561,6 @@ if mount -t tmpfs -o size=1m tmpfs "$FD" 2>mount.err; then
     [ "$rc" = 0 ] || fail "the sweep on the tmpfs failed ($rc)"
     sw_sum=$(cd "$FD/sw" && tree_sum train.lr=1e-3 && tree_sum train.lr=2e-3)
     sed 's/^train.lr = 1e-3, 2e-3/train.lr = 1e-3, 2e-3, 3e-3/' sweep.ini >sweep3.ini
-    cp sweep3.ini "$FD/sweep3.ini.copy" 2>/dev/null
     fill_to 0
     before=$failures
     run sweep sweep3.ini --out "$FD/sw"

@@ -662,14 +662,16 @@ Test(conv, bit_identical_with_1_and_2_threads, .timeout = 120)
 /* A call on n images equals n calls on one image each: outputs per image,
  * input gradients per image, and parameter gradients summed over the
  * images. 9 images of 16 x 16 pixels are 2304 pixels, so the batch's dW
- * is summed in two chunks while each single image's is one. */
-Test(conv, a_batch_is_the_sum_of_its_images)
+ * is summed in two chunks while each single image's is one, and its dX
+ * gathers run over 9 tiles whose bands of output pixels cross image
+ * boundaries; the second net does the same with stride 2 and an odd
+ * image (20 x 7: tiles end mid-row). */
+static void batch_case(uint32_t c, uint32_t h, uint32_t w, const fl_conv_layer *ls, uint32_t nl)
 {
     const fl_host *host = fl_host_table();
-    const uint32_t n = 9, il = 2 * 16 * 16;
-    const fl_conv_layer ls[] = { L3(4), LA(FL_ACT_ELU), LR(0, FL_ACT_TANH), L1(2) };
+    const uint32_t n = 9, il = c * h * w;
     tnet t;
-    cr_assert(tnet_new(&t, 2, 16, 16, ls, 4, FL_CONV_WEIGHT_NORM, NULL, n), "%s",
+    cr_assert(tnet_new(&t, c, h, w, ls, nl, FL_CONV_WEIGHT_NORM, NULL, n), "%s",
               fl_host_last_error());
     perturb(&t);
     const size_t ol = out_len(&t), nt = t.arena.total;
@@ -689,7 +691,7 @@ Test(conv, a_batch_is_the_sum_of_its_images)
             cr_assert(fabs(y1[e] - y[r * ol + e]) <= VAL_TOL * (1 + fabs(y1[e])), "image %u", r);
         for (size_t e = 0; e < il; e++)
             cr_assert(fabs(din1[e] - din[r * il + e]) <= REF_ABS + REF_REL * fabs(din1[e]),
-                      "image %u din[%zu]", r, e);
+                      "image %u din[%zu]: %g vs %g", r, e, (double)din[r * il + e], (double)din1[e]);
     }
     double worst = 0;
     for (size_t i = 0; i < nt; i++)
@@ -703,6 +705,14 @@ Test(conv, a_batch_is_the_sum_of_its_images)
     free(din1);
     free(g);
     tnet_free(&t);
+}
+
+Test(conv, a_batch_is_the_sum_of_its_images)
+{
+    const fl_conv_layer ls[] = { L3(4), LA(FL_ACT_ELU), LR(0, FL_ACT_TANH), L1(2) };
+    batch_case(2, 16, 16, ls, 4);
+    const fl_conv_layer s2[] = { L3s2(3), LA(FL_ACT_ELU), L3(2) };
+    batch_case(3, 20, 7, s2, 3);
 }
 
 static void refused(const char *what, uint32_t c, uint32_t h, uint32_t w, const fl_conv_layer *ls,

@@ -80,7 +80,10 @@ struct fl_conv {
     fl_real **g;             /* d loss / d buffer; g[nu] NULL when linear */
     fl_real *mask;           /* h*w*c copy or NULL */
     int mask_fused;          /* mask applied inside unit 0's im2col */
-    fl_real *col, *dcol;     /* im2col and its gradient (P x kk of a 3x3 unit) */
+    fl_real *col;            /* im2col (P x kk of the widest 3x3 unit) */
+    fl_real *dscr;           /* per thread: d col of one gather tile's band */
+    size_t dscr_slot;        /* elements per thread */
+    int nslots;              /* threads a backward may use (the scratch slots) */
     fl_real *part;           /* dW partial sums: MAX_CHUNKS x |W| at most */
     double *dbacc;           /* bias gradient sums (max cout) */
     /* the current call (one at a time) */
@@ -109,7 +112,7 @@ void fl_conv_free(fl_conv *c)
     free(c->g);
     fl_free(c->mask);
     fl_free(c->col);
-    fl_free(c->dcol);
+    fl_free(c->dscr);
     fl_free(c->part);
     free(c->dbacc);
     free(c);
@@ -280,6 +283,28 @@ static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
     return 1;
 }
 
+static uint32_t n_tiles(size_t p) { return (uint32_t)((p + TILE - 1) / TILE); }
+
+static void tile_of(size_t p, uint32_t t, size_t *p0, uint32_t *np)
+{
+    *p0 = (size_t)t * TILE;
+    *np = (uint32_t)(p - *p0 < TILE ? p - *p0 : TILE);
+}
+
+/* The output pixels [*q0, *q1) of 3x3 unit u whose taps read input pixels
+ * [p0, p0 + np): output row oy reads input rows oy*s - 1 .. oy*s + 1, so
+ * input row iy is read by rows ceil((iy - 1) / s) .. floor((iy + 1) / s);
+ * whole output rows, from the first input pixel's image to the last's. */
+static void band_of(const unit *u, size_t p0, uint32_t np, size_t *q0, size_t *q1)
+{
+    const size_t hw = (size_t)u->hi * u->wi, a = p0, b = p0 + np - 1;
+    const int64_t s = u->stride, ya = (int64_t)((a % hw) / u->wi), yb = (int64_t)((b % hw) / u->wi);
+    const int64_t lo = ya >= 1 ? (ya - 1 + s - 1) / s : 0;
+    const int64_t hi = (yb + 1) / s < (int64_t)u->ho - 1 ? (yb + 1) / s : (int64_t)u->ho - 1;
+    *q0 = ((a / hw) * u->ho + (size_t)lo) * u->wo;
+    *q1 = ((b / hw) * u->ho + (size_t)hi + 1) * u->wo;
+}
+
 static uint32_t n_chunks(size_t p)
 {
     size_t k = (p + CHUNK - 1) / CHUNK;
@@ -376,8 +401,28 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     if (!c->dbacc || !c->part) goto oom;
     if (col_max) {
         c->col = fl_alloc(col_max * sizeof(fl_real));
-        c->dcol = fl_alloc(col_max * sizeof(fl_real));
-        if (!c->col || !c->dcol) goto oom;
+        if (!c->col) goto oom;
+    }
+    /* d col is computed per gather tile, for the band of output pixels
+     * that read the tile, into a scratch per thread (L2-sized, not a
+     * P x kk matrix written and read back); a backward runs on at most
+     * nslots threads. */
+    c->nslots = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    for (uint32_t i = 0; i < nu; i++) {
+        const unit *u = &c->u[i];
+        if (u->k != 3) continue;
+        const size_t P = (size_t)R * u->hi * u->wi;
+        for (uint32_t t = 0, nt = n_tiles(P); t < nt; t++) {
+            size_t p0, q0, q1;
+            uint32_t np;
+            tile_of(P, t, &p0, &np);
+            band_of(u, p0, np, &q0, &q1);
+            if ((q1 - q0) * u->kk > c->dscr_slot) c->dscr_slot = (q1 - q0) * u->kk;
+        }
+    }
+    if (c->dscr_slot) {
+        c->dscr_slot = (c->dscr_slot + 15) / 16 * 16; /* 64-byte aligned slots */
+        if (!(c->dscr = fl_alloc((size_t)c->nslots * c->dscr_slot * sizeof(fl_real)))) goto oom;
     }
     /* Backward order: units last to first, each first adds its skip, then
      * its input gradient. The first sum into a buffer writes, later ones
@@ -403,14 +448,6 @@ fail:
 }
 
 /* ---- element-wise pieces ------------------------------------------------ */
-
-static uint32_t n_tiles(size_t p) { return (uint32_t)((p + TILE - 1) / TILE); }
-
-static void tile_of(size_t p, uint32_t t, size_t *p0, uint32_t *np)
-{
-    *p0 = (size_t)t * TILE;
-    *np = (uint32_t)(p - *p0 < TILE ? p - *p0 : TILE);
-}
 
 /* Buffer b as read: the input, its masked copy, an activation, or out. */
 static const fl_real *buf(const fl_conv *c, uint32_t b)
@@ -669,8 +706,10 @@ static void chunk_of(size_t P, uint32_t nch, uint32_t k, size_t *q0, size_t *nq)
     *nq = P - *q0 < per ? P - *q0 : per;
 }
 
+static void bwd_gather(fl_conv *c, uint32_t i, uint32_t t);
+
 /* Task k of unit i's products: [0, nch) dW partial sums, nch the bias
- * gradient, then d col (or, 1x1, dX) tiles. */
+ * gradient, then the input tiles of dX (1x1: a product; 3x3: bwd_gather). */
 static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
 {
     const unit *u = &c->u[i];
@@ -701,16 +740,16 @@ static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
         for (uint32_t j = 0; j < u->cout; j++) db[j] += (fl_real)acc[j];
         return;
     }
+    if (u->k == 3) {
+        bwd_gather(c, i, k - nch - 1);
+        return;
+    }
     size_t p0;
     uint32_t np;
     tile_of(P, k - nch - 1, &p0, &np);
-    if (u->k == 1)
-        fl_gemm(0, 1, (int)np, (int)u->cin, (int)u->cout, 1, d + p0 * u->cout, (int)u->cout,
-                weights(c, u), (int)u->cout, u->in_beta ? 1 : 0, c->g[i] + p0 * u->cin,
-                (int)u->cin);
-    else
-        fl_gemm(0, 1, (int)np, (int)u->kk, (int)u->cout, 1, d + p0 * u->cout, (int)u->cout,
-                weights(c, u), (int)u->cout, 0, c->dcol + p0 * u->kk, (int)u->kk);
+    fl_gemm(0, 1, (int)np, (int)u->cin, (int)u->cout, 1, d + p0 * u->cout, (int)u->cout,
+            weights(c, u), (int)u->cout, u->in_beta ? 1 : 0, c->g[i] + p0 * u->cin,
+            (int)u->cin);
 }
 
 /* dW = the partial sums in chunk order, added to dtheta (W), or through
@@ -749,16 +788,23 @@ static void bwd_reduce(fl_conv *c, uint32_t i)
     for (uint32_t j = 0; j < u->cout; j++) dg[j] += (fl_real)acc[j];
 }
 
-/* Input tile t of a 3x3 unit: each input pixel sums, taps in order, the
- * d col entries of the output pixels that read it (col2im as a gather). */
+/* Input tile t of a 3x3 unit: d col = D W^T for the band of output pixels
+ * that read the tile (one product into this thread's scratch), then each
+ * input pixel sums, taps in order, the d col entries of the output pixels
+ * that read it (col2im as a gather). The band of a tile is fixed, so the
+ * numbers do not depend on which thread runs it. */
 static void bwd_gather(fl_conv *c, uint32_t i, uint32_t t)
 {
     const unit *u = &c->u[i];
     const size_t hw = (size_t)u->hi * u->wi, P = (size_t)c->n * hw;
     const uint32_t cin = u->cin, s = u->stride;
-    size_t p0;
+    size_t p0, q0, q1;
     uint32_t np;
     tile_of(P, t, &p0, &np);
+    band_of(u, p0, np, &q0, &q1);
+    fl_real *dcol = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
+    fl_gemm(0, 1, (int)(q1 - q0), (int)u->kk, (int)u->cout, 1, delta(c, i) + q0 * u->cout,
+            (int)u->cout, weights(c, u), (int)u->cout, 0, dcol, (int)u->kk);
     for (uint32_t q = 0; q < np; q++) {
         const size_t p = p0 + q, img = p / hw, r = p % hw;
         const int64_t iy = (int64_t)(r / u->wi), ix = (int64_t)(r % u->wi);
@@ -775,7 +821,7 @@ static void bwd_gather(fl_conv *c, uint32_t i, uint32_t t)
                 const int64_t ox = tx / s;
                 if (ox >= u->wo) continue;
                 const fl_real *restrict src =
-                    c->dcol + ((img * u->ho + (size_t)oy) * u->wo + (size_t)ox) * u->kk +
+                    dcol + ((img * u->ho + (size_t)oy) * u->wo + (size_t)ox - q0) * u->kk +
                     (ky * 3 + kx) * cin;
                 for (uint32_t ch = 0; ch < cin; ch++) gd[ch] += src[ch];
             }
@@ -794,7 +840,9 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
     c->n = n;
     const size_t in_size = (size_t)c->bh[0] * c->bw[0] * c->bc[0];
     const int par = want_parallel(c, n, 2);
-#pragma omp parallel if (par)
+    /* at most one thread per scratch slot (results do not depend on it) */
+    const int nth = omp_get_max_threads() < c->nslots ? omp_get_max_threads() : c->nslots;
+#pragma omp parallel if (par) num_threads(nth)
     {
         for (uint32_t i = c->nu; i-- > 0;) {
             const unit *u = &c->u[i];
@@ -804,16 +852,12 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
 #pragma omp for schedule(dynamic, 1)
                 for (uint32_t t = 0; t < nt; t++) bwd_prep(c, i, t);
             }
-            const uint32_t nb = nch + 1 + (need_in(c, i) ? nt : 0);
-            /* the dW chunks first: the largest tasks */
+            /* dW chunks (the largest tasks first), bias, dX tiles */
+            const uint32_t nb = nch + 1 + (need_in(c, i) ? n_tiles((size_t)n * u->hi * u->wi) : 0);
 #pragma omp for schedule(dynamic, 1)
             for (uint32_t k = 0; k < nb; k++) bwd_product(c, i, k);
-            const uint32_t ng = need_in(c, i) && u->k == 3 ? n_tiles((size_t)n * u->hi * u->wi) : 0;
-#pragma omp for schedule(dynamic, 1)
-            for (uint32_t k = 0; k < ng + 1; k++) {
-                if (k == 0) bwd_reduce(c, i);
-                else bwd_gather(c, i, k - 1);
-            }
+#pragma omp single
+            bwd_reduce(c, i);
         }
         if (din) {
             const size_t E = (size_t)n * in_size;

@@ -10,12 +10,13 @@
  * product needs one GEMM per image (or a transposed output); in NHWC the
  * whole batch is one matrix and the output is already in place
  * (bench_conv measures the two). Backward: dW = col(X)^T D, db = column
- * sums of D, d col = D W^T and dX = col2im(d col), written as a gather
- * (each input pixel sums the taps that read it) so that tasks write
- * disjoint outputs.
+ * sums of D, and dX = col2im(D W^T) as a gather: each tile of input
+ * pixels computes D W^T for the band of output pixels that read it into
+ * a scratch per thread and sums the taps of each of its pixels, so tasks
+ * write disjoint outputs and no P x 9C d col matrix is written.
  *
  * Tasks and threads. Every phase is cut into tasks whose shapes depend on
- * the problem only (TILE pixels of a product; the dW sum over pixels in
+ * the problem only (TILE pixels of a product or gather; the dW sum over pixels in
  * chunks of whole pixels whose number depends on n only, the partial sums
  * added in chunk order by one task), each task one fl_gemm call (OpenBLAS
  * on one thread) plus element-wise work in a fixed order. So the same

@@ -16,9 +16,9 @@
  * write disjoint outputs and no P x 9C d col matrix is written.
  *
  * Tasks and threads. Every phase is cut into tasks whose shapes depend on
- * the problem only (TILE pixels of a product or gather; the dW sum over pixels in
- * chunks of whole pixels whose number depends on n only, the partial sums
- * added in chunk order by one task), each task one fl_gemm call (OpenBLAS
+ * the problem only (TILE pixels of a product or gather; the dW sum over
+ * pixels in chunks whose number depends on n only, the partial sums added
+ * in chunk order by one task), each task one fl_gemm call (OpenBLAS
  * on one thread) plus element-wise work in a fixed order. So the same
  * calls compute the same numbers whatever the thread count: results are
  * bit-identical for 1 or N threads. One parallel region per forward and
@@ -39,7 +39,7 @@
 #include "core/util.h"
 
 enum {
-    TILE = 256,        /* pixels per product task (forward, d col) and gather task */
+    TILE = 256,        /* pixels per forward, 1x1 dX and gather task */
     CHUNK = 2048,      /* pixels per dW partial sum, at least */
     MAX_CHUNKS = 16,   /* at most this many dW partials (memory: chunks x |W|) */
 };

@@ -100,14 +100,15 @@ Test(density, quickstart_trains_and_samples_moons, .timeout = 120)
 /* The density task's step, failing at step `fail_step`: a run "killed"
  * between checkpoints (a failed step writes nothing more). */
 static uint64_t fail_step;
-static fl_status (*real_step)(fl_experiment *, void *, uint64_t, double *);
-static fl_status failing_step(fl_experiment *e, void *run, uint64_t step, double *value)
+static fl_status (*real_step)(fl_experiment *, void *, uint64_t, uint32_t, uint32_t, double *);
+static fl_status failing_step(fl_experiment *e, void *run, uint64_t step, uint32_t p0, uint32_t n,
+                              double *value)
 {
     if (step == fail_step) {
         fl_err("stopped at step %llu by the test", (unsigned long long)step);
         return FL_ERR_INTERNAL;
     }
-    return real_step(e, run, step, value);
+    return real_step(e, run, step, p0, n, value);
 }
 
 /* Trains e in dir through the shared loop with a step that fails at step

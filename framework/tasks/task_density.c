@@ -142,21 +142,23 @@ static fl_status run_new(fl_experiment *e, void **out)
     return fl_experiment_eval_split(e, FL_SPLIT_TEST, &r->test, &r->n_test);
 }
 
-/* The mean negative log-likelihood of batch `step` and its gradient. */
-static fl_status density_step(fl_experiment *e, void *p, uint64_t step, double *value)
+/* Points p0 .. p0+n-1 of batch `step`: their share of its mean negative
+ * log-likelihood (their sum / B) and its gradient. */
+static fl_status density_step(fl_experiment *e, void *p, uint64_t step, uint32_t p0, uint32_t n,
+                              double *value)
 {
     density_run *r = p;
     const uint32_t d = e->info.dim, B = e->batch;
     const fl_real inv_b = (fl_real)(1.0 / B);
     fl_stack *flows = fl_density_flows(e);
-    fl_status st = fl_experiment_train_batch(e, step, B, r->x);
+    fl_status st = fl_experiment_train_rows(e, step, B, p0, n, r->x);
     if (st != FL_OK) return st;
-    memset(r->logdet, 0, B * sizeof(fl_real));
+    memset(r->logdet, 0, n * sizeof(fl_real));
     const fl_real *u;
-    st = fl_stack_forward(flows, B, FL_MODE_TRAIN, r->x, NULL, r->logdet, &u);
+    st = fl_stack_forward(flows, n, FL_MODE_TRAIN, r->x, NULL, r->logdet, &u);
     if (st != FL_OK) return st;
     double loss = 0;
-    for (uint32_t i = 0; i < B; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         loss += row_nll(u + (size_t)i * d, d, r->logdet[i]);
         for (uint32_t j = 0; j < d; j++) r->du[(size_t)i * d + j] = u[(size_t)i * d + j] * inv_b;
     }
@@ -168,7 +170,7 @@ static fl_status density_step(fl_experiment *e, void *p, uint64_t step, double *
         return FL_ERR_NUMERIC;
     }
     *value = loss;
-    return fl_stack_backward(flows, B, FL_MODE_TRAIN, NULL, r->du, r->dlogdet, NULL, NULL);
+    return fl_stack_backward(flows, n, FL_MODE_TRAIN, NULL, r->du, r->dlogdet, NULL, NULL);
 }
 
 static fl_status density_evaluate(fl_experiment *e, void *p)

@@ -200,6 +200,43 @@ uint64_t fl_dist_hash(const void *p, size_t n)
     return h;
 }
 
+/* ---- evaluation ---------------------------------------------------------- */
+
+static void share_of(int r, int N, uint64_t n, uint64_t chunk, uint64_t *p0, uint64_t *p1)
+{
+    const uint64_t chunks = (n + chunk - 1) / chunk;
+    const uint64_t c0 = chunks * (uint64_t)r / (uint64_t)N;
+    const uint64_t c1 = chunks * (uint64_t)(r + 1) / (uint64_t)N;
+    *p0 = c0 * chunk < n ? c0 * chunk : n;
+    *p1 = c1 * chunk < n ? c1 * chunk : n;
+}
+
+void fl_dist_share(uint64_t n, uint64_t chunk, uint64_t *p0, uint64_t *p1)
+{
+    share_of(fl_dist_rank(), fl_dist_size(), n, chunk ? chunk : 1, p0, p1);
+}
+
+fl_status fl_dist_allgather(fl_status st, void *rows, size_t row_bytes, uint64_t n,
+                            uint64_t chunk)
+{
+    if (!tp) return st;
+    st = fl_dist_agree(st);
+    if (st != FL_OK) return st;
+    char *b = rows;
+    uint64_t p0, p1;
+    if (tp->rank == 0) {
+        for (int r = 1; r < tp->size; r++) {
+            share_of(r, tp->size, n, chunk ? chunk : 1, &p0, &p1);
+            if (p1 > p0) tp->recv(b + p0 * row_bytes, (p1 - p0) * row_bytes, r);
+        }
+    } else {
+        fl_dist_share(n, chunk, &p0, &p1);
+        if (p1 > p0) tp->send(b + p0 * row_bytes, (p1 - p0) * row_bytes, 0);
+    }
+    tp->bcast(rows, n * row_bytes, 0);
+    return FL_OK;
+}
+
 /* ---- the line of a stopped rank ------------------------------------------ */
 
 /* Two lines, so the handler always reads a complete one: `cur` flips after

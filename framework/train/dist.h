@@ -95,6 +95,19 @@ int fl_dist_same(uint64_t h, int *rank);
 /* FNV-1a of n bytes (for fl_dist_same). */
 uint64_t fl_dist_hash(const void *p, size_t n);
 
+/* Evaluation over the ranks: n points computed in chunks of `chunk` (the
+ * computation's unit, cut from point 0 as one process cuts them, so every
+ * point's value is the one process's bits). This rank's points: [*p0, *p1),
+ * whole chunks, contiguous in rank order (all of them for one process). */
+void fl_dist_share(uint64_t n, uint64_t chunk, uint64_t *p0, uint64_t *p1);
+/* Collective. After each rank filled its share (fl_dist_share with the
+ * same n and chunk) of rows (n rows of row_bytes): every rank's rows on
+ * every rank, so sums over the points run in point order everywhere. `st`
+ * is this rank's status, agreed first (fl_dist_agree); rows are then not
+ * exchanged. */
+fl_status fl_dist_allgather(fl_status st, void *rows, size_t row_bytes, uint64_t n,
+                            uint64_t chunk);
+
 /* The message a surviving rank prints when the job is stopped by a signal
  * (mpirun stops every rank once one has died): installs handlers for
  * SIGTERM, SIGINT and SIGHUP that write one line naming this rank, the

@@ -14,6 +14,31 @@
 
 static const fl_dist_transport *tp; /* NULL: one process */
 static int shared;                  /* the last error came from an agreement */
+static uint64_t traffic[2];         /* bytes this rank sent, received */
+
+/* The transport's calls, counted (a broadcast as the root's send or a
+ * receive elsewhere, whatever tree the transport uses inside). */
+static void t_send(const void *b, size_t n, int to)
+{
+    traffic[0] += n;
+    tp->send(b, n, to);
+}
+static void t_recv(void *b, size_t n, int from)
+{
+    traffic[1] += n;
+    tp->recv(b, n, from);
+}
+static void t_bcast(void *b, size_t n, int root)
+{
+    traffic[tp->rank == root ? 0 : 1] += n;
+    tp->bcast(b, n, root);
+}
+
+void fl_dist_traffic(uint64_t *sent, uint64_t *received)
+{
+    *sent = traffic[0];
+    *received = traffic[1];
+}
 
 void fl_dist_use(const fl_dist_transport *t) { tp = t && t->size > 1 ? t : NULL; }
 int fl_dist_rank(void) { return tp ? tp->rank : 0; }
@@ -101,7 +126,7 @@ static fl_status spread_error(int from, fl_status st)
         m.status = (int32_t)st;
         snprintf(m.msg, sizeof m.msg, "%s", fl_err_msg());
     }
-    tp->bcast(&m, sizeof m, from);
+    t_bcast(&m, sizeof m, from);
     fl_err("%s", m.msg);
     shared = 1;
     return (fl_status)m.status;
@@ -122,27 +147,27 @@ fl_status fl_dist_grad_reduce(fl_dist_grad *r, fl_status st, fl_real *grad, doub
         for (uint32_t i = 1; i < r->own; i++) v += r->vals[i];
         h.value = v;
     } else {
-        tp->recv(&h, sizeof h, me - 1);
+        t_recv(&h, sizeof h, me - 1);
         for (uint32_t i = 0; i < r->own; i++) h.value += r->vals[i];
     }
     if (st != FL_OK && h.fail_rank == N) {
         h.fail_rank = me;
         h.fail_status = (int32_t)st;
     }
-    if (me < last) tp->send(&h, sizeof h, me + 1);
+    if (me < last) t_send(&h, sizeof h, me + 1);
     for (size_t c = 0; c < r->n; c += PIECE) {
         const size_t m = r->n - c < PIECE ? r->n - c : PIECE;
         fl_real *s = r->sum + c;
         if (me > 0) {
-            tp->recv(s, m * sizeof(fl_real), me - 1);
+            t_recv(s, m * sizeof(fl_real), me - 1);
             for (uint32_t i = 0; i + 1 < r->own; i++) add_into(s, r->held + i * r->n + c, m);
             add_into(s, grad + c, m); /* this rank's last block */
         }
-        if (me < last) tp->send(s, m * sizeof(fl_real), me + 1);
+        if (me < last) t_send(s, m * sizeof(fl_real), me + 1);
     }
     if (me == last) memcpy(grad, r->sum, r->n * sizeof(fl_real));
-    tp->bcast(&h, sizeof h, last);
-    tp->bcast(grad, r->n * sizeof(fl_real), last);
+    t_bcast(&h, sizeof h, last);
+    t_bcast(grad, r->n * sizeof(fl_real), last);
     *value = h.value;
     if (h.fail_rank < N) return spread_error(h.fail_rank, (fl_status)h.fail_status);
     return FL_OK;
@@ -157,13 +182,13 @@ static int min_int(int v)
     if (tp->rank == 0) {
         for (int r = 1; r < tp->size; r++) {
             int32_t x;
-            tp->recv(&x, sizeof x, r);
+            t_recv(&x, sizeof x, r);
             if (x < m) m = x;
         }
     } else {
-        tp->send(&m, sizeof m, 0);
+        t_send(&m, sizeof m, 0);
     }
-    tp->bcast(&m, sizeof m, 0);
+    t_bcast(&m, sizeof m, 0);
     return m;
 }
 
@@ -177,7 +202,7 @@ fl_status fl_dist_agree(fl_status st)
 
 void fl_dist_bcast0(void *buf, size_t bytes)
 {
-    if (tp) tp->bcast(buf, bytes, 0);
+    if (tp) t_bcast(buf, bytes, 0);
 }
 
 int fl_dist_same(uint64_t h, int *rank)
@@ -185,7 +210,7 @@ int fl_dist_same(uint64_t h, int *rank)
     *rank = 0;
     if (!tp) return 1;
     uint64_t h0 = h;
-    tp->bcast(&h0, sizeof h0, 0);
+    t_bcast(&h0, sizeof h0, 0);
     const int first = min_int(h != h0 ? tp->rank : tp->size);
     if (first == tp->size) return 1;
     *rank = first;
@@ -227,13 +252,13 @@ fl_status fl_dist_allgather(fl_status st, void *rows, size_t row_bytes, uint64_t
     if (tp->rank == 0) {
         for (int r = 1; r < tp->size; r++) {
             share_of(r, tp->size, n, chunk ? chunk : 1, &p0, &p1);
-            if (p1 > p0) tp->recv(b + p0 * row_bytes, (p1 - p0) * row_bytes, r);
+            if (p1 > p0) t_recv(b + p0 * row_bytes, (p1 - p0) * row_bytes, r);
         }
     } else {
         fl_dist_share(n, chunk, &p0, &p1);
-        if (p1 > p0) tp->send(b + p0 * row_bytes, (p1 - p0) * row_bytes, 0);
+        if (p1 > p0) t_send(b + p0 * row_bytes, (p1 - p0) * row_bytes, 0);
     }
-    tp->bcast(rows, n * row_bytes, 0);
+    t_bcast(rows, n * row_bytes, 0);
     return FL_OK;
 }
 

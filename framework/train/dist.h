@@ -92,6 +92,9 @@ void fl_dist_bcast0(void *buf, size_t bytes);
  * parameters), else 0 on every rank and *rank set to the lowest rank whose h
  * differs from rank 0's. */
 int fl_dist_same(uint64_t h, int *rank);
+/* Bytes this rank has sent and received through the transport so far (a
+ * broadcast counts once: as sent by its root, received by the others). */
+void fl_dist_traffic(uint64_t *sent, uint64_t *received);
 /* FNV-1a of n bytes (for fl_dist_same). */
 uint64_t fl_dist_hash(const void *p, size_t n);
 

@@ -9,6 +9,8 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #ifdef FL_HAVE_MPI
 #include <mpi.h>
@@ -16,13 +18,25 @@
 
 #include "train/dist.h"
 
+/* Whether this process was started by another flowlab (a sweep's cell,
+ * sweep/runner.c): it inherits the launcher's variables from its parent
+ * rank but is not a rank itself. */
+static int child_of_flowlab(void)
+{
+    char self[PATH_MAX], parent[PATH_MAX], link[64];
+    snprintf(link, sizeof link, "/proc/%ld/exe", (long)getppid());
+    ssize_t a = readlink("/proc/self/exe", self, sizeof self - 1);
+    ssize_t b = readlink(link, parent, sizeof parent - 1);
+    return a > 0 && a == b && memcmp(self, parent, (size_t)a) == 0;
+}
+
 /* Under a launcher (mpirun sets these): a plain run never starts MPI. */
 static int launched(int *ranks)
 {
     const char *s = getenv("OMPI_COMM_WORLD_SIZE");
     if (!s) s = getenv("PMI_SIZE");
     *ranks = s ? atoi(s) : 0;
-    return s || getenv("PMIX_RANK") || getenv("PMI_RANK");
+    return (s || getenv("PMIX_RANK") || getenv("PMI_RANK")) && !child_of_flowlab();
 }
 
 #ifdef FL_HAVE_MPI

@@ -363,6 +363,15 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
         st = save(e, rundir, &opt, &ema, opt.t, &rec, interval_sum, interval_n);
     st = fl_dist_agree(st);
     if (st == FL_OK && writes) fl_dist_note(opt.t, opt.t);
+    if (st == FL_OK && fl_dist_size() > 1 && out->session_steps) {
+        uint64_t sent, got;
+        fl_dist_traffic(&sent, &got);
+        fl_log(FL_LOG_INFO, "rank %d of %d sent %.3g MB and received %.3g MB in %llu steps "
+               "(%.0f bytes per step; the gradient is %zu bytes)", fl_dist_rank(),
+               fl_dist_size(), sent / 1e6, got / 1e6, (unsigned long long)out->session_steps,
+               (double)(sent + got) / (double)out->session_steps,
+               e->arena.total * sizeof(fl_real));
+    }
     fl_stack_set_step(0); /* what follows is evaluation or sampling */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_metrics_free(&metrics);

@@ -14,6 +14,7 @@
 #include "output/json.h"
 #include "output/rundir.h"
 #include "tasks/task.h"
+#include "train/dist.h"
 
 
 /* -log N(u; 0, I) - logdet for one row, in double. */
@@ -74,21 +75,27 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
 {
     uint32_t d = e->info.dim, chunk = e->eval_batch;
     fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
-    if (!logdet) return FL_ERR_NOMEM;
-    double s = 0, s2 = 0;
-    fl_status st = FL_OK;
-    for (uint64_t i = 0; i < n && st == FL_OK; i += chunk) {
+    double *nll = malloc(n * sizeof *nll); /* per row, summed in row order below */
+    fl_status st = logdet && nll ? FL_OK : FL_ERR_NOMEM;
+    /* under mpirun each rank takes whole chunks (train/dist.h) */
+    uint64_t mine0, mine1;
+    fl_dist_share(n, chunk, &mine0, &mine1);
+    for (uint64_t i = mine0; i < mine1 && st == FL_OK; i += chunk) {
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
         memset(logdet, 0, m * sizeof(fl_real));
         const fl_real *u;
         st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x + i * d, NULL, logdet, &u);
-        for (uint32_t r = 0; st == FL_OK && r < m; r++) {
-            double v = row_nll(u + (size_t)r * d, d, logdet[r]);
-            s += v;
-            s2 += v * v;
-        }
+        for (uint32_t r = 0; st == FL_OK && r < m; r++)
+            nll[i + r] = row_nll(u + (size_t)r * d, d, logdet[r]);
     }
     fl_free(logdet);
+    st = fl_dist_allgather(st, nll, sizeof *nll, n, chunk);
+    double s = 0, s2 = 0;
+    for (uint64_t i = 0; st == FL_OK && i < n; i++) {
+        s += nll[i];
+        s2 += nll[i] * nll[i];
+    }
+    free(nll);
     if (st != FL_OK) return st;
     double mu = s / (double)n, var = n > 1 ? (s2 - s * mu) / (double)(n - 1) : 0;
     *mean = mu;

@@ -270,6 +270,7 @@ static char line[2][1400];
 static size_t line_len[2];
 static volatile sig_atomic_t cur;
 static char *watched;            /* the run directory (owned) */
+static const char *erase = "";   /* clears rank 0's progress line on a terminal */
 static uint64_t noted_step = UINT64_MAX, noted_saved = UINT64_MAX;
 
 static void on_stop(int sig)
@@ -289,18 +290,18 @@ void fl_dist_note(uint64_t step, uint64_t saved)
     int len;
     if (saved)
         len = snprintf(line[n], sizeof line[n],
-                       "flowlab: rank %d: stopping at step %llu: the job was stopped (another rank "
-                       "died, or mpirun was interrupted); %s keeps its last checkpoint (step %llu): "
-                       "continue with flowlab run EXP.ini --out %s --resume (under any mpirun -n "
-                       "up to [train] grad_blocks)\n",
-                       fl_dist_rank(), (unsigned long long)step, watched,
+                       "%sflowlab: rank %d: stopping at step %llu: the job was stopped (another "
+                       "rank died, or mpirun was interrupted); %s keeps its last checkpoint (step "
+                       "%llu): continue with flowlab run EXP.ini --out %s --resume (under any "
+                       "mpirun -n up to [train] grad_blocks)\n",
+                       erase, fl_dist_rank(), (unsigned long long)step, watched,
                        (unsigned long long)saved, watched);
     else
         len = snprintf(line[n], sizeof line[n],
-                       "flowlab: rank %d: stopping at step %llu: the job was stopped (another rank "
-                       "died, or mpirun was interrupted); %s has no checkpoint yet (set [train] "
-                       "checkpoint_every), so --resume starts it afresh\n",
-                       fl_dist_rank(), (unsigned long long)step, watched);
+                       "%sflowlab: rank %d: stopping at step %llu: the job was stopped (another "
+                       "rank died, or mpirun was interrupted); %s has no checkpoint yet (set "
+                       "[train] checkpoint_every), so --resume starts it afresh\n",
+                       erase, fl_dist_rank(), (unsigned long long)step, watched);
     line_len[n] = len < 0 ? 0 : (size_t)len < sizeof line[n] ? (size_t)len : sizeof line[n] - 1;
     cur = n;
 }
@@ -310,6 +311,7 @@ void fl_dist_watch(const char *rundir)
     if (!tp || watched) return;
     watched = fl_strdup(rundir ? rundir : "the run directory");
     if (!watched) return;
+    if (isatty(STDERR_FILENO)) erase = "\r\033[K";
     fl_dist_note(0, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

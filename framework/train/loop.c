@@ -283,6 +283,7 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
                    step0 };
 
     uint64_t saved = step0; /* the last checkpoint (for a stopped rank's line) */
+    uint64_t sum_bytes = 0;  /* bytes this rank moved for the gradient sums */
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
         double t0 = fl_now(), value = 0;
         opt.lr = fl_experiment_lr(e, step);
@@ -299,7 +300,11 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
             if (st == FL_OK) fl_dist_grad_add(&red, g - b0, e->arena.grad, v);
         }
         if (st != FL_OK) name_step(step + 1);
+        uint64_t sent0, got0, sent1, got1; /* the sum's traffic, for the closing line */
+        fl_dist_traffic(&sent0, &got0);
         st = fl_dist_grad_reduce(&red, st, e->arena.grad, &value);
+        fl_dist_traffic(&sent1, &got1);
+        sum_bytes += (sent1 - sent0) + (got1 - got0);
         if (st == FL_OK) st = check_value(&dv, step + 1, value, rundir);
         if (st != FL_OK) {
             st = fl_dist_agree(st); /* the same on every rank: printed by rank 0 alone */
@@ -366,11 +371,10 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     if (st == FL_OK && fl_dist_size() > 1 && out->session_steps) {
         uint64_t sent, got;
         fl_dist_traffic(&sent, &got);
-        fl_log(FL_LOG_INFO, "rank %d of %d sent %.3g MB and received %.3g MB in %llu steps "
-               "(%.0f bytes per step; the gradient is %zu bytes)", fl_dist_rank(),
-               fl_dist_size(), sent / 1e6, got / 1e6, (unsigned long long)out->session_steps,
-               (double)(sent + got) / (double)out->session_steps,
-               e->arena.total * sizeof(fl_real));
+        fl_log(FL_LOG_INFO, "rank %d of %d: the gradient sums moved %.0f bytes a step (in and "
+               "out; the gradient is %zu bytes); %.3g MB sent and %.3g MB received in all",
+               fl_dist_rank(), fl_dist_size(), (double)sum_bytes / (double)out->session_steps,
+               e->arena.total * sizeof(fl_real), (double)sent / 1e6, (double)got / 1e6);
     }
     fl_stack_set_step(0); /* what follows is evaluation or sampling */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */

@@ -620,8 +620,8 @@ Test(density, grad_blocks_refusals_name_the_key, .timeout = 60)
     cr_assert(strstr(fl_err_msg(), "[train] grad_blocks = 5 exceeds [train] batch = 4"), "%s",
               fl_err_msg());
     fl_experiment_free(e);
-    static const char *const bn[] = { "train.steps=2", "train.grad_blocks=2", "flow.2.type=batch-norm",
-                                      "data.test_size=100", NULL };
+    static const char *const bn[] = { "train.steps=2", "train.grad_blocks=2",
+                                      "flow.2.type=batch-norm", "data.test_size=100", NULL };
     e = quickstart(r, bn);
     cr_assert_eq(fl_density_train(e, NULL, 0, &res), FL_ERR_INVALID);
     cr_assert(strstr(fl_err_msg(), "[flow.2] batch-norm couples the rows"), "%s", fl_err_msg());

@@ -201,7 +201,9 @@ else
         fail "kill: expected one line from each of the 2 surviving ranks"
     grep -qE "keeps its last checkpoint \(step [0-9]+\): continue with .*--resume" "$TMP/err" ||
         fail "kill: the line does not name the checkpoint and --resume"
-    if [ "$failures" = "$before" ]; then echo "ok: a killed rank stops the others with one line each"; fi
+    if [ "$failures" = "$before" ]; then
+        echo "ok: a killed rank stops the others with one line each"
+    fi
     mpi 2 run "$QS" --out killed "${LONG[@]}" --resume
     [ "$rc" = 0 ] || fail "kill: --resume under mpirun -n 2: exit code $rc"
     if cmp -s killed/checkpoint.flc whole/checkpoint.flc; then

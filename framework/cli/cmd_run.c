@@ -254,7 +254,8 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         int threads = (int)fl_exp_int(&e->exp, "threads");
         if (threads > 0) {
             omp_set_num_threads(threads);
-            fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0); /* the new team */
+            /* the new team */
+            fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0);
         }
     }
     if (st == FL_OK && rank == 0) st = make_rundir(e, out, &resume, &dir);

@@ -83,8 +83,9 @@ fl_status fl_dist_grad_reduce(fl_dist_grad *r, fl_status st, fl_real *grad, doub
  * that failed, with its fl_err message on every rank (fl_dist_error_shared
  * then returns 1, so only rank 0 needs to print it), or FL_OK. */
 fl_status fl_dist_agree(fl_status st);
-/* 1 when the last error came through fl_dist_agree or fl_dist_grad_reduce
- * (every rank holds it); cleared by fl_dist_agree(FL_OK) results. */
+/* 1 once an error has come through fl_dist_agree, fl_dist_grad_reduce or
+ * fl_dist_allgather (every rank holds it, so a rank other than 0 need not
+ * print it); 0 before. Any time. */
 int fl_dist_error_shared(void);
 /* Collective. Rank 0's `bytes` bytes of buf on every rank. */
 void fl_dist_bcast0(void *buf, size_t bytes);

@@ -33,15 +33,18 @@ void fl_vae_draw_noise(fl_rng_key key, uint64_t sub0, uint64_t p0, uint32_t n, u
         fl_normals(key, sub0 + p0 + b, j0 * dim, per, eps + b * per);
 }
 
-/* Training noise of step `step`: one stream per step, split over threads. */
-static void draw_step_noise(fl_rng_key key, uint64_t step, size_t total, fl_real *eps)
+/* Training noise of step `step`: numbers first .. first+total-1 of one
+ * stream per step (a block of points starts past the points before it),
+ * split over threads. */
+static void draw_step_noise(fl_rng_key key, uint64_t step, uint64_t first, size_t total,
+                            fl_real *eps)
 {
     const size_t piece = 8192;
     const size_t np = (total + piece - 1) / piece;
 #pragma omp parallel for schedule(static) if (np > 1)
     for (size_t i = 0; i < np; i++) {
         size_t a = i * piece, m = total - a < piece ? total - a : piece;
-        fl_normals(key, step, a, m, eps + a);
+        fl_normals(key, step, first + a, m, eps + a);
     }
 }
 
@@ -313,19 +316,22 @@ fl_status fl_vae_run_new(fl_experiment *e, void **out)
     return st;
 }
 
-/* The bound of batch `step` under the estimator, and its gradient. */
-fl_status fl_vae_step(fl_experiment *e, void *p, uint64_t step, double *value)
+/* Points p0 .. p0+n-1 of batch `step`: their share of its mean bound
+ * under the estimator (their sum / B), and its gradient. */
+fl_status fl_vae_step(fl_experiment *e, void *p, uint64_t step, uint32_t p0, uint32_t n,
+                      double *value)
 {
     fl_vae_run *r = p;
     fl_vae *v = fl_vae_of(e);
     const uint32_t B = v->B, k = v->k;
-    fl_status st = fl_experiment_train_batch(e, step, B, r->x);
+    fl_status st = fl_experiment_train_rows(e, step, B, p0, n, r->x);
     if (st != FL_OK) return st;
-    draw_step_noise(r->key, step, (size_t)B * k * v->L1, v->eps);
-    if (v->two) draw_step_noise(r->key2, step, (size_t)B * k * v->L2, v->eps2);
-    st = fl_vae_forward(e, FL_MODE_TRAIN, r->x, B, k);
+    draw_step_noise(r->key, step, (uint64_t)p0 * k * v->L1, (size_t)n * k * v->L1, v->eps);
+    if (v->two)
+        draw_step_noise(r->key2, step, (uint64_t)p0 * k * v->L2, (size_t)n * k * v->L2, v->eps2);
+    st = fl_vae_forward(e, FL_MODE_TRAIN, r->x, n, k);
     double sum = 0;
-    if (st == FL_OK) st = weigh(e, v->ec, v->est.self, B, k, -1.0 / B, &sum);
+    if (st == FL_OK) st = weigh(e, v->ec, v->est.self, n, k, -1.0 / B, &sum);
     if (st != FL_OK) return st;
     double bound = sum / B;
     if (!isfinite(bound)) {
@@ -334,7 +340,7 @@ fl_status fl_vae_step(fl_experiment *e, void *p, uint64_t step, double *value)
         return FL_ERR_NUMERIC;
     }
     *value = bound;
-    return model_backward(e, FL_MODE_TRAIN, r->x, B, k);
+    return model_backward(e, FL_MODE_TRAIN, r->x, n, k);
 }
 
 fl_status fl_vae_validate(fl_experiment *e, void *p)

@@ -60,14 +60,18 @@ fl_status fl_vi_train_step(fl_experiment *e, fl_vi_bufs *b, fl_rng_key noise, ui
     if (st != FL_OK) return st;
     fl_target_args ta = { R, z, b->logp, b->ones, b->gp };
     fl_host_clear_error();
+    fl_part_enter(&v->target, "log_prob");
     st = fl_vi_tcls(v)->log_prob(v->target.self, &ta);
+    fl_crash_leave();
     if (st != FL_OK) return fl_vi_target_fail(v, st);
     for (uint32_t r = 0; r < R; r++)
         b->logw[r] = (fl_real)(beta * b->logp[r] - fl_vi_log_normal(b->eps + (size_t)r * d, d) +
                                b->logdet[r]);
     fl_est_args ea = { n, v->k, b->logw, b->bound, b->wp, b->wq };
     fl_host_clear_error();
+    fl_part_enter(&v->est, "weights");
     st = fl_vi_ecls(v)->weights(v->est.self, &ea);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "[estimator] %s", v->est.rec->cls.base.name);
     double s = 0;
     for (uint32_t i = 0; i < n; i++) s += b->bound[i];

@@ -201,6 +201,8 @@ else
         fail "kill: expected one line from each of the 2 surviving ranks"
     grep -qE "keeps its last checkpoint \(step [0-9]+\): continue with .*--resume" "$TMP/err" ||
         fail "kill: the line does not name the checkpoint and --resume"
+    grep -qF "continue with flowlab run $QS --out killed --resume" "$TMP/err" ||
+        fail "kill: the line does not give the experiment file and run directory to resume"
     if [ "$failures" = "$before" ]; then
         echo "ok: a killed rank stops the others with one line each"
     fi

@@ -267,7 +267,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         if (rank == 0) snprintf(name, sizeof name, "%s", dir);
         fl_dist_bcast0(name, sizeof name);
         fl_dist_bcast0(&resume, sizeof resume);
-        fl_dist_watch(name);
+        fl_dist_watch(exp_path, name);
     }
     st = rank == 0 ? run_task(e, exp_path, dir, resume) : run_task_rank(e, resume);
 done:;

@@ -270,6 +270,7 @@ static char line[2][1400];
 static size_t line_len[2];
 static volatile sig_atomic_t cur;
 static char *watched;            /* the run directory (owned) */
+static char *watched_exp;        /* the experiment file (owned) */
 static const char *erase = "";   /* clears rank 0's progress line on a terminal */
 static uint64_t noted_step = UINT64_MAX, noted_saved = UINT64_MAX;
 
@@ -292,10 +293,10 @@ void fl_dist_note(uint64_t step, uint64_t saved)
         len = snprintf(line[n], sizeof line[n],
                        "%sflowlab: rank %d: stopping at step %llu: the job was stopped (another "
                        "rank died, or mpirun was interrupted); %s keeps its last checkpoint (step "
-                       "%llu): continue with flowlab run EXP.ini --out %s --resume (under any "
+                       "%llu): continue with flowlab run %s --out %s --resume (under any "
                        "mpirun -n up to [train] grad_blocks)\n",
                        erase, fl_dist_rank(), (unsigned long long)step, watched,
-                       (unsigned long long)saved, watched);
+                       (unsigned long long)saved, watched_exp, watched);
     else
         len = snprintf(line[n], sizeof line[n],
                        "%sflowlab: rank %d: stopping at step %llu: the job was stopped (another "
@@ -306,11 +307,17 @@ void fl_dist_note(uint64_t step, uint64_t saved)
     cur = n;
 }
 
-void fl_dist_watch(const char *rundir)
+void fl_dist_watch(const char *exp_path, const char *rundir)
 {
     if (!tp || watched) return;
+    watched_exp = fl_strdup(exp_path ? exp_path : "EXP.ini");
     watched = fl_strdup(rundir ? rundir : "the run directory");
-    if (!watched) return;
+    if (!watched || !watched_exp) {
+        free(watched);
+        free(watched_exp);
+        watched = watched_exp = NULL;
+        return;
+    }
     if (isatty(STDERR_FILENO)) erase = "\r\033[K";
     fl_dist_note(0, 0);
     struct sigaction sa;

@@ -116,8 +116,10 @@ fl_status fl_dist_allgather(fl_status st, void *rows, size_t row_bytes, uint64_t
  * (mpirun stops every rank once one has died): installs handlers for
  * SIGTERM, SIGINT and SIGHUP that write one line naming this rank, the
  * step and the run directory's last checkpoint, then end the process by
- * the same signal. Only with more than one rank; `rundir` is copied. */
-void fl_dist_watch(const char *rundir);
+ * the same signal. Only with more than one rank; `exp_path` (the
+ * experiment file, for the --resume command it suggests) and `rundir` are
+ * copied. */
+void fl_dist_watch(const char *exp_path, const char *rundir);
 /* Updates that line: the step under way and the last checkpoint written
  * (0 = none). Cheap; called every step. */
 void fl_dist_note(uint64_t step, uint64_t saved);

@@ -416,6 +416,10 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
     e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
     e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
 
+    if (e->task->prepare) {
+        st = e->task->prepare(e); /* before the data: its refusals cost no loading */
+        if (st != FL_OK) goto fail;
+    }
     if (e->task->data) {
         st = make_dataset(e);
         if (st != FL_OK) goto fail;

@@ -232,24 +232,28 @@ static fl_status alloc_buffers(fl_vae *v)
     return FL_OK;
 }
 
-fl_status fl_vae_build(fl_experiment *e)
+fl_status fl_vae_prepare(fl_experiment *e)
 {
     fl_vae *v = calloc(1, sizeof *v);
     if (!v) return FL_ERR_NOMEM;
     e->model = v;
-    fl_status st;
-    v->D = e->info.dim;
     v->B = e->batch;
 
-    /* The estimator first: its k sizes everything. */
-    st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", "elbo", &v->est);
+    /* The estimator first: its k sizes everything, and it needs no data. */
+    fl_status st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", "elbo", &v->est);
     if (st != FL_OK) return st;
     v->k = (uint32_t)fl_values_get(&v->est.cfg, "k")->i;
     v->ec = &v->est.rec->cls.estimator;
     v->Rmax = v->B * v->k > e->eval_batch ? v->B * v->k : e->eval_batch;
     fl_estimator_shape es = { v->Rmax, v->k };
-    st = fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
-    if (st != FL_OK) return st;
+    return fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
+}
+
+fl_status fl_vae_build(fl_experiment *e)
+{
+    fl_vae *v = e->model; /* started by fl_vae_prepare */
+    fl_status st;
+    v->D = e->info.dim;
 
     /* Encoder shape: latent and context come from [encoder]. */
     fl_values encv;

@@ -260,4 +260,18 @@ for e in "renyi --set estimator.alpha=0.5" "vr-max" "miwae --set estimator.m=2" 
     expect_ok "a vae trained with estimator $e"
 done
 
+# gradvar tries every estimator on a run whose [estimator] holds another
+# type's key (est1 is renyi with alpha); piwae's inference gradient is
+# miwae's (same m), so their inference SNRs agree.
+run --quiet gradvar "$TMP/est1" --estimators elbo,iwae,renyi,vr-max,miwae,ciwae,piwae \
+    --k 1,4 --draws 4 --n 5
+expect_ok "gradvar compares the new estimators"
+grep -q "n/a" "$TMP/out" && fail "gradvar refused an estimator: $(grep n/a "$TMP/out" | head -1)"
+[ "$(awk 'NF == 0 { exit } 1' "$TMP/out" |
+    grep -cE '^(elbo|iwae|renyi|vr-max|miwae|ciwae|piwae) +[14] ')" = 14 ] ||
+    fail "gradvar did not list 7 estimators x 2 k: $(cat "$TMP/out")"
+snr_inf() { awk -v e="$1" '$1 == e && $2 == 4 { print $6; exit }' "$TMP/out"; } # first table
+[ -n "$(snr_inf piwae)" ] && [ "$(snr_inf piwae)" = "$(snr_inf miwae)" ] ||
+    fail "piwae's inference SNR $(snr_inf piwae) is not miwae's $(snr_inf miwae)"
+
 finish CLI

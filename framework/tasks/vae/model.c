@@ -415,7 +415,32 @@ fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k)
     v->ec = NULL;
     fl_status st = fl_config_put(e->cfg, "estimator", "type", type, 0);
     if (st == FL_OK) st = fl_config_put(e->cfg, "estimator", "k", kb, 0);
-    if (st == FL_OK) st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", type, &v->est);
+    if (st != FL_OK) return st;
+    /* Keys of [estimator] that `type` does not declare (another type's: a
+     * renyi run's alpha while gradvar tries iwae) are set aside while it is
+     * resolved, so that any type can be tried on any run; the run's own
+     * type keeps its values. A stable partition: declared keys first. */
+    fl_cfg_section *sec = fl_config_section(e->cfg, "estimator");
+    const fl_comp_rec *rec = fl_registry_find(e->reg, FL_KIND_ESTIMATOR, type);
+    const size_t n_all = sec->n;
+    if (rec) {
+        fl_cfg_entry *aside = malloc(n_all * sizeof *aside);
+        if (!aside) return FL_ERR_NOMEM;
+        size_t kept = 0, n_aside = 0;
+        for (size_t i = 0; i < n_all; i++) {
+            const char *key = sec->e[i].key;
+            int declared = strcmp(key, "type") == 0 || strcmp(key, "k") == 0;
+            for (uint32_t j = 0; j < rec->cls.base.n_keys && !declared; j++)
+                declared = strcmp(key, rec->cls.base.keys[j].name) == 0;
+            if (declared) sec->e[kept++] = sec->e[i];
+            else aside[n_aside++] = sec->e[i];
+        }
+        memcpy(sec->e + kept, aside, n_aside * sizeof *aside);
+        free(aside);
+        sec->n = kept;
+    }
+    st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", type, &v->est);
+    sec->n = n_all;
     if (st != FL_OK) return st;
     v->ec = &v->est.rec->cls.estimator;
     v->k = k;

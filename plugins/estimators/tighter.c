@@ -268,8 +268,8 @@ static fl_status weights(void *self, const fl_est_args *a)
         miwae_row(e->m, lw, k, q);
         for (uint32_t j = 0; j < k; j++) {
             fl_real gp = (fl_real)p[j], gq = (fl_real)q[j];
-            fl_real floor = (fl_real)(gq * half_eps);
-            if (gp < floor) gp = floor;
+            const fl_real least = (fl_real)(gq * half_eps);
+            if (gp < least) gp = least;
             wp[j] = gp;
             wq[j] = gp == 0 ? 0 : gq;
         }
@@ -279,8 +279,8 @@ static fl_status weights(void *self, const fl_est_args *a)
 
 static const fl_key renyi_keys[] = {
     { "alpha", FL_KEY_REAL, "0.5", 1, 0, NULL,
-      "Renyi order: 0 is iwae, near 1 approaches the elbo, below 0 tighter than iwae "
-      "(not a bound for alpha < 0); 1 is refused" },
+      "Renyi order a: 0 is iwae, near 1 approaches the elbo, 1 is refused; below 0 the "
+      "bound is above iwae's and no longer a lower bound in general" },
 };
 
 static const fl_key groups_keys[] = {

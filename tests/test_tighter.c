@@ -608,6 +608,8 @@ Test(tighter, refusals_at_create)
     const fl_key *alpha = &fl_registry_find(r, FL_KIND_ESTIMATOR, "renyi")->cls.base.keys[0];
     cr_assert_not_null(fl_value_parse(alpha, "inf", &v, msg, sizeof msg));
     cr_assert_not_null(fl_value_parse(alpha, "nan", &v, msg, sizeof msg));
+    cr_assert_not_null(fl_value_parse(alpha, "-1e4", &v, msg, sizeof msg));
+    cr_assert_null(fl_value_parse(alpha, "-1000", &v, msg, sizeof msg));
     fl_registry_free(r);
 }
 

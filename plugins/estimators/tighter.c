@@ -278,9 +278,9 @@ static fl_status weights(void *self, const fl_est_args *a)
 }
 
 static const fl_key renyi_keys[] = {
-    { "alpha", FL_KEY_REAL, "0.5", 1, 0, NULL,
+    { "alpha", FL_KEY_REAL, "0.5", -1000, 1000, NULL,
       "Renyi order a: 0 is iwae, near 1 approaches the elbo, 1 is refused; below 0 the "
-      "bound is above iwae's and no longer a lower bound in general" },
+      "bound is above iwae's and no longer a lower bound in general (vr-max is a -> -inf)" },
 };
 
 static const fl_key groups_keys[] = {

@@ -200,4 +200,78 @@ run --quiet --plugin "$TEST_DIR/fail_lik.so" run "$TMP/lik.ini" --out "$TMP/lik"
 expect_error "a likelihood's message from a worker thread" 1 \
     "likelihood fail-lik" "refusing rows on worker thread 1 on purpose"
 
+# ---- estimator settings refused at load, before any data is read ------------
+# [data] names a file that does not exist: the estimator's refusal must come
+# first (the vae task makes its estimator before the data set).
+
+cat >"$TMP/est.ini" <<EOF
+[experiment]
+task = vae
+[data]
+type = csv
+path = $TMP/no-such-data.csv
+[encoder]
+latent = 2
+hidden = 8
+[decoder]
+hidden = 8
+[likelihood]
+type = gaussian
+[estimator]
+k = 8
+[train]
+steps = 2
+batch = 10
+EOF
+est_variant() { # est_variant LINES...: est.ini with these lines after [estimator] k = 8
+    local extra
+    extra=$(printf '%s\\n' "$@")
+    sed "s/^k = 8$/k = 8\n${extra%\\n}/" "$TMP/est.ini" >"$TMP/estv.ini"
+}
+est_variant "type = renyi" "alpha = 1"
+run run "$TMP/estv.ini" --out "$TMP/est"
+expect_error "renyi alpha = 1" 3 "estv.ini:13: [estimator] renyi: alpha = 1"
+est_variant "type = miwae" "m = 3"
+run run "$TMP/estv.ini" --out "$TMP/est"
+expect_error "miwae m not dividing k" 3 \
+    "estv.ini:13: [estimator] miwae: m = 3 does not divide [estimator] k = 8"
+est_variant "type = piwae"
+run run "$TMP/estv.ini" --out "$TMP/est" --set estimator.m=16
+expect_error "piwae m above k" 3 \
+    "estv.ini:13: [estimator] piwae: m = 16 does not divide [estimator] k = 8"
+est_variant "type = ciwae" "beta = 1.5"
+run run "$TMP/estv.ini" --out "$TMP/est"
+expect_error "ciwae beta outside [0, 1]" 3 "estv.ini:16: [estimator] beta = '1.5'" "[0, 1]"
+est_variant "type = renyi" "alpha = nan"
+run run "$TMP/estv.ini" --out "$TMP/est"
+expect_error "renyi alpha not finite" 3 "estv.ini:16: [estimator] alpha = 'nan'" "finite"
+[ -e "$TMP/est" ] && fail "a refused estimator left a run directory"
+
+# ... and each of the new estimators trains a small VAE end to end
+awk 'BEGIN { srand(3); print "a,b,c"; for (i = 0; i < 200; i++)
+             printf "%.4f,%.4f,%.4f\n", rand(), rand(), rand() }' >"$TMP/est.csv"
+sed -i "s|^path = .*|path = $TMP/est.csv|" "$TMP/est.ini"
+n=0
+for e in "renyi --set estimator.alpha=0.5" "vr-max" "miwae --set estimator.m=2" \
+    "ciwae --set estimator.beta=0.25" "piwae --set estimator.m=4" "miwae"; do
+    n=$((n + 1))
+    # shellcheck disable=SC2086
+    run --quiet run "$TMP/est.ini" --out "$TMP/est$n" --set estimator.type=$e
+    expect_ok "a vae trained with estimator $e"
+done
+
+# gradvar tries every estimator on a run whose [estimator] holds another
+# type's key (est1 is renyi with alpha); piwae's inference gradient is
+# miwae's (same m), so their inference SNRs agree.
+run --quiet gradvar "$TMP/est1" --estimators elbo,iwae,renyi,vr-max,miwae,ciwae,piwae \
+    --k 1,4 --draws 4 --n 5
+expect_ok "gradvar compares the new estimators"
+grep -q "n/a" "$TMP/out" && fail "gradvar refused an estimator: $(grep n/a "$TMP/out" | head -1)"
+[ "$(awk 'NF == 0 { exit } 1' "$TMP/out" |
+    grep -cE '^(elbo|iwae|renyi|vr-max|miwae|ciwae|piwae) +[14] ')" = 14 ] ||
+    fail "gradvar did not list 7 estimators x 2 k: $(cat "$TMP/out")"
+snr_inf() { awk -v e="$1" '$1 == e && $2 == 4 { print $6; exit }' "$TMP/out"; } # first table
+[ -n "$(snr_inf piwae)" ] && [ "$(snr_inf piwae)" = "$(snr_inf miwae)" ] ||
+    fail "piwae's inference SNR $(snr_inf piwae) is not miwae's $(snr_inf miwae)"
+
 finish CLI

@@ -420,9 +420,20 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
     e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
     e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
 
+    if (e->task->prepare) {
+        st = e->task->prepare(e); /* before the data: its refusals cost no loading */
+        if (st != FL_OK) goto fail;
+    }
     if (e->task->data) {
         st = make_dataset(e);
         if (st != FL_OK) goto fail;
+        /* config.ini lists [data] first whatever `prepare` made before it */
+        for (size_t i = 1; i < e->n_extra; i++)
+            if (e->extra[i] == &e->data.cfg) {
+                memmove(e->extra + 1, e->extra, i * sizeof *e->extra);
+                e->extra[0] = &e->data.cfg;
+                break;
+            }
     }
     st = e->task->build(e); /* the task's model: e->model, the arena finalised */
     if (st == FL_OK && e->task->flows && e->task->flows(e)) {

@@ -46,6 +46,11 @@ typedef struct fl_task_model {
     void (*free)(void *model);
     /* The [flow.N] layers the model holds (written to config.ini), or NULL. */
     const fl_stack *(*flows)(const struct fl_experiment *e);
+    /* Optional, called before the [data] set is made: the parts of the
+     * model that need no data (vae: the estimator), so that their refusals
+     * come before any data is read. Starts e->model, which build then
+     * completes; on failure leaves it for `free`. NULL = nothing early. */
+    fl_status (*prepare)(struct fl_experiment *e);
 } fl_task_model;
 
 /* Entry i of the task table (defined in tasks/table.c, above this layer:

@@ -232,24 +232,28 @@ static fl_status alloc_buffers(fl_vae *v)
     return FL_OK;
 }
 
-fl_status fl_vae_build(fl_experiment *e)
+fl_status fl_vae_prepare(fl_experiment *e)
 {
     fl_vae *v = calloc(1, sizeof *v);
     if (!v) return FL_ERR_NOMEM;
     e->model = v;
-    fl_status st;
-    v->D = e->info.dim;
     v->B = e->batch;
 
-    /* The estimator first: its k sizes everything. */
-    st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", "elbo", &v->est);
+    /* The estimator first: its k sizes everything, and it needs no data. */
+    fl_status st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", "elbo", &v->est);
     if (st != FL_OK) return st;
     v->k = (uint32_t)fl_values_get(&v->est.cfg, "k")->i;
     v->ec = &v->est.rec->cls.estimator;
     v->Rmax = v->B * v->k > e->eval_batch ? v->B * v->k : e->eval_batch;
     fl_estimator_shape es = { v->Rmax, v->k };
-    st = fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
-    if (st != FL_OK) return st;
+    return fl_part_created(e, &v->est, v->ec->create(fl_host_table(), v->est.cx, &es, &v->est.self));
+}
+
+fl_status fl_vae_build(fl_experiment *e)
+{
+    fl_vae *v = e->model; /* started by fl_vae_prepare */
+    fl_status st;
+    v->D = e->info.dim;
 
     /* Encoder shape: latent and context come from [encoder]. */
     fl_values encv;
@@ -411,7 +415,32 @@ fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k)
     v->ec = NULL;
     fl_status st = fl_config_put(e->cfg, "estimator", "type", type, 0);
     if (st == FL_OK) st = fl_config_put(e->cfg, "estimator", "k", kb, 0);
-    if (st == FL_OK) st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", type, &v->est);
+    if (st != FL_OK) return st;
+    /* Keys of [estimator] that `type` does not declare (another type's: a
+     * renyi run's alpha while gradvar tries iwae) are set aside while it is
+     * resolved, so that any type can be tried on any run; the run's own
+     * type keeps its values. A stable partition: declared keys first. */
+    fl_cfg_section *sec = fl_config_section(e->cfg, "estimator");
+    const fl_comp_rec *rec = fl_registry_find(e->reg, FL_KIND_ESTIMATOR, type);
+    const size_t n_all = sec->n;
+    if (rec) {
+        fl_cfg_entry *aside = malloc(n_all * sizeof *aside);
+        if (!aside) return FL_ERR_NOMEM;
+        size_t kept = 0, n_aside = 0;
+        for (size_t i = 0; i < n_all; i++) {
+            const char *key = sec->e[i].key;
+            int declared = strcmp(key, "type") == 0 || strcmp(key, "k") == 0;
+            for (uint32_t j = 0; j < rec->cls.base.n_keys && !declared; j++)
+                declared = strcmp(key, rec->cls.base.keys[j].name) == 0;
+            if (declared) sec->e[kept++] = sec->e[i];
+            else aside[n_aside++] = sec->e[i];
+        }
+        memcpy(sec->e + kept, aside, n_aside * sizeof *aside);
+        free(aside);
+        sec->n = kept;
+    }
+    st = fl_part_prepare(e, FL_KIND_ESTIMATOR, "estimator", type, &v->est);
+    sec->n = n_all;
     if (st != FL_OK) return st;
     v->ec = &v->est.rec->cls.estimator;
     v->k = k;

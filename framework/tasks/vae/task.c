@@ -101,6 +101,7 @@ const fl_task fl_task_vae = {
                .eval_keys = fl_vae_eval_keys,
                .n_eval_keys = FL_VAE_N_EVAL_KEYS,
                .data = 1,
+               .prepare = fl_vae_prepare,
                .build = fl_vae_build,
                .free = fl_vae_free,
                .flows = fl_vae_flows },

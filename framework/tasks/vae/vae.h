@@ -100,7 +100,9 @@ static inline fl_real *fl_vae_grad(fl_experiment *e, fl_ctx *cx)
 #define FL_VAE_N_EVAL_KEYS 8
 extern const fl_key fl_vae_eval_keys[FL_VAE_N_EVAL_KEYS];
 const fl_key *fl_vae_section_keys(const char *section, uint32_t *n);
-/* The table's build, free and flows hooks (fl_task_model). */
+/* The table's prepare, build, free and flows hooks (fl_task_model):
+ * prepare makes the estimator (before the data set), build the rest. */
+fl_status fl_vae_prepare(fl_experiment *e);
 fl_status fl_vae_build(fl_experiment *e);
 void fl_vae_free(void *model);
 const fl_stack *fl_vae_flows(const fl_experiment *e);

@@ -73,6 +73,18 @@ expect_error "a layer's NaN names the layer and the step" 1 \
 [ "$(ckpt_step "$TMP/nan")" = 4 ] && echo "ok: the last good checkpoint (step 4) is kept" ||
     fail "the checkpoint is at step $(ckpt_step "$TMP/nan"), not 4"
 
+# ---- a flow that crashes the process: the last line names it ----
+run --plugin "$TEST_DIR/nan_flow.so" run "$QS" --out "$TMP/crash" --set train.steps=20 \
+    --set train.checkpoint_every=2 --set data.test_size=200 --set flow.9.type=nan-shift \
+    --set flow.9.crash_call=5
+before=$failures
+[ "$rc" -ne 0 ] || fail "a crashing layer: exit 0"
+grep -qF "flowlab: error: SIGSEGV (a bad memory access) in [flow.9] nan-shift forward, in nan_flow.so at step 5; the plugin crashed the process" \
+    "$TMP/err" || fail "a crashing layer: no line naming the section, class, call, plugin and step: $(cat "$TMP/err")"
+[ -e "$TMP/crash/result.json" ] && fail "the crashed run wrote result.json"
+[ "$(ckpt_step "$TMP/crash")" = 4 ] || fail "after the crash the checkpoint is at step $(ckpt_step "$TMP/crash"), not 4"
+[ "$failures" = "$before" ] && echo "ok: a layer's crash names [flow.9] nan-shift forward and step 5; checkpoint 4 kept"
+
 # ---- sampling from a checkpoint of NaN parameters ----
 run run "$QS" --out "$TMP/done" --set train.steps=20 --set data.test_size=200
 [ "$rc" = 0 ] || fail "the small run failed ($rc)"

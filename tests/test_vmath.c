@@ -19,6 +19,9 @@
 
 #include "common.h"
 #include <flowlab/vmath.h>
+#include <omp.h>
+
+#include "compute/fpenv.h"
 
 SUITE(vmath);
 
@@ -342,3 +345,57 @@ Test(vmath, double_build_accuracy)
 }
 
 #endif
+
+/* ---- flush-to-zero / denormals-are-zero (compute/fpenv.h) ---- */
+
+SUITE(fpenv);
+
+/* 1e-30 x 1e-10 underflows float's normal range (2^-126 ~ 1.2e-38): a
+ * denormal near 1e-40 unless flushed. The operands go through volatiles
+ * so the compiler cannot fold the product. */
+static float underflowing_product(void)
+{
+    volatile float a = 1e-30f, b = 1e-10f;
+    volatile float p = a * b;
+    return p;
+}
+
+/* A denormal input (DAZ reads it as 0). */
+static float denormal_times_one(void)
+{
+    volatile float d = 1e-40f, one = 1.0f;
+    volatile float p = d * one;
+    return p;
+}
+
+Test(fpenv, underflow_is_zero_with_the_flush_and_denormal_without_in_every_thread)
+{
+    if (!fl_fpenv_flush_denormals(1)) cr_skip_test("no flush mode on this architecture");
+    int threads = omp_get_max_threads() < 2 ? 2 : omp_get_max_threads();
+    omp_set_num_threads(threads);
+    fl_fpenv_flush_denormals(1);
+    cr_assert(fl_fpenv_flushing());
+    int bad = 0;
+#pragma omp parallel reduction(+ : bad)
+    bad += !fl_fpenv_flushing() || underflowing_product() != 0.0f || denormal_times_one() != 0.0f;
+    cr_assert_eq(bad, 0, "%d threads computed a denormal with the flush on", bad);
+
+    fl_fpenv_flush_denormals(0);
+    cr_assert(!fl_fpenv_flushing());
+#pragma omp parallel reduction(+ : bad)
+    {
+        float p = underflowing_product(), q = denormal_times_one();
+        bad += fl_fpenv_flushing() || fpclassify(p) != FP_SUBNORMAL ||
+               fpclassify(q) != FP_SUBNORMAL || p <= 0.0f;
+    }
+    cr_assert_eq(bad, 0, "%d threads flushed with the flush off", bad);
+
+    /* a team that grows later inherits the main thread's setting */
+    fl_fpenv_flush_denormals(1);
+    omp_set_num_threads(threads + 2);
+#pragma omp parallel reduction(+ : bad)
+    bad += underflowing_product() != 0.0f;
+    cr_assert_eq(bad, 0, "a new thread of a larger team did not inherit the flush");
+    omp_set_num_threads(threads);
+    fl_fpenv_flush_denormals(0);
+}

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compute/fpenv.h"
 #include "train/checkpoint.h"
 #include "train/resume.h"
 #include "cli/cli.h"
@@ -185,7 +186,10 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     if (st != FL_OK) goto done;
 
     int threads = (int)fl_exp_int(&e->exp, "threads");
-    if (threads > 0) omp_set_num_threads(threads);
+    if (threads > 0) {
+        omp_set_num_threads(threads);
+        fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0); /* the new team */
+    }
 
     int in_place = 0; /* --resume on a directory without a checkpoint: start afresh there */
     if (resume) {
@@ -221,7 +225,8 @@ done:;
      * exists, successful or not ---- */
     if (dir) {
         fl_status pst = fl_provenance_write(dir, reg, e ? e->seed : 0, t_start,
-                                            fl_provenance_now(), rc);
+                                            fl_provenance_now(), e ? fl_fpenv_flushing() : -1,
+                                            rc);
         if (pst != FL_OK && rc == FL_EXIT_OK) rc = fl_cli_fail(pst);
     }
     /* ---- end of provenance ---- */

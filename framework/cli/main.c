@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "compute/blas.h"
+#include "core/crash.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -71,6 +72,7 @@ int main(int argc, char **argv)
 {
     if (!light_command(argc, argv)) fl_choose_wait_policy(argv);
     fl_runtime_init();
+    fl_crash_install();
     fl_cli cli = { 0 };
     cli.plugins = calloc((size_t)argc + 1, sizeof *cli.plugins);
     if (!cli.plugins) return FL_EXIT_FAILURE;

@@ -6,6 +6,7 @@
 
 #include <math.h>
 
+#include "compute/fpenv.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -17,6 +18,10 @@ static const fl_key exp_keys[] = {
     { "seed", FL_KEY_INT, "1", 0, 4611686018427387904.0, NULL,
       "seed of every random stream (init, data, noise)" },
     { "threads", FL_KEY_INT, "0", 0, 1024, NULL, "OpenMP threads; 0 = all cores" },
+    { "flush_denormals", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "flush denormal floats to zero in every computing thread (FTZ and DAZ): results below "
+      "2^-126 (float) become 0; off, some x86 cores run several times slower where they occur "
+      "(docs/performance.md)" },
 };
 
 static const fl_key train_keys[] = {
@@ -239,11 +244,18 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
                           e->seed);
     if (!part->cx) return FL_ERR_NOMEM;
     fl_host_clear_error();
+    fl_part_enter(part, "create"); /* left in fl_part_created */
     return FL_OK;
+}
+
+void fl_part_enter(const fl_part *p, const char *call)
+{
+    fl_crash_enter(p->cx->path, p->rec->cls.base.name, call);
 }
 
 fl_status fl_part_created(fl_experiment *e, fl_part *part, fl_status st)
 {
+    fl_crash_leave();
     fl_ctx_end_create(part->cx);
     part->block = part->cx->block;
     if (st != FL_OK) {
@@ -398,6 +410,8 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
                  : resolve_host(cfg, "eval", eval_keys, FL_NTAB(eval_keys), &e->eval);
     if (st != FL_OK) goto fail;
     e->seed = (uint64_t)fl_exp_int(&e->exp, "seed");
+    /* before the model is built: initialisation computes too */
+    fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0);
     e->batch = (uint32_t)fl_exp_int(&e->train, "batch");
     e->eval_batch = (uint32_t)fl_exp_int(&e->eval, "batch");
     e->max_rows = e->batch > e->eval_batch ? e->batch : e->eval_batch;
@@ -492,14 +506,18 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
         fl_rng_key key = fl_rng_key_make(0, name);
         for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
             uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
+            fl_part_enter(&e->data, "draw");
             st = e->dcls->draw(e->dself, split, key, i, m, x + i * dim);
+            fl_crash_leave();
         }
     } else {
         uint64_t idx[4096];
         for (uint64_t i = 0; i < cnt && st == FL_OK; i += chunk) {
             uint32_t m = (uint32_t)(cnt - i < chunk ? cnt - i : chunk);
             for (uint32_t j = 0; j < m; j++) idx[j] = i + j;
+            fl_part_enter(&e->data, "read");
             st = e->dcls->read(e->dself, split, idx, m, x + i * dim);
+            fl_crash_leave();
         }
     }
     if (st != FL_OK) {
@@ -524,7 +542,9 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
     fl_status st;
     if (e->info.drawn & 1u) {
         fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
+        fl_part_enter(&e->data, "draw");
         st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
+        fl_crash_leave();
     } else {
         const uint64_t N = e->info.n[FL_SPLIT_TRAIN], per_epoch = N / n;
         const uint64_t epoch = step / per_epoch, b = step % per_epoch;
@@ -544,7 +564,9 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
             }
             e->perm_epoch = epoch + 1;
         }
+        fl_part_enter(&e->data, "read");
         st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n, n, out);
+        fl_crash_leave();
     }
     if (st != FL_OK) fl_comp_fail(st, "[data] %s", e->data_type);
     if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))

@@ -7,6 +7,7 @@
 #define FL_EXPERIMENT_H
 
 #include "core/config.h"
+#include "core/crash.h" /* fl_crash_leave after fl_part_enter */
 #include "core/params.h"
 #include "core/registry.h"
 #include "model/stack.h"
@@ -21,6 +22,10 @@ typedef struct fl_part {
     void *self;                     /* instance, destroyed by fl_part_free */
     size_t block;                   /* parameter block start in the arena */
 } fl_part;
+
+/* Marks a call into part's component for the crash line (core/crash.h):
+ * its section, class and entry point `call`; fl_crash_leave after it. */
+void fl_part_enter(const fl_part *p, const char *call);
 
 /* What the model layer needs of a task to assemble an experiment: the
  * first member of each entry of the task table (tasks/task.h's fl_task),

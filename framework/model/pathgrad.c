@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/crash.h"
 #include "core/hostimpl.h"
 #include "core/util.h"
 
@@ -92,7 +93,9 @@ static fl_status layer_vjp(fl_pathgrad *p, const fl_layer *l, size_t i, uint32_t
     fl_flow_bwd a = { n, mode, s->arena->theta + l->block, p->dtheta + l->block, s->act[i],
                       s->act[i + 1], NULL, dy, dlogdet, dx, NULL };
     fl_host_clear_error();
+    fl_crash_enter(l->cx->path, l->cls->base.name, "backward");
     fl_status st = l->cls->backward(l->self, &a);
+    fl_crash_leave();
     if (st != FL_OK)
         fl_comp_fail(st, "[%s] %s backward failed in the path gradient", l->cx->path,
                      l->cls->base.name);

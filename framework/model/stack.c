@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/crash.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -73,7 +74,9 @@ fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path,
     l->block = l->cx->block;
     fl_flow_shape sh = { s->dim, s->ctx_dim, s->max_rows, index, (uint32_t)(s->n - 1) };
     fl_host_clear_error();
+    fl_crash_enter(path, cls->base.name, "create");
     fl_status st = cls->create(fl_host_table(), l->cx, &sh, &l->self);
+    fl_crash_leave();
     fl_ctx_end_create(l->cx);
     if (st != FL_OK) {
         l->self = NULL;
@@ -224,7 +227,11 @@ fl_status fl_stack_ready(fl_stack *s)
 
 static uint64_t g_step; /* fl_stack_set_step */
 
-void fl_stack_set_step(uint64_t step) { g_step = step; }
+void fl_stack_set_step(uint64_t step)
+{
+    g_step = step;
+    fl_crash_step = step; /* a crash names it too */
+}
 
 /* Where a stack call runs, for the messages of check_rows. */
 static void where_now(fl_mode mode, int inverse, uint32_t row, char *buf, size_t cap)
@@ -324,7 +331,9 @@ fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
         fl_layer *l = &s->L[i];
         fl_flow_fwd a = { n, mode, s->arena->theta + l->block, s->act[i], s->act[i + 1], logdet,
                           c };
+        fl_crash_enter(l->cx->path, l->cls->base.name, "forward");
         fl_status st = l->cls->forward(l->self, &a);
+        fl_crash_leave();
         if (st != FL_OK) return layer_fail(l, "forward", st);
         if (s->check && (st = check_rows(s, l, mode, 0, n, s->act[i + 1], logdet)) != FL_OK)
             return st;
@@ -346,7 +355,9 @@ fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real
         if (out != dx) memset(out, 0, rowbytes);
         fl_flow_bwd a = { n, mode, s->arena->theta + l->block, s->arena->grad + l->block,
                           s->act[i], s->act[i + 1], c, dy, dlogdet, out, dc };
+        fl_crash_enter(l->cx->path, l->cls->base.name, "backward");
         fl_status st = l->cls->backward(l->self, &a);
+        fl_crash_leave();
         if (st != FL_OK) return layer_fail(l, "backward", st);
         dy = out;
     }
@@ -371,7 +382,9 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
         }
         fl_real *out = i == 0 ? x : s->act[i];
         fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c };
+        fl_crash_enter(l->cx->path, l->cls->base.name, "inverse");
         fl_status st = l->cls->inverse(l->self, &a);
+        fl_crash_leave();
         if (st != FL_OK) return layer_fail(l, "inverse", st);
         if (s->check && (st = check_rows(s, l, mode, 1, n, out, logdet)) != FL_OK) return st;
         y = out;

@@ -41,7 +41,8 @@ static void iso8601(double t, char *buf, size_t cap)
 }
 
 fl_status fl_provenance_write(const char *dir, const fl_registry *reg, uint64_t seed,
-                              double t_start, double t_end, int exit_status)
+                              double t_start, double t_end, int flush_denormals,
+                              int exit_status)
 {
     char host[256] = "unknown", start[48], end[48];
     if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "unknown");
@@ -73,6 +74,8 @@ fl_status fl_provenance_write(const char *dir, const fl_registry *reg, uint64_t 
     fl_json_key_str(&w, "start", start);
     fl_json_key_str(&w, "end", end);
     fl_json_key_num(&w, "seconds", t_end - t_start, "%.3f");
+    if (flush_denormals < 0) fl_json_key_null(&w, "flush_denormals");
+    else fl_json_key_bool(&w, "flush_denormals", flush_denormals);
     fl_json_key_int(&w, "exit_status", exit_status);
     fl_status st = fl_json_end(&w);
     if (st == FL_OK) st = fl_rundir_write(dir, "provenance.json", b.data, b.len);

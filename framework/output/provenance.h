@@ -3,7 +3,8 @@
  * Written at the end of `flowlab run`, successful or not, next to
  * result.json: the flowlab version and git revision it was built from, the
  * scalar type, every loaded plugin (name, version, path), the seed, the
- * host name, the start and end times (ISO-8601, UTC) and the exit status. */
+ * host name, the start and end times (ISO-8601, UTC), whether denormal
+ * floats were flushed (compute/fpenv.h) and the exit status. */
 #ifndef FL_PROVENANCE_H
 #define FL_PROVENANCE_H
 
@@ -20,7 +21,9 @@ double fl_provenance_now(void);
  * fl_provenance_now() values; exit_status is the command's exit code.
  * Returns FL_ERR_NOMEM or FL_ERR_IO (fl_err names the file); nothing is
  * left to free. */
+/* flush_denormals: 1 or 0 as the run computed, -1 for unknown (null). */
 fl_status fl_provenance_write(const char *dir, const fl_registry *reg, uint64_t seed,
-                              double t_start, double t_end, int exit_status);
+                              double t_start, double t_end, int flush_denormals,
+                              int exit_status);
 
 #endif

@@ -5,9 +5,12 @@
  *   its output or its log-determinant at one row:
  *     - in its `train_call`-th forward call in training mode (0 = never),
  *     - in every evaluation forward when `eval` is set,
- *     - in every inverse when `inverse` is set.
+ *     - in every inverse when `inverse` is set;
+ *   and writes through a bad pointer (SIGSEGV) in its `crash_call`-th
+ *   training forward call (the crash line of core/crash.h).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +18,7 @@
 
 typedef struct nanshift {
     uint32_t dim, row;
-    int64_t train_call, calls;
+    int64_t train_call, crash_call, calls;
     int eval, inverse, logdet;
     size_t b;
 } nanshift;
@@ -23,6 +26,8 @@ typedef struct nanshift {
 static const fl_key keys[] = {
     { "train_call", FL_KEY_INT, "0", 0, 1e12, NULL,
       "the training forward call (1-based) that yields NaN; 0 = none" },
+    { "crash_call", FL_KEY_INT, "0", 0, 1e12, NULL,
+      "the training forward call (1-based) that crashes the process; 0 = none" },
     { "eval", FL_KEY_BOOL, "false", 0, 0, NULL, "every evaluation forward yields NaN" },
     { "inverse", FL_KEY_BOOL, "false", 0, 0, NULL, "every inverse yields NaN" },
     { "what", FL_KEY_ENUM, "output", 0, 0, "output|logdet", "where the NaN goes" },
@@ -38,6 +43,7 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     }
     s->dim = sh->dim;
     s->train_call = h->cfg_int(cx, "train_call");
+    s->crash_call = h->cfg_int(cx, "crash_call");
     s->eval = h->cfg_bool(cx, "eval");
     s->inverse = h->cfg_bool(cx, "inverse");
     s->logdet = strcmp(h->cfg_str(cx, "what"), "logdet") == 0;
@@ -70,7 +76,12 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
             size_t i = (size_t)r * s->dim + j;
             a->y[i] = a->x[i] + b[j];
         }
-    if (a->mode == FL_MODE_TRAIN && ++s->calls == s->train_call) poison(s, a->n, a->y, a->logdet);
+    if (a->mode == FL_MODE_TRAIN && ++s->calls == s->crash_call) {
+        /* not NULL: UBSan would stop a store to NULL first; 16 is never mapped */
+        volatile int *volatile p = (volatile int *)(uintptr_t)16;
+        *p = 1;
+    }
+    if (a->mode == FL_MODE_TRAIN && s->calls == s->train_call) poison(s, a->n, a->y, a->logdet);
     if (a->mode == FL_MODE_EVAL && s->eval) poison(s, a->n, a->y, a->logdet);
     return FL_OK;
 }

@@ -122,7 +122,9 @@ fl_status fl_vae_posterior_means(fl_experiment *e, const fl_real *x, uint64_t n,
             if (exact) memset(v->eps, 0, (size_t)m * L * sizeof(fl_real));
             else fl_vae_draw_noise(key, 0, p0, m, j0, c, L, v->eps);
             fl_post_fwd pf = { m, c, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
+            fl_part_enter(&v->post, "sample");
             st = v->pc->sample(v->post.self, &pf);
+            fl_crash_leave();
             if (st != FL_OK) {
                 st = fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
                 break;
@@ -166,7 +168,9 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
                 for (uint32_t r = 0; r < c; r++)
                     if (j0 + r > 0) v->eps[((size_t)b * c + r) * L + (j0 + r - 1)] = 1;
             fl_post_fwd pf = { m, c, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
+            fl_part_enter(&v->post, "sample");
             st = v->pc->sample(v->post.self, &pf);
+            fl_crash_leave();
             if (st != FL_OK) {
                 st = fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
                 break;

@@ -139,7 +139,9 @@ static fl_status train_mean(fl_experiment *e, fl_real *mean)
         for (uint64_t i = 0; i < N && st == FL_OK; i += chunk) {
             uint32_t m = (uint32_t)(N - i < chunk ? N - i : chunk);
             for (uint32_t j = 0; j < m; j++) idx[j] = i + j;
+            fl_part_enter(&e->data, "read");
             st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, idx, m, x);
+            fl_crash_leave();
             for (uint32_t r = 0; st == FL_OK && r < m; r++)
                 for (uint32_t d = 0; d < D; d++) acc[d] += x[(size_t)r * D + d];
         }
@@ -147,7 +149,9 @@ static fl_status train_mean(fl_experiment *e, fl_real *mean)
         N = 8 * (uint64_t)chunk;
         fl_rng_key key = fl_rng_key_make(e->seed, "data.mean");
         for (uint64_t i = 0; i < N && st == FL_OK; i += chunk) {
+            fl_part_enter(&e->data, "draw");
             st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, i, chunk, x);
+            fl_crash_leave();
             for (uint32_t r = 0; st == FL_OK && r < chunk; r++)
                 for (uint32_t d = 0; d < D; d++) acc[d] += x[(size_t)r * D + d];
         }
@@ -286,7 +290,9 @@ fl_status fl_vae_build(fl_experiment *e)
     st = mean && bias ? FL_OK : FL_ERR_NOMEM;
     if (st == FL_OK && v->lc->init_bias) {
         st = train_mean(e, mean);
+        fl_part_enter(&v->lik, "init_bias");
         if (st == FL_OK) v->lc->init_bias(v->lik.self, mean, bias);
+        fl_crash_leave();
     }
     if (st == FL_OK)
         st = make_mlp(e, &v->enc, "encoder", enc_keys, FL_NTAB(enc_keys), v->D, v->P1 + v->H, NULL,

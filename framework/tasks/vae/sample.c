@@ -15,18 +15,24 @@ fl_status fl_vae_sample(fl_experiment *e, uint32_t n, fl_rng_key key, fl_real *o
     const uint32_t Lt = v->two ? v->L2 : v->L1;
     fl_real *eps = v->two ? v->eps2 : v->eps, *z = v->two ? v->z2 : v->z0;
     fl_rng_normal(key, 0, 0, (size_t)n * Lt, eps);
+    fl_part_enter(&v->prior, "sample");
     fl_status st = v->prc->sample(v->prior.self, n, fl_vae_theta(e, v->prior.cx), eps, z);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "prior %s", v->prior.rec->cls.base.name);
     const fl_real *z1 = z;
     if (v->two) {
         /* z1 = mean of p(z1|z2) */
         fl_mlp_forward(v->dec2.m, fl_vae_theta(e, v->dec2.cx), n, z, v->G2);
+        fl_part_enter(&v->lik2, "mean");
         st = v->lc2->mean(v->lik2.self, n, fl_vae_theta(e, v->lik2.cx), v->G2, v->dz1b);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik2.rec->cls.base.name);
         z1 = v->dz1b;
     }
     fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), n, z1, v->Lg);
+    fl_part_enter(&v->lik, "mean");
     st = v->lc->mean(v->lik.self, n, fl_vae_theta(e, v->lik.cx), v->Lg, out);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik.rec->cls.base.name);
     return FL_OK;
 }
@@ -40,7 +46,9 @@ fl_status fl_vae_reconstruct(fl_experiment *e, const fl_real *x, uint32_t n, fl_
     fl_status st = fl_vae_posterior_means(e, x, n, (uint32_t)fl_exp_int(&e->eval, "au_samples"), means);
     if (st == FL_OK) {
         fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), n, means, v->Lg);
+        fl_part_enter(&v->lik, "mean");
         st = v->lc->mean(v->lik.self, n, fl_vae_theta(e, v->lik.cx), v->Lg, out);
+        fl_crash_leave();
         if (st != FL_OK) st = fl_comp_fail(st, "likelihood %s", v->lik.rec->cls.base.name);
     }
     fl_free(means);

@@ -104,7 +104,9 @@ fl_status fl_vi_target_logp(fl_experiment *e, const fl_real *z, uint64_t n, fl_r
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
         fl_target_args a = { m, z + i * d, logp + i, NULL, NULL };
         fl_host_clear_error();
+        fl_part_enter(&v->target, "log_prob");
         fl_status st = fl_vi_tcls(v)->log_prob(v->target.self, &a);
+        fl_crash_leave();
         if (st != FL_OK) return fl_vi_target_fail(v, st);
     }
     return FL_OK;

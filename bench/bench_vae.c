@@ -40,6 +40,7 @@
 #include "core/config.h"
 #include "model/experiment.h"
 #include "compute/blas.h"
+#include "compute/fpenv.h"
 #include "core/log.h"
 #include "core/registry.h"
 #include "tasks/task_density.h"
@@ -304,7 +305,8 @@ int main(int argc, char **argv)
     const double peak = median(pk, rounds);
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
-    printf("# bench_vae: CPU %s; %d threads; OpenMP waiting: %s\n", cpu, threads,
+    printf("# bench_vae: CPU %s; %d threads; denormals flushed: %s; OpenMP waiting: %s\n", cpu,
+           threads, fl_fpenv_flushing() ? "yes" : "no",
            getenv("GOMP_SPINCOUNT") ? "short spin (GOMP_SPINCOUNT=20000)"
            : getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "default");
     printf("# flowlab: MLP products on %s; other GEMMs and the peak on OpenBLAS %s (pthread "

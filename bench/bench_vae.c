@@ -258,7 +258,7 @@ int main(int argc, char **argv)
     };
     enum { nc = 4, R = 16 };
     double rate[nc][R], gfs[nc][R], trate[nc][R] = { { 0 } };
-    double evt[R], tev[R] = { 0 }, qs[R], qgf[R], tqs[R] = { 0 }, pk[R];
+    double evt[R], egf[R], tev[R] = { 0 }, qs[R], qgf[R], tqs[R] = { 0 }, pk[R];
     for (int round = 0; round < rounds; round++) {
         /* the GEMM peak in every round, next to the work it scales */
         pk[round] = fl_bench_gemm_peak(threads);
@@ -281,11 +281,13 @@ int main(int argc, char **argv)
         config ec = { "eval", "[estimator]\ntype = iwae\nk = 1\n", 100, 0, "eval", 3 };
         fl_experiment *e = build(r, dir, &ec);
         fl_vae_eval ev;
+        uint64_t fe = fl_gemm_flops();
         if (fl_vae_evaluate(e, FL_SPLIT_TEST, 5000, 1000, NULL, &ev) != FL_OK) {
             fprintf(stderr, "bench_vae: eval: %s\n", fl_err_msg());
             return 1;
         }
         evt[round] = ev.seconds;
+        egf[round] = (double)(fl_gemm_flops() - fe) / ev.seconds / 1e9;
         fl_experiment_free(e);
         if (with_torch) tev[round] = torch_run("torch_vae.py", "eval", dir);
         /* the quickstart: 2,000 steps of Real NVP on two moons */
@@ -339,8 +341,9 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
-    double ev = median(evt, rounds), tv = median(tev, rounds);
-    printf("%-46s %9.2fs %8s %8s", "IWAE-5000 evaluation, 1000 test images", ev, "", "");
+    double ev = median(evt, rounds), tv = median(tev, rounds), eg = median(egf, rounds);
+    printf("%-46s %9.2fs %8.1f %7.1f%%", "IWAE-5000 evaluation, 1000 test images", ev, eg,
+           100 * eg / peak);
     if (with_torch) {
         if (tv > 0) printf(" %9.2fs %7.2fx", tv, tv / ev);
         else printf(" %10s %8s", "-", "-");

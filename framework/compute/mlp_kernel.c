@@ -209,14 +209,11 @@ void fl_mlpk_mmc(int ta, uint32_t M, uint32_t N, uint32_t K, const fl_real *a, s
 
 #ifdef MLP_SIMD
 /* tanh and ELU in 16-lane form (flowlab/vmath.h: the scalar functions'
- * bits, in half the time of GCC's vectorisation of them); ReLU and the
- * plain bias too, for the plain loads (GCC's masked ones are not
- * store-forwarded from the kernel's just-stored tile). */
+ * bits, in half the time of GCC's vectorisation of them). */
 static int bias_act16(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_t rows,
                       uint32_t cols, fl_act act)
 {
-    if (act != FL_ACT_TANH && act != FL_ACT_ELU && act != FL_ACT_RELU && act != FL_ACT_LINEAR)
-        return 0;
+    if (act != FL_ACT_TANH && act != FL_ACT_ELU) return 0;
     for (uint32_t r = 0; r < rows; r++) {
         fl_real *row = z + (size_t)r * ldz;
         for (uint32_t j = 0; j < cols; j += 16) {
@@ -229,12 +226,9 @@ static int bias_act16(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_
                                              _mm512_maskz_loadu_ps(mk, b + j));
             if (act == FL_ACT_TANH) {
                 v = fl_tanh16(v);
-            } else if (act == FL_ACT_ELU) {
+            } else {
                 __mmask16 pos = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
                 v = _mm512_mask_mov_ps(fl_expm1_16(v), pos, v);
-            } else if (act == FL_ACT_RELU) { /* v > 0 ? v : 0 (NaN and -0 give +0) */
-                __mmask16 pos = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
-                v = _mm512_maskz_mov_ps(pos, v);
             }
             if (whole) _mm512_storeu_ps(row + j, v);
             else _mm512_mask_storeu_ps(row + j, mk, v);
@@ -282,42 +276,11 @@ static void bias_act(fl_real *z, size_t ldz, const fl_real *restrict b, uint32_t
     }
 }
 
-#ifdef MLP_SIMD
-/* The ReLU derivative in 16-lane form: d = a > 0 ? d : 0, reading d (the
- * tile the kernel has just stored) with plain loads where whole. GCC
- * vectorises the scalar loop as a zero-masked load of d, which waits for
- * the stores to reach L1 (no store forwarding): 19% of the quickstart's
- * step went there. Selects only, so the same bits. */
-static int act_grad16(fl_real *d, size_t ldd, const fl_real *a, size_t lda, uint32_t rows,
-                      uint32_t cols, fl_act act)
-{
-    if (act != FL_ACT_RELU) return 0;
-    for (uint32_t r = 0; r < rows; r++) {
-        fl_real *dr = d + (size_t)r * ldd;
-        const fl_real *ar = a + (size_t)r * lda;
-        for (uint32_t j = 0; j < cols; j += 16) {
-            const int whole = cols - j >= 16;
-            __mmask16 mk = whole ? 0xffff : (__mmask16)((1u << (cols - j)) - 1);
-            __m512 dv = whole ? _mm512_loadu_ps(dr + j) : _mm512_maskz_loadu_ps(mk, dr + j);
-            __m512 av = whole ? _mm512_loadu_ps(ar + j) : _mm512_maskz_loadu_ps(mk, ar + j);
-            __mmask16 pos = _mm512_cmp_ps_mask(av, _mm512_setzero_ps(), _CMP_GT_OQ);
-            dv = _mm512_maskz_mov_ps(pos, dv);
-            if (whole) _mm512_storeu_ps(dr + j, dv);
-            else _mm512_mask_storeu_ps(dr + j, mk, dv);
-        }
-    }
-    return 1;
-}
-#endif
-
 /* delta *= act'(a) on a block, with the derivative written in terms of the
  * output a. */
 static void act_grad(fl_real *d, size_t ldd, const fl_real *a, size_t lda, uint32_t rows,
                      uint32_t cols, fl_act act)
 {
-#ifdef MLP_SIMD
-    if (act_grad16(d, ldd, a, lda, rows, cols, act)) return;
-#endif
     for (uint32_t r = 0; r < rows; r++) {
         fl_real *restrict dr = d + (size_t)r * ldd;
         const fl_real *restrict ar = a + (size_t)r * lda;

@@ -24,7 +24,7 @@ static int abi_check_macros(void)
     fl_host h;
     memset(&h, 0, sizeof h);
     h.abi_major = 1;
-    h.abi_minor = 2;
+    h.abi_minor = 3;
 
     /* A host of today's size has every member. */
     h.struct_size = sizeof(fl_host);
@@ -32,6 +32,17 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_HOST_HAS(&h, log));
     ABI_CHECK(FL_HOST_HAS(&h, mlp_backward));
     ABI_CHECK(FL_STRUCT_HAS(&h, fl_host, gemm));
+    ABI_CHECK(FL_HOST_HAS(&h, conv_create));
+    ABI_CHECK(FL_HOST_HAS(&h, conv_backward));
+
+    /* A 1.2 host: its table ends with mlp_backward, before the conv
+     * service (since 1.3), which an up-to-date plugin must test for. */
+    h.struct_size = offsetof(fl_host, mlp_backward) + sizeof(void *);
+    ABI_CHECK(FL_HOST_HAS(&h, mlp_backward));
+    ABI_CHECK(!FL_HOST_HAS(&h, conv_create));
+    ABI_CHECK(!FL_HOST_HAS(&h, conv_forward));
+    ABI_CHECK(!FL_HOST_HAS(&h, conv_backward));
+    ABI_CHECK(offsetof(fl_host, conv_create) == offsetof(fl_host, mlp_backward) + sizeof(void *));
 
     /* A (hypothetical) host whose table ends before gemm. */
     h.struct_size = offsetof(fl_host, gemm);
@@ -44,7 +55,8 @@ static int abi_check_macros(void)
 
     ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 0));
     ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 2));
-    ABI_CHECK(!FL_ABI_AT_LEAST(&h, 1, 3));
+    ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 3));
+    ABI_CHECK(!FL_ABI_AT_LEAST(&h, 1, 4));
     ABI_CHECK(!FL_ABI_AT_LEAST(&h, 2, 0));
 
     /* A flow class built before order was appended (ABI 1.0's 88 bytes on
@@ -58,7 +70,7 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_CLASS_HAS(&fc, fl_flow_class, order));
 
     /* The headers' version is the one the docs describe. */
-    ABI_CHECK(FL_ABI_MAJOR == 1 && FL_ABI_MINOR == 2);
+    ABI_CHECK(FL_ABI_MAJOR == 1 && FL_ABI_MINOR == 3);
     return failed;
 }
 

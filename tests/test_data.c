@@ -220,3 +220,92 @@ Test(data, an_underflowing_value_is_rounded_not_refused)
     remove_tree(dir);
     free(path);
 }
+
+/* Issue 13: values that fit fl_real raw may not once standardised. A
+ * nearly constant training column (one value 1e-30 among zeros: standard
+ * deviation about 1e-31) puts a test value of 1e10 at 1e41 standard
+ * deviations, past float (for double: 1e-150, whose square still is a
+ * double, and 1e200): refused, naming the file, line, field and the
+ * column's statistics; it once became infinite. */
+Test(data, a_value_that_overflows_once_standardised_names_file_line_and_column)
+{
+    const int flt = sizeof(fl_real) == sizeof(float);
+    const char *tiny = flt ? "1e-30" : "1e-150";
+    char *dir = make_tmpdir();
+    fl_buf b = { 0 };
+    for (int i = 0; i < 100; i++) fl_buf_printf(&b, "%d,%s\n", i, i == 7 ? tiny : "0");
+    char *path = write_file(dir, "train.csv", b.data);
+    fl_buf_free(&b);
+    char *test = write_file(dir, "test.csv", flt ? "x,y\n5,1e10\n" : "x,y\n5,1e200\n");
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    char *extra = fl_strfmt("test_path = %s\nvalid_fraction = 0", test);
+    cr_assert_eq(build(r, path, extra, &e), FL_ERR_FORMAT, "accepted: %s", fl_err_msg());
+    assert_contains(fl_err_msg(), flt ? "test.csv:2: field 2 (1e+10) standardises to"
+                                      : "test.csv:2: field 2 (1e+200) standardises to");
+    assert_contains(fl_err_msg(), "too large for fl_real (" FL_REAL_NAME);
+    assert_contains(fl_err_msg(), "the training rows' column 2 has mean");
+    /* without standardisation the same files load */
+    free(extra);
+    extra = fl_strfmt("test_path = %s\nvalid_fraction = 0\nstandardize = false", test);
+    cr_assert_eq(build(r, path, extra, &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    free(extra);
+    free(test);
+    free(path);
+    fl_registry_free(r);
+    remove_tree(dir);
+}
+
+/* A zero-variance (constant) training column is centred, not scaled (its
+ * standard deviation is taken as 1, docs/reliability.md): the training
+ * rows read 0 there, a test value its distance from the constant. */
+Test(data, a_constant_column_is_centred_not_scaled)
+{
+    char *dir = make_tmpdir();
+    fl_buf b = { 0 };
+    for (int i = 0; i < 100; i++) fl_buf_printf(&b, "%d,7\n", i);
+    char *path = write_file(dir, "train.csv", b.data);
+    fl_buf_free(&b);
+    char *test = write_file(dir, "test.csv", "5,9\n");
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    char *extra = fl_strfmt("test_path = %s\nvalid_fraction = 0", test);
+    cr_assert_eq(build(r, path, extra, &e), FL_OK, "%s", fl_err_msg());
+    fl_real row[2];
+    uint64_t i0 = 0;
+    cr_assert_eq(e->dcls->read(e->dself, FL_SPLIT_TRAIN, &i0, 1, row), FL_OK);
+    cr_assert_eq(row[1], 0);
+    cr_assert_eq(e->dcls->read(e->dself, FL_SPLIT_TEST, &i0, 1, row), FL_OK);
+    cr_assert_eq(row[1], 2, "test value %g", (double)row[1]);
+    fl_experiment_free(e);
+    free(extra);
+    free(test);
+    free(path);
+    fl_registry_free(r);
+    remove_tree(dir);
+}
+
+/* In the double build values up to DBL_MAX load, and their sum overflows
+ * double: the column is named. In the float build the largest values
+ * fl_real holds are summed in double without overflow, and load. */
+Test(data, a_column_whose_statistics_overflow_is_named)
+{
+    if (sizeof(fl_real) == sizeof(double)) {
+        expect_error("1,1e308\n2,1.5e308\n3,1.7e308\n", "bad.csv: column 2: its mean or "
+                     "standard deviation overflows double", NULL);
+        return;
+    }
+    char *dir = make_tmpdir();
+    fl_buf b = { 0 };
+    for (int i = 0; i < 200; i++) fl_buf_printf(&b, "%d,%s\n", i, i % 2 ? "3.4e38" : "-3.4e38");
+    char *path = write_file(dir, "big.csv", b.data);
+    fl_buf_free(&b);
+    fl_registry *r = load_builtin_plugins();
+    fl_experiment *e = NULL;
+    cr_assert_eq(build(r, path, "", &e), FL_OK, "%s", fl_err_msg());
+    fl_experiment_free(e);
+    fl_registry_free(r);
+    remove_tree(dir);
+    free(path);
+}

@@ -9,6 +9,7 @@
 #include "tasks/task.h"
 #include "tasks/task_density.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/loop.h"
 
 SUITE(density);
@@ -100,14 +101,15 @@ Test(density, quickstart_trains_and_samples_moons, .timeout = 120)
 /* The density task's step, failing at step `fail_step`: a run "killed"
  * between checkpoints (a failed step writes nothing more). */
 static uint64_t fail_step;
-static fl_status (*real_step)(fl_experiment *, void *, uint64_t, double *);
-static fl_status failing_step(fl_experiment *e, void *run, uint64_t step, double *value)
+static fl_status (*real_step)(fl_experiment *, void *, uint64_t, uint32_t, uint32_t, double *);
+static fl_status failing_step(fl_experiment *e, void *run, uint64_t step, uint32_t p0, uint32_t n,
+                              double *value)
 {
     if (step == fail_step) {
         fl_err("stopped at step %llu by the test", (unsigned long long)step);
         return FL_ERR_INTERNAL;
     }
-    return real_step(e, run, step, value);
+    return real_step(e, run, step, p0, n, value);
 }
 
 /* Trains e in dir through the shared loop with a step that fails at step
@@ -543,5 +545,86 @@ Test(density, a_diverging_run_stops_and_names_the_step, .timeout = 120)
               "lr = 10 without the check gave a test NLL of %g", res.test_nll);
     fl_experiment_free(e);
     remove_tree(dir);
+    fl_registry_free(r);
+}
+
+/* [train] grad_blocks (train/dist.h): the blocks cover the batch once, in
+ * order, by a rule of B and G alone; an evaluation's share is whole chunks. */
+Test(density, grad_blocks_cut_the_batch_into_contiguous_blocks)
+{
+    for (uint32_t B = 1; B <= 40; B++)
+        for (uint32_t G = 1; G <= B; G++) {
+            uint32_t next = 0;
+            for (uint32_t g = 0; g < G; g++) {
+                uint32_t p0, n;
+                fl_dist_block_rows(B, G, g, &p0, &n);
+                cr_assert_eq(p0, next, "B %u G %u block %u starts at %u", B, G, g, p0);
+                cr_assert_gt(n, 0, "B %u G %u block %u is empty", B, G, g);
+                next = p0 + n;
+            }
+            cr_assert_eq(next, B, "B %u G %u: the blocks end at %u", B, G, next);
+        }
+    uint32_t first, end;
+    fl_dist_my_blocks(6, &first, &end); /* one process: every block */
+    cr_assert(first == 0 && end == 6);
+    uint64_t a, b;
+    fl_dist_share(1000, 64, &a, &b);
+    cr_assert(a == 0 && b == 1000);
+}
+
+/* A step in G = 5 blocks is the one-piece step up to the rounding of the
+ * sum, the same every time, and leaves the parameters finite. */
+Test(density, grad_blocks_sum_to_the_one_piece_gradient, .timeout = 60)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_WARN);
+    fl_registry *r = load_builtin_plugins();
+    static const char *const one[] = { "train.steps=3", "train.batch=100", "data.test_size=200",
+                                       NULL };
+    static const char *const five[] = { "train.steps=3", "train.batch=100",
+                                        "data.test_size=200", "train.grad_blocks=5", NULL };
+    fl_experiment *e1 = quickstart(r, one), *e5 = quickstart(r, five), *f5 = quickstart(r, five);
+    fl_density_result res;
+    cr_assert_eq(fl_density_train(e1, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(e5, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_density_train(f5, NULL, 0, &res), FL_OK, "%s", fl_err_msg());
+    const size_t n = e1->arena.total;
+    cr_assert_eq(memcmp(e5->arena.theta, f5->arena.theta, n * sizeof(fl_real)), 0,
+                 "grad_blocks = 5 is not repeatable");
+    double dmax = 0, tmax = 0;
+    for (size_t i = 0; i < n; i++) {
+        dmax = fmax(dmax, fabs((double)e1->arena.theta[i] - e5->arena.theta[i]));
+        tmax = fmax(tmax, fabs((double)e1->arena.theta[i]));
+    }
+    /* Adam's first steps move each parameter by about lr = 1e-3 whatever
+     * the gradient's size, so rounding shows only far below that. */
+    cr_assert_lt(dmax, 1e-5 * fmax(1, tmax), "largest difference %g", dmax);
+    fl_experiment_free(e1);
+    fl_experiment_free(e5);
+    fl_experiment_free(f5);
+    fl_registry_free(r);
+}
+
+/* grad_blocks beyond the batch, and a batch-coupled layer with blocks,
+ * are refused before the first step, naming the key. */
+Test(density, grad_blocks_refusals_name_the_key, .timeout = 60)
+{
+    fl_runtime_init();
+    fl_log_set_level(FL_LOG_ERROR);
+    fl_registry *r = load_builtin_plugins();
+    static const char *const big[] = { "train.steps=2", "train.batch=4", "train.grad_blocks=5",
+                                       "data.test_size=100", NULL };
+    fl_experiment *e = quickstart(r, big);
+    fl_density_result res;
+    cr_assert_eq(fl_density_train(e, NULL, 0, &res), FL_ERR_INVALID);
+    cr_assert(strstr(fl_err_msg(), "[train] grad_blocks = 5 exceeds [train] batch = 4"), "%s",
+              fl_err_msg());
+    fl_experiment_free(e);
+    static const char *const bn[] = { "train.steps=2", "train.grad_blocks=2",
+                                      "flow.2.type=batch-norm", "data.test_size=100", NULL };
+    e = quickstart(r, bn);
+    cr_assert_eq(fl_density_train(e, NULL, 0, &res), FL_ERR_INVALID);
+    cr_assert(strstr(fl_err_msg(), "[flow.2] batch-norm couples the rows"), "%s", fl_err_msg());
+    fl_experiment_free(e);
     fl_registry_free(r);
 }

@@ -447,6 +447,34 @@ Test(checkpoint, flipped_byte_in_the_body)
     remove_tree(dir);
 }
 
+/* Issue 13: a damaged byte in the manifest (a tensor's size) read as a
+ * checkpoint "made from a different configuration"; the checksum is
+ * checked first, and fl_checkpoint_peek (what `run --resume` reads first)
+ * no longer calls a damaged file "of format version 2". */
+Test(checkpoint, flipped_byte_in_the_manifest_is_corruption)
+{
+    char *dir = make_tmpdir();
+    model md;
+    make_model(&md, 0, 0);
+    char *path = save_model(dir, &md);
+    char *data;
+    size_t n;
+    read_bytes(path, &data, &n);
+    /* the last byte of the first tensor's u64 size */
+    size_t at = 40 + 4 + strlen(md.a.p[0].name) + 8 + 7;
+    data[at] ^= 0xff;
+    write_bytes(path, data, n);
+    expect_load_fails(path, &md, "checksum mismatch");
+    uint64_t step;
+    fl_checkpoint_run rec;
+    cr_assert_eq(fl_checkpoint_peek(path, &step, &rec), FL_ERR_FORMAT);
+    assert_contains(fl_err_msg(), "checkpoint is corrupt (checksum mismatch");
+    free(data);
+    free(path);
+    free_model(&md);
+    remove_tree(dir);
+}
+
 Test(checkpoint, wrong_magic_version_and_real_size)
 {
     char *dir = make_tmpdir();

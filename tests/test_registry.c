@@ -183,6 +183,27 @@ Test(good, out_of_tree_flow_loads)
     fl_registry_free(r);
 }
 
+/* A plugin built for ABI 1.2 (no conv service in its fl_host) loads on
+ * this 1.3 host, registers, and passes the kit: a minor step keeps old
+ * plugins working. */
+Test(good, a_plugin_of_the_previous_minor_loads_and_runs)
+{
+    fl_runtime_init();
+    cr_assert_eq(FL_ABI_MINOR, 3, "update this test's plugin (tests/plugins/good_flow.c)");
+    fl_registry *r = fl_registry_new();
+    char *path = test_plugin("old_minor");
+    cr_assert_eq(fl_registry_load(r, path), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(r->n_refused, 0);
+    const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, "shift");
+    cr_assert_not_null(c);
+    fl_kit_opts o = { 3, 0, 8, 17, 0.3, NULL };
+    fl_kit_report rep;
+    cr_assert_eq(fl_kit_flow(&c->cls.flow, NULL, &o, &rep), FL_OK, "%s", fl_err_msg());
+    cr_assert_gt(rep.checks, 0);
+    free(path);
+    fl_registry_free(r);
+}
+
 Test(good, out_of_tree_flow_passes_the_kit)
 {
     fl_runtime_init();

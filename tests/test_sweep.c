@@ -245,6 +245,45 @@ Test(errors, nul_byte_is_refused)
     remove_tree(dir);
 }
 
+/* Issue 13: the base text reaches inih, which cuts a line longer than its
+ * buffer and a section name longer than its own without a word; the sweep
+ * is refused when it is read, naming the line (and `flowlab sweep
+ * --dry-run` with it). [sweep] lines and comments may be of any length. */
+Test(errors, lines_inih_would_cut_are_refused)
+{
+    size_t max = fl_config_max_line(), sec = fl_config_max_section();
+    /* a base line one byte too long, indented (inih strips the blanks) */
+    char *val = calloc(max + 1, 1);
+    memset(val, '8', max - 8); /* "hidden = " and these: max + 1 bytes */
+    char *body = fl_strfmt("train.lr = 1, 2\n[flow.1]\n  hidden = %s\r\n", val);
+    char msg[300];
+    snprintf(msg, sizeof msg, "s.ini:8: line is %zu bytes long; flowlab's INI parser (inih) "
+             "reads at most %zu", max + 1, max);
+    assert_contains(sweep_fails(body), msg);
+    free(body);
+    /* exactly the limit is fine */
+    val[max - 9] = 0;
+    body = fl_strfmt("train.lr = 1, 2\n[flow.1]\nhidden = %s\n", val);
+    fl_sweep_free(sweep_ok(body));
+    free(body);
+    /* a [sweep] line (its inline comment too) and a comment line: any length */
+    memset(val, '1', max);
+    val[max] = 0;
+    body = fl_strfmt("train.lr = 1, 2  ; %s\n[flow.1]\n; %s\ntype = planar\n", val, val);
+    fl_sweep_free(sweep_ok(body));
+    free(body);
+    /* a section name one character past inih's */
+    char *name = calloc(sec + 2, 1);
+    memset(name, 'f', sec + 1);
+    body = fl_strfmt("train.lr = 1, 2\n[%s]\nk = 1\n", name);
+    snprintf(msg, sizeof msg, "s.ini:7: section name is %zu characters long; flowlab's INI "
+             "parser (inih) keeps at most %zu", sec + 1, sec);
+    assert_contains(sweep_fails(body), msg);
+    free(body);
+    free(name);
+    free(val);
+}
+
 Test(errors, zip_problems)
 {
     assert_contains(sweep_fails("a.x = 1, 2\na.y = 1, 2, 3\nzip = a.x a.y\n"),

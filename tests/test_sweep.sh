@@ -197,6 +197,29 @@ run sweep "$DATA/sweep_small.ini" --out small --set train.steps=10 --threads 1 -
 grep -q '^steps = 10$' "$victim/config.ini" || fail "the rerun cell does not have the new config"
 echo "ok: unfinished cells rerun, changed cells superseded"
 
+# an unfinished cell whose checkpoint belongs to another experiment now:
+# `run --resume` would refuse it (exit 3) on every rerun, so the sweep
+# moves the old run aside whole (DIR/superseded) and starts the cell afresh
+rm "$victim/result.json"
+old_files=$(cd "$victim" && for f in $(ls | sort); do echo "$f $(cksum <"$f")"; done)
+run sweep "$DATA/sweep_small.ini" --out small --set train.steps=10 --threads 1 \
+    --set train.eval_every=5 --set train.batch=16 --set experiment.threads=1
+[ "$rc" = 0 ] || fail "a changed unfinished cell: exit code $rc: $(cat "$TMP/err")"
+[ "$(grep -c 'done in' "$TMP/err")" = 8 ] || fail "a changed unfinished cell: expected 8 cells run"
+why="${victim#small/}: unfinished, and its checkpoint cannot be resumed by the cell's experiment now"
+[ "$(grep -cF "$why" "$TMP/err")" = 1 ] || fail "no line says why the unfinished cell starts afresh: $(cat "$TMP/err")"
+grep -F "$why" "$TMP/err" | grep -qF "[train] batch = 32 in the run, 16 in this experiment" ||
+    fail "the line does not name the differing key: $(grep -F "$why" "$TMP/err")"
+kept=$(grep -F "$why" "$TMP/err" | sed -n 's/.*old run kept in \(.*\))$/\1/p')
+[ -n "$kept" ] && [ -d "$kept" ] || fail "the old unfinished run was not kept ('$kept')"
+[ -n "$kept" ] && [ "$(cd "$kept" && for f in $(ls | sort); do echo "$f $(cksum <"$f")"; done)" = "$old_files" ] ||
+    fail "the kept unfinished run is not byte-identical to what it was"
+grep -q "resuming" "$victim/log.txt" && fail "the changed unfinished cell was resumed"
+grep -q '^batch = 16$' "$victim/config.ini" && [ -s "$victim/result.json" ] ||
+    fail "the restarted cell does not have the new config and a result"
+grep -q ',failed,' small/cells.csv && fail "cells.csv records a failure"
+echo "ok: an unfinished cell of a changed experiment starts afresh, the old run kept"
+
 # `flowlab report` on demand, with options
 run report small --metric train_nll --direction max --group-by flow.1.repeat
 [ "$rc" = 0 ] || fail "report: exit code $rc: $(cat "$TMP/err")"

@@ -4,7 +4,10 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/log.h"
 #include "tasks/task.h"
+#include "train/dist.h"
+#include "train/dist_mpi.h"
 #include "core/util.h"
 
 static const char usage[] =
@@ -23,7 +26,10 @@ static const char usage[] =
     "evaluation (test split, every point or [eval] n, [eval] k: the numbers in\n"
     "result.json); any other --split/--k/--n writes eval-SPLIT-kK-nN.json,\n"
     "eval-SPLIT-kK-nN_points.csv and eval-SPLIT-kK-nN_units.csv instead\n"
-    "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n";
+    "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n"
+    "\n"
+    "Under `mpirun -n R` the points are split over the R processes; the numbers\n"
+    "do not depend on R, and rank 0 alone writes and prints.\n";
 
 static int has_eval(const fl_task *t) { return t->eval != NULL; }
 
@@ -69,6 +75,14 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
         fprintf(stderr, "flowlab eval: error: no run directory given\n%s", usage);
         return FL_EXIT_USAGE;
     }
+    /* Under mpirun: the points over the ranks, rank 0 writes and prints. */
+    const int mpi = fl_dist_mpi_start("eval");
+    if (mpi < 0) return FL_EXIT_USAGE;
+    const int rank = fl_dist_rank();
+    if (rank > 0) {
+        fl_log_set_level(FL_LOG_ERROR);
+        if (!freopen("/dev/null", "w", stdout)) { /* its lines are rank 0's anyway */ }
+    }
     fl_registry *reg = NULL;
     fl_experiment *e = NULL;
     char *bs = batch ? fl_strfmt("eval.batch=%llu", batch) : NULL;
@@ -84,9 +98,13 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
     }
     const fl_task_eval_args a = { strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST,
                                   k, n };
+    st = fl_dist_agree(st); /* every rank loaded the run */
     if (st == FL_OK) st = fl_task_of(e)->eval(e, &a, dir); /* files into dir, a table */
-    int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
+    int rc = st == FL_OK                                ? FL_EXIT_OK
+             : rank > 0 && fl_dist_error_shared() ? fl_exit_code(st) /* rank 0 says it */
+                                                        : fl_cli_fail(st);
     fl_experiment_free(e);
     fl_registry_free(reg);
+    if (mpi) fl_dist_mpi_end();
     return rc;
 }

@@ -9,6 +9,8 @@
 
 #include "compute/fpenv.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
+#include "train/dist_mpi.h"
 #include "train/resume.h"
 #include "cli/cli.h"
 #include "model/experiment.h"
@@ -39,7 +41,11 @@ static const char usage[] =
     "\n"
     "DIR also gets provenance.json (version, git revision, plugins, seed, host,\n"
     "times, exit status), also when the run fails. A file with a [sweep] section\n"
-    "is refused: run it with `flowlab sweep`.\n";
+    "is refused: run it with `flowlab sweep`.\n"
+    "\n"
+    "Under `mpirun -n N` every batch is split over the N processes, which hold\n"
+    "the same parameters; rank 0 alone writes DIR and prints. The result does\n"
+    "not depend on N: it needs N <= [train] grad_blocks (docs/performance.md).\n";
 
 /* Whether `name` is a file a run writes into its directory (config.ini,
  * metrics.csv, provenance.json, pictures, evaluations, a sweep cell's log,
@@ -101,6 +107,38 @@ static fl_status restart_check(const char *dir, int *in_place)
     return FL_OK;
 }
 
+/* Rank 0's run directory: --resume checks (nothing is written into DIR
+ * before it is known to hold this experiment's unfinished run), the
+ * directory made or reused (*dir, also when a later write fails), then
+ * config.ini. *resume becomes 0 when DIR has no checkpoint. */
+static fl_status make_rundir(const fl_experiment *e, const char *out, int *resume, char **dir)
+{
+    fl_status st = FL_OK;
+    int in_place = 0; /* --resume on a directory without a checkpoint: start afresh there */
+    if (*resume) {
+        /* An existing run directory is continued, a missing one created. */
+        char *ck = fl_strfmt("%s/checkpoint.flc", out);
+        *resume = ck && access(ck, R_OK) == 0;
+        free(ck);
+        if (!*resume) st = restart_check(out, &in_place);
+        /* the same experiment, result.json absent, a checkpoint within its steps */
+        else st = fl_resume_check(e, out);
+        if (st != FL_OK) return st;
+    }
+    if (*resume || in_place) {
+        *dir = fl_strdup(out);
+        st = *dir ? FL_OK : FL_ERR_NOMEM;
+    } else {
+        st = fl_rundir_create(out, fl_values_get(&e->exp, "name")->text, dir);
+    }
+    if (st != FL_OK) return st;
+    fl_buf b = { 0 };
+    st = fl_experiment_resolved(e, &b);
+    if (st == FL_OK) st = fl_rundir_write(*dir, "config.ini", b.data, b.len);
+    fl_buf_free(&b);
+    return st;
+}
+
 /* Trains e with its task (the shared loop), then the task's final
  * evaluation, pictures and result.json, result.json last: its presence
  * means the run is complete. */
@@ -109,8 +147,13 @@ static fl_status run_task(fl_experiment *e, const char *exp_path, const char *di
     const fl_task *t = fl_task_of(e);
     char what[256];
     t->describe(e, what, sizeof what);
-    fl_log(FL_LOG_INFO, "%s: %s, %zu parameters, %d threads -> %s", exp_path, what,
-           e->arena.count, omp_get_max_threads(), dir);
+    if (fl_dist_size() > 1)
+        fl_log(FL_LOG_INFO, "%s: %s, %zu parameters, %d ranks x %d threads, [train] "
+               "grad_blocks = %lld -> %s", exp_path, what, e->arena.count, fl_dist_size(),
+               omp_get_max_threads(), (long long)fl_exp_int(&e->train, "grad_blocks"), dir);
+    else
+        fl_log(FL_LOG_INFO, "%s: %s, %zu parameters, %d threads -> %s", exp_path, what,
+               e->arena.count, omp_get_max_threads(), dir);
     void *run = NULL;
     fl_train_summary s;
     const char *files = NULL;
@@ -119,6 +162,19 @@ static fl_status run_task(fl_experiment *e, const char *exp_path, const char *di
     if (st == FL_OK && t->plot) st = t->plot(e, dir, &files); /* the pictures of `flowlab plot` */
     if (st == FL_OK) st = t->write_result(e, run, &s, dir);
     if (st == FL_OK) t->report(e, run, &s, dir);
+    t->run_free(run);
+    return st;
+}
+
+/* A rank other than 0 under mpirun: trains its blocks and takes part in
+ * the evaluations; writes nothing (dir NULL). */
+static fl_status run_task_rank(fl_experiment *e, int resume)
+{
+    const fl_task *t = fl_task_of(e);
+    void *run = NULL;
+    fl_train_summary s;
+    fl_status st = fl_task_train(e, NULL, resume, &run, &s);
+    if (st == FL_OK && t->finish) st = t->finish(e, run, &s, NULL);
     t->run_free(run);
     return st;
 }
@@ -170,6 +226,17 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         return FL_EXIT_USAGE;
     }
 
+    /* Under mpirun: rank 0 writes and prints, the others only compute. */
+    const int mpi = fl_dist_mpi_start("run");
+    if (mpi < 0) {
+        free(sets);
+        return FL_EXIT_USAGE;
+    }
+    const int rank = fl_dist_rank();
+    if (rank > 0) {
+        fl_log_set_level(FL_LOG_ERROR);
+        if (!freopen("/dev/null", "w", stdout)) { /* its lines are rank 0's anyway */ }
+    }
     fl_registry *reg = NULL;
     fl_config *cfg = NULL;
     fl_experiment *e = NULL;
@@ -183,43 +250,30 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         st = fl_experiment_new(reg, cfg, &e);
         cfg = NULL;
     }
-    if (st != FL_OK) goto done;
-
-    int threads = (int)fl_exp_int(&e->exp, "threads");
-    if (threads > 0) {
-        omp_set_num_threads(threads);
-        fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0); /* the new team */
+    if (st == FL_OK) {
+        int threads = (int)fl_exp_int(&e->exp, "threads");
+        if (threads > 0) {
+            omp_set_num_threads(threads);
+            /* the new team */
+            fl_fpenv_flush_denormals(fl_exp_int(&e->exp, "flush_denormals") != 0);
+        }
     }
-
-    int in_place = 0; /* --resume on a directory without a checkpoint: start afresh there */
-    if (resume) {
-        /* An existing run directory is continued, a missing one created. */
-        char *ck = fl_strfmt("%s/checkpoint.flc", out);
-        resume = ck && access(ck, R_OK) == 0;
-        free(ck);
-        if (!resume) st = restart_check(out, &in_place);
-        /* Nothing is written into DIR before it is known to hold this
-         * experiment's unfinished run (result.json absent, the same
-         * experiment, a checkpoint within its steps). */
-        else st = fl_resume_check(e, out);
-        if (st != FL_OK) goto done;
-    }
-    if (resume || in_place) {
-        dir = fl_strdup(out);
-        st = dir ? FL_OK : FL_ERR_NOMEM;
-    } else {
-        st = fl_rundir_create(out, fl_values_get(&e->exp, "name")->text, &dir);
-    }
+    if (st == FL_OK && rank == 0) st = make_rundir(e, out, &resume, &dir);
+    st = fl_dist_agree(st); /* every rank built the experiment, rank 0 the directory */
     if (st != FL_OK) goto done;
-    fl_buf b = { 0 };
-    st = fl_experiment_resolved(e, &b);
-    if (st == FL_OK) st = fl_rundir_write(dir, "config.ini", b.data, b.len);
-    fl_buf_free(&b);
-    if (st != FL_OK) goto done;
-
-    st = run_task(e, exp_path, dir, resume);
+    if (fl_dist_size() > 1) {
+        /* the others learn rank 0's directory (for their messages) and resume */
+        char name[4096] = "";
+        if (rank == 0) snprintf(name, sizeof name, "%s", dir);
+        fl_dist_bcast0(name, sizeof name);
+        fl_dist_bcast0(&resume, sizeof resume);
+        fl_dist_watch(exp_path, name);
+    }
+    st = rank == 0 ? run_task(e, exp_path, dir, resume) : run_task_rank(e, resume);
 done:;
-    int rc = st == FL_OK ? FL_EXIT_OK : fl_cli_fail(st);
+    int rc = st == FL_OK                                ? FL_EXIT_OK
+             : rank > 0 && fl_dist_error_shared() ? fl_exit_code(st) /* rank 0 says it */
+                                                        : fl_cli_fail(st);
 
     /* ---- provenance.json (framework/provenance.c): whenever a run directory
      * exists, successful or not ---- */
@@ -235,5 +289,6 @@ done:;
     fl_config_free(cfg);
     fl_registry_free(reg);
     free(dir);
+    if (mpi) fl_dist_mpi_end();
     return rc;
 }

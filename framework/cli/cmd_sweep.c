@@ -3,10 +3,13 @@
  * the report at the end. The cells run as child `flowlab run` processes
  * (sweep/runner.c), spread over MPI ranks when there are several
  * (sweep/mpi.c). */
+#include <dirent.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -19,6 +22,7 @@
 #include "sweep/mpi.h"
 #include "sweep/runner.h"
 #include "sweep/sweep.h"
+#include "train/resume.h"
 
 static const char usage[] =
     "usage: flowlab sweep EXP.ini [--dry-run] [--out DIR] [--jobs J] [--threads T]\n"
@@ -134,6 +138,62 @@ static int same_config(const fl_sweep_run *x, size_t cell, void *ctx)
     fl_experiment_free(e);
     fl_config_free(cfg);
     return same;
+}
+
+/* A sweep continues in its own directory (sweep.ini marks one) or starts in
+ * a new or empty one; any other directory is refused before anything is
+ * written (issue 13: a sweep once wrote its cells, report.csv and cells.csv
+ * into a run directory or a folder of the user's own files). */
+static fl_status check_dir(const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0) return FL_OK;
+    if (!S_ISDIR(sb.st_mode)) {
+        fl_err("%s: exists and is not a directory; choose another --out", dir);
+        return FL_ERR_EXISTS;
+    }
+    if (fl_sweep_exists(dir, "sweep.ini", NULL)) return FL_OK;
+    DIR *d = opendir(dir);
+    if (!d) {
+        fl_err("cannot read directory %s: %s", dir, strerror(errno));
+        return FL_ERR_IO;
+    }
+    struct dirent *de;
+    int empty = 1;
+    while (empty && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) empty = 0;
+    closedir(d);
+    if (empty) return FL_OK;
+    fl_err("%s: exists, is not empty and is not a sweep directory (no sweep.ini); choose "
+           "another --out or remove it (runs are never overwritten)",
+           dir);
+    return FL_ERR_EXISTS;
+}
+
+/* The runner's resumable: what `run --resume` of the cell would check
+ * (fl_resume_check), without starting it. 1 resumable, 0 another
+ * experiment or too few steps (fl_err says which), -1 on another error. */
+static int resumable(const fl_sweep_run *x, size_t cell, void *ctx)
+{
+    sweep_cmd *cmd = ctx;
+    fl_status st = cmd->reg ? FL_OK : fl_cli_registry(cmd->cli, &cmd->reg);
+    fl_config *cfg = NULL;
+    fl_experiment *e = NULL;
+    if (st == FL_OK) st = cell_config(x, cell, &cfg);
+    if (st == FL_OK) {
+        st = fl_experiment_new(cmd->reg, cfg, &e);
+        cfg = NULL;
+    }
+    int ok = -1; /* a cell whose experiment cannot be built fails with that error */
+    char *dir = st == FL_OK ? fl_strfmt("%s/%s", x->dir, x->s->cells[cell].name) : NULL;
+    if (st == FL_OK) {
+        st = dir ? fl_resume_check(e, dir) : FL_ERR_NOMEM;
+        ok = st == FL_OK ? 1 : st == FL_ERR_INVALID ? 0 : -1;
+    }
+    free(dir);
+    fl_experiment_free(e);
+    fl_config_free(cfg);
+    return ok;
 }
 
 /* Builds the experiment of a few cells that together take every value of
@@ -280,6 +340,7 @@ static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscri
         x->dir = out ? fl_strdup(out) : default_dir(x->exp_path, cfg);
         if (!x->dir) st = FL_ERR_NOMEM;
     }
+    if (st == FL_OK) st = check_dir(x->dir);
     fl_config_free(cfg);
     if (st != FL_OK) return x->rank == 0 ? fl_cli_fail(st) : fl_exit_code(st);
     x->base_path = fl_strfmt("%s/base.ini", x->dir);
@@ -315,11 +376,13 @@ static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscri
 
     /* rank 0 lays out the directory */
     if (x->rank == 0) {
+        /* sweep.ini first: it marks the directory as this sweep's (check_dir) */
         char *logs = fl_strfmt("%s/logs", x->dir);
-        st = logs ? fl_mkdirs(logs) : FL_ERR_NOMEM;
-        free(logs);
+        st = logs ? fl_mkdirs(x->dir) : FL_ERR_NOMEM;
         if (st == FL_OK) st = fl_rundir_write(x->dir, "sweep.ini", *text, strlen(*text));
         if (st == FL_OK) st = fl_rundir_write(x->dir, "base.ini", x->s->base, strlen(x->s->base));
+        if (st == FL_OK) st = fl_mkdirs(logs);
+        free(logs);
         if (st != FL_OK) return fl_cli_fail(st);
     }
     return FL_EXIT_OK;
@@ -331,6 +394,7 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
                       .cli = cli };
     fl_sweep_run *x = &cmd.run;
     x->same_config = same_config;
+    x->resumable = resumable;
     x->same_config_ctx = &cmd;
     const char *out = NULL;
     int dry_run = 0, oversubscribe = 0, jobs_set = 0, threads_set = 0;

@@ -4,13 +4,15 @@
 #include <string.h>
 
 /* The one place core/ reaches up into compute/: the table below names the
- * MLP service and fl_gemm, and a context frees the MLPs it owns. Inverting
+ * MLP and conv services and fl_gemm, and a context frees the MLPs and conv
+ * nets it owns. Inverting
  * it (compute registering its functions into a mutable table at start-up)
  * would make every entry point - main, each test suite, each bench - call
  * a registration first, and a missed call would show up as a NULL member
  * inside a plugin; naming the functions here keeps the table constant and
  * always complete. Elsewhere only compute/ includes core/, not the reverse. */
 #include "compute/blas.h"
+#include "compute/conv.h"
 #include "compute/mlp.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
@@ -57,8 +59,10 @@ void fl_ctx_free(fl_ctx *cx)
     if (!cx) return;
     for (size_t i = 0; i < cx->n_ws; i++) fl_free(cx->ws[i]);
     for (size_t i = 0; i < cx->n_mlps; i++) fl_mlp_free(cx->mlps[i]);
+    for (size_t i = 0; i < cx->n_convs; i++) fl_conv_free(cx->convs[i]);
     free(cx->ws);
     free(cx->mlps);
+    free(cx->convs);
     free(cx->path);
     free(cx);
 }
@@ -197,6 +201,23 @@ static fl_mlp *h_mlp_create(fl_ctx *cx, const fl_mlp_spec *spec, uint32_t max_ro
     return m;
 }
 
+static fl_conv *h_conv_create(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max_rows)
+{
+    if (!cx->creating) {
+        h_error(cx, "conv nets can be created only during create");
+        return NULL;
+    }
+    fl_conv **nc = realloc(cx->convs, (cx->n_convs + 1) * sizeof *nc);
+    if (!nc) {
+        h_error(cx, "out of memory");
+        return NULL;
+    }
+    cx->convs = nc;
+    fl_conv *c = fl_conv_create(cx, spec, max_rows);
+    if (c) cx->convs[cx->n_convs++] = c;
+    return c;
+}
+
 static const fl_host table = {
     .struct_size = sizeof(fl_host),
     .abi_major = FL_ABI_MAJOR,
@@ -215,6 +236,9 @@ static const fl_host table = {
     .mlp_create = h_mlp_create,
     .mlp_forward = fl_mlp_forward,
     .mlp_backward = fl_mlp_backward,
+    .conv_create = h_conv_create,
+    .conv_forward = fl_conv_forward,
+    .conv_backward = fl_conv_backward,
 };
 
 const fl_host *fl_host_table(void) { return &table; }

@@ -2,7 +2,7 @@
  *
  * An fl_ctx ties one component instance to its validated config section,
  * its parameter block in the arena, its random streams and the workspaces
- * and MLPs it asked for (all freed with the ctx). */
+ * MLPs and conv nets it asked for (all freed with the ctx). */
 #ifndef FL_HOSTIMPL_H
 #define FL_HOSTIMPL_H
 
@@ -22,6 +22,8 @@ struct fl_ctx {
     size_t n_ws;
     fl_mlp **mlps;            /* MLPs (owned) */
     size_t n_mlps;
+    fl_conv **convs;          /* conv nets (owned) */
+    size_t n_convs;
 };
 
 /* The process-wide host table handed to plugins. */
@@ -53,7 +55,8 @@ void fl_ctx_end_create(fl_ctx *cx);
 /* Frees the ctx and everything it owns (after the instance is destroyed). */
 void fl_ctx_free(fl_ctx *cx);
 
-/* The MLP service and fl_gemm behind the table's mlp_* and gemm members
- * are compute/'s: compute/mlp.h, compute/blas.h. */
+/* The MLP and conv services and fl_gemm behind the table's mlp_*, conv_*
+ * and gemm members are compute/'s: compute/mlp.h, compute/conv.h,
+ * compute/blas.h. */
 
 #endif

@@ -56,6 +56,10 @@ static const fl_key train_keys[] = {
       "stop the run as diverged (exit 1, the last checkpoint kept, no result.json) when the "
       "running mean of the training loss (over about 10 steps) rises more than this many "
       "times max(1, |best|) above its best; a non-finite loss always stops it; 0 = off" },
+    { "grad_blocks", FL_KEY_INT, "1", 1, 1 << 20, NULL,
+      "cut every batch into this many fixed blocks of points whose gradients are summed in "
+      "block order, so results do not depend on the number of MPI ranks (mpirun -n N needs "
+      "N <= grad_blocks <= batch; 1 = the batch in one piece)" },
 };
 
 static const fl_key eval_keys[] = {
@@ -475,13 +479,15 @@ fl_status fl_experiment_resolved(const fl_experiment *e, fl_buf *b)
 
 /* x <- (u < x) with u uniform from (key, sub): a Bernoulli draw per grey
  * level. `u` is scratch of n values (or NULL: drawn in small pieces). */
-static void binarize(fl_rng_key key, uint64_t sub, size_t n, fl_real *x, fl_real *u)
+/* Numbers first .. first+n-1 of stream (key, sub) decide x's n values. */
+static void binarize(fl_rng_key key, uint64_t sub, uint64_t first, size_t n, fl_real *x,
+                     fl_real *u)
 {
     fl_real piece[256];
     for (size_t i = 0; i < n;) {
         size_t m = u ? n : (n - i < 256 ? n - i : 256);
         fl_real *buf = u ? u : piece;
-        fl_rng_uniform(key, sub, i, m, buf);
+        fl_rng_uniform(key, sub, first + i, m, buf);
         for (size_t j = 0; j < m; j++) x[i + j] = buf[j] < x[i + j] ? (fl_real)1 : (fl_real)0;
         i += m;
     }
@@ -530,7 +536,7 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
         char name[320];
         snprintf(name, sizeof name, "binarize/%s/%s", split == FL_SPLIT_TEST ? "test" : "valid",
                  e->data_type);
-        binarize(fl_rng_key_make(0, name), 0, (size_t)cnt * dim, x, NULL);
+        binarize(fl_rng_key_make(0, name), 0, 0, (size_t)cnt * dim, x, NULL);
     }
     *rows = x;
     *n = cnt;
@@ -539,11 +545,17 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
 
 fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out)
 {
+    return fl_experiment_train_rows(e, step, n, 0, n, out);
+}
+
+fl_status fl_experiment_train_rows(fl_experiment *e, uint64_t step, uint32_t n, uint32_t p0,
+                                   uint32_t m, fl_real *out)
+{
     fl_status st;
     if (e->info.drawn & 1u) {
         fl_rng_key key = fl_rng_key_make(e->seed, "data.train");
         fl_part_enter(&e->data, "draw");
-        st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n, n, out);
+        st = e->dcls->draw(e->dself, FL_SPLIT_TRAIN, key, step * n + p0, m, out);
         fl_crash_leave();
     } else {
         const uint64_t N = e->info.n[FL_SPLIT_TRAIN], per_epoch = N / n;
@@ -565,12 +577,12 @@ fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n,
             e->perm_epoch = epoch + 1;
         }
         fl_part_enter(&e->data, "read");
-        st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n, n, out);
+        st = e->dcls->read(e->dself, FL_SPLIT_TRAIN, e->perm + b * n + p0, m, out);
         fl_crash_leave();
     }
     if (st != FL_OK) fl_comp_fail(st, "[data] %s", e->data_type);
     if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))
-        binarize(fl_rng_key_make(e->seed, "data.binarize"), step, (size_t)n * e->info.dim, out,
-                 e->binbuf);
+        binarize(fl_rng_key_make(e->seed, "data.binarize"), step, (uint64_t)p0 * e->info.dim,
+                 (size_t)m * e->info.dim, out, e->binbuf);
     return st;
 }

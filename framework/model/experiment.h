@@ -135,6 +135,12 @@ fl_status fl_experiment_eval_split(fl_experiment *e, fl_split split, fl_real **r
  * the seed (the last N mod n rows of an epoch are skipped). Allocates
  * nothing. */
 fl_status fl_experiment_train_batch(fl_experiment *e, uint64_t step, uint32_t n, fl_real *out);
+/* Points p0 .. p0+m-1 of that batch of n (m x dim into out, p0 + m <= n):
+ * the same rows and the same binarization as fl_experiment_train_batch
+ * gives them, whichever range is asked for (a block of [train]
+ * grad_blocks). Allocates nothing. */
+fl_status fl_experiment_train_rows(fl_experiment *e, uint64_t step, uint32_t n, uint32_t p0,
+                                   uint32_t m, fl_real *out);
 
 int64_t fl_exp_int(const fl_values *v, const char *key);
 double fl_exp_real(const fl_values *v, const char *key);

@@ -92,9 +92,12 @@ static void last_error(const char *log, char *out, size_t cap)
 }
 
 
-/* ---- a finished cell whose config changed ---------------------------- */
+/* ---- a cell whose config changed ------------------------------------- */
 
-static fl_status supersede(const fl_sweep_run *x, const char *name)
+/* Moves DIR/NAME to DIR/superseded/NAME[.k] (one rename: the old run is
+ * kept whole) and logs one line saying why: `why` ("finished with another
+ * config", or the unfinished run's refusal). */
+static fl_status supersede(const fl_sweep_run *x, const char *name, const char *why)
 {
     char *from = fl_strfmt("%s/%s", x->dir, name), *sup = fl_strfmt("%s/superseded", x->dir);
     char *to = NULL;
@@ -103,7 +106,7 @@ static fl_status supersede(const fl_sweep_run *x, const char *name)
         to = k == 1 ? fl_strfmt("%s/%s", sup, name) : fl_strfmt("%s/%s.%d", sup, name, k);
         struct stat sb;
         if (!to) st = FL_ERR_NOMEM;
-        else if (stat(to, &sb) == 0) {
+        else if (lstat(to, &sb) == 0) {
             free(to);
             to = NULL;
         }
@@ -113,8 +116,7 @@ static fl_status supersede(const fl_sweep_run *x, const char *name)
         st = FL_ERR_IO;
     }
     if (st == FL_OK)
-        fl_log(FL_LOG_WARN, "%s: finished with another config; rerunning it (old run kept in %s)",
-               name, to);
+        fl_log(FL_LOG_WARN, "%s: %s; running it afresh (old run kept in %s)", name, why, to);
     free(from);
     free(sup);
     free(to);
@@ -148,9 +150,26 @@ int fl_sweep_start_cell(fl_sweep_run *x, size_t c, fl_sweep_slot *sl, fl_cell_re
             fail_result(r, FL_EXIT_FAILURE, msg);
             return 0;
         }
-        st = supersede(x, name);
+        st = supersede(x, name, "finished with another config");
     } else if (fl_sweep_exists(x->dir, name, "checkpoint.flc")) {
-        resume = 1;
+        /* `run --resume` would refuse a checkpoint of another experiment
+         * (exit 3) and the cell would fail on every rerun: start it afresh */
+        int ok = x->resumable ? x->resumable(x, c, x->same_config_ctx) : 1;
+        if (ok < 0) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "cannot check the unfinished cell: %s", fl_err_msg());
+            fail_result(r, FL_EXIT_FAILURE, msg);
+            return 0;
+        }
+        if (ok) {
+            resume = 1;
+        } else {
+            char *why = fl_strfmt("unfinished, and its checkpoint cannot be resumed by the "
+                                  "cell's experiment now (%s)", fl_err_msg());
+            fl_err_clear();
+            st = why ? supersede(x, name, why) : FL_ERR_NOMEM;
+            free(why);
+        }
     } else if (fl_sweep_exists(x->dir, name, NULL)) {
         char *p = fl_strfmt("%s/%s", x->dir, name);
         st = p ? rm_tree(p) : FL_ERR_NOMEM;

@@ -38,6 +38,13 @@ typedef struct fl_sweep_run fl_sweep_run;
  * of. */
 typedef int (*fl_sweep_same_config_fn)(const fl_sweep_run *x, size_t cell, void *ctx);
 
+/* For unfinished cell `cell` (DIR/CELL/checkpoint.flc, no result.json):
+ * 1 when the cell's experiment may resume that checkpoint now, 0 when the
+ * checkpoint belongs to another experiment or lies past its steps (fl_err
+ * names the first differing key, or the step), -1 on any other error
+ * (fl_err set). The CLI's check (what `run --resume` would refuse). */
+typedef int (*fl_sweep_resumable_fn)(const fl_sweep_run *x, size_t cell, void *ctx);
+
 /* A sweep being run, as every rank sees it. cli/cmd_sweep.c fills it in
  * and owns its allocations (dir, base_path, s, sets, envp, res). */
 struct fl_sweep_run {
@@ -54,7 +61,8 @@ struct fl_sweep_run {
     fl_cell_result *res;          /* rank 0: every cell's result */
     size_t n_recorded;
     fl_sweep_same_config_fn same_config;
-    void *same_config_ctx;
+    fl_sweep_resumable_fn resumable;  /* NULL: every checkpoint is resumed */
+    void *same_config_ctx;            /* passed to same_config and resumable */
 };
 
 /* 1 when DIR/NAME/FILE (DIR/NAME when file is NULL) exists. */
@@ -63,7 +71,9 @@ int fl_sweep_exists(const char *dir, const char *name, const char *file);
 /* Prepares cell `c` and starts its `flowlab run` in free slot `sl`: a
  * finished cell with the same config is not run again (FL_CELL_CACHED),
  * one with another config is moved to DIR/superseded, an unfinished one
- * with a checkpoint is resumed, any other leftover directory removed.
+ * with a checkpoint is resumed when its experiment is the cell's (else
+ * moved to DIR/superseded too, and the cell started afresh: nothing is
+ * deleted), any other leftover directory removed.
  * Returns 1 with the child in `sl`, or 0 with the outcome in `r` (finished
  * earlier, or failed before it could start). Any rank; the slot's log is
  * owned by the slot until fl_sweep_reap. */

@@ -105,22 +105,59 @@ static void raw_free(raw_section *r)
     free(r->base);
 }
 
-/* If the trimmed line is a section header, returns 1 and its trimmed name
- * in `name` (cut to cap-1 characters). */
-static int header_name(const char *line, size_t len, char *name, size_t cap)
+/* If the trimmed line is a section header, returns 1 with its trimmed name
+ * in *name, *n (a pointer into `line`: nothing is copied, so no name is
+ * ever cut) and in *raw the length inih sees, everything between '[' and
+ * ']' (inih does not trim a section name). */
+static int header_name(const char *line, size_t len, const char **name, size_t *n, size_t *raw)
 {
     while (len && is_blank(*line)) line++, len--;
     if (!len || *line != '[') return 0;
     const char *end = memchr(line, ']', len);
     if (!end) return 0;
     const char *a = line + 1;
-    size_t n = (size_t)(end - a);
-    while (n && is_blank(*a)) a++, n--;
-    while (n && is_blank(a[n - 1])) n--;
-    if (n >= cap) n = cap - 1;
-    memcpy(name, a, n);
-    name[n] = 0;
+    size_t k = (size_t)(end - a);
+    if (raw) *raw = k;
+    while (k && is_blank(*a)) a++, k--;
+    while (k && is_blank(a[k - 1])) k--;
+    *name = a;
+    *n = k;
     return 1;
+}
+
+static int is_sweep_header(const char *line, size_t len)
+{
+    const char *name;
+    size_t n;
+    return header_name(line, len, &name, &n, NULL) && n == 5 && memcmp(name, "sweep", 5) == 0;
+}
+
+/* The base text goes to inih (fl_config_parse) for every cell, and inih
+ * cuts a line longer than its buffer, or a section name longer than its
+ * own, without a word: such lines are refused here, when the sweep is
+ * read (`--dry-run` included), with the messages fl_config_parse gives
+ * for an experiment file. [sweep] lines reach inih commented out, and a
+ * comment loses nothing when cut: both may be of any length. */
+static fl_status check_line(const char *path, int line, const char *p, size_t len, int in_sweep)
+{
+    while (len && (*p == ' ' || *p == '\t')) p++, len--; /* inih strips these first */
+    if (len && p[len - 1] == '\r') len--;
+    size_t raw = 0;
+    const char *name;
+    size_t n;
+    if (header_name(p, len, &name, &n, &raw) && raw > fl_config_max_section()) {
+        fl_err("%s:%d: section name is %zu characters long; flowlab's INI parser (inih) keeps "
+               "at most %zu",
+               path, line, raw, fl_config_max_section());
+        return FL_ERR_INVALID;
+    }
+    if (!in_sweep && len > fl_config_max_line() && *p != ';' && *p != '#') {
+        fl_err("%s:%d: line is %zu bytes long; flowlab's INI parser (inih) reads at most %zu "
+               "(shorten the value, or set it with --set)",
+               path, line, len, fl_config_max_line());
+        return FL_ERR_INVALID;
+    }
+    return FL_OK;
 }
 
 /* Cuts an inline comment: ';' or '#' preceded by a blank. */
@@ -143,11 +180,14 @@ static fl_status read_section(const char *path, const char *text, raw_section *r
         line++;
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        char name[256];
-        if (header_name(p, len, name, sizeof name)) {
-            in_sweep = strcmp(name, "sweep") == 0;
+        const char *hname;
+        size_t hn;
+        if (header_name(p, len, &hname, &hn, NULL)) {
+            in_sweep = is_sweep_header(p, len);
             if (in_sweep && !r->header_line) r->header_line = line;
         }
+        st = check_line(path, line, p, len, in_sweep);
+        if (st != FL_OK) break;
         if (in_sweep) {
             fl_buf_write(&base, "; ", 2);
             const char *q = p;
@@ -754,8 +794,7 @@ fl_status fl_sweep_refuse_run(const char *path)
         line++;
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        char name[64];
-        found = header_name(p, len, name, sizeof name) && strcmp(name, "sweep") == 0;
+        found = is_sweep_header(p, len);
         p = nl ? nl + 1 : p + len;
     }
     free(text);

@@ -14,6 +14,7 @@
 #include "output/json.h"
 #include "output/rundir.h"
 #include "tasks/task.h"
+#include "train/dist.h"
 
 
 /* -log N(u; 0, I) - logdet for one row, in double. */
@@ -74,21 +75,27 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
 {
     uint32_t d = e->info.dim, chunk = e->eval_batch;
     fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
-    if (!logdet) return FL_ERR_NOMEM;
-    double s = 0, s2 = 0;
-    fl_status st = FL_OK;
-    for (uint64_t i = 0; i < n && st == FL_OK; i += chunk) {
+    double *nll = malloc(n * sizeof *nll); /* per row, summed in row order below */
+    fl_status st = logdet && nll ? FL_OK : FL_ERR_NOMEM;
+    /* under mpirun each rank takes whole chunks (train/dist.h) */
+    uint64_t mine0, mine1;
+    fl_dist_share(n, chunk, &mine0, &mine1);
+    for (uint64_t i = mine0; i < mine1 && st == FL_OK; i += chunk) {
         uint32_t m = (uint32_t)(n - i < chunk ? n - i : chunk);
         memset(logdet, 0, m * sizeof(fl_real));
         const fl_real *u;
         st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x + i * d, NULL, logdet, &u);
-        for (uint32_t r = 0; st == FL_OK && r < m; r++) {
-            double v = row_nll(u + (size_t)r * d, d, logdet[r]);
-            s += v;
-            s2 += v * v;
-        }
+        for (uint32_t r = 0; st == FL_OK && r < m; r++)
+            nll[i + r] = row_nll(u + (size_t)r * d, d, logdet[r]);
     }
     fl_free(logdet);
+    st = fl_dist_allgather(st, nll, sizeof *nll, n, chunk);
+    double s = 0, s2 = 0;
+    for (uint64_t i = 0; st == FL_OK && i < n; i++) {
+        s += nll[i];
+        s2 += nll[i] * nll[i];
+    }
+    free(nll);
     if (st != FL_OK) return st;
     double mu = s / (double)n, var = n > 1 ? (s2 - s * mu) / (double)(n - 1) : 0;
     *mean = mu;
@@ -142,21 +149,23 @@ static fl_status run_new(fl_experiment *e, void **out)
     return fl_experiment_eval_split(e, FL_SPLIT_TEST, &r->test, &r->n_test);
 }
 
-/* The mean negative log-likelihood of batch `step` and its gradient. */
-static fl_status density_step(fl_experiment *e, void *p, uint64_t step, double *value)
+/* Points p0 .. p0+n-1 of batch `step`: their share of its mean negative
+ * log-likelihood (their sum / B) and its gradient. */
+static fl_status density_step(fl_experiment *e, void *p, uint64_t step, uint32_t p0, uint32_t n,
+                              double *value)
 {
     density_run *r = p;
     const uint32_t d = e->info.dim, B = e->batch;
     const fl_real inv_b = (fl_real)(1.0 / B);
     fl_stack *flows = fl_density_flows(e);
-    fl_status st = fl_experiment_train_batch(e, step, B, r->x);
+    fl_status st = fl_experiment_train_rows(e, step, B, p0, n, r->x);
     if (st != FL_OK) return st;
-    memset(r->logdet, 0, B * sizeof(fl_real));
+    memset(r->logdet, 0, n * sizeof(fl_real));
     const fl_real *u;
-    st = fl_stack_forward(flows, B, FL_MODE_TRAIN, r->x, NULL, r->logdet, &u);
+    st = fl_stack_forward(flows, n, FL_MODE_TRAIN, r->x, NULL, r->logdet, &u);
     if (st != FL_OK) return st;
     double loss = 0;
-    for (uint32_t i = 0; i < B; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         loss += row_nll(u + (size_t)i * d, d, r->logdet[i]);
         for (uint32_t j = 0; j < d; j++) r->du[(size_t)i * d + j] = u[(size_t)i * d + j] * inv_b;
     }
@@ -168,7 +177,7 @@ static fl_status density_step(fl_experiment *e, void *p, uint64_t step, double *
         return FL_ERR_NUMERIC;
     }
     *value = loss;
-    return fl_stack_backward(flows, B, FL_MODE_TRAIN, NULL, r->du, r->dlogdet, NULL, NULL);
+    return fl_stack_backward(flows, n, FL_MODE_TRAIN, NULL, r->du, r->dlogdet, NULL, NULL);
 }
 
 static fl_status density_evaluate(fl_experiment *e, void *p)

@@ -117,10 +117,16 @@ fl_status fl_checkpoint_peek(const char *path, uint64_t *step, fl_checkpoint_run
     memcpy(&version, data + 8, 4);
     uint32_t crc_file, crc = (uint32_t)crc32_z(0L, (const Bytef *)data, size - 4);
     memcpy(&crc_file, data + size - 4, 4);
-    if (version < 1 || version > FL_CHECKPOINT_VERSION || crc != crc_file) {
+    if (version < 1 || version > FL_CHECKPOINT_VERSION) {
         free(data);
-        fl_err("%s: checkpoint is corrupt or of format version %u (this flowlab reads 1 to %u)",
-               path, version, FL_CHECKPOINT_VERSION);
+        fl_err("%s: checkpoint format version %u, this flowlab reads versions 1 to %u", path,
+               version, FL_CHECKPOINT_VERSION);
+        return FL_ERR_FORMAT;
+    }
+    if (crc != crc_file) {
+        free(data);
+        fl_err("%s: checkpoint is corrupt (checksum mismatch: a damaged or truncated file)",
+               path);
         return FL_ERR_FORMAT;
     }
     memcpy(step, data + 16, 8);
@@ -159,6 +165,11 @@ fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl
     if (size < 4) FAIL("%s: checkpoint truncated", path);
     uint32_t crc_file;
     memcpy(&crc_file, data + size - 4, 4);
+    /* the checksum before the manifest: a damaged byte there would read
+     * as another configuration's tensor */
+    uint32_t crc = (uint32_t)crc32_z(0L, (const Bytef *)data, size - 4);
+    if (crc != crc_file)
+        FAIL("%s: checkpoint is corrupt (checksum mismatch: a damaged or truncated file)", path);
     if (!get(&r, &st_step, 8) || !get(&r, &total, 8) || !get(&r, &n_entries, 4) ||
         !get(&r, &flags, 4))
         FAIL("%s: checkpoint truncated in its header", path);
@@ -186,8 +197,6 @@ fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl
     if (r.left != body)
         FAIL("%s: checkpoint truncated or padded: %zu bytes after the manifest, expected %zu",
              path, r.left, body);
-    uint32_t crc = (uint32_t)crc32_z(0L, (const Bytef *)data, size - 4);
-    if (crc != crc_file) FAIL("%s: checkpoint is corrupt (checksum mismatch)", path);
     get(&r, a->theta, total * sizeof(fl_real));
     if (has_opt) {
         uint64_t t;

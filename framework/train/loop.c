@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hostimpl.h"
 #include "core/log.h"
 #include "model/stack.h"
 #include "output/rundir.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/resume.h"
 
@@ -134,6 +136,84 @@ static void name_step(uint64_t done)
     free(m);
 }
 
+/* [train] grad_blocks = G against the batch, the ranks and the layers:
+ * every rank needs a block, every block a point, and no layer may couple
+ * the rows of a batch (a block's gradient must not depend on the others). */
+static fl_status check_blocks(const fl_experiment *e, uint32_t G)
+{
+    const int N = fl_dist_size();
+    if (G > e->batch) {
+        fl_err("%s: [train] grad_blocks = %u exceeds [train] batch = %u: every block needs a "
+               "point", e->cfg->path, G, e->batch);
+        return FL_ERR_INVALID;
+    }
+    if ((uint32_t)N > G) {
+        fl_err("%s: %d ranks (mpirun -n %d) need [train] grad_blocks >= %d, and it is %u: set "
+               "it to a multiple of every rank count you use (e.g. --set train.grad_blocks=%d); "
+               "the result depends on grad_blocks only, never on the ranks",
+               e->cfg->path, N, N, N, G, N == 2 || N == 3 ? 6 : N);
+        return FL_ERR_INVALID;
+    }
+    const fl_stack *flows = e->task->flows ? e->task->flows(e) : NULL;
+    for (size_t i = 0; G > 1 && flows && i < flows->n; i++) {
+        const fl_layer *l = &flows->L[i];
+        if (!(l->cls->flags & FL_FLOW_BATCH_COUPLED)) continue;
+        char sec[128];
+        snprintf(sec, sizeof sec, "%s", l->cx->path);
+        char *dot = strchr(sec, '.');
+        if (dot && (dot = strchr(dot + 1, '.'))) *dot = 0; /* flow.1.3 -> flow.1 */
+        fl_err("%s: [%s] %s couples the rows of a batch (batch statistics), so a block's "
+               "gradient would depend on the other blocks: [train] grad_blocks = %u needs "
+               "row-independent layers; use grad_blocks = 1 (one process) or a layer without "
+               "batch statistics (e.g. actnorm)",
+               e->cfg->path, sec, l->cls->base.name, G);
+        return FL_ERR_INVALID;
+    }
+    return FL_OK;
+}
+
+/* A layer with state its training forward sets from the rows it sees
+ * (actnorm's data-dependent initialisation): the first step computes the
+ * whole batch once on every rank, discarding the gradient, so the state is
+ * the one-piece batch's on every rank and for any grad_blocks. */
+static int has_state(const fl_arena *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->p[i].flags & FL_PARAM_STATE) return 1;
+    return 0;
+}
+
+/* Rank 0's training state on every rank after a resume: parameters,
+ * Adam, the average, the step and the open interval. */
+static void share_state(fl_experiment *e, fl_adam *opt, fl_ema *ema, uint64_t *step0,
+                        double *time0, fl_checkpoint_run *rec)
+{
+    if (fl_dist_size() == 1) return;
+    const size_t bytes = e->arena.total * sizeof(fl_real);
+    fl_dist_bcast0(e->arena.theta, bytes);
+    fl_dist_bcast0(opt->m, bytes);
+    fl_dist_bcast0(opt->v, bytes);
+    fl_dist_bcast0(&opt->t, sizeof opt->t);
+    if (ema->avg) fl_dist_bcast0(ema->avg, ema->n * sizeof(fl_real));
+    fl_dist_bcast0(&ema->t, sizeof ema->t);
+    fl_dist_bcast0(step0, sizeof *step0);
+    fl_dist_bcast0(time0, sizeof *time0);
+    fl_dist_bcast0(rec, sizeof *rec);
+}
+
+/* Every rank holds the same parameters (the sum and Adam are the same
+ * everywhere; a layer that updates state from its own rows would break it). */
+static fl_status same_everywhere(const fl_experiment *e, uint64_t done)
+{
+    int r;
+    if (fl_dist_same(fl_dist_hash(e->arena.theta, e->arena.total * sizeof(fl_real)), &r))
+        return FL_OK;
+    fl_err("step %llu: rank %d's parameters differ from rank 0's: a layer changes its state "
+           "from the rows it sees; train it with [train] grad_blocks = 1 on one process",
+           (unsigned long long)done, r);
+    return FL_ERR_INTERNAL;
+}
+
 fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const char *rundir,
                         int resume, fl_train_summary *out)
 {
@@ -146,11 +226,24 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
                "at most %d", t->n_cols, t->train_col, FL_TRAIN_MAX_COLS);
         return FL_ERR_INTERNAL;
     }
+    /* The batch in G fixed blocks (train/dist.h); this rank's are [b0, b1). */
+    const uint32_t G = (uint32_t)fl_exp_int(&e->train, "grad_blocks"), B = e->batch;
+    uint32_t b0, b1;
+    fl_dist_my_blocks(G, &b0, &b1);
+    fl_dist_grad red;
     fl_adam opt;
     fl_ema ema;
     fl_real *live;
-    fl_status st = fl_run_optim_init(e, &opt, &ema, &live);
-    if (st != FL_OK) return st;
+    memset(&red, 0, sizeof red);
+    fl_status st = check_blocks(e, G);
+    if (st == FL_OK) st = fl_dist_grad_init(&red, e->arena.total, G);
+    const int have_opt = st == FL_OK && (st = fl_run_optim_init(e, &opt, &ema, &live)) == FL_OK;
+    st = fl_dist_agree(st); /* a rank that cannot start stops every rank */
+    if (st != FL_OK) {
+        if (have_opt) fl_run_optim_free(&opt, &ema, live);
+        fl_dist_grad_free(&red);
+        return st;
+    }
     fl_metrics_col cols[FL_TRAIN_MAX_COLS + 1];
     metrics_columns(t, cols);
     fl_metrics metrics;
@@ -167,6 +260,17 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
         st = fl_resume_load(e, rundir, &opt, &ema, &step0, &metrics.text, &time0, &rec);
         rec.config_hash = hash;
     }
+    /* Only rank 0 has a run directory: it resumes, the others take its state. */
+    int writes = rundir != NULL;
+    fl_dist_bcast0(&writes, sizeof writes);
+    st = fl_dist_agree(st);
+    if (st == FL_OK) share_state(e, &opt, &ema, &step0, &time0, &rec);
+    if (st == FL_OK && G > 1 && step0 == 0 && has_state(&e->arena)) {
+        double ignored;
+        fl_arena_zero_grad(&e->arena);
+        fl_stack_set_step(1);
+        st = fl_dist_agree(t->step(e, run, 0, 0, B, &ignored));
+    }
 
     fl_arena_zero_grad(&e->arena); /* then each Adam step clears it (fl_adam_step_zero) */
     double interval_sum = rec.interval_sum, train_time = time0;
@@ -178,14 +282,34 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     diverge dv = { fl_exp_real(&e->train, "diverge_factor"), t->train_is_bound, NAN, NAN, 0,
                    step0 };
 
+    uint64_t saved = step0; /* the last checkpoint (for a stopped rank's line) */
+    uint64_t sum_bytes = 0;  /* bytes this rank moved for the gradient sums */
     for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
-        double t0 = fl_now(), value;
+        double t0 = fl_now(), value = 0;
         opt.lr = fl_experiment_lr(e, step);
         fl_stack_set_step(step + 1); /* a layer's non-finite value names the step */
-        st = t->step(e, run, step, &value); /* the task's forward and backward */
+        fl_dist_note(step + 1, saved);
+        /* The task's forward and backward on each of this rank's blocks,
+         * then every rank's blocks summed in block order (train/dist.h). */
+        for (uint32_t g = b0; st == FL_OK && g < b1; g++) {
+            uint32_t p0, n;
+            double v;
+            fl_dist_block_rows(B, G, g, &p0, &n);
+            if (g > b0) fl_arena_zero_grad(&e->arena);
+            st = t->step(e, run, step, p0, n, &v);
+            if (st == FL_OK) fl_dist_grad_add(&red, g - b0, e->arena.grad, v);
+        }
         if (st != FL_OK) name_step(step + 1);
+        uint64_t sent0, got0, sent1, got1; /* the sum's traffic, for the closing line */
+        fl_dist_traffic(&sent0, &got0);
+        st = fl_dist_grad_reduce(&red, st, e->arena.grad, &value);
+        fl_dist_traffic(&sent1, &got1);
+        sum_bytes += (sent1 - sent0) + (got1 - got0);
         if (st == FL_OK) st = check_value(&dv, step + 1, value, rundir);
-        if (st != FL_OK) break;
+        if (st != FL_OK) {
+            st = fl_dist_agree(st); /* the same on every rank: printed by rank 0 alone */
+            break;
+        }
         fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
         fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
@@ -193,23 +317,28 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
         interval_n++;
 
         const uint64_t done = step + 1;
-        if (done == steps || (eval_every && done % eval_every == 0)) {
+        const int eval_now = done == steps || (eval_every && done % eval_every == 0);
+        const int ckpt_now = ckpt_every && done % ckpt_every == 0 && done != steps;
+        if (eval_now) {
             st = evaluate_average(e, t, run, &ema, live);
-            if (st != FL_OK) break;
-            evaluated = done;
-            out->train = interval_sum / (double)interval_n;
-            interval_sum = 0;
-            interval_n = 0;
-            st = metrics_row(e, t, run, &metrics, done, out->train, train_time, rundir);
-            if (!prog.tty) {
+            if (st == FL_OK) {
+                evaluated = done;
+                out->train = interval_sum / (double)interval_n;
+                interval_sum = 0;
+                interval_n = 0;
+                st = metrics_row(e, t, run, &metrics, done, out->train, train_time, rundir);
+            }
+            if (st == FL_OK && !prog.tty) {
                 t->log(e, run, out->train, line, sizeof line);
                 fl_log(FL_LOG_INFO, "step %llu: %s", (unsigned long long)done, line);
             }
+            st = fl_dist_agree(st); /* rank 0's writes can fail alone: every rank learns it */
         }
-        if (st == FL_OK && rundir && ckpt_every && done % ckpt_every == 0 && done != steps) {
+        if (st == FL_OK && ckpt_now) st = same_everywhere(e, done);
+        if (st == FL_OK && rundir && ckpt_now)
             st = save(e, rundir, &opt, &ema, done, &rec, interval_sum, interval_n);
-            if (st == FL_OK) dv.last_save = done;
-        }
+        if (ckpt_now) st = fl_dist_agree(st);
+        if (st == FL_OK && ckpt_now && writes) saved = dv.last_save = done;
         t->status(e, run, done, steps, value, status, sizeof status);
         fl_progress_update(&prog, done, status);
     }
@@ -229,15 +358,28 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
             st = metrics_row(e, t, run, &metrics, steps, NAN, train_time, rundir);
         }
     }
+    st = fl_dist_agree(st);
     out->steps = opt.t;
     out->session_steps = opt.t - step0;
     out->seconds = train_time;
     out->session_seconds = train_time - time0;
+    if (st == FL_OK) st = same_everywhere(e, opt.t);
     if (st == FL_OK && rundir)
         st = save(e, rundir, &opt, &ema, opt.t, &rec, interval_sum, interval_n);
+    st = fl_dist_agree(st);
+    if (st == FL_OK && writes) fl_dist_note(opt.t, opt.t);
+    if (st == FL_OK && fl_dist_size() > 1 && out->session_steps) {
+        uint64_t sent, got;
+        fl_dist_traffic(&sent, &got);
+        fl_log(FL_LOG_INFO, "rank %d of %d: the gradient sums moved %.0f bytes a step (in and "
+               "out; the gradient is %zu bytes); %.3g MB sent and %.3g MB received in all",
+               fl_dist_rank(), fl_dist_size(), (double)sum_bytes / (double)out->session_steps,
+               e->arena.total * sizeof(fl_real), (double)sent / 1e6, (double)got / 1e6);
+    }
     fl_stack_set_step(0); /* what follows is evaluation or sampling */
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_metrics_free(&metrics);
     fl_run_optim_free(&opt, &ema, live);
+    fl_dist_grad_free(&red);
     return st;
 }

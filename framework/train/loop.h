@@ -31,11 +31,17 @@ typedef struct fl_trainer {
     int train_is_bound;         /* 1: the step value is a bound to maximise (vae, vi; the
                                    loss is its negative), 0: a loss to minimise; the
                                    divergence check ([train] diverge_factor) reads it */
-    /* Training step `step` (from 0): the gradient of the loss into the
-     * arena's grad (zero on entry), the step's value (loss or bound, the
-     * cols[train_col] column's) into *value. Allocates nothing. Errors set
-     * fl_err (e.g. a non-finite loss names the step). */
-    fl_status (*step)(fl_experiment *e, void *run, uint64_t step, double *value);
+    /* Training step `step` (from 0) on points p0 .. p0+n-1 of its batch of
+     * [train] batch = B points (a point's k samples included; the whole
+     * batch is p0 = 0, n = B): the gradient of those points' share of the
+     * batch-mean loss (their terms divided by B, not n) into the arena's
+     * grad (zero on entry), their share of the step's value (loss or bound,
+     * the cols[train_col] column's) into *value. A point's data and noise
+     * must not depend on the range it is computed in ([train] grad_blocks,
+     * train/dist.h). Allocates nothing. Errors set fl_err (e.g. a
+     * non-finite loss names the step). */
+    fl_status (*step)(fl_experiment *e, void *run, uint64_t step, uint32_t p0, uint32_t n,
+                      double *value);
     /* The periodic evaluation, at the parameters in the arena (the loop has
      * swapped the average in): results kept in `run`. */
     fl_status (*evaluate)(fl_experiment *e, void *run);

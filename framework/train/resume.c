@@ -15,7 +15,8 @@
  * (what is evaluated after training, not how it trains). Everything else
  * must be the run's own. */
 const char fl_resume_free_keys[] =
-    "[train] steps, epochs, eval_every, log_every, checkpoint_every, diverge_factor; "
+    "[train] steps, epochs, eval_every, log_every, checkpoint_every, diverge_factor, "
+    "grad_blocks; "
     "[experiment] threads; every [eval] key";
 
 static int free_key(const char *section, size_t slen, const char *key, size_t klen)
@@ -26,7 +27,7 @@ static int free_key(const char *section, size_t slen, const char *key, size_t kl
     if (!IS("train", section, slen)) return 0;
     return IS("steps", key, klen) || IS("epochs", key, klen) || IS("eval_every", key, klen) ||
            IS("log_every", key, klen) || IS("checkpoint_every", key, klen) ||
-           IS("diverge_factor", key, klen);
+           IS("diverge_factor", key, klen) || IS("grad_blocks", key, klen);
 #undef IS
 }
 

@@ -31,9 +31,11 @@ extern "C" {
  *   1.0  the first release: flows, data sets, the host table.
  *   1.1  the posterior, estimator, likelihood, prior and target class
  *        structs; fl_dataset_info.flags (FL_DATA_BINARIZE_DYNAMIC).
- *   1.2  the first flag of fl_likelihood_class.flags (FL_LIK_CONCURRENT_LOGP). */
+ *   1.2  the first flag of fl_likelihood_class.flags (FL_LIK_CONCURRENT_LOGP).
+ *   1.3  the convolution service: fl_host.conv_create, conv_forward,
+ *        conv_backward and fl_conv_spec (host.h). */
 #define FL_ABI_MAJOR 1
-#define FL_ABI_MINOR 2
+#define FL_ABI_MINOR 3
 
 /* The end of `member` of struct `type`, in bytes from the start. */
 #ifdef __cplusplus

@@ -3,7 +3,7 @@
  *
  * A plugin links against nothing of flowlab: everything it needs from the
  * host (configuration values, parameters, workspaces, random streams, BLAS,
- * a ready-made MLP, logging) arrives as the function table `fl_host`, handed
+ * a ready-made MLP and convolutional network, logging) arrives as the function table `fl_host`, handed
  * to the plugin's init and to every create. Together with an `fl_ctx` (the
  * identity of one component instance) it is all a component needs.
  *
@@ -24,7 +24,7 @@
  * as long as the component instance it was given to (it is destroyed after
  * the instance's destroy returns), so an instance may keep it for logging.
  *
- * Ownership. Parameters, gradients, workspaces and MLPs are owned by the
+ * Ownership. Parameters, gradients, workspaces, MLPs and conv nets are owned by the
  * host and freed after the instance is destroyed; a plugin never frees them.
  *
  * When a call is allowed: every member of fl_host below, and every function
@@ -35,8 +35,8 @@
  *   [init]        may also be called during the plugin's init, with
  *                 cx == NULL (there is no ctx then).
  *   [create]      only inside the create of the component that owns cx, on
- *                 the thread the host called create on. param, workspace
- *                 and mlp_create reserve parameters or memory for the
+ *                 the thread the host called create on. param, workspace,
+ *                 mlp_create and conv_create reserve parameters or memory for the
  *                 instance and are refused afterwards; the cfg_* getters are
  *                 not refused (the values stay readable while cx lives),
  *                 but the contract is create only.
@@ -80,6 +80,10 @@ typedef struct fl_ctx fl_ctx;
 
 /* An MLP owned by the host (see mlp_create). Opaque. */
 typedef struct fl_mlp fl_mlp;
+
+/* A convolutional network owned by the host (see conv_create). Opaque.
+ * since 1.3 */
+typedef struct fl_conv fl_conv;
 
 typedef enum fl_log_level { FL_LOG_DEBUG = 0, FL_LOG_INFO = 1, FL_LOG_WARN = 2, FL_LOG_ERROR = 3 } fl_log_level;
 
@@ -146,11 +150,72 @@ typedef struct fl_mlp_spec {
     const fl_real *out_bias;   /* NULL, or `out` initial output biases */
 } fl_mlp_spec;
 
+/* The layers of a convolutional network (fl_conv_layer.op). since 1.3 */
+typedef enum fl_conv_op {
+    FL_CONV_3X3 = 1,    /* 3x3 convolution, same padding (zeros), stride 1 or 2 */
+    FL_CONV_1X1 = 2,    /* 1x1 convolution (a matrix product per pixel), stride 1 */
+    FL_CONV_RESNET = 3, /* ResNet block: x + conv3x3(act(conv3x3(x))), channels kept */
+    FL_CONV_ACT = 4     /* activation of the previous layer's output */
+} fl_conv_op;
+
+/* One layer of an fl_conv_spec. since 1.3 */
+typedef struct fl_conv_layer {
+    fl_conv_op op;
+    uint32_t channels;  /* 3X3, 1X1: output channels; RESNET: channels between
+                           its two convolutions (0 = its input's); ACT: 0 */
+    uint32_t stride;    /* 3X3: 1 or 2 (0 means 1); others: 0 or 1 */
+    fl_act act;         /* ACT: RELU, ELU or TANH; RESNET: the one between its
+                           convolutions (RELU, ELU or TANH); others: LINEAR */
+} fl_conv_layer;
+
+/* Flags of an fl_conv_spec. since 1.3 */
+enum {
+    /* Weight normalization (Salimans & Kingma 2016, as in Real NVP and
+     * IAF) of every convolution but a zero-initialised last one: W's
+     * column of output channel j is g_j v_j / |v_j|, with v and g trained
+     * (v as FL_INIT_FANIN, g = 1). */
+    FL_CONV_WEIGHT_NORM = 1u << 0,
+    /* The last layer, which must then be a convolution, starts with zero
+     * weights and biases (Glow's zero-initialised output layer): the net
+     * outputs 0 until trained, so a coupling layer starts at the identity.
+     * It is never weight-normalised (|v| = 0). */
+    FL_CONV_ZERO_LAST = 1u << 1
+};
+
+/*
+ * A convolutional network over images of c channels x h rows x w columns,
+ * one image per row of the caller's matrices, stored NHWC: element (ch, y,
+ * x) of an image is at (y * w + x) * c + ch, so a pixel's channels are
+ * contiguous (a 1x1 convolution is then one matrix product over all
+ * pixels of the batch, with no copy). Layers run in order; a 3x3
+ * convolution with stride 2 gives (h + 1) / 2 x (w + 1) / 2 pixels. The
+ * output has the last convolution's channels. Every convolution has
+ * biases; weights and biases start as FL_INIT_FANIN (U(+-1/sqrt(fan_in)),
+ * fan_in = taps x input channels) unless the flags say otherwise. An
+ * activation follows the convolution or ResNet block before it (after the
+ * block's skip sum); it cannot come first or twice in a row. Optional
+ * `mask`: h*w*c multipliers (NHWC, e.g. a checkerboard of 0/1) applied to
+ * the input before the first layer, at no extra pass; the host copies it.
+ *
+ * The host reads only the first struct_size bytes: set struct_size =
+ * sizeof(fl_conv_spec), so later minors may append fields. since 1.3
+ */
+typedef struct fl_conv_spec {
+    uint32_t struct_size;        /* sizeof(fl_conv_spec) */
+    const char *name;            /* parameter prefix, e.g. "st" */
+    uint32_t c, h, w;            /* input shape: channels, height, width */
+    uint32_t n_layers;
+    const fl_conv_layer *layers; /* n_layers layers, copied by the host */
+    uint32_t flags;              /* FL_CONV_* */
+    const fl_real *mask;         /* NULL, or h*w*c input multipliers (NHWC) */
+} fl_conv_spec;
+
 /*
  * The host function table. Append-only: fields are never removed or
- * reordered. Every member below is ABI 1.0; a member added later will say
- * `since 1.N`, and a plugin that may meet an older host tests it with
- * FL_HOST_HAS(host, member) before using it. The tags are explained at the
+ * reordered. Every member up to mlp_backward is ABI 1.0; a member added
+ * later says `since 1.N` (the conv_* members: 1.3), and a plugin that may
+ * meet an older host tests it with FL_HOST_HAS(host, member) before using
+ * it. The tags are explained at the
  * top of this file.
  */
 typedef struct fl_host {
@@ -229,12 +294,42 @@ typedef struct fl_host {
      * NULL. */
     void (*mlp_backward)(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
                          const fl_real *dout, fl_real *din);
+
+    /* since 1.3 [create] Creates a convolutional network (fl_conv_spec) for
+     * up to `max_rows` images per call. Its parameters are reserved like
+     * param's (so not for data sets), named NAME.W<u> and NAME.b<u> for its
+     * u-th convolution (a ResNet block has two), NAME.v<u> and NAME.g<u>
+     * instead of W with FL_CONV_WEIGHT_NORM; its buffers belong to the host
+     * and are freed with the instance. NULL on error, with the message set
+     * (a bad spec names the layer and what is wrong), and after create. */
+    fl_conv *(*conv_create)(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max_rows);
+
+    /* since 1.3 [any] out (n x out_h*out_w*out_c, NHWC) = the network of
+     * in (n x h*w*c, NHWC), n <= max_rows; `theta` is the component's
+     * block. Caches what conv_backward needs and keeps the `in` pointer
+     * (leave in unchanged until then). Allocates nothing; bit-identical
+     * results for any OpenMP thread count. One call at a time per network;
+     * distinct networks may run at once on different threads (a call from
+     * inside a parallel region runs on its thread). */
+    void (*conv_forward)(fl_conv *c, const fl_real *theta, uint32_t n, const fl_real *in,
+                         fl_real *out);
+
+    /* since 1.3 [any] Given dout for the last conv_forward of the same
+     * network on the same rows and theta: dtheta += d/dtheta, and din +=
+     * d/din (mask included) when din is not NULL (as mlp_backward; dout is
+     * read only). Allocates nothing; bit-identical for any thread count. */
+    void (*conv_backward)(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_t n,
+                          const fl_real *dout, fl_real *din);
 } fl_host;
 
 /* Whether `host` provides `member`: its struct_size covers the member, e.g.
  *
  *   if (FL_HOST_HAS(host, mlp_backward))     // a 1.0 member: always true
  *       host->mlp_backward(m, theta, dtheta, n, dout, din);
+ *   if (!FL_HOST_HAS(host, conv_create)) {   // since 1.3: absent before
+ *       host->error(cx, "needs a host with ABI 1.3 or later (conv nets)");
+ *       return FL_ERR_UNSUPPORTED;
+ *   }
  *
  * A member marked `since 1.N` may be absent from an older host, so a plugin
  * that may run on one tests it first and falls back (or fails its create

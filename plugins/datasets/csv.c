@@ -19,6 +19,7 @@
 
 typedef struct table {
     double *v;       /* rows x cols */
+    uint64_t *line;  /* rows: each row's line in its file, for messages */
     uint64_t rows;
     uint32_t cols;
 } table;
@@ -47,7 +48,9 @@ static const fl_key keys[] = {
 static void table_free(table *t)
 {
     free(t->v);
+    free(t->line);
     t->v = NULL;
+    t->line = NULL;
 }
 
 /* Values a model can hold: rows are standardised in double, but read as
@@ -119,7 +122,8 @@ static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
     double *row = NULL;
     memset(t, 0, sizeof *t);
     t->v = malloc(cap_rows * sizeof(double) * 1);
-    fl_status st = t->v ? FL_OK : FL_ERR_NOMEM;
+    t->line = malloc(cap_rows * sizeof *t->line);
+    fl_status st = t->v && t->line ? FL_OK : FL_ERR_NOMEM;
     int first = 1, why = 0;
     ssize_t got;
     errno = 0;
@@ -175,13 +179,16 @@ static fl_status load(const fl_host *h, fl_ctx *cx, const char *path, table *t)
         if (t->rows == cap_rows) {
             cap_rows *= 2;
             double *nv = realloc(t->v, cap_rows * t->cols * sizeof(double));
-            if (!nv) {
+            if (nv) t->v = nv;
+            uint64_t *nl = nv ? realloc(t->line, cap_rows * sizeof *nl) : NULL;
+            if (!nl) {
                 st = FL_ERR_NOMEM;
                 break;
             }
-            t->v = nv;
+            t->line = nl;
         }
         memcpy(t->v + t->rows * t->cols, row, t->cols * sizeof(double));
+        t->line[t->rows] = lineno;
         t->rows++;
     }
     if (st == FL_OK && ferror(f)) {
@@ -206,9 +213,12 @@ static fl_status take(const table *src, const uint64_t *idx, uint64_t n, table *
     dst->cols = src->cols;
     dst->rows = n;
     dst->v = malloc((n ? n : 1) * src->cols * sizeof(double));
-    if (!dst->v) return FL_ERR_NOMEM;
-    for (uint64_t i = 0; i < n; i++)
+    dst->line = malloc((n ? n : 1) * sizeof *dst->line);
+    if (!dst->v || !dst->line) return FL_ERR_NOMEM;
+    for (uint64_t i = 0; i < n; i++) {
         memcpy(dst->v + i * src->cols, src->v + idx[i] * src->cols, src->cols * sizeof(double));
+        dst->line[i] = src->line[idx[i]];
+    }
     return FL_OK;
 }
 
@@ -307,9 +317,39 @@ static fl_status create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info, voi
                 s2 += d * d;
             }
             double sd = sqrt(s2 / (double)t->rows);
+            /* the double build reads values up to DBL_MAX: their sum or
+             * squared spread can overflow double */
+            if (!isfinite(m) || !isfinite(sd)) {
+                h->error(cx, "%s: column %u: its mean or standard deviation overflows double "
+                         "(values too large to standardise; scale the column down, or set "
+                         "[data] standardize = false)",
+                         paths[0], j + 1);
+                destroy(c);
+                return FL_ERR_FORMAT;
+            }
             c->mean[j] = m;
             c->sd[j] = sd > 0 ? sd : 1; /* a constant column stays centred */
             logdet -= log(c->sd[j]);
+        }
+        /* A value that fits fl_real raw may not once standardised: a
+         * nearly constant training column (a tiny standard deviation) and
+         * a valid or test value away from its mean. */
+        for (int sp = 0; sp < 3; sp++) {
+            const table *u = &c->split[sp];
+            const char *file = paths[sp][0] ? paths[sp] : paths[0];
+            for (uint64_t i = 0; i < u->rows; i++)
+                for (uint32_t j = 0; j < c->dim; j++) {
+                    double x = u->v[i * c->dim + j], z = (x - c->mean[j]) / c->sd[j];
+                    if (isfinite(z) && fabs(z) <= CSV_REAL_MAX) continue;
+                    h->error(cx, "%s:%llu: field %u (%.9g) standardises to %.3g, too large for "
+                             "fl_real (%s, at most %.9g): the training rows' column %u has "
+                             "mean %.9g and standard deviation %.3g (nearly constant; drop the "
+                             "column, or set [data] standardize = false)",
+                             file, (unsigned long long)u->line[i], j + 1, x, z, FL_REAL_NAME,
+                             CSV_REAL_MAX, j + 1, c->mean[j], c->sd[j]);
+                    destroy(c);
+                    return FL_ERR_FORMAT;
+                }
         }
         h->log(cx, FL_LOG_INFO,
                "standardised %u columns with the training split's statistics; NLL in the "

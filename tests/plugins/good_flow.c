@@ -97,4 +97,14 @@ static fl_status init(const fl_host *host, fl_registrar *r)
     return r->add(r, FL_KIND_FLOW, &shift_class.base);
 }
 
+#ifdef OLD_MINOR
+/* The same plugin as built against the ABI 1.2 headers (before the conv
+ * service): the entry written out by hand with that minor. A newer host
+ * must load and run it unchanged. */
+FL_EXPORT extern const fl_plugin_entry flowlab_plugin_entry;
+FL_EXPORT const fl_plugin_entry flowlab_plugin_entry = {
+    1, 2, (uint32_t)sizeof(fl_real), "test-shift", "1.0.0", init,
+};
+#else
 FL_PLUGIN("test-shift", "1.0.0", init)
+#endif

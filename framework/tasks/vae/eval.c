@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "output/json.h"
 #include "output/rundir.h"
+#include "train/dist.h"
 
 typedef struct point_acc {
     fl_lme w;           /* log-mean-exp of the log weights */
@@ -41,7 +42,12 @@ static fl_status eval_points(fl_experiment *e, const fl_real *x, uint64_t n, uin
         fl_lme_init(&acc[i].w);
         acc[i].sum_lw = acc[i].sum_kl = 0;
     }
-    for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
+    /* Under mpirun each rank takes whole chunks of g points, then every
+     * point's accumulator goes to every rank (train/dist.h). */
+    uint64_t mine0, mine1;
+    fl_dist_share(n, g, &mine0, &mine1);
+    const uint64_t ranks = (uint64_t)fl_dist_size();
+    for (uint64_t p0 = mine0; p0 < mine1 && st == FL_OK; p0 += g) {
         const uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
         for (uint64_t j0 = 0; j0 < k && st == FL_OK; j0 += kb) {
             const uint32_t kk = (uint32_t)(k - j0 < kb ? k - j0 : kb);
@@ -56,14 +62,16 @@ static fl_status eval_points(fl_experiment *e, const fl_real *x, uint64_t n, uin
                     if (isnan(v->logw[r])) {
                         fl_err("evaluation: a log weight is NaN (point %llu)",
                                (unsigned long long)(p0 + b));
-                        return FL_ERR_NUMERIC;
+                        st = FL_ERR_NUMERIC;
+                        break;
                     }
                     acc_add(&acc[p0 + b], v->logw[r], kl);
                 }
-            if (prog) fl_progress_update(prog, p0 * k + j0 + (uint64_t)m * kk, "");
+            if (prog) /* rank 0's share, scaled to the whole */
+                fl_progress_update(prog, ((p0 - mine0) * k + j0 + (uint64_t)m * kk) * ranks, "");
         }
     }
-    return st;
+    return fl_dist_allgather(st, acc, sizeof *acc, n, g);
 }
 
 static double point_ll(const point_acc *a, uint64_t k) { return fl_lme_log_mean(&a->w, k); }
@@ -284,7 +292,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
     out->seconds = fl_now() - t0;
     char stem[96];
     fl_vae_eval_stem(e, split, k, n, stem, sizeof stem);
-    if (st == FL_OK && dir) {
+    if (st == FL_OK && dir && fl_dist_rank() == 0) { /* under mpirun rank 0 writes */
         fl_buf b = { 0 };
         fl_buf_printf(&b, "point,log_likelihood,elbo,ess\n");
         for (uint64_t i = 0; i < n; i++)

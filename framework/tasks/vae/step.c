@@ -33,15 +33,18 @@ void fl_vae_draw_noise(fl_rng_key key, uint64_t sub0, uint64_t p0, uint32_t n, u
         fl_normals(key, sub0 + p0 + b, j0 * dim, per, eps + b * per);
 }
 
-/* Training noise of step `step`: one stream per step, split over threads. */
-static void draw_step_noise(fl_rng_key key, uint64_t step, size_t total, fl_real *eps)
+/* Training noise of step `step`: numbers first .. first+total-1 of one
+ * stream per step (a block of points starts past the points before it),
+ * split over threads. */
+static void draw_step_noise(fl_rng_key key, uint64_t step, uint64_t first, size_t total,
+                            fl_real *eps)
 {
     const size_t piece = 8192;
     const size_t np = (total + piece - 1) / piece;
 #pragma omp parallel for schedule(static) if (np > 1)
     for (size_t i = 0; i < np; i++) {
         size_t a = i * piece, m = total - a < piece ? total - a : piece;
-        fl_normals(key, step, a, m, eps + a);
+        fl_normals(key, step, first + a, m, eps + a);
     }
 }
 
@@ -110,7 +113,9 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
     fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), n, x, v->E);
     fl_host_clear_error();
     fl_post_fwd pf = { n, k, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
+    fl_part_enter(&v->post, "sample");
     st = v->pc->sample(v->post.self, &pf);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
     v->zT = v->z0;
     if (v->flows->n) {
@@ -122,27 +127,37 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
     if (v->two) {
         fl_mlp_forward(v->enc2.m, fl_vae_theta(e, v->enc2.cx), R, v->zT, v->E2);
         fl_post_fwd p2 = { R, 1, fl_vae_theta(e, v->post2.cx), v->E2, v->P2, v->eps2, v->z2, v->lq2 };
+        fl_part_enter(&v->post2, "sample");
         st = v->pc2->sample(v->post2.self, &p2);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post2.rec->cls.base.name);
         fl_mlp_forward(v->dec2.m, fl_vae_theta(e, v->dec2.cx), R, v->z2, v->G2);
         fl_lik_args l2 = { R, 1, fl_vae_theta(e, v->lik2.cx), NULL, v->zT, v->G2, v->lpz1, NULL, NULL,
                            NULL };
+        fl_part_enter(&v->lik2, "log_prob");
         st = v->lc2->log_prob(v->lik2.self, &l2);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik2.rec->cls.base.name);
         ztop = v->z2;
     }
     fl_prior_args pa = { R, fl_vae_theta(e, v->prior.cx), NULL, ztop, v->lpz, NULL, NULL };
+    fl_part_enter(&v->prior, "log_prob");
     st = v->prc->log_prob(v->prior.self, &pa);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "prior %s", v->prior.rec->cls.base.name);
     fl_lik_args la = { R, k, fl_vae_theta(e, v->lik.cx), NULL, x, v->Lg, v->lpx, NULL, NULL, NULL };
     if (v->lc->flags & FL_LIK_CONCURRENT_LOGP) {
         lik_rows_ctx lr = { v, &la, FL_OK, "" };
+        fl_part_enter(&v->lik, "log_prob"); /* on the decoder's row tiles */
         fl_mlp_forward_rows(v->dec.m, fl_vae_theta(e, v->dec.cx), R, v->zT, v->Lg, lik_rows, &lr);
+        fl_crash_leave();
         st = lr.st;
         if (st != FL_OK) fl_host_set_error(lr.msg);
     } else {
         fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), R, v->zT, v->Lg);
+        fl_part_enter(&v->lik, "log_prob");
         st = v->lc->log_prob(v->lik.self, &la);
+        fl_crash_leave();
     }
     if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik.rec->cls.base.name);
     for (uint32_t r = 0; r < R; r++) {
@@ -168,7 +183,9 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
     /* generative: likelihood -> decoder -> dz (weighted by wp) */
     fl_lik_args la = { R, k, fl_vae_theta(e, v->lik.cx), fl_vae_grad(e, v->lik.cx), x, v->Lg, NULL,
                        v->wp, v->dLg, NULL };
+    fl_part_enter(&v->lik, "log_prob");
     st = v->lc->log_prob(v->lik.self, &la);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik.rec->cls.base.name);
     memset(v->dz, 0, (size_t)R * L1 * sizeof(fl_real));
     fl_mlp_backward(v->dec.m, fl_vae_theta(e, v->dec.cx), fl_vae_grad(e, v->dec.cx), R, v->dLg, v->dz);
@@ -176,7 +193,9 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
         const uint32_t L2 = v->L2;
         fl_lik_args l2 = { R, 1, fl_vae_theta(e, v->lik2.cx), fl_vae_grad(e, v->lik2.cx), v->zT, v->G2,
                            NULL, v->wp, v->dG2, v->dz1b };
+        fl_part_enter(&v->lik2, "log_prob");
         st = v->lc2->log_prob(v->lik2.self, &l2);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik2.rec->cls.base.name);
         for (size_t i = 0; i < (size_t)R * L1; i++) v->dz[i] += v->dz1b[i];
         memset(v->dz2, 0, (size_t)R * L2 * sizeof(fl_real));
@@ -184,7 +203,9 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
                         v->dz2);
         fl_prior_args pa = { R, fl_vae_theta(e, v->prior.cx), fl_vae_grad(e, v->prior.cx), v->z2, NULL,
                              v->wp, v->dzp };
+        fl_part_enter(&v->prior, "log_prob");
         st = v->prc->log_prob(v->prior.self, &pa);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "prior %s", v->prior.rec->cls.base.name);
         for (uint32_t r = 0; r < R; r++)
             for (uint32_t d = 0; d < L2; d++) {
@@ -195,7 +216,9 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
             for (uint32_t d = 0; d < L1; d++) v->dz[(size_t)r * L1 + d] *= v->ratio[r];
         fl_post_bwd p2 = { R, 1, fl_vae_theta(e, v->post2.cx), fl_vae_grad(e, v->post2.cx), v->E2, v->P2,
                            v->eps2, v->z2, v->dz2, v->neg_wq, 0, v->dE2 };
+        fl_part_enter(&v->post2, "backward");
         st = v->pc2->backward(v->post2.self, &p2);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post2.rec->cls.base.name);
         /* q(z2|z1) depends on z1: its gradient joins dz (inference path). */
         fl_mlp_backward(v->enc2.m, fl_vae_theta(e, v->enc2.cx), fl_vae_grad(e, v->enc2.cx), R, v->dE2,
@@ -203,7 +226,9 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
     } else {
         fl_prior_args pa = { R, fl_vae_theta(e, v->prior.cx), fl_vae_grad(e, v->prior.cx), v->zT, NULL,
                              v->wp, v->dzp };
+        fl_part_enter(&v->prior, "log_prob");
         st = v->prc->log_prob(v->prior.self, &pa);
+        fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "prior %s", v->prior.rec->cls.base.name);
         for (uint32_t r = 0; r < R; r++) {
             const fl_real s = v->ratio[r];
@@ -224,7 +249,9 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
     }
     fl_post_bwd pb = { n, k, fl_vae_theta(e, v->post.cx), fl_vae_grad(e, v->post.cx), v->E, W, v->eps,
                        v->z0, dz0, v->neg_wq, v->detach, v->dE };
+    fl_part_enter(&v->post, "backward");
     st = v->pc->backward(v->post.self, &pb);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
     if (v->H) {
         for (uint32_t b = 0; b < n; b++) {
@@ -248,7 +275,9 @@ static fl_status weigh(fl_experiment *e, const fl_estimator_class *ec, void *ese
     fl_vae *v = fl_vae_of(e);
     fl_est_args ea = { n, k, v->logw, v->bound, v->wp, v->wq };
     fl_host_clear_error();
+    fl_crash_enter("estimator", ec->base.name, "weights");
     fl_status st = ec->weights(eself, &ea);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "estimator %s", ec->base.name);
     double s = 0;
     for (uint32_t b = 0; b < n; b++) s += v->bound[b];
@@ -313,19 +342,22 @@ fl_status fl_vae_run_new(fl_experiment *e, void **out)
     return st;
 }
 
-/* The bound of batch `step` under the estimator, and its gradient. */
-fl_status fl_vae_step(fl_experiment *e, void *p, uint64_t step, double *value)
+/* Points p0 .. p0+n-1 of batch `step`: their share of its mean bound
+ * under the estimator (their sum / B), and its gradient. */
+fl_status fl_vae_step(fl_experiment *e, void *p, uint64_t step, uint32_t p0, uint32_t n,
+                      double *value)
 {
     fl_vae_run *r = p;
     fl_vae *v = fl_vae_of(e);
     const uint32_t B = v->B, k = v->k;
-    fl_status st = fl_experiment_train_batch(e, step, B, r->x);
+    fl_status st = fl_experiment_train_rows(e, step, B, p0, n, r->x);
     if (st != FL_OK) return st;
-    draw_step_noise(r->key, step, (size_t)B * k * v->L1, v->eps);
-    if (v->two) draw_step_noise(r->key2, step, (size_t)B * k * v->L2, v->eps2);
-    st = fl_vae_forward(e, FL_MODE_TRAIN, r->x, B, k);
+    draw_step_noise(r->key, step, (uint64_t)p0 * k * v->L1, (size_t)n * k * v->L1, v->eps);
+    if (v->two)
+        draw_step_noise(r->key2, step, (uint64_t)p0 * k * v->L2, (size_t)n * k * v->L2, v->eps2);
+    st = fl_vae_forward(e, FL_MODE_TRAIN, r->x, n, k);
     double sum = 0;
-    if (st == FL_OK) st = weigh(e, v->ec, v->est.self, B, k, -1.0 / B, &sum);
+    if (st == FL_OK) st = weigh(e, v->ec, v->est.self, n, k, -1.0 / B, &sum);
     if (st != FL_OK) return st;
     double bound = sum / B;
     if (!isfinite(bound)) {
@@ -334,7 +366,7 @@ fl_status fl_vae_step(fl_experiment *e, void *p, uint64_t step, double *value)
         return FL_ERR_NUMERIC;
     }
     *value = bound;
-    return model_backward(e, FL_MODE_TRAIN, r->x, B, k);
+    return model_backward(e, FL_MODE_TRAIN, r->x, n, k);
 }
 
 fl_status fl_vae_validate(fl_experiment *e, void *p)

@@ -152,7 +152,8 @@ typedef struct fl_vae_run {
 extern const fl_metrics_col fl_vae_columns[FL_VAE_N_COLS];
 fl_status fl_vae_run_new(fl_experiment *e, void **run);
 void fl_vae_run_free(void *run);
-fl_status fl_vae_step(fl_experiment *e, void *run, uint64_t step, double *value);
+fl_status fl_vae_step(fl_experiment *e, void *run, uint64_t step, uint32_t p0, uint32_t n,
+                      double *value);
 fl_status fl_vae_validate(fl_experiment *e, void *run);
 void fl_vae_row(fl_experiment *e, void *run, uint64_t done, double *vals);
 void fl_vae_log(fl_experiment *e, void *run, double train, char *buf, size_t cap);

@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "output/json.h"
 #include "output/rundir.h"
+#include "train/dist.h"
 
 fl_status fl_vi_logz_grid(fl_experiment *e, uint32_t cells, double *logz)
 {
@@ -75,24 +76,21 @@ static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_sta
     fl_real *eps = fl_alloc((size_t)chunk * d * sizeof(fl_real));
     fl_real *lq = fl_alloc(chunk * sizeof(fl_real)), *lp = fl_alloc(chunk * sizeof(fl_real));
     fl_real *ld = fl_alloc(chunk * sizeof(fl_real));
-    fl_status st = z && eps && lq && lp && ld ? FL_OK : FL_ERR_NOMEM;
-    double s = 0, s2 = 0;
-    fl_lme w;
-    fl_lme_init(&w);
-    for (uint64_t i = 0; i < n && st == FL_OK; i += chunk) {
+    double *lw = malloc(n * sizeof *lw); /* per sample, summed in sample order below */
+    fl_status st = z && eps && lq && lp && ld && lw ? FL_OK : FL_ERR_NOMEM;
+    /* under mpirun each rank takes whole chunks (train/dist.h) */
+    uint64_t mine0, mine1;
+    fl_dist_share(n, chunk, &mine0, &mine1);
+    for (uint64_t i = mine0; i < mine1 && st == FL_OK; i += chunk) {
         uint32_t c = (uint32_t)(n - i < chunk ? n - i : chunk);
         st = fl_vi_sample_rows(e, key, i, c, eps, ld, z, lq);
         if (st == FL_OK) st = fl_vi_target_logp(e, z, c, lp);
         for (uint32_t r = 0; st == FL_OK && r < c; r++) {
-            double lw = (double)lp[r] - lq[r];
-            if (isnan(lw)) {
+            lw[i + r] = (double)lp[r] - lq[r];
+            if (isnan(lw[i + r])) {
                 fl_err("a log weight is NaN in evaluation");
                 st = FL_ERR_NUMERIC;
-                break;
             }
-            s += lw;
-            s2 += lw * lw;
-            fl_lme_add(&w, lw);
         }
     }
     fl_free(z);
@@ -100,6 +98,16 @@ static fl_status logw_stats(fl_experiment *e, fl_rng_key key, uint64_t n, lw_sta
     fl_free(lq);
     fl_free(lp);
     fl_free(ld);
+    st = fl_dist_allgather(st, lw, sizeof *lw, n, chunk);
+    double s = 0, s2 = 0;
+    fl_lme w;
+    fl_lme_init(&w);
+    for (uint64_t i = 0; st == FL_OK && i < n; i++) {
+        s += lw[i];
+        s2 += lw[i] * lw[i];
+        fl_lme_add(&w, lw[i]);
+    }
+    free(lw);
     if (st != FL_OK) return st;
     double mu = s / (double)n, var = n > 1 ? (s2 - s * mu) / (double)(n - 1) : 0;
     out->mean = mu;

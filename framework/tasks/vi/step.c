@@ -49,28 +49,32 @@ fl_status fl_vi_bufs_alloc(fl_vi_bufs *b, uint32_t R, uint32_t B, uint32_t d, in
  * batch goes to *bound_mean; the arena's grad (zero on entry) gets the
  * gradient of the loss -mean_b bound_b (through the estimator's surrogate). */
 fl_status fl_vi_train_step(fl_experiment *e, fl_vi_bufs *b, fl_rng_key noise, uint64_t step,
-                            double beta, double *bound_mean)
+                           double beta, uint32_t p0, uint32_t n, double *bound_mean)
 {
     fl_vi *v = fl_vi_of(e);
-    const uint32_t d = v->info.dim, R = v->rows, B = e->batch;
-    fl_rng_normal(noise, step, 0, (size_t)R * d, b->eps);
+    const uint32_t d = v->info.dim, R = n * v->k, B = e->batch;
+    fl_rng_normal(noise, step, (uint64_t)p0 * v->k * d, (size_t)R * d, b->eps);
     memset(b->logdet, 0, R * sizeof(fl_real));
     const fl_real *z;
     fl_status st = fl_stack_forward(fl_vi_of(e)->flows, R, FL_MODE_TRAIN, b->eps, NULL, b->logdet, &z);
     if (st != FL_OK) return st;
     fl_target_args ta = { R, z, b->logp, b->ones, b->gp };
     fl_host_clear_error();
+    fl_part_enter(&v->target, "log_prob");
     st = fl_vi_tcls(v)->log_prob(v->target.self, &ta);
+    fl_crash_leave();
     if (st != FL_OK) return fl_vi_target_fail(v, st);
     for (uint32_t r = 0; r < R; r++)
         b->logw[r] = (fl_real)(beta * b->logp[r] - fl_vi_log_normal(b->eps + (size_t)r * d, d) +
                                b->logdet[r]);
-    fl_est_args ea = { B, v->k, b->logw, b->bound, b->wp, b->wq };
+    fl_est_args ea = { n, v->k, b->logw, b->bound, b->wp, b->wq };
     fl_host_clear_error();
+    fl_part_enter(&v->est, "weights");
     st = fl_vi_ecls(v)->weights(v->est.self, &ea);
+    fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "[estimator] %s", v->est.rec->cls.base.name);
     double s = 0;
-    for (uint32_t i = 0; i < B; i++) s += b->bound[i];
+    for (uint32_t i = 0; i < n; i++) s += b->bound[i];
     *bound_mean = s / B;
     if (!isfinite(*bound_mean)) {
         fl_err("step %llu: the training bound is not finite (%g); lower [train] lr",
@@ -109,7 +113,8 @@ fl_status fl_vi_gradient(fl_experiment *e, uint64_t step, double beta, double *b
     fl_status st = fl_vi_bufs_alloc(&b, fl_vi_of(e)->rows, e->batch, fl_vi_of(e)->info.dim, fl_vi_of(e)->detach);
     if (st != FL_OK) return st;
     fl_arena_zero_grad(&e->arena);
-    st = fl_vi_train_step(e, &b, fl_rng_key_make(e->seed, "vi.noise"), step, beta, bound);
+    st = fl_vi_train_step(e, &b, fl_rng_key_make(e->seed, "vi.noise"), step, beta, 0, e->batch,
+                          bound);
     fl_vi_bufs_free(&b);
     return st;
 }
@@ -158,11 +163,12 @@ fl_status fl_vi_run_new(fl_experiment *e, void **out)
     return st;
 }
 
-fl_status fl_vi_step(fl_experiment *e, void *p, uint64_t step, double *value)
+fl_status fl_vi_step(fl_experiment *e, void *p, uint64_t step, uint32_t p0, uint32_t n,
+                     double *value)
 {
     fl_vi_run *r = p;
     r->beta = r->anneal ? fmin(1.0, 0.01 + (double)step / (double)r->anneal_steps) : 1.0;
-    return fl_vi_train_step(e, &r->b, r->noise, step, r->beta, value);
+    return fl_vi_train_step(e, &r->b, r->noise, step, r->beta, p0, n, value);
 }
 
 fl_status fl_vi_validate(fl_experiment *e, void *p)

@@ -61,11 +61,13 @@ typedef struct fl_vi_bufs {
 } fl_vi_bufs;
 fl_status fl_vi_bufs_alloc(fl_vi_bufs *b, uint32_t R, uint32_t B, uint32_t d, int detach);
 void fl_vi_bufs_free(fl_vi_bufs *b);
-/* One training step at inverse temperature beta: the mean bound over the
- * batch to *bound_mean, the gradient of -mean bound into the arena's grad
- * (zero on entry). Allocates nothing. */
+/* One training step at inverse temperature beta on points p0 .. p0+n-1
+ * of the batch (the whole batch: 0, [train] batch): their share of the
+ * mean bound over the batch (their sum / batch) to *bound_mean, the
+ * gradient of minus that share into the arena's grad (zero on entry). A
+ * point's noise does not depend on the range. Allocates nothing. */
 fl_status fl_vi_train_step(fl_experiment *e, fl_vi_bufs *b, fl_rng_key noise, uint64_t step,
-                           double beta, double *bound_mean);
+                           double beta, uint32_t p0, uint32_t n, double *bound_mean);
 
 /* One run's state: the step's buffers and the last evaluation. */
 typedef struct fl_vi_run {
@@ -84,7 +86,8 @@ typedef struct fl_vi_run {
 extern const fl_metrics_col fl_vi_columns[FL_VI_N_COLS];
 fl_status fl_vi_run_new(fl_experiment *e, void **run);
 void fl_vi_run_free(void *run);
-fl_status fl_vi_step(fl_experiment *e, void *run, uint64_t step, double *value);
+fl_status fl_vi_step(fl_experiment *e, void *run, uint64_t step, uint32_t p0, uint32_t n,
+                     double *value);
 fl_status fl_vi_validate(fl_experiment *e, void *run);
 void fl_vi_row(fl_experiment *e, void *run, uint64_t done, double *vals);
 void fl_vi_log(fl_experiment *e, void *run, double train, char *buf, size_t cap);

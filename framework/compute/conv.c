@@ -1,0 +1,879 @@
+/* conv.c - the host's convolution service: a chain of convolutions
+ * ("units": a ResNet block is two of them plus a skip sum) on NHWC images,
+ * each one matrix product over all pixels of the batch.
+ *
+ * Layout. Images are NHWC, so the P = n*h*w pixels of a batch form a
+ * P x C matrix. A 1x1 convolution is then Y = X W + b as it stands; a 3x3
+ * one is Y = col(X) W + b, where col(X) (P x 9C, im2col) holds each
+ * output pixel's 3x3 neighbourhood, taps (ky, kx) then channels, and W is
+ * (9 Cin x Cout) row-major with rows in that order. In NCHW the same
+ * product needs one GEMM per image (or a transposed output); in NHWC the
+ * whole batch is one matrix and the output is already in place
+ * (bench_conv measures the two). Backward: dW = col(X)^T D, db = column
+ * sums of D, and dX = col2im(D W^T) as a gather: each tile of input
+ * pixels computes D W^T for the band of output pixels that read it into
+ * a scratch per thread and sums the taps of each of its pixels, so tasks
+ * write disjoint outputs and no P x 9C d col matrix is written.
+ *
+ * Tasks and threads. Every phase is cut into tasks whose shapes depend on
+ * the problem only (TILE pixels of a product or gather; the dW sum over
+ * pixels in chunks whose number depends on n only, the partial sums added
+ * in chunk order by one task), each task one fl_gemm call (OpenBLAS
+ * on one thread) plus element-wise work in a fixed order. So the same
+ * calls compute the same numbers whatever the thread count: results are
+ * bit-identical for 1 or N threads. One parallel region per forward and
+ * per backward (a barrier per phase); small problems, and calls from
+ * inside another parallel region, run the same tasks on the calling
+ * thread. All buffers are allocated at create, sized for max_rows. */
+#include <limits.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tgmath.h>
+
+#include <flowlab/vmath.h>
+
+#include "compute/blas.h"
+#include "compute/conv.h"
+#include "core/hostimpl.h"
+#include "core/util.h"
+
+enum {
+    TILE = 256,        /* pixels per forward, 1x1 dX and gather task */
+    CHUNK = 2048,      /* pixels per dW partial sum, at least */
+    MAX_CHUNKS = 16,   /* at most this many dW partials (memory: chunks x |W|) */
+};
+/* Below this many multiply-adds per call, stay on the calling thread. */
+#define PAR_MIN_FMA 1e7
+/* Forward products up to this many multiply-adds multiply by a transposed
+ * copy of W (NT), larger ones by W (NN). OpenBLAS's SkylakeX small-matrix
+ * path (M N K <= 100^3) calls malloc in every NN product (measured: one
+ * per call for 256 x 4 x 576, none for 256 x 7 x 576) but not in NT ones;
+ * NT also runs a 256 x 64 x 18 first layer 5x faster there, while NN is
+ * ~10% faster for the large 3x3 products. */
+#define NT_MAX_FMA 2e6
+
+typedef struct unit {
+    uint32_t k, stride;      /* 3 or 1; 1 or 2 */
+    uint32_t cin, cout;      /* channels in and out */
+    uint32_t hi, wi, ho, wo; /* image size in and out */
+    uint32_t kk;             /* rows of W: k*k*cin */
+    fl_act act;              /* after bias and skip; LINEAR = none */
+    int skip;                /* buffer added to the output before act, -1 = none */
+    int wn;                  /* weight-normalised: W = g v / |v| per column */
+    size_t w_off, g_off, b_off; /* W (or v), g, b in the component block */
+    fl_real *weff;           /* wn: the effective W (kk x cout), per forward */
+    fl_real *wt;             /* W^T (cout x kk), per forward, for NT products */
+    double *inv;             /* wn: 1 / |v_j| (cout), per forward */
+    int skip_beta, in_beta;  /* backward: the target already holds a sum */
+} unit;
+
+struct fl_conv {
+    uint32_t nu;             /* units */
+    unit *u;
+    uint32_t max_rows;
+    /* Buffers b = 0..nu: 0 is the (masked) input, b the output of unit
+     * b-1; shape bh x bw x bc per image. */
+    uint32_t *bh, *bw, *bc;
+    fl_real **a;             /* activations: a[0] the masked input copy or
+                                NULL; a[nu] NULL when the last unit is linear
+                                (it writes `out`) */
+    fl_real **g;             /* d loss / d buffer; g[nu] NULL when linear */
+    fl_real *mask;           /* h*w*c copy or NULL */
+    int mask_fused;          /* mask applied inside unit 0's im2col */
+    fl_real *col;            /* im2col (P x kk of the widest 3x3 unit) */
+    fl_real *dscr;           /* per thread: d col of one gather tile's band */
+    size_t dscr_slot;        /* elements per thread */
+    int nslots;              /* threads a backward may use (the scratch slots) */
+    fl_real *part;           /* dW partial sums: MAX_CHUNKS x |W| at most */
+    double *dbacc;           /* bias gradient sums (max cout) */
+    /* the current call (one at a time) */
+    uint32_t n;
+    const fl_real *theta, *in, *dout;
+    fl_real *out, *dtheta, *din;
+};
+
+void fl_conv_free(fl_conv *c)
+{
+    if (!c) return;
+    for (uint32_t i = 0; c->u && i < c->nu; i++) {
+        fl_free(c->u[i].weff);
+        fl_free(c->u[i].wt);
+        free(c->u[i].inv);
+    }
+    for (uint32_t b = 0; b <= c->nu; b++) {
+        if (c->a) fl_free(c->a[b]);
+        if (c->g) fl_free(c->g[b]);
+    }
+    free(c->u);
+    free(c->bh);
+    free(c->bw);
+    free(c->bc);
+    free(c->a);
+    free(c->g);
+    fl_free(c->mask);
+    fl_free(c->col);
+    fl_free(c->dscr);
+    fl_free(c->part);
+    free(c->dbacc);
+    free(c);
+}
+
+void fl_conv_out_shape(const fl_conv *c, uint32_t *ch, uint32_t *h, uint32_t *w)
+{
+    *ch = c->bc[c->nu];
+    *h = c->bh[c->nu];
+    *w = c->bw[c->nu];
+}
+
+double fl_conv_fmas(const fl_conv *c, uint32_t n)
+{
+    double f = 0;
+    for (uint32_t i = 0; i < c->nu; i++) {
+        const unit *u = &c->u[i];
+        f += (double)n * u->ho * u->wo * u->kk * u->cout;
+    }
+    return f;
+}
+
+/* ---- create ------------------------------------------------------------ */
+
+static int act_ok(fl_act a) { return a == FL_ACT_RELU || a == FL_ACT_ELU || a == FL_ACT_TANH; }
+
+/* Appends a unit reading buffer nu (shape bh/bw/bc[nu]); the caller has
+ * room for it. */
+static void add_unit(fl_conv *c, uint32_t k, uint32_t stride, uint32_t cout, int skip)
+{
+    unit *u = &c->u[c->nu];
+    const uint32_t b = c->nu;
+    u->k = k;
+    u->stride = stride;
+    u->cin = c->bc[b];
+    u->cout = cout;
+    u->hi = c->bh[b];
+    u->wi = c->bw[b];
+    u->ho = stride == 2 ? (u->hi + 1) / 2 : u->hi;
+    u->wo = stride == 2 ? (u->wi + 1) / 2 : u->wi;
+    u->kk = k * k * u->cin;
+    u->act = FL_ACT_LINEAR;
+    u->skip = skip;
+    c->bc[b + 1] = cout;
+    c->bh[b + 1] = u->ho;
+    c->bw[b + 1] = u->wo;
+    c->nu++;
+}
+
+/* Checks the spec and lays out the units; 0 with the message set. */
+static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
+{
+    const fl_host *h = fl_host_table();
+    if (s->c == 0 || s->h == 0 || s->w == 0) {
+        h->error(cx, "conv net '%s': input shape c=%u h=%u w=%u has a zero dimension", nm, s->c,
+                 s->h, s->w);
+        return 0;
+    }
+    if (s->n_layers == 0 || !s->layers) {
+        h->error(cx, "conv net '%s' has no layers", nm);
+        return 0;
+    }
+    if (s->flags & ~(uint32_t)(FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST)) {
+        h->error(cx, "conv net '%s': unknown flags 0x%x", nm,
+                 s->flags & ~(uint32_t)(FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST));
+        return 0;
+    }
+    uint32_t units = 0;
+    for (uint32_t i = 0; i < s->n_layers; i++)
+        units += s->layers[i].op == FL_CONV_RESNET ? 2 : 1;
+    c->u = calloc(units, sizeof *c->u);
+    c->bh = calloc(units + 1, sizeof *c->bh);
+    c->bw = calloc(units + 1, sizeof *c->bw);
+    c->bc = calloc(units + 1, sizeof *c->bc);
+    if (!c->u || !c->bh || !c->bw || !c->bc) {
+        h->error(cx, "out of memory creating conv net '%s'", nm);
+        return 0;
+    }
+    c->bc[0] = s->c;
+    c->bh[0] = s->h;
+    c->bw[0] = s->w;
+    int prev_act = 1; /* an activation may not come first, nor twice in a row */
+    for (uint32_t i = 0; i < s->n_layers; i++) {
+        const fl_conv_layer *L = &s->layers[i];
+        const uint32_t cin = c->bc[c->nu];
+        const uint32_t stride = L->stride ? L->stride : 1;
+        switch (L->op) {
+        case FL_CONV_3X3:
+        case FL_CONV_1X1:
+            if (L->channels == 0) {
+                h->error(cx, "conv net '%s', layer %u: a convolution with zero output channels",
+                         nm, i);
+                return 0;
+            }
+            if (stride > 2 || (stride == 2 && L->op == FL_CONV_1X1)) {
+                h->error(cx, "conv net '%s', layer %u: stride %u (3x3: 1 or 2; 1x1: 1)", nm, i,
+                         L->stride);
+                return 0;
+            }
+            if (L->act != FL_ACT_LINEAR) {
+                h->error(cx, "conv net '%s', layer %u: a convolution takes no activation; add a "
+                             "FL_CONV_ACT layer after it", nm, i);
+                return 0;
+            }
+            add_unit(c, L->op == FL_CONV_3X3 ? 3 : 1, stride, L->channels, -1);
+            prev_act = 0;
+            break;
+        case FL_CONV_RESNET: {
+            if (stride != 1) {
+                h->error(cx, "conv net '%s', layer %u: a ResNet block has stride 1", nm, i);
+                return 0;
+            }
+            if (!act_ok(L->act)) {
+                h->error(cx, "conv net '%s', layer %u: unknown activation %d for the ResNet block "
+                             "(FL_ACT_RELU, FL_ACT_ELU or FL_ACT_TANH)", nm, i, (int)L->act);
+                return 0;
+            }
+            const int src = (int)c->nu;
+            add_unit(c, 3, 1, L->channels ? L->channels : cin, -1);
+            c->u[c->nu - 1].act = L->act;
+            add_unit(c, 3, 1, cin, src);
+            prev_act = 0;
+            break;
+        }
+        case FL_CONV_ACT:
+            if (!act_ok(L->act)) {
+                h->error(cx, "conv net '%s', layer %u: unknown activation %d (FL_ACT_RELU, "
+                             "FL_ACT_ELU or FL_ACT_TANH)", nm, i, (int)L->act);
+                return 0;
+            }
+            if (prev_act) {
+                h->error(cx, "conv net '%s', layer %u: an activation must follow a convolution or "
+                             "a ResNet block (%s)", nm, i, i ? "not another activation" : "it is first");
+                return 0;
+            }
+            if (L->channels != 0 || L->stride > 1) {
+                h->error(cx, "conv net '%s', layer %u: an activation has no channels or stride", nm,
+                         i);
+                return 0;
+            }
+            c->u[c->nu - 1].act = L->act;
+            prev_act = 1;
+            break;
+        default:
+            h->error(cx, "conv net '%s', layer %u: unknown layer type %d (FL_CONV_3X3, FL_CONV_1X1, "
+                         "FL_CONV_RESNET or FL_CONV_ACT)", nm, i, (int)L->op);
+            return 0;
+        }
+    }
+    if (s->flags & FL_CONV_ZERO_LAST) {
+        const fl_conv_op last = s->layers[s->n_layers - 1].op;
+        if (last != FL_CONV_3X3 && last != FL_CONV_1X1) {
+            h->error(cx, "conv net '%s': FL_CONV_ZERO_LAST needs a 3x3 or 1x1 convolution as the "
+                         "last layer (layer %u is not one)", nm, s->n_layers - 1);
+            return 0;
+        }
+    }
+    /* GEMM dimensions are ints */
+    for (uint32_t i = 0; i < c->nu; i++) {
+        const unit *u = &c->u[i];
+        if ((double)c->max_rows * u->ho * u->wo * u->kk > (double)INT_MAX ||
+            (double)c->max_rows * u->hi * u->wi * u->cin > (double)INT_MAX) {
+            h->error(cx, "conv net '%s': %u images of this shape are too large (a buffer exceeds "
+                         "2^31 elements); lower the batch", nm, c->max_rows);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static uint32_t n_tiles(size_t p) { return (uint32_t)((p + TILE - 1) / TILE); }
+
+static void tile_of(size_t p, uint32_t t, size_t *p0, uint32_t *np)
+{
+    *p0 = (size_t)t * TILE;
+    *np = (uint32_t)(p - *p0 < TILE ? p - *p0 : TILE);
+}
+
+/* The output pixels [*q0, *q1) of 3x3 unit u whose taps read input pixels
+ * [p0, p0 + np): output row oy reads input rows oy*s - 1 .. oy*s + 1, so
+ * input row iy is read by rows ceil((iy - 1) / s) .. floor((iy + 1) / s);
+ * whole output rows, from the first input pixel's image to the last's. */
+static void band_of(const unit *u, size_t p0, uint32_t np, size_t *q0, size_t *q1)
+{
+    const size_t hw = (size_t)u->hi * u->wi, a = p0, b = p0 + np - 1;
+    const int64_t s = u->stride, ya = (int64_t)((a % hw) / u->wi), yb = (int64_t)((b % hw) / u->wi);
+    const int64_t lo = ya >= 1 ? (ya - 1 + s - 1) / s : 0;
+    const int64_t hi = (yb + 1) / s < (int64_t)u->ho - 1 ? (yb + 1) / s : (int64_t)u->ho - 1;
+    *q0 = ((a / hw) * u->ho + (size_t)lo) * u->wo;
+    *q1 = ((b / hw) * u->ho + (size_t)hi + 1) * u->wo;
+}
+
+static uint32_t n_chunks(size_t p)
+{
+    size_t k = (p + CHUNK - 1) / CHUNK;
+    return (uint32_t)(k < 1 ? 1 : k > MAX_CHUNKS ? MAX_CHUNKS : k);
+}
+
+fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
+{
+    const fl_host *h = fl_host_table();
+    fl_runtime_init();
+    if (!s) {
+        h->error(cx, "conv net: NULL spec");
+        return NULL;
+    }
+    if (s->struct_size < FL_MEMBER_END(fl_conv_spec, mask)) {
+        h->error(cx, "conv net: spec struct_size %u is smaller than ABI 1.3's %zu (set it to "
+                     "sizeof(fl_conv_spec))", s->struct_size, FL_MEMBER_END(fl_conv_spec, mask));
+        return NULL;
+    }
+    const char *nm = s->name && *s->name ? s->name : NULL;
+    if (!nm) {
+        h->error(cx, "conv net: the spec has no name (the parameters' prefix)");
+        return NULL;
+    }
+    fl_conv *c = calloc(1, sizeof *c);
+    if (!c) {
+        h->error(cx, "out of memory creating conv net '%s'", nm);
+        return NULL;
+    }
+    c->max_rows = max_rows ? max_rows : 1;
+    if (!plan(c, cx, s, nm)) {
+        fl_conv_free(c);
+        return NULL;
+    }
+    const uint32_t nu = c->nu, R = c->max_rows;
+    c->a = calloc(nu + 1, sizeof *c->a);
+    c->g = calloc(nu + 1, sizeof *c->g);
+    if (!c->a || !c->g) goto oom;
+    const int wn_all = (s->flags & FL_CONV_WEIGHT_NORM) != 0;
+    const int zero_last = (s->flags & FL_CONV_ZERO_LAST) != 0;
+    size_t col_max = 0, part_max = 0;
+    uint32_t cout_max = 1;
+    for (uint32_t i = 0; i < nu; i++) {
+        unit *u = &c->u[i];
+        const int last = i + 1 == nu;
+        const int zero = last && zero_last;
+        u->wn = wn_all && !zero;
+        const double fan = 1.0 / sqrt((double)u->kk);
+        char name[256];
+        snprintf(name, sizeof name, "%s.%c%u", nm, u->wn ? 'v' : 'W', i);
+        fl_param_spec w = { name, (size_t)u->kk * u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM,
+                            u->kk, u->cout, fan, 0 };
+        if (h->param(cx, &w, &u->w_off) != FL_OK) goto fail;
+        if (u->wn) {
+            snprintf(name, sizeof name, "%s.g%u", nm, i);
+            fl_param_spec g = { name, u->cout, FL_INIT_CONST, 0, 0, 1.0, 0 };
+            if (h->param(cx, &g, &u->g_off) != FL_OK) goto fail;
+            u->weff = fl_alloc((size_t)u->kk * u->cout * sizeof(fl_real));
+            u->inv = calloc(u->cout, sizeof(double));
+            if (!u->weff || !u->inv) goto oom;
+        }
+        if (!(u->wt = fl_alloc((size_t)u->kk * u->cout * sizeof(fl_real)))) goto oom;
+        snprintf(name, sizeof name, "%s.b%u", nm, i);
+        fl_param_spec b = { name, u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0, fan, 0 };
+        if (h->param(cx, &b, &u->b_off) != FL_OK) goto fail;
+        const size_t pout = (size_t)R * u->ho * u->wo;
+        if (u->k == 3 && pout * u->kk > col_max) col_max = pout * u->kk;
+        const size_t part = (size_t)n_chunks(pout) * u->kk * u->cout;
+        if (part > part_max) part_max = part;
+        if (u->cout > cout_max) cout_max = u->cout;
+        if (!last || u->act != FL_ACT_LINEAR) {
+            c->a[i + 1] = fl_alloc(pout * u->cout * sizeof(fl_real));
+            c->g[i + 1] = fl_alloc(pout * u->cout * sizeof(fl_real));
+            if (!c->a[i + 1] || !c->g[i + 1]) goto oom;
+        }
+    }
+    const size_t in_size = (size_t)s->h * s->w * s->c;
+    c->g[0] = fl_alloc((size_t)R * in_size * sizeof(fl_real));
+    if (!c->g[0]) goto oom;
+    if (s->mask) {
+        c->mask = fl_alloc(in_size * sizeof(fl_real));
+        if (!c->mask) goto oom;
+        memcpy(c->mask, s->mask, in_size * sizeof(fl_real));
+        int skip0 = 0;
+        for (uint32_t i = 0; i < nu; i++) skip0 |= c->u[i].skip == 0;
+        /* A 3x3 first layer reads the input only through im2col, which
+         * multiplies by the mask as it copies; otherwise a masked copy. */
+        c->mask_fused = c->u[0].k == 3 && !skip0;
+        if (!c->mask_fused && !(c->a[0] = fl_alloc((size_t)R * in_size * sizeof(fl_real))))
+            goto oom;
+    }
+    c->dbacc = calloc(cout_max, sizeof(double));
+    c->part = fl_alloc((part_max ? part_max : 1) * sizeof(fl_real));
+    if (!c->dbacc || !c->part) goto oom;
+    if (col_max) {
+        c->col = fl_alloc(col_max * sizeof(fl_real));
+        if (!c->col) goto oom;
+    }
+    /* d col is computed per gather tile, for the band of output pixels
+     * that read the tile, into a scratch per thread (L2-sized, not a
+     * P x kk matrix written and read back); a backward runs on at most
+     * nslots threads. */
+    c->nslots = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    for (uint32_t i = 0; i < nu; i++) {
+        const unit *u = &c->u[i];
+        if (u->k != 3) continue;
+        const size_t P = (size_t)R * u->hi * u->wi;
+        for (uint32_t t = 0, nt = n_tiles(P); t < nt; t++) {
+            size_t p0, q0, q1;
+            uint32_t np;
+            tile_of(P, t, &p0, &np);
+            band_of(u, p0, np, &q0, &q1);
+            if ((q1 - q0) * u->kk > c->dscr_slot) c->dscr_slot = (q1 - q0) * u->kk;
+        }
+    }
+    if (c->dscr_slot) {
+        c->dscr_slot = (c->dscr_slot + 15) / 16 * 16; /* 64-byte aligned slots */
+        if (!(c->dscr = fl_alloc((size_t)c->nslots * c->dscr_slot * sizeof(fl_real)))) goto oom;
+    }
+    /* Backward order: units last to first, each first adds its skip, then
+     * its input gradient. The first sum into a buffer writes, later ones
+     * add. */
+    int *written = calloc(nu + 1, sizeof *written);
+    if (!written) goto oom;
+    for (uint32_t i = nu; i-- > 0;) {
+        unit *u = &c->u[i];
+        if (u->skip >= 0) {
+            u->skip_beta = written[u->skip];
+            written[u->skip] = 1;
+        }
+        u->in_beta = written[i];
+        written[i] = 1;
+    }
+    free(written);
+    return c;
+oom:
+    h->error(cx, "out of memory creating conv net '%s' for %u images", nm, R);
+fail:
+    fl_conv_free(c);
+    return NULL;
+}
+
+/* ---- element-wise pieces ------------------------------------------------ */
+
+/* Buffer b as read: the input, its masked copy, an activation, or out. */
+static const fl_real *buf(const fl_conv *c, uint32_t b)
+{
+    if (b == 0) return c->a[0] ? c->a[0] : c->in;
+    if (b == c->nu && !c->a[b]) return c->out;
+    return c->a[b];
+}
+
+static const fl_real *weights(const fl_conv *c, const unit *u)
+{
+    return u->wn ? u->weff : c->theta + u->w_off;
+}
+
+/* Rows [p0, p0 + np) of col(X) for unit u (X = buffer `x`, the mask
+ * applied when it is fused): dst row q holds the 3x3 neighbourhood of
+ * output pixel p0 + q, taps (ky, kx) in order, cin channels each, zeros
+ * outside the image. */
+static void im2col(const unit *u, const fl_real *x, const fl_real *mask,
+                   size_t p0, uint32_t np, fl_real *restrict dst)
+{
+    const uint32_t cin = u->cin, s = u->stride;
+    const size_t hw = (size_t)u->ho * u->wo;
+    for (uint32_t q = 0; q < np; q++) {
+        const size_t p = p0 + q, img = p / hw, r = p % hw;
+        const uint32_t oy = (uint32_t)(r / u->wo), ox = (uint32_t)(r % u->wo);
+        fl_real *row = dst + (size_t)q * u->kk;
+        for (uint32_t ky = 0; ky < 3; ky++) {
+            const int64_t iy = (int64_t)oy * s + ky - 1;
+            for (uint32_t kx = 0; kx < 3; kx++) {
+                const int64_t ix = (int64_t)ox * s + kx - 1;
+                fl_real *restrict d = row + (ky * 3 + kx) * cin;
+                if (iy < 0 || iy >= u->hi || ix < 0 || ix >= u->wi) {
+                    memset(d, 0, cin * sizeof *d);
+                    continue;
+                }
+                const size_t pix = (size_t)iy * u->wi + (size_t)ix;
+                const fl_real *restrict src = x + (img * u->hi * u->wi + pix) * cin;
+                if (mask) {
+                    const fl_real *restrict m = mask + pix * cin;
+                    for (uint32_t ch = 0; ch < cin; ch++) d[ch] = src[ch] * m[ch];
+                } else {
+                    memcpy(d, src, cin * sizeof *d);
+                }
+            }
+        }
+    }
+}
+
+/* y = act(y), elements [0, len). */
+static void act_fwd(fl_real *restrict y, size_t len, fl_act act)
+{
+    switch (act) {
+    case FL_ACT_RELU:
+        for (size_t i = 0; i < len; i++) y[i] = y[i] > 0 ? y[i] : 0;
+        break;
+    case FL_ACT_TANH:
+        for (size_t i = 0; i < len; i++) y[i] = fl_tanh(y[i]);
+        break;
+    case FL_ACT_ELU:
+        for (size_t i = 0; i < len; i++) y[i] = y[i] > 0 ? y[i] : fl_expm1(y[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* d = g * act'(y), with the derivative written through the output y; d
+ * may be g (in place). */
+static void act_bwd(fl_real *d, const fl_real *g, const fl_real *restrict y,
+                    size_t len, fl_act act)
+{
+    switch (act) {
+    case FL_ACT_RELU:
+        for (size_t i = 0; i < len; i++) d[i] = y[i] > 0 ? g[i] : 0;
+        break;
+    case FL_ACT_TANH:
+        for (size_t i = 0; i < len; i++) d[i] = g[i] * (1 - y[i] * y[i]);
+        break;
+    case FL_ACT_ELU:
+        for (size_t i = 0; i < len; i++) d[i] = g[i] * (y[i] > 0 ? 1 : y[i] + 1);
+        break;
+    default:
+        if (d != g) memcpy(d, g, len * sizeof *d);
+        break;
+    }
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+/* Effective weights of the weight-normalised units: W = g v / |v| per
+ * output channel, the norms summed in double in row order; then W^T of
+ * every unit. */
+static void norm_weights(fl_conv *c)
+{
+    for (uint32_t i = 0; i < c->nu; i++) {
+        unit *u = &c->u[i];
+        if (u->wn) {
+            const fl_real *v = c->theta + u->w_off, *g = c->theta + u->g_off;
+            for (uint32_t j = 0; j < u->cout; j++) u->inv[j] = 0;
+            for (uint32_t k = 0; k < u->kk; k++)
+                for (uint32_t j = 0; j < u->cout; j++) {
+                    const double x = v[(size_t)k * u->cout + j];
+                    u->inv[j] += x * x;
+                }
+            for (uint32_t j = 0; j < u->cout; j++)
+                u->inv[j] = u->inv[j] > 0 ? 1 / sqrt(u->inv[j]) : 0;
+            for (uint32_t k = 0; k < u->kk; k++)
+                for (uint32_t j = 0; j < u->cout; j++) {
+                    const size_t e = (size_t)k * u->cout + j;
+                    u->weff[e] = (fl_real)(g[j] * u->inv[j] * v[e]);
+                }
+        }
+        const fl_real *w = weights(c, u);
+        for (uint32_t k = 0; k < u->kk; k++)
+            for (uint32_t j = 0; j < u->cout; j++)
+                u->wt[(size_t)j * u->kk + k] = w[(size_t)k * u->cout + j];
+    }
+}
+
+/* Tile t of unit i: im2col, one product, then bias, skip, activation. */
+static void fwd_tile(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const size_t P = (size_t)c->n * u->ho * u->wo;
+    size_t p0;
+    uint32_t np;
+    tile_of(P, t, &p0, &np);
+    const fl_real *x = buf(c, i), *a;
+    int lda;
+    if (u->k == 3) {
+        fl_real *col = c->col + p0 * u->kk;
+        im2col(u, x, i == 0 && c->mask_fused ? c->mask : NULL, p0, np, col);
+        a = col;
+        lda = (int)u->kk;
+    } else {
+        a = x + p0 * u->cin;
+        lda = (int)u->cin;
+    }
+    const int last = i + 1 == c->nu;
+    fl_real *y = (c->a[i + 1] ? c->a[i + 1] : c->out) + p0 * u->cout;
+    if ((double)np * u->cout * u->kk <= NT_MAX_FMA)
+        fl_gemm(0, 1, (int)np, (int)u->cout, (int)u->kk, 1, a, lda, u->wt, (int)u->kk, 0, y,
+                (int)u->cout);
+    else
+        fl_gemm(0, 0, (int)np, (int)u->cout, (int)u->kk, 1, a, lda, weights(c, u),
+                (int)u->cout, 0, y, (int)u->cout);
+    const fl_real *b = c->theta + u->b_off;
+    const fl_real *sk = u->skip >= 0 ? buf(c, (uint32_t)u->skip) + p0 * u->cout : NULL;
+    for (uint32_t q = 0; q < np; q++) {
+        fl_real *restrict yr = y + (size_t)q * u->cout;
+        if (sk) {
+            const fl_real *restrict sr = sk + (size_t)q * u->cout;
+            for (uint32_t j = 0; j < u->cout; j++) yr[j] += b[j] + sr[j];
+        } else {
+            for (uint32_t j = 0; j < u->cout; j++) yr[j] += b[j];
+        }
+    }
+    act_fwd(y, (size_t)np * u->cout, u->act);
+    if (last && c->a[i + 1])
+        memcpy(c->out + p0 * u->cout, y, (size_t)np * u->cout * sizeof(fl_real));
+}
+
+static int want_parallel(const fl_conv *c, uint32_t n, double factor)
+{
+    return !omp_in_parallel() && omp_get_max_threads() > 1 &&
+           fl_conv_fmas(c, n) * factor >= PAR_MIN_FMA;
+}
+
+void fl_conv_forward(fl_conv *c, const fl_real *theta, uint32_t n, const fl_real *in,
+                     fl_real *out)
+{
+    c->n = n;
+    c->theta = theta;
+    c->in = in;
+    c->out = out;
+    if (n == 0) return;
+    norm_weights(c);
+    const size_t in_size = (size_t)c->bh[0] * c->bw[0] * c->bc[0];
+    const int par = want_parallel(c, n, 1);
+    /* if(par): otherwise a team of one, so the loops below never bind to
+     * a caller's region */
+#pragma omp parallel if (par)
+    {
+        if (c->a[0]) {
+            const uint32_t nt = n_tiles((size_t)n * in_size / c->bc[0]);
+#pragma omp for schedule(static)
+            for (uint32_t t = 0; t < nt; t++) {
+                size_t p0;
+                uint32_t np;
+                tile_of((size_t)n * in_size / c->bc[0], t, &p0, &np);
+                const size_t e0 = p0 * c->bc[0], ne = (size_t)np * c->bc[0];
+                for (size_t e = e0; e < e0 + ne; e++) c->a[0][e] = in[e] * c->mask[e % in_size];
+            }
+        }
+        for (uint32_t i = 0; i < c->nu; i++) {
+            const uint32_t nt = n_tiles((size_t)n * c->u[i].ho * c->u[i].wo);
+#pragma omp for schedule(dynamic, 1)
+            for (uint32_t t = 0; t < nt; t++) fwd_tile(c, i, t);
+        }
+    }
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+/* The delta of unit i (d loss / d its pre-activation sum): dout itself for
+ * a linear last unit, else the unit's gradient buffer, made a delta in
+ * place by bwd_prep. */
+static const fl_real *delta(const fl_conv *c, uint32_t i)
+{
+    return c->g[i + 1] ? c->g[i + 1] : c->dout;
+}
+
+static int prep_needed(const fl_conv *c, uint32_t i)
+{
+    const unit *u = &c->u[i];
+    return u->act != FL_ACT_LINEAR || u->skip >= 0 || u->k == 3;
+}
+
+/* Whether unit i's input gradient is wanted. */
+static int need_in(const fl_conv *c, uint32_t i) { return i > 0 || c->din; }
+
+/* Output tile t of unit i: the delta (times act'), its skip sum, and the
+ * rows of col(X) for dW. */
+static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const size_t P = (size_t)c->n * u->ho * u->wo;
+    size_t p0;
+    uint32_t np;
+    tile_of(P, t, &p0, &np);
+    const size_t e0 = p0 * u->cout, ne = (size_t)np * u->cout;
+    if (u->act != FL_ACT_LINEAR) {
+        const int last = i + 1 == c->nu;
+        fl_real *d = c->g[i + 1] + e0;
+        act_bwd(d, (last ? c->dout : c->g[i + 1]) + e0, c->a[i + 1] + e0, ne, u->act);
+    }
+    const fl_real *d = delta(c, i) + e0;
+    if (u->skip >= 0 && ((uint32_t)u->skip > 0 || c->din)) {
+        fl_real *restrict gs = c->g[u->skip] + e0;
+        if (u->skip_beta)
+            for (size_t e = 0; e < ne; e++) gs[e] += d[e];
+        else
+            memcpy(gs, d, ne * sizeof *gs);
+    }
+    if (u->k == 3)
+        im2col(u, buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, p0, np,
+               c->col + p0 * u->kk);
+}
+
+/* The dW chunks of unit i: pixels [*q0, *q0 + *nq) of chunk k. */
+static void chunk_of(size_t P, uint32_t nch, uint32_t k, size_t *q0, size_t *nq)
+{
+    const size_t per = (P + nch - 1) / nch;
+    *q0 = (size_t)k * per < P ? (size_t)k * per : P;
+    *nq = P - *q0 < per ? P - *q0 : per;
+}
+
+static void bwd_gather(fl_conv *c, uint32_t i, uint32_t t);
+
+/* Task k of unit i's products: [0, nch) dW partial sums, nch the bias
+ * gradient, then the input tiles of dX (1x1: a product; 3x3: bwd_gather). */
+static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
+{
+    const unit *u = &c->u[i];
+    const size_t P = (size_t)c->n * u->ho * u->wo;
+    const uint32_t nch = n_chunks(P);
+    const fl_real *d = delta(c, i);
+    if (k < nch) {
+        size_t q0, nq;
+        chunk_of(P, nch, k, &q0, &nq);
+        fl_real *part = c->part + (size_t)k * u->kk * u->cout;
+        if (nq == 0) {
+            memset(part, 0, (size_t)u->kk * u->cout * sizeof *part);
+            return;
+        }
+        const fl_real *x = u->k == 3 ? c->col : buf(c, i);
+        fl_gemm(1, 0, (int)u->kk, (int)u->cout, (int)nq, 1, x + q0 * u->kk, (int)u->kk,
+                d + q0 * u->cout, (int)u->cout, 0, part, (int)u->cout);
+        return;
+    }
+    if (k == nch) { /* bias: column sums in double, rows in order */
+        double *acc = c->dbacc;
+        for (uint32_t j = 0; j < u->cout; j++) acc[j] = 0;
+        for (size_t p = 0; p < P; p++) {
+            const fl_real *restrict dr = d + p * u->cout;
+            for (uint32_t j = 0; j < u->cout; j++) acc[j] += dr[j];
+        }
+        fl_real *db = c->dtheta + u->b_off;
+        for (uint32_t j = 0; j < u->cout; j++) db[j] += (fl_real)acc[j];
+        return;
+    }
+    if (u->k == 3) {
+        bwd_gather(c, i, k - nch - 1);
+        return;
+    }
+    size_t p0;
+    uint32_t np;
+    tile_of(P, k - nch - 1, &p0, &np);
+    fl_gemm(0, 1, (int)np, (int)u->cin, (int)u->cout, 1, d + p0 * u->cout, (int)u->cout,
+            weights(c, u), (int)u->cout, u->in_beta ? 1 : 0, c->g[i] + p0 * u->cin,
+            (int)u->cin);
+}
+
+/* dW = the partial sums in chunk order, added to dtheta (W), or through
+ * the weight norm to v and g: with w = g v / |v|,
+ *   dg = dW . v / |v|,   dv = (g / |v|) (dW - dg v / |v|). */
+static void bwd_reduce(fl_conv *c, uint32_t i)
+{
+    const unit *u = &c->u[i];
+    const size_t P = (size_t)c->n * u->ho * u->wo, sz = (size_t)u->kk * u->cout;
+    const uint32_t nch = n_chunks(P);
+    fl_real *restrict s = c->part;
+    for (uint32_t k = 1; k < nch; k++) {
+        const fl_real *restrict pk = c->part + (size_t)k * sz;
+        for (size_t e = 0; e < sz; e++) s[e] += pk[e];
+    }
+    fl_real *dw = c->dtheta + u->w_off;
+    if (!u->wn) {
+        for (size_t e = 0; e < sz; e++) dw[e] += s[e];
+        return;
+    }
+    const fl_real *v = c->theta + u->w_off, *g = c->theta + u->g_off;
+    fl_real *dg = c->dtheta + u->g_off;
+    double *acc = c->dbacc; /* the bias task of this unit has finished */
+    for (uint32_t j = 0; j < u->cout; j++) acc[j] = 0;
+    for (uint32_t k = 0; k < u->kk; k++)
+        for (uint32_t j = 0; j < u->cout; j++) {
+            const size_t e = (size_t)k * u->cout + j;
+            acc[j] += (double)s[e] * v[e];
+        }
+    for (uint32_t j = 0; j < u->cout; j++) acc[j] *= u->inv[j];
+    for (uint32_t k = 0; k < u->kk; k++)
+        for (uint32_t j = 0; j < u->cout; j++) {
+            const size_t e = (size_t)k * u->cout + j;
+            dw[e] += (fl_real)(g[j] * u->inv[j] * (s[e] - acc[j] * v[e] * u->inv[j]));
+        }
+    for (uint32_t j = 0; j < u->cout; j++) dg[j] += (fl_real)acc[j];
+}
+
+/* Input tile t of a 3x3 unit: d col = D W^T for the band of output pixels
+ * that read the tile (one product into this thread's scratch), then each
+ * input pixel sums, taps in order, the d col entries of the output pixels
+ * that read it (col2im as a gather). The band of a tile is fixed, so the
+ * numbers do not depend on which thread runs it. */
+static void bwd_gather(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const size_t hw = (size_t)u->hi * u->wi, P = (size_t)c->n * hw;
+    const uint32_t cin = u->cin, s = u->stride;
+    size_t p0, q0, q1;
+    uint32_t np;
+    tile_of(P, t, &p0, &np);
+    band_of(u, p0, np, &q0, &q1);
+    fl_real *dcol = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
+    fl_gemm(0, 1, (int)(q1 - q0), (int)u->kk, (int)u->cout, 1, delta(c, i) + q0 * u->cout,
+            (int)u->cout, weights(c, u), (int)u->cout, 0, dcol, (int)u->kk);
+    for (uint32_t q = 0; q < np; q++) {
+        const size_t p = p0 + q, img = p / hw, r = p % hw;
+        const int64_t iy = (int64_t)(r / u->wi), ix = (int64_t)(r % u->wi);
+        fl_real *restrict gd = c->g[i] + p * cin;
+        if (!u->in_beta) memset(gd, 0, cin * sizeof *gd);
+        for (uint32_t ky = 0; ky < 3; ky++) {
+            const int64_t ty = iy + 1 - ky; /* = oy * s */
+            if (ty < 0 || ty % s) continue;
+            const int64_t oy = ty / s;
+            if (oy >= u->ho) continue;
+            for (uint32_t kx = 0; kx < 3; kx++) {
+                const int64_t tx = ix + 1 - kx;
+                if (tx < 0 || tx % s) continue;
+                const int64_t ox = tx / s;
+                if (ox >= u->wo) continue;
+                const fl_real *restrict src =
+                    dcol + ((img * u->ho + (size_t)oy) * u->wo + (size_t)ox - q0) * u->kk +
+                    (ky * 3 + kx) * cin;
+                for (uint32_t ch = 0; ch < cin; ch++) gd[ch] += src[ch];
+            }
+        }
+    }
+}
+
+void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_t n,
+                      const fl_real *dout, fl_real *din)
+{
+    c->theta = theta;
+    c->dtheta = dtheta;
+    c->dout = dout;
+    c->din = din;
+    if (n == 0) return;
+    c->n = n;
+    const size_t in_size = (size_t)c->bh[0] * c->bw[0] * c->bc[0];
+    const int par = want_parallel(c, n, 2);
+    /* at most one thread per scratch slot (results do not depend on it) */
+    const int nth = omp_get_max_threads() < c->nslots ? omp_get_max_threads() : c->nslots;
+#pragma omp parallel if (par) num_threads(nth)
+    {
+        for (uint32_t i = c->nu; i-- > 0;) {
+            const unit *u = &c->u[i];
+            const size_t P = (size_t)n * u->ho * u->wo;
+            const uint32_t nt = n_tiles(P), nch = n_chunks(P);
+            if (prep_needed(c, i)) {
+#pragma omp for schedule(dynamic, 1)
+                for (uint32_t t = 0; t < nt; t++) bwd_prep(c, i, t);
+            }
+            /* dW chunks (the largest tasks first), bias, dX tiles */
+            const uint32_t nb = nch + 1 + (need_in(c, i) ? n_tiles((size_t)n * u->hi * u->wi) : 0);
+#pragma omp for schedule(dynamic, 1)
+            for (uint32_t k = 0; k < nb; k++) bwd_product(c, i, k);
+#pragma omp single
+            bwd_reduce(c, i);
+        }
+        if (din) {
+            const size_t E = (size_t)n * in_size;
+            const uint32_t nt = n_tiles(E);
+#pragma omp for schedule(static)
+            for (uint32_t t = 0; t < nt; t++) {
+                size_t e0;
+                uint32_t ne;
+                tile_of(E, t, &e0, &ne);
+                if (c->mask)
+                    for (size_t e = e0; e < e0 + ne; e++)
+                        din[e] += c->mask[e % in_size] * c->g[0][e];
+                else
+                    for (size_t e = e0; e < e0 + ne; e++) din[e] += c->g[0][e];
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+/* conv.h - the host's convolution service (host->conv_create/forward/
+ * backward, ABI 1.3): 3x3 and 1x1 convolutions, ResNet blocks,
+ * activations, weight normalization, a zero-initialised last layer and an
+ * input mask, on NHWC images, parameters in the component's block of the
+ * arena. conv.c plans the work as matrix products over the whole batch
+ * (fl_gemm) cut into fixed tiles. */
+#ifndef FL_CONV_H
+#define FL_CONV_H
+
+#include <flowlab/host.h>
+
+/* A network for component context `cx`, during its create phase only:
+ * validates the spec (every refusal names the net, the layer and what is
+ * wrong, through host->error), requests the parameters of cx (NAME.W<u>,
+ * NAME.b<u>, or NAME.v<u>, NAME.g<u>, NAME.b<u> with weight norm) and
+ * allocates every buffer for up to max_rows images. NULL on failure with
+ * host->error set. The caller owns the net (fl_conv_free); host.c hands it
+ * to cx, which frees it with the context. */
+fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max_rows);
+/* out = the net of in (n <= max_rows NHWC images), parameters at theta
+ * (the component's block). Caches activations and keeps `in` for
+ * fl_conv_backward. One thread at a time per net; parallel inside over
+ * fixed tiles (bit-identical for any thread count). No errors, no
+ * allocation. */
+void fl_conv_forward(fl_conv *c, const fl_real *theta, uint32_t n, const fl_real *in,
+                     fl_real *out);
+/* Backward of the last fl_conv_forward (same theta, n, in): dtheta += the
+ * parameter gradients; din += d loss / d in (mask included) when din is
+ * not NULL; dout is read only. No errors, no allocation. */
+void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_t n,
+                      const fl_real *dout, fl_real *din);
+/* Output shape of the net: channels, height, width. Any thread. */
+void fl_conv_out_shape(const fl_conv *c, uint32_t *ch, uint32_t *h, uint32_t *w);
+/* Multiply-adds of one forward over n images (the backward does twice
+ * as many), for benchmarks. */
+double fl_conv_fmas(const fl_conv *c, uint32_t n);
+/* Frees c and its buffers (not its parameters: the arena's). NULL is
+ * allowed. */
+void fl_conv_free(fl_conv *c);
+
+#endif

@@ -36,8 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
-torch.manual_seed(1)
+from torch_common import blas_report, setup
+
+FLUSH = setup()
 
 
 def load(path):
@@ -142,12 +143,14 @@ def main():
     if cfg == "eval":
         test = load(os.path.join(d, "binarized_mnist_test.amat.gz"))[:1000]
         print("eval %.2f" % evaluate(VAE(), test))
+        print(blas_report(FLUSH))
         return
     train_x = load(os.path.join(d, "binarized_mnist_train.amat.gz"))
     k, batch, steps, flows, layers = {"iwae": (50, 20, 300, 0, 0), "vae": (1, 100, 1500, 0, 0),
                                       "iaf1": (1, 100, 1000, 2, 1),
                                       "iaf": (1, 100, 1000, 2, 2)}[cfg]
     print("%s %.0f" % (cfg, train(VAE(flows, layers), train_x, k, batch, steps)))
+    print(blas_report(FLUSH))
 
 
 if __name__ == "__main__":

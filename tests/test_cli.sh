@@ -200,6 +200,20 @@ run --quiet --plugin "$TEST_DIR/fail_lik.so" run "$TMP/lik.ini" --out "$TMP/lik"
 expect_error "a likelihood's message from a worker thread" 1 \
     "likelihood fail-lik" "refusing rows on worker thread 1 on purpose"
 
+# ---- a context-taking posterior flow without a context: one warning --------
+sed -e 's/^type = fail-lik$/type = gaussian/' -e 's/^hidden = 512,512$/hidden = 8/' \
+    -e 's/^k = 50$/k = 2/' "$TMP/lik.ini" >"$TMP/noctx.ini"
+printf '[posterior]\ntype = gaussian-diag\n[flow.1]\ntype = iaf\nhidden = 8\n' >>"$TMP/noctx.ini"
+run --quiet run "$TMP/noctx.ini" --out "$TMP/noctx"
+before=$failures
+[ "$rc" = 0 ] || fail "an IAF posterior without context: exit $rc: $(cat "$TMP/err")"
+grep -qF "[flow.1] iaf can use a context h from the encoder, but [encoder] context = 0" "$TMP/err" ||
+    fail "an IAF posterior without context: no warning ($(cat "$TMP/err"))"
+run --quiet run "$TMP/noctx.ini" --out "$TMP/ctx" --set encoder.context=4
+[ "$rc" = 0 ] || fail "an IAF posterior with context: exit $rc"
+grep -q "context" "$TMP/err" && fail "an IAF posterior with context = 4 still warns: $(cat "$TMP/err")"
+[ "$failures" = "$before" ] && echo "ok: an IAF posterior without a context is warned about, with one it is not"
+
 # ---- estimator settings refused at load, before any data is read ------------
 # [data] names a file that does not exist: the estimator's refusal must come
 # first (the vae task makes its estimator before the data set).

@@ -350,6 +350,19 @@ fl_status fl_vae_build(fl_experiment *e)
     if (v->H && v->flows->n == 0)
         fl_log(FL_LOG_WARN, "[encoder] context = %u but the posterior has no flow layers to "
                "use it", v->H);
+    /* IAF's Algorithm 1 feeds the encoder's h to every step: a layer that
+     * can use it but gets none is most likely a forgotten key. */
+    size_t takers = 0, first = 0;
+    for (size_t i = v->flows->n; i-- > 0;)
+        if (v->flows->L[i].cls->flags & FL_FLOW_ACCEPTS_CONTEXT) {
+            takers++;
+            first = i;
+        }
+    if (!v->H && takers)
+        fl_log(FL_LOG_WARN, "[%s] %s%s can use a context h from the encoder, but [encoder] "
+               "context = 0, so it gets none (IAF feeds h to every step: set [encoder] context, "
+               "e.g. 50)", v->flows->L[first].cx->path, v->flows->L[first].cls->base.name,
+               takers > 1 ? " (and the other context-taking layers)" : "");
 
     st = fl_arena_finalize(&e->arena, e->seed);
     if (st == FL_OK) st = fl_stack_ready(v->flows);

@@ -106,20 +106,27 @@ static fl_status cell_config(const fl_sweep_run *x, size_t cell, fl_config **out
     return FL_OK;
 }
 
+/* The experiment cell `cell` would run now (its config with the sweep's
+ * values), in *e (free with fl_experiment_free; NULL on error, fl_err set):
+ * what same_config and resumable compare with the cell's directory. */
+static fl_status cell_experiment(sweep_cmd *cmd, const fl_sweep_run *x, size_t cell,
+                                 fl_experiment **e)
+{
+    *e = NULL;
+    fl_status st = cmd->reg ? FL_OK : fl_cli_registry(cmd->cli, &cmd->reg);
+    fl_config *cfg = NULL;
+    if (st == FL_OK) st = cell_config(x, cell, &cfg);
+    if (st == FL_OK) st = fl_experiment_new(cmd->reg, cfg, e); /* takes cfg */
+    return st;
+}
+
 /* 1 when DIR/CELL/config.ini is what the cell would resolve to now, 0 when
  * it differs, -1 on error (fl_err set): the runner's same_config, with the
  * sweep_cmd as ctx. */
 static int same_config(const fl_sweep_run *x, size_t cell, void *ctx)
 {
-    sweep_cmd *cmd = ctx;
-    fl_status st = cmd->reg ? FL_OK : fl_cli_registry(cmd->cli, &cmd->reg);
-    fl_config *cfg = NULL;
     fl_experiment *e = NULL;
-    if (st == FL_OK) st = cell_config(x, cell, &cfg);
-    if (st == FL_OK) {
-        st = fl_experiment_new(cmd->reg, cfg, &e);
-        cfg = NULL;
-    }
+    fl_status st = cell_experiment(ctx, x, cell, &e);
     fl_buf now = { 0 }, a = { 0 }, b = { 0 };
     if (st == FL_OK) st = fl_experiment_resolved(e, &now);
     char *path = fl_strfmt("%s/%s/config.ini", x->dir, x->s->cells[cell].name), *old = NULL;
@@ -136,7 +143,6 @@ static int same_config(const fl_sweep_run *x, size_t cell, void *ctx)
     free(old);
     free(path);
     fl_experiment_free(e);
-    fl_config_free(cfg);
     return same;
 }
 
@@ -175,15 +181,8 @@ static fl_status check_dir(const char *dir)
  * experiment or too few steps (fl_err says which), -1 on another error. */
 static int resumable(const fl_sweep_run *x, size_t cell, void *ctx)
 {
-    sweep_cmd *cmd = ctx;
-    fl_status st = cmd->reg ? FL_OK : fl_cli_registry(cmd->cli, &cmd->reg);
-    fl_config *cfg = NULL;
     fl_experiment *e = NULL;
-    if (st == FL_OK) st = cell_config(x, cell, &cfg);
-    if (st == FL_OK) {
-        st = fl_experiment_new(cmd->reg, cfg, &e);
-        cfg = NULL;
-    }
+    fl_status st = cell_experiment(ctx, x, cell, &e);
     int ok = -1; /* a cell whose experiment cannot be built fails with that error */
     char *dir = st == FL_OK ? fl_strfmt("%s/%s", x->dir, x->s->cells[cell].name) : NULL;
     if (st == FL_OK) {
@@ -192,7 +191,6 @@ static int resumable(const fl_sweep_run *x, size_t cell, void *ctx)
     }
     free(dir);
     fl_experiment_free(e);
-    fl_config_free(cfg);
     return ok;
 }
 

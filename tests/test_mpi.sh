@@ -14,17 +14,8 @@ set -u
 EXE=${FLOWLAB_EXE:?run through meson test}
 SRC=${FLOWLAB_SOURCE_ROOT:?run through meson test}
 unset FLOWLAB_PLUGIN_PATH
-if [ "${FLOWLAB_MPI:-false}" != true ]; then
-    echo "skip: flowlab is built without MPI"
-    exit 77
-fi
-if ! command -v mpirun >/dev/null; then
-    echo "skip: no mpirun"
-    exit 77
-fi
-if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
+. "$(dirname "$0")/mpi.sh"
+need_mpi
 # Open MPI leaks from MPI_Init in components it has unloaded by exit
 # (tests/test_sweep.sh): no leak checking under mpirun.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"

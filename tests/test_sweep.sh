@@ -62,17 +62,8 @@ SETS=(--set train.steps=20 --threads 1)
 # ---- MPI: the same report from 3 ranks ---------------------------------------
 
 if [ "${1:-}" = mpi ]; then
-    if [ "${FLOWLAB_MPI:-false}" != true ]; then
-        echo "skip: flowlab is built without MPI"
-        exit 77
-    fi
-    if ! command -v mpirun >/dev/null; then
-        echo "skip: no mpirun"
-        exit 77
-    fi
-    if [ "$(id -u)" = 0 ]; then
-        export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    fi
+    . "$SRC/tests/mpi.sh"
+    need_mpi
     run sweep "$DATA/sweep_small.ini" --out single "${SETS[@]}"
     [ "$rc" = 0 ] || fail "single-process sweep: exit code $rc: $(tail -3 "$TMP/err")"
     # Sanitizer builds: Open MPI leaks from MPI_Init in components it has

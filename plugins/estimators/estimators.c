@@ -23,6 +23,8 @@
 
 #include <flowlab/flowlab.h>
 
+#include "check_logw.h"
+
 enum { EST_ELBO, EST_IWAE, EST_STL, EST_DREG };
 
 typedef struct est {
@@ -62,19 +64,6 @@ CREATE(stl, EST_STL)
 CREATE(dreg, EST_DREG)
 
 static void destroy(void *self) { free(self); }
-
-/* The first NaN or +inf of a point's log weights, reported; else FL_OK. */
-static fl_status check_row(const est *e, const fl_real *lw, uint32_t b, uint32_t k)
-{
-    for (uint32_t j = 0; j < k; j++) {
-        if (lw[j] != lw[j] || lw[j] == INFINITY) {
-            e->h->error(e->cx, "log weight %u of data point %u is %s (expected finite or -inf)",
-                        j, b, lw[j] != lw[j] ? "NaN" : "+inf");
-            return FL_ERR_NUMERIC;
-        }
-    }
-    return FL_OK;
-}
 
 static void elbo_row(const fl_real *lw, uint32_t k, double *bound, fl_real *wp, fl_real *wq)
 {
@@ -124,7 +113,7 @@ static fl_status weights(void *self, const fl_est_args *a)
     for (uint32_t b = 0; b < a->n; b++) {
         size_t o = (size_t)b * a->k;
         const fl_real *lw = a->logw + o;
-        fl_status st = check_row(e, lw, b, a->k);
+        fl_status st = fl_est_check_logw(e->h, e->cx, lw, b, a->k);
         if (st != FL_OK) return st;
         fl_real *wp = a->wp ? a->wp + o : NULL, *wq = a->wq ? a->wq + o : NULL;
         if (e->kind == EST_ELBO) elbo_row(lw, a->k, &a->bound[b], wp, wq);

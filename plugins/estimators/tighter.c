@@ -40,6 +40,8 @@
 
 #include <flowlab/flowlab.h>
 
+#include "check_logw.h"
+
 enum { T_RENYI, T_VRMAX, T_MIWAE, T_CIWAE, T_PIWAE };
 
 typedef struct est {
@@ -130,19 +132,6 @@ CREATE(ciwae, T_CIWAE)
 CREATE(piwae, T_PIWAE)
 
 static void destroy(void *self) { free(self); }
-
-/* The first NaN or +inf of a point's log weights, reported; else FL_OK. */
-static fl_status check_row(const est *e, const fl_real *lw, uint32_t b, uint32_t k)
-{
-    for (uint32_t j = 0; j < k; j++) {
-        if (lw[j] != lw[j] || lw[j] == INFINITY) {
-            e->h->error(e->cx, "log weight %u of data point %u is %s (expected finite or -inf)",
-                        j, b, lw[j] != lw[j] ? "NaN" : "+inf");
-            return FL_ERR_NUMERIC;
-        }
-    }
-    return FL_OK;
-}
 
 /* IWAE over the K samples lw[0..K): the bound logsumexp - log K (as
  * estimators.c computes it) and, when p is not NULL, the softmax times
@@ -247,7 +236,7 @@ static fl_status weights(void *self, const fl_est_args *a)
     for (uint32_t b = 0; b < a->n; b++) {
         size_t o = (size_t)b * k;
         const fl_real *lw = a->logw + o;
-        fl_status st = check_row(e, lw, b, k);
+        fl_status st = fl_est_check_logw(e->h, e->cx, lw, b, k);
         if (st != FL_OK) return st;
         fl_real *wp = a->wp ? a->wp + o : NULL, *wq = a->wq ? a->wq + o : NULL;
         double *pp = wp ? p : NULL;

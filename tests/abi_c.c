@@ -1,5 +1,5 @@
 /* abi_c.c - the binary layout of include/flowlab/ as C sees it equals
- * tests/abi_layout.h (generated from the headers of ABI 1.3 as released),
+ * tests/abi_layout.h (generated from the headers of ABI 1.4 as released),
  * checked at compile time; abi_cxx.cpp checks the same table in C++. At run
  * time, the struct-size macros (abi_checks.h). */
 #include <limits.h>
@@ -31,6 +31,6 @@ int main(void)
         puts("not an LP64 target: layout table not checked");
         return 77; /* skipped */
     }
-    puts("ok: the C layout of include/flowlab/ is ABI 1.3's");
+    puts("ok: the C layout of include/flowlab/ is ABI 1.4's");
     return 0;
 }

@@ -24,7 +24,7 @@ static int abi_check_macros(void)
     fl_host h;
     memset(&h, 0, sizeof h);
     h.abi_major = 1;
-    h.abi_minor = 3;
+    h.abi_minor = 4;
 
     /* A host of today's size has every member. */
     h.struct_size = sizeof(fl_host);
@@ -34,6 +34,13 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_STRUCT_HAS(&h, fl_host, gemm));
     ABI_CHECK(FL_HOST_HAS(&h, conv_create));
     ABI_CHECK(FL_HOST_HAS(&h, conv_backward));
+    ABI_CHECK(FL_HOST_HAS(&h, flow_output));
+
+    /* A 1.3 host: its table ends with conv_backward, before flow_output
+     * (since 1.4). */
+    h.struct_size = offsetof(fl_host, conv_backward) + sizeof(void *);
+    ABI_CHECK(FL_HOST_HAS(&h, conv_backward));
+    ABI_CHECK(!FL_HOST_HAS(&h, flow_output));
 
     /* A 1.2 host: its table ends with mlp_backward, before the conv
      * service (since 1.3), which an up-to-date plugin must test for. */
@@ -56,7 +63,8 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 0));
     ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 2));
     ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 3));
-    ABI_CHECK(!FL_ABI_AT_LEAST(&h, 1, 4));
+    ABI_CHECK(FL_ABI_AT_LEAST(&h, 1, 4));
+    ABI_CHECK(!FL_ABI_AT_LEAST(&h, 1, 5));
     ABI_CHECK(!FL_ABI_AT_LEAST(&h, 2, 0));
 
     /* A flow class built before order was appended (ABI 1.0's 88 bytes on
@@ -70,7 +78,7 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_CLASS_HAS(&fc, fl_flow_class, order));
 
     /* The headers' version is the one the docs describe. */
-    ABI_CHECK(FL_ABI_MAJOR == 1 && FL_ABI_MINOR == 3);
+    ABI_CHECK(FL_ABI_MAJOR == 1 && FL_ABI_MINOR == 4);
     return failed;
 }
 

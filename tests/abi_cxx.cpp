@@ -38,6 +38,6 @@ int main()
         std::puts("not an LP64 target: layout table not checked");
         return 77;  // skipped
     }
-    std::puts("ok: the C++ layout of include/flowlab/ is ABI 1.3's");
+    std::puts("ok: the C++ layout of include/flowlab/ is ABI 1.4's");
     return 0;
 }

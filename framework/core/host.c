@@ -54,6 +54,14 @@ fl_ctx *fl_ctx_new(const char *path, const fl_values *cfg, fl_arena *arena, uint
 
 void fl_ctx_end_create(fl_ctx *cx) { cx->creating = 0; }
 
+void fl_ctx_flow_shape(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w)
+{
+    cx->flow = 1;
+    cx->in_c = cx->out_c = c;
+    cx->in_h = cx->out_h = h;
+    cx->in_w = cx->out_w = w;
+}
+
 void fl_ctx_free(fl_ctx *cx)
 {
     if (!cx) return;
@@ -218,6 +226,27 @@ static fl_conv *h_conv_create(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max
     return c;
 }
 
+static fl_status h_flow_output(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w)
+{
+    if (!cx->creating || !cx->flow) {
+        h_error(cx, "flow_output is for a flow layer's create only");
+        return FL_ERR_INTERNAL;
+    }
+    const uint64_t in = (uint64_t)cx->in_c * cx->in_h * cx->in_w;
+    const uint64_t out = (uint64_t)c * h * w;
+    if (out == 0 || out > in) {
+        h_error(cx, "output shape %ux%ux%u (%llu numbers) does not fit the input %ux%ux%u "
+                    "(%llu): a layer may keep or factor out numbers, never add them",
+                c, h, w, (unsigned long long)out, cx->in_c, cx->in_h, cx->in_w,
+                (unsigned long long)in);
+        return FL_ERR_INVALID;
+    }
+    cx->out_c = c;
+    cx->out_h = h;
+    cx->out_w = w;
+    return FL_OK;
+}
+
 static const fl_host table = {
     .struct_size = sizeof(fl_host),
     .abi_major = FL_ABI_MAJOR,
@@ -239,6 +268,7 @@ static const fl_host table = {
     .conv_create = h_conv_create,
     .conv_forward = fl_conv_forward,
     .conv_backward = fl_conv_backward,
+    .flow_output = h_flow_output,
 };
 
 const fl_host *fl_host_table(void) { return &table; }

@@ -24,6 +24,12 @@ struct fl_ctx {
     size_t n_mlps;
     fl_conv **convs;          /* conv nets (owned) */
     size_t n_convs;
+    /* A flow layer's shapes (host->flow_output): `flow` is set by the stack
+     * before create, with in_* the input shape; out_* start equal to it and
+     * flow_output changes them. */
+    int flow;
+    uint32_t in_c, in_h, in_w;
+    uint32_t out_c, out_h, out_w;
 };
 
 /* The process-wide host table handed to plugins. */
@@ -50,6 +56,9 @@ fl_status fl_comp_fail(fl_status st, const char *fmt, ...)
 
 /* A context for a component about to be created. `cfg` must outlive it. */
 fl_ctx *fl_ctx_new(const char *path, const fl_values *cfg, fl_arena *arena, uint64_t seed);
+/* Marks cx as a flow layer's whose input is c x h x w (before its create):
+ * host->flow_output may then set its output shape (cx->out_*). */
+void fl_ctx_flow_shape(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w);
 /* Ends the create phase: later param/workspace/mlp calls are refused. */
 void fl_ctx_end_create(fl_ctx *cx);
 /* Frees the ctx and everything it owns (after the instance is destroyed). */

@@ -91,7 +91,7 @@ static fl_status layer_vjp(fl_pathgrad *p, const fl_layer *l, size_t i, uint32_t
     fl_stack *s = p->s;
     memset(dx, 0, (size_t)n * p->dim * sizeof(fl_real));
     fl_flow_bwd a = { n, mode, s->arena->theta + l->block, p->dtheta + l->block, s->act[i],
-                      s->act[i + 1], NULL, dy, dlogdet, dx, NULL };
+                      s->act[i + 1], NULL, dy, dlogdet, dx, NULL, NULL, NULL };
     fl_host_clear_error();
     fl_crash_enter(l->cx->path, l->cls->base.name, "backward");
     fl_status st = l->cls->backward(l->self, &a);

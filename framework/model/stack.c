@@ -29,7 +29,23 @@ fl_stack *fl_stack_new(fl_arena *arena, uint64_t seed, uint32_t dim, uint32_t ct
     s->dim = dim;
     s->ctx_dim = ctx_dim;
     s->max_rows = max_rows;
+    s->c = s->cur_c = dim;
+    s->h = s->cur_h = 1;
+    s->w = s->cur_w = 1;
     return s;
+}
+
+fl_status fl_stack_set_image(fl_stack *s, uint32_t c, uint32_t h, uint32_t w)
+{
+    if (s->n || (uint64_t)c * h * w != s->dim) {
+        fl_err("internal: image shape %ux%ux%u set on a stack of dim %u with %zu layers", c, h,
+               w, s->dim, s->n);
+        return FL_ERR_INVALID;
+    }
+    s->c = s->cur_c = c;
+    s->h = s->cur_h = h;
+    s->w = s->cur_w = w;
+    return FL_OK;
 }
 
 void fl_stack_free(fl_stack *s)
@@ -72,7 +88,12 @@ fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path,
     l->cx = fl_ctx_new(path, &l->cfg, s->arena, s->seed);
     if (!l->cx) return FL_ERR_NOMEM;
     l->block = l->cx->block;
-    fl_flow_shape sh = { s->dim, s->ctx_dim, s->max_rows, index, (uint32_t)(s->n - 1) };
+    l->in_c = s->cur_c;
+    l->in_h = s->cur_h;
+    l->in_w = s->cur_w;
+    fl_ctx_flow_shape(l->cx, l->in_c, l->in_h, l->in_w);
+    fl_flow_shape sh = { l->in_c * l->in_h * l->in_w, s->ctx_dim, s->max_rows, index,
+                         (uint32_t)(s->n - 1), l->in_c, l->in_h, l->in_w };
     fl_host_clear_error();
     fl_crash_enter(path, cls->base.name, "create");
     fl_status st = cls->create(fl_host_table(), l->cx, &sh, &l->self);
@@ -82,6 +103,18 @@ fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path,
         l->self = NULL;
         return fl_comp_fail(st, "[%s] %s: cannot create", path, cls->base.name);
     }
+    l->out_c = l->cx->out_c;
+    l->out_h = l->cx->out_h;
+    l->out_w = l->cx->out_w;
+    if ((uint64_t)l->out_c * l->out_h * l->out_w != sh.dim) {
+        /* factor-out arrives with the stack's z buffers (issue 15) */
+        fl_err("[%s] %s factors out part of its input: this stack cannot run it yet", path,
+               cls->base.name);
+        return FL_ERR_UNSUPPORTED;
+    }
+    s->cur_c = l->out_c;
+    s->cur_h = l->out_h;
+    s->cur_w = l->out_w;
     return FL_OK;
 }
 
@@ -330,7 +363,7 @@ fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
     for (size_t i = 0; i < s->n; i++) {
         fl_layer *l = &s->L[i];
         fl_flow_fwd a = { n, mode, s->arena->theta + l->block, s->act[i], s->act[i + 1], logdet,
-                          c };
+                          c, NULL };
         fl_crash_enter(l->cx->path, l->cls->base.name, "forward");
         fl_status st = l->cls->forward(l->self, &a);
         fl_crash_leave();
@@ -354,7 +387,7 @@ fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real
         fl_real *out = (i == 0 && dx) ? dx : bufs[i & 1];
         if (out != dx) memset(out, 0, rowbytes);
         fl_flow_bwd a = { n, mode, s->arena->theta + l->block, s->arena->grad + l->block,
-                          s->act[i], s->act[i + 1], c, dy, dlogdet, out, dc };
+                          s->act[i], s->act[i + 1], c, dy, dlogdet, out, dc, NULL, NULL };
         fl_crash_enter(l->cx->path, l->cls->base.name, "backward");
         fl_status st = l->cls->backward(l->self, &a);
         fl_crash_leave();
@@ -381,7 +414,7 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
             return FL_ERR_UNSUPPORTED;
         }
         fl_real *out = i == 0 ? x : s->act[i];
-        fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c };
+        fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c, NULL };
         fl_crash_enter(l->cx->path, l->cls->base.name, "inverse");
         fl_status st = l->cls->inverse(l->self, &a);
         fl_crash_leave();

@@ -15,12 +15,18 @@ typedef struct fl_layer {
     fl_ctx *cx;           /* owned */
     void *self;
     size_t block;         /* parameter block start in the arena */
+    uint32_t in_c, in_h, in_w;    /* tensor shape of the layer's input */
+    uint32_t out_c, out_h, out_w; /* of its output y (host->flow_output; = input's
+                                     unless it squeezes or factors out) */
 } fl_layer;
 
 typedef struct fl_stack {
     fl_layer *L;
     size_t n, cap;
     uint32_t dim, ctx_dim, max_rows;
+    uint32_t c, h, w;     /* the input's tensor shape (fl_stack_set_image;
+                             default dim x 1 x 1) */
+    uint32_t cur_c, cur_h, cur_w; /* the shape the next pushed layer sees */
     uint64_t seed;
     fl_arena *arena;      /* not owned */
     fl_real **act;        /* n+1 activations; act[0] is the caller's input */
@@ -42,6 +48,9 @@ void fl_stack_set_step(uint64_t step);
 
 fl_stack *fl_stack_new(fl_arena *arena, uint64_t seed, uint32_t dim, uint32_t ctx_dim,
                        uint32_t max_rows);
+/* The input rows are images of c x h x w (NHWC, c*h*w == dim); call
+ * before the first push. FL_ERR_INVALID when the sizes do not match. */
+fl_status fl_stack_set_image(fl_stack *s, uint32_t c, uint32_t h, uint32_t w);
 /* Creates one layer of class `cls` with resolved values `cfg` (taken over,
  * also on failure) at path `path`, `index` within its repeat group. */
 fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path, fl_values *cfg,

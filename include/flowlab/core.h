@@ -33,9 +33,12 @@ extern "C" {
  *        structs; fl_dataset_info.flags (FL_DATA_BINARIZE_DYNAMIC).
  *   1.2  the first flag of fl_likelihood_class.flags (FL_LIK_CONCURRENT_LOGP).
  *   1.3  the convolution service: fl_host.conv_create, conv_forward,
- *        conv_backward and fl_conv_spec (host.h). */
+ *        conv_backward and fl_conv_spec (host.h).
+ *   1.4  shaped flows: fl_flow_shape.c, h, w, FL_FLOW_SHAPED, the factored-out
+ *        part z of fl_flow_fwd/bwd/inv and fl_host.flow_output (flow.h,
+ *        host.h); fl_dataset_info.image_c (dataset.h). */
 #define FL_ABI_MAJOR 1
-#define FL_ABI_MINOR 3
+#define FL_ABI_MINOR 4
 
 /* The end of `member` of struct `type`, in bytes from the start. */
 #ifdef __cplusplus

@@ -45,6 +45,9 @@ typedef struct fl_dataset_info {
     uint32_t flags;         /* since 1.1: FL_DATA_*. The host allocates this
                                struct: a plugin that may run on a 1.0 host
                                writes flags only if FL_ABI_AT_LEAST(host, 1, 1) */
+    uint32_t image_c;       /* since 1.4: channels of an image row (stored
+                               NHWC, dim = image_c * image_h * image_w);
+                               0 (what an older plugin leaves) means 1 */
 } fl_dataset_info;
 
 typedef struct fl_dataset_class {

@@ -13,6 +13,18 @@
  * class declares FL_FLOW_BATCH_COUPLED. `theta` is this instance's block of
  * the flat parameter array (offsets from fl_host.param).
  *
+ * Shapes (since 1.4). A row is a tensor of c channels x h rows x w columns
+ * (fl_flow_shape.c, h, w; a flat vector is dim x 1 x 1), stored NHWC like
+ * the convolution service's images: element (ch, y, x) is at
+ * (y * w + x) * c + ch. A layer may change the shape of its output (squeeze:
+ * 4c x h/2 x w/2) and may factor part of it out (split): in create it calls
+ * host->flow_output(cx, c', h', w') with c'h'w' <= dim; y then has c'h'w'
+ * numbers per row and the other dim - c'h'w' leave the flow through z, which
+ * the stack hands to the base density (the stack as a whole stays a
+ * bijection of dim numbers: its output row is [z of the first split | z of
+ * the next | ... | y of the last layer]). Layers that never call flow_output
+ * keep their input's shape and never see z.
+ *
  *   const fl_flow_class my_flow = {
  *       .base = { sizeof(fl_flow_class), "my-flow", "y = x + b",
  *                 my_keys, 1 },
@@ -42,7 +54,12 @@ enum {
     FL_FLOW_CHEAP_INVERSE = 1u << 2,     /* inverse is one parallel pass */
     FL_FLOW_ACCEPTS_CONTEXT = 1u << 3,   /* uses c when context_dim > 0 */
     FL_FLOW_BATCH_COUPLED = 1u << 4,     /* rows interact (batch norm) */
-    FL_FLOW_AUTOREGRESSIVE = 1u << 5     /* Jacobian triangular in some order */
+    FL_FLOW_AUTOREGRESSIVE = 1u << 5,    /* Jacobian triangular in some order */
+    /* since 1.4: reads the tensor shape c x h x w (masks, convolutions,
+     * per-channel statistics): the kit also checks it on small image
+     * shapes. A layer that needs an image (h, w > 1) refuses a flat shape in
+     * create with a message. */
+    FL_FLOW_SHAPED = 1u << 6
 };
 
 /* What an instance is created for. */
@@ -52,6 +69,9 @@ typedef struct fl_flow_shape {
     uint32_t max_rows;     /* the largest n of any call: size workspaces by it */
     uint32_t index;        /* position within its [flow.N] repeat group, from 0 */
     uint32_t position;     /* position in the whole stack, from 0 */
+    /* since 1.4 (read only if FL_ABI_AT_LEAST(host, 1, 4)): the tensor
+     * shape of x, c * h * w == dim; a flat vector is dim x 1 x 1. */
+    uint32_t c, h, w;
 } fl_flow_shape;
 
 typedef struct fl_flow_fwd {
@@ -66,6 +86,10 @@ typedef struct fl_flow_fwd {
     fl_real *y;            /* n x dim, output (never aliases x) */
     fl_real *logdet;       /* n, accumulated: += log|det dy/dx| */
     const fl_real *c;      /* n x context_dim, or NULL */
+    /* since 1.4: n x (dim - out_dim), the factored-out part (a layer that
+     * called host->flow_output with fewer numbers than dim), else NULL.
+     * y is then n x out_dim. */
+    fl_real *z;
 } fl_flow_fwd;
 
 typedef struct fl_flow_bwd {
@@ -80,6 +104,10 @@ typedef struct fl_flow_bwd {
     const fl_real *dlogdet;/* n: dL/dlogdet for each row */
     fl_real *dx;           /* n x dim, accumulated */
     fl_real *dc;           /* n x context_dim, accumulated; NULL = not needed */
+    /* since 1.4, for a factoring layer (else NULL): its forward's z
+     * (n x (dim - out_dim)) and dL/dz. y and dy are then n x out_dim. */
+    const fl_real *z;
+    const fl_real *dz;
 } fl_flow_bwd;
 
 typedef struct fl_flow_inv {
@@ -90,6 +118,9 @@ typedef struct fl_flow_inv {
     fl_real *x;            /* n x dim, output (never aliases y) */
     fl_real *logdet;       /* n, accumulated: += log|det dx/dy|; may be NULL */
     const fl_real *c;      /* n x context_dim, or NULL */
+    /* since 1.4, for a factoring layer (else NULL): the factored-out part,
+     * n x (dim - out_dim); y is then n x out_dim and x n x dim. */
+    const fl_real *z;
 } fl_flow_inv;
 
 typedef struct fl_flow_class {

@@ -320,6 +320,15 @@ typedef struct fl_host {
      * read only). Allocates nothing; bit-identical for any thread count. */
     void (*conv_backward)(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_t n,
                           const fl_real *dout, fl_real *din);
+
+    /* since 1.4 [create] For a flow layer only: its output y has shape
+     * c x h x w (NHWC) instead of its input's. c * h * w must be at most
+     * the input's dim; when smaller, the remaining dim - c*h*w numbers of
+     * each row are factored out through fl_flow_fwd.z (flow.h). A layer
+     * that does not call it keeps its input's shape. FL_ERR_INVALID (with
+     * the message set) for a bad shape, FL_ERR_INTERNAL outside create or
+     * for a component that is not a flow layer. */
+    fl_status (*flow_output)(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w);
 } fl_host;
 
 /* Whether `host` provides `member`: its struct_size covers the member, e.g.

@@ -325,3 +325,34 @@ Test(multiscale, pathgrad_refuses_factor_out)
     fl_arena_free(&a);
     fl_registry_free(r);
 }
+
+/* The stack's non-finite check looks at the factored-out part too and
+ * names the layer: a learned prior whose log sigma is -1e30 makes
+ * z' = (z - mu) exp(1e30) infinite while y stays finite. */
+Test(multiscale, nonfinite_z_names_the_split)
+{
+    fl_runtime_init();
+    fl_registry *r = load_builtin_plugins();
+    fl_arena a = { 0 };
+    fl_stack *s = fl_stack_new(&a, 1, DIM, 0, ROWS);
+    cr_assert_eq(fl_stack_set_image(s, C, H, W), FL_OK);
+    cr_assert_eq(push(r, s, "split", learned, 3), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_arena_finalize(&a, 1), FL_OK);
+    cr_assert_eq(fl_stack_ready(s), FL_OK);
+    s->check = 1;
+    int found = 0;
+    for (size_t p = 0; p < a.n; p++)
+        if (strstr(a.p[p].name, "prior.b")) { /* [mu | log sigma], one channel each */
+            a.theta[a.p[p].offset + 1] = (fl_real)-1e30;
+            found = 1;
+        }
+    cr_assert(found, "no prior.b parameter");
+    fl_real x[ROWS * DIM], ld[ROWS] = { 0 };
+    fl_rng_normal(fl_rng_key_make(2, "x"), 0, 0, ROWS * DIM, x);
+    const fl_real *u;
+    cr_assert_eq(fl_stack_forward(s, ROWS, FL_MODE_EVAL, x, NULL, ld, &u), FL_ERR_NUMERIC);
+    assert_contains(fl_err_msg(), "[flow.3] split: non-finite factored-out output (z)");
+    fl_stack_free(s);
+    fl_arena_free(&a);
+    fl_registry_free(r);
+}

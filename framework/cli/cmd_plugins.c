@@ -33,12 +33,13 @@ static void flags_str(const fl_comp_rec *c, char *buf, size_t cap)
     buf[0] = 0;
     if (c->kind != FL_KIND_FLOW) return;
     uint32_t f = c->cls.flow.flags;
-    snprintf(buf, cap, "%s%s%s%s%s%s", f & FL_FLOW_HAS_INVERSE ? " inverse" : " no-inverse",
+    snprintf(buf, cap, "%s%s%s%s%s%s%s", f & FL_FLOW_HAS_INVERSE ? " inverse" : " no-inverse",
              f & FL_FLOW_CHEAP_FORWARD ? " fast-forward" : "",
              f & FL_FLOW_CHEAP_INVERSE ? " fast-inverse" : "",
              f & FL_FLOW_ACCEPTS_CONTEXT ? " context" : "",
              f & FL_FLOW_BATCH_COUPLED ? " batch-coupled" : "",
-             f & FL_FLOW_AUTOREGRESSIVE ? " autoregressive" : "");
+             f & FL_FLOW_AUTOREGRESSIVE ? " autoregressive" : "",
+             f & FL_FLOW_SHAPED ? " shaped" : "");
 }
 
 static void print_keys(const fl_key *keys, uint32_t n);

@@ -331,19 +331,19 @@ Test(imglayers, conv_coupling_gradients_match_differences, .timeout = 120)
 
 Test(imglayers, conv_coupling_bit_identical_for_1_and_2_threads, .timeout = 120)
 {
-    /* large enough that the element-wise loops and the conv service split
-     * their work across threads */
+    /* large enough that the element-wise loops (from 2^17 numbers) and
+     * the conv service split their work across threads */
     const uint32_t R = 64;
     const char *const cfgs[][2] = { { "mask=checkerboard", "transform=affine" },
                                     { "mask=channel", "transform=affine" } };
     for (int k = 0; k < 2; k++) {
-        const char *kv[] = { cfgs[k][0], cfgs[k][1], "features=16", "blocks=1", NULL };
+        const char *kv[] = { cfgs[k][0], cfgs[k][1], "features=8", "blocks=1", NULL };
         fl_real *out[2], *dx[2], *gr[2], *ld[2];
         size_t nd = 0, np = 0;
         for (int t = 0; t < 2; t++) {
             omp_set_num_threads(t + 1);
             rig g;
-            make_rig(&g, "conv-coupling", kv, 4, 8, 8, 2, R, 0.3);
+            make_rig(&g, "conv-coupling", kv, 4, 16, 32, 2, R, 0.3);
             nd = (size_t)R * g.dim;
             np = g.arena.total;
             fl_real *x = malloc(nd * sizeof *x), *dy = malloc(nd * sizeof *dy);

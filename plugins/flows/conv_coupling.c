@@ -37,8 +37,10 @@
 
 enum { MASK_CHECKERBOARD, MASK_CHANNEL };
 enum { PARITY_AUTO, PARITY_0, PARITY_1 };
-/* Rows x elements below which the element-wise loops stay on one thread. */
-#define PAR_MIN_ELEMS 32768
+/* Rows x elements below which the element-wise loops stay on one thread:
+ * they cost ~10 ns an element, and a parallel region on shared cores can
+ * cost milliseconds (bench_imglayers, 64 x 4 x 14 x 14). */
+#define PAR_MIN_ELEMS 131072
 
 typedef struct ccoup {
     const fl_host *h;

@@ -435,13 +435,15 @@ static double log_abs_det(uint32_t n, double *A)
     return s;
 }
 
+static const char *const lu_on[] = { "lu=true", NULL }, *const lu_off[] = { "lu=false", NULL };
+
 Test(imglayers, invconv_starts_as_a_rotation)
 {
     static const uint32_t cs[] = { 1, 3, 4, 12 };
-    for (size_t t = 0; t < 4; t++) {
-        const uint32_t c = cs[t];
+    for (size_t t = 0; t < 8; t++) {
+        const uint32_t c = cs[t % 4];
         rig g;
-        make_rig(&g, "invconv", NULL, c, 2, 2, 1, MAXR, 0);
+        make_rig(&g, "invconv", t < 4 ? lu_on : lu_off, c, 2, 2, 1, MAXR, 0);
         double *W = malloc((size_t)c * c * sizeof *W);
         read_weight(&g, W);
         double offdiag = 0; /* a rotation, and not the identity */
@@ -461,10 +463,10 @@ Test(imglayers, invconv_starts_as_a_rotation)
 Test(imglayers, invconv_logdet_is_hw_log_det_w)
 {
     static const uint32_t shapes[][3] = { { 3, 2, 2 }, { 4, 3, 2 }, { 12, 2, 2 }, { 5, 1, 1 } };
-    for (size_t t = 0; t < 4; t++) {
-        const uint32_t c = shapes[t][0], h = shapes[t][1], w = shapes[t][2];
+    for (size_t t = 0; t < 8; t++) {
+        const uint32_t c = shapes[t % 4][0], h = shapes[t % 4][1], w = shapes[t % 4][2];
         rig g;
-        make_rig(&g, "invconv", NULL, c, h, w, 1, MAXR, 0.4);
+        make_rig(&g, "invconv", t < 4 ? lu_on : lu_off, c, h, w, 1, MAXR, 0.4);
         double *W = malloc((size_t)c * c * sizeof *W);
         read_weight(&g, W);
         size_t nd = (size_t)g.rows * g.dim;
@@ -494,13 +496,38 @@ Test(imglayers, invconv_logdet_is_hw_log_det_w)
     }
 }
 
+Test(imglayers, invconv_parameters)
+{
+    /* lu: strict parts of L and U packed (c (c - 1) / 2 each) and log_s;
+     * plain: W (c x c). All offsets from the initial factors: zero. */
+    rig g;
+    make_rig(&g, "invconv", lu_on, 4, 2, 2, 1, MAXR, 0);
+    const char *names[] = { "flow.1.0.L", "flow.1.0.U", "flow.1.0.log_s" };
+    const size_t sizes[] = { 6, 6, 4 };
+    for (int i = 0; i < 3; i++) {
+        const fl_param_rec *pr = fl_arena_find(&g.arena, names[i]);
+        cr_assert_not_null(pr, "%s", names[i]);
+        cr_assert_eq(pr->size, sizes[i], "%s: %zu", names[i], pr->size);
+        for (size_t j = 0; j < pr->size; j++) cr_assert_eq(g.arena.theta[pr->offset + j], 0);
+    }
+    cr_assert_null(fl_arena_find(&g.arena, "flow.1.0.W"));
+    rig_free(&g);
+    make_rig(&g, "invconv", lu_off, 4, 2, 2, 1, MAXR, 0);
+    const fl_param_rec *pw = fl_arena_find(&g.arena, "flow.1.0.W");
+    cr_assert_not_null(pw);
+    cr_assert_eq(pw->size, 16);
+    cr_assert_null(fl_arena_find(&g.arena, "flow.1.0.log_s"));
+    rig_free(&g);
+}
+
 Test(imglayers, invconv_gradients_match_differences)
 {
     static const uint32_t shapes[][3] = { { 3, 2, 2 }, { 4, 4, 4 }, { 1, 4, 4 } };
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < 6; t++) {
         rig g;
-        make_rig(&g, "invconv", NULL, shapes[t][0], shapes[t][1], shapes[t][2], 1, 4, 0.3);
-        check_grads(&g, FL_MODE_TRAIN, "invconv");
+        const uint32_t *sh = shapes[t % 3];
+        make_rig(&g, "invconv", t < 3 ? lu_on : lu_off, sh[0], sh[1], sh[2], 1, 4, 0.3);
+        check_grads(&g, FL_MODE_TRAIN, t < 3 ? "invconv" : "invconv lu=false");
         rig_free(&g);
     }
 }

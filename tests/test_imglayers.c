@@ -83,8 +83,8 @@ static void rig_free(rig *g)
     fl_registry_free(g->reg);
 }
 
-/* A ready stack; parameters get N(0, noise^2) added (state slices too,
- * which is harmless for the layers here). */
+/* A ready stack; trained parameters get N(0, noise^2) added (state, such
+ * as running variances, keeps its meaning, as in the kit). */
 static void make_rig(rig *g, const char *type, const char *const *kv, uint32_t c, uint32_t h,
                      uint32_t w, uint32_t layers, uint32_t rows, double noise)
 {
@@ -95,7 +95,12 @@ static void make_rig(rig *g, const char *type, const char *const *kv, uint32_t c
     if (noise > 0) {
         fl_real *e = malloc(g->arena.total * sizeof *e);
         fl_rng_normal(fl_rng_key_make(5, "imglayers.noise"), 0, 0, g->arena.total, e);
-        for (size_t i = 0; i < g->arena.total; i++) g->arena.theta[i] += (fl_real)(noise * e[i]);
+        for (size_t p = 0; p < g->arena.n; p++) {
+            const fl_param_rec *r = &g->arena.p[p];
+            if (r->flags & FL_PARAM_STATE) continue;
+            for (size_t i = r->offset; i < r->offset + r->size; i++)
+                g->arena.theta[i] += (fl_real)(noise * e[i]);
+        }
         free(e);
     }
 }
@@ -327,6 +332,66 @@ Test(imglayers, conv_coupling_gradients_match_differences, .timeout = 120)
     make_rig(&g, "conv-coupling", kv, 3, 4, 4, 1, 4, 0.3);
     check_grads(&g, FL_MODE_TRAIN, "conv-coupling relu, no weight norm, 3x4x4");
     rig_free(&g);
+}
+
+/* The state slices (running averages) of the arena, concatenated. */
+static size_t state_copy(const rig *g, fl_real *out)
+{
+    size_t k = 0;
+    for (size_t p = 0; p < g->arena.n; p++) {
+        const fl_param_rec *r = &g->arena.p[p];
+        if (!(r->flags & FL_PARAM_STATE)) continue;
+        if (out) memcpy(out + k, g->arena.theta + r->offset, r->size * sizeof *out);
+        k += r->size;
+    }
+    return k;
+}
+
+Test(imglayers, conv_coupling_with_batch_norm, .timeout = 120)
+{
+    for (int chm = 0; chm < 2; chm++) {
+        const char *kv[] = { "norm=batch", chm ? "mask=channel" : "mask=checkerboard",
+                             "features=6", "blocks=2", "act=tanh", NULL };
+        rig g;
+        make_rig(&g, "conv-coupling", kv, 2, 4, 4, 1, MAXR, 0.3);
+        /* one batch norm per block and one before the last activation,
+         * each with a running mean and variance of `features` channels */
+        const size_t ns = state_copy(&g, NULL);
+        cr_assert_eq(ns, 3 * 2 * 6, "%s: %zu state numbers", kv[1], ns);
+        fl_real *s0 = malloc(ns * sizeof *s0), *s1 = malloc(ns * sizeof *s1);
+        size_t nd = (size_t)MAXR * g.dim;
+        fl_real *x = malloc(nd * sizeof *x), *y = malloc(nd * sizeof *y), *back = malloc(nd * sizeof *x);
+        normal_rows(x, nd, "imglayers.bn");
+        for (int m = 0; m < 2; m++) {
+            const fl_mode mode = m ? FL_MODE_EVAL : FL_MODE_TRAIN;
+            fl_real ld[MAXR] = { 0 }, ldi[MAXR] = { 0 };
+            state_copy(&g, s0);
+            const fl_real *yy;
+            cr_assert_eq(fl_stack_forward(g.s, MAXR, mode, x, NULL, ld, &yy), FL_OK);
+            memcpy(y, yy, nd * sizeof *y);
+            state_copy(&g, s1);
+            /* training moves the running averages, evaluation does not */
+            cr_assert_eq(memcmp(s0, s1, ns * sizeof *s0) != 0, mode == FL_MODE_TRAIN, "%s mode %d",
+                         kv[1], m);
+            cr_assert_eq(fl_stack_inverse(g.s, MAXR, mode, y, NULL, back, ldi), FL_OK);
+            state_copy(&g, s0);
+            cr_assert_eq(memcmp(s0, s1, ns * sizeof *s0), 0, "%s: the inverse moved the averages",
+                         kv[1]);
+            for (size_t i = 0; i < nd; i++)
+                cr_assert_lt(fabs((double)back[i] - x[i]), 1e-4, "%s mode %d: x[%zu]", kv[1], m, i);
+            for (int r = 0; r < MAXR; r++) cr_assert_lt(fabs((double)ld[r] + ldi[r]), 1e-4);
+        }
+        free(s0);
+        free(s1);
+        free(x);
+        free(y);
+        free(back);
+        rig_free(&g);
+        /* the gradient through the batch statistics */
+        make_rig(&g, "conv-coupling", kv, 2, 4, 4, 1, 4, 0.3);
+        check_grads(&g, FL_MODE_TRAIN, chm ? "norm=batch channel" : "norm=batch checkerboard");
+        rig_free(&g);
+    }
 }
 
 Test(imglayers, conv_coupling_bit_identical_for_1_and_2_threads, .timeout = 120)

@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include "common.h"
+#include "kit/kit.h"
 #include "model/stack.h"
 
 SUITE(imglayers);
@@ -660,4 +661,69 @@ Test(imglayers, per_channel_norm_gradients_match_differences)
     make_rig(&g, "batch-norm", NULL, 3, 2, 2, 1, 4, 0.3);
     check_grads(&g, FL_MODE_TRAIN, "batch-norm 3x2x2");
     rig_free(&g);
+}
+
+/* ---- the conformance kit on image shapes ------------------------------ */
+
+static const uint32_t kit_shapes[][3] = { { 1, 4, 4 }, { 2, 4, 4 }, { 3, 2, 2 }, { 4, 2, 2 },
+                                          { 12, 2, 2 } };
+
+/* fl_kit_flow on `type` with `kv` on every kit image shape it accepts;
+ * returns how many it refused (their message must say why). */
+static int kit_images(const char *type, const char *const *kv)
+{
+    fl_runtime_init();
+    fl_registry *r = load_builtin_plugins();
+    const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, type);
+    cr_assert_not_null(c);
+    cr_assert(c->cls.flow.flags & FL_FLOW_SHAPED, "%s is not FL_FLOW_SHAPED", type);
+    fl_values v = flow_values(r, type, kv);
+    char what[256] = "";
+    for (size_t i = 0; kv && kv[i]; i++)
+        snprintf(what + strlen(what), sizeof what - strlen(what), " %s", kv[i]);
+    int refused = 0;
+    for (size_t i = 0; i < 5; i++) {
+        const uint32_t *sh = kit_shapes[i];
+        fl_kit_opts o = { sh[0] * sh[1] * sh[2], 0, 8, 40 + i, 0.3, NULL, sh[0], sh[1], sh[2] };
+        fl_kit_report rep;
+        fl_status st = fl_kit_flow(&c->cls.flow, &v, &o, &rep);
+        if (st != FL_OK) {
+            assert_contains(fl_err_msg(), "leaves nothing to transform");
+            refused++;
+            continue;
+        }
+        cr_assert_gt(rep.checks, 0);
+        cr_assert_eq(rep.failed, 0, "%s%s %ux%ux%u: %s", type, what, sh[0], sh[1], sh[2],
+                     rep.first_failure);
+    }
+    fl_values_free(&v);
+    fl_registry_free(r);
+    return refused;
+}
+
+Test(imglayers, kit_conv_coupling_on_images, .timeout = 300)
+{
+    static const char *const cfgs[][6] = {
+        { "features=8", "blocks=1", NULL },
+        { "features=8", "blocks=1", "transform=additive", NULL },
+        { "features=8", "blocks=1", "mask=channel", NULL },
+        { "features=8", "blocks=1", "mask=channel", "parity=1", "transform=additive", NULL },
+        { "features=8", "blocks=2", "norm=batch", NULL },
+        { "features=8", "blocks=1", "weight_norm=false", "act=elu", NULL },
+    };
+    for (size_t i = 0; i < 6; i++) {
+        int ch = 0;
+        for (size_t j = 0; cfgs[i][j]; j++) ch |= !strcmp(cfgs[i][j], "mask=channel");
+        /* the channel mask refuses the one-channel image */
+        cr_assert_eq(kit_images("conv-coupling", cfgs[i]), ch);
+    }
+}
+
+Test(imglayers, kit_invconv_and_norms_on_images, .timeout = 120)
+{
+    static const char *const lu[] = { "lu=false", NULL };
+    cr_assert_eq(kit_images("invconv", NULL), 0);
+    cr_assert_eq(kit_images("invconv", lu), 0);
+    cr_assert_eq(kit_images("actnorm", NULL), 0);
+    cr_assert_eq(kit_images("batch-norm", NULL), 0);
 }

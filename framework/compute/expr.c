@@ -51,6 +51,7 @@ typedef struct node {
     uint32_t net_in;          /* net node: the network's input width */
     double lo, hi, tol;       /* solve */
     fl_node cone;             /* >= 0: evaluated only inside the solve of this var */
+    uint32_t cm;              /* cone node: its columns per column of the var */
     fl_node solved_by;        /* var: its solve node */
     fl_node nondiff;          /* the var or solve this node depends on, or -1 */
     int grad;                 /* depends on x, c or theta: carries a gradient */
@@ -393,20 +394,37 @@ fl_node fl_expr_solve(fl_expr *g, fl_node var, fl_node f, fl_node target, double
     if (!(hi > lo) || !(tol > 0))
         return fail(g, id, "solve", "needs lo < hi and tol > 0 (got [%g, %g], tol %g)", lo, hi,
                     tol);
-    /* The nodes after var that depend on it: element-wise, evaluated
-     * inside the solve only. */
+    /* The nodes after var that depend on it, evaluated inside the solve
+     * only. Column c of each must depend on var's column c / cm alone
+     * (cm: its columns per var column), so that the solve is element by
+     * element: element-wise operations, repeats, and sums or
+     * log-sum-exps of groups inside one var column's block. */
+    const uint32_t wv = V->w;
+    V->cm = 1;
     for (uint32_t i = (uint32_t)var + 1; i < g->n; i++) {
         node *d = &g->nd[i];
-        int dep = 0;
+        const node *cin = NULL;
+        int mixed = 0;
         for (int j = 0; j < 3; j++)
-            if (d->in[j] >= 0 && (d->in[j] == var || g->nd[d->in[j]].cone == var)) dep = 1;
-        if (!dep) continue;
-        if (!is_elementwise(d->op))
+            if (d->in[j] >= 0 && (d->in[j] == var || g->nd[d->in[j]].cone == var)) {
+                const node *s = &g->nd[d->in[j]];
+                mixed |= cin && cin->w != s->w;
+                cin = s;
+            }
+        if (!cin) continue;
+        int ok = 0;
+        if (mixed) ok = 0;
+        else if (is_elementwise(d->op)) ok = cin->w == d->w || (cin->w == 1 && wv == 1);
+        else if (d->op == FL_EX_REPEAT) ok = 1;
+        else if (d->op == FL_EX_SUM || d->op == FL_EX_LOGSUMEXP) ok = cin->cm % d->k == 0;
+        if (!ok)
             return fail(g, (fl_node)i, op_name(d),
-                        "depends on the var %d of a solve, whose function must be "
-                        "element-wise",
+                        "depends on the var %d of a solve, whose function must map each var "
+                        "column to its own columns (element-wise operations, repeat, sums of "
+                        "groups within one column's copies)",
                         (int)var);
         d->cone = var;
+        d->cm = d->w / wv;
     }
     const node *F = &g->nd[f], *T = &g->nd[target];
     if (g->nd[f].cone != var) return fail(g, id, "solve", "f (node %d) does not depend on var %d", (int)f, (int)var);

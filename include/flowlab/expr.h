@@ -79,11 +79,25 @@
 #ifndef FLOWLAB_EXPR_H
 #define FLOWLAB_EXPR_H
 
+#include <stdlib.h>
+
 #include "flow.h"
 #include "host.h"
+#include "plugin.h"
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* The inline helpers below are C: their casts are not for C++'s cast
+ * warnings (as in vmath.h). */
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wold-style-cast"
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wuseless-cast"
 #endif
 
 /* fl_node (host.h): a node's index, >= 0, or FL_NODE_NONE after a failure. */
@@ -251,6 +265,12 @@ static inline fl_node fl_ex_where(fl_ex e, fl_node cond, fl_node a, fl_node b)
 {
     return e.h->expr_op(e.g, FL_EX_WHERE, a, b, cond, 0);
 }
+/* log(e^a + e^b), without overflow: max(a, b) + softplus(-|a - b|) */
+static inline fl_node fl_ex_logaddexp(fl_ex e, fl_node a, fl_node b)
+{
+    fl_node m = fl_ex_max(e, a, b);
+    return fl_ex_add(e, m, fl_ex_softplus(e, fl_ex_neg(e, fl_ex_abs(e, fl_ex_sub(e, a, b)))));
+}
 /* min(max(a, lo), hi) */
 static inline fl_node fl_ex_clamp(fl_ex e, fl_node a, double lo, double hi)
 {
@@ -304,6 +324,73 @@ static inline fl_status fl_ex_compile(fl_ex e, fl_node y, fl_node logdet, uint32
 {
     return e.h->expr_compile(e.g, y, logdet, flags);
 }
+
+/* A layer that is all graph: a forward graph (differentiated) and an
+ * inverse graph (or NULL). fl_ex_layer_make, in create, allocates the
+ * instance; the four functions below are the class's destroy, forward,
+ * backward and inverse:
+ *
+ *   .create = my_create, .destroy = fl_ex_layer_destroy,
+ *   .forward = fl_ex_layer_forward, .backward = fl_ex_layer_backward,
+ *   .inverse = fl_ex_layer_inverse,
+ */
+typedef struct fl_ex_layer {
+    const fl_host *h;
+    fl_expr *fwd, *inv;
+} fl_ex_layer;
+
+/* *self = a new fl_ex_layer of the two graphs; FL_ERR_NOMEM (message set). */
+static inline fl_status fl_ex_layer_make(fl_ex e, fl_expr *fwd, fl_expr *inv, void **self)
+{
+    fl_ex_layer *l = (fl_ex_layer *)malloc(sizeof *l);
+    if (!l) {
+        e.h->error(e.cx, "out of memory");
+        return FL_ERR_NOMEM;
+    }
+    l->h = e.h;
+    l->fwd = fwd;
+    l->inv = inv;
+    *self = l;
+    return FL_OK;
+}
+static inline void fl_ex_layer_destroy(void *self) { free(self); }
+static inline fl_status fl_ex_layer_forward(void *self, const fl_flow_fwd *a)
+{
+    const fl_ex_layer *l = (const fl_ex_layer *)self;
+    return l->h->expr_forward(l->fwd, a);
+}
+static inline fl_status fl_ex_layer_backward(void *self, const fl_flow_bwd *a)
+{
+    const fl_ex_layer *l = (const fl_ex_layer *)self;
+    return l->h->expr_backward(l->fwd, a);
+}
+static inline fl_status fl_ex_layer_inverse(void *self, const fl_flow_inv *a)
+{
+    const fl_ex_layer *l = (const fl_ex_layer *)self;
+    return l->h->expr_inverse(l->inv, a);
+}
+
+/* A whole plugin of one flow layer that is all graph: its class (named
+ * name_, with the key table keys_ of n_keys_ keys, FL_FLOW_* flags_ and
+ * the create function create_, which ends with fl_ex_layer_make), its init
+ * and its entry (FL_PLUGIN(plugin_, version_, ...)). For C plugins. */
+#define FL_EX_FLOW_PLUGIN(plugin_, version_, name_, summary_, keys_, n_keys_, flags_, create_) \
+    static const fl_flow_class fl_ex_class_ = {                                             \
+        { sizeof(fl_flow_class), name_, summary_, keys_, n_keys_ },                        \
+        flags_, create_, fl_ex_layer_destroy, fl_ex_layer_forward, fl_ex_layer_backward,   \
+        (flags_) & FL_FLOW_HAS_INVERSE ? fl_ex_layer_inverse : NULL, NULL };               \
+    static fl_status fl_ex_init_(const fl_host *host_, fl_registrar *r_)                  \
+    {                                                                                      \
+        (void)host_;                                                                       \
+        return r_->add(r_, FL_KIND_FLOW, &fl_ex_class_.base);                              \
+    }                                                                                      \
+    FL_PLUGIN(plugin_, version_, fl_ex_init_)
+
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -8,17 +8,12 @@
  * The inverse solves s + m tanh(s + b) = w.y for s = w.x (increasing in s
  * since m > -1), then x = y - u^ tanh(s + b). */
 #include <math.h>
-#include <stdlib.h>
 
 #include <flowlab/flowlab.h>
 
-typedef struct planar {
-    const fl_host *h;
-    fl_expr *fwd, *inv;
-} planar;
-
 /* u^ (1 x d) and softplus(w.u) from the parameters at off[0..2]. */
-static fl_node params(fl_ex e, const size_t *off, uint32_t d, fl_node *w, fl_node *b, fl_node *mp1)
+static fl_node params(fl_ex e, const size_t *off, uint32_t d, fl_node *w, fl_node *b,
+                      fl_node *mp1)
 {
     fl_node u = fl_ex_theta(e, off[0], d), one = fl_ex_const(e, 1);
     *w = fl_ex_theta(e, off[1], d);
@@ -36,14 +31,12 @@ static fl_node logdet(fl_ex e, fl_node a, fl_node mp1, fl_node *t)
     fl_node a2 = fl_ex_add(e, a, a);
     fl_node s = fl_ex_mul(e, fl_ex_sigmoid(e, a2), fl_ex_sigmoid(e, fl_ex_neg(e, a2)));
     *t = fl_ex_tanh(e, a);
-    fl_node D = fl_ex_add(e, fl_ex_square(e, *t), fl_ex_mul(e, fl_ex_mul(e, fl_ex_const(e, 4), mp1), s));
-    return fl_ex_log(e, D);
+    fl_node s4 = fl_ex_mul(e, fl_ex_mul(e, fl_ex_const(e, 4), mp1), s);
+    return fl_ex_log(e, fl_ex_add(e, fl_ex_square(e, *t), s4));
 }
 
 static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, void **self)
 {
-    planar *f = calloc(1, sizeof *f);
-    if (!f) return FL_ERR_NOMEM;
     uint32_t d = sh->dim;
     /* initial values as planar.c's (the same names give the same numbers) */
     fl_param_spec spec[3] = { { "u", d, FL_INIT_NORMAL, 0, 0, 0.1, 0 },
@@ -67,50 +60,9 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     if (st == FL_OK)
         st = fl_ex_compile(v, fl_ex_sub(v, y, fl_ex_mul(v, uv, tv)), fl_ex_neg(v, lv),
                            FL_EX_NO_BACKWARD);
-    if (st != FL_OK) {
-        free(f);
-        return st;
-    }
-    *f = (planar){ h, e.g, v.g };
-    *self = f;
-    return FL_OK;
+    return st == FL_OK ? fl_ex_layer_make(e, e.g, v.g, self) : st;
 }
 
-static void destroy(void *self) { free(self); }
-
-static fl_status forward(void *self, const fl_flow_fwd *a)
-{
-    planar *f = self;
-    return f->h->expr_forward(f->fwd, a);
-}
-
-static fl_status backward(void *self, const fl_flow_bwd *a)
-{
-    planar *f = self;
-    return f->h->expr_backward(f->fwd, a);
-}
-
-static fl_status inverse(void *self, const fl_flow_inv *a)
-{
-    planar *f = self;
-    return f->h->expr_inverse(f->inv, a);
-}
-
-static const fl_flow_class planar_expr = {
-    .base = { sizeof(fl_flow_class), "planar-expr",
-              "planar flow on the expression service (as planar, global parameters)", NULL, 0 },
-    .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD,
-    .create = create,
-    .destroy = destroy,
-    .forward = forward,
-    .backward = backward,
-    .inverse = inverse,
-};
-
-static fl_status init(const fl_host *host, fl_registrar *r)
-{
-    (void)host;
-    return r->add(r, FL_KIND_FLOW, &planar_expr.base);
-}
-
-FL_PLUGIN("flows-planar-expr", "1.0.0", init)
+FL_EX_FLOW_PLUGIN("flows-planar-expr", "1.0.0", "planar-expr",
+                  "planar flow on the expression service (as planar, global parameters)", NULL, 0,
+                  FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD, create)

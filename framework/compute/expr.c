@@ -498,7 +498,10 @@ fl_status fl_expr_compile(fl_expr *g, fl_node y, fl_node ld, uint32_t flags)
     g->y = y;
     g->ld = ld;
     g->y_alias = !g->nd[y].leaf && g->nd[y].rowwise && g->nd[y].op != FX_SOLVE;
+    /* live: what an output or a solve (whose function's nodes an output
+     * may read) depends on; the runs skip the rest */
     g->nd[y].live = g->nd[ld].live = 1;
+    for (uint32_t i = 0; i < g->n; i++) g->nd[i].live |= g->nd[i].op == FX_SOLVE;
     for (uint32_t i = g->n; i-- > 0;)
         for (int j = 0; j < 3 && g->nd[i].live; j++)
             if (g->nd[i].in[j] >= 0) g->nd[g->nd[i].in[j]].live = 1;
@@ -818,7 +821,7 @@ static fl_status run(fl_expr *g, uint32_t n, const fl_real *theta, const fl_real
         node *d = &g->nd[i];
         if (d->leaf == FL_EX_INPUT) d->val = (fl_real *)x;
         else if (d->leaf == FL_EX_CONTEXT) {
-            if (!c) {
+            if (!c && d->live) {
                 fl_host_table()->error(g->cx, "the expression graph reads the context, and the "
                                               "call has none");
                 return FL_ERR_INVALID;
@@ -830,7 +833,7 @@ static fl_status run(fl_expr *g, uint32_t n, const fl_real *theta, const fl_real
     if (n == 0) return FL_OK;
     for (uint32_t i = 0; i < g->n; i++) {
         node *d = &g->nd[i];
-        if (d->leaf || d->cone >= 0) continue;
+        if (d->leaf || d->cone >= 0 || !d->live) continue;
         if (d->op == FX_NET) eval_net(g, d);
         else if (d->op == FX_SOLVE) solve(g, d);
         else eval(g, i);
@@ -859,6 +862,11 @@ const fl_real *fl_expr_value(fl_expr *g, fl_node node_id, size_t *ld)
     const node *d = &g->nd[node_id];
     if (ld) *ld = d->rowwise ? d->w : 0;
     return d->val;
+}
+
+uint32_t fl_expr_width(const fl_expr *g, fl_node node_id)
+{
+    return g && node_id >= 0 && (uint32_t)node_id < g->n ? g->nd[node_id].w : 0;
 }
 
 /* ---- backward ----------------------------------------------------------- */

@@ -29,5 +29,7 @@ fl_status fl_expr_forward(fl_expr *g, const fl_flow_fwd *a);
 fl_status fl_expr_backward(fl_expr *g, const fl_flow_bwd *a);
 fl_status fl_expr_inverse(fl_expr *g, const fl_flow_inv *a);
 const fl_real *fl_expr_value(fl_expr *g, fl_node node, size_t *ld);
+/* The width of a node (0 for a bad one): for tests. */
+uint32_t fl_expr_width(const fl_expr *g, fl_node node);
 
 #endif

@@ -410,7 +410,8 @@ typedef struct fl_host {
 
     /* since 1.4 [any] The values of `node` from the last run of g: rows of
      * *ld numbers (*ld = 0 for a node shared by every row), valid until the
-     * next run. NULL for a bad node. */
+     * next run. Only nodes an output (or a solve) depends on are computed;
+     * the values of others are stale. NULL for a bad node. */
     const fl_real *(*expr_value)(fl_expr *g, fl_node node, size_t *ld);
 } fl_host;
 

@@ -3,7 +3,8 @@
  *
  * A plugin links against nothing of flowlab: everything it needs from the
  * host (configuration values, parameters, workspaces, random streams, BLAS,
- * a ready-made MLP and convolutional network, logging) arrives as the function table `fl_host`, handed
+ * a ready-made MLP and convolutional network, differentiable expression graphs,
+ * logging) arrives as the function table `fl_host`, handed
  * to the plugin's init and to every create. Together with an `fl_ctx` (the
  * identity of one component instance) it is all a component needs.
  *
@@ -224,7 +225,8 @@ typedef struct fl_conv_spec {
 /*
  * The host function table. Append-only: fields are never removed or
  * reordered. Every member up to mlp_backward is ABI 1.0; a member added
- * later says `since 1.N` (the conv_* members: 1.3), and a plugin that may
+ * later says `since 1.N` (the conv_* members: 1.3; flow_output and the
+ * expr_* members: 1.4), and a plugin that may
  * meet an older host tests it with FL_HOST_HAS(host, member) before using
  * it. The tags are explained at the
  * top of this file.

@@ -34,7 +34,7 @@ enum { LEAF = 0 };
 enum { FX_GATHER = 200, FX_NET = 201, FX_SOLVE = 202 };
 /* Row blocks of the element-wise passes: split over threads above PAR_MIN
  * numbers (below it a parallel region costs more than it saves). */
-enum { BLOCK = 32, PAR_MIN = 16384 };
+enum { BLOCK = 32, PAR_MIN = 32768 };
 
 typedef struct node {
     int leaf;                 /* FL_EX_INPUT.. for a leaf, else LEAF */
@@ -613,6 +613,31 @@ static void binary_row(int op, uint32_t W, const fl_real *restrict pa, int sa,
     }
 }
 
+/* binary_row over rows [r0, r1) of broadcast inputs, the operation chosen
+ * once (not per row: a 2-wide row costs less than a switch). */
+#define BIN_ROWS(EXPR)                                                                 \
+    for (uint32_t r = r0; r < r1; r++) {                                               \
+        const fl_real *restrict pa = ROW(A, r), *restrict pb = ROW(B, r);              \
+        fl_real *restrict py = ROW(d, r);                                              \
+        BIN_ROW(EXPR);                                                                 \
+    }
+
+static void binary_rows(const node *d, const node *A, const node *B, uint32_t r0, uint32_t r1)
+{
+    const uint32_t W = d->w;
+    const int sa = A->w != 1 || W == 1, sb = B->w != 1 || W == 1;
+    switch (d->op) {
+    case FL_EX_ADD: BIN_ROWS(A_ + B_); break;
+    case FL_EX_SUB: BIN_ROWS(A_ - B_); break;
+    case FL_EX_MUL: BIN_ROWS(A_ * B_); break;
+    case FL_EX_DIV: BIN_ROWS(A_ / B_); break;
+    default:
+        for (uint32_t r = r0; r < r1; r++)
+            binary_row(d->op, W, ROW(A, r), sa, ROW(B, r), sb, ROW(d, r));
+        break;
+    }
+}
+
 /* Rows [r0, r1) of node i (for a shared node, r0 = 0, r1 = 1). */
 static void eval_rows(fl_expr *g, uint32_t i, uint32_t r0, uint32_t r1)
 {
@@ -625,7 +650,6 @@ static void eval_rows(fl_expr *g, uint32_t i, uint32_t r0, uint32_t r1)
         return;
     }
     if (is_binary(d->op)) {
-        int sa = A->w != 1 || W == 1, sb = B->w != 1 || W == 1;
         /* full or scalar inputs: one loop over all the rows */
         int fa = (A->rowwise && A->w == W) || (!A->rowwise && A->w == 1);
         int fb = (B->rowwise && B->w == W) || (!B->rowwise && B->w == 1);
@@ -637,7 +661,7 @@ static void eval_rows(fl_expr *g, uint32_t i, uint32_t r0, uint32_t r1)
                 return;
             }
         }
-        for (uint32_t r = r0; r < r1; r++) binary_row(d->op, W, ROW(A, r), sa, ROW(B, r), sb, ROW(d, r));
+        binary_rows(d, A, B, r0, r1);
         return;
     }
     for (uint32_t r = r0; r < r1; r++) {
@@ -944,34 +968,44 @@ static void unary_bwd(int op, size_t cnt, const fl_real *restrict a, const fl_re
     }
 }
 
-/* One row of a binary node's contribution to input `which` (0: a, 1: b)
- * into t (W values): G and Y are the node's gradient and values. */
-static void binary_bwd_row(int op, int which, uint32_t W, const fl_real *restrict pa, int sa,
-                           const fl_real *restrict pb, int sb, const fl_real *restrict Y,
-                           const fl_real *restrict G, fl_real *restrict py)
+/* A binary node's contribution to input `which` (0: a, 1: b) over all its
+ * rows into t (rows of W): G and Y are the node's gradient and values.
+ * The operation is chosen once, outside the row loop. */
+#define BWD_ROWS(EXPR)                                                                 \
+    for (uint32_t r = 0; r < n; r++) {                                                 \
+        const fl_real *restrict pa = ROW(A, r), *restrict pb = ROW(B, r);              \
+        const fl_real *restrict Y = ROW(d, r), *restrict G = Gm + (size_t)r * W;       \
+        fl_real *restrict py = t + (size_t)r * W;                                      \
+        (void)Y;                                                                       \
+        BIN_ROW(EXPR);                                                                 \
+    }
+
+static void binary_bwd(const node *d, const node *A, const node *B, int which, uint32_t n,
+                       const fl_real *Gm, fl_real *t)
 {
+    const uint32_t W = d->w;
+    const int sa = A->w != 1 || W == 1, sb = B->w != 1 || W == 1;
 #define GJ G[j]
 #define YJ Y[j]
-    /* BIN_ROW's loops read G and Y through j: the macro's j */
     if (which == 0) {
-        switch (op) {
-        case FL_EX_ADD: case FL_EX_SUB: BIN_ROW(((void)A_, (void)B_, GJ)); break;
-        case FL_EX_MUL: BIN_ROW(((void)A_, GJ * B_)); break;
-        case FL_EX_DIV: BIN_ROW(((void)A_, GJ / B_)); break;
-        case FL_EX_POW: BIN_ROW(GJ * B_ * YJ / A_); break;
-        case FL_EX_MIN: BIN_ROW(A_ <= B_ ? GJ : 0); break;
-        case FL_EX_MAX: BIN_ROW(A_ >= B_ ? GJ : 0); break;
+        switch (d->op) {
+        case FL_EX_ADD: case FL_EX_SUB: BWD_ROWS(((void)A_, (void)B_, GJ)); break;
+        case FL_EX_MUL: BWD_ROWS(((void)A_, GJ * B_)); break;
+        case FL_EX_DIV: BWD_ROWS(((void)A_, GJ / B_)); break;
+        case FL_EX_POW: BWD_ROWS(GJ * B_ * YJ / A_); break;
+        case FL_EX_MIN: BWD_ROWS(A_ <= B_ ? GJ : 0); break;
+        case FL_EX_MAX: BWD_ROWS(A_ >= B_ ? GJ : 0); break;
         default: break;
         }
     } else {
-        switch (op) {
-        case FL_EX_ADD: BIN_ROW(((void)A_, (void)B_, GJ)); break;
-        case FL_EX_SUB: BIN_ROW(((void)A_, (void)B_, -GJ)); break;
-        case FL_EX_MUL: BIN_ROW(((void)B_, GJ * A_)); break;
-        case FL_EX_DIV: BIN_ROW(((void)A_, -GJ * YJ / B_)); break;
-        case FL_EX_POW: BIN_ROW(((void)B_, GJ * YJ * log(A_))); break;
-        case FL_EX_MIN: BIN_ROW(A_ <= B_ ? 0 : GJ); break;
-        case FL_EX_MAX: BIN_ROW(A_ >= B_ ? 0 : GJ); break;
+        switch (d->op) {
+        case FL_EX_ADD: BWD_ROWS(((void)A_, (void)B_, GJ)); break;
+        case FL_EX_SUB: BWD_ROWS(((void)A_, (void)B_, -GJ)); break;
+        case FL_EX_MUL: BWD_ROWS(((void)B_, GJ * A_)); break;
+        case FL_EX_DIV: BWD_ROWS(((void)A_, -GJ * YJ / B_)); break;
+        case FL_EX_POW: BWD_ROWS(((void)B_, GJ * YJ * log(A_))); break;
+        case FL_EX_MIN: BWD_ROWS(A_ <= B_ ? 0 : GJ); break;
+        case FL_EX_MAX: BWD_ROWS(A_ >= B_ ? 0 : GJ); break;
         default: break;
         }
     }
@@ -1009,14 +1043,15 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
         return;
     }
     if (is_binary(d->op)) {
-        int sa = A->w != 1 || W == 1, sb = B->w != 1 || W == 1;
         for (int which = 0; which < 2; which++) {
             fl_real *dst = which ? gb : ga;
             if (!dst) continue;
-            for (uint32_t r = 0; r < n; r++)
-                binary_bwd_row(d->op, which, W, ROW(A, r), sa, ROW(B, r), sb, ROW(d, r),
-                               G + (size_t)r * W, t + (size_t)r * W);
-            accum(g, which ? B : A, dst, t, d->rowwise, W, W);
+            if ((d->op == FL_EX_ADD || (d->op == FL_EX_SUB && !which)))
+                accum(g, which ? B : A, dst, G, d->rowwise, W, W); /* the gradient itself */
+            else {
+                binary_bwd(d, A, B, which, n, G, t);
+                accum(g, which ? B : A, dst, t, d->rowwise, W, W);
+            }
         }
         return;
     }

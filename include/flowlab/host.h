@@ -400,9 +400,10 @@ typedef struct fl_host {
     fl_status (*expr_forward)(fl_expr *g, const struct fl_flow_fwd *a);
 
     /* since 1.4 [any] The vector-Jacobian product of the last expr_forward
-     * of g (same rows, theta, x, c): adds to a->dx, a->dtheta and a->dc
+     * of g (same rows, theta, x, c; a->y holding that forward's output,
+     * which the graph reads back): adds to a->dx, a->dtheta and a->dc
      * (when not NULL). FL_ERR_INVALID for a graph compiled with
-     * FL_EX_NO_BACKWARD. */
+     * FL_EX_NO_BACKWARD. Allocates nothing. */
     fl_status (*expr_backward)(fl_expr *g, const struct fl_flow_bwd *a);
 
     /* since 1.4 [any] Runs an inverse graph: its input is a->y, its y

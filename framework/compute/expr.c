@@ -427,7 +427,8 @@ fl_node fl_expr_solve(fl_expr *g, fl_node var, fl_node f, fl_node target, double
         d->cm = d->w / wv;
     }
     const node *F = &g->nd[f], *T = &g->nd[target];
-    if (g->nd[f].cone != var) return fail(g, id, "solve", "f (node %d) does not depend on var %d", (int)f, (int)var);
+    if (g->nd[f].cone != var)
+        return fail(g, id, "solve", "f (node %d) does not depend on var %d", (int)f, (int)var);
     if (F->w != V->w) return fail(g, id, "solve", "f has width %u, its var %u", F->w, V->w);
     if (T->cone == var) return fail(g, id, "solve", "the target depends on the var");
     if (!bwidth(F->w, T->w) || bwidth(F->w, T->w) != F->w)
@@ -864,7 +865,8 @@ static fl_status run(fl_expr *g, uint32_t n, const fl_real *theta, const fl_real
     }
     const node *Y = &g->nd[g->y], *L = &g->nd[g->ld];
     if (!g->y_alias)
-        for (uint32_t r = 0; r < n; r++) memcpy(out + (size_t)r * g->dim, ROW(Y, r), g->dim * sizeof *out);
+        for (uint32_t r = 0; r < n; r++)
+            memcpy(out + (size_t)r * g->dim, ROW(Y, r), g->dim * sizeof *out);
     if (logdet)
         for (uint32_t r = 0; r < n; r++) logdet[r] += *ROW(L, r);
     return FL_OK;

@@ -11,11 +11,12 @@
  *   fl_ex e = fl_ex_begin(h, cx, sh);                 // in create
  *   fl_node x = fl_ex_x(e), a = fl_ex_param(e, &a_spec), b = fl_ex_param(e, &b_spec);
  *   fl_node y = fl_ex_add(e, fl_ex_mul(e, x, fl_ex_exp(e, a)), b);
- *   if (fl_ex_compile(e, y, fl_ex_sum(e, a), 0) != FL_OK) ...   // message already set
- *   f->g = e.g;
- *   ...
- *   static fl_status forward(void *self, const fl_flow_fwd *a)
- *   { flow *f = self; return f->h->expr_forward(f->g, a); }
+ *   fl_status st = fl_ex_compile(e, y, fl_ex_sum(e, a), 0);  // message set on failure
+ *   return st == FL_OK ? fl_ex_layer_make(e, e.g, NULL, self) : st;
+ *
+ * and the class's forward and backward are fl_ex_layer_forward and
+ * fl_ex_layer_backward (or the layer's own functions calling
+ * host->expr_forward(g, a) and host->expr_backward(g, a)).
  *
  * Nodes. A node is a matrix of `rows` x `width` numbers: rows is n (the
  * call's rows: x, c and what depends on them) or 1 (parameters, constants
@@ -40,7 +41,7 @@
  * branch they chose (min/max: to a on ties); abs has gradient 0 at 0.
  *
  * Domains are the user's: log, sqrt, pow, div give NaN or inf outside
- * theirs, as C does (pow(a, b) needs a > 0, or a >= 0 with b >= 1).
+ * theirs, as C does (pow(a, b) and its gradient need a > 0).
  *
  * Running. forward, backward and inverse take the flow call's argument
  * structs (flow.h), read theta, x (or the inverse's y) and c from them,
@@ -196,7 +197,8 @@ static inline fl_node fl_ex_theta(fl_ex e, size_t offset, uint32_t width)
 static inline fl_node fl_ex_param_at(fl_ex e, const fl_param_spec *spec, size_t *off)
 {
     size_t o = 0;
-    if (!e.g || e.h->param(e.cx, spec, &o) != FL_OK) return e.h->expr_leaf(e.g, FL_EX_THETA, 0, 0, NULL);
+    if (!e.g || e.h->param(e.cx, spec, &o) != FL_OK) /* a node that reports the refusal */
+        return e.h->expr_leaf(e.g, FL_EX_THETA, 0, 0, NULL);
     if (off) *off = o;
     return e.h->expr_leaf(e.g, FL_EX_THETA, (uint32_t)spec->size, o, NULL);
 }

@@ -59,6 +59,9 @@ typedef struct node {
     int uses_ctx;
     fl_real *val, *gbuf;      /* values and gradient (planned by compile) */
     fl_real *netin;           /* net node whose input is a leaf: a copy of it */
+    int pair;                 /* net node followed by an independent net: the two run
+                                 side by side (one thread each, as affine-coupling's) */
+    fl_real *pdin;            /* the second net of a pair: its input gradient, added after */
 } node;
 
 struct fl_expr {
@@ -524,6 +527,15 @@ fl_status fl_expr_compile(fl_expr *g, fl_node y, fl_node ld, uint32_t flags)
         if (g->backward && d->grad && !is_param_leaf(d) && !(d->gbuf = buffer(g, rows * d->w)))
             goto nomem;
     }
+    for (uint32_t i = 0; i + 1 < g->n; i++) {
+        node *d = &g->nd[i], *e = d + 1;
+        if (d->op != FX_NET || e->op != FX_NET || !d->live || !e->live || e->in[0] == (fl_node)i ||
+            d->pair || (i > 0 && g->nd[i - 1].pair))
+            continue;
+        d->pair = 1;
+        if (g->backward && g->nd[e->in[0]].grad && !(e->pdin = buffer(g, R * e->net_in)))
+            goto nomem;
+    }
     g->tmp = buffer(g, R * g->maxw);
     g->acc = calloc(g->maxw, sizeof *g->acc);
     if (!g->tmp || !g->acc) goto nomem;
@@ -859,7 +871,16 @@ static fl_status run(fl_expr *g, uint32_t n, const fl_real *theta, const fl_real
     for (uint32_t i = 0; i < g->n; i++) {
         node *d = &g->nd[i];
         if (d->leaf || d->cone >= 0 || !d->live) continue;
-        if (d->op == FX_NET) eval_net(g, d);
+        if (d->pair) {
+#pragma omp parallel sections if (n >= 64)
+            {
+#pragma omp section
+                eval_net(g, d);
+#pragma omp section
+                eval_net(g, d + 1);
+            }
+            i++;
+        } else if (d->op == FX_NET) eval_net(g, d);
         else if (d->op == FX_SOLVE) solve(g, d);
         else eval(g, i);
     }
@@ -1134,6 +1155,34 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
     }
 }
 
+/* Nets i and i + 1 backward at once, one thread each; the second adds
+ * its input gradient to its own buffer, summed into the input's after, so
+ * the result is the same as one after the other. */
+static void back_pair(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
+{
+    node *d1 = &g->nd[i], *d2 = d1 + 1;
+    const node *A1 = &g->nd[d1->in[0]], *A2 = &g->nd[d2->in[0]];
+    fl_real *ga1 = A1->grad ? gdst(g, A1, a) : NULL, *ga2 = A2->grad ? gdst(g, A2, a) : NULL;
+    fl_real *din2 = ga2 ? d2->pdin : NULL;
+    const uint32_t n = g->rows;
+    if (din2) memset(din2, 0, (size_t)n * d2->net_in * sizeof *din2);
+#pragma omp parallel sections if (n >= 64)
+    {
+#pragma omp section
+        {
+            if (d1->mlp) fl_mlp_backward(d1->mlp, a->theta, a->dtheta, n, d1->gbuf, ga1);
+            else fl_conv_backward(d1->conv, a->theta, a->dtheta, n, d1->gbuf, ga1);
+        }
+#pragma omp section
+        {
+            if (d2->mlp) fl_mlp_backward(d2->mlp, a->theta, a->dtheta, n, d2->gbuf, din2);
+            else fl_conv_backward(d2->conv, a->theta, a->dtheta, n, d2->gbuf, din2);
+        }
+    }
+    if (din2)
+        for (size_t k = 0; k < (size_t)n * d2->net_in; k++) ga2[k] += din2[k];
+}
+
 fl_status fl_expr_backward(fl_expr *g, const fl_flow_bwd *a)
 {
     if (!g->compiled || !g->backward) {
@@ -1164,7 +1213,12 @@ fl_status fl_expr_backward(fl_expr *g, const fl_flow_bwd *a)
     for (uint32_t i = g->n; i-- > 0;) {
         node *d = &g->nd[i];
         if (d->leaf || !d->grad) continue;
-        back_node(g, i, a);
+        if (i > 0 && g->nd[i - 1].pair) { /* a pair of nets: side by side */
+            back_pair(g, i - 1, a);
+            i--;
+        } else {
+            back_node(g, i, a);
+        }
     }
     return FL_OK;
 }

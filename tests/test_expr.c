@@ -294,8 +294,13 @@ Test(ops, thread_count_bit_identity)
         fl_mlp_spec s = { "net", W, W, 1, &hid, FL_ACT_RELU, FL_INIT_GLOROT, FL_INIT_GLOROT,
                           NULL, NULL };
         fl_mlp *m = fl_host_table()->mlp_create(t.cx, &s, R);
-        fl_node h = fl_ex_tanh(e, fl_ex_mlp(e, m, fl_ex_mul(e, t.x, t.p)));
+        s.name = "net2";
+        fl_mlp *m2 = fl_host_table()->mlp_create(t.cx, &s, R);
+        /* two nets on one input: they run side by side */
+        fl_node in = fl_ex_mul(e, t.x, t.p), o1 = fl_ex_mlp(e, m, in), o2 = fl_ex_mlp(e, m2, in);
+        fl_node h = fl_ex_tanh(e, o1);
         fl_node z = fl_ex_add(e, fl_ex_mul(e, t.x, fl_ex_exp(e, h)), fl_ex_sum_rows(e, h));
+        z = fl_ex_add(e, z, o2);
         fl_node ld = fl_ex_add(e, fl_ex_sum(e, h), fl_ex_logsumexp(e, fl_ex_repeat(e, z, 2), 0));
         gt_compile(&t, fl_ex_add(e, z, t.q), ld, 0);
         for (int j = 0; j < 4; j++) out[k][j] = calloc((size_t)R * W + t.arena.total, sizeof(fl_real));

@@ -110,11 +110,24 @@ int main(int argc, char **argv)
     printf("# forward + backward, training mode; allocs = allocation calls during the timed steps\n");
     printf("%-34s %5s %6s %12s %9s %8s %7s\n", "layer", "dim", "rows", "rows/s", "GFLOP/s",
            "of peak", "allocs");
-    for (size_t i = 0; i < r->n_comps; i++)
+    /* `bench_flows DIR twins`: only the hand-written / graph-built pairs */
+    int twins_only = argc > 2 && !strcmp(argv[2], "twins");
+    for (size_t i = 0; i < r->n_comps && !twins_only; i++)
         if (r->comps[i].kind == FL_KIND_FLOW) bench(r, r->comps[i].cls.base.name, 50, 1000, NULL, peak);
-    bench(r, "maf", 784, 1000, "hidden=1000", peak);
-    bench(r, "iaf", 784, 1000, "hidden=1000", peak);
-    bench(r, "maf", 784, 1000, "hidden=1000,1000", peak);
+    /* the expression service's layers beside their hand-written twins */
+    static const char *const twins[][2] = { { "planar", "planar-expr" },
+                                            { "affine-coupling", "affine-coupling-expr" } };
+    static const uint32_t twin_dims[] = { 2, 64, 784 };
+    printf("# hand-written and graph-built (expression service) twins\n");
+    for (size_t d = 0; d < 3; d++)
+        for (size_t t = 0; t < 2; t++)
+            for (int k = 0; k < 2; k++) bench(r, twins[t][k], twin_dims[d], 1000, NULL, peak);
+    bench(r, "mixlogistic-coupling", 64, 1000, NULL, peak);
+    if (!twins_only) {
+        bench(r, "maf", 784, 1000, "hidden=1000", peak);
+        bench(r, "iaf", 784, 1000, "hidden=1000", peak);
+        bench(r, "maf", 784, 1000, "hidden=1000,1000", peak);
+    }
     fl_registry_free(r);
     return 0;
 }

@@ -36,12 +36,25 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_HOST_HAS(&h, conv_backward));
     ABI_CHECK(FL_HOST_HAS(&h, flow_output));
     ABI_CHECK(FL_HOST_HAS(&h, conv_forward_mode));
+    ABI_CHECK(FL_HOST_HAS(&h, expr_new));
+    ABI_CHECK(FL_HOST_HAS(&h, expr_value));
 
     /* A 1.4 host of the scaffold (c85f2e8): its table ends with
      * flow_output, before conv_forward_mode (also since 1.4). */
     h.struct_size = offsetof(fl_host, flow_output) + sizeof(void *);
     ABI_CHECK(FL_HOST_HAS(&h, flow_output));
     ABI_CHECK(!FL_HOST_HAS(&h, conv_forward_mode));
+
+    /* A table that ends with conv_forward_mode: the expression service
+     * (also since 1.4, appended after it) is absent, and a plugin tests
+     * for it. */
+    h.struct_size = offsetof(fl_host, conv_forward_mode) + sizeof(void *);
+    ABI_CHECK(FL_HOST_HAS(&h, conv_forward_mode));
+    ABI_CHECK(!FL_HOST_HAS(&h, expr_new));
+    ABI_CHECK(!FL_HOST_HAS(&h, expr_value));
+    ABI_CHECK(offsetof(fl_host, expr_new) ==
+              offsetof(fl_host, conv_forward_mode) + sizeof(void *));
+    ABI_CHECK(offsetof(fl_host, expr_value) == offsetof(fl_host, expr_new) + 10 * sizeof(void *));
 
     /* A 1.3 host: its table ends with conv_backward, before flow_output
      * (since 1.4). */

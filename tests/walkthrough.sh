@@ -54,6 +54,18 @@ fi
 grep -q 'FAILED: grad theta' "$TMP/bug.out" || { cat "$TMP/bug.out"; die "the bug was not named"; }
 echo "ok: the buggy copy fails 'grad theta'"
 
+# The same layer as expression graphs (the section without a backward pass).
+block_after '`/tmp/walk/scale_shift_expr.c`:' >"$TMP/scale_shift_expr.c"
+grep -q 'fl_ex_compile' "$TMP/scale_shift_expr.c" || die "no graph example in the guide"
+xbuild=$(command_line 'cc -std=c11 -O2 -shared -fPIC -fvisibility=hidden -I include /tmp/walk/scale_shift_expr.c')
+[ -n "$xbuild" ] || die "no build command for the graph example"
+if [ "${FLOWLAB_REAL:-float}" = double ]; then xbuild="$xbuild -DFL_REAL_DOUBLE"; fi
+(cd "$SRC" && eval "$xbuild") || die "the graph example's build command failed: $xbuild"
+xcheck=$(command_line 'build/framework/flowlab check --plugin /tmp/walk/scale_shift_expr.so')
+eval "$xcheck" >"$TMP/xcheck.out" 2>&1 || { cat "$TMP/xcheck.out"; die "check failed: $xcheck"; }
+grep -q ' 0 failed$' "$TMP/xcheck.out" || die "the graph example's check reported failures"
+echo "ok: $xcheck"
+
 run=$(command_line 'build/framework/flowlab run /tmp/walk/scale_shift.ini')
 eval "$run" >"$TMP/run.out" || die "run failed: $run"
 grep -q '^test NLL ' "$TMP/run.out" || die "run printed no test NLL"

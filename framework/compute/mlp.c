@@ -76,6 +76,12 @@ struct fl_mlp {
     atomic_uint next;
 };
 
+void fl_mlp_io(const fl_mlp *m, uint32_t *in, uint32_t *out)
+{
+    *in = m->width[0];
+    *out = m->width[m->nl];
+}
+
 void fl_mlp_free(fl_mlp *m)
 {
     if (!m) return;

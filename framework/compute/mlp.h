@@ -33,6 +33,8 @@ void fl_mlp_forward_rows(fl_mlp *m, const fl_real *theta, uint32_t n, const fl_r
  * only. No errors. */
 void fl_mlp_backward(fl_mlp *m, const fl_real *theta, fl_real *dtheta, uint32_t n,
                      const fl_real *dout, fl_real *din);
+/* The MLP's input and output widths. Any thread. */
+void fl_mlp_io(const fl_mlp *m, uint32_t *in, uint32_t *out);
 /* Frees m and its buffers (not its parameters: they are the arena's).
  * NULL is allowed. */
 void fl_mlp_free(fl_mlp *m);

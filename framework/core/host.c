@@ -4,7 +4,7 @@
 #include <string.h>
 
 /* The one place core/ reaches up into compute/: the table below names the
- * MLP and conv services and fl_gemm, and a context frees the MLPs and conv
+ * MLP, conv and expression services and fl_gemm, and a context frees the MLPs and conv
  * nets it owns. Inverting
  * it (compute registering its functions into a mutable table at start-up)
  * would make every entry point - main, each test suite, each bench - call
@@ -13,6 +13,7 @@
  * always complete. Elsewhere only compute/ includes core/, not the reverse. */
 #include "compute/blas.h"
 #include "compute/conv.h"
+#include "compute/expr.h"
 #include "compute/mlp.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
@@ -68,6 +69,9 @@ void fl_ctx_free(fl_ctx *cx)
     for (size_t i = 0; i < cx->n_ws; i++) fl_free(cx->ws[i]);
     for (size_t i = 0; i < cx->n_mlps; i++) fl_mlp_free(cx->mlps[i]);
     for (size_t i = 0; i < cx->n_convs; i++) fl_conv_free(cx->convs[i]);
+    for (size_t i = 0; i < cx->n_exprs; i++) fl_expr_free(cx->exprs[i]);
+    free(cx->exprs);
+    free(cx->conv_in);
     free(cx->ws);
     free(cx->mlps);
     free(cx->convs);
@@ -221,9 +225,46 @@ static fl_conv *h_conv_create(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max
         return NULL;
     }
     cx->convs = nc;
+    uint32_t *ni = realloc(cx->conv_in, (cx->n_convs + 1) * sizeof *ni);
+    if (!ni) {
+        h_error(cx, "out of memory");
+        return NULL;
+    }
+    cx->conv_in = ni;
     fl_conv *c = fl_conv_create(cx, spec, max_rows);
-    if (c) cx->convs[cx->n_convs++] = c;
+    if (c) {
+        cx->conv_in[cx->n_convs] = spec->c * spec->h * spec->w;
+        cx->convs[cx->n_convs++] = c;
+    }
     return c;
+}
+
+uint32_t fl_ctx_conv_in(const fl_ctx *cx, const fl_conv *c)
+{
+    for (size_t i = 0; i < cx->n_convs; i++)
+        if (cx->convs[i] == c) return cx->conv_in[i];
+    return 0;
+}
+
+static fl_expr *h_expr_new(fl_ctx *cx, const struct fl_flow_shape *sh)
+{
+    if (!cx->creating || !cx->flow) {
+        h_error(cx, "expression graphs are for a flow layer's create only");
+        return NULL;
+    }
+    fl_expr **ne = realloc(cx->exprs, (cx->n_exprs + 1) * sizeof *ne);
+    if (!ne) {
+        h_error(cx, "out of memory");
+        return NULL;
+    }
+    cx->exprs = ne;
+    fl_expr *g = fl_expr_new(cx, sh);
+    if (!g) {
+        h_error(cx, "out of memory");
+        return NULL;
+    }
+    cx->exprs[cx->n_exprs++] = g;
+    return g;
 }
 
 static fl_status h_flow_output(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w)
@@ -270,6 +311,17 @@ static const fl_host table = {
     .conv_backward = fl_conv_backward,
     .flow_output = h_flow_output,
     .conv_forward_mode = fl_conv_forward_mode,
+    .expr_new = h_expr_new,
+    .expr_leaf = fl_expr_add_leaf,
+    .expr_op = fl_expr_add_op,
+    .expr_gather = fl_expr_gather,
+    .expr_net = fl_expr_net,
+    .expr_solve = fl_expr_solve,
+    .expr_compile = fl_expr_compile,
+    .expr_forward = fl_expr_forward,
+    .expr_backward = fl_expr_backward,
+    .expr_inverse = fl_expr_inverse,
+    .expr_value = fl_expr_value,
 };
 
 const fl_host *fl_host_table(void) { return &table; }

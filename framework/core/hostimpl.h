@@ -2,7 +2,7 @@
  *
  * An fl_ctx ties one component instance to its validated config section,
  * its parameter block in the arena, its random streams and the workspaces
- * MLPs and conv nets it asked for (all freed with the ctx). */
+ * MLPs, conv nets and expression graphs it asked for (all freed with the ctx). */
 #ifndef FL_HOSTIMPL_H
 #define FL_HOSTIMPL_H
 
@@ -23,7 +23,10 @@ struct fl_ctx {
     fl_mlp **mlps;            /* MLPs (owned) */
     size_t n_mlps;
     fl_conv **convs;          /* conv nets (owned) */
+    uint32_t *conv_in;        /* n_convs: each net's input width (c*h*w) */
     size_t n_convs;
+    fl_expr **exprs;          /* expression graphs (owned) */
+    size_t n_exprs;
     /* A flow layer's shapes (host->flow_output): `flow` is set by the stack
      * before create, with in_* the input shape; out_* start equal to it and
      * flow_output changes them. */
@@ -59,13 +62,15 @@ fl_ctx *fl_ctx_new(const char *path, const fl_values *cfg, fl_arena *arena, uint
 /* Marks cx as a flow layer's whose input is c x h x w (before its create):
  * host->flow_output may then set its output shape (cx->out_*). */
 void fl_ctx_flow_shape(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w);
+/* The input width of conv net c of cx, 0 when cx does not own it. */
+uint32_t fl_ctx_conv_in(const fl_ctx *cx, const fl_conv *c);
 /* Ends the create phase: later param/workspace/mlp calls are refused. */
 void fl_ctx_end_create(fl_ctx *cx);
 /* Frees the ctx and everything it owns (after the instance is destroyed). */
 void fl_ctx_free(fl_ctx *cx);
 
-/* The MLP and conv services and fl_gemm behind the table's mlp_*, conv_*
- * and gemm members are compute/'s: compute/mlp.h, compute/conv.h,
- * compute/blas.h. */
+/* The MLP, conv and expression services and fl_gemm behind the table's
+ * mlp_*, conv_*, expr_* and gemm members are compute/'s: compute/mlp.h,
+ * compute/conv.h, compute/expr.h, compute/blas.h. */
 
 #endif

@@ -37,7 +37,9 @@ extern "C" {
  *   1.4  shaped flows: fl_flow_shape.c, h, w, FL_FLOW_SHAPED, the factored-out
  *        part z of fl_flow_fwd/bwd/inv and fl_host.flow_output (flow.h,
  *        host.h); fl_dataset_info.image_c (dataset.h); the conv service's
- *        FL_CONV_UPSAMPLE, FL_CONV_BATCHNORM and fl_host.conv_forward_mode. */
+ *        FL_CONV_UPSAMPLE, FL_CONV_BATCHNORM and fl_host.conv_forward_mode;
+ *        the expression service: fl_host.expr_new ... expr_value after
+ *        conv_forward_mode, and expr.h. */
 #define FL_ABI_MAJOR 1
 #define FL_ABI_MINOR 4
 

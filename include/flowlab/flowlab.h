@@ -9,6 +9,7 @@
  * host.h      the host services table handed to plugins
  * component.h the common head of every component class
  * flow.h      flow layers
+ * expr.h      the differentiable expression service for flow layers
  * dataset.h   data sets
  * posterior.h amortised posteriors q0(z|x)
  * estimator.h bounds and their gradient weights (ELBO, IWAE, ...)
@@ -31,6 +32,7 @@
 #include "host.h"
 #include "component.h"
 #include "flow.h"
+#include "expr.h"
 #include "dataset.h"
 #include "posterior.h"
 #include "estimator.h"

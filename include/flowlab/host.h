@@ -3,7 +3,8 @@
  *
  * A plugin links against nothing of flowlab: everything it needs from the
  * host (configuration values, parameters, workspaces, random streams, BLAS,
- * a ready-made MLP and convolutional network, logging) arrives as the function table `fl_host`, handed
+ * a ready-made MLP and convolutional network, differentiable expression graphs,
+ * logging) arrives as the function table `fl_host`, handed
  * to the plugin's init and to every create. Together with an `fl_ctx` (the
  * identity of one component instance) it is all a component needs.
  *
@@ -84,6 +85,17 @@ typedef struct fl_mlp fl_mlp;
 /* A convolutional network owned by the host (see conv_create). Opaque.
  * since 1.3 */
 typedef struct fl_conv fl_conv;
+
+/* A graph of the expression service (expr.h), owned by the host. Opaque.
+ * since 1.4 */
+typedef struct fl_expr fl_expr;
+/* A node of an fl_expr: its index, or FL_NODE_NONE (-1, expr.h). since 1.4 */
+typedef int32_t fl_node;
+/* The flow call structs (flow.h), named by the expr_* members. */
+struct fl_flow_shape;
+struct fl_flow_fwd;
+struct fl_flow_bwd;
+struct fl_flow_inv;
 
 typedef enum fl_log_level { FL_LOG_DEBUG = 0, FL_LOG_INFO = 1, FL_LOG_WARN = 2, FL_LOG_ERROR = 3 } fl_log_level;
 
@@ -225,8 +237,8 @@ typedef struct fl_conv_spec {
 /*
  * The host function table. Append-only: fields are never removed or
  * reordered. Every member up to mlp_backward is ABI 1.0; a member added
- * later says `since 1.N` (the conv_* members: 1.3; flow_output and
- * conv_forward_mode: 1.4), and a plugin that may
+ * later says `since 1.N` (the conv_* members: 1.3; flow_output,
+ * conv_forward_mode and the expr_* members: 1.4), and a plugin that may
  * meet an older host tests it with FL_HOST_HAS(host, member) before using
  * it. The tags are explained at the
  * top of this file.
@@ -358,6 +370,79 @@ typedef struct fl_host {
      * bit-identical for any thread count. */
     void (*conv_forward_mode)(fl_conv *c, const fl_real *theta, fl_real *state, fl_mode mode,
                               uint32_t n, const fl_real *in, fl_real *out);
+    /* The expression service (expr.h explains it; its fl_ex_* helpers call
+     * these members). Every builder member below is [create]; a graph
+     * belongs to the host and is freed with the instance. Builders given
+     * FL_NODE_NONE, or called after an earlier failure, return
+     * FL_NODE_NONE without a new message; the first failure's message
+     * names the node and is reported by expr_compile. */
+
+    /* since 1.4 [create] A new, empty graph for the flow layer being
+     * created with shape `sh` (its dim, context_dim and max_rows). NULL
+     * with the message set outside create or on OOM; every builder given
+     * NULL returns FL_NODE_NONE and expr_compile FL_ERR_INVALID. */
+    fl_expr *(*expr_new)(fl_ctx *cx, const struct fl_flow_shape *sh);
+
+    /* since 1.4 [create] A leaf of kind FL_EX_* (fl_expr_leaf): the input
+     * or the context (width, offset, values ignored), `width` parameters at
+     * `offset` in theta, `width` constants copied from `values`, or the
+     * unknown of a solve (n x width). */
+    fl_node (*expr_leaf)(fl_expr *g, int kind, uint32_t width, size_t offset,
+                         const fl_real *values);
+
+    /* since 1.4 [create] An operation FL_EX_* (fl_expr_op) of inputs a, b,
+     * c (FL_NODE_NONE where unused) with integer argument k. */
+    fl_node (*expr_op)(fl_expr *g, int op, fl_node a, fl_node b, fl_node c, uint32_t k);
+
+    /* since 1.4 [create] `width` columns of a: cols[0 .. width-1], or,
+     * when cols is NULL, start .. start+width-1. cols is copied. */
+    fl_node (*expr_gather)(fl_expr *g, fl_node a, uint32_t width, const uint32_t *cols,
+                           uint32_t start);
+
+    /* since 1.4 [create] The MLP `m` (mlp != NULL) or the conv net `c` of
+     * the same component applied to `in` (n x its input width): n x its
+     * output width. A network may appear once per graph. */
+    fl_node (*expr_net)(fl_expr *g, fl_mlp *m, fl_conv *c, fl_node in);
+
+    /* since 1.4 [create] The solution v of f(v) = target, element by
+     * element, for the var leaf `var` and f built from it with
+     * element-wise operations, increasing in v: bisection from [lo, hi]
+     * (widened where needed) to a bracket below tol (1 + |v|). Only in a
+     * graph compiled with FL_EX_NO_BACKWARD. */
+    fl_node (*expr_solve)(fl_expr *g, fl_node var, fl_node f, fl_node target, double lo,
+                          double hi, double tol);
+
+    /* since 1.4 [create] Checks and compiles the graph with outputs y (n x
+     * dim, or broadcast to it) and logdet (width 1), planning every buffer
+     * for max_rows rows; flags FL_EX_*. FL_OK, or FL_ERR_INVALID with the
+     * message set (the first builder failure, or an output of the wrong
+     * width, a var never solved, a var or solve on the path of an output
+     * when the graph is differentiated), or FL_ERR_NOMEM. Once per graph. */
+    fl_status (*expr_compile)(fl_expr *g, fl_node y, fl_node logdet, uint32_t flags);
+
+    /* since 1.4 [any] The flow's forward from a compiled graph: reads
+     * a->theta, a->x, a->c; stores a->y; adds the logdet output to
+     * a->logdet. FL_ERR_INVALID (message set) when the graph uses a
+     * context and a->c is NULL, or n > max_rows. Allocates nothing. */
+    fl_status (*expr_forward)(fl_expr *g, const struct fl_flow_fwd *a);
+
+    /* since 1.4 [any] The vector-Jacobian product of the last expr_forward
+     * of g (same rows, theta, x, c; a->y holding that forward's output,
+     * which the graph reads back): adds to a->dx, a->dtheta and a->dc
+     * (when not NULL). FL_ERR_INVALID for a graph compiled with
+     * FL_EX_NO_BACKWARD. Allocates nothing. */
+    fl_status (*expr_backward)(fl_expr *g, const struct fl_flow_bwd *a);
+
+    /* since 1.4 [any] Runs an inverse graph: its input is a->y, its y
+     * output is stored in a->x, its logdet output added to a->logdet (when
+     * not NULL). */
+    fl_status (*expr_inverse)(fl_expr *g, const struct fl_flow_inv *a);
+
+    /* since 1.4 [any] The values of `node` from the last run of g: rows of
+     * *ld numbers (*ld = 0 for a node shared by every row), valid until the
+     * next run. Only nodes an output (or a solve) depends on are computed;
+     * the values of others are stale. NULL for a bad node. */
+    const fl_real *(*expr_value)(fl_expr *g, fl_node node, size_t *ld);
 } fl_host;
 
 /* Whether `host` provides `member`: its struct_size covers the member, e.g.

@@ -352,11 +352,22 @@ int main(int argc, char **argv)
     run("coupling net 2x14x14 -> 64 (2 blocks) -> 4", 2, 14, 14, coupling, 6,
         FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
     const fl_conv_layer rnvp[] = {
-        { FL_CONV_3X3, 32, 1, FL_ACT_LINEAR },  { FL_CONV_ACT, 0, 0, FL_ACT_RELU },
+        { FL_CONV_3X3, 32, 1, FL_ACT_LINEAR },
         { FL_CONV_RESNET, 32, 1, FL_ACT_RELU }, { FL_CONV_RESNET, 32, 1, FL_ACT_RELU },
         { FL_CONV_ACT, 0, 0, FL_ACT_RELU },     { FL_CONV_3X3, 2, 1, FL_ACT_LINEAR },
     };
-    run("Real NVP s/t net 1x28x28 -> 32 -> 2", 1, 28, 28, rnvp, 6,
+    const fl_conv_layer rnvp8[] = {
+        { FL_CONV_3X3, 32, 1, FL_ACT_LINEAR },
+        { FL_CONV_RESNET, 32, 1, FL_ACT_RELU }, { FL_CONV_RESNET, 32, 1, FL_ACT_RELU },
+        { FL_CONV_ACT, 0, 0, FL_ACT_RELU },     { FL_CONV_3X3, 8, 1, FL_ACT_LINEAR },
+    };
+    fl_conv_direct = -1; /* before: every 3x3 through im2col */
+    run("Real NVP s/t net 1x28x28, im2col only", 1, 28, 28, rnvp, 5,
+        FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
+    fl_conv_direct = 0;
+    run("Real NVP s/t net 1x28x28 -> 32 -> 2", 1, 28, 28, rnvp, 5,
+        FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
+    run("Real NVP s/t net 4x14x14 -> 32 -> 8", 4, 14, 14, rnvp8, 5,
         FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
     realnvp_layers(batch, reps, peak[maxt]);
     if (getenv("BENCH_CONV_LAYERS_ONLY")) return 0;

@@ -388,9 +388,10 @@ static void assert_near(double got, double want, double abs_tol, double rel_tol,
 Test(conv, forward_matches_a_direct_convolution)
 {
     const uint32_t n = 3;
-    for (size_t zm = 0; zm < 2 * N_ZOO; zm++) {
-        const size_t z = zm / 2;
+    for (size_t zm = 0; zm < 4 * N_ZOO; zm++) {
+        const size_t z = zm / 4;
         ref_mode = zm % 2 ? FL_MODE_TRAIN : FL_MODE_EVAL;
+        fl_conv_direct = zm % 4 >= 2 ? 1 : -1; /* direct, or im2col */
         if (ref_mode == FL_MODE_TRAIN && !has_bn(&zoo[z])) continue;
         tnet t;
         zoo_new(&t, &zoo[z], n);
@@ -410,8 +411,8 @@ Test(conv, forward_matches_a_direct_convolution)
         cr_assert(mag > 0.1, "%s: a trivial output", zoo[z].what);
         for (size_t e = 0; e < n * ol; e++)
             assert_near(y[e], ref[e], VAL_TOL * (1 + mag), VAL_TOL, &worst, zoo[z].what, "out", e);
-        cr_log_info("%s (mode %d): worst forward error %.3g of the bound", zoo[z].what,
-                    (int)ref_mode, worst);
+        cr_log_info("%s (mode %d, direct %d): worst forward error %.3g of the bound", zoo[z].what,
+                    (int)ref_mode, fl_conv_direct == 1, worst);
         free(th);
         free(xd);
         free(ref);
@@ -425,9 +426,10 @@ Test(conv, every_gradient_matches_differences_of_the_reference)
 {
     const fl_host *host = fl_host_table();
     const uint32_t n = 2;
-    for (size_t zm = 0; zm < 2 * N_ZOO; zm++) {
-        const size_t z = zm / 2;
+    for (size_t zm = 0; zm < 4 * N_ZOO; zm++) {
+        const size_t z = zm / 4;
         ref_mode = zm % 2 ? FL_MODE_TRAIN : FL_MODE_EVAL;
+        fl_conv_direct = zm % 4 >= 2 ? 1 : -1; /* direct, or im2col */
         if (ref_mode == FL_MODE_TRAIN && !has_bn(&zoo[z])) continue;
         tnet t;
         zoo_new(&t, &zoo[z], 4);
@@ -475,8 +477,8 @@ Test(conv, every_gradient_matches_differences_of_the_reference)
                         "din", i);
         }
         cr_assert(checked > 50);
-        cr_log_info("%s (mode %d): %zu parameters, worst gradient error %.3g of the bound",
-                    zoo[z].what, (int)ref_mode, checked, worst);
+        cr_log_info("%s (mode %d, direct %d): %zu parameters, worst gradient error %.3g of the "
+                    "bound", zoo[z].what, (int)ref_mode, fl_conv_direct == 1, checked, worst);
         free(th);
         free(xd);
         free(x);
@@ -637,7 +639,9 @@ Test(conv, the_mask_multiplies_the_input)
     const fl_conv_layer first1[] = { L1(3), LA(FL_ACT_TANH), LR(0, FL_ACT_ELU), L3(4) };
     const fl_conv_layer *nets[2] = { first3, first1 };
     const uint32_t nls[2] = { 3, 4 };
-    for (int k = 0; k < 2; k++) {
+    for (int kd = 0; kd < 4; kd++) {
+        const int k = kd % 2;
+        fl_conv_direct = kd >= 2 ? 1 : -1; /* direct, or im2col */
         fl_real *mask = make_mask(c, h, w, 1);
         tnet tm, tp;
         cr_assert(tnet_new(&tm, c, h, w, nets[k], nls[k], 0, mask, n), "%s", fl_host_last_error());
@@ -799,10 +803,13 @@ static void batch_case(uint32_t c, uint32_t h, uint32_t w, const fl_conv_layer *
 
 Test(conv, a_batch_is_the_sum_of_its_images)
 {
+    for (int direct = 0; direct < 2; direct++) {
+        fl_conv_direct = direct ? 1 : -1;
     const fl_conv_layer ls[] = { L3(4), LA(FL_ACT_ELU), LR(0, FL_ACT_TANH), L1(2) };
     batch_case(2, 16, 16, ls, 4);
     const fl_conv_layer s2[] = { L3s2(3), LA(FL_ACT_ELU), L3(2) };
     batch_case(3, 20, 7, s2, 3);
+    }
 }
 
 static void refused(const char *what, uint32_t c, uint32_t h, uint32_t w, const fl_conv_layer *ls,

@@ -44,6 +44,20 @@ enum {
     CHUNK = 2048,      /* pixels per dW partial sum, at least */
     MAX_CHUNKS = 16,   /* at most this many dW partials (memory: chunks x |W|) */
 };
+/* Which 3x3 stride-1 convolutions run direct (9 shifted products per
+ * group of images on a zero-padded copy, K = cin each) instead of im2col +
+ * one product (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none.
+ * Tests and benchmarks set it before create. */
+int fl_conv_direct = 0;
+/* The rule, from bench_conv (docs/performance.md): the padded copy wastes
+ * (h + 2)(w + 2) / (h w) - 1 of the work (15% at 28x28, 31% at 14x14, 65%
+ * at 7x7), and im2col's backward is slow for few output channels (its dX
+ * gathers from a D W^T of 9 cin columns per pixel). So direct from 20x20
+ * pixels up, and for fewer than 16 output channels at any size. */
+#define DIRECT_MIN_HW 400
+#define DIRECT_MAX_COUT 16
+/* Direct tasks cover whole images, about this many padded pixels each. */
+#define DIRECT_PIX 1024
 /* Batch norm: running averages r = (1 - m) r + m batch, and the eps added
  * to the variance (PyTorch's BatchNorm2d defaults, documented in host.h). */
 #define BN_MOMENTUM 0.1
@@ -63,6 +77,8 @@ enum { UK_CONV = 0, UK_UP = 1, UK_BN = 2 };
 
 typedef struct unit {
     int kind;                /* UK_*: convolution, 2x upsampling, batch norm */
+    int direct;              /* 3x3 stride 1 as 9 shifted products (no im2col) */
+    uint32_t grp;            /* direct: images per task */
     uint32_t idx;            /* its number among the units of its kind (names) */
     uint32_t k, stride;      /* conv: 3 or 1; 1 or 2. Others: 0, 1 */
     uint32_t cin, cout;      /* channels in and out */
@@ -97,7 +113,10 @@ struct fl_conv {
     fl_real *mask;           /* h*w*c copy or NULL */
     int mask_fused;          /* mask applied inside unit 0's im2col */
     fl_real *col;            /* im2col (P x kk of the widest 3x3 unit) */
-    fl_real *dscr;           /* per thread: d col of one gather tile's band */
+    fl_real *xp, *dp;        /* direct units: zero-padded input and delta,
+                                max_rows x (h+2) x (w+2) x channels */
+    fl_real *dscr;           /* per thread: d col of one gather tile's band,
+                                or a direct task's output rows */
     size_t dscr_slot;        /* elements per thread */
     int nslots;              /* threads a backward may use (the scratch slots) */
     fl_real *part;           /* dW partial sums: MAX_CHUNKS x |W| at most */
@@ -132,6 +151,8 @@ void fl_conv_free(fl_conv *c)
     free(c->g);
     fl_free(c->mask);
     fl_free(c->col);
+    fl_free(c->xp);
+    fl_free(c->dp);
     fl_free(c->dscr);
     fl_free(c->part);
     free(c->dbacc);
@@ -386,7 +407,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     if (!c->a || !c->g) goto oom;
     const int wn_all = (s->flags & FL_CONV_WEIGHT_NORM) != 0;
     const int zero_last = (s->flags & FL_CONV_ZERO_LAST) != 0;
-    size_t col_max = 0, part_max = 0, bnpart_max = 0;
+    size_t col_max = 0, part_max = 0, bnpart_max = 0, xp_max = 0, dp_max = 0;
     uint32_t cout_max = 1;
     for (uint32_t i = 0; i < nu; i++) {
         unit *u = &c->u[i];
@@ -436,7 +457,18 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
         snprintf(name, sizeof name, "%s.b%u", nm, u->idx);
         fl_param_spec b = { name, u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0, fan, 0 };
         if (h->param(cx, &b, &u->b_off) != FL_OK) goto fail;
-        if (u->k == 3 && pout * u->kk > col_max) col_max = pout * u->kk;
+        u->direct = u->k == 3 && u->stride == 1 &&
+                    (fl_conv_direct > 0 ||
+                     (fl_conv_direct == 0 &&
+                      (u->hi * u->wi >= DIRECT_MIN_HW || u->cout < DIRECT_MAX_COUT)));
+        if (u->direct) {
+            const size_t blk = (size_t)(u->hi + 2) * (u->wi + 2);
+            u->grp = blk >= DIRECT_PIX ? 1 : (uint32_t)(DIRECT_PIX / blk);
+            if (R * blk * u->cin > xp_max) xp_max = R * blk * u->cin;
+            if (R * blk * u->cout > dp_max) dp_max = R * blk * u->cout;
+        } else if (u->k == 3 && pout * u->kk > col_max) {
+            col_max = pout * u->kk;
+        }
         const size_t part = (size_t)n_chunks(pout) * u->kk * u->cout;
         if (part > part_max) part_max = part;
     }
@@ -463,6 +495,9 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
         c->col = fl_alloc(col_max * sizeof(fl_real));
         if (!c->col) goto oom;
     }
+    if (xp_max && (!(c->xp = fl_alloc(xp_max * sizeof(fl_real))) ||
+                   !(c->dp = fl_alloc(dp_max * sizeof(fl_real)))))
+        goto oom;
     /* d col is computed per gather tile, for the band of output pixels
      * that read the tile, into a scratch per thread (L2-sized, not a
      * P x kk matrix written and read back); a backward runs on at most
@@ -471,6 +506,12 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     for (uint32_t i = 0; i < nu; i++) {
         const unit *u = &c->u[i];
         if (u->kind != UK_CONV || u->k != 3) continue;
+        if (u->direct) {
+            const size_t rows = (size_t)u->grp * (u->hi + 2) * (u->wi + 2);
+            const size_t wide = u->cin > u->cout ? u->cin : u->cout;
+            if (rows * wide > c->dscr_slot) c->dscr_slot = rows * wide;
+            continue;
+        }
         const size_t P = (size_t)R * u->hi * u->wi;
         for (uint32_t t = 0, nt = n_tiles(P); t < nt; t++) {
             size_t p0, q0, q1;
@@ -686,6 +727,95 @@ static void fwd_tile(fl_conv *c, uint32_t i, uint32_t t)
     fwd_finish(c, i, p0, np);
 }
 
+/* Zero-padded copies for direct units: images [i0, i1) of src (ch
+ * channels, h x w, times mask when given) into dst, which holds each image
+ * as (h + 2) x (w + 2) pixels with zero borders. */
+static void pad_images(const fl_real *src, const fl_real *mask, uint32_t ch, uint32_t h,
+                       uint32_t w, size_t i0, size_t i1, fl_real *dst)
+{
+    const size_t wp = (size_t)w + 2, row = (size_t)w * ch;
+    for (size_t img = i0; img < i1; img++) {
+        fl_real *d = dst + img * (h + 2) * wp * ch;
+        memset(d, 0, (wp + 1) * ch * sizeof *d); /* top row, left of row 1 */
+        for (uint32_t y = 0; y < h; y++) {
+            fl_real *restrict dr = d + ((y + 1) * wp + 1) * ch;
+            const fl_real *restrict sr = src + (img * h + y) * row;
+            if (mask) {
+                const fl_real *restrict mr = mask + (size_t)y * row;
+                for (size_t e = 0; e < row; e++) dr[e] = sr[e] * mr[e];
+            } else {
+                memcpy(dr, sr, row * sizeof *dr);
+            }
+            memset(dr + row, 0, 2 * ch * sizeof *dr); /* right of y, left of y + 1 */
+        }
+        memset(d + ((h + 1) * wp + 1) * ch, 0, (wp - 1) * ch * sizeof *d); /* bottom row */
+    }
+}
+
+/* The first image and the number of images of direct task g of unit u. */
+static void group_of(const unit *u, uint32_t n, uint32_t g, size_t *i0, size_t *ni)
+{
+    *i0 = (size_t)g * u->grp;
+    *ni = n - *i0 < u->grp ? n - *i0 : u->grp;
+}
+
+/* The padded-pixel rows a direct task computes for ni images: from pixel
+ * (1, 1) of the first to (h, w) of the last; the border pixels among them
+ * give junk, dropped by the caller. */
+static int direct_rows(const unit *u, size_t ni)
+{
+    const size_t wp = (size_t)u->wi + 2;
+    return (int)(ni * (u->hi + 2) * wp - 2 * wp - 2);
+}
+
+/* Offset of tap t's source in padded pixels: forward reads (y + ky - 1,
+ * x + kx - 1); the input gradient (flip) (y + 1 - ky, x + 1 - kx). */
+static ptrdiff_t tap_off(const unit *u, uint32_t t, int flip)
+{
+    const ptrdiff_t wp = (ptrdiff_t)u->wi + 2, dy = (ptrdiff_t)(t / 3) - 1, dx = (ptrdiff_t)(t % 3) - 1;
+    return flip ? -(dy * wp + dx) : dy * wp + dx;
+}
+
+/* Direct task g of unit i: pad its images, 9 products (K = cin, one per
+ * tap, summed in tap order) into this thread's scratch, then the real
+ * pixels with bias and skip into the output, and the activation. */
+static void fwd_direct(fl_conv *c, uint32_t i, uint32_t g)
+{
+    const unit *u = &c->u[i];
+    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    size_t i0, ni;
+    group_of(u, c->n, g, &i0, &ni);
+    pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, cin, h, w, i0, i0 + ni, c->xp);
+    const fl_real *x0 = c->xp + (i0 * blk + wp + 1) * cin;
+    fl_real *ys = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
+    const int M = direct_rows(u, ni);
+    for (uint32_t t = 0; t < 9; t++)
+        fl_gemm(0, 1, M, (int)cout, (int)cin, 1, x0 + tap_off(u, t, 0) * (ptrdiff_t)cin, (int)cin,
+                u->wt + (size_t)t * cin, (int)u->kk, t ? 1 : 0, ys, (int)cout);
+    const fl_real *b = c->theta + u->b_off;
+    const size_t p0 = i0 * h * w;
+    fl_real *y = out_of(c, i) + p0 * cout;
+    const fl_real *sk = u->skip >= 0 ? buf(c, (uint32_t)u->skip) + p0 * cout : NULL;
+    for (size_t img = 0; img < ni; img++)
+        for (uint32_t r = 0; r < h; r++) {
+            const fl_real *restrict src = ys + (img * blk + (size_t)r * wp) * cout;
+            const size_t o = ((img * h + r) * w) * cout;
+            fl_real *restrict dst = y + o;
+            if (sk) {
+                const fl_real *restrict sr = sk + o;
+                for (uint32_t x = 0; x < w; x++)
+                    for (uint32_t j = 0; j < cout; j++)
+                        dst[x * cout + j] = src[x * cout + j] + b[j] + sr[x * cout + j];
+            } else {
+                for (uint32_t x = 0; x < w; x++)
+                    for (uint32_t j = 0; j < cout; j++)
+                        dst[x * cout + j] = src[x * cout + j] + b[j];
+            }
+        }
+    fwd_finish(c, i, p0, (uint32_t)(ni * h * w));
+}
+
 /* Output tile t of an upsampling unit: each output pixel copies the input
  * pixel it lies in. */
 static void up_tile(fl_conv *c, uint32_t i, uint32_t t)
@@ -826,9 +956,11 @@ void fl_conv_forward_mode(fl_conv *c, const fl_real *theta, fl_real *state, fl_m
         if (c->u[i].kind == UK_BN && c->mode != FL_MODE_TRAIN) bn_eval_stats(c, &c->u[i]);
     const size_t in_size = (size_t)c->bh[0] * c->bw[0] * c->bc[0];
     const int par = want_parallel(c, n, 1);
+    /* at most one thread per scratch slot (results do not depend on it) */
+    const int nth = omp_get_max_threads() < c->nslots ? omp_get_max_threads() : c->nslots;
     /* if(par): otherwise a team of one, so the loops below never bind to
      * a caller's region */
-#pragma omp parallel if (par)
+#pragma omp parallel if (par) num_threads(nth)
     {
         if (c->a[0]) {
             const uint32_t nt = n_tiles((size_t)n * in_size / c->bc[0]);
@@ -845,6 +977,12 @@ void fl_conv_forward_mode(fl_conv *c, const fl_real *theta, fl_real *state, fl_m
             const uint32_t nt = n_tiles((size_t)n * c->u[i].ho * c->u[i].wo);
             switch (c->u[i].kind) {
             case UK_CONV:
+                if (c->u[i].direct) {
+                    const uint32_t ng = (n + c->u[i].grp - 1) / c->u[i].grp;
+#pragma omp for schedule(dynamic, 1)
+                    for (uint32_t g = 0; g < ng; g++) fwd_direct(c, i, g);
+                    break;
+                }
 #pragma omp for schedule(dynamic, 1)
                 for (uint32_t t = 0; t < nt; t++) fwd_tile(c, i, t);
                 break;
@@ -910,9 +1048,68 @@ static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
         else
             memcpy(gs, d, ne * sizeof *gs);
     }
-    if (u->kind == UK_CONV && u->k == 3)
+    if (u->kind == UK_CONV && u->k == 3 && !u->direct)
         im2col(u, buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, p0, np,
                c->col + p0 * u->kk);
+}
+
+/* Direct unit i, task g: its images' input and delta, zero-padded (the
+ * delta's zero borders keep the junk rows out of dW and dX). */
+static void bwd_pad(fl_conv *c, uint32_t i, uint32_t g)
+{
+    const unit *u = &c->u[i];
+    size_t i0, ni;
+    group_of(u, c->n, g, &i0, &ni);
+    pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, u->cin, u->hi, u->wi, i0,
+               i0 + ni, c->xp);
+    pad_images(delta(c, i), NULL, u->cout, u->hi, u->wi, i0, i0 + ni, c->dp);
+}
+
+/* Direct unit i: dW partial sum k over its chunk of whole images, per tap
+ * dW_t = Xp(shifted)^T Dp. */
+static void bwd_direct_dw(fl_conv *c, uint32_t i, uint32_t k, uint32_t nch, fl_real *part)
+{
+    const unit *u = &c->u[i];
+    const uint32_t cin = u->cin, cout = u->cout;
+    const size_t per = (c->n + nch - 1) / nch, i0 = (size_t)k * per < c->n ? (size_t)k * per : c->n;
+    const size_t ni = c->n - i0 < per ? c->n - i0 : per;
+    if (ni == 0) {
+        memset(part, 0, (size_t)u->kk * cout * sizeof *part);
+        return;
+    }
+    const size_t wp = (size_t)u->wi + 2, blk = (u->hi + 2) * wp, r0 = i0 * blk + wp + 1;
+    const int M = direct_rows(u, ni);
+    for (uint32_t t = 0; t < 9; t++)
+        fl_gemm(1, 0, (int)cin, (int)cout, M, 1, c->xp + (r0 + tap_off(u, t, 0)) * cin, (int)cin,
+                c->dp + r0 * cout, (int)cout, 0, part + (size_t)t * cin * cout, (int)cout);
+}
+
+/* Direct unit i, task g: dX of its images, per tap Dp(shifted, flipped)
+ * W_t^T summed in tap order into the scratch, then the real pixels. */
+static void bwd_direct_dx(fl_conv *c, uint32_t i, uint32_t g)
+{
+    const unit *u = &c->u[i];
+    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    size_t i0, ni;
+    group_of(u, c->n, g, &i0, &ni);
+    const fl_real *d0 = c->dp + (i0 * blk + wp + 1) * cout, *W = weights(c, u);
+    fl_real *xs = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
+    const int M = direct_rows(u, ni);
+    for (uint32_t t = 0; t < 9; t++)
+        fl_gemm(0, 1, M, (int)cin, (int)cout, 1, d0 + tap_off(u, t, 1) * (ptrdiff_t)cout,
+                (int)cout, W + (size_t)t * cin * cout, (int)cout, t ? 1 : 0, xs, (int)cin);
+    fl_real *gd = c->g[i] + i0 * h * w * cin;
+    for (size_t img = 0; img < ni; img++)
+        for (uint32_t r = 0; r < h; r++) {
+            const fl_real *restrict src = xs + (img * blk + (size_t)r * wp) * cin;
+            fl_real *restrict dst = gd + ((img * h + r) * w) * cin;
+            const size_t len = (size_t)w * cin;
+            if (u->in_beta)
+                for (size_t e = 0; e < len; e++) dst[e] += src[e];
+            else
+                memcpy(dst, src, len * sizeof *dst);
+        }
 }
 
 /* Input tile t of an upsampling unit: each input pixel's gradient is the
@@ -1034,6 +1231,10 @@ static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
         size_t q0, nq;
         chunk_of(P, nch, k, &q0, &nq);
         fl_real *part = c->part + (size_t)k * u->kk * u->cout;
+        if (u->direct) {
+            bwd_direct_dw(c, i, k, nch, part);
+            return;
+        }
         if (nq == 0) {
             memset(part, 0, (size_t)u->kk * u->cout * sizeof *part);
             return;
@@ -1052,6 +1253,10 @@ static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
         }
         fl_real *db = c->dtheta + u->b_off;
         for (uint32_t j = 0; j < u->cout; j++) db[j] += (fl_real)acc[j];
+        return;
+    }
+    if (u->direct) {
+        bwd_direct_dx(c, i, k - nch - 1);
         return;
     }
     if (u->k == 3) {
@@ -1186,7 +1391,14 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
                 continue;
             }
             /* dW chunks (the largest tasks first), bias, dX tiles */
-            const uint32_t nb = nch + 1 + (need_in(c, i) ? nti : 0);
+            uint32_t ndx = need_in(c, i) ? nti : 0;
+            if (u->direct) {
+                const uint32_t ng = (n + u->grp - 1) / u->grp;
+#pragma omp for schedule(dynamic, 1)
+                for (uint32_t g = 0; g < ng; g++) bwd_pad(c, i, g);
+                if (ndx) ndx = ng;
+            }
+            const uint32_t nb = nch + 1 + ndx;
 #pragma omp for schedule(dynamic, 1)
             for (uint32_t k = 0; k < nb; k++) bwd_product(c, i, k);
 #pragma omp single

@@ -10,6 +10,12 @@
 
 #include <flowlab/host.h>
 
+/* Which 3x3 stride-1 convolutions run direct (9 shifted products on a
+ * zero-padded copy) rather than through im2col, read at create: 0 (the
+ * default) by image size and output channels (conv.c), 1 all, -1 none.
+ * For tests and benchmarks, which try both. */
+extern int fl_conv_direct;
+
 /* A network for component context `cx`, during its create phase only:
  * validates the spec (every refusal names the net, the layer and what is
  * wrong, through host->error), requests the parameters of cx (NAME.W<u>,

@@ -324,7 +324,9 @@ typedef struct fl_host {
      * up to `max_rows` images per call. Its parameters are reserved like
      * param's (so not for data sets), named NAME.W<u> and NAME.b<u> for its
      * u-th convolution (a ResNet block has two), NAME.v<u> and NAME.g<u>
-     * instead of W with FL_CONV_WEIGHT_NORM; its buffers belong to the host
+     * instead of W with FL_CONV_WEIGHT_NORM, and (since 1.4) NAME.gamma<k>,
+     * NAME.beta<k>, NAME.mean<k>, NAME.var<k> for its k-th batch norm
+     * (numbered apart from the convolutions); its buffers belong to the host
      * and are freed with the instance. NULL on error, with the message set
      * (a bad spec names the layer and what is wrong), and after create. */
     fl_conv *(*conv_create)(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max_rows);

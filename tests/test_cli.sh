@@ -134,6 +134,18 @@ for cmd in "" run plugins sample check; do
     echo "ok: flowlab $cmd --help"
 done
 
+# ---- check on image shapes (issue 15) ----------------------------------------
+
+run check --flow squeeze --shape 2x4x4
+expect_ok "check --flow squeeze --shape 2x4x4"
+grep -q "squeeze: 1 configurations, 1 runs (0 shapes not applicable)" "$TMP/out" ||
+    fail "check --shape 2x4x4 did not run squeeze on that shape only"
+run check --flow split --shape 1x4x4
+[ "$rc" = 1 ] || fail "check split on 1x4x4 only: exit code $rc, expected 1"
+grep -q "refused every shape" "$TMP/out" || fail "check split on 1x4x4: no 'refused every shape'"
+run check --flow split --shape 3x2
+expect_error "check --shape 3x2" 2 "--shape expects CxHxW" "'3x2'"
+
 # ---- listings ----------------------------------------------------------------
 
 run plugins

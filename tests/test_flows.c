@@ -48,7 +48,7 @@ static void kit_all(const char *type, const char *const *kv, const uint32_t *dim
         snprintf(what + strlen(what), sizeof what - strlen(what), " %s", kv[i]);
     for (size_t i = 0; i < nd; i++) {
         for (size_t j = 0; j < nc; j++) {
-            fl_kit_opts o = { dims[i], ctxs[j], 8, 100 + 10 * i + j, 0.3, NULL };
+            fl_kit_opts o = { dims[i], ctxs[j], 8, 100 + 10 * i + j, 0.3, NULL, 0, 0, 0 };
             fl_kit_report rep;
             fl_status st = fl_kit_flow(&c->cls.flow, &v, &o, &rep);
             cr_assert_eq(st, FL_OK, "%s%s dim %u ctx %u: %s", type, what, dims[i], ctxs[j],

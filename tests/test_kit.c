@@ -18,7 +18,7 @@ static fl_kit_report run_kit(const char *name)
     cr_assert_eq(fl_registry_load(r, path), FL_OK, "%s", fl_err_msg());
     const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, "made-shift");
     cr_assert_not_null(c);
-    fl_kit_opts o = { 0, 0, 8, 1, 0.3, NULL };
+    fl_kit_opts o = { 0, 0, 8, 1, 0.3, NULL, 0, 0, 0 };
     fl_kit_report rep;
     cr_assert_eq(fl_kit_class(&c->cls.flow, &o, NULL, &rep), FL_OK, "%s", fl_err_msg());
     free(path);
@@ -102,7 +102,7 @@ Test(kit, every_builtin_flow_passes, .timeout = 600)
         const fl_comp_rec *c = &r->comps[i];
         if (c->kind != FL_KIND_FLOW) continue;
         flows++;
-        fl_kit_opts o = { 0, 0, 8, 1, 0.3, NULL };
+        fl_kit_opts o = { 0, 0, 8, 1, 0.3, NULL, 0, 0, 0 };
         fl_kit_report rep;
         cr_assert_eq(fl_kit_class(&c->cls.flow, &o, NULL, &rep), FL_OK, "%s: %s",
                      c->cls.base.name, fl_err_msg());

@@ -196,7 +196,7 @@ Test(good, a_plugin_of_the_previous_minor_loads_and_runs)
     cr_assert_eq(r->n_refused, 0);
     const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, "shift");
     cr_assert_not_null(c);
-    fl_kit_opts o = { 3, 0, 8, 17, 0.3, NULL };
+    fl_kit_opts o = { 3, 0, 8, 17, 0.3, NULL, 0, 0, 0 };
     fl_kit_report rep;
     cr_assert_eq(fl_kit_flow(&c->cls.flow, NULL, &o, &rep), FL_OK, "%s", fl_err_msg());
     cr_assert_gt(rep.checks, 0);
@@ -213,7 +213,7 @@ Test(good, out_of_tree_flow_passes_the_kit)
     const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, "shift");
     cr_assert_not_null(c);
     for (uint32_t dim = 1; dim <= 5; dim += 2) {
-        fl_kit_opts o = { dim, 0, 8, 11 + dim, 0.3, NULL };
+        fl_kit_opts o = { dim, 0, 8, 11 + dim, 0.3, NULL, 0, 0, 0 };
         fl_kit_report rep;
         cr_assert_eq(fl_kit_flow(&c->cls.flow, NULL, &o, &rep), FL_OK, "%s", fl_err_msg());
         cr_assert_gt(rep.checks, 0);

@@ -10,8 +10,8 @@
 #include "core/util.h"
 
 static const char usage[] =
-    "usage: flowlab check [--plugin PATH]... [--flow NAME] [--dim D] [--rows N] [--seed S]\n"
-    "                     [--verbose]\n"
+    "usage: flowlab check [--plugin PATH]... [--flow NAME] [--dim D] [--shape CxHxW]\n"
+    "                     [--rows N] [--seed S] [--verbose]\n"
     "\n"
     "The conformance kit. For every registered flow (or only NAME, or only the\n"
     "flows of the --plugin files given) and for several configurations (the\n"
@@ -25,6 +25,11 @@ static const char usage[] =
     "context; finite outputs at inputs of +-10 and with large parameters; that\n"
     "rows are independent in evaluation mode; that batch-coupled layers\n"
     "agree in train and eval mode once running statistics match the batch.\n"
+    "Shaped layers (images: squeeze, split, ...) are also checked on images of\n"
+    "1x4x4, 2x4x4, 3x2x2, 4x2x2 and 12x2x2 (channels x height x width), or\n"
+    "only on --shape CxHxW (and then on --dim D only when given too); a\n"
+    "layer that factors out part of its input is checked on the row [z | y],\n"
+    "as the stack runs it, and a shape it refuses is \"not applicable\".\n"
     "Prints, per layer, the worst measured error of each check beside its\n"
     "tolerance (--verbose: every run); exits 1 if any check fails.\n";
 
@@ -33,6 +38,7 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
     const char *only = NULL;
     long dim = 0, rows = 8;
     int verbose = 0;
+    uint32_t img[3] = { 0, 0, 0 }; /* --shape: c, h, w */
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         char *end;
@@ -49,6 +55,22 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
                 fprintf(stderr, "flowlab check: error: --dim expects an integer in [1, 256]\n");
                 return FL_EXIT_USAGE;
             }
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
+            const char *a = argv[++i];
+            unsigned long v[3];
+            int ok = 1;
+            for (int k = 0; k < 3 && ok; k++) {
+                v[k] = strtoul(a, &end, 10);
+                ok = end != a && v[k] >= 1 && v[k] <= 256 && *end == (k < 2 ? 'x' : 0);
+                a = end + 1;
+            }
+            if (!ok || v[0] * v[1] * v[2] > 256) {
+                fprintf(stderr, "flowlab check: error: --shape expects CxHxW (channels x height "
+                                "x width, e.g. 2x4x4) with at most 256 numbers, not '%s'\n",
+                        argv[i]);
+                return FL_EXIT_USAGE;
+            }
+            for (int k = 0; k < 3; k++) img[k] = (uint32_t)v[k];
         } else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc) {
             rows = strtol(argv[++i], &end, 10);
             if (*end || rows < 1 || rows > 100000) {
@@ -84,7 +106,8 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
         if (only && strcmp(c->cls.base.name, only) != 0) continue;
         if (restrict_to && chosen && !chosen[c->plugin]) continue;
         layers++;
-        fl_kit_opts o = { (uint32_t)dim, 0, (uint32_t)rows, seed, 0.3, verbose ? stdout : NULL };
+        fl_kit_opts o = { (uint32_t)dim, 0, (uint32_t)rows, seed, 0.3, verbose ? stdout : NULL,
+                          img[0], img[1], img[2] };
         fl_kit_report rep;
         st = fl_kit_class(&c->cls.flow, &o, stdout, &rep);
         checks += rep.checks;

@@ -65,6 +65,7 @@ typedef struct kit {
     const fl_kit_opts *o;
     fl_kit_report *rep;
     double labs;   /* sum of |terms| of the last L */
+    char shape[48]; /* "dim 5" or "shape 2x4x4", for messages */
 } kit;
 
 static void report(kit *k, int id, double err, double tol)
@@ -84,12 +85,12 @@ static void report(kit *k, int id, double err, double tol)
         s->fails++;
         k->rep->failed++;
         if (!s->first_failure[0])
-            snprintf(s->first_failure, sizeof s->first_failure, "dim %u, context %u, rows %u",
-                     k->d, k->cd, k->n);
+            snprintf(s->first_failure, sizeof s->first_failure, "%s, context %u, rows %u",
+                     k->shape, k->cd, k->n);
         if (!k->rep->first_failure[0])
             snprintf(k->rep->first_failure, sizeof k->rep->first_failure,
-                     "%s: %s = %.3g exceeds tolerance %.1g (dim %u, context %u, rows %u)",
-                     CHECKS[id].name, CHECKS[id].what, err, tol, k->d, k->cd, k->n);
+                     "%s: %s = %.3g exceeds tolerance %.1g (%s, context %u, rows %u)",
+                     CHECKS[id].name, CHECKS[id].what, err, tol, k->shape, k->cd, k->n);
     }
     if (k->o->out)
         fprintf(k->o->out, "  %-11s %-38s %10.3g  tol %7.1g  %s\n", CHECKS[id].name,
@@ -647,8 +648,11 @@ static fl_status kit_build(kit *k, const fl_flow_class *cls, const fl_values *cf
     memset(k, 0, sizeof *k);
     k->cls = cls;
     k->n = o->rows;
-    k->d = o->dim;
+    k->d = o->c ? (uint32_t)((uint64_t)o->c * o->h * o->w > 256 ? 257 : o->c * o->h * o->w)
+                : o->dim;
     k->o = o;
+    if (o->c) snprintf(k->shape, sizeof k->shape, "shape %ux%ux%u", o->c, o->h, o->w);
+    else snprintf(k->shape, sizeof k->shape, "dim %u", o->dim);
     k->rep = rep;
     k->cd = (cls->flags & FL_FLOW_ACCEPTS_CONTEXT) ? o->ctx_dim : 0;
     if (k->d > 256 || k->d == 0 || k->n == 0) {
@@ -663,7 +667,9 @@ static fl_status kit_build(kit *k, const fl_flow_class *cls, const fl_values *cf
         fl_values_free(&v);
         return FL_ERR_NOMEM;
     }
-    st = fl_stack_push(k->s, cls, "flow", &v, 0);
+    if (o->c) st = fl_stack_set_image(k->s, o->c, o->h, o->w);
+    if (st == FL_OK) st = fl_stack_push(k->s, cls, "flow", &v, 0);
+    else fl_values_free(&v);
     if (st == FL_OK) st = fl_arena_finalize(&k->arena, o->seed);
     if (st == FL_OK) st = fl_stack_ready(k->s);
     if (st != FL_OK) return st;
@@ -735,8 +741,8 @@ fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_k
     fl_real *noise = NULL;
     fl_status st = kit_build(&k, cls, cfg, o, rep, &noise);
     if (st == FL_OK && o->out)
-        fprintf(o->out, "%s  dim %u  context %u  rows %u  parameters %zu\n", cls->base.name, k.d,
-                k.cd, k.n, k.arena.count);
+        fprintf(o->out, "%s  %s  context %u  rows %u  parameters %zu\n", cls->base.name,
+                k.shape, k.cd, k.n, k.arena.count);
     if (st == FL_OK) st = check_seed(&k, cfg);
     if (st == FL_OK) st = check_inverse(&k);
     /* Evaluation mode treats rows independently even for batch-coupled
@@ -812,11 +818,33 @@ fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *
             }
         }
     }
-    uint32_t dims[3] = { 2, 5, 8 };
-    int nd = base->dim ? 1 : 3;
-    if (base->dim) dims[0] = base->dim;
+    /* Shapes: flat rows (base->dim, or 2, 5, 8), and for shaped layers
+     * small images; base->c alone asks for that image only. */
+    enum { MAXS = 8 };
+    static const uint32_t images[][3] = { { 1, 4, 4 }, { 2, 4, 4 }, { 3, 2, 2 }, { 4, 2, 2 },
+                                          { 12, 2, 2 } };
+    uint32_t shapes[MAXS][4]; /* dim, c, h, w (c == 0: flat) */
+    int ns = 0;
+    if (base->dim) shapes[ns++][0] = base->dim;
+    else if (!base->c)
+        for (uint32_t d = 2; d <= 8; d += 3) shapes[ns++][0] = d;
+    for (int i = 0; i < ns; i++) shapes[i][1] = shapes[i][2] = shapes[i][3] = 0;
+    const int shaped = (cls->flags & FL_FLOW_SHAPED) != 0;
+    if (shaped || base->c) {
+        const uint32_t given[1][3] = { { base->c, base->h, base->w } };
+        const uint32_t(*im)[3] = base->c ? given : images;
+        const int nim = base->c ? 1 : 5;
+        for (int i = 0; i < nim; i++) {
+            shapes[ns][0] = im[i][0] * im[i][1] * im[i][2];
+            shapes[ns][1] = im[i][0];
+            shapes[ns][2] = im[i][1];
+            shapes[ns][3] = im[i][2];
+            ns++;
+        }
+    }
     int nctx = (cls->flags & FL_FLOW_ACCEPTS_CONTEXT) ? 2 : 1;
-    int runs = 0, refused = 0;
+    int runs = 0, refused = 0, default_runs = 0;
+    char refusal[512] = "";
     fl_status st = FL_OK;
     for (int v = 0; v < nv && st == FL_OK; v++) {
         fl_values vals;
@@ -825,21 +853,30 @@ fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *
         char label[160];
         if (v) snprintf(label, sizeof label, "%s = %s", vkey[v], vval[v]);
         else snprintf(label, sizeof label, "defaults");
-        for (int di = 0; di < nd && st == FL_OK; di++)
+        for (int di = 0; di < ns && st == FL_OK; di++)
             for (int ci = 0; ci < nctx && st == FL_OK; ci++) {
                 fl_kit_opts o = *base;
-                o.dim = dims[di];
+                o.dim = shapes[di][0];
+                o.c = shapes[di][1];
+                o.h = shapes[di][2];
+                o.w = shapes[di][3];
                 o.ctx_dim = ci ? (base->ctx_dim ? base->ctx_dim : 3) : 0;
                 o.seed = base->seed + (uint64_t)(100 * v + 10 * di + ci);
                 fl_kit_report rep;
                 fl_err_clear();
                 fl_status rs = fl_kit_flow(cls, &vals, &o, &rep);
                 char where[256];
-                snprintf(where, sizeof where, "%s, dim %u, context %u", label, o.dim, o.ctx_dim);
+                if (o.c)
+                    snprintf(where, sizeof where, "%s, shape %ux%ux%u, context %u", label, o.c,
+                             o.h, o.w, o.ctx_dim);
+                else
+                    snprintf(where, sizeof where, "%s, dim %u, context %u", label, o.dim,
+                             o.ctx_dim);
                 if (rs != FL_OK) {
                     /* A variant may refuse a shape (e.g. needs context); the
-                     * defaults without context must work. */
-                    if (v == 0 && ci == 0) {
+                     * defaults without context must work on every flat dim,
+                     * and a shaped layer's on at least one shape. */
+                    if (v == 0 && ci == 0 && !shaped) {
                         total->checks++;
                         total->failed++;
                         if (!total->first_failure[0])
@@ -847,14 +884,26 @@ fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *
                                      "create: %s (%s)", fl_err_msg(), where);
                     } else {
                         refused++;
-                        if (out) fprintf(out, "  (%s: not checked: %s)\n", where, fl_err_msg());
+                        if (v == 0 && ci == 0 && !refusal[0])
+                            snprintf(refusal, sizeof refusal, "%s (%s)", fl_err_msg(), where);
+                        if (out)
+                            fprintf(out, "  (%s: %s: %s)\n", where,
+                                    shaped ? "not applicable" : "not checked", fl_err_msg());
                     }
                     continue;
                 }
                 runs++;
+                default_runs += v == 0 && ci == 0;
                 merge(total, &rep, label);
             }
         fl_values_free(&vals);
+    }
+    if (st == FL_OK && shaped && !default_runs) {
+        total->checks++;
+        total->failed++;
+        if (!total->first_failure[0])
+            snprintf(total->first_failure, sizeof total->first_failure,
+                     "create: the defaults refused every shape, e.g. %s", refusal);
     }
     if (st != FL_OK) return st;
     if (cls->flags & FL_FLOW_ACCEPTS_CONTEXT) {
@@ -876,8 +925,8 @@ fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *
     }
     total->skipped = refused;
     if (out) {
-        fprintf(out, "%s: %d configurations, %d runs (%d shapes refused)\n", cls->base.name, nv,
-                runs, refused);
+        fprintf(out, "%s: %d configurations, %d runs (%d shapes %s)\n", cls->base.name, nv,
+                runs, refused, shaped ? "not applicable" : "refused");
         fprintf(out, "  %-11s %-38s %10s %9s %5s  %s\n", "check", "measure", "worst", "tol",
                 "runs", "result");
         for (int i = 0; i < FL_KIT_N; i++) {

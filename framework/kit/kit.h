@@ -15,7 +15,14 @@
  * context moves the output. fl_kit_class runs it over several
  * configurations (the defaults, each boolean key flipped, each other enum
  * choice), dimensions and context sizes, requires some configuration to use
- * the context when the layer declares it, and prints one table. */
+ * the context when the layer declares it, and prints one table.
+ *
+ * Shaped layers (FL_FLOW_SHAPED) are also checked on small images (1x4x4,
+ * 2x4x4, 3x2x2, 4x2x2, 12x2x2; c x h x w). The layer runs in a one-layer
+ * stack, so what is checked is the stack's row: for a layer that factors
+ * out, [z | y] (model/stack.h), which keeps every check square. A shape
+ * the layer refuses in create (squeeze on an odd size) is "not applicable",
+ * not a failure, but the defaults must run on at least one shape. */
 #ifndef FL_KIT_H
 #define FL_KIT_H
 
@@ -47,6 +54,10 @@ typedef struct fl_kit_opts {
     double theta_noise;   /* N(0, s^2) added to the initial parameters so
                              zero-initialised layers are not trivially right */
     FILE *out;            /* per-check lines of each run; NULL = silent */
+    uint32_t c, h, w;     /* fl_kit_flow: an image shape c x h x w (then dim is
+                             ignored: c*h*w); c == 0: a flat row of dim
+                             (dim x 1 x 1). fl_kit_class: c != 0 checks only
+                             this shape (and dim only when also given) */
 } fl_kit_opts;
 
 typedef struct fl_kit_stat {
@@ -69,9 +80,10 @@ typedef struct fl_kit_report {
 fl_status fl_kit_flow(const fl_flow_class *cls, const fl_values *cfg, const fl_kit_opts *o,
                       fl_kit_report *rep);
 
-/* Runs the kit over configurations x dims (base->dim, or 2, 5, 8) x
- * context (0, and base->ctx_dim or 3 when accepted), printing the table to
- * `out` (may be NULL). */
+/* Runs the kit over configurations x dims (base->dim, or 2, 5, 8; for a
+ * shaped layer also the image shapes above, or only base->c x h x w when
+ * given) x context (0, and base->ctx_dim or 3 when accepted), printing the
+ * table to `out` (may be NULL). */
 fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *out,
                        fl_kit_report *total);
 

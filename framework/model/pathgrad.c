@@ -15,7 +15,13 @@ fl_status fl_pathgrad_init(fl_pathgrad *p, fl_stack *s, uint32_t max_rows)
     p->max_rows = max_rows;
     p->dim = s->dim;
     for (size_t i = 0; i < s->n; i++)
-        if (s->L[i].cls->flags & FL_FLOW_BATCH_COUPLED) {
+        if (s->L[i].zdim) {
+            /* The score is solved layer by layer on square Jacobians. */
+            fl_err("[%s] %s factors out part of its input: the path gradient (stl, dreg) needs "
+                   "layers that keep every number",
+                   s->L[i].cx->path, s->L[i].cls->base.name);
+            return FL_ERR_UNSUPPORTED;
+        } else if (s->L[i].cls->flags & FL_FLOW_BATCH_COUPLED) {
             fl_err("[%s] %s couples the rows of a batch: the path gradient (stl, dreg) needs "
                    "row-wise layers",
                    s->L[i].cx->path, s->L[i].cls->base.name);

@@ -62,6 +62,9 @@ void fl_stack_free(fl_stack *s)
     free(s->act);
     fl_free(s->g0);
     fl_free(s->g1);
+    fl_free(s->z);
+    fl_free(s->dz);
+    fl_free(s->out);
     free(s->L);
     free(s);
 }
@@ -106,12 +109,12 @@ fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path,
     l->out_c = l->cx->out_c;
     l->out_h = l->cx->out_h;
     l->out_w = l->cx->out_w;
-    if ((uint64_t)l->out_c * l->out_h * l->out_w != sh.dim) {
-        /* factor-out arrives with the stack's z buffers (issue 15) */
-        fl_err("[%s] %s factors out part of its input: this stack cannot run it yet", path,
-               cls->base.name);
-        return FL_ERR_UNSUPPORTED;
-    }
+    /* host->flow_output guarantees 0 < out_dim <= in_dim */
+    l->in_dim = sh.dim;
+    l->out_dim = l->out_c * l->out_h * l->out_w;
+    l->zdim = l->in_dim - l->out_dim;
+    l->zoff = s->zdim;
+    s->zdim += l->zdim;
     s->cur_c = l->out_c;
     s->cur_h = l->out_h;
     s->cur_w = l->out_w;
@@ -248,14 +251,60 @@ fl_status fl_stack_from_config(fl_stack *s, const fl_registry *reg, const fl_con
 
 fl_status fl_stack_ready(fl_stack *s)
 {
-    size_t sz = (size_t)s->max_rows * s->dim * sizeof(fl_real);
+    const size_t R = s->max_rows, fs = sizeof(fl_real);
+    size_t sz = R * s->dim * fs;
     s->act = calloc(s->n + 1, sizeof *s->act);
     s->g0 = fl_alloc(sz);
     s->g1 = fl_alloc(sz);
     if (!s->act || !s->g0 || !s->g1) return FL_ERR_NOMEM;
     for (size_t i = 1; i <= s->n; i++)
-        if (!(s->act[i] = fl_alloc(sz))) return FL_ERR_NOMEM;
+        if (!(s->act[i] = fl_alloc(R * s->L[i - 1].out_dim * fs))) return FL_ERR_NOMEM;
+    if (s->zdim) {
+        s->z = fl_alloc(R * s->zdim * fs);
+        s->dz = fl_alloc(R * s->zdim * fs);
+        s->out = fl_alloc(sz);
+        if (!s->z || !s->dz || !s->out) return FL_ERR_NOMEM;
+    }
     return FL_OK;
+}
+
+/* Layer l's block of z (or dz): n rows of l->zdim; NULL when it keeps all. */
+static fl_real *zblock(const fl_stack *s, fl_real *base, const fl_layer *l)
+{
+    return l->zdim ? base + (size_t)s->max_rows * l->zoff : NULL;
+}
+
+/* Rows of [z... | y] (n x dim) from the factored-out blocks at zbase and
+ * the last layer's y (n x last_dim). */
+static void rows_gather(const fl_stack *s, uint32_t n, const fl_real *zbase, const fl_real *y,
+                        uint32_t last_dim, fl_real *rows)
+{
+    const size_t fs = sizeof(fl_real);
+    for (size_t i = 0; i < s->n; i++) {
+        const fl_layer *l = &s->L[i];
+        if (!l->zdim) continue;
+        const fl_real *zb = zbase + (size_t)s->max_rows * l->zoff;
+        for (uint32_t r = 0; r < n; r++)
+            memcpy(rows + (size_t)r * s->dim + l->zoff, zb + (size_t)r * l->zdim, l->zdim * fs);
+    }
+    for (uint32_t r = 0; r < n; r++)
+        memcpy(rows + (size_t)r * s->dim + s->zdim, y + (size_t)r * last_dim, last_dim * fs);
+}
+
+/* The inverse of rows_gather: splits rows of [z... | y] into the blocks. */
+static void rows_scatter(const fl_stack *s, uint32_t n, const fl_real *rows, fl_real *zbase,
+                         fl_real *y, uint32_t last_dim)
+{
+    const size_t fs = sizeof(fl_real);
+    for (size_t i = 0; i < s->n; i++) {
+        const fl_layer *l = &s->L[i];
+        if (!l->zdim) continue;
+        fl_real *zb = zbase + (size_t)s->max_rows * l->zoff;
+        for (uint32_t r = 0; r < n; r++)
+            memcpy(zb + (size_t)r * l->zdim, rows + (size_t)r * s->dim + l->zoff, l->zdim * fs);
+    }
+    for (uint32_t r = 0; r < n; r++)
+        memcpy(y + (size_t)r * last_dim, rows + (size_t)r * s->dim + s->zdim, last_dim * fs);
 }
 
 static uint64_t g_step; /* fl_stack_set_step */
@@ -299,11 +348,11 @@ static int any_nonfinite(const fl_real *y, size_t m)
     return (int)(acc >> (8 * sizeof acc - 1));
 }
 
-/* The first non-finite value among n rows of `dim` values (y) and of
- * logdet (may be NULL): 0 when all are finite, else 1 (output) or 2
- * (logdet) with its row and value. */
-static int first_nonfinite(uint32_t n, uint32_t dim, const fl_real *y, const fl_real *logdet,
-                           uint32_t *row, double *val)
+/* The first non-finite value among n rows of `dim` values (y), of `zdim`
+ * values (z, may be NULL) and of logdet (may be NULL): 0 when all are
+ * finite, else 1 (output), 2 (logdet) or 3 (z) with its row and value. */
+static int first_nonfinite(uint32_t n, uint32_t dim, const fl_real *y, uint32_t zdim,
+                           const fl_real *z, const fl_real *logdet, uint32_t *row, double *val)
 {
     const size_t m = (size_t)n * dim;
     if (any_nonfinite(y, m))
@@ -312,6 +361,14 @@ static int first_nonfinite(uint32_t n, uint32_t dim, const fl_real *y, const fl_
                 *row = (uint32_t)(i / dim);
                 *val = (double)y[i];
                 return 1;
+            }
+    const size_t mz = (size_t)n * zdim;
+    if (z && any_nonfinite(z, mz))
+        for (size_t i = 0; i < mz; i++)
+            if (!isfinite(z[i])) {
+                *row = (uint32_t)(i / zdim);
+                *val = (double)z[i];
+                return 3;
             }
     if (logdet && any_nonfinite(logdet, n))
         for (uint32_t r = 0; r < n; r++)
@@ -323,14 +380,16 @@ static int first_nonfinite(uint32_t n, uint32_t dim, const fl_real *y, const fl_
     return 0;
 }
 
-/* fails with the layer's name when its output or logdet is not finite
- * (l == NULL: the stack's input, before the first layer runs). */
+/* fails with the layer's name when its output (n rows of `dim`), its
+ * factored-out part (n rows of `zdim`, z may be NULL) or logdet is not
+ * finite (l == NULL: the stack's input, before the first layer runs). */
 static fl_status check_rows(const fl_stack *s, const fl_layer *l, fl_mode mode, int inverse,
-                            uint32_t n, const fl_real *y, const fl_real *logdet)
+                            uint32_t n, uint32_t dim, const fl_real *y, uint32_t zdim,
+                            const fl_real *z, const fl_real *logdet)
 {
     uint32_t row = 0;
     double val = 0;
-    int what = first_nonfinite(n, s->dim, y, logdet, &row, &val);
+    int what = first_nonfinite(n, dim, y, zdim, z, logdet, &row, &val);
     if (!what) return FL_OK;
     char where[96];
     where_now(mode, inverse, row, where, sizeof where);
@@ -341,7 +400,8 @@ static fl_status check_rows(const fl_stack *s, const fl_layer *l, fl_mode mode, 
                f->cx->path, f->cls->base.name, where, val);
     } else {
         fl_err("[%s] %s: non-finite %s %s (%g)", l->cx->path, l->cls->base.name,
-               what == 1 ? "output" : "logdet", where, val);
+               what == 1 ? "output" : what == 3 ? "factored-out output (z)" : "logdet", where,
+               val);
     }
     return FL_ERR_NUMERIC;
 }
@@ -357,21 +417,28 @@ fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
     s->act[0] = (fl_real *)x; /* read-only: layers get it as const input */
     fl_host_clear_error();
     if (s->check && s->n) {
-        fl_status st = check_rows(s, NULL, mode, 0, n, x, logdet);
+        fl_status st = check_rows(s, NULL, mode, 0, n, s->dim, x, 0, NULL, logdet);
         if (st != FL_OK) return st;
     }
     for (size_t i = 0; i < s->n; i++) {
         fl_layer *l = &s->L[i];
+        fl_real *z = zblock(s, s->z, l);
         fl_flow_fwd a = { n, mode, s->arena->theta + l->block, s->act[i], s->act[i + 1], logdet,
-                          c, NULL };
+                          c, z };
         fl_crash_enter(l->cx->path, l->cls->base.name, "forward");
         fl_status st = l->cls->forward(l->self, &a);
         fl_crash_leave();
         if (st != FL_OK) return layer_fail(l, "forward", st);
-        if (s->check && (st = check_rows(s, l, mode, 0, n, s->act[i + 1], logdet)) != FL_OK)
+        if (s->check && (st = check_rows(s, l, mode, 0, n, l->out_dim, s->act[i + 1], l->zdim, z,
+                                         logdet)) != FL_OK)
             return st;
     }
-    *u = s->act[s->n];
+    if (s->zdim) { /* [z of each factoring layer | y of the last] */
+        rows_gather(s, n, s->z, s->act[s->n], s->L[s->n - 1].out_dim, s->out);
+        *u = s->out;
+    } else {
+        *u = s->act[s->n];
+    }
     return FL_OK;
 }
 
@@ -381,13 +448,20 @@ fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real
     const fl_real *dy = du;
     fl_real *bufs[2] = { s->g0, s->g1 };
     fl_host_clear_error();
-    size_t rowbytes = (size_t)n * s->dim * sizeof(fl_real);
+    if (s->zdim) {
+        /* The last layer's dy goes to the buffer its own dx does not use
+         * (layer n-2 overwrites it only after reading layer n-1's dx). */
+        fl_real *dyl = bufs[s->n & 1];
+        rows_scatter(s, n, du, s->dz, dyl, s->L[s->n - 1].out_dim);
+        dy = dyl;
+    }
     for (size_t i = s->n; i-- > 0;) {
         fl_layer *l = &s->L[i];
         fl_real *out = (i == 0 && dx) ? dx : bufs[i & 1];
-        if (out != dx) memset(out, 0, rowbytes);
+        if (out != dx) memset(out, 0, (size_t)n * l->in_dim * sizeof(fl_real));
         fl_flow_bwd a = { n, mode, s->arena->theta + l->block, s->arena->grad + l->block,
-                          s->act[i], s->act[i + 1], c, dy, dlogdet, out, dc, NULL, NULL };
+                          s->act[i], s->act[i + 1], c, dy, dlogdet, out, dc,
+                          zblock(s, s->z, l), zblock(s, s->dz, l) };
         fl_crash_enter(l->cx->path, l->cls->base.name, "backward");
         fl_status st = l->cls->backward(l->self, &a);
         fl_crash_leave();
@@ -403,8 +477,13 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
     const fl_real *y = u;
     fl_host_clear_error();
     if (s->check && s->n) {
-        fl_status st = check_rows(s, NULL, mode, 1, n, u, logdet);
+        fl_status st = check_rows(s, NULL, mode, 1, n, s->dim, u, 0, NULL, logdet);
         if (st != FL_OK) return st;
+    }
+    if (s->zdim && s->n) {
+        /* act[n] is not written below: it holds the last layer's y */
+        rows_scatter(s, n, u, s->z, s->act[s->n], s->L[s->n - 1].out_dim);
+        y = s->act[s->n];
     }
     for (size_t i = s->n; i-- > 0;) {
         fl_layer *l = &s->L[i];
@@ -414,12 +493,15 @@ fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real 
             return FL_ERR_UNSUPPORTED;
         }
         fl_real *out = i == 0 ? x : s->act[i];
-        fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c, NULL };
+        fl_flow_inv a = { n, mode, s->arena->theta + l->block, y, out, logdet, c,
+                          zblock(s, s->z, l) };
         fl_crash_enter(l->cx->path, l->cls->base.name, "inverse");
         fl_status st = l->cls->inverse(l->self, &a);
         fl_crash_leave();
         if (st != FL_OK) return layer_fail(l, "inverse", st);
-        if (s->check && (st = check_rows(s, l, mode, 1, n, out, logdet)) != FL_OK) return st;
+        if (s->check &&
+            (st = check_rows(s, l, mode, 1, n, l->in_dim, out, 0, NULL, logdet)) != FL_OK)
+            return st;
         y = out;
     }
     return FL_OK;

@@ -1,7 +1,16 @@
 /* stack.h - a sequence of flow layers and the buffers between them.
  *
  * Forward keeps every intermediate activation so backward can hand each
- * layer the input it saw; all buffers are sized for max_rows once. */
+ * layer the input it saw; all buffers are sized for max_rows once
+ * (fl_stack_ready), each activation by its layer's shape.
+ *
+ * Factor-out (flow.h, ABI 1.4): a layer whose output y has fewer numbers
+ * than its input writes the rest to z, and the layers after it see only y.
+ * The stack as a whole stays a bijection of `dim` numbers: its output row
+ * is [z of the first factoring layer | z of the next | ... | y of the last
+ * layer], the base density scores all of it. Backward and inverse split
+ * their rows the same way. Without factoring layers the output is the last
+ * activation itself (no copy). */
 #ifndef FL_STACK_H
 #define FL_STACK_H
 
@@ -18,6 +27,10 @@ typedef struct fl_layer {
     uint32_t in_c, in_h, in_w;    /* tensor shape of the layer's input */
     uint32_t out_c, out_h, out_w; /* of its output y (host->flow_output; = input's
                                      unless it squeezes or factors out) */
+    uint32_t in_dim, out_dim;     /* in_c*in_h*in_w, out_c*out_h*out_w */
+    uint32_t zdim;                /* in_dim - out_dim: the numbers it factors out */
+    uint32_t zoff;                /* where its z starts in the stack's output row
+                                     (the zdim of the factoring layers before it) */
 } fl_layer;
 
 typedef struct fl_stack {
@@ -29,8 +42,16 @@ typedef struct fl_stack {
     uint32_t cur_c, cur_h, cur_w; /* the shape the next pushed layer sees */
     uint64_t seed;
     fl_arena *arena;      /* not owned */
-    fl_real **act;        /* n+1 activations; act[0] is the caller's input */
-    fl_real *g0, *g1;     /* gradient ping-pong */
+    fl_real **act;        /* n+1 activations; act[0] is the caller's input,
+                             act[i+1] is max_rows x L[i].out_dim */
+    fl_real *g0, *g1;     /* gradient ping-pong, max_rows x dim each */
+    uint32_t zdim;        /* sum of the layers' zdim: the factored-out part of a row */
+    fl_real *z;           /* max_rows x zdim: layer i's z is the block at
+                             z + max_rows * L[i].zoff (n x L[i].zdim, rows
+                             contiguous); NULL when no layer factors out */
+    fl_real *dz;          /* the same blocks for backward's dL/dz */
+    fl_real *out;         /* max_rows x dim: the assembled output row; NULL
+                             when no layer factors out */
     int check;            /* check every layer's output and logdet for non-finite values
                              (fl_stack_check; a task's stack has it on, the kit's off) */
 } fl_stack;
@@ -58,21 +79,28 @@ fl_status fl_stack_push(fl_stack *s, const fl_flow_class *cls, const char *path,
 /* Adds every [flow] / [flow.N] section of `cfg` (sorted by N), expanding
  * `repeat` and interleaving `permute`. */
 fl_status fl_stack_from_config(fl_stack *s, const fl_registry *reg, const fl_config *cfg);
-/* Allocates the activation buffers; call after the arena is finalised. */
+/* Allocates the activation, z and gradient buffers (the only allocation:
+ * forward, backward and inverse allocate nothing); call after the arena is
+ * finalised. FL_ERR_NOMEM on failure (the stack is then only for
+ * fl_stack_free). */
 fl_status fl_stack_ready(fl_stack *s);
 void fl_stack_free(fl_stack *s);
 
 /* u = f_T o ... o f_1 (x); logdet (n) is accumulated. Returns the output
- * buffer (owned by the stack, valid until the next call). x must stay
- * unchanged until backward. */
+ * buffer (n x dim, owned by the stack, valid until the next call; with
+ * factoring layers [z... | y], see above). x must stay unchanged until
+ * backward. */
 fl_status fl_stack_forward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *x,
                            const fl_real *c, fl_real *logdet, const fl_real **u);
-/* Backward of the last forward: accumulates parameter gradients into the
- * arena, and dx/dc when not NULL. */
+/* Backward of the last forward: du is n x dim (split like forward's
+ * output into each factoring layer's dz and the last layer's dy);
+ * accumulates parameter gradients into the arena, and dx/dc when not NULL. */
 fl_status fl_stack_backward(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *c,
                             const fl_real *du, const fl_real *dlogdet, fl_real *dx, fl_real *dc);
-/* x = f^-1(u), layer by layer in reverse; logdet (may be NULL) accumulates
- * log|det dx/du|. */
+/* x = f^-1(u), layer by layer in reverse; u is n x dim, split like
+ * forward's output (each factoring layer gets its z back); logdet (may be
+ * NULL) accumulates log|det dx/du|. Overwrites the buffers forward keeps
+ * for backward (do not call backward after it without a forward). */
 fl_status fl_stack_inverse(fl_stack *s, uint32_t n, fl_mode mode, const fl_real *u,
                            const fl_real *c, fl_real *x, fl_real *logdet);
 

@@ -1,10 +1,15 @@
 /* actnorm.c - activation normalisation (Kingma & Dhariwal 2018, Glow).
  *
- *   y = (x + b) * exp(log_s)   per coordinate,   logdet = sum_j log_s_j
+ *   y = (x + b) * exp(log_s)   per channel,   logdet = h * w * sum_ch log_s_ch
+ *
+ * On an image of c x h x w (NHWC) b and log_s have one entry per channel,
+ * shared by the h * w pixels; a flat vector is dim channels of one pixel,
+ * so there they are per coordinate (and the arithmetic is the same as
+ * before shapes existed, loop order included).
  *
  * Data-dependent init (data_init = true): the first FL_MODE_TRAIN forward
  * sets b = -mean(x) and log_s = -log(std(x) + 1e-6) from its batch (biased
- * std, per coordinate), so that batch leaves the layer standardised; the
+ * std, per channel over the batch's rows and pixels), so that batch leaves the layer standardised; the
  * FL_PARAM_STATE scalar "initialized" records it, so a resumed checkpoint
  * does not initialise again. From then on (and always with data_init =
  * false, where the layer starts as the identity) it is a plain element-wise
@@ -21,10 +26,10 @@
 #include <flowlab/flowlab.h>
 
 typedef struct actnorm {
-    uint32_t dim;
+    uint32_t c, hw;                  /* channels, pixels per row (flat: dim, 1) */
     int data_init;
     size_t ls_off, b_off, init_off;  /* offsets in theta */
-    double *mean, *var;              /* dim: init scratch */
+    double *mean, *var;              /* c: init scratch */
 } actnorm;
 
 static const fl_key keys[] = {
@@ -39,8 +44,11 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
 {
     actnorm *f = calloc(1, sizeof *f);
     if (!f) return FL_ERR_NOMEM;
-    uint32_t D = sh->dim;
-    f->dim = D;
+    /* per channel; a flat vector (and a pre-1.4 host) is dim x 1 x 1 */
+    const int shaped = FL_ABI_AT_LEAST(h, 1, 4);
+    uint32_t D = shaped ? sh->c : sh->dim;
+    f->c = D;
+    f->hw = shaped ? sh->h * sh->w : 1;
     f->data_init = h->cfg_bool(cx, "data_init");
     fl_param_spec ls = { "log_s", D, FL_INIT_ZERO, 0, 0, 0, 0 };
     fl_param_spec b = { "b", D, FL_INIT_ZERO, 0, 0, 0, 0 };
@@ -67,22 +75,24 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
 }
 
 /* b = -mean, log_s = -log(std + 1e-6) from the batch, in double (two
- * passes so a large mean does not swamp the variance). */
+ * passes so a large mean does not swamp the variance), per channel over
+ * the n * hw pixels (the n rows when flat). */
 static void data_init(actnorm *f, uint32_t n, const fl_real *x, fl_real *theta)
 {
-    uint32_t D = f->dim;
+    uint32_t D = f->c;
+    size_t P = (size_t)n * f->hw;
     for (uint32_t j = 0; j < D; j++) f->mean[j] = f->var[j] = 0;
-    for (uint32_t r = 0; r < n; r++)
-        for (uint32_t j = 0; j < D; j++) f->mean[j] += x[(size_t)r * D + j];
-    for (uint32_t j = 0; j < D; j++) f->mean[j] /= n;
-    for (uint32_t r = 0; r < n; r++)
+    for (size_t r = 0; r < P; r++)
+        for (uint32_t j = 0; j < D; j++) f->mean[j] += x[r * D + j];
+    for (uint32_t j = 0; j < D; j++) f->mean[j] /= (double)P;
+    for (size_t r = 0; r < P; r++)
         for (uint32_t j = 0; j < D; j++) {
-            double e = x[(size_t)r * D + j] - f->mean[j];
+            double e = x[r * D + j] - f->mean[j];
             f->var[j] += e * e;
         }
     for (uint32_t j = 0; j < D; j++) {
         theta[f->b_off + j] = (fl_real)-f->mean[j];
-        theta[f->ls_off + j] = (fl_real)-log(sqrt(f->var[j] / n) + 1e-6);
+        theta[f->ls_off + j] = (fl_real)-log(sqrt(f->var[j] / (double)P) + 1e-6);
     }
     theta[f->init_off] = 1;
 }
@@ -90,7 +100,8 @@ static void data_init(actnorm *f, uint32_t n, const fl_real *x, fl_real *theta)
 static fl_status forward(void *self, const fl_flow_fwd *a)
 {
     actnorm *f = self;
-    uint32_t D = f->dim;
+    uint32_t D = f->c;
+    size_t P = (size_t)a->n * f->hw;
     /* > 0.5, not != 0: the conformance kit's finite differences nudge
      * every parameter, state included, by a small step. */
     if (a->mode == FL_MODE_TRAIN && f->data_init && !(a->theta[f->init_off] > (fl_real)0.5))
@@ -98,29 +109,32 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
     const fl_real *ls = a->theta + f->ls_off, *b = a->theta + f->b_off;
     double ld = 0;
     for (uint32_t j = 0; j < D; j++) ld += ls[j];
-    for (uint32_t r = 0; r < a->n; r++) {
-        const fl_real *x = a->x + (size_t)r * D;
-        fl_real *y = a->y + (size_t)r * D;
+    ld *= f->hw;
+    for (size_t p = 0; p < P; p++) {
+        const fl_real *x = a->x + p * D;
+        fl_real *y = a->y + p * D;
         for (uint32_t j = 0; j < D; j++) y[j] = (x[j] + b[j]) * exp(ls[j]);
-        a->logdet[r] += (fl_real)ld;
     }
+    for (uint32_t r = 0; r < a->n; r++) a->logdet[r] += (fl_real)ld;
     return FL_OK;
 }
 
 static fl_status backward(void *self, const fl_flow_bwd *a)
 {
     actnorm *f = self;
-    uint32_t D = f->dim, n = a->n;
+    uint32_t D = f->c, n = a->n;
+    size_t P = (size_t)n * f->hw;
     const fl_real *ls = a->theta + f->ls_off, *b = a->theta + f->b_off;
     fl_real *dls = a->dtheta + f->ls_off, *db = a->dtheta + f->b_off;
-    double dsum = 0; /* every row's logdet is sum log_s */
+    double dsum = 0; /* every row's logdet is hw * sum log_s */
     for (uint32_t r = 0; r < n; r++) dsum += a->dlogdet[r];
-    /* Column by column so the parameter sums accumulate in double. */
+    dsum *= f->hw;
+    /* Channel by channel so the parameter sums accumulate in double. */
     for (uint32_t j = 0; j < D; j++) {
         fl_real e = exp(ls[j]);
         double sb = 0, ss = 0;
-        for (uint32_t r = 0; r < n; r++) {
-            size_t i = (size_t)r * D + j;
+        for (size_t p = 0; p < P; p++) {
+            size_t i = p * D + j;
             fl_real g = a->dy[i] * e;
             a->dx[i] += g;
             sb += g;
@@ -135,24 +149,27 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
 static fl_status inverse(void *self, const fl_flow_inv *a)
 {
     actnorm *f = self;
-    uint32_t D = f->dim;
+    uint32_t D = f->c;
+    size_t P = (size_t)a->n * f->hw;
     const fl_real *ls = a->theta + f->ls_off, *b = a->theta + f->b_off;
     double ld = 0;
     for (uint32_t j = 0; j < D; j++) ld -= ls[j];
-    for (uint32_t r = 0; r < a->n; r++) {
-        const fl_real *y = a->y + (size_t)r * D;
-        fl_real *x = a->x + (size_t)r * D;
+    ld *= f->hw;
+    for (size_t p = 0; p < P; p++) {
+        const fl_real *y = a->y + p * D;
+        fl_real *x = a->x + p * D;
         for (uint32_t j = 0; j < D; j++) x[j] = y[j] * exp(-ls[j]) - b[j];
-        if (a->logdet) a->logdet[r] += (fl_real)ld;
     }
+    if (a->logdet)
+        for (uint32_t r = 0; r < a->n; r++) a->logdet[r] += (fl_real)ld;
     return FL_OK;
 }
 
 static const fl_flow_class actnorm_flow = {
     .base = { sizeof(fl_flow_class), "actnorm",
-              "Glow activation normalisation: y = (x + b)*exp(log_s), data-dependent init",
+              "Glow activation normalisation: y = (x + b)*exp(log_s) per channel, data-dependent init",
               keys, sizeof keys / sizeof keys[0] },
-    .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE,
+    .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE | FL_FLOW_SHAPED,
     .create = create,
     .destroy = destroy,
     .forward = forward,

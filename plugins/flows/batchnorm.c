@@ -1,8 +1,13 @@
 /* batchnorm.c - batch normalisation as a flow (Dinh et al. 2017, Real NVP
  * section 3.7; as used between the layers of MAF).
  *
- *   y = (x - mu) / sqrt(var + eps) * exp(log_gamma) + beta   per coordinate
- *   logdet = sum_j log_gamma_j - 0.5 log(var_j + eps)        every row alike
+ *   y = (x - mu) / sqrt(var + eps) * exp(log_gamma) + beta    per channel
+ *   logdet = h w sum_ch log_gamma_ch - 0.5 log(var_ch + eps)  every row alike
+ *
+ * On an image of c x h x w (NHWC) every statistic and parameter has one
+ * entry per channel, over the batch's rows and pixels (Real NVP's batch
+ * norm on images); a flat vector is dim channels of one pixel, so there
+ * they are per coordinate, with the same arithmetic as before shapes.
  *
  * FL_MODE_TRAIN: mu, var are the batch's own statistics (biased variance),
  * and the running averages (FL_PARAM_STATE: running_mean, running_var) move
@@ -32,7 +37,8 @@
 #include <flowlab/flowlab.h>
 
 typedef struct bnorm {
-    uint32_t dim;
+    uint32_t dim;            /* channels (flat: the row width) */
+    uint32_t hw;             /* pixels per row (flat: 1) */
     double momentum, eps;
     size_t lg_off, beta_off, rm_off, rv_off;  /* offsets in theta */
     double *mu, *var;        /* dim: statistics of the last TRAIN forward */
@@ -55,8 +61,11 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
 {
     bnorm *b = calloc(1, sizeof *b);
     if (!b) return FL_ERR_NOMEM;
-    uint32_t D = sh->dim;
+    /* per channel; a flat vector (and a pre-1.4 host) is dim x 1 x 1 */
+    const int shaped = FL_ABI_AT_LEAST(h, 1, 4);
+    uint32_t D = shaped ? sh->c : sh->dim;
     b->dim = D;
+    b->hw = shaped ? sh->h * sh->w : 1;
     b->momentum = h->cfg_real(cx, "momentum");
     b->eps = h->cfg_real(cx, "eps");
     fl_param_spec lg = { "log_gamma", D, FL_INIT_ZERO, 0, 0, 0, 0 };
@@ -99,21 +108,23 @@ static double vpe(const bnorm *b, double var)
     return v > DBL_MIN ? v : DBL_MIN;
 }
 
-/* Biased batch statistics per column, in double, two passes (mean first)
- * so float inputs with a large mean keep their variance. */
+/* Biased batch statistics per channel over the n * hw pixels, in double,
+ * two passes (mean first) so float inputs with a large mean keep their
+ * variance. */
 static void batch_stats(bnorm *b, uint32_t n, const fl_real *x)
 {
     uint32_t D = b->dim;
+    size_t P = (size_t)n * b->hw;
     for (uint32_t j = 0; j < D; j++) b->mu[j] = b->var[j] = 0;
-    for (uint32_t r = 0; r < n; r++)
-        for (uint32_t j = 0; j < D; j++) b->mu[j] += x[(size_t)r * D + j];
-    for (uint32_t j = 0; j < D; j++) b->mu[j] /= n;
-    for (uint32_t r = 0; r < n; r++)
+    for (size_t r = 0; r < P; r++)
+        for (uint32_t j = 0; j < D; j++) b->mu[j] += x[r * D + j];
+    for (uint32_t j = 0; j < D; j++) b->mu[j] /= (double)P;
+    for (size_t r = 0; r < P; r++)
         for (uint32_t j = 0; j < D; j++) {
-            double e = x[(size_t)r * D + j] - b->mu[j];
+            double e = x[r * D + j] - b->mu[j];
             b->var[j] += e * e;
         }
-    for (uint32_t j = 0; j < D; j++) b->var[j] /= n;
+    for (uint32_t j = 0; j < D; j++) b->var[j] /= (double)P;
     b->have_batch = 1;
 }
 
@@ -135,19 +146,20 @@ static void pick_stats(const bnorm *b, fl_mode mode, const fl_real *theta, const
     *var = b->rvar;
 }
 
-/* sum_j log_gamma_j - 0.5 log(var_j + eps): the logdet of every row. */
+/* hw * sum_j log_gamma_j - 0.5 log(var_j + eps): the logdet of every row. */
 static double log_det(const bnorm *b, const fl_real *theta, const double *var)
 {
     double ld = 0;
     for (uint32_t j = 0; j < b->dim; j++)
         ld += (double)theta[b->lg_off + j] - 0.5 * log(vpe(b, var[j]));
-    return ld;
+    return ld * b->hw;
 }
 
 static fl_status forward(void *self, const fl_flow_fwd *a)
 {
     bnorm *b = self;
     uint32_t D = b->dim, n = a->n;
+    size_t P = (size_t)n * b->hw;
     fl_real *th = a->theta;
     const double *mu, *var;
     if (a->mode == FL_MODE_TRAIN) {
@@ -167,13 +179,13 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
     for (uint32_t j = 0; j < D; j++)
         b->scale[j] = exp((double)th[b->lg_off + j]) / sqrt(vpe(b, var[j]));
     fl_real ld = (fl_real)log_det(b, th, var);
-    for (uint32_t r = 0; r < n; r++) {
-        const fl_real *x = a->x + (size_t)r * D;
-        fl_real *y = a->y + (size_t)r * D;
+    for (size_t p = 0; p < P; p++) {
+        const fl_real *x = a->x + p * D;
+        fl_real *y = a->y + p * D;
         for (uint32_t j = 0; j < D; j++)
             y[j] = (fl_real)((x[j] - mu[j]) * b->scale[j] + th[b->beta_off + j]);
-        a->logdet[r] += ld;
     }
+    for (uint32_t r = 0; r < n; r++) a->logdet[r] += ld;
     return FL_OK;
 }
 
@@ -181,14 +193,16 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
 {
     bnorm *b = self;
     uint32_t D = b->dim, n = a->n;
+    size_t P = (size_t)n * b->hw; /* pixels: the statistics' sample size */
     const fl_real *th = a->theta;
     fl_real *dth = a->dtheta;
     /* The statistics the preceding forward of the same mode used. */
     const double *mu, *var;
     pick_stats(b, a->mode, th, &mu, &var);
     double *inv = b->scale, *g = b->gam, *s1 = b->s1, *s2 = b->s2;
-    double dsum = 0; /* sum_r dlogdet_r: every row's logdet is the same */
+    double dsum = 0; /* hw * sum_r dlogdet_r: every row's logdet is the same */
     for (uint32_t r = 0; r < n; r++) dsum += a->dlogdet[r];
+    dsum *= b->hw;
     for (uint32_t j = 0; j < D; j++) {
         inv[j] = 1 / sqrt(vpe(b, var[j]));
         g[j] = exp((double)th[b->lg_off + j]);
@@ -196,9 +210,9 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
     }
     /* With xh = (x - mu) * inv per column, S1 = sum dy, S2 = sum dy * g * xh:
      * dbeta = S1,  dlog_gamma = S2 + sum dlogdet. */
-    for (uint32_t r = 0; r < n; r++)
+    for (size_t r = 0; r < P; r++)
         for (uint32_t j = 0; j < D; j++) {
-            size_t i = (size_t)r * D + j;
+            size_t i = r * D + j;
             double dy = a->dy[i];
             s1[j] += dy;
             s2[j] += dy * g[j] * (a->x[i] - mu[j]) * inv[j];
@@ -210,9 +224,9 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
     if (a->mode != FL_MODE_TRAIN) {
         /* EVAL: element-wise, and the logdet does not depend on x (the
          * running statistics are state and get no gradient). */
-        for (uint32_t r = 0; r < n; r++)
+        for (size_t r = 0; r < P; r++)
             for (uint32_t j = 0; j < D; j++) {
-                size_t i = (size_t)r * D + j;
+                size_t i = r * D + j;
                 a->dx[i] += (fl_real)(a->dy[i] * g[j] * inv[j]);
             }
         return FL_OK;
@@ -220,12 +234,14 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
     /* TRAIN: through the batch's mu and var,
      *   dx_r = inv * (g dy_r - g S1/n - xh_r * (S2 + sum dlogdet)/n);
      * the sum dlogdet term is the logdet's -0.5 log(var + eps) through var
-     * (dvar/dx_r = 2 (x_r - mu)/n). */
-    for (uint32_t r = 0; r < n; r++)
+     * (dvar/dx_r = 2 (x_r - mu)/n). On images n counts pixels (P = n hw)
+     * and the sums run over them; dsum is already hw * sum dlogdet. */
+    const double np = (double)P;
+    for (size_t r = 0; r < P; r++)
         for (uint32_t j = 0; j < D; j++) {
-            size_t i = (size_t)r * D + j;
+            size_t i = r * D + j;
             double xh = (a->x[i] - mu[j]) * inv[j];
-            a->dx[i] += (fl_real)(inv[j] * (g[j] * (a->dy[i] - s1[j] / n) - xh * (s2[j] + dsum) / n));
+            a->dx[i] += (fl_real)(inv[j] * (g[j] * (a->dy[i] - s1[j] / np) - xh * (s2[j] + dsum) / np));
         }
     return FL_OK;
 }
@@ -234,6 +250,7 @@ static fl_status inverse(void *self, const fl_flow_inv *a)
 {
     bnorm *b = self;
     uint32_t D = b->dim, n = a->n;
+    size_t P = (size_t)n * b->hw;
     const fl_real *th = a->theta;
     const double *mu, *var;
     pick_stats(b, a->mode, th, &mu, &var);
@@ -241,23 +258,24 @@ static fl_status inverse(void *self, const fl_flow_inv *a)
     for (uint32_t j = 0; j < D; j++)
         b->scale[j] = sqrt(vpe(b, var[j])) * exp(-(double)th[b->lg_off + j]);
     fl_real ld = (fl_real)-log_det(b, th, var);
-    for (uint32_t r = 0; r < n; r++) {
-        const fl_real *y = a->y + (size_t)r * D;
-        fl_real *x = a->x + (size_t)r * D;
+    for (size_t p = 0; p < P; p++) {
+        const fl_real *y = a->y + p * D;
+        fl_real *x = a->x + p * D;
         for (uint32_t j = 0; j < D; j++)
             x[j] = (fl_real)((y[j] - th[b->beta_off + j]) * b->scale[j] + mu[j]);
-        if (a->logdet) a->logdet[r] += ld;
     }
+    if (a->logdet)
+        for (uint32_t r = 0; r < n; r++) a->logdet[r] += ld;
     return FL_OK;
 }
 
 static const fl_flow_class batch_norm = {
     .base = { sizeof(fl_flow_class), "batch-norm",
-              "batch normalisation (Real NVP): y = (x - mu)/sqrt(var + eps)*exp(log_gamma) + beta; "
-              "batch statistics in training, running averages in evaluation",
+              "batch normalisation (Real NVP), per channel: y = (x - mu)/sqrt(var + eps)*exp(log_gamma) "
+              "+ beta; batch statistics in training, running averages in evaluation",
               keys, sizeof keys / sizeof keys[0] },
     .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE |
-             FL_FLOW_BATCH_COUPLED,
+             FL_FLOW_BATCH_COUPLED | FL_FLOW_SHAPED,
     .create = create,
     .destroy = destroy,
     .forward = forward,

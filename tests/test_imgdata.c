@@ -522,6 +522,29 @@ Test(imgdata, auto_is_none_off_images_and_uniform_refuses_continuous_values)
     fl_registry_free(r);
 }
 
+Test(imgdata, uniform_dequantization_of_dynamically_binarized_rows_is_refused)
+{
+    char *dir = make_tmpdir();
+    /* an idx file of 4 images of 2x2 */
+    uint8_t b[16 + 16] = { 0, 0, 8, 3, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 2 };
+    char *p = write_bytes(dir, "imgs", b, sizeof b);
+    fl_registry *r = load_builtin_plugins();
+    char *data = fl_strfmt("type = idx\ntrain_images = %s\nvalid_size = 1\ndequantize = uniform",
+                           p);
+    build_fails(r, data, FL_ERR_INVALID, "imgdata-test.ini:7: [data] dequantize = uniform",
+                "binarize = none");
+    free(data);
+    /* auto leaves them alone */
+    data = fl_strfmt("type = idx\ntrain_images = %s\nvalid_size = 1", p);
+    fl_experiment *e = build_ok(r, data, 1);
+    cr_assert_eq(fl_density_pre_of(e)->dequantize, 0);
+    fl_experiment_free(e);
+    free(data);
+    free(p);
+    fl_registry_free(r);
+    rm_rf(dir);
+}
+
 Test(imgdata, samples_at_a_temperature_invert_the_preprocessing)
 {
     fl_runtime_init();

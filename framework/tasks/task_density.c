@@ -86,9 +86,13 @@ static fl_status density_build(fl_experiment *e)
     e->model = m;
     read_pre(e, &m->pre);
     if (m->pre.dequantize && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC)) {
+        const fl_cfg_section *sec = fl_config_section(e->cfg, "data");
+        char where[512];
+        fl_config_where(e->cfg, sec, sec ? fl_config_entry(sec, "dequantize") : NULL, where,
+                        sizeof where);
         fl_err("%s: [data] dequantize = uniform, but the host binarizes these rows afresh "
                "(binarize = dynamic): set [data] binarize = none for grey levels",
-               e->cfg->path);
+               where);
         return FL_ERR_INVALID;
     }
     m->flows = fl_stack_new(&e->arena, e->seed, e->info.dim, 0, e->max_rows);

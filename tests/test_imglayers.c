@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include "common.h"
+#include "kit/kit.h"
 #include "model/stack.h"
 
 SUITE(imglayers);
@@ -83,8 +84,8 @@ static void rig_free(rig *g)
     fl_registry_free(g->reg);
 }
 
-/* A ready stack; parameters get N(0, noise^2) added (state slices too,
- * which is harmless for the layers here). */
+/* A ready stack; trained parameters get N(0, noise^2) added (state, such
+ * as running variances, keeps its meaning, as in the kit). */
 static void make_rig(rig *g, const char *type, const char *const *kv, uint32_t c, uint32_t h,
                      uint32_t w, uint32_t layers, uint32_t rows, double noise)
 {
@@ -95,7 +96,12 @@ static void make_rig(rig *g, const char *type, const char *const *kv, uint32_t c
     if (noise > 0) {
         fl_real *e = malloc(g->arena.total * sizeof *e);
         fl_rng_normal(fl_rng_key_make(5, "imglayers.noise"), 0, 0, g->arena.total, e);
-        for (size_t i = 0; i < g->arena.total; i++) g->arena.theta[i] += (fl_real)(noise * e[i]);
+        for (size_t p = 0; p < g->arena.n; p++) {
+            const fl_param_rec *r = &g->arena.p[p];
+            if (r->flags & FL_PARAM_STATE) continue;
+            for (size_t i = r->offset; i < r->offset + r->size; i++)
+                g->arena.theta[i] += (fl_real)(noise * e[i]);
+        }
         free(e);
     }
 }
@@ -329,6 +335,66 @@ Test(imglayers, conv_coupling_gradients_match_differences, .timeout = 120)
     rig_free(&g);
 }
 
+/* The state slices (running averages) of the arena, concatenated. */
+static size_t state_copy(const rig *g, fl_real *out)
+{
+    size_t k = 0;
+    for (size_t p = 0; p < g->arena.n; p++) {
+        const fl_param_rec *r = &g->arena.p[p];
+        if (!(r->flags & FL_PARAM_STATE)) continue;
+        if (out) memcpy(out + k, g->arena.theta + r->offset, r->size * sizeof *out);
+        k += r->size;
+    }
+    return k;
+}
+
+Test(imglayers, conv_coupling_with_batch_norm, .timeout = 120)
+{
+    for (int chm = 0; chm < 2; chm++) {
+        const char *kv[] = { "norm=batch", chm ? "mask=channel" : "mask=checkerboard",
+                             "features=6", "blocks=2", "act=tanh", NULL };
+        rig g;
+        make_rig(&g, "conv-coupling", kv, 2, 4, 4, 1, MAXR, 0.3);
+        /* one batch norm per block and one before the last activation,
+         * each with a running mean and variance of `features` channels */
+        const size_t ns = state_copy(&g, NULL);
+        cr_assert_eq(ns, 3 * 2 * 6, "%s: %zu state numbers", kv[1], ns);
+        fl_real *s0 = malloc(ns * sizeof *s0), *s1 = malloc(ns * sizeof *s1);
+        size_t nd = (size_t)MAXR * g.dim;
+        fl_real *x = malloc(nd * sizeof *x), *y = malloc(nd * sizeof *y), *back = malloc(nd * sizeof *x);
+        normal_rows(x, nd, "imglayers.bn");
+        for (int m = 0; m < 2; m++) {
+            const fl_mode mode = m ? FL_MODE_EVAL : FL_MODE_TRAIN;
+            fl_real ld[MAXR] = { 0 }, ldi[MAXR] = { 0 };
+            state_copy(&g, s0);
+            const fl_real *yy;
+            cr_assert_eq(fl_stack_forward(g.s, MAXR, mode, x, NULL, ld, &yy), FL_OK);
+            memcpy(y, yy, nd * sizeof *y);
+            state_copy(&g, s1);
+            /* training moves the running averages, evaluation does not */
+            cr_assert_eq(memcmp(s0, s1, ns * sizeof *s0) != 0, mode == FL_MODE_TRAIN, "%s mode %d",
+                         kv[1], m);
+            cr_assert_eq(fl_stack_inverse(g.s, MAXR, mode, y, NULL, back, ldi), FL_OK);
+            state_copy(&g, s0);
+            cr_assert_eq(memcmp(s0, s1, ns * sizeof *s0), 0, "%s: the inverse moved the averages",
+                         kv[1]);
+            for (size_t i = 0; i < nd; i++)
+                cr_assert_lt(fabs((double)back[i] - x[i]), 1e-4, "%s mode %d: x[%zu]", kv[1], m, i);
+            for (int r = 0; r < MAXR; r++) cr_assert_lt(fabs((double)ld[r] + ldi[r]), 1e-4);
+        }
+        free(s0);
+        free(s1);
+        free(x);
+        free(y);
+        free(back);
+        rig_free(&g);
+        /* the gradient through the batch statistics */
+        make_rig(&g, "conv-coupling", kv, 2, 4, 4, 1, 4, 0.3);
+        check_grads(&g, FL_MODE_TRAIN, chm ? "norm=batch channel" : "norm=batch checkerboard");
+        rig_free(&g);
+    }
+}
+
 Test(imglayers, conv_coupling_bit_identical_for_1_and_2_threads, .timeout = 120)
 {
     /* large enough that the element-wise loops (from 2^17 numbers) and
@@ -435,13 +501,15 @@ static double log_abs_det(uint32_t n, double *A)
     return s;
 }
 
+static const char *const lu_on[] = { "lu=true", NULL }, *const lu_off[] = { "lu=false", NULL };
+
 Test(imglayers, invconv_starts_as_a_rotation)
 {
     static const uint32_t cs[] = { 1, 3, 4, 12 };
-    for (size_t t = 0; t < 4; t++) {
-        const uint32_t c = cs[t];
+    for (size_t t = 0; t < 8; t++) {
+        const uint32_t c = cs[t % 4];
         rig g;
-        make_rig(&g, "invconv", NULL, c, 2, 2, 1, MAXR, 0);
+        make_rig(&g, "invconv", t < 4 ? lu_on : lu_off, c, 2, 2, 1, MAXR, 0);
         double *W = malloc((size_t)c * c * sizeof *W);
         read_weight(&g, W);
         double offdiag = 0; /* a rotation, and not the identity */
@@ -461,10 +529,10 @@ Test(imglayers, invconv_starts_as_a_rotation)
 Test(imglayers, invconv_logdet_is_hw_log_det_w)
 {
     static const uint32_t shapes[][3] = { { 3, 2, 2 }, { 4, 3, 2 }, { 12, 2, 2 }, { 5, 1, 1 } };
-    for (size_t t = 0; t < 4; t++) {
-        const uint32_t c = shapes[t][0], h = shapes[t][1], w = shapes[t][2];
+    for (size_t t = 0; t < 8; t++) {
+        const uint32_t c = shapes[t % 4][0], h = shapes[t % 4][1], w = shapes[t % 4][2];
         rig g;
-        make_rig(&g, "invconv", NULL, c, h, w, 1, MAXR, 0.4);
+        make_rig(&g, "invconv", t < 4 ? lu_on : lu_off, c, h, w, 1, MAXR, 0.4);
         double *W = malloc((size_t)c * c * sizeof *W);
         read_weight(&g, W);
         size_t nd = (size_t)g.rows * g.dim;
@@ -494,13 +562,38 @@ Test(imglayers, invconv_logdet_is_hw_log_det_w)
     }
 }
 
+Test(imglayers, invconv_parameters)
+{
+    /* lu: strict parts of L and U packed (c (c - 1) / 2 each) and log_s;
+     * plain: W (c x c). All offsets from the initial factors: zero. */
+    rig g;
+    make_rig(&g, "invconv", lu_on, 4, 2, 2, 1, MAXR, 0);
+    const char *names[] = { "flow.1.0.L", "flow.1.0.U", "flow.1.0.log_s" };
+    const size_t sizes[] = { 6, 6, 4 };
+    for (int i = 0; i < 3; i++) {
+        const fl_param_rec *pr = fl_arena_find(&g.arena, names[i]);
+        cr_assert_not_null(pr, "%s", names[i]);
+        cr_assert_eq(pr->size, sizes[i], "%s: %zu", names[i], pr->size);
+        for (size_t j = 0; j < pr->size; j++) cr_assert_eq(g.arena.theta[pr->offset + j], 0);
+    }
+    cr_assert_null(fl_arena_find(&g.arena, "flow.1.0.W"));
+    rig_free(&g);
+    make_rig(&g, "invconv", lu_off, 4, 2, 2, 1, MAXR, 0);
+    const fl_param_rec *pw = fl_arena_find(&g.arena, "flow.1.0.W");
+    cr_assert_not_null(pw);
+    cr_assert_eq(pw->size, 16);
+    cr_assert_null(fl_arena_find(&g.arena, "flow.1.0.log_s"));
+    rig_free(&g);
+}
+
 Test(imglayers, invconv_gradients_match_differences)
 {
     static const uint32_t shapes[][3] = { { 3, 2, 2 }, { 4, 4, 4 }, { 1, 4, 4 } };
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < 6; t++) {
         rig g;
-        make_rig(&g, "invconv", NULL, shapes[t][0], shapes[t][1], shapes[t][2], 1, 4, 0.3);
-        check_grads(&g, FL_MODE_TRAIN, "invconv");
+        const uint32_t *sh = shapes[t % 3];
+        make_rig(&g, "invconv", t < 3 ? lu_on : lu_off, sh[0], sh[1], sh[2], 1, 4, 0.3);
+        check_grads(&g, FL_MODE_TRAIN, t < 3 ? "invconv" : "invconv lu=false");
         rig_free(&g);
     }
 }
@@ -568,4 +661,69 @@ Test(imglayers, per_channel_norm_gradients_match_differences)
     make_rig(&g, "batch-norm", NULL, 3, 2, 2, 1, 4, 0.3);
     check_grads(&g, FL_MODE_TRAIN, "batch-norm 3x2x2");
     rig_free(&g);
+}
+
+/* ---- the conformance kit on image shapes ------------------------------ */
+
+static const uint32_t kit_shapes[][3] = { { 1, 4, 4 }, { 2, 4, 4 }, { 3, 2, 2 }, { 4, 2, 2 },
+                                          { 12, 2, 2 } };
+
+/* fl_kit_flow on `type` with `kv` on every kit image shape it accepts;
+ * returns how many it refused (their message must say why). */
+static int kit_images(const char *type, const char *const *kv)
+{
+    fl_runtime_init();
+    fl_registry *r = load_builtin_plugins();
+    const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, type);
+    cr_assert_not_null(c);
+    cr_assert(c->cls.flow.flags & FL_FLOW_SHAPED, "%s is not FL_FLOW_SHAPED", type);
+    fl_values v = flow_values(r, type, kv);
+    char what[256] = "";
+    for (size_t i = 0; kv && kv[i]; i++)
+        snprintf(what + strlen(what), sizeof what - strlen(what), " %s", kv[i]);
+    int refused = 0;
+    for (size_t i = 0; i < 5; i++) {
+        const uint32_t *sh = kit_shapes[i];
+        fl_kit_opts o = { sh[0] * sh[1] * sh[2], 0, 8, 40 + i, 0.3, NULL, sh[0], sh[1], sh[2] };
+        fl_kit_report rep;
+        fl_status st = fl_kit_flow(&c->cls.flow, &v, &o, &rep);
+        if (st != FL_OK) {
+            assert_contains(fl_err_msg(), "leaves nothing to transform");
+            refused++;
+            continue;
+        }
+        cr_assert_gt(rep.checks, 0);
+        cr_assert_eq(rep.failed, 0, "%s%s %ux%ux%u: %s", type, what, sh[0], sh[1], sh[2],
+                     rep.first_failure);
+    }
+    fl_values_free(&v);
+    fl_registry_free(r);
+    return refused;
+}
+
+Test(imglayers, kit_conv_coupling_on_images, .timeout = 300)
+{
+    static const char *const cfgs[][6] = {
+        { "features=8", "blocks=1", NULL },
+        { "features=8", "blocks=1", "transform=additive", NULL },
+        { "features=8", "blocks=1", "mask=channel", NULL },
+        { "features=8", "blocks=1", "mask=channel", "parity=1", "transform=additive", NULL },
+        { "features=8", "blocks=2", "norm=batch", NULL },
+        { "features=8", "blocks=1", "weight_norm=false", "act=elu", NULL },
+    };
+    for (size_t i = 0; i < 6; i++) {
+        int ch = 0;
+        for (size_t j = 0; cfgs[i][j]; j++) ch |= !strcmp(cfgs[i][j], "mask=channel");
+        /* the channel mask refuses the one-channel image */
+        cr_assert_eq(kit_images("conv-coupling", cfgs[i]), ch);
+    }
+}
+
+Test(imglayers, kit_invconv_and_norms_on_images, .timeout = 120)
+{
+    static const char *const lu[] = { "lu=false", NULL };
+    cr_assert_eq(kit_images("invconv", NULL), 0);
+    cr_assert_eq(kit_images("invconv", lu), 0);
+    cr_assert_eq(kit_images("actnorm", NULL), 0);
+    cr_assert_eq(kit_images("batch-norm", NULL), 0);
 }

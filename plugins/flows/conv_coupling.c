@@ -24,6 +24,18 @@
  * it reads only the kept channels (gathered) and writes 2 c_t per pixel,
  * as chrischute/real-nvp and the PyTorch reference do.
  *
+ * norm = batch puts the conv service's batch normalisation (per channel;
+ * batch statistics in training, running averages, FL_PARAM_STATE, in
+ * evaluation) before every ResNet block and before the last activation:
+ * conv3x3, [BN, block] x blocks, BN, act, conv3x3 (Real NVP normalises
+ * inside its ResNets). The layer's rows then interact in training mode,
+ * which a class cannot declare per configuration (FL_FLOW_BATCH_COUPLED
+ * is a class flag): training it with [train] grad_blocks > 1 normalises
+ * each block of rows by its own statistics, and over MPI the ranks' running
+ * averages then differ (the loop's parameter check stops such a run). An
+ * inverse in training mode recomputes the batch statistics from the kept
+ * part, which forward and inverse share, without moving the averages.
+ *
  * Forward, backward and inverse allocate nothing (workspaces from
  * create); the element-wise work is split by rows and every sum over rows
  * runs in row order, so results are bit-identical for any thread count
@@ -47,6 +59,7 @@ typedef struct ccoup {
     uint32_t c, hw, dim;   /* channels, pixels per image, c * hw */
     int additive;          /* no s: logdet 0 */
     int chan;              /* channel mask (else checkerboard) */
+    int bn;                /* norm = batch: the net has batch norm layers */
     uint32_t k0, ck;       /* kept channels [k0, k0 + ck) (channel mask) */
     uint32_t t0, ct;       /* transformed channels [t0, t0 + ct) (checkerboard: all) */
     uint32_t nout;         /* net output channels: 2 ct, additive ct */
@@ -72,6 +85,10 @@ static const fl_key keys[] = {
       "activation inside the ResNet blocks and before its last convolution" },
     { "weight_norm", FL_KEY_BOOL, "true", 0, 0, NULL,
       "weight normalisation of every convolution but the zero-initialised last one" },
+    { "norm", FL_KEY_ENUM, "none", 0, 0, "none|batch",
+      "batch: batch norm in the s/t net before each ResNet block and the last activation "
+      "(batch statistics in training, running averages in evaluation; rows then interact in "
+      "training)" },
 };
 
 static void destroy(void *self)
@@ -139,12 +156,18 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
         k->ct = k->c;
     }
     k->nout = k->additive ? k->ct : 2 * k->ct;
+    k->bn = h->cfg_int(cx, "norm") == 1;
+    if (k->bn && !FL_HOST_HAS(h, conv_forward_mode)) {
+        h->error(cx, "norm = batch needs a host whose conv service has batch norm (ABI 1.4 with "
+                     "conv_forward_mode)");
+        return fail(k, FL_ERR_UNSUPPORTED);
+    }
 
     static const fl_act acts[] = { FL_ACT_RELU, FL_ACT_ELU, FL_ACT_TANH };
     const fl_act act = acts[h->cfg_int(cx, "act")];
     const uint32_t F = (uint32_t)h->cfg_int(cx, "features");
     const uint32_t B = (uint32_t)h->cfg_int(cx, "blocks");
-    fl_conv_layer *layers = calloc((size_t)B + 3, sizeof *layers);
+    fl_conv_layer *layers = calloc(2 * (size_t)B + 4, sizeof *layers);
     fl_real *mask = k->chan ? NULL : malloc((size_t)k->dim * sizeof *mask);
     if (!layers || (!k->chan && !mask)) {
         free(layers);
@@ -154,7 +177,11 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     }
     uint32_t nl = 0;
     layers[nl++] = (fl_conv_layer){ FL_CONV_3X3, F, 1, FL_ACT_LINEAR };
-    for (uint32_t b = 0; b < B; b++) layers[nl++] = (fl_conv_layer){ FL_CONV_RESNET, F, 1, act };
+    for (uint32_t b = 0; b < B; b++) {
+        if (k->bn) layers[nl++] = (fl_conv_layer){ FL_CONV_BATCHNORM, 0, 0, FL_ACT_LINEAR };
+        layers[nl++] = (fl_conv_layer){ FL_CONV_RESNET, F, 1, act };
+    }
+    if (k->bn) layers[nl++] = (fl_conv_layer){ FL_CONV_BATCHNORM, 0, 0, FL_ACT_LINEAR };
     layers[nl++] = (fl_conv_layer){ FL_CONV_ACT, 0, 0, act };
     layers[nl++] = (fl_conv_layer){ FL_CONV_3X3, k->nout, 1, FL_ACT_LINEAR };
     if (mask)
@@ -237,10 +264,21 @@ static void couple(const ccoup *k, const fl_real *theta, uint32_t n, const fl_re
     }
 }
 
+/* The net on n rows of `in` (forward: x; inverse: y, whose kept part is
+ * x's). With batch norm, in `mode`, moving the running averages in
+ * `state` (theta made writable; NULL = leave them). */
+static void run_net(ccoup *k, const fl_real *theta, fl_real *state, fl_mode mode, uint32_t n,
+                    const fl_real *in)
+{
+    const fl_real *nin = net_input(k, n, in);
+    if (k->bn) k->h->conv_forward_mode(k->net, theta, state, mode, n, nin, k->out);
+    else k->h->conv_forward(k->net, theta, n, nin, k->out);
+}
+
 static fl_status forward(void *self, const fl_flow_fwd *a)
 {
     ccoup *k = self;
-    k->h->conv_forward(k->net, a->theta, a->n, net_input(k, a->n, a->x), k->out);
+    run_net(k, a->theta, a->mode == FL_MODE_TRAIN ? a->theta : NULL, a->mode, a->n, a->x);
     couple(k, a->theta, a->n, a->x, a->y, a->logdet, 1);
     return FL_OK;
 }
@@ -249,7 +287,7 @@ static fl_status inverse(void *self, const fl_flow_inv *a)
 {
     ccoup *k = self;
     /* The kept part of y is the kept part of x: the same net input. */
-    k->h->conv_forward(k->net, a->theta, a->n, net_input(k, a->n, a->y), k->out);
+    run_net(k, a->theta, NULL, a->mode, a->n, a->y);
     couple(k, a->theta, a->n, a->y, a->x, a->logdet, -1);
     return FL_OK;
 }

@@ -22,6 +22,13 @@
  * recomputed identically by every create with the same seed and path,
  * so checkpoints hold the offsets only.
  *
+ * lu = false: W itself is the parameter (Glow's plain 1x1 convolution),
+ * an offset "W" from the initial rotation Q, and every call factorises it
+ * (LU with partial pivoting, in double, c^3/3 multiply-adds) for
+ * log|det W|, W^-1 and the logdet's gradient h w W^-T. Nothing keeps
+ * such a W invertible: training may reach a singular one (infinite
+ * logdet), which the LU parametrisation rules out.
+ *
  * A flat vector (dim x 1 x 1) is one pixel of dim channels, so the layer
  * is then a dense LU-parametrised linear flow. Forward, backward and
  * inverse allocate nothing; each pixel's product is a fixed-order sum in
@@ -41,6 +48,10 @@ enum { CHUNK_MIN = 1024, MAX_CHUNKS = 64 };
 
 typedef struct invconv {
     uint32_t c, hw;          /* channels, pixels per image */
+    int lu;                  /* LU-parametrised (else plain W, key lu = false) */
+    size_t w_off;            /* lu = false: offset of "W" (c x c, row-major) */
+    double *q0;              /* lu = false: c x c, the initial rotation */
+    uint32_t *wpiv;          /* lu = false: c, the pivots of the last LU of W */
     uint32_t nl;             /* c (c - 1) / 2: entries of L's and U's strict parts */
     size_t l_off, u_off, s_off; /* offsets of "L", "U" (packed, nl each), "log_s" (c) */
     uint32_t *piv;           /* c: row i of L U is row piv[i] of W */
@@ -60,6 +71,12 @@ static size_t up_idx(uint32_t c, uint32_t i, uint32_t j)
     return (size_t)i * c - (size_t)i * (i + 1) / 2 + (j - i - 1);
 }
 
+static const fl_key keys[] = {
+    { "lu", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "LU-parametrised W = P L (U + diag(sign*exp(log_s))); false: W itself, factorised every "
+      "call for log|det W|" },
+};
+
 static void destroy(void *self)
 {
     invconv *v = self;
@@ -69,6 +86,7 @@ static void destroy(void *self)
     free(v->u0);
     free(v->ls0);
     free(v->sign);
+    free(v->q0);
     free(v);
 }
 
@@ -118,6 +136,48 @@ static void lu(uint32_t c, double *a, uint32_t *piv)
     }
 }
 
+/* lu = true: P, sign and the initial factors from the LU of rotation q
+ * (freed here); requests "L", "U" (when c > 1) and "log_s". */
+static fl_status lu_params(const fl_host *h, fl_ctx *cx, invconv *v, double *q)
+{
+    const uint32_t c = v->c;
+    lu(c, q, v->piv);
+    for (uint32_t i = 0; i < c; i++) {
+        for (uint32_t j = 0; j < i; j++) v->l0[lo_idx(i, j)] = q[i * c + j];
+        for (uint32_t j = i + 1; j < c; j++) v->u0[up_idx(c, i, j)] = q[i * c + j];
+        const double d = q[i * c + i];
+        v->sign[i] = d < 0 ? -1 : 1;
+        v->ls0[i] = log(fabs(d));
+    }
+    free(q);
+    fl_status st = FL_OK;
+    if (v->nl) {
+        fl_param_spec L = { "L", v->nl, FL_INIT_ZERO, 0, 0, 0, 0 };
+        fl_param_spec U = { "U", v->nl, FL_INIT_ZERO, 0, 0, 0, 0 };
+        st = h->param(cx, &L, &v->l_off);
+        if (st == FL_OK) st = h->param(cx, &U, &v->u_off);
+    }
+    fl_param_spec S = { "log_s", c, FL_INIT_ZERO, 0, 0, 0, 0 };
+    return st == FL_OK ? h->param(cx, &S, &v->s_off) : st;
+}
+
+/* lu = false: W starts as rotation q (kept as q0); requests "W" and the
+ * pivots' workspace. */
+static fl_status plain_params(const fl_host *h, fl_ctx *cx, invconv *v, double *q)
+{
+    const uint32_t c = v->c;
+    v->q0 = q;
+    fl_param_spec W = { "W", (size_t)c * c, FL_INIT_ZERO, 0, 0, 0, 0 };
+    fl_status st = h->param(cx, &W, &v->w_off);
+    if (st != FL_OK) return st;
+    v->wpiv = h->workspace(cx, c * sizeof *v->wpiv);
+    if (!v->wpiv) {
+        h->error(cx, "out of memory");
+        return FL_ERR_NOMEM;
+    }
+    return FL_OK;
+}
+
 static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, void **self)
 {
     invconv *v = calloc(1, sizeof *v);
@@ -129,6 +189,7 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     const uint32_t c = shaped ? sh->c : sh->dim;
     v->c = c;
     v->hw = shaped ? sh->h * sh->w : 1;
+    v->lu = h->cfg_bool(cx, "lu");
     v->nl = c * (c - 1) / 2;
     v->piv = calloc(c, sizeof *v->piv);
     v->l0 = calloc(v->nl + 1, sizeof *v->l0);
@@ -148,24 +209,7 @@ static fl_status create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, v
     for (size_t i = 0; i < (size_t)c * c; i++) a[i] = g[i];
     free(g);
     orthogonalise(c, a);
-    lu(c, a, v->piv);
-    for (uint32_t i = 0; i < c; i++) {
-        for (uint32_t j = 0; j < i; j++) v->l0[lo_idx(i, j)] = a[i * c + j];
-        for (uint32_t j = i + 1; j < c; j++) v->u0[up_idx(c, i, j)] = a[i * c + j];
-        const double d = a[i * c + i];
-        v->sign[i] = d < 0 ? -1 : 1;
-        v->ls0[i] = log(fabs(d));
-    }
-    free(a);
-    fl_status st = FL_OK;
-    if (v->nl) {
-        fl_param_spec L = { "L", v->nl, FL_INIT_ZERO, 0, 0, 0, 0 };
-        fl_param_spec U = { "U", v->nl, FL_INIT_ZERO, 0, 0, 0, 0 };
-        st = h->param(cx, &L, &v->l_off);
-        if (st == FL_OK) st = h->param(cx, &U, &v->u_off);
-    }
-    fl_param_spec S = { "log_s", c, FL_INIT_ZERO, 0, 0, 0, 0 };
-    if (st == FL_OK) st = h->param(cx, &S, &v->s_off);
+    fl_status st = v->lu ? lu_params(h, cx, v, a) : plain_params(h, cx, v, a);
     if (st != FL_OK) {
         destroy(v);
         return st;
@@ -221,13 +265,13 @@ static void weight(invconv *v)
 
 /* v->W = W^-1 = M^-1 L^-1 P^T, column by column: column k solves
  * L M x = P^T e_k, where (P^T e_k)[i] = [piv[i] == k]. */
-static void weight_inverse(invconv *v)
+static void weight_inverse(invconv *v, const uint32_t *piv)
 {
     const uint32_t c = v->c;
     double *z = v->T; /* one column at a time, in T's first row */
     for (uint32_t k = 0; k < c; k++) {
         for (uint32_t i = 0; i < c; i++) {
-            double s = v->piv[i] == k;
+            double s = piv[i] == k;
             for (uint32_t j = 0; j < i; j++) s -= v->L[i * c + j] * z[j];
             z[i] = s;
         }
@@ -238,6 +282,25 @@ static void weight_inverse(invconv *v)
         }
         for (uint32_t i = 0; i < c; i++) v->W[i * c + k] = z[i];
     }
+}
+
+/* lu = false: v->W = W from theta, its LU (pivots v->wpiv) unpacked into
+ * v->L and v->M; returns log|det W|. */
+static double plain_weight(invconv *v, const fl_real *theta)
+{
+    const uint32_t c = v->c;
+    const size_t cc = (size_t)c * c;
+    for (size_t i = 0; i < cc; i++) v->T[i] = v->W[i] = v->q0[i] + theta[v->w_off + i];
+    lu(c, v->T, v->wpiv);
+    double ld = 0;
+    for (uint32_t i = 0; i < c; i++) {
+        ld += log(fabs(v->T[i * c + i]));
+        for (uint32_t j = 0; j < c; j++) {
+            v->L[i * c + j] = j < i ? v->T[i * c + j] : j == i;
+            v->M[i * c + j] = j >= i ? v->T[i * c + j] : 0;
+        }
+    }
+    return ld;
 }
 
 /* out_p = A in_p for every pixel p of n rows (A = v->W, c x c). */
@@ -261,8 +324,13 @@ static void apply(const invconv *v, uint32_t n, const fl_real *in, fl_real *out)
 static fl_status forward(void *self, const fl_flow_fwd *a)
 {
     invconv *v = self;
-    const double ld = v->hw * factors(v, a->theta);
-    weight(v);
+    double ld;
+    if (v->lu) {
+        ld = v->hw * factors(v, a->theta);
+        weight(v);
+    } else {
+        ld = v->hw * plain_weight(v, a->theta);
+    }
     apply(v, a->n, a->x, a->y);
     for (uint32_t r = 0; r < a->n; r++) a->logdet[r] += (fl_real)ld;
     return FL_OK;
@@ -271,8 +339,14 @@ static fl_status forward(void *self, const fl_flow_fwd *a)
 static fl_status inverse(void *self, const fl_flow_inv *a)
 {
     invconv *v = self;
-    const double ld = v->hw * factors(v, a->theta);
-    weight_inverse(v);
+    double ld;
+    if (v->lu) {
+        ld = v->hw * factors(v, a->theta);
+        weight_inverse(v, v->piv);
+    } else {
+        ld = v->hw * plain_weight(v, a->theta);
+        weight_inverse(v, v->wpiv);
+    }
     apply(v, a->n, a->y, a->x);
     if (a->logdet)
         for (uint32_t r = 0; r < a->n; r++) a->logdet[r] -= (fl_real)ld;
@@ -284,8 +358,12 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
     invconv *v = self;
     const uint32_t c = v->c;
     const size_t cc = (size_t)c * c, P = (size_t)a->n * v->hw;
-    factors(v, a->theta);
-    weight(v);
+    if (v->lu) {
+        factors(v, a->theta);
+        weight(v);
+    } else {
+        plain_weight(v, a->theta);
+    }
     const double *W = v->W;
     /* dx_p += W^T dy_p */
 #pragma omp parallel for schedule(static) if ((double)P * cc >= PAR_MIN_FMA)
@@ -314,6 +392,20 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
                 for (uint32_t j = 0; j < c; j++) d[i * c + j] += (double)dy[i] * x[j];
         }
     }
+    double dsum = 0; /* every row's logdet is hw * log|det W| */
+    for (uint32_t r = 0; r < a->n; r++) dsum += a->dlogdet[r];
+    fl_real *dth = a->dtheta;
+    if (!v->lu) {
+        /* dW += hw dsum W^-T (d log|det W| / dW = W^-T) */
+        weight_inverse(v, v->wpiv);
+        for (uint32_t i = 0; i < c; i++)
+            for (uint32_t j = 0; j < c; j++) {
+                double s = 0;
+                for (size_t q = 0; q < nch; q++) s += v->part[q * cc + (size_t)i * c + j];
+                dth[v->w_off + (size_t)i * c + j] += (fl_real)(s + v->hw * dsum * v->W[j * c + i]);
+            }
+        return FL_OK;
+    }
     /* dA = P^T dW (row i of dA is row piv[i] of dW), in T */
     double *dA = v->T;
     for (uint32_t i = 0; i < c; i++)
@@ -322,9 +414,7 @@ static fl_status backward(void *self, const fl_flow_bwd *a)
             for (size_t q = 0; q < nch; q++) s += v->part[q * cc + (size_t)v->piv[i] * c + j];
             dA[i * c + j] = s;
         }
-    double dsum = 0; /* every row's logdet is hw * sum(log_s) */
-    for (uint32_t r = 0; r < a->n; r++) dsum += a->dlogdet[r];
-    fl_real *dth = a->dtheta;
+    /* every row's logdet is hw * sum(log_s) */
     /* A = L M: dL = dA M^T (strict lower part), dM = L^T dA (upper part). */
     for (uint32_t i = 0; i < c; i++)
         for (uint32_t j = 0; j < c; j++) {
@@ -348,7 +438,7 @@ static const fl_flow_class invconv_flow = {
     .base = { sizeof(fl_flow_class), "invconv",
               "Glow invertible 1x1 convolution, LU-parametrised: y = P L (U + diag(sign*exp(log_s))) "
               "x per pixel, log|det| = h*w*sum(log_s); starts as a random rotation",
-              NULL, 0 },
+              keys, sizeof keys / sizeof keys[0] },
     .flags = FL_FLOW_HAS_INVERSE | FL_FLOW_CHEAP_FORWARD | FL_FLOW_CHEAP_INVERSE | FL_FLOW_SHAPED,
     .create = create,
     .destroy = destroy,

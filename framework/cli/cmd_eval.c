@@ -1,4 +1,5 @@
-/* cmd_eval.c - `flowlab eval`: the evaluation suite of a trained VAE. */
+/* cmd_eval.c - `flowlab eval`: the evaluation suite of a trained VAE, the
+ * exact NLL (bits/dim) of a density run. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,12 @@ static const char usage[] =
     "result.json); any other --split/--k/--n writes eval-SPLIT-kK-nN.json,\n"
     "eval-SPLIT-kK-nN_points.csv and eval-SPLIT-kK-nN_units.csv instead\n"
     "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n"
+    "\n"
+    "\n"
+    "A density run is scored exactly (no --k): the mean -log p(x) of the split\n"
+    "(every point, or the first N) with its standard error, and for image runs\n"
+    "with dequantized levels its bits/dim; written to eval.json (the whole test\n"
+    "split) or eval-SPLIT-nN.json.\n"
     "\n"
     "Under `mpirun -n R` the points are split over the R processes; the numbers\n"
     "do not depend on R, and rank 0 alone writes and prints.\n";

@@ -231,14 +231,18 @@ fl_status fl_part_prepare(fl_experiment *e, fl_kind kind, const char *section,
         { "k", FL_KEY_INT, "1", 1, 1 << 20, NULL,
           "samples per data point (the estimator's k; the same k for every estimator type)" },
     };
-    const fl_key *tabs[2] = { type_key, part->rec->cls.base.keys };
-    uint32_t ns[2] = { kind == FL_KIND_ESTIMATOR ? 2u : 1u, part->rec->cls.base.n_keys };
+    /* [data]: then the task's own keys (fl_task_model.data_keys) */
+    const int task_keys = kind == FL_KIND_DATASET && e->task && e->task->data_keys;
+    const fl_key *tabs[3] = { type_key, part->rec->cls.base.keys,
+                              task_keys ? e->task->data_keys : NULL };
+    uint32_t ns[3] = { kind == FL_KIND_ESTIMATOR ? 2u : 1u, part->rec->cls.base.n_keys,
+                       task_keys ? e->task->n_data_keys : 0u };
     fl_status st;
     if (!te) {
         /* Default type: resolve with the type filled in so config.ini shows it. */
         fl_config_put(e->cfg, section, "type", type, 0);
     }
-    st = fl_values_resolve(c, section, tabs, ns, 2, &part->cfg);
+    st = fl_values_resolve(c, section, tabs, ns, 3, &part->cfg);
     if (st != FL_OK) return st;
     int listed = 0;
     for (size_t i = 0; i < e->n_extra; i++) listed |= e->extra[i] == &part->cfg;

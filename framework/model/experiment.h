@@ -46,6 +46,10 @@ typedef struct fl_task_model {
     void (*free)(void *model);
     /* The [flow.N] layers the model holds (written to config.ini), or NULL. */
     const fl_stack *(*flows)(const struct fl_experiment *e);
+    /* The task's own [data] keys, resolved after `type` and the data set's
+     * keys (density: dequantize, transform, logit_alpha); NULL = none. */
+    const fl_key *data_keys;
+    uint32_t n_data_keys;
     /* Optional, called before the [data] set is made: the parts of the
      * model that need no data (vae: the estimator), so that their refusals
      * come before any data is read. Starts e->model, which build then

@@ -1,4 +1,4 @@
-/* imagegrid.c - grids of greyscale images as PNG files. */
+/* imagegrid.c - grids of greyscale (and RGB) images as PNG files. */
 #include "output/imagegrid.h"
 
 #include <stdlib.h>
@@ -101,5 +101,58 @@ fl_status fl_image_pairs_png(const char *path, const fl_real *orig, const fl_rea
     }
     st = fl_png_write_as(path, g.px, g.w, g.h, FL_PNG_GREY);
     free(g.px);
+    return st;
+}
+
+fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t n_blocks,
+                              uint32_t per_block, uint32_t c, uint32_t h, uint32_t w,
+                              uint32_t cols, uint32_t pad)
+{
+    fl_status st = check_args(path, images, images, n_blocks * per_block, h, w, cols);
+    if (st != FL_OK) return st;
+    if (c != 1 && c != 3) {
+        fl_err("cannot write %s: images of %u channels (1 or 3 can be drawn)", path, c);
+        return FL_ERR_INVALID;
+    }
+    if (cols > per_block) cols = per_block;
+    const uint64_t rows = (per_block + (uint64_t)cols - 1) / cols;
+    const uint64_t block_h = rows * ((uint64_t)h + pad) + 2 * (uint64_t)pad;
+    /* one grey plane per channel: the grey code checks sizes and pads */
+    grey g[3] = { { 0 }, { 0 }, { 0 } };
+    for (uint32_t ch = 0; ch < c && st == FL_OK; ch++)
+        st = grey_new(&g[ch], path, pad + cols * ((uint64_t)w + pad),
+                      pad + n_blocks * block_h - 2 * (uint64_t)pad);
+    const size_t dim = (size_t)h * w * c;
+    fl_real *plane = st == FL_OK ? malloc((size_t)h * w * sizeof *plane) : NULL;
+    if (st == FL_OK && !plane) {
+        fl_err("cannot write %s: out of memory", path);
+        st = FL_ERR_NOMEM;
+    }
+    for (uint32_t b = 0; st == FL_OK && b < n_blocks; b++)
+        for (uint32_t i = 0; i < per_block; i++) {
+            const fl_real *img = images + ((size_t)b * per_block + i) * dim;
+            uint32_t x = pad + (i % cols) * (w + pad);
+            uint32_t y = pad + (uint32_t)(b * block_h) + (i / cols) * (h + pad);
+            for (uint32_t ch = 0; ch < c; ch++) {
+                for (size_t k = 0; k < (size_t)h * w; k++) plane[k] = img[k * c + ch];
+                blit(&g[ch], plane, h, w, x, y);
+            }
+        }
+    free(plane);
+    if (st == FL_OK && c == 1) {
+        st = fl_png_write_as(path, g[0].px, g[0].w, g[0].h, FL_PNG_GREY);
+    } else if (st == FL_OK) {
+        size_t np = (size_t)g[0].w * g[0].h;
+        uint8_t *rgb = malloc(np * 3);
+        if (!rgb) {
+            fl_err("cannot write %s: out of memory", path);
+            st = FL_ERR_NOMEM;
+        }
+        for (size_t k = 0; rgb && k < np; k++)
+            for (int ch = 0; ch < 3; ch++) rgb[3 * k + ch] = g[ch].px[k];
+        if (rgb) st = fl_png_write_as(path, rgb, g[0].w, g[0].h, FL_PNG_RGB);
+        free(rgb);
+    }
+    for (int ch = 0; ch < 3; ch++) free(g[ch].px);
     return st;
 }

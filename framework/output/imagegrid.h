@@ -38,4 +38,17 @@ fl_status fl_image_grid_png(const char *path, const fl_real *images, uint32_t n,
 fl_status fl_image_pairs_png(const char *path, const fl_real *orig, const fl_real *recon,
                              uint32_t n, uint32_t h, uint32_t w, uint32_t cols, uint32_t pad);
 
+/* Writes n_blocks blocks of per_block images each (`images`: n_blocks *
+ * per_block rows of h*w*c values, borrowed, NHWC: value (y*w + x)*c + ch;
+ * c = 1 grey, c = 3 red, green, blue), every block laid out as
+ * fl_image_grid_png lays out its images (`cols` columns), the blocks one
+ * below the other with 3*pad pixels between them, as a grey (c = 1) or RGB
+ * (c = 3) PNG. Block b's first image has its top-left pixel at
+ *   x = pad, y = pad + b * (rows * (h + pad) + 2*pad),
+ * rows = ceil(per_block / cols) (with cols <= per_block). Errors as
+ * fl_image_grid_png, and FL_ERR_INVALID for another c. */
+fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t n_blocks,
+                              uint32_t per_block, uint32_t c, uint32_t h, uint32_t w,
+                              uint32_t cols, uint32_t pad);
+
 #endif

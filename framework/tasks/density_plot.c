@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "output/imagegrid.h"
 #include "output/plot.h"
 #include "output/rundir.h"
 
@@ -20,7 +21,8 @@ static fl_status eval_density(fl_experiment *e, const double box[4], double *den
     uint32_t chunk = e->eval_batch;
     fl_real *x = fl_alloc((size_t)chunk * 2 * sizeof(fl_real));
     fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
-    fl_status st = x && logdet ? FL_OK : FL_ERR_NOMEM;
+    double *ldj = malloc(chunk * sizeof *ldj);
+    fl_status st = x && logdet && ldj ? FL_OK : FL_ERR_NOMEM;
     const uint64_t total = (uint64_t)GRID * GRID;
     double dx = (box[1] - box[0]) / GRID, dy = (box[3] - box[2]) / GRID;
     for (uint64_t i = 0; st == FL_OK && i < total; i += chunk) {
@@ -30,18 +32,23 @@ static fl_status eval_density(fl_experiment *e, const double box[4], double *den
             x[2 * r] = (fl_real)(box[0] + (k % GRID + 0.5) * dx);
             x[2 * r + 1] = (fl_real)(box[2] + (k / GRID + 0.5) * dy);
         }
+        /* the density of the rows: the transform's Jacobian counts (no
+         * dequantization noise: grid points are not levels) */
+        st = fl_density_preprocess(e, x, m, 0, fl_rng_key_make(0, "plot"), 0, 0, ldj);
         memset(logdet, 0, m * sizeof(fl_real));
         const fl_real *u;
-        st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x, NULL, logdet, &u);
+        if (st == FL_OK)
+            st = fl_stack_forward(fl_density_flows(e), m, FL_MODE_EVAL, x, NULL, logdet, &u);
         for (uint32_t r = 0; st == FL_OK && r < m; r++) {
             double q = (double)u[2 * r] * u[2 * r] + (double)u[2 * r + 1] * u[2 * r + 1];
-            double lp = -0.5 * q - 2 * FL_HALF_LOG_2PI + (double)logdet[r];
+            double lp = -0.5 * q - 2 * FL_HALF_LOG_2PI + (double)logdet[r] + ldj[r];
             double p = exp(lp);
             dens[i + r] = isfinite(p) ? p : 0; /* a blown-up cell must not hide the rest */
         }
     }
     fl_free(x);
     fl_free(logdet);
+    free(ldj);
     return st;
 }
 
@@ -116,13 +123,61 @@ static fl_status plot_2d(fl_experiment *e, const char *dir)
     return st;
 }
 
+/* samples.png of an image run: FL_DENSITY_N_TEMPS blocks of SAMPLE_ROWS x
+ * SAMPLE_COLS samples, and samples_grid.csv saying which block is which. */
+#define SAMPLE_COLS 10
+#define SAMPLE_ROWS 3
+#define SAMPLE_PAD 2
+
+static fl_status plot_images(fl_experiment *e, const char *dir)
+{
+    const fl_dataset_info *in = &e->info;
+    const uint32_t c = in->image_c ? in->image_c : 1, per = SAMPLE_COLS * SAMPLE_ROWS;
+    const uint32_t D = in->dim;
+    fl_real *smp = fl_alloc((size_t)FL_DENSITY_N_TEMPS * per * D * sizeof *smp);
+    if (!smp) return FL_ERR_NOMEM;
+    fl_status st = FL_OK;
+    /* the same noise at every temperature: one picture per row of z */
+    for (int t = 0; t < FL_DENSITY_N_TEMPS && st == FL_OK; t++)
+        st = fl_density_sample_at(e, per, fl_rng_key_make(0, "plot"), fl_density_temps[t],
+                                  smp + (size_t)t * per * D);
+    char *p = st == FL_OK ? fl_strfmt("%s/samples.png", dir) : NULL;
+    if (st == FL_OK && !p) st = FL_ERR_NOMEM;
+    if (st == FL_OK)
+        st = fl_image_blocks_png(p, smp, FL_DENSITY_N_TEMPS, per, c, in->image_h, in->image_w,
+                                 SAMPLE_COLS, SAMPLE_PAD);
+    free(p);
+    if (st == FL_OK) {
+        fl_buf b = { 0 };
+        fl_buf_printf(&b, "block,temperature,first_pixel_row,rows,cols\n");
+        const uint32_t block_h = SAMPLE_ROWS * (in->image_h + SAMPLE_PAD) + 2 * SAMPLE_PAD;
+        for (int t = 0; t < FL_DENSITY_N_TEMPS; t++)
+            fl_buf_printf(&b, "%d,%.2f,%u,%u,%u\n", t, fl_density_temps[t],
+                          SAMPLE_PAD + (uint32_t)t * block_h, SAMPLE_ROWS, SAMPLE_COLS);
+        st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "samples_grid.csv", b.data, b.len);
+        fl_buf_free(&b);
+    }
+    fl_free(smp);
+    return st;
+}
+
 fl_status fl_plot_density(fl_experiment *e, const char *dir)
 {
     static const fl_curve curves[] = {
         { "train_nll", FL_CURVE_BLUE, 0, NULL },
         { "test_nll", FL_CURVE_ORANGE, 0, NULL },
     };
-    fl_status st = fl_plot_curves(dir, curves, 2, "nll");
-    if (st == FL_OK && e->info.dim == 2) st = plot_2d(e, dir);
+    static const fl_curve bpd_curves[] = {
+        { "train_bpd", FL_CURVE_BLUE, 0, NULL },
+        { "test_bpd", FL_CURVE_ORANGE, 0, NULL },
+    };
+    const int bpd = fl_density_pre_of(e)->bpd != 0;
+    fl_status st = fl_plot_curves(dir, bpd ? bpd_curves : curves, 2, bpd ? "bpd" : "nll");
+    const fl_dataset_info *in = &e->info;
+    const uint32_t c = in->image_c ? in->image_c : 1;
+    if (st == FL_OK && in->dim == 2) st = plot_2d(e, dir);
+    else if (st == FL_OK && in->image_h && in->image_w &&
+             (uint64_t)c * in->image_h * in->image_w == in->dim)
+        st = plot_images(e, dir);
     return st;
 }

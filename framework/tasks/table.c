@@ -52,6 +52,7 @@ fl_status fl_task_train(fl_experiment *e, const char *rundir, int resume, void *
     memset(s, 0, sizeof *s);
     *run = NULL;
     fl_status st = t->run_new(e, run);
-    if (st == FL_OK) st = fl_train_loop(e, &t->trainer, *run, rundir, resume, s);
+    const fl_trainer *tr = t->trainer_of ? t->trainer_of(e) : &t->trainer;
+    if (st == FL_OK) st = fl_train_loop(e, tr, *run, rundir, resume, s);
     return st;
 }

@@ -31,6 +31,9 @@ typedef struct fl_task {
 
     /* ---- flowlab run ---- */
     fl_trainer trainer;    /* step, periodic evaluation, metrics columns */
+    /* Optional: the trainer for this experiment when it is not `trainer`
+     * (density on images: columns in bits/dim). NULL = always `trainer`. */
+    const fl_trainer *(*trainer_of)(const fl_experiment *e);
     /* The per-run state the trainer's hooks share (buffers of the step,
      * evaluation data, last results), allocated here, before the loop. */
     fl_status (*run_new)(fl_experiment *e, void **run);

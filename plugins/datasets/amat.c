@@ -289,6 +289,7 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *const p
     info->image_h = height;
     info->image_w = width;
     info->flags = 0;
+    if (FL_ABI_AT_LEAST(h, 1, 4)) info->image_c = 1; /* grey */
     *out = a;
     return FL_OK;
 }

@@ -290,6 +290,7 @@ static fl_status finish_create(const fl_host *h, fl_ctx *cx, const char *train_p
     info->image_h = tr->h;
     info->image_w = tr->w;
     info->flags = mode == BIN_DYNAMIC ? FL_DATA_BINARIZE_DYNAMIC : 0;
+    if (FL_ABI_AT_LEAST(h, 1, 4)) info->image_c = 1; /* grey */
     *out = d;
     return FL_OK;
 }

@@ -124,7 +124,7 @@ fl_status fl_vae_posterior_means(fl_experiment *e, const fl_real *x, uint64_t n,
     fl_status st = FL_OK;
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
-        fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), m, x + p0 * v->D, v->E);
+        fl_vae_net_forward(e, &v->enc, m, x + p0 * v->D, v->E);
         for (uint32_t j0 = 0; j0 < kk && st == FL_OK; j0 += kb) {
             const uint32_t c = kk - j0 < kb ? kk - j0 : kb; /* m == 1 when c < kk */
             if (exact) memset(v->eps, 0, (size_t)m * L * sizeof(fl_real));
@@ -168,7 +168,7 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
     memset(kl, 0, L * sizeof *kl);
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
-        fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), m, x + p0 * v->D, v->E);
+        fl_vae_net_forward(e, &v->enc, m, x + p0 * v->D, v->E);
         for (uint32_t j0 = 0; j0 < kk && st == FL_OK; j0 += kb) {
             const uint32_t c = kk - j0 < kb ? kk - j0 : kb; /* m == 1 when c < kk */
             memset(v->eps, 0, (size_t)m * c * L * sizeof(fl_real));

@@ -24,6 +24,9 @@ const fl_key fl_vae_eval_keys[FL_VAE_N_EVAL_KEYS] = {
     { "at_end", FL_KEY_BOOL, "true", 0, 0, NULL,
       "run the full evaluation (`flowlab eval`) on the test split after training" },
     { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all)" },
+    { "pick", FL_KEY_ENUM, "first", 0, 0, "first|random",
+      "which n points the full evaluation takes: the split's first n, or a random subset "
+      "(the same for every run and seed: keyed by the split's size and n alone)" },
     { "au_threshold", FL_KEY_REAL, "0.01", 0, 1e9, NULL,
       "active units: a latent dimension is active when Var_x E_q[z_d|x] exceeds this" },
     { "au_samples", FL_KEY_INT, "100", 1, 1e6, NULL,

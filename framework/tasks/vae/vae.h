@@ -141,7 +141,7 @@ static inline fl_real *fl_vae_grad(fl_experiment *e, fl_ctx *cx)
 
 /* model.c: the [eval] keys of the vae task and the keys of its sections
  * (encoder, decoder, encoder.2, decoder.2; NULL for another). */
-#define FL_VAE_N_EVAL_KEYS 8
+#define FL_VAE_N_EVAL_KEYS 9
 extern const fl_key fl_vae_eval_keys[FL_VAE_N_EVAL_KEYS];
 const fl_key *fl_vae_section_keys(const char *section, uint32_t *n);
 /* The table's prepare, build, free and flows hooks (fl_task_model):

@@ -155,6 +155,12 @@ Test(vae_conv, iwae_gradient_gaussian_likelihood_two_channels, .timeout = 120)
     check_gradient("none", "[likelihood]\ntype = gaussian\nvariance = learned\n"
                            "[estimator]\ntype = iwae\nk = 2\n[train]\nbatch = 8\n", NULL);
 }
+/* Grey levels under the discretized logistic (mean and log-scale channels). */
+Test(vae_conv, iwae_gradient_discretized_logistic, .timeout = 120)
+{
+    check_gradient("none", "[likelihood]\ntype = discretized-logistic\n"
+                           "[estimator]\ntype = iwae\nk = 2\n[train]\nbatch = 8\n", NULL);
+}
 Test(vae_conv, iwae_gradient_iaf_with_context, .timeout = 120)
 {
     const char *const sets[] = { "encoder.context = 4", NULL };

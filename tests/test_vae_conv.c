@@ -279,3 +279,47 @@ Test(vae_conv, conv_needs_image_data)
     fl_registry_free(r);
     remove_tree(dir);
 }
+
+/* The `point` column of an eval_points.csv (n rows). */
+static void read_points(const char *dir, uint64_t *idx, int n)
+{
+    char *path = fl_strfmt("%s/eval-test-k4-n%d_points.csv", dir, n), *text = NULL;
+    size_t len;
+    cr_assert_eq(fl_read_file(path, &text, &len), FL_OK, "%s", path);
+    const char *p = strchr(text, '\n') + 1;
+    for (int i = 0; i < n; i++) {
+        idx[i] = strtoull(p, NULL, 10);
+        p = strchr(p, '\n') + 1;
+    }
+    cr_expect_eq(*p, 0, "more than %d points", n);
+    free(text);
+    free(path);
+}
+
+/* [eval] pick = random: a sorted random subset of the test split, the
+ * same for runs of other seeds. */
+Test(vae_conv, eval_pick_random_is_a_seed_independent_subset, .timeout = 120)
+{
+    bars b = bars_open();
+    uint64_t idx[2][10];
+    for (int s = 0; s < 2; s++) {
+        const char *const sets[] = { "eval.pick = random", s ? "experiment.seed = 9" : NULL, NULL };
+        fl_experiment *e = conv_model(&b, "fixed", "[train]\nbatch = 8\n", sets);
+        fl_vae_eval ev;
+        cr_assert_eq(fl_vae_evaluate(e, FL_SPLIT_TEST, 4, 10, b.dir, &ev), FL_OK, "%s",
+                     fl_err_msg());
+        cr_expect_eq(ev.n, 10);
+        read_points(b.dir, idx[s], 10);
+        fl_experiment_free(e);
+    }
+    int first = 1;
+    for (int i = 0; i < 10; i++) {
+        cr_expect_lt(idx[0][i], 60);
+        if (i) cr_expect_lt(idx[0][i - 1], idx[0][i], "not sorted and distinct");
+        cr_expect_eq(idx[0][i], idx[1][i], "point %d: %llu with seed 5, %llu with seed 9", i,
+                     (unsigned long long)idx[0][i], (unsigned long long)idx[1][i]);
+        first &= idx[0][i] == (uint64_t)i;
+    }
+    cr_expect(!first, "the random subset is the first 10 points");
+    bars_close(&b);
+}

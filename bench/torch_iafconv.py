@@ -19,8 +19,8 @@ from experiments/iaf-conv/short/fashion-{diagonal,iaf-d2-w320}.ini:
 PyTorch at its best here (torch_common.py): 2 threads, denormals flushed,
 the OpenMP OpenBLAS and glibc's allocator settings through the environment
 (iafconv_bench.py sets them for this child only), ATen's AVX-512 kernels,
-channels-last tensors (faster than NCHW for these 16-channel convolutions
-with mkldnn here; TORCH_IAFCONV_NCHW=1 measures the other).
+channels-last tensors (mkldnn's preferred layout on CPU; not yet measured
+against NCHW here: TORCH_IAFCONV_NCHW=1 runs NCHW).
 
     /usr/bin/python3 bench/torch_iafconv.py diagonal|iaf [STEPS] [FASHION_DIR]
 

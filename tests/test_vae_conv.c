@@ -161,6 +161,12 @@ Test(vae_conv, iwae_gradient_discretized_logistic, .timeout = 120)
     check_gradient("none", "[likelihood]\ntype = discretized-logistic\n"
                            "[estimator]\ntype = iwae\nk = 2\n[train]\nbatch = 8\n", NULL);
 }
+/* IWAE's second stochastic layer (MLPs) on top of the conv nets. */
+Test(vae_conv, iwae_gradient_two_stochastic_layers, .timeout = 120)
+{
+    check_gradient("fixed", "[encoder.2]\nlatent = 2\nhidden = 4\n[decoder.2]\nhidden = 4\n"
+                            "[estimator]\ntype = iwae\nk = 2\n[train]\nbatch = 8\n", NULL);
+}
 Test(vae_conv, iwae_gradient_iaf_with_context, .timeout = 120)
 {
     const char *const sets[] = { "encoder.context = 4", NULL };
@@ -321,5 +327,31 @@ Test(vae_conv, eval_pick_random_is_a_seed_independent_subset, .timeout = 120)
         first &= idx[0][i] == (uint64_t)i;
     }
     cr_expect(!first, "the random subset is the first 10 points");
+    bars_close(&b);
+}
+
+/* Dynamic binarization of more rows than a [train] batch in one call
+ * (flowlab gradvar --n 100 on a batch-8 run overflowed the batch-sized
+ * scratch): the same pixels as two calls of half the rows each. */
+Test(vae_conv, dynamic_binarization_of_more_rows_than_a_batch)
+{
+    bars b = bars_open();
+    fl_experiment *e = conv_model(&b, "dynamic", "[train]\nbatch = 8\n", NULL);
+    const uint32_t n = 100, D = SIDE * SIDE;
+    fl_real *all = fl_alloc((size_t)n * D * sizeof(fl_real));
+    fl_real *half = fl_alloc((size_t)n * D * sizeof(fl_real));
+    cr_assert_eq(fl_experiment_train_rows(e, 3, n, 0, n, all), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_experiment_train_rows(e, 3, n, 0, n / 2, half), FL_OK);
+    cr_assert_eq(fl_experiment_train_rows(e, 3, n, n / 2, n / 2, half + (size_t)(n / 2) * D), FL_OK);
+    size_t ones = 0;
+    for (size_t i = 0; i < (size_t)n * D; i++) {
+        cr_assert(all[i] == 0 || all[i] == 1);
+        ones += all[i] == 1;
+        cr_assert_eq(all[i], half[i], "pixel %zu", i);
+    }
+    cr_expect(ones > 0 && ones < (size_t)n * D);
+    fl_free(all);
+    fl_free(half);
+    fl_experiment_free(e);
     bars_close(&b);
 }

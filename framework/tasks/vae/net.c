@@ -224,8 +224,9 @@ fl_status fl_vae_net_make(fl_experiment *e, fl_vae_net *p, const char *section, 
     const fl_value *nv = fl_values_get(&p->cfg, "net");
     p->conv = nv && strcmp(nv->text, "conv") == 0;
     if (p->conv) {
-        const fl_cfg_section *sec = fl_config_section(e->cfg, section);
-        if (sec && fl_config_entry(sec, "hidden"))
+        /* A run's config.ini lists every key, so the default is allowed. */
+        const fl_value *hv = fl_values_get(&p->cfg, "hidden");
+        if (strcmp(hv->text, hv->key->def) != 0)
             return key_error(e, section, "hidden",
                              "applies to net = mlp; a conv net's dense part is one layer");
         if (p->act == FL_ACT_SOFTPLUS)

@@ -11,6 +11,12 @@
  * per wall second; % is of the 1024^3 sgemm peak with as many threads.
  * Also checks that a step allocates nothing (bench/allocs.c).
  *
+ * Then the layers of the Real NVP recipe (docs/results.md: 64 images,
+ * 1x28x28 -> 32 features, 32 -> 32 at 28x28, 14x14, 7x7, and 64
+ * features), each one 3x3 convolution with bias, relu and weight norm,
+ * forward and backward (dW and dX) timed apart, by im2col + GEMM and by
+ * the direct path (9 shifted products), with all threads.
+ *
  * Then the layout and algorithm choices, single-threaded, on the forward
  * product of one 3x3 64->64 convolution over the batch:
  *   NHWC im2col + one product per 256-pixel tile (the service's way),
@@ -91,6 +97,80 @@ static void run(const char *what, uint32_t c, uint32_t h, uint32_t w, const fl_c
     fl_free(dy);
     fl_ctx_free(cx);
     fl_arena_free(&arena);
+}
+
+/* ---- the Real NVP layers, im2col against direct ----------------------- */
+
+/* One 3x3 cin -> cout layer (bias, relu, weight norm) on batch images of
+ * h x w: the fastest forward and backward (dW and dX) in seconds. */
+static void layer_times(uint32_t cin, uint32_t cout, uint32_t h, uint32_t w, uint32_t batch,
+                        int reps, double *tf, double *tb, long *allocs)
+{
+    const fl_conv_layer ls[] = { { FL_CONV_3X3, cout, 1, FL_ACT_LINEAR },
+                                 { FL_CONV_ACT, 0, 0, FL_ACT_RELU } };
+    fl_arena arena = { 0 };
+    fl_ctx *cx;
+    fl_conv *cv = make(&arena, &cx, cin, h, w, ls, 2, FL_CONV_WEIGHT_NORM, batch);
+    const size_t il = (size_t)batch * cin * h * w, ol = (size_t)batch * cout * h * w;
+    fl_real *x = fl_alloc(il * sizeof(fl_real)), *dx = fl_alloc(il * sizeof(fl_real));
+    fl_real *y = fl_alloc(ol * sizeof(fl_real)), *dy = fl_alloc(ol * sizeof(fl_real));
+    fl_rng_normal(fl_rng_key_make(1, "x"), 0, 0, il, x);
+    fl_rng_normal(fl_rng_key_make(1, "dy"), 0, 0, ol, dy);
+    fl_conv_forward(cv, arena.theta, batch, x, y);
+    fl_conv_backward(cv, arena.theta, arena.grad, batch, dy, dx);
+    *tf = *tb = 1e30;
+    const long a0 = fl_bench_allocs();
+    fl_bench_allocs_arm(1);
+    /* the fastest single call of 3 x reps: the machine is shared, and a
+     * call disturbed by another process only ever gets slower */
+    for (int i = 0; i < 3 * reps; i++) {
+        double t0 = fl_now();
+        fl_conv_forward(cv, arena.theta, batch, x, y);
+        double t1 = fl_now();
+        fl_conv_backward(cv, arena.theta, arena.grad, batch, dy, dx);
+        const double t2 = fl_now();
+        if (t1 - t0 < *tf) *tf = t1 - t0;
+        if (t2 - t1 < *tb) *tb = t2 - t1;
+    }
+    fl_bench_allocs_arm(0);
+    *allocs = fl_bench_allocs() - a0;
+    fl_free(x);
+    fl_free(dx);
+    fl_free(y);
+    fl_free(dy);
+    fl_ctx_free(cx);
+    fl_arena_free(&arena);
+}
+
+static void realnvp_layers(uint32_t batch, int reps, double peak)
+{
+    static const uint32_t shapes[][4] = { /* cin, cout, h = w */
+        { 1, 32, 28, 0 }, { 32, 32, 28, 0 }, { 4, 32, 14, 0 }, { 32, 32, 14, 0 },
+        { 32, 32, 7, 0 }, { 64, 64, 28, 0 }, { 64, 64, 14, 0 }, { 64, 64, 7, 0 },
+        { 32, 2, 28, 0 }, { 32, 8, 14, 0 },
+    };
+    const int keep = fl_conv_direct;
+    printf("\n# Real NVP layers: 3x3, bias, relu, weight norm, %u images, %d threads; GFLOP/s "
+           "(%% of the %.1f GFLOP/s peak with as many threads)\n", batch, omp_get_max_threads(),
+           peak);
+    printf("%-18s %-7s %9s %9s %8s %8s %8s %8s %6s\n", "layer", "path", "fwd ms", "bwd ms",
+           "fwd GF/s", "bwd GF/s", "fwd %", "bwd %", "allocs");
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const uint32_t cin = shapes[s][0], cout = shapes[s][1], hw = shapes[s][2];
+        const double fl = 2.0 * batch * hw * hw * 9 * cin * cout / 1e9;
+        char name[32];
+        snprintf(name, sizeof name, "%ux%u %u->%u", hw, hw, cin, cout);
+        for (int direct = 0; direct < 2; direct++) {
+            fl_conv_direct = direct ? 1 : -1;
+            double tf, tb;
+            long al;
+            layer_times(cin, cout, hw, hw, batch, reps, &tf, &tb, &al);
+            printf("%-18s %-7s %9.2f %9.2f %8.1f %8.1f %7.1f%% %7.1f%% %6ld\n", name,
+                   direct ? "direct" : "im2col", 1e3 * tf, 1e3 * tb, fl / tf, 2 * fl / tb,
+                   100 * fl / tf / peak, 100 * 2 * fl / tb / peak, al);
+        }
+    }
+    fl_conv_direct = keep;
 }
 
 /* ---- layouts and algorithms, forward product of one 3x3 C->C layer ----- */
@@ -271,6 +351,26 @@ int main(int argc, char **argv)
     };
     run("coupling net 2x14x14 -> 64 (2 blocks) -> 4", 2, 14, 14, coupling, 6,
         FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
+    const fl_conv_layer rnvp[] = {
+        { FL_CONV_3X3, 32, 1, FL_ACT_LINEAR },
+        { FL_CONV_RESNET, 32, 1, FL_ACT_RELU }, { FL_CONV_RESNET, 32, 1, FL_ACT_RELU },
+        { FL_CONV_ACT, 0, 0, FL_ACT_RELU },     { FL_CONV_3X3, 2, 1, FL_ACT_LINEAR },
+    };
+    const fl_conv_layer rnvp8[] = {
+        { FL_CONV_3X3, 32, 1, FL_ACT_LINEAR },
+        { FL_CONV_RESNET, 32, 1, FL_ACT_RELU }, { FL_CONV_RESNET, 32, 1, FL_ACT_RELU },
+        { FL_CONV_ACT, 0, 0, FL_ACT_RELU },     { FL_CONV_3X3, 8, 1, FL_ACT_LINEAR },
+    };
+    fl_conv_direct = -1; /* before: every 3x3 through im2col */
+    run("Real NVP s/t net 1x28x28, im2col only", 1, 28, 28, rnvp, 5,
+        FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
+    fl_conv_direct = 0;
+    run("Real NVP s/t net 1x28x28 -> 32 -> 2", 1, 28, 28, rnvp, 5,
+        FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
+    run("Real NVP s/t net 4x14x14 -> 32 -> 8", 4, 14, 14, rnvp8, 5,
+        FL_CONV_WEIGHT_NORM | FL_CONV_ZERO_LAST, batch, reps, peak);
+    realnvp_layers(batch, reps, peak[maxt]);
+    if (getenv("BENCH_CONV_LAYERS_ONLY")) return 0;
     layouts(batch, 64, 14, 14, peak[1]);
     return 0;
 }

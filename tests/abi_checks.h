@@ -35,6 +35,13 @@ static int abi_check_macros(void)
     ABI_CHECK(FL_HOST_HAS(&h, conv_create));
     ABI_CHECK(FL_HOST_HAS(&h, conv_backward));
     ABI_CHECK(FL_HOST_HAS(&h, flow_output));
+    ABI_CHECK(FL_HOST_HAS(&h, conv_forward_mode));
+
+    /* A 1.4 host of the scaffold (c85f2e8): its table ends with
+     * flow_output, before conv_forward_mode (also since 1.4). */
+    h.struct_size = offsetof(fl_host, flow_output) + sizeof(void *);
+    ABI_CHECK(FL_HOST_HAS(&h, flow_output));
+    ABI_CHECK(!FL_HOST_HAS(&h, conv_forward_mode));
 
     /* A 1.3 host: its table ends with conv_backward, before flow_output
      * (since 1.4). */

@@ -60,6 +60,8 @@ static fl_conv_layer L3s2(uint32_t ch) { return (fl_conv_layer){ FL_CONV_3X3, ch
 static fl_conv_layer L1(uint32_t ch) { return (fl_conv_layer){ FL_CONV_1X1, ch, 1, FL_ACT_LINEAR }; }
 static fl_conv_layer LR(uint32_t ch, fl_act a) { return (fl_conv_layer){ FL_CONV_RESNET, ch, 1, a }; }
 static fl_conv_layer LA(fl_act a) { return (fl_conv_layer){ FL_CONV_ACT, 0, 0, a }; }
+static fl_conv_layer LU(void) { return (fl_conv_layer){ FL_CONV_UPSAMPLE, 0, 0, FL_ACT_LINEAR }; }
+static fl_conv_layer LB(void) { return (fl_conv_layer){ FL_CONV_BATCHNORM, 0, 0, FL_ACT_LINEAR }; }
 
 static fl_real *randn(size_t n, const char *key, double sd)
 {
@@ -107,6 +109,17 @@ static const fl_param_rec *prm(const tnet *t, char kind, uint32_t u)
     snprintf(name, sizeof name, "conv.s.%c%u", kind, u);
     return fl_arena_find(&t->arena, name);
 }
+
+/* Batch norm k's parameter `what` (gamma, beta, mean, var). */
+static const fl_param_rec *prm_bn(const tnet *t, const char *what, uint32_t k)
+{
+    char name[64];
+    snprintf(name, sizeof name, "conv.s.%s%u", what, k);
+    return fl_arena_find(&t->arena, name);
+}
+
+/* The mode the reference runs batch norm in (the tests set it). */
+static fl_mode ref_mode = FL_MODE_EVAL;
 
 /* ---- the reference ------------------------------------------------------ */
 
@@ -180,11 +193,42 @@ static double *ref_forward(const tnet *t, const double *th, uint32_t n, const do
     double *cur = calloc((size_t)n * in_len, sizeof *cur);
     for (size_t e = 0; e < (size_t)n * in_len; e++)
         cur[e] = x[e] * (t->spec.mask ? (double)t->spec.mask[e % in_len] : 1.0);
-    uint32_t u = 0;
+    uint32_t u = 0, nb = 0;
     for (uint32_t l = 0; l < t->spec.n_layers; l++) {
         const fl_conv_layer *L = &t->spec.layers[l];
         double *nx = NULL;
-        if (L->op == FL_CONV_3X3 || L->op == FL_CONV_1X1) {
+        const size_t P = (size_t)n * sh.h * sh.w;
+        if (L->op == FL_CONV_UPSAMPLE) {
+            nx = calloc(4 * P * sh.c, sizeof *nx);
+            for (uint32_t i = 0; i < n; i++)
+                for (uint32_t y = 0; y < 2 * sh.h; y++)
+                    for (uint32_t x = 0; x < 2 * sh.w; x++)
+                        for (uint32_t ch = 0; ch < sh.c; ch++)
+                            nx[(((size_t)i * 2 * sh.h + y) * 2 * sh.w + x) * sh.c + ch] =
+                                cur[(((size_t)i * sh.h + y / 2) * sh.w + x / 2) * sh.c + ch];
+            sh.h *= 2;
+            sh.w *= 2;
+        } else if (L->op == FL_CONV_BATCHNORM) {
+            const fl_param_rec *G = prm_bn(t, "gamma", nb), *B = prm_bn(t, "beta", nb),
+                               *RM = prm_bn(t, "mean", nb), *RV = prm_bn(t, "var", nb);
+            nb++;
+            cr_assert(G && B && RM && RV, "batch norm %u has no parameters", nb - 1);
+            nx = calloc(P * sh.c, sizeof *nx);
+            for (uint32_t ch = 0; ch < sh.c; ch++) {
+                double mu = th[RM->offset + ch], var = th[RV->offset + ch];
+                if (ref_mode == FL_MODE_TRAIN) {
+                    mu = var = 0;
+                    for (size_t p = 0; p < P; p++) mu += cur[p * sh.c + ch];
+                    mu /= (double)P;
+                    for (size_t p = 0; p < P; p++)
+                        var += (cur[p * sh.c + ch] - mu) * (cur[p * sh.c + ch] - mu);
+                    var /= (double)P;
+                }
+                for (size_t p = 0; p < P; p++)
+                    nx[p * sh.c + ch] = th[G->offset + ch] * (cur[p * sh.c + ch] - mu) /
+                                            sqrt(var + 1e-5) + th[B->offset + ch];
+            }
+        } else if (L->op == FL_CONV_3X3 || L->op == FL_CONV_1X1) {
             nx = ref_conv(t, th, n, cur, &sh, L->op == FL_CONV_3X3 ? 3 : 1, L->stride ? L->stride : 1,
                           L->channels, u++);
         } else if (L->op == FL_CONV_RESNET) {
@@ -244,6 +288,17 @@ static const zoo_case zoo[] = {
       { { FL_CONV_1X1, 3, 1, 0 }, { FL_CONV_ACT, 0, 0, FL_ACT_TANH }, { FL_CONV_RESNET, 4, 1, FL_ACT_RELU },
         { FL_CONV_RESNET, 0, 1, FL_ACT_ELU }, { FL_CONV_ACT, 0, 0, FL_ACT_ELU }, { FL_CONV_3X3, 2, 1, 0 } },
       6, FL_CONV_WEIGHT_NORM, 1 },
+    { "batch norm first with a mask, upsampling, resnet, batch norm last", 2, 3, 2,
+      { { FL_CONV_BATCHNORM, 0, 0, 0 }, { FL_CONV_3X3, 3, 1, 0 }, { FL_CONV_BATCHNORM, 0, 0, 0 },
+        { FL_CONV_ACT, 0, 0, FL_ACT_TANH }, { FL_CONV_UPSAMPLE, 0, 0, 0 },
+        { FL_CONV_RESNET, 0, 1, FL_ACT_ELU }, { FL_CONV_BATCHNORM, 0, 0, 0 } },
+      7, FL_CONV_WEIGHT_NORM, 2 },
+    { "upsampling first, stride 2, batch norm, elu, 1x1", 2, 3, 5,
+      { { FL_CONV_UPSAMPLE, 0, 0, 0 }, { FL_CONV_3X3, 3, 2, 0 }, { FL_CONV_BATCHNORM, 0, 0, 0 },
+        { FL_CONV_ACT, 0, 0, FL_ACT_ELU }, { FL_CONV_1X1, 2, 1, 0 } }, 5, 0, 0 },
+    { "upsampling last, relu", 3, 2, 3,
+      { { FL_CONV_3X3, 2, 1, 0 }, { FL_CONV_UPSAMPLE, 0, 0, 0 }, { FL_CONV_ACT, 0, 0, FL_ACT_RELU } },
+      3, 0, 0 },
 };
 #define N_ZOO (sizeof zoo / sizeof *zoo)
 
@@ -274,12 +329,36 @@ static void zoo_free(tnet *t)
 }
 
 /* Moves theta off its initialisation (zero last layers, g = 1) so every
- * gradient is exercised. */
+ * gradient is exercised; batch norm's running variances stay positive. */
 static void perturb(tnet *t)
 {
     fl_real *e = randn(t->arena.total, "perturb", 0.3);
     for (size_t i = 0; i < t->arena.total; i++) t->arena.theta[i] += e[i];
     free(e);
+    for (size_t r = 0; r < t->arena.n; r++) {
+        const fl_param_rec *p = &t->arena.p[r];
+        if ((p->flags & FL_PARAM_STATE) && strstr(p->name, ".var"))
+            for (size_t i = p->offset; i < p->offset + p->size; i++)
+                t->arena.theta[i] = (fl_real)(0.5 + fabs(t->arena.theta[i]));
+    }
+}
+
+static int has_bn(const zoo_case *z)
+{
+    for (uint32_t l = 0; l < z->nl; l++)
+        if (z->layers[l].op == FL_CONV_BATCHNORM) return 1;
+    return 0;
+}
+
+/* The service's forward in `mode` (conv_forward itself for EVAL, which
+ * must be the same), the averages left alone. */
+static void fwd_mode(tnet *t, fl_mode mode, uint32_t n, const fl_real *x, fl_real *y)
+{
+    const fl_host *host = fl_host_table();
+    if (mode == FL_MODE_EVAL)
+        host->conv_forward(t->c, t->theta, n, x, y);
+    else
+        host->conv_forward_mode(t->c, t->theta, NULL, mode, n, x, y);
 }
 
 static size_t out_len(const tnet *t)
@@ -308,15 +387,18 @@ static void assert_near(double got, double want, double abs_tol, double rel_tol,
 
 Test(conv, forward_matches_a_direct_convolution)
 {
-    const fl_host *host = fl_host_table();
     const uint32_t n = 3;
-    for (size_t z = 0; z < N_ZOO; z++) {
+    for (size_t zm = 0; zm < 4 * N_ZOO; zm++) {
+        const size_t z = zm / 4;
+        ref_mode = zm % 2 ? FL_MODE_TRAIN : FL_MODE_EVAL;
+        fl_conv_direct = zm % 4 >= 2 ? 1 : -1; /* direct, or im2col */
+        if (ref_mode == FL_MODE_TRAIN && !has_bn(&zoo[z])) continue;
         tnet t;
         zoo_new(&t, &zoo[z], n);
         perturb(&t);
         const size_t il = (size_t)zoo[z].c * zoo[z].h * zoo[z].w, ol = out_len(&t);
         fl_real *x = randn(n * il, "x", 1), *y = calloc(n * ol, sizeof *y);
-        host->conv_forward(t.c, t.theta, n, x, y);
+        fwd_mode(&t, ref_mode, n, x, y);
         double *th = to_double(t.theta, t.arena.total - t.cx->block), *xd = to_double(x, n * il);
         rshape sh;
         double *ref = ref_forward(&t, th, n, xd, &sh);
@@ -329,7 +411,8 @@ Test(conv, forward_matches_a_direct_convolution)
         cr_assert(mag > 0.1, "%s: a trivial output", zoo[z].what);
         for (size_t e = 0; e < n * ol; e++)
             assert_near(y[e], ref[e], VAL_TOL * (1 + mag), VAL_TOL, &worst, zoo[z].what, "out", e);
-        cr_log_info("%s: worst forward error %.3g of the bound", zoo[z].what, worst);
+        cr_log_info("%s (mode %d, direct %d): worst forward error %.3g of the bound", zoo[z].what,
+                    (int)ref_mode, fl_conv_direct == 1, worst);
         free(th);
         free(xd);
         free(ref);
@@ -343,7 +426,11 @@ Test(conv, every_gradient_matches_differences_of_the_reference)
 {
     const fl_host *host = fl_host_table();
     const uint32_t n = 2;
-    for (size_t z = 0; z < N_ZOO; z++) {
+    for (size_t zm = 0; zm < 4 * N_ZOO; zm++) {
+        const size_t z = zm / 4;
+        ref_mode = zm % 2 ? FL_MODE_TRAIN : FL_MODE_EVAL;
+        fl_conv_direct = zm % 4 >= 2 ? 1 : -1; /* direct, or im2col */
+        if (ref_mode == FL_MODE_TRAIN && !has_bn(&zoo[z])) continue;
         tnet t;
         zoo_new(&t, &zoo[z], 4);
         perturb(&t);
@@ -354,7 +441,7 @@ Test(conv, every_gradient_matches_differences_of_the_reference)
         /* both outputs accumulate: start them at 0.25 */
         for (size_t i = 0; i < nt; i++) t.dtheta[i] = 0.25;
         for (size_t i = 0; i < n * il; i++) din[i] = 0.25;
-        host->conv_forward(t.c, t.theta, n, x, y);
+        fwd_mode(&t, ref_mode, n, x, y);
         host->conv_backward(t.c, t.theta, t.dtheta, n, a, din);
         double *th = to_double(t.theta, nt), *xd = to_double(x, n * il);
         const double h = 1e-6;
@@ -362,6 +449,11 @@ Test(conv, every_gradient_matches_differences_of_the_reference)
         size_t checked = 0;
         for (size_t r = 0; r < t.arena.n; r++) {
             const fl_param_rec *p = &t.arena.p[r];
+            if (p->flags & FL_PARAM_STATE) { /* running averages: no gradient */
+                for (size_t i = p->offset; i < p->offset + p->size; i++)
+                    cr_assert_eq(t.dtheta[i], 0.25, "%s: %s gets a gradient", zoo[z].what, p->name);
+                continue;
+            }
             for (size_t i = p->offset; i < p->offset + p->size; i++) {
                 const double keep = th[i];
                 th[i] = keep + h;
@@ -385,8 +477,8 @@ Test(conv, every_gradient_matches_differences_of_the_reference)
                         "din", i);
         }
         cr_assert(checked > 50);
-        cr_log_info("%s: %zu parameters, worst gradient error %.3g of the bound", zoo[z].what,
-                    checked, worst);
+        cr_log_info("%s (mode %d, direct %d): %zu parameters, worst gradient error %.3g of the "
+                    "bound", zoo[z].what, (int)ref_mode, fl_conv_direct == 1, checked, worst);
         free(th);
         free(xd);
         free(x);
@@ -547,7 +639,9 @@ Test(conv, the_mask_multiplies_the_input)
     const fl_conv_layer first1[] = { L1(3), LA(FL_ACT_TANH), LR(0, FL_ACT_ELU), L3(4) };
     const fl_conv_layer *nets[2] = { first3, first1 };
     const uint32_t nls[2] = { 3, 4 };
-    for (int k = 0; k < 2; k++) {
+    for (int kd = 0; kd < 4; kd++) {
+        const int k = kd % 2;
+        fl_conv_direct = kd >= 2 ? 1 : -1; /* direct, or im2col */
         fl_real *mask = make_mask(c, h, w, 1);
         tnet tm, tp;
         cr_assert(tnet_new(&tm, c, h, w, nets[k], nls[k], 0, mask, n), "%s", fl_host_last_error());
@@ -709,10 +803,13 @@ static void batch_case(uint32_t c, uint32_t h, uint32_t w, const fl_conv_layer *
 
 Test(conv, a_batch_is_the_sum_of_its_images)
 {
+    for (int direct = 0; direct < 2; direct++) {
+        fl_conv_direct = direct ? 1 : -1;
     const fl_conv_layer ls[] = { L3(4), LA(FL_ACT_ELU), LR(0, FL_ACT_TANH), L1(2) };
     batch_case(2, 16, 16, ls, 4);
     const fl_conv_layer s2[] = { L3s2(3), LA(FL_ACT_ELU), L3(2) };
     batch_case(3, 20, 7, s2, 3);
+    }
 }
 
 static void refused(const char *what, uint32_t c, uint32_t h, uint32_t w, const fl_conv_layer *ls,
@@ -802,5 +899,190 @@ Test(conv, parameters_are_named_and_initialised)
     uint32_t c, h, w;
     fl_conv_out_shape(t.c, &c, &h, &w);
     cr_assert(c == 3 && h == 4 && w == 4);
+    tnet_free(&t);
+}
+
+/* ---- upsampling and batch norm (since 1.4) ------------------------------- */
+
+Test(conv, upsampling_copies_each_pixel_to_a_2x2_block)
+{
+    const fl_host *host = fl_host_table();
+    const fl_conv_layer ls[] = { LU(), L1(2) };
+    tnet t;
+    cr_assert(tnet_new(&t, 2, 2, 3, ls, 2, 0, NULL, 2), "%s", fl_host_last_error());
+    uint32_t c, h, w;
+    fl_conv_out_shape(t.c, &c, &h, &w);
+    cr_assert(c == 2 && h == 4 && w == 6, "%ux%ux%u", c, h, w);
+    /* the 1x1 as the identity */
+    const fl_param_rec *W = prm(&t, 'W', 0), *b = prm(&t, 'b', 0);
+    cr_assert(W && b && !prm(&t, 'W', 1), "the upsampling has no parameters");
+    for (uint32_t k = 0; k < 4; k++) t.theta[W->offset + k] = k % 3 == 0;
+    t.theta[b->offset] = t.theta[b->offset + 1] = 0;
+    fl_real x[24], y[96], a[96], din[24] = { 0 };
+    for (int i = 0; i < 24; i++) x[i] = (fl_real)(i + 1);
+    for (int i = 0; i < 96; i++) a[i] = (fl_real)(i % 7);
+    host->conv_forward(t.c, t.theta, 2, x, y);
+    for (uint32_t i = 0; i < 2; i++)
+        for (uint32_t yy = 0; yy < 4; yy++)
+            for (uint32_t xx = 0; xx < 6; xx++)
+                for (uint32_t ch = 0; ch < 2; ch++)
+                    cr_assert_eq(y[((i * 4 + yy) * 6 + xx) * 2 + ch],
+                                 x[((i * 2 + yy / 2) * 3 + xx / 2) * 2 + ch]);
+    host->conv_backward(t.c, t.theta, t.dtheta, 2, a, din);
+    for (uint32_t i = 0; i < 2; i++)
+        for (uint32_t yy = 0; yy < 2; yy++)
+            for (uint32_t xx = 0; xx < 3; xx++)
+                for (uint32_t ch = 0; ch < 2; ch++) {
+                    double want = 0;
+                    for (uint32_t dy = 0; dy < 2; dy++)
+                        for (uint32_t dx = 0; dx < 2; dx++)
+                            want += a[((i * 4 + 2 * yy + dy) * 6 + 2 * xx + dx) * 2 + ch];
+                    cr_assert_eq(din[((i * 2 + yy) * 3 + xx) * 2 + ch], want);
+                }
+    tnet_free(&t);
+}
+
+/* TRAIN with a state block moves the running averages by 0.1 towards the
+ * batch's mean and unbiased variance; TRAIN without one and EVAL leave
+ * them; the outputs of TRAIN do not depend on them. */
+Test(conv, batch_norm_running_averages_move_in_training_only)
+{
+    const fl_host *host = fl_host_table();
+    const uint32_t n = 5, c = 3, h = 4, w = 2, P = n * h * w;
+    const fl_conv_layer ls[] = { LB(), LA(FL_ACT_RELU), L3(2) };
+    tnet t;
+    cr_assert(tnet_new(&t, c, h, w, ls, 3, 0, NULL, n), "%s", fl_host_last_error());
+    const fl_param_rec *G = prm_bn(&t, "gamma", 0), *B = prm_bn(&t, "beta", 0),
+                       *RM = prm_bn(&t, "mean", 0), *RV = prm_bn(&t, "var", 0);
+    cr_assert(G && B && RM && RV);
+    cr_assert(!(G->flags & FL_PARAM_STATE) && !(B->flags & FL_PARAM_STATE));
+    cr_assert((RM->flags & FL_PARAM_STATE) && (RV->flags & FL_PARAM_STATE));
+    for (uint32_t j = 0; j < c; j++) {
+        cr_assert_eq(t.theta[G->offset + j], 1);
+        cr_assert_eq(t.theta[B->offset + j], 0);
+        cr_assert_eq(t.theta[RM->offset + j], 0);
+        cr_assert_eq(t.theta[RV->offset + j], 1);
+        t.theta[RM->offset + j] = (fl_real)(0.5 * j);
+        t.theta[RV->offset + j] = (fl_real)(2 + j);
+    }
+    fl_real *x = randn((size_t)P * c, "x", 1.5);
+    for (size_t e = 0; e < (size_t)P * c; e++) x[e] += (fl_real)(e % c); /* channel means 0, 1, 2 */
+    const size_t ol = out_len(&t), nt = t.arena.total;
+    fl_real *y0 = calloc(n * ol, sizeof *y0), *y1 = calloc(n * ol, sizeof *y1);
+    fl_real *keep = malloc(nt * sizeof *keep);
+    memcpy(keep, t.arena.theta, nt * sizeof *keep);
+    host->conv_forward_mode(t.c, t.theta, NULL, FL_MODE_TRAIN, n, x, y0);
+    cr_assert_arr_eq(keep, t.arena.theta, nt * sizeof *keep, "TRAIN without state wrote theta");
+    host->conv_forward_mode(t.c, t.theta, t.theta, FL_MODE_EVAL, n, x, y1);
+    cr_assert_arr_eq(keep, t.arena.theta, nt * sizeof *keep, "EVAL wrote theta");
+    host->conv_forward_mode(t.c, t.theta, t.theta, FL_MODE_TRAIN, n, x, y1);
+    cr_assert_arr_eq(y0, y1, n * ol * sizeof *y0, "TRAIN outputs depend on the averages");
+    for (uint32_t j = 0; j < c; j++) {
+        double mu = 0, var = 0;
+        for (uint32_t p = 0; p < P; p++) mu += x[(size_t)p * c + j];
+        mu /= P;
+        for (uint32_t p = 0; p < P; p++) var += pow(x[(size_t)p * c + j] - mu, 2);
+        var /= P - 1;
+        const double m = 0.9 * keep[RM->offset + j] + 0.1 * mu;
+        const double v = 0.9 * keep[RV->offset + j] + 0.1 * var;
+        cr_assert(fabs(t.theta[RM->offset + j] - m) <= VAL_TOL * 10, "mean %u: %g, want %g", j,
+                  (double)t.theta[RM->offset + j], m);
+        cr_assert(fabs(t.theta[RV->offset + j] - v) <= VAL_TOL * 10 * v, "var %u: %g, want %g", j,
+                  (double)t.theta[RV->offset + j], v);
+    }
+    free(x);
+    free(y0);
+    free(y1);
+    free(keep);
+    tnet_free(&t);
+}
+
+/* A batch-norm and upsampling net large enough to thread, in TRAIN (the
+ * statistics summed over tiles) and EVAL, with 1 and 2 threads and from
+ * inside a parallel region: the same bits, running averages included. */
+Test(conv, batch_norm_and_upsampling_bit_identical_with_1_and_2_threads, .timeout = 120)
+{
+    const fl_host *host = fl_host_table();
+    const uint32_t n = 9, c = 4, h = 10, w = 12, il = c * h * w;
+    const fl_conv_layer ls[] = { L3(16), LB(), LA(FL_ACT_RELU), LU(), LR(16, FL_ACT_ELU), LB(),
+                                 LA(FL_ACT_TANH), L3s2(8), LB() };
+    tnet t;
+    cr_assert(tnet_new(&t, c, h, w, ls, 9, FL_CONV_WEIGHT_NORM, NULL, n), "%s",
+              fl_host_last_error());
+    cr_assert(fl_conv_fmas(t.c, n) >= 1e7, "too small to thread");
+    perturb(&t);
+    const size_t ol = out_len(&t), nt = t.arena.total;
+    fl_real *x = randn(n * il, "x", 1), *a = randn(n * ol, "a", 1);
+    fl_real *th0 = malloc(nt * sizeof *th0);
+    memcpy(th0, t.arena.theta, nt * sizeof *th0);
+    const int saved = omp_get_max_threads();
+    for (int mode = 0; mode < 2; mode++) {
+        fl_real *y[3], *din[3], *g[3], *th[3];
+        for (int r = 0; r < 3; r++) {
+            y[r] = calloc(n * ol, sizeof(fl_real));
+            din[r] = calloc((size_t)n * il, sizeof(fl_real));
+            g[r] = malloc(nt * sizeof(fl_real));
+            th[r] = malloc(nt * sizeof(fl_real));
+            memcpy(t.arena.theta, th0, nt * sizeof *th0);
+            memset(t.arena.grad, 0, nt * sizeof(fl_real));
+            omp_set_num_threads(r == 1 ? 2 : 1);
+#pragma omp parallel num_threads(2) if (r == 2)
+            {
+#pragma omp single
+                {
+                    host->conv_forward_mode(t.c, t.theta, t.theta, (fl_mode)mode, n, x, y[r]);
+                    host->conv_backward(t.c, t.theta, t.dtheta, n, a, din[r]);
+                }
+            }
+            memcpy(g[r], t.arena.grad, nt * sizeof(fl_real));
+            memcpy(th[r], t.arena.theta, nt * sizeof(fl_real));
+        }
+        omp_set_num_threads(saved);
+        for (int r = 1; r < 3; r++) {
+            cr_assert_arr_eq(y[0], y[r], n * ol * sizeof(fl_real), "mode %d: out (run %d)", mode, r);
+            cr_assert_arr_eq(g[0], g[r], nt * sizeof(fl_real), "mode %d: dtheta (run %d)", mode, r);
+            cr_assert_arr_eq(din[0], din[r], (size_t)n * il * sizeof(fl_real), "mode %d: din", mode);
+            cr_assert_arr_eq(th[0], th[r], nt * sizeof(fl_real), "mode %d: averages", mode);
+        }
+        cr_assert_eq(memcmp(th[0], th0, nt * sizeof *th0) != 0, mode == FL_MODE_TRAIN,
+                     "the averages move in TRAIN only");
+        for (int r = 0; r < 3; r++) {
+            free(y[r]);
+            free(din[r]);
+            free(g[r]);
+            free(th[r]);
+        }
+    }
+    free(x);
+    free(a);
+    free(th0);
+    tnet_free(&t);
+}
+
+Test(conv, upsampling_and_batch_norm_specs)
+{
+    const fl_conv_layer uc[] = { { FL_CONV_UPSAMPLE, 4, 0, FL_ACT_LINEAR }, L3(2) };
+    refused("upsampling with channels", 2, 4, 4, uc, 2, 0, "layer 0: an upsampling has no channels");
+    const fl_conv_layer ba[] = { L3(2), { FL_CONV_BATCHNORM, 0, 0, FL_ACT_RELU } };
+    refused("batch norm with an activation", 2, 4, 4, ba, 2, 0,
+            "layer 1: a batch norm has no channels, stride or activation");
+    const fl_conv_layer bs[] = { { FL_CONV_BATCHNORM, 0, 2, FL_ACT_LINEAR } };
+    refused("strided batch norm", 2, 4, 4, bs, 1, 0, "a batch norm has no");
+    const fl_conv_layer zl[] = { L3(2), LB() };
+    refused("zero last on a batch norm", 2, 4, 4, zl, 2, FL_CONV_ZERO_LAST, "FL_CONV_ZERO_LAST");
+    /* convolutions and batch norms are numbered apart; an upsampling has
+     * no parameters; an activation may follow either */
+    const fl_conv_layer ls[] = { LB(), L3(3), LU(), LA(FL_ACT_RELU), LB(), LA(FL_ACT_ELU), L1(2) };
+    tnet t;
+    cr_assert(tnet_new(&t, 2, 3, 3, ls, 7, 0, NULL, 2), "%s", fl_host_last_error());
+    cr_assert(prm(&t, 'W', 0) && prm(&t, 'W', 1) && !prm(&t, 'W', 2));
+    cr_assert_eq(prm(&t, 'W', 1)->size, 3 * 2);
+    cr_assert_eq(prm_bn(&t, "gamma", 0)->size, 2);
+    cr_assert_eq(prm_bn(&t, "var", 1)->size, 3);
+    cr_assert_null(prm_bn(&t, "gamma", 2));
+    cr_assert_eq(t.arena.n, 2 * 2 + 2 * 4);
+    uint32_t c, h, w;
+    fl_conv_out_shape(t.c, &c, &h, &w);
+    cr_assert(c == 2 && h == 6 && w == 6);
     tnet_free(&t);
 }

@@ -25,6 +25,7 @@
  * per backward (a barrier per phase); small problems, and calls from
  * inside another parallel region, run the same tasks on the calling
  * thread. All buffers are allocated at create, sized for max_rows. */
+#include <float.h>
 #include <limits.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -43,6 +44,24 @@ enum {
     CHUNK = 2048,      /* pixels per dW partial sum, at least */
     MAX_CHUNKS = 16,   /* at most this many dW partials (memory: chunks x |W|) */
 };
+/* Which 3x3 stride-1 convolutions run direct (9 shifted products per
+ * group of images on a zero-padded copy, K = cin each) instead of im2col +
+ * one product (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none.
+ * Tests and benchmarks set it before create. */
+int fl_conv_direct = 0;
+/* The rule, from bench_conv (docs/performance.md): the padded copy wastes
+ * (h + 2)(w + 2) / (h w) - 1 of the work (15% at 28x28, 31% at 14x14, 65%
+ * at 7x7), and im2col's backward is slow for few output channels (its dX
+ * gathers from a D W^T of 9 cin columns per pixel). So direct from 20x20
+ * pixels up, and for fewer than 16 output channels at any size. */
+#define DIRECT_MIN_HW 400
+#define DIRECT_MAX_COUT 16
+/* Direct tasks cover whole images, about this many padded pixels each. */
+#define DIRECT_PIX 1024
+/* Batch norm: running averages r = (1 - m) r + m batch, and the eps added
+ * to the variance (PyTorch's BatchNorm2d defaults, documented in host.h). */
+#define BN_MOMENTUM 0.1
+#define BN_EPS 1e-5
 /* Below this many multiply-adds per call, stay on the calling thread. */
 #define PAR_MIN_FMA 1e7
 /* Forward products up to this many multiply-adds multiply by a transposed
@@ -53,15 +72,27 @@ enum {
  * ~10% faster for the large 3x3 products. */
 #define NT_MAX_FMA 2e6
 
+/* What a unit computes. */
+enum { UK_CONV = 0, UK_UP = 1, UK_BN = 2 };
+
 typedef struct unit {
-    uint32_t k, stride;      /* 3 or 1; 1 or 2 */
+    int kind;                /* UK_*: convolution, 2x upsampling, batch norm */
+    int direct;              /* 3x3 stride 1 as 9 shifted products (no im2col) */
+    uint32_t grp;            /* direct: images per task */
+    uint32_t idx;            /* its number among the units of its kind (names) */
+    uint32_t k, stride;      /* conv: 3 or 1; 1 or 2. Others: 0, 1 */
     uint32_t cin, cout;      /* channels in and out */
     uint32_t hi, wi, ho, wo; /* image size in and out */
-    uint32_t kk;             /* rows of W: k*k*cin */
+    uint32_t kk;             /* rows of W: k*k*cin (0 for UP, BN) */
     fl_act act;              /* after bias and skip; LINEAR = none */
     int skip;                /* buffer added to the output before act, -1 = none */
     int wn;                  /* weight-normalised: W = g v / |v| per column */
-    size_t w_off, g_off, b_off; /* W (or v), g, b in the component block */
+    size_t w_off, g_off, b_off; /* W (or v), g, b in the component block;
+                                   BN: gamma at w_off, beta at b_off */
+    size_t mean_off, var_off;   /* BN: running averages (FL_PARAM_STATE) */
+    double *bn;              /* BN: 5 x cout: mu, 1/sqrt(var + eps), gamma /
+                                sqrt(var + eps) of the last forward, then
+                                the backward's sum d / M, sum d xh / M */
     fl_real *weff;           /* wn: the effective W (kk x cout), per forward */
     fl_real *wt;             /* W^T (cout x kk), per forward, for NT products */
     double *inv;             /* wn: 1 / |v_j| (cout), per forward */
@@ -82,13 +113,19 @@ struct fl_conv {
     fl_real *mask;           /* h*w*c copy or NULL */
     int mask_fused;          /* mask applied inside unit 0's im2col */
     fl_real *col;            /* im2col (P x kk of the widest 3x3 unit) */
-    fl_real *dscr;           /* per thread: d col of one gather tile's band */
+    fl_real *xp, *dp;        /* direct units: zero-padded input and delta,
+                                max_rows x (h+2) x (w+2) x channels */
+    fl_real *dscr;           /* per thread: d col of one gather tile's band,
+                                or a direct task's output rows */
     size_t dscr_slot;        /* elements per thread */
     int nslots;              /* threads a backward may use (the scratch slots) */
     fl_real *part;           /* dW partial sums: MAX_CHUNKS x |W| at most */
     double *dbacc;           /* bias gradient sums (max cout) */
+    double *bnpart;          /* BN: per tile partial sums, tiles x 2 cout */
     /* the current call (one at a time) */
     uint32_t n;
+    fl_mode mode;            /* of the last forward (BN) */
+    fl_real *state;          /* TRAIN forward: where BN's averages move, or NULL */
     const fl_real *theta, *in, *dout;
     fl_real *out, *dtheta, *din;
 };
@@ -100,6 +137,7 @@ void fl_conv_free(fl_conv *c)
         fl_free(c->u[i].weff);
         fl_free(c->u[i].wt);
         free(c->u[i].inv);
+        free(c->u[i].bn);
     }
     for (uint32_t b = 0; b <= c->nu; b++) {
         if (c->a) fl_free(c->a[b]);
@@ -113,9 +151,12 @@ void fl_conv_free(fl_conv *c)
     free(c->g);
     fl_free(c->mask);
     fl_free(c->col);
+    fl_free(c->xp);
+    fl_free(c->dp);
     fl_free(c->dscr);
     fl_free(c->part);
     free(c->dbacc);
+    free(c->bnpart);
     free(c);
 }
 
@@ -140,20 +181,26 @@ double fl_conv_fmas(const fl_conv *c, uint32_t n)
 
 static int act_ok(fl_act a) { return a == FL_ACT_RELU || a == FL_ACT_ELU || a == FL_ACT_TANH; }
 
-/* Appends a unit reading buffer nu (shape bh/bw/bc[nu]); the caller has
- * room for it. */
-static void add_unit(fl_conv *c, uint32_t k, uint32_t stride, uint32_t cout, int skip)
+/* Appends a unit of `kind` reading buffer nu (shape bh/bw/bc[nu]); the
+ * caller has room for it. k and stride are the convolution's (k = 0 for
+ * the others); UP and BN keep the channels (cout is ignored). */
+static void add_unit(fl_conv *c, int kind, uint32_t k, uint32_t stride, uint32_t cout, int skip)
 {
     unit *u = &c->u[c->nu];
     const uint32_t b = c->nu;
+    uint32_t idx = 0;
+    for (uint32_t i = 0; i < c->nu; i++) idx += c->u[i].kind == kind;
+    u->kind = kind;
+    u->idx = idx;
     u->k = k;
     u->stride = stride;
     u->cin = c->bc[b];
+    if (kind != UK_CONV) cout = u->cin;
     u->cout = cout;
     u->hi = c->bh[b];
     u->wi = c->bw[b];
-    u->ho = stride == 2 ? (u->hi + 1) / 2 : u->hi;
-    u->wo = stride == 2 ? (u->wi + 1) / 2 : u->wi;
+    u->ho = kind == UK_UP ? 2 * u->hi : stride == 2 ? (u->hi + 1) / 2 : u->hi;
+    u->wo = kind == UK_UP ? 2 * u->wi : stride == 2 ? (u->wi + 1) / 2 : u->wi;
     u->kk = k * k * u->cin;
     u->act = FL_ACT_LINEAR;
     u->skip = skip;
@@ -218,7 +265,7 @@ static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
                              "FL_CONV_ACT layer after it", nm, i);
                 return 0;
             }
-            add_unit(c, L->op == FL_CONV_3X3 ? 3 : 1, stride, L->channels, -1);
+            add_unit(c, UK_CONV, L->op == FL_CONV_3X3 ? 3 : 1, stride, L->channels, -1);
             prev_act = 0;
             break;
         case FL_CONV_RESNET: {
@@ -232,9 +279,9 @@ static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
                 return 0;
             }
             const int src = (int)c->nu;
-            add_unit(c, 3, 1, L->channels ? L->channels : cin, -1);
+            add_unit(c, UK_CONV, 3, 1, L->channels ? L->channels : cin, -1);
             c->u[c->nu - 1].act = L->act;
-            add_unit(c, 3, 1, cin, src);
+            add_unit(c, UK_CONV, 3, 1, cin, src);
             prev_act = 0;
             break;
         }
@@ -245,8 +292,9 @@ static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
                 return 0;
             }
             if (prev_act) {
-                h->error(cx, "conv net '%s', layer %u: an activation must follow a convolution or "
-                             "a ResNet block (%s)", nm, i, i ? "not another activation" : "it is first");
+                h->error(cx, "conv net '%s', layer %u: an activation must follow a convolution, a "
+                             "ResNet block, an upsampling or a batch norm (%s)", nm, i,
+                         i ? "not another activation" : "it is first");
                 return 0;
             }
             if (L->channels != 0 || L->stride > 1) {
@@ -257,9 +305,21 @@ static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
             c->u[c->nu - 1].act = L->act;
             prev_act = 1;
             break;
+        case FL_CONV_UPSAMPLE:
+        case FL_CONV_BATCHNORM:
+            if (L->channels != 0 || L->stride > 1 || L->act != FL_ACT_LINEAR) {
+                h->error(cx, "conv net '%s', layer %u: %s has no channels, stride or activation (add "
+                             "a FL_CONV_ACT layer after it)", nm, i,
+                         L->op == FL_CONV_UPSAMPLE ? "an upsampling" : "a batch norm");
+                return 0;
+            }
+            add_unit(c, L->op == FL_CONV_UPSAMPLE ? UK_UP : UK_BN, 0, 1, 0, -1);
+            prev_act = 0;
+            break;
         default:
             h->error(cx, "conv net '%s', layer %u: unknown layer type %d (FL_CONV_3X3, FL_CONV_1X1, "
-                         "FL_CONV_RESNET or FL_CONV_ACT)", nm, i, (int)L->op);
+                         "FL_CONV_RESNET, FL_CONV_ACT, FL_CONV_UPSAMPLE or FL_CONV_BATCHNORM)", nm, i,
+                     (int)L->op);
             return 0;
         }
     }
@@ -275,6 +335,7 @@ static int plan(fl_conv *c, fl_ctx *cx, const fl_conv_spec *s, const char *nm)
     for (uint32_t i = 0; i < c->nu; i++) {
         const unit *u = &c->u[i];
         if ((double)c->max_rows * u->ho * u->wo * u->kk > (double)INT_MAX ||
+            (double)c->max_rows * u->ho * u->wo * u->cout > (double)INT_MAX ||
             (double)c->max_rows * u->hi * u->wi * u->cin > (double)INT_MAX) {
             h->error(cx, "conv net '%s': %u images of this shape are too large (a buffer exceeds "
                          "2^31 elements); lower the batch", nm, c->max_rows);
@@ -346,21 +407,46 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     if (!c->a || !c->g) goto oom;
     const int wn_all = (s->flags & FL_CONV_WEIGHT_NORM) != 0;
     const int zero_last = (s->flags & FL_CONV_ZERO_LAST) != 0;
-    size_t col_max = 0, part_max = 0;
+    size_t col_max = 0, part_max = 0, bnpart_max = 0, xp_max = 0, dp_max = 0;
     uint32_t cout_max = 1;
     for (uint32_t i = 0; i < nu; i++) {
         unit *u = &c->u[i];
         const int last = i + 1 == nu;
+        const size_t pout = (size_t)R * u->ho * u->wo;
+        if (u->cout > cout_max) cout_max = u->cout;
+        if (!last || u->act != FL_ACT_LINEAR) {
+            c->a[i + 1] = fl_alloc(pout * u->cout * sizeof(fl_real));
+            c->g[i + 1] = fl_alloc(pout * u->cout * sizeof(fl_real));
+            if (!c->a[i + 1] || !c->g[i + 1]) goto oom;
+        }
+        if (u->kind == UK_UP) continue;
+        char name[256];
+        if (u->kind == UK_BN) {
+            const struct { const char *what; size_t *off; fl_init init; uint32_t flags; } bp[4] = {
+                { "gamma", &u->w_off, FL_INIT_CONST, 0 },
+                { "beta", &u->b_off, FL_INIT_ZERO, 0 },
+                { "mean", &u->mean_off, FL_INIT_ZERO, FL_PARAM_STATE },
+                { "var", &u->var_off, FL_INIT_CONST, FL_PARAM_STATE },
+            };
+            for (int k = 0; k < 4; k++) {
+                snprintf(name, sizeof name, "%s.%s%u", nm, bp[k].what, u->idx);
+                fl_param_spec ps = { name, u->cout, bp[k].init, 0, 0, 1.0, bp[k].flags };
+                if (h->param(cx, &ps, bp[k].off) != FL_OK) goto fail;
+            }
+            if (!(u->bn = calloc(5 * (size_t)u->cout, sizeof(double)))) goto oom;
+            const size_t bp_len = (size_t)n_tiles(pout) * 2 * u->cout;
+            if (bp_len > bnpart_max) bnpart_max = bp_len;
+            continue;
+        }
         const int zero = last && zero_last;
         u->wn = wn_all && !zero;
         const double fan = 1.0 / sqrt((double)u->kk);
-        char name[256];
-        snprintf(name, sizeof name, "%s.%c%u", nm, u->wn ? 'v' : 'W', i);
+        snprintf(name, sizeof name, "%s.%c%u", nm, u->wn ? 'v' : 'W', u->idx);
         fl_param_spec w = { name, (size_t)u->kk * u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM,
                             u->kk, u->cout, fan, 0 };
         if (h->param(cx, &w, &u->w_off) != FL_OK) goto fail;
         if (u->wn) {
-            snprintf(name, sizeof name, "%s.g%u", nm, i);
+            snprintf(name, sizeof name, "%s.g%u", nm, u->idx);
             fl_param_spec g = { name, u->cout, FL_INIT_CONST, 0, 0, 1.0, 0 };
             if (h->param(cx, &g, &u->g_off) != FL_OK) goto fail;
             u->weff = fl_alloc((size_t)u->kk * u->cout * sizeof(fl_real));
@@ -368,19 +454,23 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
             if (!u->weff || !u->inv) goto oom;
         }
         if (!(u->wt = fl_alloc((size_t)u->kk * u->cout * sizeof(fl_real)))) goto oom;
-        snprintf(name, sizeof name, "%s.b%u", nm, i);
+        snprintf(name, sizeof name, "%s.b%u", nm, u->idx);
         fl_param_spec b = { name, u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0, fan, 0 };
         if (h->param(cx, &b, &u->b_off) != FL_OK) goto fail;
-        const size_t pout = (size_t)R * u->ho * u->wo;
-        if (u->k == 3 && pout * u->kk > col_max) col_max = pout * u->kk;
+        u->direct = u->k == 3 && u->stride == 1 &&
+                    (fl_conv_direct > 0 ||
+                     (fl_conv_direct == 0 &&
+                      (u->hi * u->wi >= DIRECT_MIN_HW || u->cout < DIRECT_MAX_COUT)));
+        if (u->direct) {
+            const size_t blk = (size_t)(u->hi + 2) * (u->wi + 2);
+            u->grp = blk >= DIRECT_PIX ? 1 : (uint32_t)(DIRECT_PIX / blk);
+            if (R * blk * u->cin > xp_max) xp_max = R * blk * u->cin;
+            if (R * blk * u->cout > dp_max) dp_max = R * blk * u->cout;
+        } else if (u->k == 3 && pout * u->kk > col_max) {
+            col_max = pout * u->kk;
+        }
         const size_t part = (size_t)n_chunks(pout) * u->kk * u->cout;
         if (part > part_max) part_max = part;
-        if (u->cout > cout_max) cout_max = u->cout;
-        if (!last || u->act != FL_ACT_LINEAR) {
-            c->a[i + 1] = fl_alloc(pout * u->cout * sizeof(fl_real));
-            c->g[i + 1] = fl_alloc(pout * u->cout * sizeof(fl_real));
-            if (!c->a[i + 1] || !c->g[i + 1]) goto oom;
-        }
     }
     const size_t in_size = (size_t)s->h * s->w * s->c;
     c->g[0] = fl_alloc((size_t)R * in_size * sizeof(fl_real));
@@ -393,17 +483,21 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
         for (uint32_t i = 0; i < nu; i++) skip0 |= c->u[i].skip == 0;
         /* A 3x3 first layer reads the input only through im2col, which
          * multiplies by the mask as it copies; otherwise a masked copy. */
-        c->mask_fused = c->u[0].k == 3 && !skip0;
+        c->mask_fused = c->u[0].kind == UK_CONV && c->u[0].k == 3 && !skip0;
         if (!c->mask_fused && !(c->a[0] = fl_alloc((size_t)R * in_size * sizeof(fl_real))))
             goto oom;
     }
     c->dbacc = calloc(cout_max, sizeof(double));
     c->part = fl_alloc((part_max ? part_max : 1) * sizeof(fl_real));
     if (!c->dbacc || !c->part) goto oom;
+    if (bnpart_max && !(c->bnpart = malloc(bnpart_max * sizeof(double)))) goto oom;
     if (col_max) {
         c->col = fl_alloc(col_max * sizeof(fl_real));
         if (!c->col) goto oom;
     }
+    if (xp_max && (!(c->xp = fl_alloc(xp_max * sizeof(fl_real))) ||
+                   !(c->dp = fl_alloc(dp_max * sizeof(fl_real)))))
+        goto oom;
     /* d col is computed per gather tile, for the band of output pixels
      * that read the tile, into a scratch per thread (L2-sized, not a
      * P x kk matrix written and read back); a backward runs on at most
@@ -411,7 +505,13 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     c->nslots = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
     for (uint32_t i = 0; i < nu; i++) {
         const unit *u = &c->u[i];
-        if (u->k != 3) continue;
+        if (u->kind != UK_CONV || u->k != 3) continue;
+        if (u->direct) {
+            const size_t rows = (size_t)u->grp * (u->hi + 2) * (u->wi + 2);
+            const size_t wide = u->cin > u->cout ? u->cin : u->cout;
+            if (rows * wide > c->dscr_slot) c->dscr_slot = rows * wide;
+            continue;
+        }
         const size_t P = (size_t)R * u->hi * u->wi;
         for (uint32_t t = 0, nt = n_tiles(P); t < nt; t++) {
             size_t p0, q0, q1;
@@ -546,6 +646,7 @@ static void norm_weights(fl_conv *c)
 {
     for (uint32_t i = 0; i < c->nu; i++) {
         unit *u = &c->u[i];
+        if (u->kind != UK_CONV) continue;
         if (u->wn) {
             const fl_real *v = c->theta + u->w_off, *g = c->theta + u->g_off;
             for (uint32_t j = 0; j < u->cout; j++) u->inv[j] = 0;
@@ -569,6 +670,23 @@ static void norm_weights(fl_conv *c)
     }
 }
 
+/* Where unit i writes: its activation buffer, or out for a linear last. */
+static fl_real *out_of(const fl_conv *c, uint32_t i)
+{
+    return c->a[i + 1] ? c->a[i + 1] : c->out;
+}
+
+/* The end of output tile [p0, p0 + np) of unit i: its activation, and the
+ * copy to out of a last unit that keeps its output for backward. */
+static void fwd_finish(fl_conv *c, uint32_t i, size_t p0, uint32_t np)
+{
+    const unit *u = &c->u[i];
+    fl_real *y = out_of(c, i) + p0 * u->cout;
+    act_fwd(y, (size_t)np * u->cout, u->act);
+    if (i + 1 == c->nu && c->a[i + 1])
+        memcpy(c->out + p0 * u->cout, y, (size_t)np * u->cout * sizeof(fl_real));
+}
+
 /* Tile t of unit i: im2col, one product, then bias, skip, activation. */
 static void fwd_tile(fl_conv *c, uint32_t i, uint32_t t)
 {
@@ -588,8 +706,7 @@ static void fwd_tile(fl_conv *c, uint32_t i, uint32_t t)
         a = x + p0 * u->cin;
         lda = (int)u->cin;
     }
-    const int last = i + 1 == c->nu;
-    fl_real *y = (c->a[i + 1] ? c->a[i + 1] : c->out) + p0 * u->cout;
+    fl_real *y = out_of(c, i) + p0 * u->cout;
     if ((double)np * u->cout * u->kk <= NT_MAX_FMA)
         fl_gemm(0, 1, (int)np, (int)u->cout, (int)u->kk, 1, a, lda, u->wt, (int)u->kk, 0, y,
                 (int)u->cout);
@@ -607,9 +724,209 @@ static void fwd_tile(fl_conv *c, uint32_t i, uint32_t t)
             for (uint32_t j = 0; j < u->cout; j++) yr[j] += b[j];
         }
     }
-    act_fwd(y, (size_t)np * u->cout, u->act);
-    if (last && c->a[i + 1])
-        memcpy(c->out + p0 * u->cout, y, (size_t)np * u->cout * sizeof(fl_real));
+    fwd_finish(c, i, p0, np);
+}
+
+/* Zero-padded copies for direct units: images [i0, i1) of src (ch
+ * channels, h x w, times mask when given) into dst, which holds each image
+ * as (h + 2) x (w + 2) pixels with zero borders. */
+static void pad_images(const fl_real *src, const fl_real *mask, uint32_t ch, uint32_t h,
+                       uint32_t w, size_t i0, size_t i1, fl_real *dst)
+{
+    const size_t wp = (size_t)w + 2, row = (size_t)w * ch;
+    for (size_t img = i0; img < i1; img++) {
+        fl_real *d = dst + img * (h + 2) * wp * ch;
+        memset(d, 0, (wp + 1) * ch * sizeof *d); /* top row, left of row 1 */
+        for (uint32_t y = 0; y < h; y++) {
+            fl_real *restrict dr = d + ((y + 1) * wp + 1) * ch;
+            const fl_real *restrict sr = src + (img * h + y) * row;
+            if (mask) {
+                const fl_real *restrict mr = mask + (size_t)y * row;
+                for (size_t e = 0; e < row; e++) dr[e] = sr[e] * mr[e];
+            } else {
+                memcpy(dr, sr, row * sizeof *dr);
+            }
+            memset(dr + row, 0, 2 * ch * sizeof *dr); /* right of y, left of y + 1 */
+        }
+        memset(d + ((h + 1) * wp + 1) * ch, 0, (wp - 1) * ch * sizeof *d); /* bottom row */
+    }
+}
+
+/* The first image and the number of images of direct task g of unit u. */
+static void group_of(const unit *u, uint32_t n, uint32_t g, size_t *i0, size_t *ni)
+{
+    *i0 = (size_t)g * u->grp;
+    *ni = n - *i0 < u->grp ? n - *i0 : u->grp;
+}
+
+/* The padded-pixel rows a direct task computes for ni images: from pixel
+ * (1, 1) of the first to (h, w) of the last; the border pixels among them
+ * give junk, dropped by the caller. */
+static int direct_rows(const unit *u, size_t ni)
+{
+    const size_t wp = (size_t)u->wi + 2;
+    return (int)(ni * (u->hi + 2) * wp - 2 * wp - 2);
+}
+
+/* Offset of tap t's source in padded pixels: forward reads (y + ky - 1,
+ * x + kx - 1); the input gradient (flip) (y + 1 - ky, x + 1 - kx). */
+static ptrdiff_t tap_off(const unit *u, uint32_t t, int flip)
+{
+    const ptrdiff_t wp = (ptrdiff_t)u->wi + 2, dy = (ptrdiff_t)(t / 3) - 1, dx = (ptrdiff_t)(t % 3) - 1;
+    return flip ? -(dy * wp + dx) : dy * wp + dx;
+}
+
+/* Direct task g of unit i: pad its images, 9 products (K = cin, one per
+ * tap, summed in tap order) into this thread's scratch, then the real
+ * pixels with bias and skip into the output, and the activation. */
+static void fwd_direct(fl_conv *c, uint32_t i, uint32_t g)
+{
+    const unit *u = &c->u[i];
+    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    size_t i0, ni;
+    group_of(u, c->n, g, &i0, &ni);
+    pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, cin, h, w, i0, i0 + ni, c->xp);
+    const fl_real *x0 = c->xp + (i0 * blk + wp + 1) * cin;
+    fl_real *ys = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
+    const int M = direct_rows(u, ni);
+    for (uint32_t t = 0; t < 9; t++)
+        fl_gemm(0, 1, M, (int)cout, (int)cin, 1, x0 + tap_off(u, t, 0) * (ptrdiff_t)cin, (int)cin,
+                u->wt + (size_t)t * cin, (int)u->kk, t ? 1 : 0, ys, (int)cout);
+    const fl_real *b = c->theta + u->b_off;
+    const size_t p0 = i0 * h * w;
+    fl_real *y = out_of(c, i) + p0 * cout;
+    const fl_real *sk = u->skip >= 0 ? buf(c, (uint32_t)u->skip) + p0 * cout : NULL;
+    for (size_t img = 0; img < ni; img++)
+        for (uint32_t r = 0; r < h; r++) {
+            const fl_real *restrict src = ys + (img * blk + (size_t)r * wp) * cout;
+            const size_t o = ((img * h + r) * w) * cout;
+            fl_real *restrict dst = y + o;
+            if (sk) {
+                const fl_real *restrict sr = sk + o;
+                for (uint32_t x = 0; x < w; x++)
+                    for (uint32_t j = 0; j < cout; j++)
+                        dst[x * cout + j] = src[x * cout + j] + b[j] + sr[x * cout + j];
+            } else {
+                for (uint32_t x = 0; x < w; x++)
+                    for (uint32_t j = 0; j < cout; j++)
+                        dst[x * cout + j] = src[x * cout + j] + b[j];
+            }
+        }
+    fwd_finish(c, i, p0, (uint32_t)(ni * h * w));
+}
+
+/* Output tile t of an upsampling unit: each output pixel copies the input
+ * pixel it lies in. */
+static void up_tile(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const size_t hw = (size_t)u->ho * u->wo, P = (size_t)c->n * hw;
+    size_t p0;
+    uint32_t np;
+    tile_of(P, t, &p0, &np);
+    const fl_real *x = buf(c, i);
+    fl_real *y = out_of(c, i) + p0 * u->cout;
+    for (uint32_t q = 0; q < np; q++) {
+        const size_t p = p0 + q, img = p / hw, r = p % hw;
+        const size_t oy = r / u->wo, ox = r % u->wo;
+        memcpy(y + (size_t)q * u->cout,
+               x + ((img * u->hi + oy / 2) * u->wi + ox / 2) * u->cin, u->cout * sizeof *y);
+    }
+    fwd_finish(c, i, p0, np);
+}
+
+/* Batch norm, TRAIN: tile t's per-channel sum of x (pass 0) or of
+ * (x - mu)^2 (pass 1), in double, pixels in order, into its slot of
+ * bnpart; bn_stats adds the tiles in order. */
+static void bn_sum(fl_conv *c, uint32_t i, uint32_t t, int pass)
+{
+    const unit *u = &c->u[i];
+    const uint32_t C = u->cout;
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * u->hi * u->wi, t, &p0, &np);
+    double *restrict acc = c->bnpart + (size_t)t * C;
+    const double *mu = u->bn;
+    const fl_real *x = buf(c, i) + p0 * C;
+    for (uint32_t j = 0; j < C; j++) acc[j] = 0;
+    for (uint32_t q = 0; q < np; q++) {
+        const fl_real *restrict xr = x + (size_t)q * C;
+        if (pass == 0)
+            for (uint32_t j = 0; j < C; j++) acc[j] += xr[j];
+        else
+            for (uint32_t j = 0; j < C; j++) {
+                const double e = xr[j] - mu[j];
+                acc[j] += e * e;
+            }
+    }
+}
+
+/* Batch norm: the statistics of the tiles' sums (pass 0: mu; pass 1:
+ * var, the scales, and the running averages when they move). */
+static void bn_stats(fl_conv *c, uint32_t i, int pass)
+{
+    unit *u = &c->u[i];
+    const uint32_t C = u->cout;
+    const size_t M = (size_t)c->n * u->hi * u->wi;
+    const uint32_t nt = n_tiles(M);
+    double *mu = u->bn, *inv = u->bn + C, *sc = u->bn + 2 * (size_t)C;
+    double *acc = c->dbacc;
+    for (uint32_t j = 0; j < C; j++) acc[j] = 0;
+    for (uint32_t t = 0; t < nt; t++)
+        for (uint32_t j = 0; j < C; j++) acc[j] += c->bnpart[(size_t)t * C + j];
+    if (pass == 0) {
+        for (uint32_t j = 0; j < C; j++) mu[j] = acc[j] / (double)M;
+        return;
+    }
+    const fl_real *gamma = c->theta + u->w_off;
+    for (uint32_t j = 0; j < C; j++) {
+        const double var = acc[j] / (double)M, v = var + BN_EPS;
+        inv[j] = 1 / sqrt(v > DBL_MIN ? v : DBL_MIN);
+        sc[j] = gamma[j] * inv[j];
+    }
+    if (!c->state) return;
+    /* PyTorch's convention: the running variance is the unbiased one */
+    const double m = BN_MOMENTUM, unb = M > 1 ? (double)M / (double)(M - 1) : 1;
+    fl_real *rm = c->state + u->mean_off, *rv = c->state + u->var_off;
+    for (uint32_t j = 0; j < C; j++) {
+        rm[j] = (fl_real)((1 - m) * rm[j] + m * mu[j]);
+        rv[j] = (fl_real)((1 - m) * rv[j] + m * unb * acc[j] / (double)M);
+    }
+}
+
+/* Batch norm, EVAL: mu and the scales from the running averages. */
+static void bn_eval_stats(fl_conv *c, unit *u)
+{
+    const uint32_t C = u->cout;
+    double *mu = u->bn, *inv = u->bn + C, *sc = u->bn + 2 * (size_t)C;
+    const fl_real *gamma = c->theta + u->w_off, *rm = c->theta + u->mean_off,
+                  *rv = c->theta + u->var_off;
+    for (uint32_t j = 0; j < C; j++) {
+        const double v = (double)rv[j] + BN_EPS;
+        mu[j] = rm[j];
+        inv[j] = 1 / sqrt(v > DBL_MIN ? v : DBL_MIN);
+        sc[j] = gamma[j] * inv[j];
+    }
+}
+
+/* Tile t of a batch norm unit: y = (x - mu) gamma / sqrt(var + eps) + beta. */
+static void bn_tile(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const uint32_t C = u->cout;
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * u->hi * u->wi, t, &p0, &np);
+    const double *mu = u->bn, *sc = u->bn + 2 * (size_t)C;
+    const fl_real *beta = c->theta + u->b_off, *x = buf(c, i) + p0 * C;
+    fl_real *y = out_of(c, i) + p0 * C;
+    for (uint32_t q = 0; q < np; q++) {
+        const fl_real *restrict xr = x + (size_t)q * C;
+        fl_real *restrict yr = y + (size_t)q * C;
+        for (uint32_t j = 0; j < C; j++) yr[j] = (fl_real)((xr[j] - mu[j]) * sc[j] + beta[j]);
+    }
+    fwd_finish(c, i, p0, np);
 }
 
 static int want_parallel(const fl_conv *c, uint32_t n, double factor)
@@ -621,17 +938,29 @@ static int want_parallel(const fl_conv *c, uint32_t n, double factor)
 void fl_conv_forward(fl_conv *c, const fl_real *theta, uint32_t n, const fl_real *in,
                      fl_real *out)
 {
+    fl_conv_forward_mode(c, theta, NULL, FL_MODE_EVAL, n, in, out);
+}
+
+void fl_conv_forward_mode(fl_conv *c, const fl_real *theta, fl_real *state, fl_mode mode,
+                          uint32_t n, const fl_real *in, fl_real *out)
+{
     c->n = n;
     c->theta = theta;
     c->in = in;
     c->out = out;
+    c->mode = mode == FL_MODE_TRAIN ? FL_MODE_TRAIN : FL_MODE_EVAL;
+    c->state = c->mode == FL_MODE_TRAIN ? state : NULL;
     if (n == 0) return;
     norm_weights(c);
+    for (uint32_t i = 0; i < c->nu; i++)
+        if (c->u[i].kind == UK_BN && c->mode != FL_MODE_TRAIN) bn_eval_stats(c, &c->u[i]);
     const size_t in_size = (size_t)c->bh[0] * c->bw[0] * c->bc[0];
     const int par = want_parallel(c, n, 1);
+    /* at most one thread per scratch slot (results do not depend on it) */
+    const int nth = omp_get_max_threads() < c->nslots ? omp_get_max_threads() : c->nslots;
     /* if(par): otherwise a team of one, so the loops below never bind to
      * a caller's region */
-#pragma omp parallel if (par)
+#pragma omp parallel if (par) num_threads(nth)
     {
         if (c->a[0]) {
             const uint32_t nt = n_tiles((size_t)n * in_size / c->bc[0]);
@@ -646,8 +975,33 @@ void fl_conv_forward(fl_conv *c, const fl_real *theta, uint32_t n, const fl_real
         }
         for (uint32_t i = 0; i < c->nu; i++) {
             const uint32_t nt = n_tiles((size_t)n * c->u[i].ho * c->u[i].wo);
+            switch (c->u[i].kind) {
+            case UK_CONV:
+                if (c->u[i].direct) {
+                    const uint32_t ng = (n + c->u[i].grp - 1) / c->u[i].grp;
 #pragma omp for schedule(dynamic, 1)
-            for (uint32_t t = 0; t < nt; t++) fwd_tile(c, i, t);
+                    for (uint32_t g = 0; g < ng; g++) fwd_direct(c, i, g);
+                    break;
+                }
+#pragma omp for schedule(dynamic, 1)
+                for (uint32_t t = 0; t < nt; t++) fwd_tile(c, i, t);
+                break;
+            case UK_UP:
+#pragma omp for schedule(static)
+                for (uint32_t t = 0; t < nt; t++) up_tile(c, i, t);
+                break;
+            default:
+                if (c->mode == FL_MODE_TRAIN)
+                    for (int pass = 0; pass < 2; pass++) {
+#pragma omp for schedule(static)
+                        for (uint32_t t = 0; t < nt; t++) bn_sum(c, i, t, pass);
+#pragma omp single
+                        bn_stats(c, i, pass);
+                    }
+#pragma omp for schedule(static)
+                for (uint32_t t = 0; t < nt; t++) bn_tile(c, i, t);
+                break;
+            }
         }
     }
 }
@@ -665,7 +1019,7 @@ static const fl_real *delta(const fl_conv *c, uint32_t i)
 static int prep_needed(const fl_conv *c, uint32_t i)
 {
     const unit *u = &c->u[i];
-    return u->act != FL_ACT_LINEAR || u->skip >= 0 || u->k == 3;
+    return u->act != FL_ACT_LINEAR || u->skip >= 0 || (u->kind == UK_CONV && u->k == 3);
 }
 
 /* Whether unit i's input gradient is wanted. */
@@ -694,9 +1048,165 @@ static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
         else
             memcpy(gs, d, ne * sizeof *gs);
     }
-    if (u->k == 3)
+    if (u->kind == UK_CONV && u->k == 3 && !u->direct)
         im2col(u, buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, p0, np,
                c->col + p0 * u->kk);
+}
+
+/* Direct unit i, task g: its images' input and delta, zero-padded (the
+ * delta's zero borders keep the junk rows out of dW and dX). */
+static void bwd_pad(fl_conv *c, uint32_t i, uint32_t g)
+{
+    const unit *u = &c->u[i];
+    size_t i0, ni;
+    group_of(u, c->n, g, &i0, &ni);
+    pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, u->cin, u->hi, u->wi, i0,
+               i0 + ni, c->xp);
+    pad_images(delta(c, i), NULL, u->cout, u->hi, u->wi, i0, i0 + ni, c->dp);
+}
+
+/* Direct unit i: dW partial sum k over its chunk of whole images, per tap
+ * dW_t = Xp(shifted)^T Dp. */
+static void bwd_direct_dw(fl_conv *c, uint32_t i, uint32_t k, uint32_t nch, fl_real *part)
+{
+    const unit *u = &c->u[i];
+    const uint32_t cin = u->cin, cout = u->cout;
+    const size_t per = (c->n + nch - 1) / nch, i0 = (size_t)k * per < c->n ? (size_t)k * per : c->n;
+    const size_t ni = c->n - i0 < per ? c->n - i0 : per;
+    if (ni == 0) {
+        memset(part, 0, (size_t)u->kk * cout * sizeof *part);
+        return;
+    }
+    const size_t wp = (size_t)u->wi + 2, blk = (u->hi + 2) * wp, r0 = i0 * blk + wp + 1;
+    const int M = direct_rows(u, ni);
+    for (uint32_t t = 0; t < 9; t++)
+        fl_gemm(1, 0, (int)cin, (int)cout, M, 1, c->xp + (r0 + tap_off(u, t, 0)) * cin, (int)cin,
+                c->dp + r0 * cout, (int)cout, 0, part + (size_t)t * cin * cout, (int)cout);
+}
+
+/* Direct unit i, task g: dX of its images, per tap Dp(shifted, flipped)
+ * W_t^T summed in tap order into the scratch, then the real pixels. */
+static void bwd_direct_dx(fl_conv *c, uint32_t i, uint32_t g)
+{
+    const unit *u = &c->u[i];
+    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    size_t i0, ni;
+    group_of(u, c->n, g, &i0, &ni);
+    const fl_real *d0 = c->dp + (i0 * blk + wp + 1) * cout, *W = weights(c, u);
+    fl_real *xs = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
+    const int M = direct_rows(u, ni);
+    for (uint32_t t = 0; t < 9; t++)
+        fl_gemm(0, 1, M, (int)cin, (int)cout, 1, d0 + tap_off(u, t, 1) * (ptrdiff_t)cout,
+                (int)cout, W + (size_t)t * cin * cout, (int)cout, t ? 1 : 0, xs, (int)cin);
+    fl_real *gd = c->g[i] + i0 * h * w * cin;
+    for (size_t img = 0; img < ni; img++)
+        for (uint32_t r = 0; r < h; r++) {
+            const fl_real *restrict src = xs + (img * blk + (size_t)r * wp) * cin;
+            fl_real *restrict dst = gd + ((img * h + r) * w) * cin;
+            const size_t len = (size_t)w * cin;
+            if (u->in_beta)
+                for (size_t e = 0; e < len; e++) dst[e] += src[e];
+            else
+                memcpy(dst, src, len * sizeof *dst);
+        }
+}
+
+/* Input tile t of an upsampling unit: each input pixel's gradient is the
+ * sum of its 4 output pixels' deltas, in order. */
+static void up_bwd(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const uint32_t C = u->cin;
+    const size_t hw = (size_t)u->hi * u->wi;
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * hw, t, &p0, &np);
+    const fl_real *d = delta(c, i);
+    for (uint32_t q = 0; q < np; q++) {
+        const size_t p = p0 + q, img = p / hw, r = p % hw, iy = r / u->wi, ix = r % u->wi;
+        fl_real *restrict gd = c->g[i] + p * C;
+        const fl_real *restrict d00 = d + ((img * u->ho + 2 * iy) * u->wo + 2 * ix) * C;
+        const fl_real *restrict d10 = d00 + (size_t)u->wo * C;
+        for (uint32_t j = 0; j < C; j++) {
+            const fl_real v = d00[j] + d00[C + j] + d10[j] + d10[C + j];
+            gd[j] = u->in_beta ? gd[j] + v : v;
+        }
+    }
+}
+
+/* Batch norm backward, tile t: per-channel sums of d and of d xh, xh =
+ * (x - mu) / sqrt(var + eps), into the tile's slot of bnpart. */
+static void bn_bsum(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const uint32_t C = u->cout;
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * u->hi * u->wi, t, &p0, &np);
+    const double *mu = u->bn, *inv = u->bn + C;
+    const fl_real *x = buf(c, i) + p0 * C, *d = delta(c, i) + p0 * C;
+    double *restrict s1 = c->bnpart + (size_t)t * 2 * C, *restrict s2 = s1 + C;
+    for (uint32_t j = 0; j < C; j++) s1[j] = s2[j] = 0;
+    for (uint32_t q = 0; q < np; q++) {
+        const fl_real *restrict xr = x + (size_t)q * C, *restrict dr = d + (size_t)q * C;
+        for (uint32_t j = 0; j < C; j++) {
+            s1[j] += dr[j];
+            s2[j] += dr[j] * (xr[j] - mu[j]) * inv[j];
+        }
+    }
+}
+
+/* Batch norm backward: the tiles' sums in order; dbeta = sum d, dgamma =
+ * sum d xh; their means per pixel kept for bn_bdx. */
+static void bn_breduce(fl_conv *c, uint32_t i)
+{
+    unit *u = &c->u[i];
+    const uint32_t C = u->cout;
+    const size_t M = (size_t)c->n * u->hi * u->wi;
+    const uint32_t nt = n_tiles(M);
+    double *m1 = u->bn + 3 * (size_t)C, *m2 = u->bn + 4 * (size_t)C;
+    for (uint32_t j = 0; j < C; j++) m1[j] = m2[j] = 0;
+    for (uint32_t t = 0; t < nt; t++) {
+        const double *s1 = c->bnpart + (size_t)t * 2 * C, *s2 = s1 + C;
+        for (uint32_t j = 0; j < C; j++) {
+            m1[j] += s1[j];
+            m2[j] += s2[j];
+        }
+    }
+    fl_real *dgamma = c->dtheta + u->w_off, *dbeta = c->dtheta + u->b_off;
+    for (uint32_t j = 0; j < C; j++) {
+        dbeta[j] += (fl_real)m1[j];
+        dgamma[j] += (fl_real)m2[j];
+        m1[j] /= (double)M;
+        m2[j] /= (double)M;
+    }
+}
+
+/* Batch norm backward, tile t of dX: gamma / sqrt(var + eps) times d in
+ * EVAL; in TRAIN also through the batch's mean and variance:
+ *   dx = gamma inv (d - mean(d) - xh mean(d xh)). */
+static void bn_bdx(fl_conv *c, uint32_t i, uint32_t t)
+{
+    const unit *u = &c->u[i];
+    const uint32_t C = u->cout;
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * u->hi * u->wi, t, &p0, &np);
+    const double *mu = u->bn, *inv = u->bn + C, *sc = u->bn + 2 * (size_t)C;
+    const double *m1 = u->bn + 3 * (size_t)C, *m2 = u->bn + 4 * (size_t)C;
+    const int train = c->mode == FL_MODE_TRAIN;
+    const fl_real *x = buf(c, i) + p0 * C, *d = delta(c, i) + p0 * C;
+    fl_real *gd = c->g[i] + p0 * C;
+    for (uint32_t q = 0; q < np; q++) {
+        const fl_real *restrict xr = x + (size_t)q * C, *restrict dr = d + (size_t)q * C;
+        fl_real *restrict gr = gd + (size_t)q * C;
+        for (uint32_t j = 0; j < C; j++) {
+            const double v = train ? sc[j] * (dr[j] - m1[j] - (xr[j] - mu[j]) * inv[j] * m2[j])
+                                   : sc[j] * dr[j];
+            gr[j] = (fl_real)(u->in_beta ? gr[j] + v : v);
+        }
+    }
 }
 
 /* The dW chunks of unit i: pixels [*q0, *q0 + *nq) of chunk k. */
@@ -721,6 +1231,10 @@ static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
         size_t q0, nq;
         chunk_of(P, nch, k, &q0, &nq);
         fl_real *part = c->part + (size_t)k * u->kk * u->cout;
+        if (u->direct) {
+            bwd_direct_dw(c, i, k, nch, part);
+            return;
+        }
         if (nq == 0) {
             memset(part, 0, (size_t)u->kk * u->cout * sizeof *part);
             return;
@@ -739,6 +1253,10 @@ static void bwd_product(fl_conv *c, uint32_t i, uint32_t k)
         }
         fl_real *db = c->dtheta + u->b_off;
         for (uint32_t j = 0; j < u->cout; j++) db[j] += (fl_real)acc[j];
+        return;
+    }
+    if (u->direct) {
+        bwd_direct_dx(c, i, k - nch - 1);
         return;
     }
     if (u->k == 3) {
@@ -853,8 +1371,34 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
 #pragma omp for schedule(dynamic, 1)
                 for (uint32_t t = 0; t < nt; t++) bwd_prep(c, i, t);
             }
+            const uint32_t nti = n_tiles((size_t)n * u->hi * u->wi);
+            if (u->kind == UK_UP) {
+                if (need_in(c, i)) {
+#pragma omp for schedule(static)
+                    for (uint32_t t = 0; t < nti; t++) up_bwd(c, i, t);
+                }
+                continue;
+            }
+            if (u->kind == UK_BN) {
+#pragma omp for schedule(static)
+                for (uint32_t t = 0; t < nti; t++) bn_bsum(c, i, t);
+#pragma omp single
+                bn_breduce(c, i);
+                if (need_in(c, i)) {
+#pragma omp for schedule(static)
+                    for (uint32_t t = 0; t < nti; t++) bn_bdx(c, i, t);
+                }
+                continue;
+            }
             /* dW chunks (the largest tasks first), bias, dX tiles */
-            const uint32_t nb = nch + 1 + (need_in(c, i) ? n_tiles((size_t)n * u->hi * u->wi) : 0);
+            uint32_t ndx = need_in(c, i) ? nti : 0;
+            if (u->direct) {
+                const uint32_t ng = (n + u->grp - 1) / u->grp;
+#pragma omp for schedule(dynamic, 1)
+                for (uint32_t g = 0; g < ng; g++) bwd_pad(c, i, g);
+                if (ndx) ndx = ng;
+            }
+            const uint32_t nb = nch + 1 + ndx;
 #pragma omp for schedule(dynamic, 1)
             for (uint32_t k = 0; k < nb; k++) bwd_product(c, i, k);
 #pragma omp single

@@ -1,6 +1,7 @@
 /* conv.h - the host's convolution service (host->conv_create/forward/
- * backward, ABI 1.3): 3x3 and 1x1 convolutions, ResNet blocks,
- * activations, weight normalization, a zero-initialised last layer and an
+ * backward, ABI 1.3; conv_forward_mode, upsampling and batch norm since
+ * 1.4): 3x3 and 1x1 convolutions, ResNet blocks, activations, 2x
+ * nearest-neighbour upsampling, batch norm, weight normalization, a zero-initialised last layer and an
  * input mask, on NHWC images, parameters in the component's block of the
  * arena. conv.c plans the work as matrix products over the whole batch
  * (fl_gemm) cut into fixed tiles. */
@@ -8,6 +9,12 @@
 #define FL_CONV_H
 
 #include <flowlab/host.h>
+
+/* Which 3x3 stride-1 convolutions run direct (9 shifted products on a
+ * zero-padded copy) rather than through im2col, read at create: 0 (the
+ * default) by image size and output channels (conv.c), 1 all, -1 none.
+ * For tests and benchmarks, which try both. */
+extern int fl_conv_direct;
 
 /* A network for component context `cx`, during its create phase only:
  * validates the spec (every refusal names the net, the layer and what is
@@ -24,6 +31,13 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max_rows)
  * allocation. */
 void fl_conv_forward(fl_conv *c, const fl_real *theta, uint32_t n, const fl_real *in,
                      fl_real *out);
+/* fl_conv_forward in `mode` (host->conv_forward_mode, since 1.4): batch
+ * norm layers use the batch's statistics in FL_MODE_TRAIN, moving their
+ * running averages in `state` (the component's block, writable) unless it
+ * is NULL, and the running averages read from theta in FL_MODE_EVAL;
+ * fl_conv_forward is FL_MODE_EVAL. No errors, no allocation. */
+void fl_conv_forward_mode(fl_conv *c, const fl_real *theta, fl_real *state, fl_mode mode,
+                          uint32_t n, const fl_real *in, fl_real *out);
 /* Backward of the last fl_conv_forward (same theta, n, in): dtheta += the
  * parameter gradients; din += d loss / d in (mask included) when din is
  * not NULL; dout is read only. No errors, no allocation. */

@@ -269,6 +269,7 @@ static const fl_host table = {
     .conv_forward = fl_conv_forward,
     .conv_backward = fl_conv_backward,
     .flow_output = h_flow_output,
+    .conv_forward_mode = fl_conv_forward_mode,
 };
 
 const fl_host *fl_host_table(void) { return &table; }

@@ -36,7 +36,8 @@ extern "C" {
  *        conv_backward and fl_conv_spec (host.h).
  *   1.4  shaped flows: fl_flow_shape.c, h, w, FL_FLOW_SHAPED, the factored-out
  *        part z of fl_flow_fwd/bwd/inv and fl_host.flow_output (flow.h,
- *        host.h); fl_dataset_info.image_c (dataset.h). */
+ *        host.h); fl_dataset_info.image_c (dataset.h); the conv service's
+ *        FL_CONV_UPSAMPLE, FL_CONV_BATCHNORM and fl_host.conv_forward_mode. */
 #define FL_ABI_MAJOR 1
 #define FL_ABI_MINOR 4
 

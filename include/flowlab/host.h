@@ -155,14 +155,26 @@ typedef enum fl_conv_op {
     FL_CONV_3X3 = 1,    /* 3x3 convolution, same padding (zeros), stride 1 or 2 */
     FL_CONV_1X1 = 2,    /* 1x1 convolution (a matrix product per pixel), stride 1 */
     FL_CONV_RESNET = 3, /* ResNet block: x + conv3x3(act(conv3x3(x))), channels kept */
-    FL_CONV_ACT = 4     /* activation of the previous layer's output */
+    FL_CONV_ACT = 4,    /* activation of the previous layer's output */
+    /* since 1.4: nearest-neighbour 2x upsampling, h x w -> 2h x 2w, output
+     * pixel (y, x) = input pixel (y / 2, x / 2); no parameters */
+    FL_CONV_UPSAMPLE = 5,
+    /* since 1.4: batch normalisation per channel, y = gamma (x - mu) /
+     * sqrt(var + eps) + beta, with learned gamma (init 1) and beta (init 0).
+     * FL_MODE_TRAIN: mu, var are the batch's (biased, over the n*h*w pixels
+     * of the call) and the running averages NAME.mean<k>, NAME.var<k>
+     * (FL_PARAM_STATE, init 0 and 1) move towards them, r = 0.9 r + 0.1 *
+     * batch (var unbiased); FL_MODE_EVAL: mu, var are the running averages.
+     * eps = 1e-5. (PyTorch's BatchNorm2d defaults.) See conv_forward_mode. */
+    FL_CONV_BATCHNORM = 6
 } fl_conv_op;
 
 /* One layer of an fl_conv_spec. since 1.3 */
 typedef struct fl_conv_layer {
     fl_conv_op op;
     uint32_t channels;  /* 3X3, 1X1: output channels; RESNET: channels between
-                           its two convolutions (0 = its input's); ACT: 0 */
+                           its two convolutions (0 = its input's); ACT,
+                           UPSAMPLE, BATCHNORM: 0 */
     uint32_t stride;    /* 3X3: 1 or 2 (0 means 1); others: 0 or 1 */
     fl_act act;         /* ACT: RELU, ELU or TANH; RESNET: the one between its
                            convolutions (RELU, ELU or TANH); others: LINEAR */
@@ -188,11 +200,11 @@ enum {
  * x) of an image is at (y * w + x) * c + ch, so a pixel's channels are
  * contiguous (a 1x1 convolution is then one matrix product over all
  * pixels of the batch, with no copy). Layers run in order; a 3x3
- * convolution with stride 2 gives (h + 1) / 2 x (w + 1) / 2 pixels. The
- * output has the last convolution's channels. Every convolution has
- * biases; weights and biases start as FL_INIT_FANIN (U(+-1/sqrt(fan_in)),
- * fan_in = taps x input channels) unless the flags say otherwise. An
- * activation follows the convolution or ResNet block before it (after the
+ * convolution with stride 2 gives (h + 1) / 2 x (w + 1) / 2 pixels, an
+ * upsampling 2h x 2w. The output has the last convolution's channels.
+ * Every convolution has biases; weights and biases start as FL_INIT_FANIN
+ * (U(+-1/sqrt(fan_in)), fan_in = taps x input channels) unless the flags
+ * say otherwise. An activation follows the layer before it (after a ResNet
  * block's skip sum); it cannot come first or twice in a row. Optional
  * `mask`: h*w*c multipliers (NHWC, e.g. a checkerboard of 0/1) applied to
  * the input before the first layer, at no extra pass; the host copies it.
@@ -213,7 +225,8 @@ typedef struct fl_conv_spec {
 /*
  * The host function table. Append-only: fields are never removed or
  * reordered. Every member up to mlp_backward is ABI 1.0; a member added
- * later says `since 1.N` (the conv_* members: 1.3), and a plugin that may
+ * later says `since 1.N` (the conv_* members: 1.3; flow_output and
+ * conv_forward_mode: 1.4), and a plugin that may
  * meet an older host tests it with FL_HOST_HAS(host, member) before using
  * it. The tags are explained at the
  * top of this file.
@@ -299,14 +312,17 @@ typedef struct fl_host {
      * up to `max_rows` images per call. Its parameters are reserved like
      * param's (so not for data sets), named NAME.W<u> and NAME.b<u> for its
      * u-th convolution (a ResNet block has two), NAME.v<u> and NAME.g<u>
-     * instead of W with FL_CONV_WEIGHT_NORM; its buffers belong to the host
+     * instead of W with FL_CONV_WEIGHT_NORM, and (since 1.4) NAME.gamma<k>,
+     * NAME.beta<k>, NAME.mean<k>, NAME.var<k> for its k-th batch norm
+     * (numbered apart from the convolutions); its buffers belong to the host
      * and are freed with the instance. NULL on error, with the message set
      * (a bad spec names the layer and what is wrong), and after create. */
     fl_conv *(*conv_create)(fl_ctx *cx, const fl_conv_spec *spec, uint32_t max_rows);
 
     /* since 1.3 [any] out (n x out_h*out_w*out_c, NHWC) = the network of
      * in (n x h*w*c, NHWC), n <= max_rows; `theta` is the component's
-     * block. Caches what conv_backward needs and keeps the `in` pointer
+     * block. Batch norm layers (since 1.4) use their running averages
+     * here (FL_MODE_EVAL); training calls conv_forward_mode. Caches what conv_backward needs and keeps the `in` pointer
      * (leave in unchanged until then). Allocates nothing; bit-identical
      * results for any OpenMP thread count. One call at a time per network;
      * distinct networks may run at once on different threads (a call from
@@ -329,6 +345,21 @@ typedef struct fl_host {
      * the message set) for a bad shape, FL_ERR_INTERNAL outside create or
      * for a component that is not a flow layer. */
     fl_status (*flow_output)(fl_ctx *cx, uint32_t c, uint32_t h, uint32_t w);
+
+    /* since 1.4 [any] conv_forward in a mode, for nets with
+     * FL_CONV_BATCHNORM layers (for other nets the same as conv_forward).
+     * FL_MODE_TRAIN normalises with the batch's statistics and, when
+     * `state` is not NULL, updates the running averages in `state`: the
+     * component's block made writable, normally the same pointer as theta
+     * (fl_flow_fwd.theta in a training forward); pass NULL where the block
+     * is read-only (an inverse in FL_MODE_TRAIN recomputes the batch's
+     * statistics but must not move the averages). FL_MODE_EVAL uses the
+     * running averages and ignores state. conv_backward differentiates the
+     * last forward in its mode (through the batch statistics in TRAIN).
+     * conv_forward is this call with FL_MODE_EVAL. Allocates nothing;
+     * bit-identical for any thread count. */
+    void (*conv_forward_mode)(fl_conv *c, const fl_real *theta, fl_real *state, fl_mode mode,
+                              uint32_t n, const fl_real *in, fl_real *out);
 } fl_host;
 
 /* Whether `host` provides `member`: its struct_size covers the member, e.g.

@@ -13,10 +13,8 @@
  *   convolution to Q/D channels; plus one trained bias per output (Q),
  *   which starts at the likelihood's init_bias of the data mean, as the MLP
  *   decoder's output bias does.
- * The decoder runs as levels + 1 conv nets (segments) with the upsampling
- * between them done here (upsample_fwd/bwd): the conv service had no
- * upsampling op when this was written. An upsampling op in the service
- * would make the decoder one net with the same layers.
+ * Each is one conv net of the service (the decoder's upsampling is its
+ * FL_CONV_UPSAMPLE, ABI 1.4); the dense layers are MLPs of the MLP service.
  *
  * Output layout: the conv decoder's last convolution gives Q/D channels per
  * pixel (NHWC); likelihoods take their parameters in blocks of D (all
@@ -79,39 +77,6 @@ static void act_bwd(fl_act a, size_t m, const fl_real *x, const fl_real *y, cons
     }
 }
 
-/* Nearest-neighbour 2x upsampling of n NHWC images c x h x w -> c x 2h x 2w. */
-static void upsample_fwd(uint32_t n, uint32_t c, uint32_t h, uint32_t w, const fl_real *in,
-                         fl_real *out)
-{
-    const size_t ip = (size_t)c * h * w, op = 4 * ip;
-#pragma omp parallel for schedule(static) if ((size_t)n * op > 65536)
-    for (uint32_t b = 0; b < n; b++)
-        for (uint32_t y = 0; y < 2 * h; y++)
-            for (uint32_t x = 0; x < 2 * w; x++)
-                memcpy(out + b * op + ((size_t)y * 2 * w + x) * c,
-                       in + b * ip + ((size_t)(y / 2) * w + x / 2) * c, c * sizeof(fl_real));
-}
-
-/* Its backward: din (written) = the sum of each input pixel's 4 copies. */
-static void upsample_bwd(uint32_t n, uint32_t c, uint32_t h, uint32_t w, const fl_real *dout,
-                         fl_real *din)
-{
-    const size_t ip = (size_t)c * h * w, op = 4 * ip;
-#pragma omp parallel for schedule(static) if ((size_t)n * op > 65536)
-    for (uint32_t b = 0; b < n; b++)
-        for (uint32_t y = 0; y < h; y++)
-            for (uint32_t x = 0; x < w; x++) {
-                fl_real *d = din + b * ip + ((size_t)y * w + x) * c;
-                const fl_real *s = dout + b * op;
-                const size_t W2 = 2 * (size_t)w;
-                const size_t o[4] = { (2 * y * W2 + 2 * x) * c, (2 * y * W2 + 2 * x + 1) * c,
-                                      ((2 * y + 1) * W2 + 2 * x) * c,
-                                      ((2 * y + 1) * W2 + 2 * x + 1) * c };
-                for (uint32_t ch = 0; ch < c; ch++)
-                    d[ch] = s[o[0] + ch] + s[o[1] + ch] + s[o[2] + ch] + s[o[3] + ch];
-            }
-}
-
 #define NET_ALLOC(ptr, count)                                                             \
     do {                                                                                  \
         (ptr) = fl_alloc((size_t)(count) * sizeof(fl_real));                              \
@@ -132,11 +97,10 @@ static fl_status make_conv_enc(fl_vae_net *p, const char *section, uint32_t max_
     L[nl++] = (fl_conv_layer){ FL_CONV_ACT, 0, 0, p->act };
     fl_conv_spec cs = { sizeof cs, "conv", p->img_c, p->img_h, p->img_w, nl, L,
                         p->wn ? FL_CONV_WEIGHT_NORM : 0u, NULL };
-    p->seg[0] = H->conv_create(p->cx, &cs, max_rows);
-    if (!p->seg[0]) return fl_comp_fail(FL_ERR_INVALID, "[%s] cannot create the conv net", section);
-    p->nseg = 1;
+    p->conv_net = H->conv_create(p->cx, &cs, max_rows);
+    if (!p->conv_net) return fl_comp_fail(FL_ERR_INVALID, "[%s] cannot create the conv net", section);
     uint32_t oc, oh, ow;
-    fl_conv_out_shape(p->seg[0], &oc, &oh, &ow);
+    fl_conv_out_shape(p->conv_net, &oc, &oh, &ow);
     p->feat = oc * oh * ow;
     fl_mlp_spec ms = { "head", p->feat, p->out, 0, NULL, FL_ACT_LINEAR, FL_INIT_GLOROT,
                        FL_INIT_GLOROT, NULL, NULL };
@@ -170,36 +134,21 @@ static fl_status make_conv_dec(fl_experiment *e, fl_vae_net *p, const char *sect
     p->m = H->mlp_create(p->cx, &ms, max_rows);
     if (!p->m) return fl_comp_fail(FL_ERR_INVALID, "[%s] cannot create the dense layer", section);
     NET_ALLOC(p->f, (size_t)max_rows * p->feat);  /* pre-activation */
-    NET_ALLOC(p->df, (size_t)max_rows * p->feat); /* activated: segment 0's input */
-    size_t gmax = p->feat;
+    NET_ALLOC(p->df, (size_t)max_rows * p->feat); /* activated: the conv net's input */
+    NET_ALLOC(p->g0, (size_t)max_rows * p->feat); /* its gradient */
+    fl_conv_layer L[(FL_VAE_MAX_LEVELS + 1) * (FL_VAE_MAX_BLOCKS + 1) + 2];
+    uint32_t nl = 0;
     for (uint32_t s = 0; s <= lv; s++) {
-        fl_conv_layer L[FL_VAE_MAX_BLOCKS + 2];
-        uint32_t nl = 0;
         for (uint32_t b = 0; b < nb; b++) L[nl++] = (fl_conv_layer){ FL_CONV_RESNET, 0, 1, p->act };
-        if (s == lv) {
-            L[nl++] = (fl_conv_layer){ FL_CONV_ACT, 0, 0, p->act };
-            L[nl++] = (fl_conv_layer){ FL_CONV_3X3, p->qc, 1, FL_ACT_LINEAR };
-        }
-        char name[16];
-        snprintf(name, sizeof name, "conv%u", s);
-        const uint32_t hs = h0 << s, ws = w0 << s;
-        fl_conv_spec cs = { sizeof cs, name, C, hs, ws, nl, L,
-                            p->wn ? FL_CONV_WEIGHT_NORM : 0u, NULL };
-        p->seg[s] = H->conv_create(p->cx, &cs, max_rows);
-        if (!p->seg[s])
-            return fl_comp_fail(FL_ERR_INVALID, "[%s] cannot create conv net %u", section, s);
-        const size_t px = (size_t)C * hs * ws;
-        if (s < lv) {
-            NET_ALLOC(p->y[s], (size_t)max_rows * px);        /* segment s's output */
-            NET_ALLOC(p->x[s + 1], (size_t)max_rows * 4 * px); /* upsampled: s+1's input */
-            if (4 * px > gmax) gmax = 4 * px;
-        }
+        if (s < lv) L[nl++] = (fl_conv_layer){ FL_CONV_UPSAMPLE, 0, 0, FL_ACT_LINEAR };
     }
-    p->nseg = lv + 1;
-    p->x[0] = p->df;
-    if (p->qc > 1) NET_ALLOC(p->y[lv], (size_t)max_rows * p->out);
-    NET_ALLOC(p->g0, (size_t)max_rows * gmax);
-    NET_ALLOC(p->g1, (size_t)max_rows * gmax);
+    L[nl++] = (fl_conv_layer){ FL_CONV_ACT, 0, 0, p->act };
+    L[nl++] = (fl_conv_layer){ FL_CONV_3X3, p->qc, 1, FL_ACT_LINEAR };
+    fl_conv_spec cs = { sizeof cs, "conv", C, h0, w0, nl, L, p->wn ? FL_CONV_WEIGHT_NORM : 0u,
+                        NULL };
+    p->conv_net = H->conv_create(p->cx, &cs, max_rows);
+    if (!p->conv_net) return fl_comp_fail(FL_ERR_INVALID, "[%s] cannot create the conv net", section);
+    if (p->qc > 1) NET_ALLOC(p->y, (size_t)max_rows * p->out);
     /* One bias per output, in the likelihood's layout. */
     char *full = fl_strfmt("%s.bias", p->cx->path);
     fl_param_spec bs = { "bias", p->out, FL_INIT_ZERO, 0, 0, 0, 0 };
@@ -281,11 +230,7 @@ void fl_vae_net_free(fl_vae_net *p)
     fl_free(p->f);
     fl_free(p->df);
     fl_free(p->g0);
-    fl_free(p->g1);
-    for (uint32_t s = 0; s <= FL_VAE_MAX_LEVELS; s++) {
-        fl_free(p->y[s]);
-        if (s > 0) fl_free(p->x[s]);
-    }
+    fl_free(p->y);
     fl_values_free(&p->cfg);
     memset(p, 0, sizeof *p);
 }
@@ -299,21 +244,16 @@ void fl_vae_net_forward(fl_experiment *e, fl_vae_net *p, uint32_t n, const fl_re
         return;
     }
     if (!p->decoder) {
-        fl_conv_forward(p->seg[0], th, n, in, p->f);
+        fl_conv_forward(p->conv_net, th, n, in, p->f);
         fl_mlp_forward(p->m, th, n, p->f, out);
         return;
     }
     fl_mlp_forward(p->m, th, n, in, p->f);
     act_fwd(p->act, (size_t)n * p->feat, p->f, p->df);
-    const uint32_t lv = p->levels, C = p->ch;
-    for (uint32_t s = 0; s < lv; s++) {
-        fl_conv_forward(p->seg[s], th, n, p->x[s], p->y[s]);
-        upsample_fwd(n, C, p->img_h >> (lv - s), p->img_w >> (lv - s), p->y[s], p->x[s + 1]);
-    }
     const uint32_t D = p->out / p->qc, qc = p->qc;
     const fl_real *bias = th + p->bias_off;
-    fl_real *y = qc > 1 ? p->y[lv] : out;
-    fl_conv_forward(p->seg[lv], th, n, p->x[lv], y);
+    fl_real *y = qc > 1 ? p->y : out;
+    fl_conv_forward(p->conv_net, th, n, p->df, y);
 #pragma omp parallel for schedule(static) if ((size_t)n * p->out > 65536)
     for (uint32_t b = 0; b < n; b++) {
         fl_real *o = out + (size_t)b * p->out;
@@ -339,16 +279,16 @@ void fl_vae_net_backward(fl_experiment *e, fl_vae_net *p, uint32_t n, const fl_r
     if (!p->decoder) {
         memset(p->df, 0, (size_t)n * p->feat * sizeof(fl_real));
         fl_mlp_backward(p->m, th, dth, n, dout, p->df);
-        fl_conv_backward(p->seg[0], th, dth, n, p->df, din);
+        fl_conv_backward(p->conv_net, th, dth, n, p->df, din);
         return;
     }
-    const uint32_t lv = p->levels, C = p->ch, D = p->out / p->qc, qc = p->qc;
+    const uint32_t D = p->out / p->qc, qc = p->qc;
     fl_real *db = dth + p->bias_off;
     for (uint32_t b = 0; b < n; b++) /* in row order: the same sum for any thread count */
         for (uint32_t i = 0; i < p->out; i++) db[i] += dout[(size_t)b * p->out + i];
     const fl_real *dy = dout;
     if (qc > 1) {
-        fl_real *t = p->y[lv]; /* its forward values are no longer needed */
+        fl_real *t = p->y; /* its forward values are no longer needed */
         for (uint32_t b = 0; b < n; b++)
             for (uint32_t i = 0; i < D; i++)
                 for (uint32_t c = 0; c < qc; c++)
@@ -356,16 +296,8 @@ void fl_vae_net_backward(fl_experiment *e, fl_vae_net *p, uint32_t n, const fl_r
                         dout[(size_t)b * p->out + (size_t)c * D + i];
         dy = t;
     }
-    /* g0: d/d(segment input); g1: d/d(previous segment's output) */
-    for (uint32_t s = lv + 1; s-- > 0;) {
-        const uint32_t hs = p->img_h >> (lv - s), ws = p->img_w >> (lv - s);
-        memset(p->g0, 0, (size_t)n * C * hs * ws * sizeof(fl_real));
-        fl_conv_backward(p->seg[s], th, dth, n, dy, p->g0);
-        if (s > 0) {
-            upsample_bwd(n, C, hs / 2, ws / 2, p->g0, p->g1);
-            dy = p->g1;
-        }
-    }
+    memset(p->g0, 0, (size_t)n * p->feat * sizeof(fl_real));
+    fl_conv_backward(p->conv_net, th, dth, n, dy, p->g0);
     act_bwd(p->act, (size_t)n * p->feat, p->f, p->df, p->g0, p->g0);
     fl_mlp_backward(p->m, th, dth, n, p->g0, din);
 }

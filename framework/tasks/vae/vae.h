@@ -38,16 +38,14 @@ typedef struct fl_vae_net {
     uint32_t qc;        /* decoder: output channels per pixel (out / D) */
     uint32_t feat;      /* encoder: conv features per row (into the dense layer);
                            decoder: the dense layer's output (C x h0 x w0) */
-    uint32_t nseg;      /* conv nets: encoder 1, decoder levels + 1 */
-    fl_conv *seg[FL_VAE_MAX_LEVELS + 1]; /* the conv nets (the ctx's) */
+    fl_conv *conv_net;  /* the conv net (the ctx's) */
     size_t bias_off;    /* decoder: its `out` output biases in the ctx's block */
     fl_real *f, *df;    /* max_rows x feat. encoder: features, their gradient;
-                           decoder: the dense output before and after the act */
-    fl_real *y[FL_VAE_MAX_LEVELS + 1]; /* decoder: segment s's output (s < levels:
-                           C x h_s x w_s; s = levels with qc > 1: NHWC out) */
-    fl_real *x[FL_VAE_MAX_LEVELS + 1]; /* decoder: segment s's input (x[0] = df;
-                           x[s+1] = y[s] upsampled) */
-    fl_real *g0, *g1;   /* decoder: gradient scratch, max_rows x the largest map */
+                           decoder: the dense output before and after the act
+                           (the conv net's input) */
+    fl_real *g0;        /* decoder: max_rows x feat, the conv net's input gradient */
+    fl_real *y;         /* decoder with qc > 1: max_rows x out, the conv net's NHWC
+                           output (then its gradient) before the block transpose */
 } fl_vae_net;
 
 /* net.c: builds p from [section] (keys, nkeys): in -> out, `out_bias` the

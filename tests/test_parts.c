@@ -1050,6 +1050,147 @@ Test(likelihoods, bernoulli_large_call_threaded_matches_chunks)
     fl_registry_free(r);
 }
 
+/* ---- discretized logistic ---------------------------------------------- */
+
+/* P(bin g) in double from the logistic CDF, the edge bins taking the tails. */
+static double dlog_ref(uint32_t g, double mu, double ls)
+{
+    const double s = exp(ls), h = 0.5 / 255, c = g / 255.0;
+    double up = g == 255 ? 1 : 1 / (1 + exp(-(c + h - mu) / s));
+    double lo = g == 0 ? 0 : 1 / (1 + exp(-(c - h - mu) / s));
+    return up - lo;
+}
+
+/* One pixel (d = 1) in each of the 256 bins (rows), all with the same mu,
+ * log s: the probabilities sum to 1, the edge bins hold the tails. */
+Test(likelihoods, discretized_logistic_sums_to_one_over_256_bins)
+{
+    fl_registry *r = registry();
+    const double mus[] = { -0.4, 0.0, 0.37, 0.5, 1.0, 1.6 };
+    const double lss[] = { -7, -4.5, -2, 0, 1.5 };
+    for (size_t a = 0; a < sizeof mus / sizeof *mus; a++)
+        for (size_t b = 0; b < sizeof lss / sizeof *lss; b++) {
+            lik_case c;
+            lik_new(&c, r, "discretized-logistic", NULL, 1, 256, 1);
+            cr_assert_eq(c.np, 2);
+            for (uint32_t g = 0; g < 256; g++) {
+                c.x[g] = (fl_real)(g / 255.0);
+                c.param[2 * g] = (fl_real)mus[a];
+                c.param[2 * g + 1] = (fl_real)lss[b];
+            }
+            cr_assert_eq(lik_call(&c, c.logp, NULL, NULL, NULL), FL_OK, "%s", fl_host_last_error());
+            double sum = 0;
+            for (uint32_t g = 0; g < 256; g++) {
+                double p = exp((double)c.logp[g]), want = dlog_ref(g, (fl_real)mus[a],
+                                                                   (fl_real)lss[b]);
+                sum += p;
+                /* values against the CDF formula where it is well conditioned */
+                if (want > 1e-3)
+                    cr_expect_leq(fabs(p - want), 1e-5 * want + 1e-9, "mu %g ls %g bin %u: %.9g, want %.9g",
+                                  mus[a], lss[b], g, p, want);
+            }
+            cr_expect_leq(fabs(sum - 1), sizeof(fl_real) == 8 ? 1e-12 : 2e-5,
+                          "mu %g, log s %g: the 256 bins sum to %.12g", mus[a], lss[b], sum);
+            lik_free(&c);
+        }
+    fl_registry_free(r);
+}
+
+/* The edge bins: far outside [0, 1], nearly all mass sits in the nearest
+ * edge bin, with a finite log p for the other (no log 0). */
+Test(likelihoods, discretized_logistic_edge_bins)
+{
+    fl_registry *r = registry();
+    lik_case c;
+    lik_new(&c, r, "discretized-logistic", NULL, 1, 4, 1);
+    const fl_real x[4] = { 0, 1, 0, 1 }, mu[4] = { -3, -3, 4, 4 };
+    for (int i = 0; i < 4; i++) {
+        c.x[i] = x[i];
+        c.param[2 * i] = mu[i];
+        c.param[2 * i + 1] = -3;
+    }
+    cr_assert_eq(lik_call(&c, c.logp, NULL, NULL, NULL), FL_OK);
+    cr_expect_gt(c.logp[0], -1e-6, "bin 0 under mu = -3: %g", (double)c.logp[0]);
+    cr_expect_gt(c.logp[3], -1e-6, "bin 255 under mu = 4: %g", (double)c.logp[3]);
+    /* the other edge: log sigmoid(-(1 - h + 3)/e^-3) ~ -(4 - h) e^3 */
+    const double want = -(4 - 0.5 / 255) * exp(3.0);
+    cr_expect_leq(fabs(c.logp[1] - want), 1e-4 * fabs(want), "%g against %g", (double)c.logp[1], want);
+    cr_expect(isfinite(c.logp[2]) && c.logp[2] < -50);
+    lik_free(&c);
+    fl_registry_free(r);
+}
+
+Test(likelihoods, discretized_logistic_gradients)
+{
+    fl_registry *r = registry();
+    for (uint32_t k = 1; k <= 3; k += 2) {
+        lik_case c;
+        lik_new(&c, r, "discretized-logistic", NULL, 12, 6, k);
+        fl_real *u = randn((size_t)(c.n / k) * c.d, "dlog.x", 0, 1);
+        for (size_t i = 0; i < (size_t)(c.n / k) * c.d; i++) {
+            double g = floor(256 / (1 + exp(-1.5 * u[i])));
+            c.x[i] = (fl_real)((g > 255 ? 255 : g) / 255.0);
+        }
+        c.x[0] = 0; /* both edge bins */
+        c.x[1] = 1;
+        fl_real *m = randn((size_t)c.n * c.d, "dlog.mu", 0.5, 0.4);
+        fl_real *l = randn((size_t)c.n * c.d, "dlog.ls", -1, 0.3);
+        for (uint32_t i = 0; i < c.n; i++)
+            for (uint32_t d = 0; d < c.d; d++) {
+                c.param[(size_t)i * c.np + d] = m[(size_t)i * c.d + d];
+                c.param[(size_t)i * c.np + c.d + d] = l[(size_t)i * c.d + d];
+            }
+        free(m);
+        free(l);
+        free(u);
+        for (size_t i = 0; i < (size_t)c.n * c.np; i++) c.dparam[i] = 99;
+        cr_assert_eq(lik_call(&c, NULL, c.w, c.dparam, NULL), FL_OK, "%s", fl_host_last_error());
+        g_worst = 0;
+        for (size_t i = 0; i < (size_t)c.n * c.np; i++)
+            assert_grad(c.dparam[i], fd(&c.param[i], lik_sum, &c), "k = %u dparam[%zu]", k, i);
+        cr_log_info("discretized logistic k = %u: worst gradient error %.3g", k, g_worst);
+        lik_free(&c);
+    }
+    fl_registry_free(r);
+}
+
+/* Below min_log_scale the log-scale is clamped: its gradient is zero. */
+Test(likelihoods, discretized_logistic_clamps_the_log_scale)
+{
+    fl_registry *r = registry();
+    const char *const kv[] = { "min_log_scale=-3", NULL };
+    lik_case c;
+    lik_new(&c, r, "discretized-logistic", kv, 1, 2, 1);
+    c.x[0] = c.x[1] = (fl_real)(100 / 255.0);
+    c.param[0] = c.param[2] = (fl_real)(100 / 255.0);
+    c.param[1] = -5;
+    c.param[3] = -3;
+    c.w[0] = c.w[1] = 1;
+    cr_assert_eq(lik_call(&c, c.logp, NULL, NULL, NULL), FL_OK);
+    cr_expect_eq(c.logp[0], c.logp[1], "log s = -5 acts as -3: %g against %g", (double)c.logp[0],
+                 (double)c.logp[1]);
+    cr_assert_eq(lik_call(&c, NULL, c.w, c.dparam, NULL), FL_OK);
+    cr_expect_eq(c.dparam[1], 0);
+    cr_expect_neq(c.dparam[3], 0);
+    lik_free(&c);
+    fl_registry_free(r);
+}
+
+Test(likelihoods, discretized_logistic_refuses_non_grey_data_and_dx)
+{
+    fl_registry *r = registry();
+    lik_case c;
+    lik_new(&c, r, "discretized-logistic", NULL, 2, 2, 1);
+    c.x[0] = 0.5f;
+    c.x[1] = 1.5f;
+    cr_expect_eq(lik_call(&c, c.logp, NULL, NULL, NULL), FL_ERR_INVALID);
+    cr_expect(strstr(fl_host_last_error(), "outside [0, 1]"), "%s", fl_host_last_error());
+    c.x[1] = 0;
+    cr_expect_eq(lik_call(&c, NULL, c.w, c.dparam, c.dx), FL_ERR_UNSUPPORTED);
+    lik_free(&c);
+    fl_registry_free(r);
+}
+
 /* ---- prior --------------------------------------------------------------- */
 
 typedef struct prior_ctx {

@@ -597,7 +597,9 @@ fl_status fl_experiment_train_rows(fl_experiment *e, uint64_t step, uint32_t n, 
     }
     if (st != FL_OK) fl_comp_fail(st, "[data] %s", e->data_type);
     if (st == FL_OK && (e->info.flags & FL_DATA_BINARIZE_DYNAMIC))
+        /* binbuf holds a [train] batch; a longer call (flowlab gradvar --n)
+         * draws the same numbers in pieces */
         binarize(fl_rng_key_make(e->seed, "data.binarize"), step, (uint64_t)p0 * e->info.dim,
-                 (size_t)m * e->info.dim, out, e->binbuf);
+                 (size_t)m * e->info.dim, out, m <= e->batch ? e->binbuf : NULL);
     return st;
 }

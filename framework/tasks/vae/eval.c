@@ -124,7 +124,7 @@ fl_status fl_vae_posterior_means(fl_experiment *e, const fl_real *x, uint64_t n,
     fl_status st = FL_OK;
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
-        fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), m, x + p0 * v->D, v->E);
+        fl_vae_net_forward(e, &v->enc, m, x + p0 * v->D, v->E);
         for (uint32_t j0 = 0; j0 < kk && st == FL_OK; j0 += kb) {
             const uint32_t c = kk - j0 < kb ? kk - j0 : kb; /* m == 1 when c < kk */
             if (exact) memset(v->eps, 0, (size_t)m * L * sizeof(fl_real));
@@ -168,7 +168,7 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
     memset(kl, 0, L * sizeof *kl);
     for (uint64_t p0 = 0; p0 < n && st == FL_OK; p0 += g) {
         uint32_t m = (uint32_t)(n - p0 < g ? n - p0 : g);
-        fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), m, x + p0 * v->D, v->E);
+        fl_vae_net_forward(e, &v->enc, m, x + p0 * v->D, v->E);
         for (uint32_t j0 = 0; j0 < kk && st == FL_OK; j0 += kb) {
             const uint32_t c = kk - j0 < kb ? kk - j0 : kb; /* m == 1 when c < kk */
             memset(v->eps, 0, (size_t)m * c * L * sizeof(fl_real));
@@ -207,6 +207,36 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
     return st;
 }
 
+/* m of the indices 0..n-1, a uniform random subset in ascending order,
+ * from a stream keyed by n and m alone: every run (any seed) scores the
+ * same points. NULL on OOM. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t *random_subset(uint64_t n, uint64_t m)
+{
+    uint64_t *idx = malloc(n * sizeof *idx);
+    if (!idx) return NULL;
+    for (uint64_t i = 0; i < n; i++) idx[i] = i;
+    fl_rng_key key = fl_rng_key_make(n * 1000003u + m, "vae.eval.pick");
+    for (uint64_t i = 0; i < m; i++) { /* partial Fisher-Yates */
+        fl_real u[2];
+        fl_rng_uniform(key, i, 0, 2, u);
+        /* two draws make 48 bits: no bias worth naming for any split size */
+        double r = ((double)u[0] + (double)u[1] / 16777216.0) * (double)(n - i);
+        uint64_t j = i + (uint64_t)r;
+        if (j >= n) j = n - 1;
+        uint64_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+    qsort(idx, m, sizeof *idx, cmp_u64);
+    return idx;
+}
+
 /* Writes dir/STEM SUFFIX (atomically). */
 static fl_status write_eval_file(const char *dir, const char *stem, const char *suffix,
                                  const fl_buf *b)
@@ -238,7 +268,19 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
     uint64_t n = 0;
     fl_status st = fl_experiment_eval_split(e, split, &x, &n);
     if (st != FL_OK) return st;
-    if (n_max && n_max < n) n = n_max;
+    uint64_t *pick = NULL; /* [eval] pick = random: the points' indices in the split */
+    if (n_max && n_max < n) {
+        if (strcmp(fl_values_get(&e->eval, "pick")->text, "random") == 0) {
+            pick = random_subset(n, n_max);
+            if (!pick) {
+                fl_free(x);
+                return FL_ERR_NOMEM;
+            }
+            for (uint64_t i = 0; i < n_max; i++) /* ascending, so pick[i] >= i */
+                memmove(x + i * v->D, x + pick[i] * v->D, v->D * sizeof(fl_real));
+        }
+        n = n_max;
+    }
     const uint32_t L = v->L1;
     point_acc *acc = malloc(n * sizeof *acc);
     double *ll = malloc(n * sizeof *ll), *el = malloc(n * sizeof *el);
@@ -296,7 +338,8 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
         fl_buf b = { 0 };
         fl_buf_printf(&b, "point,log_likelihood,elbo,ess\n");
         for (uint64_t i = 0; i < n; i++)
-            fl_buf_printf(&b, "%llu,%.6f,%.6f,%.3f\n", (unsigned long long)i, ll[i], el[i],
+            fl_buf_printf(&b, "%llu,%.6f,%.6f,%.3f\n", (unsigned long long)(pick ? pick[i] : i),
+                          ll[i], el[i],
                           fl_lme_ess(&acc[i].w));
         st = b.failed ? FL_ERR_NOMEM : write_eval_file(dir, stem, "_points.csv", &b);
         fl_buf_free(&b);
@@ -317,6 +360,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
                                      : split == FL_SPLIT_VALID ? "valid"
                                                                : "train");
         fl_json_key_uint(&w, "points", n);
+        if (pick) fl_json_key_str(&w, "pick", "random");
         fl_json_key_uint(&w, "k", k);
         fl_json_key_num(&w, "log_likelihood", out->ll, "%.6f");
         fl_json_key_num(&w, "log_likelihood_se", out->ll_se, "%.6f");
@@ -335,6 +379,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
         if (st == FL_OK) st = write_eval_file(dir, stem, ".json", &j);
         fl_buf_free(&j);
     }
+    free(pick);
     free(acc);
     free(ll);
     free(el);

@@ -24,6 +24,9 @@ const fl_key fl_vae_eval_keys[FL_VAE_N_EVAL_KEYS] = {
     { "at_end", FL_KEY_BOOL, "true", 0, 0, NULL,
       "run the full evaluation (`flowlab eval`) on the test split after training" },
     { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all)" },
+    { "pick", FL_KEY_ENUM, "first", 0, 0, "first|random",
+      "which n points the full evaluation takes: the split's first n, or a random subset "
+      "(the same for every run and seed: keyed by the split's size and n alone)" },
     { "au_threshold", FL_KEY_REAL, "0.01", 0, 1e9, NULL,
       "active units: a latent dimension is active when Var_x E_q[z_d|x] exceeds this" },
     { "au_samples", FL_KEY_INT, "100", 1, 1e6, NULL,
@@ -38,6 +41,16 @@ static const fl_key enc_keys[] = {
     { "act", FL_KEY_ENUM, "tanh", 0, 0, "tanh|relu|elu|softplus", "hidden activation" },
     { "init", FL_KEY_ENUM, "glorot", 0, 0, "glorot|fanin",
       "weight init: glorot (uniform, zero biases) or fanin (PyTorch's Linear default)" },
+    { "net", FL_KEY_ENUM, "mlp", 0, 0, "mlp|conv",
+      "mlp (dense layers) or conv (a convolutional ResNet on image data; keys channels, "
+      "blocks, levels, weight_norm)" },
+    { "channels", FL_KEY_INT, "32", 1, 4096, NULL, "net = conv: channels of every convolution" },
+    { "blocks", FL_KEY_INT, "1", 0, FL_VAE_MAX_BLOCKS, NULL,
+      "net = conv: ResNet blocks per resolution level" },
+    { "levels", FL_KEY_INT, "2", 0, FL_VAE_MAX_LEVELS, NULL,
+      "net = conv: resolution halvings (encoder: 3x3 stride 2; decoder: nearest 2x upsampling)" },
+    { "weight_norm", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "net = conv: weight normalization of the convolutions (Salimans & Kingma)" },
     { "context", FL_KEY_INT, "0", 0, 65536, NULL,
       "width of the context h the encoder also outputs for the posterior's flow layers "
       "(IAF's h); 0 = none" },
@@ -52,6 +65,16 @@ static const fl_key dec_keys[] = {
     { "hidden", FL_KEY_INT_LIST, "200,200", 1, 65536, NULL, "hidden layer widths" },
     { "act", FL_KEY_ENUM, "tanh", 0, 0, "tanh|relu|elu|softplus", "hidden activation" },
     { "init", FL_KEY_ENUM, "glorot", 0, 0, "glorot|fanin", "weight init" },
+    { "net", FL_KEY_ENUM, "mlp", 0, 0, "mlp|conv",
+      "mlp (dense layers) or conv (a convolutional ResNet on image data; keys channels, "
+      "blocks, levels, weight_norm)" },
+    { "channels", FL_KEY_INT, "32", 1, 4096, NULL, "net = conv: channels of every convolution" },
+    { "blocks", FL_KEY_INT, "1", 0, FL_VAE_MAX_BLOCKS, NULL,
+      "net = conv: ResNet blocks per resolution level" },
+    { "levels", FL_KEY_INT, "2", 0, FL_VAE_MAX_LEVELS, NULL,
+      "net = conv: resolution halvings (encoder: 3x3 stride 2; decoder: nearest 2x upsampling)" },
+    { "weight_norm", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "net = conv: weight normalization of the convolutions (Salimans & Kingma)" },
 };
 static const fl_key dec2_keys[] = {
     { "hidden", FL_KEY_INT_LIST, "100,100", 1, 65536, NULL, "hidden widths of p(z1|z2)" },
@@ -74,56 +97,6 @@ const fl_key *fl_vae_section_keys(const char *section, uint32_t *n)
 }
 
 static fl_status check_detach(fl_experiment *e);
-
-static fl_act act_of(const fl_values *v)
-{
-    const char *a = fl_values_get(v, "act")->text;
-    return strcmp(a, "relu") == 0 ? FL_ACT_RELU
-         : strcmp(a, "elu") == 0 ? FL_ACT_ELU
-         : strcmp(a, "softplus") == 0 ? FL_ACT_SOFTPLUS
-                                     : FL_ACT_TANH;
-}
-
-static fl_status make_mlp(fl_experiment *e, fl_vae_mlp *p, const char *section, const fl_key *keys,
-                          uint32_t nkeys, uint32_t in, uint32_t out, const fl_real *out_bias,
-                          uint32_t max_rows)
-{
-    fl_status st = fl_experiment_section(e, section, keys, nkeys, &p->cfg);
-    if (st != FL_OK) return st;
-    const fl_value *hv = fl_values_get(&p->cfg, "hidden");
-    enum { MAX_HIDDEN = 64 };
-    if (hv->nlist > MAX_HIDDEN) {
-        const fl_cfg_section *sec = fl_config_section(e->cfg, section);
-        const fl_cfg_entry *ce = sec ? fl_config_entry(sec, "hidden") : NULL;
-        char where[512];
-        if (ce) fl_config_where(e->cfg, sec, ce, where, sizeof where);
-        else snprintf(where, sizeof where, "%s", e->cfg->path);
-        fl_err("%s: [%s] hidden: %zu hidden layers; at most %d", where, section,
-               hv->nlist, MAX_HIDDEN);
-        return FL_ERR_INVALID;
-    }
-    uint32_t hidden[MAX_HIDDEN], nh = (uint32_t)hv->nlist;
-    for (uint32_t i = 0; i < nh; i++) hidden[i] = (uint32_t)hv->list[i];
-    p->cx = fl_ctx_new(section, &p->cfg, &e->arena, e->seed);
-    if (!p->cx) return FL_ERR_NOMEM;
-    fl_mlp_spec spec = { "net", in, out, nh, hidden, act_of(&p->cfg),
-                         strcmp(fl_values_get(&p->cfg, "init")->text, "fanin") == 0
-                             ? FL_INIT_FANIN
-                             : FL_INIT_GLOROT,
-                         FL_INIT_GLOROT, NULL, out_bias };
-    fl_host_clear_error();
-    p->m = fl_host_table()->mlp_create(p->cx, &spec, max_rows); /* owned by the ctx */
-    fl_ctx_end_create(p->cx);
-    if (!p->m) return fl_comp_fail(FL_ERR_INVALID, "[%s] cannot create the MLP", section);
-    return FL_OK;
-}
-
-static void free_mlp(fl_vae_mlp *p)
-{
-    fl_ctx_free(p->cx); /* frees the MLP */
-    p->cx = NULL;
-    fl_values_free(&p->cfg);
-}
 
 /* The training mean of x (for the decoder's initial output bias). */
 static fl_status train_mean(fl_experiment *e, fl_real *mean)
@@ -299,11 +272,11 @@ fl_status fl_vae_build(fl_experiment *e)
         fl_crash_leave();
     }
     if (st == FL_OK)
-        st = make_mlp(e, &v->enc, "encoder", enc_keys, FL_NTAB(enc_keys), v->D, v->P1 + v->H, NULL,
-                      R);
+        st = fl_vae_net_make(e, &v->enc, "encoder", enc_keys, FL_NTAB(enc_keys), v->D,
+                             v->P1 + v->H, NULL, R, 0);
     if (st == FL_OK)
-        st = make_mlp(e, &v->dec, "decoder", dec_keys, FL_NTAB(dec_keys), v->L1, v->Q,
-                      v->lc->init_bias ? bias : NULL, R);
+        st = fl_vae_net_make(e, &v->dec, "decoder", dec_keys, FL_NTAB(dec_keys), v->L1, v->Q,
+                             v->lc->init_bias ? bias : NULL, R, 1);
     fl_free(mean);
     fl_free(bias);
     if (st != FL_OK) return st;
@@ -326,10 +299,11 @@ fl_status fl_vae_build(fl_experiment *e)
                    "for p(z1|z2)");
             return FL_ERR_INVALID;
         }
-        st = make_mlp(e, &v->enc2, "encoder.2", enc2_keys, FL_NTAB(enc2_keys), v->L1, v->P2, NULL, R);
+        st = fl_vae_net_make(e, &v->enc2, "encoder.2", enc2_keys, FL_NTAB(enc2_keys), v->L1, v->P2,
+                             NULL, R, 0);
         if (st == FL_OK)
-            st = make_mlp(e, &v->dec2, "decoder.2", dec2_keys, FL_NTAB(dec2_keys), v->L2,
-                          2 * v->L1, NULL, R);
+            st = fl_vae_net_make(e, &v->dec2, "decoder.2", dec2_keys, FL_NTAB(dec2_keys), v->L2,
+                                 2 * v->L1, NULL, R, 0);
         if (st != FL_OK) return st;
     }
 
@@ -381,10 +355,10 @@ void fl_vae_free(void *model)
     fl_part_free(&v->prior, v->prc ? v->prc->destroy : NULL);
     fl_part_free(&v->post2, v->pc2 ? v->pc2->destroy : NULL);
     fl_part_free(&v->lik2, v->lc2 ? v->lc2->destroy : NULL);
-    free_mlp(&v->enc);
-    free_mlp(&v->dec);
-    free_mlp(&v->enc2);
-    free_mlp(&v->dec2);
+    fl_vae_net_free(&v->enc);
+    fl_vae_net_free(&v->dec);
+    fl_vae_net_free(&v->enc2);
+    fl_vae_net_free(&v->dec2);
     fl_real *bufs[] = { v->E, v->dE, v->eps, v->z0, v->lq, v->hrep, v->logdet,
                         v->dz0, v->dh, v->dz, v->dzp, v->Lg, v->dLg, v->lpx, v->lpz, v->logw,
                         v->wp, v->wq, v->ratio, v->neg_wq, v->E2, v->dE2, v->eps2, v->z2,

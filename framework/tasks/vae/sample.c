@@ -22,14 +22,14 @@ fl_status fl_vae_sample(fl_experiment *e, uint32_t n, fl_rng_key key, fl_real *o
     const fl_real *z1 = z;
     if (v->two) {
         /* z1 = mean of p(z1|z2) */
-        fl_mlp_forward(v->dec2.m, fl_vae_theta(e, v->dec2.cx), n, z, v->G2);
+        fl_vae_net_forward(e, &v->dec2, n, z, v->G2);
         fl_part_enter(&v->lik2, "mean");
         st = v->lc2->mean(v->lik2.self, n, fl_vae_theta(e, v->lik2.cx), v->G2, v->dz1b);
         fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik2.rec->cls.base.name);
         z1 = v->dz1b;
     }
-    fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), n, z1, v->Lg);
+    fl_vae_net_forward(e, &v->dec, n, z1, v->Lg);
     fl_part_enter(&v->lik, "mean");
     st = v->lc->mean(v->lik.self, n, fl_vae_theta(e, v->lik.cx), v->Lg, out);
     fl_crash_leave();
@@ -45,7 +45,7 @@ fl_status fl_vae_reconstruct(fl_experiment *e, const fl_real *x, uint32_t n, fl_
     if (!means) return FL_ERR_NOMEM;
     fl_status st = fl_vae_posterior_means(e, x, n, (uint32_t)fl_exp_int(&e->eval, "au_samples"), means);
     if (st == FL_OK) {
-        fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), n, means, v->Lg);
+        fl_vae_net_forward(e, &v->dec, n, means, v->Lg);
         fl_part_enter(&v->lik, "mean");
         st = v->lc->mean(v->lik.self, n, fl_vae_theta(e, v->lik.cx), v->Lg, out);
         fl_crash_leave();

@@ -110,7 +110,7 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
     fl_vae *v = fl_vae_of(e);
     const uint32_t R = n * k, W = v->P1 + v->H;
     fl_status st;
-    fl_mlp_forward(v->enc.m, fl_vae_theta(e, v->enc.cx), n, x, v->E);
+    fl_vae_net_forward(e, &v->enc, n, x, v->E);
     fl_host_clear_error();
     fl_post_fwd pf = { n, k, fl_vae_theta(e, v->post.cx), v->E, W, v->eps, v->z0, v->lq };
     fl_part_enter(&v->post, "sample");
@@ -125,13 +125,13 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
     }
     const fl_real *ztop = v->zT;
     if (v->two) {
-        fl_mlp_forward(v->enc2.m, fl_vae_theta(e, v->enc2.cx), R, v->zT, v->E2);
+        fl_vae_net_forward(e, &v->enc2, R, v->zT, v->E2);
         fl_post_fwd p2 = { R, 1, fl_vae_theta(e, v->post2.cx), v->E2, v->P2, v->eps2, v->z2, v->lq2 };
         fl_part_enter(&v->post2, "sample");
         st = v->pc2->sample(v->post2.self, &p2);
         fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post2.rec->cls.base.name);
-        fl_mlp_forward(v->dec2.m, fl_vae_theta(e, v->dec2.cx), R, v->z2, v->G2);
+        fl_vae_net_forward(e, &v->dec2, R, v->z2, v->G2);
         fl_lik_args l2 = { R, 1, fl_vae_theta(e, v->lik2.cx), NULL, v->zT, v->G2, v->lpz1, NULL, NULL,
                            NULL };
         fl_part_enter(&v->lik2, "log_prob");
@@ -146,7 +146,7 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
     fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "prior %s", v->prior.rec->cls.base.name);
     fl_lik_args la = { R, k, fl_vae_theta(e, v->lik.cx), NULL, x, v->Lg, v->lpx, NULL, NULL, NULL };
-    if (v->lc->flags & FL_LIK_CONCURRENT_LOGP) {
+    if ((v->lc->flags & FL_LIK_CONCURRENT_LOGP) && !v->dec.conv) {
         lik_rows_ctx lr = { v, &la, FL_OK, "" };
         fl_part_enter(&v->lik, "log_prob"); /* on the decoder's row tiles */
         fl_mlp_forward_rows(v->dec.m, fl_vae_theta(e, v->dec.cx), R, v->zT, v->Lg, lik_rows, &lr);
@@ -154,7 +154,7 @@ fl_status fl_vae_forward(fl_experiment *e, fl_mode mode, const fl_real *x, uint3
         st = lr.st;
         if (st != FL_OK) fl_host_set_error(lr.msg);
     } else {
-        fl_mlp_forward(v->dec.m, fl_vae_theta(e, v->dec.cx), R, v->zT, v->Lg);
+        fl_vae_net_forward(e, &v->dec, R, v->zT, v->Lg);
         fl_part_enter(&v->lik, "log_prob");
         st = v->lc->log_prob(v->lik.self, &la);
         fl_crash_leave();
@@ -188,7 +188,7 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
     fl_crash_leave();
     if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik.rec->cls.base.name);
     memset(v->dz, 0, (size_t)R * L1 * sizeof(fl_real));
-    fl_mlp_backward(v->dec.m, fl_vae_theta(e, v->dec.cx), fl_vae_grad(e, v->dec.cx), R, v->dLg, v->dz);
+    fl_vae_net_backward(e, &v->dec, R, v->dLg, v->dz);
     if (v->two) {
         const uint32_t L2 = v->L2;
         fl_lik_args l2 = { R, 1, fl_vae_theta(e, v->lik2.cx), fl_vae_grad(e, v->lik2.cx), v->zT, v->G2,
@@ -199,7 +199,7 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
         if (st != FL_OK) return fl_comp_fail(st, "likelihood %s", v->lik2.rec->cls.base.name);
         for (size_t i = 0; i < (size_t)R * L1; i++) v->dz[i] += v->dz1b[i];
         memset(v->dz2, 0, (size_t)R * L2 * sizeof(fl_real));
-        fl_mlp_backward(v->dec2.m, fl_vae_theta(e, v->dec2.cx), fl_vae_grad(e, v->dec2.cx), R, v->dG2,
+        fl_vae_net_backward(e, &v->dec2, R, v->dG2,
                         v->dz2);
         fl_prior_args pa = { R, fl_vae_theta(e, v->prior.cx), fl_vae_grad(e, v->prior.cx), v->z2, NULL,
                              v->wp, v->dzp };
@@ -221,7 +221,7 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
         fl_crash_leave();
         if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post2.rec->cls.base.name);
         /* q(z2|z1) depends on z1: its gradient joins dz (inference path). */
-        fl_mlp_backward(v->enc2.m, fl_vae_theta(e, v->enc2.cx), fl_vae_grad(e, v->enc2.cx), R, v->dE2,
+        fl_vae_net_backward(e, &v->enc2, R, v->dE2,
                         v->dz);
     } else {
         fl_prior_args pa = { R, fl_vae_theta(e, v->prior.cx), fl_vae_grad(e, v->prior.cx), v->zT, NULL,
@@ -263,7 +263,7 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
             }
         }
     }
-    fl_mlp_backward(v->enc.m, fl_vae_theta(e, v->enc.cx), fl_vae_grad(e, v->enc.cx), n, v->dE, NULL);
+    fl_vae_net_backward(e, &v->enc, n, v->dE, NULL);
     return FL_OK;
 }
 

@@ -17,12 +17,54 @@
 #include "tasks/task.h"
 #include "tasks/task_vae.h"
 
-/* An MLP made from a host section ([encoder], [decoder], ...). */
-typedef struct fl_vae_mlp {
+/* Limits of a conv net's INI keys (levels, blocks per level). */
+#define FL_VAE_MAX_LEVELS 6
+#define FL_VAE_MAX_BLOCKS 16
+
+/* An encoder or decoder made from a host section ([encoder], [decoder],
+ * ...): an MLP, or with `net = conv` a convolutional ResNet (net.c says
+ * which layers). Buffers hold max_rows rows. */
+typedef struct fl_vae_net {
     fl_values cfg;      /* the section (owned) */
-    fl_ctx *cx;         /* owned; owns the MLP */
-    fl_mlp *m;          /* the network (the ctx's) */
-} fl_vae_mlp;
+    fl_ctx *cx;         /* owned; owns the MLP and the conv nets */
+    fl_mlp *m;          /* mlp: the network; conv: its dense layer (the ctx's) */
+    uint32_t in, out;   /* widths of a row in and out */
+    int conv, decoder;  /* net = conv; the decoder's layout (z -> image) */
+    fl_act act;         /* [section] act */
+    /* net = conv only: */
+    uint32_t img_c, img_h, img_w; /* the data's image shape */
+    uint32_t ch, blocks, levels;  /* [section] channels, blocks, levels */
+    int wn;             /* [section] weight_norm */
+    uint32_t qc;        /* decoder: output channels per pixel (out / D) */
+    uint32_t feat;      /* encoder: conv features per row (into the dense layer);
+                           decoder: the dense layer's output (C x h0 x w0) */
+    fl_conv *conv_net;  /* the conv net (the ctx's) */
+    size_t bias_off;    /* decoder: its `out` output biases in the ctx's block */
+    fl_real *f, *df;    /* max_rows x feat. encoder: features, their gradient;
+                           decoder: the dense output before and after the act
+                           (the conv net's input) */
+    fl_real *g0;        /* decoder: max_rows x feat, the conv net's input gradient */
+    fl_real *y;         /* decoder with qc > 1: max_rows x out, the conv net's NHWC
+                           output (then its gradient) before the block transpose */
+} fl_vae_net;
+
+/* net.c: builds p from [section] (keys, nkeys): in -> out, `out_bias` the
+ * decoder's initial output biases (or NULL), max_rows rows per call;
+ * `decoder` picks the conv layout (z -> image; out must be a multiple of
+ * the data dimension). Errors name the file, line and key. p is freed by
+ * fl_vae_net_free whatever the status. */
+fl_status fl_vae_net_make(fl_experiment *e, fl_vae_net *p, const char *section, const fl_key *keys,
+                          uint32_t nkeys, uint32_t in, uint32_t out, const fl_real *out_bias,
+                          uint32_t max_rows, int decoder);
+void fl_vae_net_free(fl_vae_net *p);
+/* out (n x out) = net(in (n x in)), n <= max_rows; keeps what the backward
+ * needs (and the `in` pointer). */
+void fl_vae_net_forward(fl_experiment *e, fl_vae_net *p, uint32_t n, const fl_real *in,
+                        fl_real *out);
+/* Backward of the last forward: parameter gradients added to the arena's
+ * grad; din (n x in) += d/din when not NULL; dout is read only. */
+void fl_vae_net_backward(fl_experiment *e, fl_vae_net *p, uint32_t n, const fl_real *dout,
+                         fl_real *din);
 
 /* The vae task's model (e->model). Buffers below are sized for Rmax rows;
  * a call over n points x k samples uses the first n*k (per-sample) or n
@@ -38,8 +80,8 @@ struct fl_vae {
     uint32_t Rmax;              /* rows every buffer holds: max(B*k, [eval] batch) */
     int two;                    /* a second stochastic layer ([encoder.2]/[decoder.2]) */
     int detach;                 /* the estimator detaches q's parameters (path derivative) */
-    fl_vae_mlp enc, dec;        /* x (D) -> [posterior params P1 | h H]; z1 (L1) -> Q */
-    fl_vae_mlp enc2, dec2;      /* z1 (L1) -> P2; z2 (L2) -> 2*L1 (mean, log-variance of z1) */
+    fl_vae_net enc, dec;          /* x (D) -> [posterior params P1 | h H]; z1 (L1) -> Q */
+    fl_vae_net enc2, dec2;        /* z1 (L1) -> P2; z2 (L2) -> 2*L1 (mean, log-variance of z1) */
     fl_part post, lik, prior, est, post2, lik2; /* [posterior] [likelihood] [prior]
                                                    [estimator]; q(z2|z1), p(z1|z2) */
     const fl_posterior_class *pc, *pc2;
@@ -97,7 +139,7 @@ static inline fl_real *fl_vae_grad(fl_experiment *e, fl_ctx *cx)
 
 /* model.c: the [eval] keys of the vae task and the keys of its sections
  * (encoder, decoder, encoder.2, decoder.2; NULL for another). */
-#define FL_VAE_N_EVAL_KEYS 8
+#define FL_VAE_N_EVAL_KEYS 9
 extern const fl_key fl_vae_eval_keys[FL_VAE_N_EVAL_KEYS];
 const fl_key *fl_vae_section_keys(const char *section, uint32_t *n);
 /* The table's prepare, build, free and flows hooks (fl_task_model):

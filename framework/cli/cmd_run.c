@@ -52,13 +52,13 @@ static const char usage[] =
     "not depend on N: it needs N <= [train] grad_blocks (docs/performance.md).\n";
 
 /* Whether `name` is a file a run writes into its directory (config.ini,
- * metrics.csv, provenance.json, pictures, evaluations, a sweep cell's log,
+ * metrics.csv, provenance.json, best.flc, pictures, evaluations, a sweep cell's log,
  * an atomic write's leftover NAME.tmp.PID); result.json and checkpoint.flc
  * are checked apart. */
 static int flowlab_file(const char *name)
 {
     static const char *const exact[] = { "config.ini", "metrics.csv", "provenance.json",
-                                         "log.txt", "failed.txt", "plot_grid.csv",
+                                         "best.flc", "log.txt", "failed.txt", "plot_grid.csv",
                                          "curves_axes.csv", "gradvar.json", "gradvar.csv" };
     for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
         if (strcmp(name, exact[i]) == 0) return 1;

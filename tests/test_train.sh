@@ -52,6 +52,19 @@ run run "$QS" --out "$TMP/nobest" "${SMALL[@]}" --set train.steps=5 --set train.
 run eval "$TMP/nobest" --best
 expect_error "eval --best without best.flc" 5 "$TMP/nobest" "no best.flc" "keep_best"
 
+# ---- every extra at once: the same bits for 1 and 3 threads ----
+ALL=("${SMALL[@]}" --set train.steps=30 --set train.eval_every=10 --set train.schedule=cosine
+     --set train.warmup=5 --set train.lr_min=1e-4 --set train.clip_norm=0.5
+     --set train.weight_decay=0.01 --set train.patience=5)
+OMP_NUM_THREADS=1 run run "$QS" --out "$TMP/t1" "${ALL[@]}" --set experiment.threads=1
+expect_ok "all the training keys, 1 thread"
+OMP_NUM_THREADS=3 run run "$QS" --out "$TMP/t3" "${ALL[@]}" --set experiment.threads=3
+expect_ok "all the training keys, 3 threads"
+for f in checkpoint.flc best.flc; do
+    cmp -s "$TMP/t1/$f" "$TMP/t3/$f" || fail "$f differs between 1 and 3 threads"
+done
+grep -q "clip_norm = 0.5 scaled the gradient down in" "$TMP/err" || fail "no clipping line"
+
 # ---- early stopping across a resume ----
 # lr = 0: no evaluation improves on the first (step 2), so patience 3 with an
 # evaluation every 2 steps stops at step 8

@@ -117,7 +117,7 @@ static fl_status failing_step(fl_experiment *e, void *run, uint64_t step, uint32
 static void train_killed_at(fl_experiment *e, const char *dir, uint64_t at)
 {
     const fl_task *t = fl_task_of(e);
-    fl_trainer tr = t->trainer;
+    fl_trainer tr = t->trainer_of ? *t->trainer_of(e) : t->trainer; /* e's columns */
     real_step = tr.step;
     fail_step = at;
     tr.step = failing_step;

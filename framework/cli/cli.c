@@ -42,7 +42,8 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
 {
     *reg = NULL;
     *e = NULL;
-    char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
+    char *cpath = fl_strfmt("%s/config.ini", dir);
+    char *kpath = fl_strfmt("%s/%s", dir, cli->best ? "best.flc" : "checkpoint.flc");
     fl_config *cfg = NULL;
     fl_status st = cpath && kpath ? FL_OK : FL_ERR_NOMEM;
     struct stat sb;
@@ -51,6 +52,10 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
         st = FL_ERR_IO;
     } else if (st == FL_OK && access(cpath, R_OK) != 0) {
         fl_err("%s: not a run directory (no readable config.ini; `flowlab run` makes one)", dir);
+        st = FL_ERR_IO;
+    } else if (st == FL_OK && cli->best && access(kpath, R_OK) != 0) {
+        fl_err("%s: --best: the run has no best.flc (the best-on-validation model is kept when "
+               "the data set has a validation split and [train] keep_best = true)", dir);
         st = FL_ERR_IO;
     }
     if (st == FL_OK) st = fl_config_load(cpath, &cfg);

@@ -10,6 +10,8 @@
 typedef struct fl_cli {
     const char **plugins;   /* --plugin PATH, in order */
     size_t n_plugins;
+    int best;               /* --best (eval, sample): reload a run from best.flc, the
+                               best-on-validation model, not checkpoint.flc */
 } fl_cli;
 
 /* Loads the default plugin folders, then every --plugin (a refused explicit
@@ -18,7 +20,8 @@ typedef struct fl_cli {
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out);
 /* Rebuilds a trained model from run directory `dir`: its config.ini, the
  * plugins (as fl_cli_registry), and checkpoint.flc with the averaged
- * parameters when the run kept an average. On success the caller owns
+ * parameters when the run kept an average (best.flc with cli->best; a run
+ * without one is an error saying why). On success the caller owns
  * *reg and *e (free e first); on failure nothing is left to free and
  * fl_err says what is missing. */
 fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,

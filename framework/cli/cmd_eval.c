@@ -1,8 +1,10 @@
 /* cmd_eval.c - `flowlab eval`: the evaluation suite of a trained VAE, the
  * exact NLL (bits/dim) of a density run. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "core/log.h"
@@ -13,7 +15,7 @@
 
 static const char usage[] =
     "usage: flowlab eval RUN_DIR [--k K] [--split test|valid] [--n N] [--batch B]\n"
-    "                    [--plugin PATH]...\n"
+    "                    [--best] [--plugin PATH]...\n"
     "\n"
     "Rebuilds a trained VAE from RUN_DIR and estimates its log-likelihood on a\n"
     "split by importance sampling with K samples per point (default: the run's\n"
@@ -34,6 +36,10 @@ static const char usage[] =
     "(every point, or the first N) with its standard error, and for image runs\n"
     "with dequantized levels its bits/dim; written to eval.json (the whole test\n"
     "split) or eval-SPLIT-nN.json.\n"
+    "\n"
+    "--best evaluates RUN_DIR/best.flc, the model of the periodic evaluation with\n"
+    "the best validation figure ([train] keep_best), instead of the last one, and\n"
+    "writes the files above into RUN_DIR/best/.\n"
     "\n"
     "Under `mpirun -n R` the points are split over the R processes; the numbers\n"
     "do not depend on R, and rank 0 alone writes and prints.\n";
@@ -69,6 +75,8 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
                 fprintf(stderr, "flowlab eval: error: --split expects test or valid\n");
                 return FL_EXIT_USAGE;
             }
+        } else if (strcmp(argv[i], "--best") == 0) {
+            cli->best = 1;
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (argv[i][0] == '-' || dir) {
@@ -105,8 +113,16 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
     }
     const fl_task_eval_args a = { strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST,
                                   k, n };
+    /* --best: the best model's files beside, not over, the run's own */
+    char *out = cli->best ? fl_strfmt("%s/best", dir) : fl_strdup(dir);
+    if (st == FL_OK && !out) st = FL_ERR_NOMEM;
+    if (st == FL_OK && cli->best && rank == 0 && mkdir(out, 0777) != 0 && errno != EEXIST) {
+        fl_err("%s: %s", out, strerror(errno));
+        st = FL_ERR_IO;
+    }
     st = fl_dist_agree(st); /* every rank loaded the run */
-    if (st == FL_OK) st = fl_task_of(e)->eval(e, &a, dir); /* files into dir, a table */
+    if (st == FL_OK) st = fl_task_of(e)->eval(e, &a, out); /* files into out, a table */
+    free(out);
     int rc = st == FL_OK                                ? FL_EXIT_OK
              : rank > 0 && fl_dist_error_shared() ? fl_exit_code(st) /* rank 0 says it */
                                                         : fl_cli_fail(st);

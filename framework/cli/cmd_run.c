@@ -22,8 +22,8 @@
 #include "core/util.h"
 
 static const char usage[] =
-    "usage: flowlab run EXP.ini [--set SECTION.KEY=VALUE]... [--out DIR [--resume]]\n"
-    "                   [--plugin PATH]...\n"
+    "usage: flowlab run EXP.ini [--set SECTION.KEY=VALUE]... [--unset SECTION[.KEY]]...\n"
+    "                   [--out DIR [--resume]] [--plugin PATH]...\n"
     "\n"
     "Validates EXP.ini against the schemas of the components it names, trains the\n"
     "model and evaluates it. The run directory (DIR, or runs/NAME-DATE-TIME) gets\n"
@@ -33,6 +33,10 @@ static const char usage[] =
     "\n"
     "  --set S.K=V   override key K of section S (e.g. --set train.steps=500,\n"
     "                --set flow.1.hidden=32,32); repeatable\n"
+    "  --unset S.K   remove key K of section S from EXP.ini (its default applies),\n"
+    "                or with --unset S the whole section; applied before every\n"
+    "                --set, e.g. --unset flow.1 --set flow.1.type=maf replaces a\n"
+    "                coupling layer spelled out key by key; repeatable\n"
     "  --out DIR     run directory\n"
     "  --resume      continue the run in DIR (--out) from its last checkpoint;\n"
     "                a DIR without a checkpoint starts afresh in place when it\n"
@@ -48,13 +52,13 @@ static const char usage[] =
     "not depend on N: it needs N <= [train] grad_blocks (docs/performance.md).\n";
 
 /* Whether `name` is a file a run writes into its directory (config.ini,
- * metrics.csv, provenance.json, pictures, evaluations, a sweep cell's log,
+ * metrics.csv, provenance.json, best.flc, pictures, evaluations, a sweep cell's log,
  * an atomic write's leftover NAME.tmp.PID); result.json and checkpoint.flc
  * are checked apart. */
 static int flowlab_file(const char *name)
 {
     static const char *const exact[] = { "config.ini", "metrics.csv", "provenance.json",
-                                         "log.txt", "failed.txt", "plot_grid.csv",
+                                         "best.flc", "log.txt", "failed.txt", "plot_grid.csv",
                                          "curves_axes.csv", "gradvar.json", "gradvar.csv" };
     for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
         if (strcmp(name, exact[i]) == 0) return 1;
@@ -185,17 +189,27 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     const char *exp_path = NULL, *out = NULL;
     int resume = 0;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    size_t n_sets = 0;
-    if (!sets) return FL_EXIT_FAILURE;
+    const char **unsets = calloc((size_t)argc + 1, sizeof *unsets);
+    size_t n_sets = 0, n_unsets = 0;
+    if (!sets || !unsets) {
+        free(sets);
+        free(unsets);
+        return FL_EXIT_FAILURE;
+    }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
             free(sets);
+            free(unsets);
             return FL_EXIT_OK;
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             sets[n_sets++] = argv[++i];
         } else if (strncmp(argv[i], "--set=", 6) == 0) {
             sets[n_sets++] = argv[i] + 6;
+        } else if (strcmp(argv[i], "--unset") == 0 && i + 1 < argc) {
+            unsets[n_unsets++] = argv[++i];
+        } else if (strncmp(argv[i], "--unset=", 8) == 0) {
+            unsets[n_unsets++] = argv[i] + 8;
         } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             out = argv[++i];
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
@@ -203,13 +217,15 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         } else if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
         } else if (i + 1 == argc && (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--out") ||
-                                     !strcmp(argv[i], "--plugin"))) {
+                                     !strcmp(argv[i], "--plugin") || !strcmp(argv[i], "--unset"))) {
             fprintf(stderr, "flowlab: error: %s needs a value (flowlab run --help)\n", argv[i]);
             free(sets);
+            free(unsets);
             return FL_EXIT_USAGE;
         } else if (argv[i][0] == '-' || exp_path) {
             fprintf(stderr, "flowlab run: error: unexpected argument '%s'\n%s", argv[i], usage);
             free(sets);
+            free(unsets);
             return FL_EXIT_USAGE;
         } else {
             exp_path = argv[i];
@@ -218,11 +234,13 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     if (!exp_path) {
         fprintf(stderr, "flowlab run: error: no experiment file given\n%s", usage);
         free(sets);
+        free(unsets);
         return FL_EXIT_USAGE;
     }
     if (resume && !out) {
         fprintf(stderr, "flowlab run: error: --resume needs the run directory (--out DIR)\n");
         free(sets);
+        free(unsets);
         return FL_EXIT_USAGE;
     }
 
@@ -230,6 +248,7 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     const int mpi = fl_dist_mpi_start("run");
     if (mpi < 0) {
         free(sets);
+        free(unsets);
         return FL_EXIT_USAGE;
     }
     const int rank = fl_dist_rank();
@@ -243,8 +262,10 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     char *dir = NULL;
     fl_status st = fl_sweep_refuse_run(exp_path); /* [sweep] files are for `flowlab sweep` */
     if (st == FL_OK) st = fl_config_load(exp_path, &cfg);
+    for (size_t i = 0; st == FL_OK && i < n_unsets; i++) st = fl_config_unset(cfg, unsets[i]);
     for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
     free(sets);
+    free(unsets);
     if (st == FL_OK) st = fl_cli_registry(cli, &reg);
     if (st == FL_OK) {
         st = fl_experiment_new(reg, cfg, &e);

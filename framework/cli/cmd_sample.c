@@ -12,12 +12,13 @@
 #include "core/util.h"
 
 static const char usage[] =
-    "usage: flowlab sample RUN_DIR -n N [-o FILE] [--seed S] [--plugin PATH]...\n"
+    "usage: flowlab sample RUN_DIR -n N [-o FILE] [--seed S] [--best] [--plugin PATH]...\n"
     "\n"
     "Rebuilds the model from RUN_DIR/config.ini, loads RUN_DIR/checkpoint.flc and\n"
     "writes N samples as CSV (header x0,x1,...) to FILE (atomically) or stdout.\n"
     "Samples come from the inverse flow applied to standard normal noise drawn\n"
-    "from seed S (default 0).\n";
+    "from seed S (default 0). --best loads RUN_DIR/best.flc instead, the model of\n"
+    "the evaluation with the best validation figure ([train] keep_best).\n";
 
 int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
 {
@@ -36,6 +37,8 @@ int fl_cmd_sample(fl_cli *cli, int argc, char **argv)
                 return FL_EXIT_USAGE;
         } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
             outp = argv[++i];
+        } else if (strcmp(argv[i], "--best") == 0) {
+            cli->best = 1;
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (argv[i][0] == '-' || dir) {

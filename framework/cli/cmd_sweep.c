@@ -26,7 +26,8 @@
 
 static const char usage[] =
     "usage: flowlab sweep EXP.ini [--dry-run] [--out DIR] [--jobs J] [--threads T]\n"
-    "                     [--oversubscribe] [--set SECTION.KEY=VALUE]... [--plugin PATH]...\n"
+    "                     [--oversubscribe] [--set SECTION.KEY=VALUE]...\n"
+    "                     [--unset SECTION[.KEY]]... [--plugin PATH]...\n"
     "\n"
     "Runs every cell of EXP.ini's [sweep] section (the cartesian product of the\n"
     "listed values, with zip groups and exclude rules; see docs/sweeps.md) as a\n"
@@ -44,6 +45,9 @@ static const char usage[] =
     "                   (default: the cores available divided by J)\n"
     "  --oversubscribe  allow J x T above the number of cores\n"
     "  --set S.K=V      override a key of every cell (not a swept key); repeatable\n"
+    "  --unset S.K      remove key K of section S (or with --unset S the whole\n"
+    "                   section) from every cell, before the --set options: its\n"
+    "                   line is commented out in DIR/base.ini; repeatable\n"
     "\n"
     "Under `mpirun -n N flowlab sweep ...` (a build with MPI) the cells are spread\n"
     "over the N ranks: rank 0 hands out cells one at a time and runs its share\n"
@@ -56,7 +60,63 @@ typedef struct sweep_cmd {
     fl_sweep_run run;
     fl_cli *cli;
     fl_registry *reg;      /* for the finished-cell check, loaded on first use */
+    const char **unsets;   /* --unset NAME, applied to the base text by prepare */
+    size_t n_unsets;
 } sweep_cmd;
+
+/* --unset NAME on the sweep's base text: the key's line, or a section's
+ * header and key lines, commented out (line numbers kept), so that the
+ * checks here and every cell (DIR/base.ini) read the same file. A swept
+ * key, or a name that matches nothing, is refused. */
+static fl_status unset_base(fl_sweep *sw, const char *path, const char *name)
+{
+    for (size_t a = 0; a < sw->n_axes; a++)
+        if (!strcmp(name, sw->axes[a].key)) {
+            fl_err("--unset %s: %s is swept (%s:%d); change it there", name, name, path,
+                   sw->axes[a].line);
+            return FL_ERR_INVALID;
+        }
+    fl_config *cfg = NULL;
+    fl_status st = fl_config_parse(path, sw->base, &cfg);
+    int lines[512];
+    size_t n = 0;
+    const fl_cfg_section *sec = st == FL_OK ? fl_config_section(cfg, name) : NULL;
+    if (sec) {
+        lines[n++] = sec->line;
+        for (size_t j = 0; j < sec->n && n < 512; j++) lines[n++] = sec->e[j].line;
+    } else if (st == FL_OK && strrchr(name, '.')) {
+        char *sn = fl_strndup(name, (size_t)(strrchr(name, '.') - name));
+        const fl_cfg_section *s2 = sn ? fl_config_section(cfg, sn) : NULL;
+        const fl_cfg_entry *e = s2 ? fl_config_entry(s2, strrchr(name, '.') + 1) : NULL;
+        if (e) lines[n++] = e->line;
+        free(sn);
+    }
+    if (st == FL_OK) st = fl_config_unset(cfg, name); /* its message when nothing matches */
+    fl_config_free(cfg);
+    if (st != FL_OK) return st;
+    fl_buf b = { 0 };
+    int line = 1;
+    for (const char *p = sw->base; *p;) {
+        const char *nl = strchr(p, '\n');
+        const size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        for (size_t i = 0; i < n; i++)
+            if (lines[i] == line) {
+                fl_buf_write(&b, "; ", 2);
+                break;
+            }
+        fl_buf_write(&b, p, len);
+        p += len;
+        line++;
+    }
+    fl_buf_write(&b, "", 1);
+    if (b.failed) {
+        fl_buf_free(&b);
+        return FL_ERR_NOMEM;
+    }
+    free(sw->base);
+    sw->base = b.data;
+    return FL_OK;
+}
 
 /* ---- the finished-cell check ------------------------------------------- */
 
@@ -316,6 +376,8 @@ static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscri
     fl_sweep_run *x = &cmd->run;
     fl_status st = fl_sweep_read(x->exp_path, text);
     if (st == FL_OK) st = fl_sweep_parse(x->exp_path, *text, &x->s);
+    for (size_t i = 0; st == FL_OK && i < cmd->n_unsets; i++)
+        st = unset_base(x->s, x->exp_path, cmd->unsets[i]);
     /* The base must parse as an experiment on its own (same line numbers). */
     fl_config *cfg = NULL;
     if (st == FL_OK) st = fl_config_parse(x->exp_path, x->s->base, &cfg);
@@ -397,13 +459,19 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
     const char *out = NULL;
     int dry_run = 0, oversubscribe = 0, jobs_set = 0, threads_set = 0;
     x->sets = calloc((size_t)argc + 1, sizeof *x->sets);
-    if (!x->sets) return FL_EXIT_FAILURE;
+    cmd.unsets = calloc((size_t)argc + 1, sizeof *cmd.unsets);
+    if (!x->sets || !cmd.unsets) {
+        free(x->sets);
+        free(cmd.unsets);
+        return FL_EXIT_FAILURE;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage, stdout);
             free(x->sets);
+            free(cmd.unsets);
             return FL_EXIT_OK;
         } else if (!strcmp(a, "--dry-run")) {
             dry_run = 1;
@@ -421,6 +489,10 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
             x->sets[x->n_sets++] = argv[++i];
         } else if (!strncmp(a, "--set=", 6)) {
             x->sets[x->n_sets++] = a + 6;
+        } else if (!strcmp(a, "--unset") && more) {
+            cmd.unsets[cmd.n_unsets++] = argv[++i];
+        } else if (!strncmp(a, "--unset=", 8)) {
+            cmd.unsets[cmd.n_unsets++] = a + 8;
         } else if (!strcmp(a, "--plugin") && more) {
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (a[0] == '-' || x->exp_path) {
@@ -486,9 +558,11 @@ int fl_cmd_sweep(fl_cli *cli, int argc, char **argv)
     free(x->dir);
     free(x->base_path);
     free(x->sets);
+    free(cmd.unsets);
     return rc;
 
 usage_error:
     free(x->sets);
+    free(cmd.unsets);
     return FL_EXIT_USAGE;
 }

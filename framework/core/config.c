@@ -437,6 +437,47 @@ fl_status fl_config_set(fl_config *c, const char *assignment)
     return st;
 }
 
+fl_status fl_config_unset(fl_config *c, const char *name)
+{
+    fl_cfg_section *sec = fl_config_section(c, name);
+    if (sec) { /* a whole section */
+        for (size_t j = 0; j < sec->n; j++) {
+            free(sec->e[j].key);
+            free(sec->e[j].value);
+        }
+        free(sec->e);
+        free(sec->name);
+        const size_t i = (size_t)(sec - c->s);
+        memmove(c->s + i, c->s + i + 1, (c->n - i - 1) * sizeof *c->s);
+        c->n--;
+        return FL_OK;
+    }
+    const char *dot = strrchr(name, '.');
+    char *sname = dot && dot != name && dot[1] ? fl_strndup(name, (size_t)(dot - name)) : NULL;
+    if (!sname) {
+        fl_err("--unset %s: %s has no section [%s] (expected SECTION.KEY or SECTION)", name,
+               c->path, name);
+        return FL_ERR_INVALID;
+    }
+    sec = fl_config_section(c, sname);
+    fl_cfg_entry *e = sec ? fl_config_entry(sec, dot + 1) : NULL;
+    if (!e) {
+        if (sec)
+            fl_err("--unset %s: [%s] of %s has no key %s", name, sname, c->path, dot + 1);
+        else
+            fl_err("--unset %s: %s has no section [%s] (nor [%s])", name, c->path, sname, name);
+        free(sname);
+        return FL_ERR_INVALID;
+    }
+    free(sname);
+    free(e->key);
+    free(e->value);
+    const size_t j = (size_t)(e - sec->e);
+    memmove(sec->e + j, sec->e + j + 1, (sec->n - j - 1) * sizeof *sec->e);
+    sec->n--;
+    return FL_OK;
+}
+
 const char *fl_config_where(const fl_config *c, const fl_cfg_section *s, const fl_cfg_entry *e,
                             char *buf, size_t cap)
 {

@@ -59,6 +59,13 @@ int fl_config_valid_key(const char *s);
 /* Applies "section.key=value" (the section may contain dots: the key is
  * what follows the last dot before '='). */
 fl_status fl_config_set(fl_config *c, const char *assignment);
+/* Applies `--unset NAME`: removes key KEY of section SECTION when NAME is
+ * "SECTION.KEY", or a whole section (its header and every key) when NAME
+ * names a section (e.g. "flow.1"), so that a --set can then describe it
+ * afresh (`--unset flow.1 --set flow.1.type=maf`). A name that matches
+ * nothing is an error (FL_ERR_INVALID, one fl_err line naming the file
+ * and NAME: a typo must not go unnoticed). Any time before validation. */
+fl_status fl_config_unset(fl_config *c, const char *name);
 /* Sets a value directly (line 0 = programmatic). */
 fl_status fl_config_put(fl_config *c, const char *section, const char *key, const char *value,
                         int line);

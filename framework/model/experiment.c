@@ -39,15 +39,36 @@ static const fl_key train_keys[] = {
       "decay of an exponential moving average of the parameters (Polyak averaging) used for "
       "evaluation, sampling and the checkpoint's model; 0 = evaluate the last iterate. Running "
       "statistics (batch norm) are not averaged, so with batch norm prefer 0" },
-    { "checkpoint_every", FL_KEY_INT, "0", 0, 1e12, NULL,
-      "steps between checkpoints; 0 = only at the end" },
+    { "checkpoint_every", FL_KEY_INT, "1000", 0, 1e12, NULL,
+      "steps between checkpoints, so that a killed run can go on with run --resume; 0 = only "
+      "at the end" },
     { "epochs", FL_KEY_INT, "0", 0, 1e9, NULL,
       "passes over a finite training split; when > 0 it replaces steps (steps = epochs x "
       "floor(N / batch))" },
-    { "schedule", FL_KEY_ENUM, "constant", 0, 0, "constant|exponential|iwae",
+    { "schedule", FL_KEY_ENUM, "constant", 0, 0, "constant|exponential|iwae|cosine",
       "learning rate: constant; exponential = lr x lr_decay^(step / lr_decay_steps); iwae = "
       "Burda et al.'s 3^i passes at lr x 10^(-i/7), i = 0 .. iwae_rounds-1 (replaces steps "
-      "and epochs; 8 rounds = 3,280 passes)" },
+      "and epochs; 8 rounds = 3,280 passes); cosine = lr_min + (lr - lr_min) x (1 + cos(pi "
+      "x (step - warmup) / (steps - warmup))) / 2 after the warm-up" },
+    { "lr_min", FL_KEY_REAL, "0", 0, 10, NULL,
+      "cosine schedule: the learning rate it ends at (at most lr)" },
+    { "warmup", FL_KEY_INT, "0", 0, 1e12, NULL,
+      "linear warm-up: step s (from 0) of the first warmup steps runs at (s + 1) / warmup "
+      "times the schedule's rate; 0 = none" },
+    { "clip_norm", FL_KEY_REAL, "0", 0, 1e30, NULL,
+      "gradient clipping: when the global L2 norm of the gradient over all parameters exceeds "
+      "this, the gradient is scaled down to it before the optimizer step; 0 = off" },
+    { "weight_decay", FL_KEY_REAL, "0", 0, 1, NULL,
+      "decoupled weight decay (AdamW, Loshchilov & Hutter): every trained parameter is "
+      "multiplied by 1 - lr_t x weight_decay before each Adam step (lr_t the step's rate; "
+      "state such as running statistics is not decayed); 0 = plain Adam" },
+    { "patience", FL_KEY_INT, "0", 0, 1e12, NULL,
+      "early stopping: end training when the validation figure (density: valid NLL; vae: "
+      "valid IWAE-k) has not improved for this many evaluations ([train] eval_every); needs a "
+      "validation split; 0 = off" },
+    { "keep_best", FL_KEY_BOOL, "true", 0, 0, NULL,
+      "write best.flc, the model of the evaluation with the best validation figure, when the "
+      "task has a validation split (flowlab eval/sample/plot --best use it)" },
     { "lr_decay", FL_KEY_REAL, "1", 1e-9, 1, NULL, "exponential schedule: decay factor" },
     { "lr_decay_steps", FL_KEY_INT, "1000", 1, 1e12, NULL,
       "exponential schedule: steps per decay factor" },
@@ -322,6 +343,31 @@ static void warn_unused_steps(const fl_experiment *e, const fl_config *cfg)
            iwae ? " --set train.schedule=constant" : "", epochs ? " --set train.epochs=0" : "");
 }
 
+/* [train] keys that are valid alone but not together: one line naming the
+ * file, line and key. */
+static fl_status check_train(const fl_experiment *e, const fl_config *cfg)
+{
+    const fl_cfg_section *sec = fl_config_section(cfg, "train");
+    char where[512];
+    const double lr = fl_exp_real(&e->train, "lr"), lo = fl_exp_real(&e->train, "lr_min");
+    if (strcmp(fl_values_get(&e->train, "schedule")->text, "cosine") == 0 && lo > lr) {
+        fl_config_where(cfg, sec, sec ? fl_config_entry(sec, "lr_min") : NULL, where,
+                        sizeof where);
+        fl_err("%s: [train] lr_min = %g exceeds lr = %g: the cosine schedule decays from lr "
+               "to lr_min", where, lo, lr);
+        return FL_ERR_INVALID;
+    }
+    if (fl_exp_int(&e->train, "patience") > 0 && fl_exp_int(&e->train, "eval_every") == 0) {
+        fl_config_where(cfg, sec, sec ? fl_config_entry(sec, "patience") : NULL, where,
+                        sizeof where);
+        fl_err("%s: [train] patience = %lld counts evaluations, but eval_every = 0 evaluates "
+               "only at the end: set [train] eval_every", where,
+               (long long)fl_exp_int(&e->train, "patience"));
+        return FL_ERR_INVALID;
+    }
+    return FL_OK;
+}
+
 const fl_key *fl_experiment_section_keys(const char *section, uint32_t *n)
 {
     static const struct { const char *name; const fl_key *keys; uint32_t n; } t[] = {
@@ -350,13 +396,22 @@ uint64_t fl_experiment_steps(const fl_experiment *e)
     return (uint64_t)fl_exp_int(&e->train, "steps");
 }
 
-double fl_experiment_lr(const fl_experiment *e, uint64_t step)
+/* The schedule's rate at `step`, before the warm-up factor. */
+static double schedule_lr(const fl_experiment *e, uint64_t step)
 {
     double lr = fl_exp_real(&e->train, "lr");
     const char *sched = fl_values_get(&e->train, "schedule")->text;
     if (strcmp(sched, "exponential") == 0)
         return lr * pow(fl_exp_real(&e->train, "lr_decay"),
                         (double)step / (double)fl_exp_int(&e->train, "lr_decay_steps"));
+    if (strcmp(sched, "cosine") == 0) {
+        /* from lr at the warm-up's end down to lr_min at the last step */
+        const uint64_t w = (uint64_t)fl_exp_int(&e->train, "warmup"), S = fl_experiment_steps(e);
+        const double lo = fl_exp_real(&e->train, "lr_min");
+        if (step < w || S <= w) return lr;
+        const double p = (double)(step - w) / (double)(S - w);
+        return lo + (lr - lo) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+    }
     if (strcmp(sched, "iwae") == 0) {
         uint64_t per_epoch = steps_per_epoch(e);
         uint64_t epoch = step / per_epoch, start = 0, p = 1;
@@ -369,6 +424,13 @@ double fl_experiment_lr(const fl_experiment *e, uint64_t step)
         return lr * pow(10.0, -(double)i / 7.0);
     }
     return lr;
+}
+
+double fl_experiment_lr(const fl_experiment *e, uint64_t step)
+{
+    const uint64_t w = (uint64_t)fl_exp_int(&e->train, "warmup");
+    const double lr = schedule_lr(e, step);
+    return step < w ? lr * (double)(step + 1) / (double)w : lr;
 }
 
 /* e->task from [experiment] task: an entry of the task table. */
@@ -412,6 +474,7 @@ fl_status fl_experiment_new(const fl_registry *reg, fl_config *cfg, fl_experimen
     if (st == FL_OK) st = check_sections(cfg, e->task);
     if (st == FL_OK) st = check_types(e);
     if (st == FL_OK) st = resolve_host(cfg, "train", train_keys, FL_NTAB(train_keys), &e->train);
+    if (st == FL_OK) st = check_train(e, cfg);
     if (st == FL_OK)
         st = e->task->eval_keys
                  ? resolve_host(cfg, "eval", e->task->eval_keys, e->task->n_eval_keys, &e->eval)

@@ -122,7 +122,9 @@ uint64_t fl_experiment_steps(const fl_experiment *e);
  * (besides the data set's own): a static table and its length in *n, or
  * NULL for another name. */
 const fl_key *fl_experiment_section_keys(const char *section, uint32_t *n);
-/* Learning rate at `step` under [train] schedule. */
+/* Learning rate at `step` (from 0) under [train] schedule, times the
+ * linear warm-up factor (step + 1) / warmup for step < warmup. A pure
+ * function of the step, so a resumed run follows the same schedule. */
 double fl_experiment_lr(const fl_experiment *e, uint64_t step);
 
 /* Builds the experiment: the shared parts, then the task's model (its

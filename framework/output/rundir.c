@@ -87,7 +87,7 @@ void fl_progress_start(fl_progress *p, const char *label, uint64_t total, uint64
     p->tty = isatty(fileno(stderr)) && fl_log_get_level() <= FL_LOG_INFO;
     p->t0 = fl_now();
     p->total = total;
-    p->log_every = log_every ? log_every : 1;
+    p->log_every = log_every; /* 0: terminal only */
     snprintf(p->label, sizeof p->label, "%s", label);
 }
 
@@ -114,7 +114,7 @@ void fl_progress_update(fl_progress *p, uint64_t done, const char *status)
                 status ? status : "");
         fflush(stderr);
         fl_log_progress_active(1);
-    } else if (done % p->log_every == 0 || done == p->total) {
+    } else if (p->log_every && (done % p->log_every == 0 || done == p->total)) {
         fl_log(FL_LOG_INFO, "%s %llu/%llu  %.0f it/s  ETA %s  %s", p->label,
                (unsigned long long)done, (unsigned long long)p->total, rate, eta,
                status ? status : "");

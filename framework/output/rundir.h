@@ -16,7 +16,9 @@ fl_status fl_rundir_create(const char *dir, const char *name, char **out);
 fl_status fl_rundir_write(const char *dir, const char *file, const char *text, size_t n);
 
 /* A progress line on a terminal (rate, ETA, a status text), redrawn at most
- * ten times a second; plain log lines every `log_every` steps otherwise. */
+ * ten times a second; plain log lines every `log_every` steps otherwise
+ * (log_every = 0: nothing but on a terminal, so an evaluation's progress
+ * never fills a log file). */
 typedef struct fl_progress {
     int tty;
     double t0, last_draw;

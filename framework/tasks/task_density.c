@@ -255,6 +255,8 @@ typedef struct density_run {
     double *ldj;            /* B: the preprocessing's log-determinant per row */
     fl_real *test;          /* n_test x dim: the test split */
     uint64_t n_test;
+    fl_real *valid;         /* n_valid x dim: the validation split (NULL: none) */
+    uint64_t n_valid;
 } density_run;
 
 static void run_free(void *p)
@@ -262,6 +264,7 @@ static void run_free(void *p)
     density_run *r = p;
     if (!r) return;
     fl_free(r->test);
+    fl_free(r->valid);
     fl_free(r->x);
     fl_free(r->du);
     fl_free(r->logdet);
@@ -284,7 +287,12 @@ static fl_status run_new(fl_experiment *e, void **out)
     if (!r->x || !r->du || !r->logdet || !r->dlogdet || !r->ldj) return FL_ERR_NOMEM;
     const fl_real inv_b = (fl_real)(1.0 / B);
     for (uint32_t i = 0; i < B; i++) r->dlogdet[i] = -inv_b;
-    return fl_experiment_eval_split(e, FL_SPLIT_TEST, &r->test, &r->n_test);
+    fl_status st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &r->test, &r->n_test);
+    /* the validation split, when the data set has one: early stopping and
+     * best.flc follow it ([train] patience, keep_best) */
+    if (st == FL_OK && e->info.n[FL_SPLIT_VALID])
+        st = fl_experiment_eval_split(e, FL_SPLIT_VALID, &r->valid, &r->n_valid);
+    return st;
 }
 
 fl_status fl_density_batch(fl_experiment *e, uint64_t step, uint32_t p0, uint32_t n, fl_real *x,
@@ -340,51 +348,85 @@ static fl_status density_evaluate(fl_experiment *e, void *p)
 {
     density_run *r = p;
     fl_status st = fl_density_nll(e, r->test, r->n_test, &r->res.test_nll, &r->res.test_se);
+    if (st == FL_OK && r->n_valid)
+        st = fl_density_nll(e, r->valid, r->n_valid, &r->res.valid_nll, &r->res.valid_se);
     const double k = fl_density_pre_of(e)->bpd;
     r->res.test_bpd = r->res.test_nll * k;
     r->res.test_bpd_se = r->res.test_se * k;
     return st;
 }
 
-static const fl_metrics_col columns[] = {
+/* The validation NLL (nats) is what early stopping and best.flc follow. */
+static const char *density_monitor(const fl_experiment *e, void *p, double *loss)
+{
+    (void)e;
+    const density_run *r = p;
+    if (!r->n_valid) return NULL;
+    if (loss) *loss = r->res.valid_nll;
+    return "valid_nll";
+}
+
+/* The last two columns only when the data set has a validation split
+ * (N_COLS + 2 columns; density_trainer). */
+#define N_COLS 3
+static const fl_metrics_col columns[N_COLS + 2] = {
     { "train_nll", "%.6f" }, /* the loop's interval mean (train_col 0) */
     { "test_nll", "%.6f" },
     { "test_nll_se", "%.6f" },
+    { "valid_nll", "%.6f" },
+    { "valid_nll_se", "%.6f" },
 };
 
 /* Dequantized runs: the step value is in bits/dim. */
-static const fl_metrics_col bpd_columns[] = {
+#define N_BPD_COLS 5
+static const fl_metrics_col bpd_columns[N_BPD_COLS + 2] = {
     { "train_bpd", "%.6f" }, /* the loop's interval mean (train_col 0) */
     { "test_bpd", "%.6f" },
     { "test_bpd_se", "%.6f" },
     { "test_nll", "%.6f" },
     { "test_nll_se", "%.6f" },
+    { "valid_bpd", "%.6f" },
+    { "valid_bpd_se", "%.6f" },
 };
 
 static void density_row(fl_experiment *e, void *p, uint64_t done, double *vals)
 {
     (void)done;
     const density_run *r = p;
-    if (fl_density_pre_of(e)->bpd) {
+    const double k = fl_density_pre_of(e)->bpd;
+    if (k) {
         vals[1] = r->res.test_bpd;
         vals[2] = r->res.test_bpd_se;
         vals[3] = r->res.test_nll;
         vals[4] = r->res.test_se;
+        if (r->n_valid) {
+            vals[5] = r->res.valid_nll * k;
+            vals[6] = r->res.valid_se * k;
+        }
         return;
     }
     vals[1] = r->res.test_nll;
     vals[2] = r->res.test_se;
+    if (r->n_valid) {
+        vals[3] = r->res.valid_nll;
+        vals[4] = r->res.valid_se;
+    }
 }
 
 static void density_log(fl_experiment *e, void *p, double train, char *buf, size_t cap)
 {
     const density_run *r = p;
-    if (fl_density_pre_of(e)->bpd)
-        snprintf(buf, cap, "train %.4f bits/dim, test %.4f +- %.4f bits/dim (NLL %.2f nats)",
-                 train, r->res.test_bpd, r->res.test_bpd_se, r->res.test_nll);
+    const double k = fl_density_pre_of(e)->bpd;
+    int len;
+    if (k)
+        len = snprintf(buf, cap, "train %.4f bits/dim, test %.4f +- %.4f bits/dim (NLL %.2f "
+                       "nats)", train, r->res.test_bpd, r->res.test_bpd_se, r->res.test_nll);
     else
-        snprintf(buf, cap, "train NLL %.4f, test NLL %.4f +- %.4f", train, r->res.test_nll,
-                 r->res.test_se);
+        len = snprintf(buf, cap, "train NLL %.4f, test NLL %.4f +- %.4f", train, r->res.test_nll,
+                       r->res.test_se);
+    if (r->n_valid && len >= 0 && (size_t)len < cap)
+        snprintf(buf + len, cap - (size_t)len, k ? ", valid %.4f bits/dim" : ", valid NLL %.4f",
+                 k ? r->res.valid_nll * k : r->res.valid_nll);
 }
 
 static void density_status(fl_experiment *e, void *p, uint64_t done, uint64_t steps,
@@ -412,6 +454,9 @@ static fl_density_result result_of(const fl_experiment *e, const density_run *r,
     res.steps = s->steps;
     res.seconds = s->seconds;
     res.steps_per_s = s->session_seconds > 0 ? (double)s->session_steps / s->session_seconds : 0;
+    res.best_valid_nll = s->monitor ? s->best : 0;
+    res.best_step = s->monitor ? s->best_step : 0;
+    res.stopped_early = s->stopped_early;
     return res;
 }
 
@@ -443,6 +488,13 @@ fl_status fl_density_write_result(fl_experiment *e, const char *dir, const fl_de
         fl_json_key_num(&w, "train_bpd", res->train_bpd, "%.6f");
     }
     fl_json_key_uint(&w, "test_rows", e->info.n[FL_SPLIT_TEST]);
+    if (res->best_step) { /* a validation split: its last and best figures */
+        fl_json_key_num(&w, "valid_nll", res->valid_nll, "%.6f");
+        fl_json_key_num(&w, "valid_nll_se", res->valid_se, "%.6f");
+        fl_json_key_num(&w, "best_valid_nll", res->best_valid_nll, "%.6f");
+        fl_json_key_uint(&w, "best_step", res->best_step);
+        fl_json_key_int(&w, "stopped_early", res->stopped_early);
+    }
     fl_json_key_num(&w, "train_nll", res->train_nll, "%.6f");
     fl_json_key_uint(&w, "steps", res->steps);
     fl_json_key_num(&w, "train_seconds", res->seconds, "%.3f");
@@ -571,9 +623,13 @@ static fl_status density_plot(fl_experiment *e, const char *dir, const char **fi
 extern const fl_task fl_task_density;
 static const fl_trainer bpd_trainer;
 
+static const fl_trainer valid_trainer, bpd_valid_trainer;
+
 static const fl_trainer *density_trainer(const fl_experiment *e)
 {
-    return fl_density_pre_of(e)->bpd ? &bpd_trainer : &fl_task_density.trainer;
+    const int bpd = fl_density_pre_of(e)->bpd != 0, valid = e->info.n[FL_SPLIT_VALID] > 0;
+    return bpd ? (valid ? &bpd_valid_trainer : &bpd_trainer)
+               : (valid ? &valid_trainer : &fl_task_density.trainer);
 }
 
 static const fl_key *density_section_keys(const char *section, uint32_t *n)
@@ -604,13 +660,14 @@ const fl_task fl_task_density = {
                .n_data_keys = FL_NTAB(data_keys) },
     .section_keys = density_section_keys,
     .trainer = { .cols = columns,
-                 .n_cols = 3,
+                 .n_cols = N_COLS,
                  .train_col = 0,
                  .step = density_step,
                  .evaluate = density_evaluate,
                  .row = density_row,
                  .log = density_log,
-                 .status = density_status },
+                 .status = density_status,
+                 .monitor = density_monitor },
     .trainer_of = density_trainer,
     .run_new = run_new,
     .run_free = run_free,
@@ -623,11 +680,12 @@ const fl_task fl_task_density = {
     .eval = density_eval,
 };
 
-static const fl_trainer bpd_trainer = { .cols = bpd_columns,
-                                        .n_cols = FL_NTAB(bpd_columns),
-                                        .train_col = 0,
-                                        .step = density_step,
-                                        .evaluate = density_evaluate,
-                                        .row = density_row,
-                                        .log = density_log,
-                                        .status = density_status };
+/* The four trainers differ only in their columns: bits/dim or nats, with
+ * or without the validation split's. */
+#define DENSITY_TRAINER(COLS, N)                                                              \
+    { .cols = COLS, .n_cols = N, .train_col = 0, .step = density_step,                     \
+      .evaluate = density_evaluate, .row = density_row, .log = density_log,                \
+      .status = density_status, .monitor = density_monitor }
+static const fl_trainer bpd_trainer = DENSITY_TRAINER(bpd_columns, N_BPD_COLS);
+static const fl_trainer bpd_valid_trainer = DENSITY_TRAINER(bpd_columns, N_BPD_COLS + 2);
+static const fl_trainer valid_trainer = DENSITY_TRAINER(columns, N_COLS + 2);

@@ -77,6 +77,11 @@ typedef struct fl_density_result {
                                    else 0) */
     uint64_t steps;
     double seconds, steps_per_s;/* training loop only (no evaluation) */
+    double valid_nll, valid_se; /* the last evaluation of the validation split (nats;
+                                   0 without one) */
+    double best_valid_nll;      /* the best valid_nll of the periodic evaluations */
+    uint64_t best_step;         /* its step (best.flc's model); 0 = no validation split */
+    int stopped_early;          /* [train] patience ended the run */
 } fl_density_result;
 
 /* Mean and standard error of -log p(x) over n data rows x (evaluation

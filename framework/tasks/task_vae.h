@@ -22,6 +22,10 @@ typedef struct fl_vae_result {
     double valid_elbo, valid_iwae; /* last periodic validation (valid_k) */
     uint64_t steps;
     double seconds, examples_per_s; /* training loop only */
+    double best_valid_iwae;    /* the best valid_iwae of the periodic validations */
+    uint64_t best_step;        /* its step (best.flc's model); 0 = no validation split
+                                  (the periodic figures are then the test split's) */
+    int stopped_early;         /* [train] patience ended the run */
 } fl_vae_result;
 
 /* Trains through the shared loop (fl_task_train), resuming from

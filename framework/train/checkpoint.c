@@ -22,7 +22,7 @@ fl_status fl_checkpoint_save(const char *path, const fl_arena *a, const fl_adam 
 fl_status fl_checkpoint_save_run(const char *path, const fl_arena *a, const fl_adam *opt,
                                  const fl_ema *ema, uint64_t step, const fl_checkpoint_run *run)
 {
-    const fl_checkpoint_run none = { 0, 0, 0 };
+    const fl_checkpoint_run none = { 0, 0, 0, 0, 0, 0 };
     if (!run) run = &none;
     fl_buf b = { 0 };
     fl_buf_write(&b, MAGIC, 8);
@@ -54,6 +54,9 @@ fl_status fl_checkpoint_save_run(const char *path, const fl_arena *a, const fl_a
     put64(&b, run->config_hash);
     fl_buf_write(&b, &run->interval_sum, sizeof(double));
     put64(&b, run->interval_n);
+    fl_buf_write(&b, &run->best, sizeof(double));
+    put64(&b, run->best_step);
+    put64(&b, run->bad_evals);
     if (b.failed) {
         fl_buf_free(&b);
         fl_err("%s: out of memory while writing the checkpoint", path);
@@ -86,9 +89,14 @@ fl_status fl_checkpoint_load(const char *path, fl_arena *a, fl_adam *opt, fl_ema
     return fl_checkpoint_load_run(path, a, opt, ema, use_average, step, NULL);
 }
 
-/* The size of the run record at the end of a version-2 file (before the
- * checksum): config hash, interval sum, interval count. */
+/* The size of the run record at the end of a file (before the checksum):
+ * version 2 config hash, interval sum, interval count; version 3 also the
+ * best validation figure, its step and the evaluations since. */
 #define RUN_RECORD 24u
+static size_t run_record(uint32_t version)
+{
+    return version >= 3 ? RUN_RECORD + 24u : version >= 2 ? RUN_RECORD : 0;
+}
 
 /* The run record of a checked file of `version` (zeros for version 1). */
 static void read_run_record(const char *data, size_t size, uint32_t version,
@@ -96,10 +104,14 @@ static void read_run_record(const char *data, size_t size, uint32_t version,
 {
     memset(run, 0, sizeof *run);
     if (version < 2) return;
-    const char *p = data + size - 4 - RUN_RECORD;
+    const char *p = data + size - 4 - run_record(version);
     memcpy(&run->config_hash, p, 8);
     memcpy(&run->interval_sum, p + 8, 8);
     memcpy(&run->interval_n, p + 16, 8);
+    if (version < 3) return;
+    memcpy(&run->best, p + 24, 8);
+    memcpy(&run->best_step, p + 32, 8);
+    memcpy(&run->bad_evals, p + 40, 8);
 }
 
 fl_status fl_checkpoint_peek(const char *path, uint64_t *step, fl_checkpoint_run *run)
@@ -109,7 +121,8 @@ fl_status fl_checkpoint_peek(const char *path, uint64_t *step, fl_checkpoint_run
     fl_status st = fl_read_file(path, &data, &size);
     if (st != FL_OK) return st;
     uint32_t version = 0;
-    if (size < 24 + 4 + RUN_RECORD || memcmp(data, MAGIC, 8) != 0) {
+    if (size >= 12) memcpy(&version, data + 8, 4);
+    if (size < 24 + 4 + run_record(version) || memcmp(data, MAGIC, 8) != 0) {
         free(data);
         fl_err("%s: not a flowlab checkpoint (bad magic or truncated)", path);
         return FL_ERR_FORMAT;
@@ -193,7 +206,7 @@ fl_status fl_checkpoint_load_run(const char *path, fl_arena *a, fl_adam *opt, fl
     }
     const int has_opt = flags & 1u, has_ema = (flags & 2u) != 0;
     size_t body = total * sizeof(fl_real) * (1 + (has_opt ? 2 : 0) + (has_ema ? 1 : 0)) +
-                  (has_opt ? 8 : 0) + (has_ema ? 16 : 0) + (version >= 2 ? RUN_RECORD : 0) + 4;
+                  (has_opt ? 8 : 0) + (has_ema ? 16 : 0) + run_record(version) + 4;
     if (r.left != body)
         FAIL("%s: checkpoint truncated or padded: %zu bytes after the manifest, expected %zu",
              path, r.left, body);

@@ -8,6 +8,7 @@
  *   theta[total] | [u64 adam_t | m[total] | v[total]] |
  *   [u64 ema_t | f64 decay | avg[total]] |
  *   u64 config_hash | f64 interval_sum | u64 interval_n (the run record, since version 2) |
+ *   f64 best | u64 best_step | u64 bad_evals (early stopping, since version 3) |
  *   u32 crc32 of all before
  * Written to a temporary file and renamed, so a crash never leaves a torn
  * checkpoint. Loading checks magic, version, sizeof(fl_real), the manifest
@@ -18,9 +19,10 @@
 #include "train/optim.h"
 #include "core/params.h"
 
-/* Version 2 added the run record; version-1 files still load (their
- * record reads as zeros: no hash to check, an empty interval). */
-#define FL_CHECKPOINT_VERSION 2u
+/* Version 2 added the run record, version 3 early stopping's state to it;
+ * older files still load (what they lack reads as zeros: no hash to check,
+ * an empty interval, no best validation figure yet). */
+#define FL_CHECKPOINT_VERSION 3u
 
 /* What a training run's checkpoint records besides the model, so that a
  * resume can refuse another experiment and go on exactly. */
@@ -29,6 +31,10 @@ typedef struct fl_checkpoint_run {
                                unknown: a version-1 file or a save without a run) */
     double interval_sum;    /* training loss summed over the open evaluation interval */
     uint64_t interval_n;    /* steps in that interval */
+    /* version 3: early stopping's state (zeros in older files) */
+    double best;            /* the best validation figure so far, as a loss */
+    uint64_t best_step;     /* the step it was measured at; 0 = none yet */
+    uint64_t bad_evals;     /* evaluations since then that did not improve on it */
 } fl_checkpoint_run;
 
 /* Saves theta, and the optimizer and the parameter average when not NULL

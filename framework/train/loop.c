@@ -214,6 +214,54 @@ static fl_status same_everywhere(const fl_experiment *e, uint64_t done)
     return FL_ERR_INTERNAL;
 }
 
+/* Early stopping and best.flc after the evaluation of step `done`, while
+ * the evaluated model (the average with [train] ema) is in theta: a better
+ * figure than the best so far is recorded in `rec` (the checkpoints' run
+ * record) and, with `keep`, its model written to rundir/best.flc; another
+ * counts as a bad evaluation. *stop = 1 after `patience` bad ones in a row
+ * (0 = never). Rank 0 decides for every rank. */
+static fl_status track_best(fl_experiment *e, const fl_trainer *t, void *run, uint64_t done,
+                            const char *rundir, int keep, uint64_t patience,
+                            fl_checkpoint_run *rec, int *stop)
+{
+    double loss = NAN;
+    t->monitor(e, run, &loss);
+    fl_status st = FL_OK;
+    if (isfinite(loss) && (rec->best_step == 0 || loss < rec->best)) {
+        rec->best = loss;
+        rec->best_step = done;
+        rec->bad_evals = 0;
+        if (rundir && keep) {
+            char *path = fl_strfmt("%s/best.flc", rundir);
+            st = path ? fl_checkpoint_save(path, &e->arena, NULL, NULL, done) : FL_ERR_NOMEM;
+            free(path);
+        }
+    } else {
+        rec->bad_evals++;
+    }
+    *stop = patience && rec->bad_evals >= patience;
+    fl_dist_bcast0(rec, sizeof *rec);
+    fl_dist_bcast0(stop, sizeof *stop);
+    return st;
+}
+
+/* [train] patience without a validation figure: one line naming the key. */
+static fl_status refuse_patience(const fl_experiment *e, const fl_trainer *t, uint64_t patience)
+{
+    const fl_cfg_section *sec = fl_config_section(e->cfg, "train");
+    char where[512];
+    fl_config_where(e->cfg, sec, sec ? fl_config_entry(sec, "patience") : NULL, where,
+                    sizeof where);
+    char why[320];
+    if (t->monitor && e->data_type)
+        snprintf(why, sizeof why, "[data] %s has none", e->data_type);
+    else snprintf(why, sizeof why, "the %s task has none", e->task->name);
+    fl_err("%s: [train] patience = %llu needs a validation split to watch, and %s (stopping "
+           "on the test split would bias the test figure); set [train] patience = 0",
+           where, (unsigned long long)patience, why);
+    return FL_ERR_INVALID;
+}
+
 fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const char *rundir,
                         int resume, fl_train_summary *out)
 {
@@ -221,6 +269,11 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     const uint64_t steps = fl_experiment_steps(e);
     const uint64_t eval_every = (uint64_t)fl_exp_int(&e->train, "eval_every");
     const uint64_t ckpt_every = (uint64_t)fl_exp_int(&e->train, "checkpoint_every");
+    const uint64_t patience = (uint64_t)fl_exp_int(&e->train, "patience");
+    const int keep_best = fl_exp_int(&e->train, "keep_best") != 0;
+    const double decay = fl_exp_real(&e->train, "weight_decay");
+    const char *mon = t->monitor ? t->monitor(e, run, NULL) : NULL;
+    if (patience && !mon) return refuse_patience(e, t, patience);
     if (t->n_cols > FL_TRAIN_MAX_COLS || t->train_col >= t->n_cols) {
         fl_err("a task's trainer has %u metrics columns (training column %u); the loop takes "
                "at most %d", t->n_cols, t->train_col, FL_TRAIN_MAX_COLS);
@@ -233,14 +286,19 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     fl_dist_grad red;
     fl_adam opt;
     fl_ema ema;
+    fl_clip clip;
     fl_real *live;
     memset(&red, 0, sizeof red);
+    memset(&clip, 0, sizeof clip);
     fl_status st = check_blocks(e, G);
     if (st == FL_OK) st = fl_dist_grad_init(&red, e->arena.total, G);
+    if (st == FL_OK)
+        st = fl_clip_init(&clip, e->arena.total, fl_exp_real(&e->train, "clip_norm"));
     const int have_opt = st == FL_OK && (st = fl_run_optim_init(e, &opt, &ema, &live)) == FL_OK;
     st = fl_dist_agree(st); /* a rank that cannot start stops every rank */
     if (st != FL_OK) {
         if (have_opt) fl_run_optim_free(&opt, &ema, live);
+        fl_clip_free(&clip);
         fl_dist_grad_free(&red);
         return st;
     }
@@ -253,7 +311,7 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     /* The checkpoints' run record: the experiment's hash (a resume refuses
      * another experiment) and the open evaluation interval (a resumed run's
      * next training mean is the uninterrupted run's). */
-    fl_checkpoint_run rec = { 0, 0, 0 };
+    fl_checkpoint_run rec = { 0, 0, 0, 0, 0, 0 };
     if (rundir) st = fl_resume_hash(e, &rec.config_hash);
     if (st == FL_OK && resume && rundir) {
         const uint64_t hash = rec.config_hash;
@@ -284,7 +342,9 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
 
     uint64_t saved = step0; /* the last checkpoint (for a stopped rank's line) */
     uint64_t sum_bytes = 0;  /* bytes this rank moved for the gradient sums */
-    for (uint64_t step = step0; st == FL_OK && step < steps; step++) {
+    /* a run killed after early stopping ended it stops again at once */
+    int stop = mon && patience && rec.best_step && rec.bad_evals >= patience;
+    for (uint64_t step = step0; st == FL_OK && !stop && step < steps; step++) {
         double t0 = fl_now(), value = 0;
         opt.lr = fl_experiment_lr(e, step);
         fl_stack_set_step(step + 1); /* a layer's non-finite value names the step */
@@ -310,6 +370,8 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
             st = fl_dist_agree(st); /* the same on every rank: printed by rank 0 alone */
             break;
         }
+        fl_clip_grad(&clip, e->arena.grad); /* the same sum on every rank: no exchange */
+        fl_weight_decay(&e->arena, e->arena.theta, opt.lr * decay);
         fl_adam_step_zero(&opt, e->arena.theta, e->arena.grad);
         fl_ema_update(&ema, e->arena.theta);
         train_time += fl_now() - t0;
@@ -318,9 +380,13 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
 
         const uint64_t done = step + 1;
         const int eval_now = done == steps || (eval_every && done % eval_every == 0);
-        const int ckpt_now = ckpt_every && done % ckpt_every == 0 && done != steps;
+        const int ckpt_now = ckpt_every && done % ckpt_every == 0 && done != steps && !stop;
         if (eval_now) {
-            st = evaluate_average(e, t, run, &ema, live);
+            fl_run_use_average(e, &ema, live, 1);
+            st = t->evaluate(e, run);
+            if (st == FL_OK && mon)
+                st = track_best(e, t, run, done, rundir, keep_best, patience, &rec, &stop);
+            fl_run_use_average(e, &ema, live, 0);
             if (st == FL_OK) {
                 evaluated = done;
                 out->train = interval_sum / (double)interval_n;
@@ -332,6 +398,13 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
                 t->log(e, run, out->train, line, sizeof line);
                 fl_log(FL_LOG_INFO, "step %llu: %s", (unsigned long long)done, line);
             }
+            if (st == FL_OK && stop)
+                fl_log(FL_LOG_INFO, "step %llu: early stopping: %s has not improved for %llu "
+                       "evaluations ([train] patience); the best, %.6g, was at step %llu%s",
+                       (unsigned long long)done, mon, (unsigned long long)rec.bad_evals,
+                       t->train_is_bound ? -rec.best : rec.best,
+                       (unsigned long long)rec.best_step,
+                       rundir && keep_best ? " (best.flc)" : "");
             st = fl_dist_agree(st); /* rank 0's writes can fail alone: every rank learns it */
         }
         if (st == FL_OK && ckpt_now) st = same_everywhere(e, done);
@@ -344,20 +417,29 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     }
     fl_progress_end(&prog);
 
-    if (st == FL_OK && evaluated != steps) {
-        /* No evaluation at `steps` in this session: steps = 0 (the untrained
-         * model), or resumed from a checkpoint at the last step (saved
-         * before a final evaluation, which a kill may interrupt). */
+    const uint64_t last = opt.t; /* steps, or fewer after early stopping */
+    if (st == FL_OK && evaluated != last) {
+        /* No evaluation at the last step in this session: steps = 0 (the
+         * untrained model), or resumed from a checkpoint at the last step
+         * (saved before a final evaluation, which a kill may interrupt). */
         st = evaluate_average(e, t, run, &ema, live);
         const fl_buf *text = &metrics.text;
-        if (st == FL_OK && !isnan(fl_metrics_lookup(text->data, text->len, steps, "step"))) {
+        if (st == FL_OK && !isnan(fl_metrics_lookup(text->data, text->len, last, "step"))) {
             /* the row is there (the killed run wrote it): its training value */
-            double tr = fl_metrics_lookup(text->data, text->len, steps, t->cols[t->train_col].name);
+            double tr = fl_metrics_lookup(text->data, text->len, last, t->cols[t->train_col].name);
             out->train = isnan(tr) ? 0 : tr;
         } else if (st == FL_OK) {
-            st = metrics_row(e, t, run, &metrics, steps, NAN, train_time, rundir);
+            st = metrics_row(e, t, run, &metrics, last, NAN, train_time, rundir);
         }
     }
+    out->monitor = mon;
+    out->best = mon ? rec.best : 0;
+    out->best_step = mon ? rec.best_step : 0;
+    out->stopped_early = stop;
+    if (st == FL_OK && clip.clipped)
+        fl_log(FL_LOG_INFO, "[train] clip_norm = %g scaled the gradient down in %llu of %llu "
+               "steps", clip.max_norm, (unsigned long long)clip.clipped,
+               (unsigned long long)(opt.t - step0));
     st = fl_dist_agree(st);
     out->steps = opt.t;
     out->session_steps = opt.t - step0;
@@ -380,6 +462,7 @@ fl_status fl_train_loop(fl_experiment *e, const fl_trainer *t, void *run, const 
     if (st == FL_OK) fl_run_use_average(e, &ema, live, 1); /* leave the evaluated model */
     fl_metrics_free(&metrics);
     fl_run_optim_free(&opt, &ema, live);
+    fl_clip_free(&clip);
     fl_dist_grad_free(&red);
     return st;
 }

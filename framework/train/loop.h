@@ -56,6 +56,12 @@ typedef struct fl_trainer {
      * step's value; may leave buf as it is (then the last one stays). */
     void (*status)(fl_experiment *e, void *run, uint64_t done, uint64_t steps, double value,
                    char *buf, size_t cap);
+    /* Optional (NULL = none): the validation figure early stopping ([train]
+     * patience) and best.flc ([train] keep_best) follow. Returns its name
+     * for messages ("valid_nll"), or NULL when this run has no validation
+     * split; with `loss` not NULL (after an evaluation) puts the last
+     * evaluation's figure there as a loss, lower is better. */
+    const char *(*monitor)(const fl_experiment *e, void *run, double *loss);
 } fl_trainer;
 
 /* What the loop hands back. */
@@ -67,9 +73,18 @@ typedef struct fl_train_summary {
     uint64_t session_steps; /* steps taken by this session (after a resume) */
     double seconds;         /* training time, earlier sessions included (no evaluation) */
     double session_seconds; /* this session's training time */
+    const char *monitor;    /* the trainer's validation figure, NULL = none (then the
+                               next three are 0) */
+    double best;            /* its best value as a loss (the trainer's monitor) */
+    uint64_t best_step;     /* the step of that evaluation (best.flc's model); 0 = none */
+    int stopped_early;      /* 1: [train] patience ended training before its steps */
 } fl_train_summary;
 
-/* Trains e for fl_experiment_steps(e) steps with t's step. Stops with
+/* Trains e for fl_experiment_steps(e) steps with t's step, or fewer when
+ * the trainer's validation figure (t->monitor) has not improved for [train]
+ * patience evaluations (early stopping). Each step's gradient is clipped
+ * to [train] clip_norm and the parameters decayed by [train] weight_decay
+ * (AdamW) before the Adam step at fl_experiment_lr. Stops with
  * FL_ERR_NUMERIC (fl_err naming the step) when a step value is not finite,
  * when the running mean of the loss rises more than [train] diverge_factor
  * x max(1, |best|) above its best, or when the parameters are not finite
@@ -79,7 +94,11 @@ typedef struct fl_train_summary {
  * checkpoint.flc at [train] checkpoint_every and at the end (atomically);
  * with `resume` first continues from rundir/checkpoint.flc when there is
  * one. Evaluates every [train] eval_every steps and at the last step (also
- * when resumed there). Leaves the evaluated model (the average with [train]
+ * when resumed there). With a validation figure and [train] keep_best,
+ * writes rundir/best.flc (the evaluated model alone, no optimizer state)
+ * at every evaluation that improves on the best so far; the best value,
+ * its step and the evaluations since are in the checkpoint's run record,
+ * so a resumed run stops where the uninterrupted one would. Leaves the evaluated model (the average with [train]
  * ema > 0) in the arena. Allocates the optimizer state and metrics text
  * before the first step, nothing inside it. Errors: the step's, the
  * evaluation's, resume and write failures (fl_err set). */

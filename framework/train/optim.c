@@ -156,6 +156,70 @@ void fl_ema_free(fl_ema *e)
     e->avg = NULL;
 }
 
+fl_status fl_clip_init(fl_clip *c, size_t n, double max_norm)
+{
+    memset(c, 0, sizeof *c);
+    c->max_norm = max_norm;
+    c->n = n;
+    if (max_norm <= 0) return FL_OK;
+    c->part = fl_alloc(((n + CHUNK - 1) / CHUNK + 1) * sizeof *c->part);
+    if (!c->part) {
+        fl_err("cannot allocate the gradient clipping's sums for %zu parameters", n);
+        return FL_ERR_NOMEM;
+    }
+    return FL_OK;
+}
+
+static double sum_squares(const fl_real *restrict g, size_t i0, size_t i1)
+{
+    double s = 0;
+    for (size_t i = i0; i < i1; i++) s += (double)g[i] * (double)g[i];
+    return s;
+}
+
+static void scale_range(fl_real *restrict g, size_t i0, size_t i1, fl_real k)
+{
+    for (size_t i = i0; i < i1; i++) g[i] *= k;
+}
+
+double fl_clip_grad(fl_clip *c, fl_real *grad)
+{
+    if (c->max_norm <= 0) return 0;
+    const size_t n = c->n, chunks = (n + CHUNK - 1) / CHUNK;
+    /* each chunk's sum is the same whichever thread computes it */
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t k = 0; k < chunks; k++)
+        c->part[k] = sum_squares(grad, k * CHUNK, k * CHUNK + CHUNK < n ? k * CHUNK + CHUNK : n);
+    double s = 0;
+    for (size_t k = 0; k < chunks; k++) s += c->part[k];
+    const double norm = sqrt(s);
+    if (!(norm > c->max_norm)) return norm;
+    const fl_real f = (fl_real)(c->max_norm / norm);
+    c->clipped++;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t k = 0; k < chunks; k++)
+        scale_range(grad, k * CHUNK, k * CHUNK + CHUNK < n ? k * CHUNK + CHUNK : n, f);
+    return norm;
+}
+
+void fl_clip_free(fl_clip *c)
+{
+    fl_free(c->part);
+    c->part = NULL;
+}
+
+void fl_weight_decay(const fl_arena *a, fl_real *theta, double factor)
+{
+    if (factor == 0) return;
+    const fl_real k = (fl_real)(1.0 - factor);
+    for (size_t i = 0; i < a->n; i++) {
+        const fl_param_rec *p = &a->p[i];
+        if (p->flags & FL_PARAM_STATE) continue;
+        fl_real *restrict t = theta + p->offset;
+        for (size_t j = 0; j < p->size; j++) t[j] *= k;
+    }
+}
+
 void fl_adam_free(fl_adam *o)
 {
     fl_free(o->m);

@@ -4,6 +4,8 @@
 
 #include <flowlab/core.h>
 
+#include "core/params.h"
+
 typedef struct fl_adam {
     double lr, beta1, beta2, eps;
     uint64_t t;        /* steps taken */
@@ -18,6 +20,31 @@ void fl_adam_step(fl_adam *o, fl_real *theta, const fl_real *grad);
  * next step's accumulation (one pass over the gradient instead of two). */
 void fl_adam_step_zero(fl_adam *o, fl_real *theta, fl_real *grad);
 void fl_adam_free(fl_adam *o);
+
+/* Gradient-norm clipping over all n entries of a gradient ([train]
+ * clip_norm). The norm is summed in double over fixed chunks, the chunks'
+ * sums added in chunk order, so it does not depend on the thread count. */
+typedef struct fl_clip {
+    double max_norm;   /* the norm the gradient is scaled down to; 0 = off */
+    size_t n;          /* entries of the gradient */
+    double *part;      /* ceil(n / chunk) partial sums of squares (owned) */
+    uint64_t clipped;  /* steps whose gradient was scaled down */
+} fl_clip;
+
+/* Allocates the partial sums (none when max_norm = 0). Errors:
+ * FL_ERR_NOMEM (fl_err set), nothing left allocated. Before training. */
+fl_status fl_clip_init(fl_clip *c, size_t n, double max_norm);
+/* Scales grad by max_norm / |grad| when |grad| > max_norm; returns |grad|
+ * before scaling (0 when off). Allocates nothing: inside the step. */
+double fl_clip_grad(fl_clip *c, fl_real *grad);
+void fl_clip_free(fl_clip *c);
+
+/* Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): theta *= 1 -
+ * factor over every trained slice of `a` (FL_PARAM_STATE slices such as
+ * running statistics and the padding between slices keep their values).
+ * The loop calls it with factor = lr_t x weight_decay before the Adam step,
+ * which then reads the decayed theta. Allocates nothing. */
+void fl_weight_decay(const fl_arena *a, fl_real *theta, double factor);
 
 /* Exponential moving average of the parameters (Polyak averaging), with
  * Adam-style bias correction so early averages are not pulled to zero. */

@@ -16,7 +16,7 @@
  * must be the run's own. */
 const char fl_resume_free_keys[] =
     "[train] steps, epochs, eval_every, log_every, checkpoint_every, diverge_factor, "
-    "grad_blocks; "
+    "grad_blocks, patience, keep_best; "
     "[experiment] threads; every [eval] key";
 
 static int free_key(const char *section, size_t slen, const char *key, size_t klen)
@@ -27,7 +27,8 @@ static int free_key(const char *section, size_t slen, const char *key, size_t kl
     if (!IS("train", section, slen)) return 0;
     return IS("steps", key, klen) || IS("epochs", key, klen) || IS("eval_every", key, klen) ||
            IS("log_every", key, klen) || IS("checkpoint_every", key, klen) ||
-           IS("diverge_factor", key, klen) || IS("grad_blocks", key, klen);
+           IS("diverge_factor", key, klen) || IS("grad_blocks", key, klen) ||
+           IS("patience", key, klen) || IS("keep_best", key, klen);
 #undef IS
 }
 

@@ -375,6 +375,15 @@ fl_status fl_vae_validate(fl_experiment *e, void *p)
     return fl_vae_quick_eval(e, r->vx, r->vn, r->vk, &r->valid_elbo, &r->valid_iwae);
 }
 
+const char *fl_vae_monitor(const fl_experiment *e, void *p, double *loss)
+{
+    (void)e;
+    const fl_vae_run *r = p;
+    if (r->vs != FL_SPLIT_VALID) return NULL; /* never the test split */
+    if (loss) *loss = -r->valid_iwae;
+    return "valid_iwae";
+}
+
 const fl_metrics_col fl_vae_columns[FL_VAE_N_COLS] = {
     { "train_bound", "%.6f" }, /* the loop's interval mean (train_col 0) */
     { "valid_elbo", "%.6f" },
@@ -417,6 +426,9 @@ fl_vae_result fl_vae_result_of(const fl_experiment *e, const void *p, const fl_t
     res.train_bound = s->train;
     res.valid_elbo = r->valid_elbo;
     res.valid_iwae = r->valid_iwae;
+    res.best_valid_iwae = s->monitor ? -s->best : 0;
+    res.best_step = s->monitor ? s->best_step : 0;
+    res.stopped_early = s->stopped_early;
     res.steps = s->steps;
     res.seconds = s->seconds;
     res.examples_per_s = s->session_seconds > 0 ? (double)s->session_steps * fl_vae_of(e)->B /

@@ -23,6 +23,11 @@ fl_status fl_vae_write_result(fl_experiment *e, const char *dir, const fl_vae_re
     fl_json_key_num(&w, "valid_elbo", res->valid_elbo, "%.6f");
     fl_json_key_num(&w, "valid_iwae", res->valid_iwae, "%.6f");
     fl_json_key_int(&w, "valid_k", fl_exp_int(&e->eval, "valid_k"));
+    if (res->best_step) { /* a validation split: the best periodic figure */
+        fl_json_key_num(&w, "best_valid_iwae", res->best_valid_iwae, "%.6f");
+        fl_json_key_uint(&w, "best_step", res->best_step);
+        fl_json_key_int(&w, "stopped_early", res->stopped_early);
+    }
     fl_json_key_uint(&w, "steps", res->steps);
     fl_json_key_num(&w, "train_seconds", res->seconds, "%.3f");
     fl_json_key_num(&w, "examples_per_second", res->examples_per_s, "%.1f");
@@ -114,7 +119,8 @@ const fl_task fl_task_vae = {
                  .evaluate = fl_vae_validate,
                  .row = fl_vae_row,
                  .log = fl_vae_log,
-                 .status = fl_vae_status },
+                 .status = fl_vae_status,
+                 .monitor = fl_vae_monitor },
     .run_new = fl_vae_run_new,
     .run_free = fl_vae_run_free,
     .describe = vae_describe,

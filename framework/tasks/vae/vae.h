@@ -199,6 +199,9 @@ void fl_vae_run_free(void *run);
 fl_status fl_vae_step(fl_experiment *e, void *run, uint64_t step, uint32_t p0, uint32_t n,
                       double *value);
 fl_status fl_vae_validate(fl_experiment *e, void *run);
+/* The trainer's monitor: "valid_iwae" (its negative as the loss) when the
+ * data set has a validation split, else NULL. */
+const char *fl_vae_monitor(const fl_experiment *e, void *run, double *loss);
 void fl_vae_row(fl_experiment *e, void *run, uint64_t done, double *vals);
 void fl_vae_log(fl_experiment *e, void *run, double train, char *buf, size_t cap);
 void fl_vae_status(fl_experiment *e, void *run, uint64_t done, uint64_t steps, double value,

@@ -197,6 +197,8 @@ def main():
     ap.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--log-every", type=int, default=0,
+                    help="print the mean training loss of every N steps (0: never)")
     a = ap.parse_args()
     flush = setup()
     torch.manual_seed(a.seed)
@@ -219,8 +221,15 @@ def main():
 
     step()  # warm-up: allocator, kernels
     t0 = time.perf_counter()
-    for _ in range(a.steps - 1):
+    run = 0.0
+    for i in range(2, a.steps + 1):
         loss = step()
+        if a.log_every:
+            run += loss.item()
+            if i % a.log_every == 0:
+                print("torch_realnvp: step %d loss %.4f bits/dim (mean of the last %d)"
+                      % (i, run / a.log_every, a.log_every), flush=True)
+                run = 0.0
     rate = (a.steps - 1) * a.batch / (time.perf_counter() - t0)
     if not math.isfinite(loss.item()):
         sys.exit("torch_realnvp: the loss is not finite")

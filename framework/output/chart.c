@@ -377,6 +377,16 @@ static void polyline(pen *p, const frame *f, const fl_series *s)
             cairo_stroke(p->cr);
         }
         if (p->svg) fl_buf_printf(p->svg, "\"/>\n");
+        for (size_t k = i; s->markers && k < j; k++) {
+            double px = fmax(-lim, fmin(lim, fx(f, s->x[k]))), py = fmax(-lim, fmin(lim, fy(f, s->y[k])));
+            cairo_new_path(p->cr);
+            cairo_arc(p->cr, px, py, width + 2, 0, 2 * FL_CHART_PI);
+            set_source(p, s->colour, alpha);
+            cairo_fill(p->cr);
+            if (p->svg)
+                fl_buf_printf(p->svg, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%g\" fill=\"#%02x%02x%02x\"/>\n",
+                              px, py, width + 2, s->colour.r, s->colour.g, s->colour.b);
+        }
         i = j;
     }
 }

@@ -33,6 +33,7 @@ typedef struct fl_series {
     fl_rgb colour;
     double width;           /* line width in pixels; 0: 1.6 */
     double alpha;           /* opacity in (0, 1]; 0: 1 */
+    int markers;            /* 1: a dot at every point too (few, discrete x values) */
 } fl_series;
 
 /* A line chart. Ranges left NAN come from the data: x spans the finite x

@@ -151,8 +151,14 @@ for rep in 1 2; do
 done
 grep -q '^| 1 (best) | ' small/report.md || fail "report.md does not mark the best row"
 grep -q 'Each row averages over `experiment.seed`' small/report.md || fail "report.md does not say what is averaged"
-[ "$(grep -c 'src="data:image/png;base64,iVBORw0KGgo' small/report.html)" = 4 ] ||
-    fail "report.html should embed 4 PNG charts"
+[ "$(grep -c 'src="data:image/png;base64,iVBORw0KGgo' small/report.html)" = 1 ] ||
+    fail "report.html should embed 1 PNG chart overlaying the 4 rows"
+[ "$(grep -c 'class="legend-entry"' small/report_curves/chart-1.svg)" = 4 ] ||
+    fail "the chart's legend should name the 4 rows"
+grep -q 'href="flow.1.repeat=1,train.lr=1e-3,experiment.seed=1/curves.png"' small/report.html ||
+    fail "report.html does not link the cells' pictures"
+grep -q 'Options given to every cell (flowlab sweep --set): `' small/report.md ||
+    fail "report.md does not list the sweep's --set options"
 grep -q '<link\|<script' small/report.html && fail "report.html is not self-contained"
 [ "$(grep -c ',done,0,' small/cells.csv)" = 8 ] || fail "cells.csv: expected 8 done cells"
 grep -q '"git_revision": ' "${cells[0]}/provenance.json" || fail "provenance.json lacks the revision"

@@ -166,6 +166,23 @@ grep -q '"name": "datasets-toy2d"' "${cells[0]}/provenance.json" || fail "proven
 [ -e small/logs ] && fail "small/logs should be gone once every log moved into its cell"
 echo "ok: a 2 x 2 x 2-seed sweep and its report"
 
+# the report's options from the command line: a pivot, chosen columns, errors
+run report small --pivot train.lr flow.1.repeat test_nll --columns test_nll,train_nll
+[ "$rc" = 0 ] || fail "report --pivot: exit code $rc: $(cat "$TMP/err")"
+head -1 small/report_pivot.csv | grep -q '^train.lr,flow.1.repeat=1_mean,flow.1.repeat=1_se,flow.1.repeat=1_n,' ||
+    fail "report_pivot.csv header: $(head -1 small/report_pivot.csv)"
+grep -q '^| train.lr \\ flow.1.repeat | 1 | 2 |$' "$TMP/out" || fail "the pivot table is not printed: $(cat "$TMP/out")"
+grep -q '^| rank | flow.1.repeat | train.lr | n | failed | test_nll | train_nll |$' "$TMP/out" ||
+    fail "--columns: $(head -3 "$TMP/out")"
+[ -s small/report_curves/pivot.svg ] || fail "no pivot chart"
+run report small --pivot train.lr nokey test_nll
+[ "$rc" = 2 ] && grep -q "nokey' is not a swept key" "$TMP/err" || fail "a bad --pivot key: exit $rc"
+run report small --columns test_nll --all-columns
+[ "$rc" = 2 ] || fail "--columns with --all-columns: exit $rc"
+run report small --columns nope
+[ "$rc" = 3 ] && grep -q "fields: test_nll" "$TMP/err" || fail "an unknown column: exit $rc $(cat "$TMP/err")"
+echo "ok: report --pivot, --columns and their errors"
+
 # ---- rerun: finished cells are not recomputed -------------------------------
 
 touch -d '2001-01-01' small/*/result.json small/*/log.txt

@@ -646,15 +646,27 @@ Test(imgdata, an_image_run_draws_samples_at_three_temperatures_and_bpd_curves, .
     uint32_t w, h, c;
     uint8_t *px = read_png(p, &w, &h, &c);
     cr_assert_eq(c, 3);
-    cr_assert_eq(w, 2 + 10 * 34);
-    cr_assert_eq(h, 2 + 3 * (3 * 34 + 4) - 4);
-    free(px);
     free(p);
     char *csv, *m;
     size_t n;
     p = fl_strfmt("%s/samples_grid.csv", dir);
     cr_assert_eq(fl_read_file(p, &csv, &n), FL_OK);
-    assert_contains(csv, "0,0.50,2,3,10\n1,0.70,108,3,10\n2,1.00,214,3,10\n");
+    /* the block picture sits right of the temperature labels and below the
+     * title: its first image at (x0 + 2, y0 + 2), blocks 106 rows apart */
+    unsigned x0 = 0, y0 = 0;
+    cr_assert_eq(sscanf(csv, "block,temperature,first_pixel_row,first_pixel_col,rows,cols\n"
+                             "0,0.50,%u,%u,3,10\n", &y0, &x0), 2, "%s", csv);
+    cr_assert_gt(x0, 2, "no room for the temperature labels");
+    cr_assert_gt(y0, 2, "no room for the title");
+    char want[160];
+    snprintf(want, sizeof want, "1,0.70,%u,%u,3,10\n2,1.00,%u,%u,3,10\n", y0 + 106, x0, y0 + 212, x0);
+    assert_contains(csv, want);
+    cr_assert_geq(w, x0 - 2 + 2 + 10 * 34);
+    cr_assert_eq(h, y0 - 2 + 2 + 3 * (3 * 34 + 4) - 4);
+    /* the separator grey is kept pixel for pixel */
+    const uint8_t *pad = px + 3 * ((size_t)(y0 - 2) * w + x0 - 2);
+    cr_assert(pad[0] == 128 && pad[1] == 128 && pad[2] == 128);
+    free(px);
     free(p);
     p = fl_strfmt("%s/metrics.csv", dir);
     cr_assert_eq(fl_read_file(p, &m, &n), FL_OK);

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "core/log.h"
+#include "output/chart.h"
 #include "output/plot.h"
 #include "output/pngfile.h"
 #include "tasks/task_density.h"
@@ -147,6 +148,153 @@ static size_t count_colour(const uint8_t *img, size_t n, const uint8_t rgb[3])
     return k;
 }
 
+/* Occurrences of `needle` in `hay`. */
+__attribute__((noinline)) static size_t count_str(const char *hay, const char *needle)
+{
+    size_t k = 0, at = 0;
+    for (const char *p; (p = strstr(hay + at, needle)); at = (size_t)(p - hay) + 1) k++;
+    return k;
+}
+
+static char *slurp(const char *path)
+{
+    char *t = NULL;
+    size_t n;
+    cr_assert_eq(fl_read_file(path, &t, &n), FL_OK, "cannot read %s", path);
+    return t;
+}
+
+Test(plot, line_chart_png_and_svg_have_axes_legend_and_are_deterministic)
+{
+    fl_runtime_init();
+    char *dir = make_tmpdir();
+    double x[5] = { 0, 100, 200, 300, 400 }, y1[5] = { 3, 2, 1.5, NAN, 1.2 },
+           y2[5] = { 3.2, 2.5, 2, 1.9, 1.85 }, y3[5] = { 2.9, 2.1, 1.4, 1.3, 1.25 };
+    const fl_series ser[] = {
+        { .label = "alpha & <beta>", .x = x, .y = y1, .n = 5, .colour = FL_CURVE_BLUE },
+        { .label = "gamma", .x = x, .y = y2, .n = 5, .colour = FL_CURVE_ORANGE },
+        { .label = "delta", .x = x, .y = y3, .n = 5, .colour = FL_CURVE_GREEN, .markers = 1 },
+        { .x = x, .y = y3, .n = 5, .colour = FL_CURVE_GREY }, /* no label: no legend entry */
+    };
+    fl_line_chart c = { .title = "Three runs", .xlabel = "training step", .ylabel = "loss (nats)",
+                        .series = ser, .n_series = 4, .w = 500, .h = 300,
+                        .x_min = NAN, .x_max = NAN, .y_min = NAN, .y_max = NAN };
+    char *png = fl_strfmt("%s/c.png", dir), *svg = fl_strfmt("%s/c.svg", dir);
+    char *png2 = fl_strfmt("%s/c2.png", dir);
+    double r[4];
+    cr_assert_eq(fl_chart_lines(&c, png, svg, r), FL_OK, "%s", fl_err_msg());
+    cr_assert(r[0] == 0 && r[1] == 400, "x range %g..%g", r[0], r[1]);
+    cr_assert_float_eq(r[2], 1.2 - 0.1, 1e-12); /* 5% of 2 below and above */
+    cr_assert_float_eq(r[3], 3.2 + 0.1, 1e-12);
+    uint32_t w, h;
+    uint8_t *img = read_png(png, &w, &h);
+    cr_assert(w == 500 && h == 300, "%ux%u", w, h);
+    const uint8_t blue[3] = FL_CURVE_BLUE;
+    cr_assert_gt(count_colour(img, (size_t)w * h, blue), 20, "the first line is drawn");
+    char *t = slurp(svg);
+    assert_contains(t, "<?xml version=\"1.0\"");
+    assert_contains(t, "width=\"500\" height=\"300\"");
+    assert_contains(t, ">Three runs</text>");
+    assert_contains(t, ">training step</text>");
+    assert_contains(t, ">loss (nats)</text>");
+    assert_contains(t, ">alpha &amp; &lt;beta&gt;</text>");
+    assert_contains(t, ">400</text>"); /* a tick label */
+    assert_contains(t, "<circle "); /* markers */
+    cr_assert_eq(count_str(t, "class=\"legend-entry\""), 3);
+    cr_assert(strlen(t) > 100 && !strcmp(t + strlen(t) - 7, "</svg>\n"), "the SVG is closed");
+    /* the same drawing gives the same bytes */
+    cr_assert_eq(fl_chart_lines(&c, png2, NULL, NULL), FL_OK, "%s", fl_err_msg());
+    char *a = NULL, *b = NULL;
+    size_t na, nb;
+    cr_assert_eq(fl_read_file(png, &a, &na), FL_OK);
+    cr_assert_eq(fl_read_file(png2, &b, &nb), FL_OK);
+    cr_assert(na == nb && !memcmp(a, b, na), "two drawings of one chart differ");
+    /* errors */
+    c.w = 50;
+    cr_assert_eq(fl_chart_lines(&c, png, NULL, NULL), FL_ERR_INVALID);
+    c.w = 500;
+    cr_assert_eq(fl_chart_lines(&c, NULL, NULL, NULL), FL_ERR_INVALID);
+    cr_assert_eq(fl_chart_lines(&c, "/nonexistent/flowlab/c.png", NULL, NULL), FL_ERR_IO);
+    free(a);
+    free(b);
+    free(t);
+    free(img);
+    free(png);
+    free(png2);
+    free(svg);
+    remove_tree(dir);
+}
+
+Test(plot, map_chart_puts_the_heatmap_in_the_plot_square_with_a_colour_bar)
+{
+    fl_runtime_init();
+    char *dir = make_tmpdir();
+    /* left half 0, right half 1 */
+    double v[4 * 4];
+    for (int k = 0; k < 16; k++) v[k] = k % 4 >= 2;
+    fl_map_chart m = { .title = "halves", .xlabel = "x1", .ylabel = "x2", .zlabel = "density",
+                       .box = { -1, 1, -1, 1 }, .v = v, .gw = 4, .gh = 4, .vmin = 0, .vmax = 1 };
+    char *png = fl_strfmt("%s/m.png", dir);
+    cr_assert_eq(fl_chart_map(&m, png), FL_OK, "%s", fl_err_msg());
+    uint32_t w, h;
+    uint8_t *img = read_png(png, &w, &h);
+    cr_assert(w == FL_MAP_W && h == FL_MAP_H);
+    const uint8_t *left = img + 3 * ((size_t)(FL_MAP_Y0 + 150) * w + FL_MAP_X0 + 50);
+    const uint8_t *right = img + 3 * ((size_t)(FL_MAP_Y0 + 150) * w + FL_MAP_X0 + 250);
+    fl_rgb lo = fl_colormap(0), hi = fl_colormap(1);
+    cr_assert(left[0] == lo.r && left[1] == lo.g && left[2] == lo.b, "left half");
+    cr_assert(right[0] == hi.r && right[1] == hi.g && right[2] == hi.b, "right half");
+    /* the colour bar, right of the square: yellow at its top, dark below */
+    const uint8_t *top = img + 3 * ((size_t)(FL_MAP_Y0 + 2) * w + FL_MAP_X0 + FL_MAP_SIDE + 22);
+    const uint8_t *bot = img + 3 * ((size_t)(FL_MAP_Y0 + FL_MAP_SIDE - 2) * w + FL_MAP_X0 + FL_MAP_SIDE + 22);
+    cr_assert_gt(lum(top), 180);
+    cr_assert_lt(lum(bot), 80);
+    /* a scatter plot: the points' pixels are in the square only */
+    const fl_real pts[4] = { 0, 0, 5, 5 }; /* the second lies outside the box */
+    fl_map_chart sc = { .box = { -1, 1, -1, 1 }, .pts = pts, .n_pts = 2,
+                        .colour = { 200, 0, 0 }, .alpha = 1 };
+    cr_assert_eq(fl_chart_map(&sc, png), FL_OK, "%s", fl_err_msg());
+    free(img);
+    img = read_png(png, &w, &h);
+    size_t red = 0;
+    for (size_t i = 0; i < (size_t)w * h; i++) red += img[3 * i] > 150 && img[3 * i + 1] < 80;
+    const uint8_t *mid = img + 3 * ((size_t)(FL_MAP_Y0 + 150) * w + FL_MAP_X0 + 150);
+    cr_assert(mid[0] > 150 && mid[1] < 80, "the point at the centre is drawn there");
+    cr_assert_lt(red, 30, "only one dot is drawn (%zu red pixels)", red);
+    free(img);
+    free(png);
+    remove_tree(dir);
+}
+
+Test(plot, captioned_image_keeps_the_raster_pixel_for_pixel)
+{
+    fl_runtime_init();
+    char *dir = make_tmpdir();
+    uint8_t px[6 * 4];
+    for (int k = 0; k < 24; k++) px[k] = (uint8_t)(k * 10);
+    const char *labels[2] = { "T = 0.5", "T = 1" };
+    const uint32_t ys[2] = { 1, 3 };
+    char *png = fl_strfmt("%s/i.png", dir);
+    uint32_t x0 = 0, y0 = 0;
+    cr_assert_eq(fl_chart_image(png, px, 6, 4, 1, "a title", labels, ys, 2, &x0, &y0), FL_OK,
+                 "%s", fl_err_msg());
+    cr_assert_gt(x0, 20, "room for the labels");
+    cr_assert_gt(y0, 10, "room for the title");
+    uint32_t w, h;
+    uint8_t *img = read_png(png, &w, &h);
+    cr_assert_geq(w, x0 + 6);
+    cr_assert_geq(h, y0 + 4);
+    for (uint32_t y = 0; y < 4; y++)
+        for (uint32_t x = 0; x < 6; x++) {
+            const uint8_t *p = img + 3 * ((size_t)(y + y0) * w + x + x0);
+            cr_assert(p[0] == px[y * 6 + x] && p[1] == p[0] && p[2] == p[0], "pixel %u,%u", x, y);
+        }
+    cr_assert_eq(fl_chart_image(png, px, 6, 4, 2, NULL, NULL, NULL, 0, NULL, NULL), FL_ERR_INVALID);
+    free(img);
+    free(png);
+    remove_tree(dir);
+}
+
 Test(plot, curves_of_several_columns)
 {
     fl_runtime_init();
@@ -174,13 +322,25 @@ Test(plot, curves_of_several_columns)
                           "0,20,-12.35,-4.65,train_bound,valid_elbo,valid_iwae\n");
     uint32_t w, h;
     uint8_t *img = read_in(dir, "curves.png", &w, &h);
-    cr_assert(w == 480 && h == 320);
+    cr_assert(w == 640 && h == 400);
     const uint8_t blue[3] = FL_CURVE_BLUE, orange[3] = FL_CURVE_ORANGE,
-                  green[3] = FL_CURVE_GREEN, grey[3] = FL_CURVE_GREY;
+                  green[3] = FL_CURVE_GREEN;
     cr_assert_gt(count_colour(img, (size_t)w * h, blue), 100);
     cr_assert_gt(count_colour(img, (size_t)w * h, orange), 100);
     cr_assert_gt(count_colour(img, (size_t)w * h, green), 100);
-    cr_assert_eq(count_colour(img, (size_t)w * h, grey), 0, "the missing optional curve is drawn");
+    /* the SVG beside it: the axis labels, the title and one legend entry
+     * per drawn column, none for the missing optional one */
+    char *svgp = fl_strfmt("%s/curves.svg", dir), *svg = NULL;
+    cr_assert_eq(fl_read_file(svgp, &svg, &n), FL_OK);
+    assert_contains(svg, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"400\"");
+    assert_contains(svg, ">training step</text>");
+    assert_contains(svg, ">bound (nats per image)</text>");
+    assert_contains(svg, ">Training curves: ");
+    assert_contains(svg, ">valid_iwae</text>");
+    cr_assert_eq(count_str(svg, "class=\"legend-entry\""), 3);
+    cr_assert_null(strstr(svg, "logz_ref"), "the missing optional curve is in the legend");
+    free(svg);
+    free(svgp);
 
     /* A required column missing is an error naming it. */
     const fl_curve need[] = { { "train_bound", FL_CURVE_BLUE, 0, NULL },
@@ -222,27 +382,32 @@ Test(plot, trained_moons_pictures_match_the_data, .timeout = 120)
     uint32_t w, h, w2, h2;
     uint8_t *dens = read_in(dir, "density.png", &w, &h);
     uint8_t *data = read_in(dir, "data.png", &w2, &h2);
-    cr_assert(w == 200 && h == 200 && w2 == 200 && h2 == 200);
-    /* Pearson correlation of the two heatmaps' luminance. */
-    double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0, N = (double)w * h;
-    for (size_t i = 0; i < (size_t)w * h; i++) {
-        double a = lum(dens + 3 * i), b = lum(data + 3 * i);
-        sa += a, sb += b, saa += a * a, sbb += b * b, sab += a * b;
-    }
+    cr_assert(w == FL_MAP_W && h == FL_MAP_H && w2 == FL_MAP_W && h2 == FL_MAP_H);
+    /* Pearson correlation of the two heatmaps' luminance, inside the plot
+     * square (the axes and titles around it differ). */
+    double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0, N = 0;
+    for (uint32_t y = FL_MAP_Y0 + 1; y < FL_MAP_Y0 + FL_MAP_SIDE - 1; y++)
+        for (uint32_t x = FL_MAP_X0 + 1; x < FL_MAP_X0 + FL_MAP_SIDE - 1; x++) {
+            size_t i = (size_t)y * w + x;
+            double a = lum(dens + 3 * i), b = lum(data + 3 * i);
+            sa += a, sb += b, saa += a * a, sbb += b * b, sab += a * b, N++;
+        }
     double cov = sab / N - sa / N * sb / N;
     double corr = cov / sqrt((saa / N - sa / N * sa / N) * (sbb / N - sb / N * sb / N));
     cr_assert_gt(corr, 0.3, "correlation of learned and data density %g", corr);
 
-    /* Samples: the grid is the data's box padded by 10% each side, so the
-     * data spans pixels 200 * [0.1, 1.1] / 1.2. */
+    /* Samples: the box is the data's padded by 10% each side, so the data
+     * spans the plot square's pixels SIDE * [0.1, 1.1] / 1.2 (+- 2 for the
+     * dots' radius); only the square's inside is counted. */
     uint8_t *smp = read_in(dir, "samples.png", &w2, &h2);
-    cr_assert(w2 == 200 && h2 == 200);
+    cr_assert(w2 == FL_MAP_W && h2 == FL_MAP_H);
     size_t inside = 0, outside = 0;
-    for (uint32_t y = 0; y < h2; y++)
-        for (uint32_t x = 0; x < w2; x++) {
-            const uint8_t *p = smp + 3 * ((size_t)y * w2 + x);
+    const uint32_t lo = FL_MAP_SIDE / 12 - 2, hi = FL_MAP_SIDE * 11 / 12 + 2;
+    for (uint32_t y = 2; y < FL_MAP_SIDE - 2; y++)
+        for (uint32_t x = 2; x < FL_MAP_SIDE - 2; x++) {
+            const uint8_t *p = smp + 3 * ((size_t)(y + FL_MAP_Y0) * w2 + x + FL_MAP_X0);
             if (p[0] == 255 && p[1] == 255 && p[2] == 255) continue;
-            int in = x >= 16 && x <= 184 && y >= 16 && y <= 184;
+            int in = x >= lo && x <= hi && y >= lo && y <= hi;
             inside += in;
             outside += !in;
         }
@@ -250,7 +415,7 @@ Test(plot, trained_moons_pictures_match_the_data, .timeout = 120)
     cr_assert_lt(outside, inside / 10, "%zu sample pixels outside, %zu inside", outside, inside);
 
     uint8_t *cur = read_in(dir, "curves.png", &w2, &h2);
-    cr_assert(w2 == 480 && h2 == 320);
+    cr_assert(w2 == 640 && h2 == 400);
     char *grid = fl_strfmt("%s/plot_grid.csv", dir), *text = NULL;
     size_t n;
     cr_assert_eq(fl_read_file(grid, &text, &n), FL_OK);

@@ -1,7 +1,12 @@
 /* test_sweep.c - the [sweep] section: cell expansion (product, zip,
  * exclude), run directory names, the base text the cells run, errors that
- * name file, line and key, and the JSON reader behind `flowlab report`. */
+ * name file, line and key, the JSON reader behind `flowlab report`, and the
+ * report's columns, pivot table, header, charts and links. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
+
 #include "common.h"
+#include "output/rundir.h"
 #include "sweep/report.h"
 #include "sweep/sweep.h"
 
@@ -447,4 +452,209 @@ Test(json, buf_json_str_round_trips_through_the_reader)
     fl_buf_json_str(&b, NULL);
     cr_assert_str_eq(b.data, "\"\"");
     fl_buf_free(&b);
+}
+
+/* ---- flowlab report: columns, pivot, header, charts, links --------------- */
+
+SUITE(report);
+
+/* Removes a directory tree (the report tests make nested folders). */
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void rm_tree(char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+static char *read_in_dir(const char *dir, const char *file)
+{
+    char *p = fl_strfmt("%s/%s", dir, file), *t = NULL;
+    size_t n;
+    cr_assert_eq(fl_read_file(p, &t, &n), FL_OK, "cannot read %s", p);
+    free(p);
+    return t;
+}
+
+__attribute__((noinline)) static size_t count_of(const char *hay, const char *needle)
+{
+    size_t k = 0, at = 0;
+    for (const char *p; (p = strstr(hay + at, needle)); at = (size_t)(p - hay) + 1) k++;
+    return k;
+}
+
+/* A sweep directory as `flowlab sweep` leaves it, without running: each
+ * cell's result.json has test_ll = 10 * (estimator index) + k / 10 + seed
+ * / 100, its repeat eval_ll, k (the swept estimator.k) and seed, and its
+ * metrics.csv a curve ending at test_ll; the first cell has a curves.png. */
+static fl_sweep *fake_sweep(const char *dir, const char *axes, const char *sets)
+{
+    char *text = fl_strfmt("[experiment]\nname = r\n[sweep]\n%s", axes);
+    fl_sweep *s = NULL;
+    cr_assert_eq(fl_sweep_parse("sweep.ini", text, &s), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_rundir_write(dir, "sweep.ini", text, strlen(text)), FL_OK);
+    free(text);
+    if (sets) cr_assert_eq(fl_rundir_write(dir, "sets.txt", sets, strlen(sets)), FL_OK);
+    long ae = fl_sweep_axis_find(s, "estimator.name"), ak = fl_sweep_axis_find(s, "estimator.k");
+    long as = fl_sweep_axis_find(s, "experiment.seed");
+    for (size_t c = 0; c < s->n_cells; c++) {
+        double est = ae >= 0 ? (double)s->cells[c].choice[ae] : 0;
+        double k = ak >= 0 ? strtod(fl_sweep_value(s, c, (size_t)ak), NULL) : 1;
+        double seed = as >= 0 ? strtod(fl_sweep_value(s, c, (size_t)as), NULL) : 1;
+        double ll = 10 * est + k / 10 + seed / 100;
+        char *cd = fl_strfmt("%s/%s", dir, s->cells[c].name);
+        cr_assert_eq(fl_mkdirs(cd), FL_OK);
+        char *json = fl_strfmt("{\"test_ll\": %.17g, \"k\": %g, \"seed\": %g, \"eval_ll\": %.17g}\n",
+                               ll, k, seed, ll);
+        char *csv = fl_strfmt("step,test_ll\n0,%g\n50,%g\n100,%.17g\n", ll - 3, ll - 1, ll);
+        cr_assert_eq(fl_rundir_write(cd, "result.json", json, strlen(json)), FL_OK);
+        cr_assert_eq(fl_rundir_write(cd, "metrics.csv", csv, strlen(csv)), FL_OK);
+        if (c == 0) cr_assert_eq(fl_rundir_write(cd, "curves.png", "x", 1), FL_OK);
+        free(json);
+        free(csv);
+        free(cd);
+    }
+    return s;
+}
+
+static const char est_k_seed[] = "estimator.name = iwae, stl, dreg\n"
+                                 "estimator.k = 1, 5\n"
+                                 "experiment.seed = 1, 2\n"
+                                 "metric = test_ll\n";
+
+Test(report, repeated_columns_are_left_out_and_named_sets_in_the_header)
+{
+    char *dir = make_tmpdir();
+    fl_sweep *s = fake_sweep(dir, est_k_seed, "train.steps=100\ndata.n=50\n");
+    cr_assert_eq(fl_report_write(dir, s, NULL, NULL), FL_OK, "%s", fl_err_msg());
+    char *md = read_in_dir(dir, "report.md"), *csv = read_in_dir(dir, "report.csv");
+    assert_contains(md, "Options given to every cell (flowlab sweep --set): `train.steps=100`, "
+                        "`data.n=50`.");
+    assert_contains(md, "| rank | estimator.name | estimator.k | n | failed | test_ll |\n");
+    assert_contains(md, "`k` (= `estimator.k`)");
+    assert_contains(md, "`seed` (= `experiment.seed`)");
+    assert_contains(md, "`eval_ll` (= `test_ll`)");
+    /* best first: dreg (index 2), k = 5: 20.5 + 0.015 */
+    assert_contains(md, "| 1 (best) | dreg | 5 | 2 | 0 | **20.515 ± 0.005** |");
+    /* report.csv is the data: every field stays */
+    assert_contains(csv, ",test_ll_mean,test_ll_se,k_mean,k_se,seed_mean,seed_se,eval_ll_mean,");
+    free(md);
+    free(csv);
+
+    /* --all-columns keeps them; a sweep made before sets.txt says so */
+    char *p = fl_strfmt("%s/sets.txt", dir);
+    cr_assert_eq(unlink(p), 0);
+    free(p);
+    fl_report_opts o = { .all_columns = 1 };
+    cr_assert_eq(fl_report_write(dir, s, &o, NULL), FL_OK, "%s", fl_err_msg());
+    md = read_in_dir(dir, "report.md");
+    assert_contains(md, "| test_ll | k | seed | eval_ll |\n");
+    assert_contains(md, "not recorded");
+    cr_assert_null(strstr(md, "Left out as repeats"));
+    free(md);
+    fl_sweep_free(s);
+    rm_tree(dir);
+}
+
+Test(report, columns_are_chosen_and_unknown_ones_are_refused)
+{
+    char *dir = make_tmpdir();
+    fl_sweep *s = fake_sweep(dir, est_k_seed, "");
+    fl_report_opts o = { .columns = "eval_ll, test_ll" };
+    fl_buf out = { 0 };
+    FILE *f = tmpfile();
+    cr_assert_eq(fl_report_write(dir, s, &o, f), FL_OK, "%s", fl_err_msg());
+    char *md = read_in_dir(dir, "report.md");
+    assert_contains(md, "| n | failed | eval_ll | test_ll |\n");
+    assert_contains(md, "Options given to every cell (flowlab sweep --set): none.");
+    free(md);
+    /* the printed table is report.md's */
+    rewind(f);
+    char line[512];
+    while (fgets(line, sizeof line, f)) fl_buf_printf(&out, "%s", line);
+    fclose(f);
+    assert_contains(out.data, "| n | failed | eval_ll | test_ll |\n");
+    fl_buf_free(&out);
+    o.columns = "test_ll,nope";
+    cr_assert_eq(fl_report_write(dir, s, &o, NULL), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "--columns: 'nope'");
+    assert_contains(fl_err_msg(), "(fields: test_ll, k, seed, eval_ll)");
+    fl_sweep_free(s);
+    rm_tree(dir);
+}
+
+Test(report, pivot_table_of_estimator_by_k_with_standard_errors)
+{
+    char *dir = make_tmpdir();
+    fl_sweep *s = fake_sweep(dir, est_k_seed, "");
+    fl_report_opts o = { .pivot_rows = "estimator.name", .pivot_cols = "estimator.k",
+                         .pivot_metric = "test_ll" };
+    cr_assert_eq(fl_report_check_opts(s, &o), FL_OK, "%s", fl_err_msg());
+    cr_assert_eq(fl_report_write(dir, s, &o, NULL), FL_OK, "%s", fl_err_msg());
+    char *md = read_in_dir(dir, "report.md"), *csv = read_in_dir(dir, "report_pivot.csv");
+    char *html = read_in_dir(dir, "report.html");
+    char *svg = read_in_dir(dir, "report_curves/pivot.svg");
+    assert_contains(md, "| estimator.name \\ estimator.k | 1 | 5 |\n");
+    /* mean over seeds 1 and 2 (+0.01, +0.02): +0.015, standard error 0.005 */
+    assert_contains(md, "| iwae | 0.115 ± 0.005 (n=2) | 0.515 ± 0.005 (n=2) |\n");
+    assert_contains(md, "| dreg | 20.115 ± 0.005 (n=2) | 20.515 ± 0.005 (n=2) |\n");
+    assert_contains(md, "averaged over experiment.seed");
+    assert_contains(csv, "estimator.name,estimator.k=1_mean,estimator.k=1_se,estimator.k=1_n,"
+                         "estimator.k=5_mean,estimator.k=5_se,estimator.k=5_n\n");
+    assert_contains(csv, "\nstl,10.115,0.005,2,10.515,0.005,2\n");
+    assert_contains(html, "<h2>Pivot</h2>");
+    /* the chart: test_ll against k, a line per estimator */
+    cr_assert_eq(count_of(svg, "class=\"legend-entry\""), 3);
+    assert_contains(svg, ">estimator.name=stl</text>");
+    assert_contains(svg, ">estimator.k</text>");
+    free(md);
+    free(csv);
+    free(html);
+    free(svg);
+
+    o.pivot_metric = "nope";
+    cr_assert_eq(fl_report_write(dir, s, &o, NULL), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "--pivot: METRIC 'nope'");
+    o.pivot_metric = "test_ll";
+    o.pivot_rows = "estimator.kk";
+    cr_assert_eq(fl_report_check_opts(s, &o), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "--pivot ROWS: 'estimator.kk' is not a swept key");
+    o.pivot_rows = "estimator.k";
+    cr_assert_eq(fl_report_check_opts(s, &o), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "must be different");
+    o.pivot_cols = NULL;
+    cr_assert_eq(fl_report_check_opts(s, &o), FL_ERR_INVALID);
+    assert_contains(fl_err_msg(), "needs ROWS COLS METRIC");
+    fl_sweep_free(s);
+    rm_tree(dir);
+}
+
+Test(report, one_chart_overlays_the_rows_with_a_legend_and_cells_pictures_are_linked)
+{
+    char *dir = make_tmpdir();
+    fl_sweep *s = fake_sweep(dir, "estimator.name = iwae, stl, dreg\n", "");
+    cr_assert_eq(s->n_cells, 3);
+    cr_assert_eq(fl_report_write(dir, s, NULL, NULL), FL_OK, "%s", fl_err_msg());
+    char *svg = read_in_dir(dir, "report_curves/chart-1.svg");
+    char *html = read_in_dir(dir, "report.html");
+    cr_assert_eq(count_of(svg, "class=\"legend-entry\""), 3, "one legend entry per cell");
+    assert_contains(svg, ">#1 estimator.name=dreg</text>");
+    assert_contains(svg, ">#3 estimator.name=iwae</text>");
+    assert_contains(svg, ">training step</text>");
+    cr_assert_eq(count_of(html, "src=\"data:image/png;base64,iVBORw0KGgo"), 1, "one chart");
+    assert_contains(html, "href=\"report_curves/chart-1.svg\"");
+    char *link = fl_strfmt("href=\"%s/curves.png\"", s->cells[0].name);
+    assert_contains(html, link);
+    free(link);
+    char *png = fl_strfmt("%s/report_curves/chart-1.png", dir);
+    cr_assert_eq(access(png, R_OK), 0);
+    free(png);
+    free(svg);
+    free(html);
+    fl_sweep_free(s);
+    rm_tree(dir);
 }

@@ -151,14 +151,37 @@ for rep in 1 2; do
 done
 grep -q '^| 1 (best) | ' small/report.md || fail "report.md does not mark the best row"
 grep -q 'Each row averages over `experiment.seed`' small/report.md || fail "report.md does not say what is averaged"
-[ "$(grep -c 'src="data:image/png;base64,iVBORw0KGgo' small/report.html)" = 4 ] ||
-    fail "report.html should embed 4 PNG charts"
+[ "$(grep -c 'src="data:image/png;base64,iVBORw0KGgo' small/report.html)" = 1 ] ||
+    fail "report.html should embed 1 PNG chart overlaying the 4 rows"
+[ "$(grep -c 'class="legend-entry"' small/report_curves/chart-1.svg)" = 4 ] ||
+    fail "the chart's legend should name the 4 rows"
+grep -q 'href="flow.1.repeat=1,train.lr=1e-3,experiment.seed=1/curves.png"' small/report.html ||
+    fail "report.html does not link the cells' pictures"
+grep -q 'Options given to every cell (flowlab sweep --set): `' small/report.md ||
+    fail "report.md does not list the sweep's --set options"
 grep -q '<link\|<script' small/report.html && fail "report.html is not self-contained"
 [ "$(grep -c ',done,0,' small/cells.csv)" = 8 ] || fail "cells.csv: expected 8 done cells"
 grep -q '"git_revision": ' "${cells[0]}/provenance.json" || fail "provenance.json lacks the revision"
 grep -q '"name": "datasets-toy2d"' "${cells[0]}/provenance.json" || fail "provenance.json lacks the plugins"
 [ -e small/logs ] && fail "small/logs should be gone once every log moved into its cell"
 echo "ok: a 2 x 2 x 2-seed sweep and its report"
+
+# the report's options from the command line: a pivot, chosen columns, errors
+run report small --pivot train.lr flow.1.repeat test_nll --columns test_nll,train_nll
+[ "$rc" = 0 ] || fail "report --pivot: exit code $rc: $(cat "$TMP/err")"
+head -1 small/report_pivot.csv | grep -q '^train.lr,flow.1.repeat=1_mean,flow.1.repeat=1_se,flow.1.repeat=1_n,' ||
+    fail "report_pivot.csv header: $(head -1 small/report_pivot.csv)"
+grep -q '^| train.lr \\ flow.1.repeat | 1 | 2 |$' "$TMP/out" || fail "the pivot table is not printed: $(cat "$TMP/out")"
+grep -q '^| rank | flow.1.repeat | train.lr | n | failed | test_nll | train_nll |$' "$TMP/out" ||
+    fail "--columns: $(head -3 "$TMP/out")"
+[ -s small/report_curves/pivot.svg ] || fail "no pivot chart"
+run report small --pivot train.lr nokey test_nll
+[ "$rc" = 2 ] && grep -q "nokey' is not a swept key" "$TMP/err" || fail "a bad --pivot key: exit $rc"
+run report small --columns test_nll --all-columns
+[ "$rc" = 2 ] || fail "--columns with --all-columns: exit $rc"
+run report small --columns nope
+[ "$rc" = 3 ] && grep -q "fields: test_nll" "$TMP/err" || fail "an unknown column: exit $rc $(cat "$TMP/err")"
+echo "ok: report --pivot, --columns and their errors"
 
 # ---- rerun: finished cells are not recomputed -------------------------------
 

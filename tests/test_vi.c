@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "core/log.h"
+#include "output/chart.h"
 #include "output/plot.h"
 #include "tasks/task_vi.h"
 
@@ -348,17 +349,19 @@ Test(vi, u1_target_picture_has_its_mass_on_the_arcs)
     char *p = fl_strfmt("%s/target.png", dir);
     uint32_t w, h;
     uint8_t *img = read_png(p, &w, &h);
-    cr_assert(w == 200 && h == 200);
-    /* Luminance-weighted centre of each half, in data coordinates
-     * (box [-4, 4]^2: pixel x = (z1 + 4) * 25, pixel row = (4 - z2) * 25). */
+    cr_assert(w == FL_MAP_W && h == FL_MAP_H);
+    /* Luminance-weighted centre of each half, in data coordinates, inside
+     * the plot square less its frame (box [-4, 4]^2: square pixel
+     * x = (z1 + 4) * S / 8, row = (4 - z2) * S / 8, S = FL_MAP_SIDE). */
+    const double ppu = FL_MAP_SIDE / 8.0;
     double sx[2] = { 0, 0 }, sy[2] = { 0, 0 }, sw[2] = { 0, 0 }, on = 0, off = 0;
-    for (uint32_t y = 0; y < h; y++)
-        for (uint32_t x = 0; x < w; x++) {
-            const uint8_t *px = img + 3 * ((size_t)y * w + x);
+    for (uint32_t y = 1; y + 1 < FL_MAP_SIDE; y++)
+        for (uint32_t x = 1; x + 1 < FL_MAP_SIDE; x++) {
+            const uint8_t *px = img + 3 * ((size_t)(y + FL_MAP_Y0) * w + x + FL_MAP_X0);
             double l = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2] - 40; /* viridis' floor */
             if (l < 0) l = 0;
-            int half = x >= w / 2;
-            double z1 = (x + 0.5) / 25.0 - 4, z2 = 4 - (y + 0.5) / 25.0;
+            int half = x >= FL_MAP_SIDE / 2;
+            double z1 = (x + 0.5) / ppu - 4, z2 = 4 - (y + 0.5) / ppu;
             sx[half] += l * z1, sy[half] += l * z2, sw[half] += l;
             if (l > 120) { /* bright: on the ring, or counted against it */
                 if (fabs(sqrt(z1 * z1 + z2 * z2) - 2) < 0.6) on++;
@@ -373,7 +376,8 @@ Test(vi, u1_target_picture_has_its_mass_on_the_arcs)
     cr_assert_float_eq(sw[0], sw[1], 0.02 * sw[0], "the halves differ: %g vs %g", sw[0], sw[1]);
     cr_assert_gt(on, 500, "only %g bright pixels near the ring", on);
     cr_assert_eq(off, 0, "%g bright pixels off the ring", off);
-    const uint8_t *c0 = img + 3 * ((size_t)100 * w + 100), *corner = img;
+    const uint8_t *c0 = img + 3 * ((size_t)(FL_MAP_Y0 + FL_MAP_SIDE / 2) * w + FL_MAP_X0 + FL_MAP_SIDE / 2);
+    const uint8_t *corner = img + 3 * ((size_t)(FL_MAP_Y0 + 2) * w + FL_MAP_X0 + 2);
     cr_assert(c0[0] == 68 && c0[1] == 1 && c0[2] == 84, "the origin is not at the colour floor");
     cr_assert(corner[0] == 68 && corner[1] == 1 && corner[2] == 84, "a corner is not dark");
     free(img);

@@ -59,12 +59,13 @@ static int flowlab_file(const char *name)
 {
     static const char *const exact[] = { "config.ini", "metrics.csv", "provenance.json",
                                          "best.flc", "log.txt", "failed.txt", "plot_grid.csv",
-                                         "curves_axes.csv", "gradvar.json", "gradvar.csv" };
+                                         "curves_axes.csv", "samples_grid.csv", "gradvar.json",
+                                         "gradvar.csv" };
     for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
         if (strcmp(name, exact[i]) == 0) return 1;
     size_t n = strlen(name);
     if (strstr(name, ".tmp.")) return 1;
-    if (n > 4 && strcmp(name + n - 4, ".png") == 0) return 1;
+    if (n > 4 && (!strcmp(name + n - 4, ".png") || !strcmp(name + n - 4, ".svg"))) return 1;
     return strncmp(name, "eval", 4) == 0 && n > 5 &&
            (strcmp(name + n - 5, ".json") == 0 || strcmp(name + n - 4, ".csv") == 0);
 }

@@ -441,6 +441,12 @@ static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscri
         st = logs ? fl_mkdirs(x->dir) : FL_ERR_NOMEM;
         if (st == FL_OK) st = fl_rundir_write(x->dir, "sweep.ini", *text, strlen(*text));
         if (st == FL_OK) st = fl_rundir_write(x->dir, "base.ini", x->s->base, strlen(x->s->base));
+        /* the --set options of the whole sweep, one a line, for the report */
+        fl_buf sets = { 0 };
+        for (size_t i = 0; i < x->n_sets; i++) fl_buf_printf(&sets, "%s\n", x->sets[i]);
+        if (st == FL_OK) st = sets.failed ? FL_ERR_NOMEM
+                                          : fl_rundir_write(x->dir, "sets.txt", sets.data ? sets.data : "", sets.len);
+        fl_buf_free(&sets);
         if (st == FL_OK) st = fl_mkdirs(logs);
         free(logs);
         if (st != FL_OK) return fl_cli_fail(st);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "output/chart.h"
 #include "output/pngfile.h"
 #include "core/util.h"
 
@@ -104,10 +105,14 @@ fl_status fl_image_pairs_png(const char *path, const fl_real *orig, const fl_rea
     return st;
 }
 
-fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t n_blocks,
-                              uint32_t per_block, uint32_t c, uint32_t h, uint32_t w,
-                              uint32_t cols, uint32_t pad)
+/* The raster of fl_image_blocks_png: *out gets W x H pixels of c
+ * interleaved channels (malloc'ed, the caller frees). */
+static fl_status blocks_raster(const char *path, const fl_real *images, uint32_t n_blocks,
+                               uint32_t per_block, uint32_t c, uint32_t h, uint32_t w,
+                               uint32_t cols, uint32_t pad, uint8_t **out, uint32_t *W,
+                               uint32_t *H)
 {
+    *out = NULL;
     fl_status st = check_args(path, images, images, n_blocks * per_block, h, w, cols);
     if (st != FL_OK) return st;
     if (c != 1 && c != 3) {
@@ -140,7 +145,8 @@ fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t 
         }
     free(plane);
     if (st == FL_OK && c == 1) {
-        st = fl_png_write_as(path, g[0].px, g[0].w, g[0].h, FL_PNG_GREY);
+        *out = g[0].px;
+        g[0].px = NULL;
     } else if (st == FL_OK) {
         size_t np = (size_t)g[0].w * g[0].h;
         uint8_t *rgb = malloc(np * 3);
@@ -150,9 +156,49 @@ fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t 
         }
         for (size_t k = 0; rgb && k < np; k++)
             for (int ch = 0; ch < 3; ch++) rgb[3 * k + ch] = g[ch].px[k];
-        if (rgb) st = fl_png_write_as(path, rgb, g[0].w, g[0].h, FL_PNG_RGB);
-        free(rgb);
+        *out = rgb;
     }
+    if (st == FL_OK) *W = g[0].w, *H = g[0].h;
     for (int ch = 0; ch < 3; ch++) free(g[ch].px);
+    return st;
+}
+
+fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t n_blocks,
+                              uint32_t per_block, uint32_t c, uint32_t h, uint32_t w,
+                              uint32_t cols, uint32_t pad)
+{
+    uint8_t *px;
+    uint32_t W = 0, H = 0;
+    fl_status st = blocks_raster(path, images, n_blocks, per_block, c, h, w, cols, pad, &px, &W, &H);
+    if (st == FL_OK) st = fl_png_write_as(path, px, W, H, c == 1 ? FL_PNG_GREY : FL_PNG_RGB);
+    free(px);
+    return st;
+}
+
+fl_status fl_image_blocks_captioned_png(const char *path, const fl_real *images,
+                                        uint32_t n_blocks, uint32_t per_block, uint32_t c,
+                                        uint32_t h, uint32_t w, uint32_t cols, uint32_t pad,
+                                        const char *title, const char *const *labels,
+                                        uint32_t *x_off, uint32_t *y_off)
+{
+    uint8_t *px;
+    uint32_t W = 0, H = 0;
+    fl_status st = blocks_raster(path, images, n_blocks, per_block, c, h, w, cols, pad, &px, &W, &H);
+    uint32_t *mid = st == FL_OK ? malloc(((size_t)n_blocks + 1) * sizeof *mid) : NULL;
+    if (st == FL_OK && !mid) {
+        fl_err("cannot write %s: out of memory", path);
+        st = FL_ERR_NOMEM;
+    }
+    if (st == FL_OK) {
+        if (cols > per_block) cols = per_block;
+        const uint64_t rows = (per_block + (uint64_t)cols - 1) / cols;
+        const uint64_t block_h = rows * ((uint64_t)h + pad) + 2 * (uint64_t)pad;
+        for (uint32_t b = 0; b < n_blocks; b++)
+            mid[b] = (uint32_t)(pad + b * block_h + (rows * ((uint64_t)h + pad) - pad) / 2);
+        st = fl_chart_image(path, px, W, H, (int)c, title, labels, mid, labels ? n_blocks : 0,
+                            x_off, y_off);
+    }
+    free(mid);
+    free(px);
     return st;
 }

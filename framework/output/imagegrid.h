@@ -51,4 +51,15 @@ fl_status fl_image_blocks_png(const char *path, const fl_real *images, uint32_t 
                               uint32_t per_block, uint32_t c, uint32_t h, uint32_t w,
                               uint32_t cols, uint32_t pad);
 
+/* fl_image_blocks_png's picture, unscaled, with `title` (NULL: none) in a
+ * strip above it and labels[b] (NULL: no labels; else n_blocks of them,
+ * borrowed) left of the middle of block b, through fl_chart_image.
+ * *x_off and *y_off (may be NULL) receive where the block picture's
+ * top-left pixel lands. Errors as fl_image_blocks_png. */
+fl_status fl_image_blocks_captioned_png(const char *path, const fl_real *images,
+                                        uint32_t n_blocks, uint32_t per_block, uint32_t c,
+                                        uint32_t h, uint32_t w, uint32_t cols, uint32_t pad,
+                                        const char *title, const char *const *labels,
+                                        uint32_t *x_off, uint32_t *y_off);
+
 #endif

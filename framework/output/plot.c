@@ -1,5 +1,6 @@
 /* plot.c - the canvas (an RGB raster with a data window, polylines, frames),
- * curves.png from metrics.csv for every task, and what the tasks' 2D
+ * curves.png and curves.svg from metrics.csv for every task (drawn by
+ * chart.c), and what the tasks' 2D
  * pictures share (the smoothed histogram). The pictures themselves are the
  * tasks' (tasks/density_plot.c, tasks/vi/plot.c, tasks/vae/plot.c). */
 #include "output/plot.h"
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "output/chart.h"
 #include "output/metrics.h"
 #include "output/pngfile.h"
 #include "output/rundir.h"
@@ -207,6 +209,22 @@ fl_status fl_canvas_save_in(const fl_canvas *c, const char *dir, const char *fil
     return st;
 }
 
+/* The y axis label for a curves.png's `what`. */
+static const char *what_label(const char *what)
+{
+    static const struct {
+        const char *what, *label;
+    } names[] = {
+        { "nll", "negative log-likelihood (nats per point)" },
+        { "bpd", "bits per dimension" },
+        { "elbo", "ELBO and log Z (nats)" },
+        { "bound", "bound (nats per image)" },
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(what, names[i].what)) return names[i].label;
+    return what;
+}
+
 fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
                          const char *what)
 {
@@ -218,7 +236,7 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
     if (!path) return FL_ERR_NOMEM;
     fl_metrics_table t;
     fl_status st = fl_metrics_read(path, &t);
-    const double *xs = NULL, *ys[FL_PLOT_MAX_CURVES]; /* ys[k]: curve k, NULL when absent */
+    const double *xs = NULL, *ys[FL_PLOT_MAX_CURVES] = { 0 }; /* ys[k]: curve k, NULL when absent */
     size_t n = t.n_rows;
     if (st == FL_OK) {
         xs = fl_metrics_column(&t, "step");
@@ -236,39 +254,40 @@ fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curve
         fl_err("%s: no rows", path);
         st = FL_ERR_FORMAT;
     }
-    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-    for (size_t i = 0; st == FL_OK && i < n; i++) {
-        x0 = fmin(x0, xs[i]);
-        x1 = fmax(x1, xs[i]);
-        for (size_t k = 0; k < n_curves; k++) {
-            double y = ys[k] ? ys[k][i] : NAN;
-            if (isfinite(y)) y0 = fmin(y0, y), y1 = fmax(y1, y);
-        }
-    }
-    if (st == FL_OK && !(y1 >= y0)) y0 = 0, y1 = 1; /* no finite value: empty axes */
-    double pad = 0.05 * (y1 - y0);
-    fl_canvas c = { 0 };
-    if (st == FL_OK) st = fl_canvas_init(&c, 480, 320, (fl_rgb){ 255, 255, 255 });
+    /* one line per present column, labelled with the column's name */
+    fl_series ser[FL_PLOT_MAX_CURVES];
+    size_t ns = 0;
+    for (size_t k = 0; st == FL_OK && k < n_curves; k++)
+        if (ys[k])
+            ser[ns++] = (fl_series){ .label = curves[k].column, .x = xs, .y = ys[k], .n = n,
+                                     .colour = curves[k].colour };
+    const char *base = strrchr(dir, '/');
+    base = base && base[1] ? base + 1 : dir;
+    char *title = fl_strfmt("Training curves: %s", base);
+    char *png = fl_strfmt("%s/curves.png", dir), *svg = fl_strfmt("%s/curves.svg", dir);
+    if (st == FL_OK && (!title || !png || !svg)) st = FL_ERR_NOMEM;
+    double r[4] = { 0, 1, 0, 1 };
     if (st == FL_OK) {
-        fl_canvas_window(&c, 24, x0, x1, y0 - pad, y1 + pad);
-        fl_canvas_frame(&c, (fl_rgb){ 0, 0, 0 }, 5);
-        for (size_t k = 0; k < n_curves; k++)
-            if (ys[k]) fl_canvas_polyline(&c, xs, ys[k], n, curves[k].colour);
-        st = fl_canvas_save_in(&c, dir, "curves.png");
+        fl_line_chart c = { .title = title, .xlabel = "training step", .ylabel = what_label(what),
+                            .series = ser, .n_series = ns, .w = 640, .h = 400,
+                            .x_min = NAN, .x_max = NAN, .y_min = NAN, .y_max = NAN };
+        st = fl_chart_lines(&c, png, svg, r);
     }
     if (st == FL_OK) {
         fl_buf b = { 0 };
         fl_buf_printf(&b, "step_min,step_max,%s_min,%s_max", what, what);
         for (size_t k = 0; k < n_curves; k++)
             if (curves[k].legend) fl_buf_printf(&b, ",%s", curves[k].legend);
-        fl_buf_printf(&b, "\n%.9g,%.9g,%.9g,%.9g", c.x_min, c.x_max, c.y_min, c.y_max);
+        fl_buf_printf(&b, "\n%.9g,%.9g,%.9g,%.9g", r[0], r[1], r[2], r[3]);
         for (size_t k = 0; k < n_curves; k++)
             if (curves[k].legend) fl_buf_printf(&b, ",%s", curves[k].column);
         fl_buf_printf(&b, "\n");
         st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "curves_axes.csv", b.data, b.len);
         fl_buf_free(&b);
     }
-    fl_canvas_free(&c);
+    free(title);
+    free(png);
+    free(svg);
     fl_metrics_table_free(&t);
     free(path);
     return st;

@@ -1,8 +1,9 @@
-/* plot.h - a small RGB canvas for the pictures of every task, and curves.png.
- *
- * No text: numbers that a reader needs (axis ranges, colour scale) go into
- * file names or a sidecar CSV. Drawing clips to the canvas; nothing here
- * sets fl_err except the functions that return a status. */
+/* plot.h - a small RGB canvas (fl_canvas: raw pixels, no text, for tests and
+ * simple rasters), curves.png/.svg of every task, and what the tasks' 2D
+ * pictures share. The pictures a reader sees, with axes, labels and
+ * legends, are drawn by output/chart.h. Canvas drawing clips to the
+ * canvas; nothing here sets fl_err except the functions that return a
+ * status. */
 #ifndef FL_PLOT_H
 #define FL_PLOT_H
 
@@ -84,17 +85,21 @@ typedef struct fl_curve {
 #define FL_CURVE_GREEN { 44, 160, 44 }
 #define FL_CURVE_GREY { 128, 128, 128 }
 
-/* curves.png (480 x 320) in `dir` from dir/metrics.csv: each of the
- * n_curves (1 to FL_PLOT_MAX_CURVES) columns against the `step` column,
- * drawn in order; non-numeric or empty values break a line, rows whose step
- * is not a number are skipped, and a trailing \r is ignored. The x range is
- * the steps', the y range all the curves' finite values padded by 5%.
- * curves_axes.csv gets "step_min,step_max,<what>_min,<what>_max", then the
- * legend of each curve that has one, and the values below (the column names
- * under the legends). Both files are written atomically. Returns FL_ERR_IO
- * (no metrics.csv), FL_ERR_FORMAT (a required column missing, or no rows),
- * FL_ERR_INVALID (n_curves out of range) or a write error; fl_err says
- * which. */
+/* curves.png (640 x 400) and curves.svg (the same chart as a vector file)
+ * in `dir` from dir/metrics.csv: each of the n_curves (1 to
+ * FL_PLOT_MAX_CURVES) columns against the `step` column, drawn in order,
+ * with axes, tick labels, the axis labels ("training step", and a label
+ * for `what`: nll, bpd, elbo, bound, else `what` itself), the title
+ * "Training curves: <last part of dir>" and a legend naming each drawn
+ * column (output/chart.h). Non-numeric or empty values break a line, rows
+ * whose step is not a number are skipped, and a trailing \r is ignored.
+ * The x range is the steps', the y range all the curves' finite values
+ * padded by 5%. curves_axes.csv (data for scripts) gets
+ * "step_min,step_max,<what>_min,<what>_max", then the legend of each curve
+ * that has one, and the values below (the column names under the legends).
+ * The files are written atomically. Returns FL_ERR_IO (no metrics.csv),
+ * FL_ERR_FORMAT (a required column missing, or no rows), FL_ERR_INVALID
+ * (n_curves out of range) or a write error; fl_err says which. */
 fl_status fl_plot_curves(const char *dir, const fl_curve *curves, size_t n_curves,
                          const char *what);
 

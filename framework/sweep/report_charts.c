@@ -1,10 +1,15 @@
-/* report_charts.c - report.html's charts: per group, the metric's curve
- * from each member cell's metrics.csv (one colour per cell) as a PNG, kept
- * in report_curves/ and inlined as a base64 data URI. */
+/* report_charts.c - report.html's charts: the metric's curve from each
+ * cell's metrics.csv, the groups overlaid (one colour and one legend entry
+ * per group, its cells sharing them), all charts on the same axes, as PNG
+ * and SVG in report_curves/ (the PNG also inlined as a base64 data URI);
+ * and the links to each cell's own pictures. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "output/chart.h"
 #include "output/metrics.h"
 #include "output/plot.h"
 #include "sweep/report_impl.h"
@@ -53,7 +58,7 @@ static int read_curve(const char *path, const char *want, double **xs, double **
     return 1;
 }
 
-static void base64(fl_buf *b, const unsigned char *p, size_t n)
+void fl_report_base64(fl_buf *b, const unsigned char *p, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
@@ -66,86 +71,218 @@ static void base64(fl_buf *b, const unsigned char *p, size_t n)
     }
 }
 
-/* The chart of group `gi` (rank k) as an <img> plus caption; nothing when
- * no member has a metrics.csv. */
-fl_status fl_report_chart(const fl_report *r, size_t gi, size_t k, fl_buf *h)
+void fl_report_group_label(const fl_report *r, size_t gi, fl_buf *b)
 {
     const fl_sweep *s = r->s;
-    const fl_report_group *g = &r->g[gi];
-    double *xs[64] = { 0 }, *ys[64] = { 0 };
-    size_t ns[64] = { 0 }, who[64];
+    size_t q = 0;
+    for (size_t a = 0; a < s->n_axes; a++)
+        if (r->in_group[a])
+            fl_buf_printf(b, "%s%s=%s", q++ ? ", " : "", s->axes[a].key,
+                          fl_sweep_value(s, r->g[gi].first, a));
+    if (!q) fl_buf_printf(b, "all cells");
+}
+
+/* One cell's curve. */
+typedef struct curve {
+    double *x, *y;
+    size_t n;
+    size_t rank; /* its group's rank, from 0 */
+    int first;   /* 1: the first curve of its group (carries the legend) */
+} curve;
+
+/* A PNG file into `h` as a base64 data URI. */
+static fl_status inline_png(const char *png, fl_buf *h)
+{
+    unsigned char *bytes = NULL;
+    size_t nb = 0;
+    fl_status st = fl_read_file(png, (char **)&bytes, &nb);
+    if (st == FL_OK) fl_report_base64(h, bytes, nb);
+    free(bytes);
+    return st;
+}
+
+fl_status fl_report_charts(const fl_report *r, fl_buf *h)
+{
+    const fl_sweep *s = r->s;
+    curve *cv = calloc(s->n_cells + 1, sizeof *cv);
+    size_t *per = calloc(r->n_groups + 1, sizeof *per); /* curves per group */
+    if (!cv || !per) {
+        free(cv);
+        free(per);
+        return FL_ERR_NOMEM;
+    }
     char *col = NULL;
     size_t m = 0;
-    for (size_t i = 0; i < g->n_cells && m < 64; i++) {
-        char *p = fl_strfmt("%s/%s/metrics.csv", r->dir, s->cells[g->cells[i]].name);
-        char *c = NULL;
-        if (p && read_curve(p, col ? col : fl_report_metric_name(r), &xs[m], &ys[m], &ns[m], &c)) {
-            if (!col) col = c;
-            else free(c);
-            who[m++] = g->cells[i];
+    for (size_t k = 0; k < r->n_groups; k++) {
+        const fl_report_group *g = &r->g[r->order[k]];
+        for (size_t i = 0; i < g->n_cells; i++) {
+            char *p = fl_strfmt("%s/%s/metrics.csv", r->dir, s->cells[g->cells[i]].name);
+            char *c = NULL;
+            if (p && read_curve(p, col ? col : fl_report_metric_name(r), &cv[m].x, &cv[m].y,
+                                &cv[m].n, &c)) {
+                if (!col) col = c;
+                else free(c);
+                cv[m].rank = k;
+                cv[m].first = per[k]++ == 0;
+                m++;
+            }
+            free(p);
         }
-        free(p);
     }
     fl_status st = FL_OK;
-    if (m) {
-        double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-        for (size_t j = 0; j < m; j++)
-            for (size_t i = 0; i < ns[j]; i++) {
-                x0 = fmin(x0, xs[j][i]);
-                x1 = fmax(x1, xs[j][i]);
-                if (isfinite(ys[j][i])) y0 = fmin(y0, ys[j][i]), y1 = fmax(y1, ys[j][i]);
-            }
-        if (!(y1 >= y0)) y0 = 0, y1 = 1;
-        double pad = 0.05 * (y1 - y0);
-        fl_canvas cv = { 0 };
-        st = fl_canvas_init(&cv, 400, 240, (fl_rgb){ 255, 255, 255 });
-        char *dir = fl_strfmt("%s/report_curves", r->dir);
-        char *png = fl_strfmt("%s/report_curves/row-%zu.png", r->dir, k + 1);
-        if (st == FL_OK && (!dir || !png)) st = FL_ERR_NOMEM;
-        if (st == FL_OK) st = fl_mkdirs(dir);
-        if (st == FL_OK) {
-            fl_canvas_window(&cv, 16, x0, x1, y0 - pad, y1 + pad);
-            fl_canvas_frame(&cv, (fl_rgb){ 0, 0, 0 }, 5);
-            for (size_t j = 0; j < m; j++) fl_canvas_polyline(&cv, xs[j], ys[j], ns[j], palette[j % 10]);
-            st = fl_canvas_save(&cv, png);
+    double range[4] = { INFINITY, -INFINITY, INFINITY, -INFINITY };
+    for (size_t j = 0; j < m; j++)
+        for (size_t i = 0; i < cv[j].n; i++) {
+            if (!isfinite(cv[j].x[i]) || !isfinite(cv[j].y[i])) continue;
+            range[0] = fmin(range[0], cv[j].x[i]), range[1] = fmax(range[1], cv[j].x[i]);
+            range[2] = fmin(range[2], cv[j].y[i]), range[3] = fmax(range[3], cv[j].y[i]);
         }
-        unsigned char *bytes = NULL;
-        size_t nb = 0;
-        if (st == FL_OK) st = fl_read_file(png, (char **)&bytes, &nb);
-        if (st == FL_OK) {
-            char a[64], b2[64], c[64], d[64];
-            fl_report_fmt_num(a, sizeof a, cv.x_min, 5);
-            fl_report_fmt_num(b2, sizeof b2, cv.x_max, 5);
-            fl_report_fmt_num(c, sizeof c, cv.y_min, 5);
-            fl_report_fmt_num(d, sizeof d, cv.y_max, 5);
-            fl_buf_printf(h, "<figure><img alt=\"%s curves of row %zu\" src=\"data:image/png;base64,",
-                          col, k + 1);
-            base64(h, bytes, nb);
-            fl_buf_printf(h, "\"><figcaption>row %zu: <code>%s</code> against step (x %s to %s, "
-                             "y %s to %s)<br>", k + 1, col, a, b2, c, d);
-            for (size_t j = 0; j < m; j++) {
-                fl_rgb p = palette[j % 10];
-                fl_buf_printf(h, "<span class=\"key\" style=\"background:#%02x%02x%02x\"></span>",
-                              p.r, p.g, p.b);
-                for (size_t a2 = 0, q = 0; a2 < s->n_axes; a2++)
-                    if (!r->in_group[a2]) {
-                        fl_buf_printf(h, "%s%s=", q++ ? ", " : "", s->axes[a2].key);
-                        fl_report_html_text(h, fl_sweep_value(s, who[j], a2));
-                    }
-                fl_buf_printf(h, " ");
+    if (range[3] >= range[2]) { /* every chart on the same axes */
+        double pad = 0.05 * (range[3] - range[2]);
+        range[2] -= pad, range[3] += pad;
+    } else {
+        range[0] = range[1] = range[2] = range[3] = NAN;
+    }
+    const size_t n_charts = m ? (r->n_groups + FL_REPORT_PER_CHART - 1) / FL_REPORT_PER_CHART : 0;
+    char *dir = fl_strfmt("%s/report_curves", r->dir);
+    if (!dir) st = FL_ERR_NOMEM;
+    if (st == FL_OK && m) st = fl_mkdirs(dir);
+    fl_series *ser = calloc(m + 1, sizeof *ser);
+    fl_buf *labels = calloc(m + 1, sizeof *labels);
+    if (st == FL_OK && (!ser || !labels)) st = FL_ERR_NOMEM;
+    for (size_t ch = 0; st == FL_OK && ch < n_charts; ch++) {
+        size_t lo = ch * FL_REPORT_PER_CHART, hi = lo + FL_REPORT_PER_CHART, ns = 0;
+        if (hi > r->n_groups) hi = r->n_groups;
+        for (size_t j = 0; j < m; j++) {
+            if (cv[j].rank < lo || cv[j].rank >= hi) continue;
+            fl_series *z = &ser[ns++];
+            *z = (fl_series){ .x = cv[j].x, .y = cv[j].y, .n = cv[j].n,
+                              .colour = palette[(cv[j].rank - lo) % 10],
+                              .width = per[cv[j].rank] > 1 ? 1.3 : 1.8,
+                              .alpha = per[cv[j].rank] > 1 ? 0.75 : 1 };
+            if (cv[j].first) {
+                fl_buf_printf(&labels[j], "#%zu ", cv[j].rank + 1);
+                fl_report_group_label(r, r->order[cv[j].rank], &labels[j]);
+                if (per[cv[j].rank] > 1) fl_buf_printf(&labels[j], " (%zu cells)", per[cv[j].rank]);
+                z->label = labels[j].data;
             }
-            fl_buf_printf(h, "</figcaption></figure>\n");
         }
-        free(bytes);
-        free(dir);
+        if (!ns) continue;
+        char *title = n_charts > 1 ? fl_strfmt("%s against step, rows %zu to %zu", col, lo + 1, hi)
+                                   : fl_strfmt("%s against step", col);
+        char *png = fl_strfmt("%s/chart-%zu.png", dir, ch + 1);
+        char *svg = fl_strfmt("%s/chart-%zu.svg", dir, ch + 1);
+        if (!title || !png || !svg) st = FL_ERR_NOMEM;
+        if (st == FL_OK) {
+            fl_line_chart c = { .title = title, .xlabel = "training step", .ylabel = col,
+                                .series = ser, .n_series = ns, .w = 720, .h = 440,
+                                .x_min = range[0], .x_max = range[1], .y_min = range[2],
+                                .y_max = range[3] };
+            st = fl_chart_lines(&c, png, svg, NULL);
+        }
+        if (st == FL_OK) {
+            fl_buf_printf(h, "<figure><img alt=\"%s against step, report rows %zu to %zu\" "
+                             "src=\"data:image/png;base64,", col, lo + 1, hi);
+            st = inline_png(png, h);
+            fl_buf_printf(h, "\"><figcaption><code>%s</code> from each cell's metrics.csv, "
+                             "rows %zu to %zu of the table, one colour per row (its cells, the "
+                             "seeds, share it); vector file: <a href=\"report_curves/chart-%zu.svg\">"
+                             "chart-%zu.svg</a></figcaption></figure>\n",
+                          col, lo + 1, hi, ch + 1, ch + 1);
+        }
+        free(title);
         free(png);
-        fl_canvas_free(&cv);
+        free(svg);
     }
     for (size_t j = 0; j < m; j++) {
-        free(xs[j]);
-        free(ys[j]);
+        free(cv[j].x);
+        free(cv[j].y);
+        if (labels) fl_buf_free(&labels[j]);
     }
+    free(labels);
+    free(ser);
+    free(cv);
+    free(per);
+    free(dir);
     free(col);
     return st;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The *.png and *.svg files of one cell directory, sorted (*names owned). */
+static size_t pictures_of(const char *path, char ***names)
+{
+    *names = NULL;
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || (strcmp(de->d_name + len - 4, ".png") && strcmp(de->d_name + len - 4, ".svg")))
+            continue;
+        if (n == cap) {
+            char **grown = realloc(*names, (cap = cap ? 2 * cap : 8) * sizeof *grown);
+            if (!grown) break;
+            *names = grown;
+        }
+        if (!((*names)[n] = fl_strdup(de->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    if (n) qsort(*names, n, sizeof **names, by_name);
+    return n;
+}
+
+void fl_report_cell_pictures(const fl_report *r, fl_buf *h)
+{
+    const fl_sweep *s = r->s;
+    fl_buf_printf(h, "<h2>Pictures of each cell</h2>\n<p>Each cell's own pictures (written by "
+                     "<code>flowlab run</code> and <code>flowlab plot</code>), linked from its "
+                     "folder.</p>\n");
+    for (size_t k = 0; k < r->n_groups; k++) {
+        const fl_report_group *g = &r->g[r->order[k]];
+        fl_buf label = { 0 };
+        fl_report_group_label(r, r->order[k], &label);
+        fl_buf_printf(h, "<h3>Row %zu: ", k + 1);
+        fl_report_html_text(h, label.data);
+        fl_buf_printf(h, "</h3>\n");
+        fl_buf_free(&label);
+        for (size_t i = 0; i < g->n_cells; i++) {
+            const char *cell = s->cells[g->cells[i]].name;
+            char *path = fl_strfmt("%s/%s", r->dir, cell);
+            char **names = NULL;
+            size_t n = path ? pictures_of(path, &names) : 0;
+            fl_buf_printf(h, "<div class=\"cell\"><code>");
+            fl_report_html_text(h, cell);
+            fl_buf_printf(h, "</code>%s", n ? "<br>" : ": no pictures");
+            for (size_t j = 0; j < n; j++) {
+                fl_buf_printf(h, "<a href=\"");
+                fl_report_html_text(h, cell);
+                fl_buf_printf(h, "/");
+                fl_report_html_text(h, names[j]);
+                fl_buf_printf(h, "\">");
+                size_t len = strlen(names[j]);
+                if (!strcmp(names[j] + len - 4, ".png")) {
+                    fl_buf_printf(h, "<img loading=\"lazy\" alt=\"");
+                    fl_report_html_text(h, names[j]);
+                    fl_buf_printf(h, "\" src=\"");
+                    fl_report_html_text(h, cell);
+                    fl_buf_printf(h, "/");
+                    fl_report_html_text(h, names[j]);
+                    fl_buf_printf(h, "\">");
+                }
+                fl_report_html_text(h, names[j]);
+                fl_buf_printf(h, "</a> ");
+                free(names[j]);
+            }
+            fl_buf_printf(h, "</div>\n");
+            free(names);
+            free(path);
+        }
+    }
+}

@@ -7,8 +7,11 @@
  *   report_stats.c   groups cells over the left-out keys (the seeds), mean
  *                    and standard error per field, the ranking
  *   report_tables.c  report.md, report.csv and report.html
- *   report_charts.c  one curve chart per group (from metrics.csv) for
- *                    report.html */
+ *   report_charts.c  the charts overlaying the groups' curves (from
+ *                    metrics.csv) and the cells' picture links, for
+ *                    report.html
+ *   report_pivot.c   the pivot table (ROWS x COLS of one field) and its
+ *                    chart */
 #ifndef FL_REPORT_IMPL_H
 #define FL_REPORT_IMPL_H
 
@@ -55,7 +58,21 @@ typedef struct fl_report {
     long metric;          /* field index to sort by, -1 = none */
     int direction;        /* -1 lower is better, +1 higher */
     size_t n_done, n_failed, n_missing; /* cells per state */
+    size_t *cols;         /* fields shown in report.md/.html, in order (owned) */
+    size_t n_cols;
+    long *dup_of;         /* per field: the field it repeats, -2 - a for swept key a, -1 none (owned) */
+    char *sets;           /* sets.txt: the sweep's --set options, one a line (owned); NULL: not recorded */
+    const fl_report_opts *o; /* the options (the caller's; never NULL) */
+    struct fl_pivot *pivot; /* the pivot table, NULL without one (owned) */
 } fl_report;
+
+/* The pivot table of --pivot ROWS COLS METRIC. */
+typedef struct fl_pivot {
+    size_t ar, ac;        /* the axes of rows and columns */
+    long field;           /* the field */
+    fl_report_stat *cell; /* [i * n_cols_of_ac + j]: value i of ar, value j of ac (owned) */
+    char *averaged;       /* the other swept keys, ", "-separated (owned) */
+} fl_pivot;
 
 /* report.c */
 /* The index of field `name`, or -1. */
@@ -88,11 +105,38 @@ void fl_report_csv(const fl_report *r, fl_buf *b);
 /* report.html with a chart per group; the first error of a chart. */
 fl_status fl_report_html(const fl_report *r, fl_buf *h);
 
+/* report.md's and report.html's header lines: the --set options. */
+void fl_report_sets_md(const fl_report *r, fl_buf *b);
+
 /* report_charts.c */
-/* The chart of group `gi` (rank k, from 0) into `h` as an <img> (a base64
- * PNG, also kept as report_curves/row-K.png) and a caption; nothing when
- * no member cell has a readable metrics.csv. Errors: creating the folder
- * or writing the PNG (fl_err set). */
-fl_status fl_report_chart(const fl_report *r, size_t gi, size_t k, fl_buf *h);
+/* The charts of the groups' curves into `h`: groups in rank order, up to
+ * FL_REPORT_PER_CHART per chart, all charts on the same axes, each as an
+ * <img> (a base64 PNG; PNG and SVG also kept as
+ * report_curves/chart-K.{png,svg}) with a caption; nothing when no cell has
+ * a readable metrics.csv. Errors: creating the folder or writing a file
+ * (fl_err set). */
+#define FL_REPORT_PER_CHART 10
+fl_status fl_report_charts(const fl_report *r, fl_buf *h);
+/* The pictures (*.png, *.svg) of every cell as links, groups in rank
+ * order, into `h`. */
+void fl_report_cell_pictures(const fl_report *r, fl_buf *h);
+/* `p` (n bytes) base64-encoded into `b`. */
+void fl_report_base64(fl_buf *b, const unsigned char *p, size_t n);
+/* The legend text of group gi: its swept values, "key=value, ...". */
+void fl_report_group_label(const fl_report *r, size_t gi, fl_buf *b);
+
+/* report_pivot.c */
+/* Fills r->pivot from r->o's pivot options (nothing without them). An
+ * unknown metric is FL_ERR_INVALID (fl_err lists the fields). */
+fl_status fl_report_pivot_make(fl_report *r);
+void fl_report_pivot_free(fl_report *r);
+/* The pivot table in Markdown (report.md and the printed table). */
+void fl_report_pivot_md(const fl_report *r, fl_buf *b);
+/* report_pivot.csv: ROWS, then per value of COLS its mean, se and n. */
+void fl_report_pivot_csv(const fl_report *r, fl_buf *b);
+/* The pivot table and its chart (report_curves/pivot.{png,svg}: the field
+ * against COLS, one line per value of ROWS, +- one standard error, when
+ * every value of COLS is a number) into `h`. Errors as fl_report_charts. */
+fl_status fl_report_pivot_html(const fl_report *r, fl_buf *h);
 
 #endif

@@ -10,12 +10,14 @@
 
 #include "sweep/report_impl.h"
 
-fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by)
+/* FL_OK when every key of `keys` is a swept key, else FL_ERR_INVALID
+ * naming the option `opt`. */
+static fl_status check_keys(const fl_sweep *s, const char *opt, const char *keys)
 {
-    if (!group_by) return FL_OK;
-    char *copy = fl_strdup(group_by);
+    if (!keys) return FL_OK;
+    char *copy = fl_strdup(keys);
     if (!copy) {
-        fl_err("--group-by: out of memory");
+        fl_err("%s: out of memory", opt);
         return FL_ERR_NOMEM;
     }
     fl_status st = FL_OK;
@@ -28,10 +30,40 @@ fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by)
         for (size_t a = 0; a < s->n_axes && used + 1 < sizeof list; a++)
             used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", a ? ", " : "",
                                      s->axes[a].key);
-        fl_err("--group-by: '%s' is not a swept key of %s (swept: %s)", k, s->path, list);
+        fl_err("%s: '%s' is not a swept key of %s (swept: %s)", opt, k, s->path, list);
         st = FL_ERR_INVALID;
     }
     free(copy);
+    return st;
+}
+
+fl_status fl_report_check_group_by(const fl_sweep *s, const char *group_by)
+{
+    return check_keys(s, "--group-by", group_by);
+}
+
+fl_status fl_report_check_opts(const fl_sweep *s, const fl_report_opts *o)
+{
+    fl_status st = check_keys(s, "--group-by", o->group_by);
+    if (st == FL_OK && (o->pivot_rows || o->pivot_cols || o->pivot_metric) &&
+        !(o->pivot_rows && o->pivot_cols && o->pivot_metric)) {
+        fl_err("--pivot: needs ROWS COLS METRIC");
+        st = FL_ERR_INVALID;
+    }
+    if (st == FL_OK && o->pivot_rows) {
+        if (strchr(o->pivot_rows, ',') || strchr(o->pivot_cols, ',')) {
+            fl_err("--pivot %s %s: ROWS and COLS are one swept key each", o->pivot_rows,
+                   o->pivot_cols);
+            st = FL_ERR_INVALID;
+        }
+        if (st == FL_OK) st = check_keys(s, "--pivot ROWS", o->pivot_rows);
+        if (st == FL_OK) st = check_keys(s, "--pivot COLS", o->pivot_cols);
+        if (st == FL_OK && !strcmp(o->pivot_rows, o->pivot_cols)) {
+            fl_err("--pivot %s %s: ROWS and COLS must be different swept keys", o->pivot_rows,
+                   o->pivot_cols);
+            st = FL_ERR_INVALID;
+        }
+    }
     return st;
 }
 

@@ -1,8 +1,11 @@
-/* report_tables.c - the files of `flowlab report`: report.md (a Markdown
- * table, failed and missing cells listed), report.csv (full precision) and
- * report.html (the table and a chart per group, report_charts.c). */
+/* report_tables.c - the files of `flowlab report`: report.md (the sweep's
+ * --set options, a Markdown table of the shown columns, failed and missing
+ * cells listed), report.csv (every field, full precision) and report.html
+ * (the tables, the overlaid charts and the cells' pictures,
+ * report_charts.c). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sweep/report_impl.h"
@@ -71,23 +74,70 @@ static void describe(const fl_report *r, fl_buf *b, int md)
                       md ? "`" : "", r->direction < 0 ? "lower" : "higher");
 }
 
+/* The sweep's --set options (sets.txt) as one sentence. */
+static void sets_text(const fl_report *r, fl_buf *b, int md)
+{
+    fl_buf_printf(b, "Options given to every cell (flowlab sweep --set): ");
+    if (!r->sets) {
+        fl_buf_printf(b, "not recorded (the sweep predates sets.txt).");
+        return;
+    }
+    size_t k = 0;
+    for (const char *p = r->sets; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n) {
+            fl_buf_printf(b, "%s%s", k++ ? ", " : "", md ? "`" : "");
+            fl_buf_write(b, p, n);
+            if (md) fl_buf_printf(b, "`");
+        }
+        p += n + (e != NULL);
+    }
+    fl_buf_printf(b, "%s", k ? "." : "none.");
+}
+
+void fl_report_sets_md(const fl_report *r, fl_buf *b)
+{
+    sets_text(r, b, 1);
+}
+
+/* The fields left out as repeats, or nothing. */
+static void dups_text(const fl_report *r, fl_buf *b, int md)
+{
+    const char *q = md ? "`" : "";
+    size_t k = 0;
+    for (size_t f = 0; f < r->n_fields; f++) {
+        long d = r->dup_of[f];
+        if (d == -1) continue;
+        fl_buf_printf(b, "%s%s%s%s (= %s%s%s)", k++ ? ", " : "Left out as repeats of another column in "
+                                                            "every cell (--all-columns shows them): ",
+                      q, r->fields[f], q, q, d >= 0 ? r->fields[d] : r->s->axes[-2 - d].key, q);
+    }
+    if (k) fl_buf_printf(b, ".");
+}
+
 void fl_report_md(const fl_report *r, fl_buf *b, fl_buf *table)
 {
     const fl_sweep *s = r->s;
     fl_buf_printf(b, "# Sweep report: %s\n\n", r->dir);
     describe(r, b, 1);
     fl_buf_printf(b, "\n\n");
+    sets_text(r, b, 1);
+    fl_buf_printf(b, "\n\n");
+    size_t before = b->len;
+    dups_text(r, b, 1);
+    if (b->len > before) fl_buf_printf(b, "\n\n");
     /* the table, also printed on stdout */
     fl_buf_printf(table, "| rank |");
     for (size_t a = 0; a < s->n_axes; a++)
         if (r->in_group[a]) fl_buf_printf(table, " %s |", s->axes[a].key);
     fl_buf_printf(table, " n | failed |");
-    for (size_t f = 0; f < r->n_fields; f++) fl_buf_printf(table, " %s |", r->fields[f]);
+    for (size_t i = 0; i < r->n_cols; i++) fl_buf_printf(table, " %s |", r->fields[r->cols[i]]);
     fl_buf_printf(table, "\n|---:|");
     for (size_t a = 0; a < s->n_axes; a++)
         if (r->in_group[a]) fl_buf_printf(table, "---|");
     fl_buf_printf(table, "---:|---:|");
-    for (size_t f = 0; f < r->n_fields; f++) fl_buf_printf(table, "---:|");
+    for (size_t i = 0; i < r->n_cols; i++) fl_buf_printf(table, "---:|");
     fl_buf_printf(table, "\n");
     for (size_t k = 0; k < r->n_groups; k++) {
         const fl_report_group *g = &r->g[r->order[k]];
@@ -100,13 +150,18 @@ void fl_report_md(const fl_report *r, fl_buf *b, fl_buf *table)
                 fl_buf_printf(table, " |");
             }
         fl_buf_printf(table, " %zu | %zu |", g->n_done, g->n_failed);
-        for (size_t f = 0; f < r->n_fields; f++) {
+        for (size_t i = 0; i < r->n_cols; i++) {
+            size_t f = r->cols[i];
             char cell[160];
             fmt_stat(cell, sizeof cell, &g->f[f], "±");
             if (best && (long)f == r->metric) fl_buf_printf(table, " **%s** |", cell);
             else fl_buf_printf(table, " %s |", cell);
         }
         fl_buf_printf(table, "\n");
+    }
+    if (r->pivot) {
+        fl_buf_printf(table, "\n");
+        fl_report_pivot_md(r, table);
     }
     fl_buf_write(b, table->data, table->len);
     if (r->n_failed) {
@@ -179,7 +234,9 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
                   "th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}\n"
                   "th{background:#f0f0f0}td.key{text-align:left;font-family:monospace}\n"
                   "tr.best td{background:#e6f4e6;font-weight:bold}\n"
-                  "figure{display:inline-block;margin:0.5em;vertical-align:top;max-width:420px}\n"
+                  "figure{display:inline-block;margin:0.5em;vertical-align:top}\n"
+                  "div.cell{display:inline-block;vertical-align:top;margin:0.4em;font-size:0.8em}\n"
+                  "div.cell img{width:160px;display:block}\n"
                   "figcaption{font-size:0.8em}\n"
                   "span.key{display:inline-block;width:0.8em;height:0.8em;margin:0 0.2em}\n"
                   "</style></head><body>\n<h1>Sweep report: ");
@@ -191,7 +248,20 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
     describe(r, &d, 0);
     fl_report_html_text(h, d.data);
     fl_buf_free(&d);
-    fl_buf_printf(h, "</p>\n<table>\n<tr><th>rank</th>");
+    fl_buf_printf(h, "</p>\n<p>");
+    fl_buf t = { 0 };
+    sets_text(r, &t, 0);
+    fl_report_html_text(h, t.data);
+    fl_buf_free(&t);
+    fl_buf_printf(h, "</p>\n");
+    dups_text(r, &t, 0);
+    if (t.data) {
+        fl_buf_printf(h, "<p>");
+        fl_report_html_text(h, t.data);
+        fl_buf_printf(h, "</p>\n");
+    }
+    fl_buf_free(&t);
+    fl_buf_printf(h, "<table>\n<tr><th>rank</th>");
     for (size_t a = 0; a < s->n_axes; a++)
         if (r->in_group[a]) {
             fl_buf_printf(h, "<th>");
@@ -199,9 +269,9 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
             fl_buf_printf(h, "</th>");
         }
     fl_buf_printf(h, "<th>n</th><th>failed</th>");
-    for (size_t f = 0; f < r->n_fields; f++) {
+    for (size_t i = 0; i < r->n_cols; i++) {
         fl_buf_printf(h, "<th>");
-        fl_report_html_text(h, r->fields[f]);
+        fl_report_html_text(h, r->fields[r->cols[i]]);
         fl_buf_printf(h, "</th>");
     }
     fl_buf_printf(h, "</tr>\n");
@@ -217,9 +287,9 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
                 fl_buf_printf(h, "</td>");
             }
         fl_buf_printf(h, "<td>%zu</td><td>%zu</td>", g->n_done, g->n_failed);
-        for (size_t f = 0; f < r->n_fields; f++) {
+        for (size_t i = 0; i < r->n_cols; i++) {
             char cell[160];
-            fmt_stat(cell, sizeof cell, &g->f[f], "&plusmn;");
+            fmt_stat(cell, sizeof cell, &g->f[r->cols[i]], "&plusmn;");
             fl_buf_printf(h, "<td>%s</td>", cell);
         }
         fl_buf_printf(h, "</tr>\n");
@@ -239,9 +309,10 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
         }
         fl_buf_printf(h, "</table>\n");
     }
+    fl_status st = r->pivot ? fl_report_pivot_html(r, h) : FL_OK;
     fl_buf_printf(h, "<h2>Training curves</h2>\n");
-    fl_status st = FL_OK;
-    for (size_t k = 0; k < r->n_groups && st == FL_OK; k++) st = fl_report_chart(r, r->order[k], k, h);
+    if (st == FL_OK) st = fl_report_charts(r, h);
+    fl_report_cell_pictures(r, h);
     fl_buf_printf(h, "</body></html>\n");
     return st;
 }

@@ -4,10 +4,12 @@
 #include "tasks/task_density.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/util.h"
+#include "output/chart.h"
 #include "output/imagegrid.h"
 #include "output/plot.h"
 #include "output/rundir.h"
@@ -57,7 +59,6 @@ static fl_status plot_2d(fl_experiment *e, const char *dir)
     fl_real *rows = NULL, *smp = NULL;
     uint64_t n = 0;
     double *dens = NULL, *hist = NULL;
-    fl_canvas c = { 0 };
     fl_status st = fl_experiment_eval_split(e, FL_SPLIT_TEST, &rows, &n);
     if (st == FL_OK && n == 0) {
         fl_err("the test split is empty: nothing to plot");
@@ -92,20 +93,36 @@ static fl_status plot_2d(fl_experiment *e, const char *dir)
     if (st == FL_OK) st = fl_density_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp);
     double dmax = dens ? fl_plot_max(dens, (size_t)GRID * GRID) : 0;
     double hmax = hist ? fl_plot_max(hist, (size_t)GRID * GRID) : 0;
-    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
+    /* three pictures on the same axes: the model, the data, the samples */
+    fl_map_chart m = { .xlabel = "x1", .ylabel = "x2", .box = { box[0], box[1], box[2], box[3] },
+                       .gw = GRID, .gh = GRID };
+    char *path = NULL;
     if (st == FL_OK) {
-        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
-        fl_canvas_heatmap(&c, dens, GRID, GRID, 0, dmax);
-        st = fl_canvas_save_in(&c, dir, "density.png");
+        m.title = "Learned density p(x)";
+        m.zlabel = "density";
+        m.v = dens;
+        m.vmax = dmax;
+        st = (path = fl_strfmt("%s/density.png", dir)) ? fl_chart_map(&m, path) : FL_ERR_NOMEM;
+        free(path);
     }
     if (st == FL_OK) {
-        fl_canvas_heatmap(&c, hist, GRID, GRID, 0, hmax);
-        st = fl_canvas_save_in(&c, dir, "data.png");
+        m.title = "Test data (smoothed histogram)";
+        m.zlabel = "density of points";
+        m.v = hist;
+        m.vmax = hmax;
+        st = (path = fl_strfmt("%s/data.png", dir)) ? fl_chart_map(&m, path) : FL_ERR_NOMEM;
+        free(path);
     }
     if (st == FL_OK) {
-        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
-        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
-        st = fl_canvas_save_in(&c, dir, "samples.png");
+        m.title = "5000 samples from the model";
+        m.zlabel = NULL;
+        m.v = NULL;
+        m.pts = smp;
+        m.n_pts = N_SAMPLES;
+        m.colour = (fl_rgb){ 20, 40, 120 };
+        m.alpha = 0.3;
+        st = (path = fl_strfmt("%s/samples.png", dir)) ? fl_chart_map(&m, path) : FL_ERR_NOMEM;
+        free(path);
     }
     if (st == FL_OK) {
         fl_buf b = { 0 };
@@ -115,7 +132,6 @@ static fl_status plot_2d(fl_experiment *e, const char *dir)
         st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
         fl_buf_free(&b);
     }
-    fl_canvas_free(&c);
     fl_free(rows);
     fl_free(smp);
     free(dens);
@@ -143,17 +159,27 @@ static fl_status plot_images(fl_experiment *e, const char *dir)
                                   smp + (size_t)t * per * D);
     char *p = st == FL_OK ? fl_strfmt("%s/samples.png", dir) : NULL;
     if (st == FL_OK && !p) st = FL_ERR_NOMEM;
+    char labels[FL_DENSITY_N_TEMPS][32];
+    const char *lp[FL_DENSITY_N_TEMPS];
+    for (int t = 0; t < FL_DENSITY_N_TEMPS; t++) {
+        snprintf(labels[t], sizeof labels[t], "T = %.2g", fl_density_temps[t]);
+        lp[t] = labels[t];
+    }
+    uint32_t x0 = 0, y0 = 0;
     if (st == FL_OK)
-        st = fl_image_blocks_png(p, smp, FL_DENSITY_N_TEMPS, per, c, in->image_h, in->image_w,
-                                 SAMPLE_COLS, SAMPLE_PAD);
+        st = fl_image_blocks_captioned_png(p, smp, FL_DENSITY_N_TEMPS, per, c, in->image_h,
+                                           in->image_w, SAMPLE_COLS, SAMPLE_PAD,
+                                           "Samples at temperature T (same noise per column)", lp,
+                                           &x0, &y0);
     free(p);
     if (st == FL_OK) {
         fl_buf b = { 0 };
-        fl_buf_printf(&b, "block,temperature,first_pixel_row,rows,cols\n");
+        fl_buf_printf(&b, "block,temperature,first_pixel_row,first_pixel_col,rows,cols\n");
         const uint32_t block_h = SAMPLE_ROWS * (in->image_h + SAMPLE_PAD) + 2 * SAMPLE_PAD;
         for (int t = 0; t < FL_DENSITY_N_TEMPS; t++)
-            fl_buf_printf(&b, "%d,%.2f,%u,%u,%u\n", t, fl_density_temps[t],
-                          SAMPLE_PAD + (uint32_t)t * block_h, SAMPLE_ROWS, SAMPLE_COLS);
+            fl_buf_printf(&b, "%d,%.2f,%u,%u,%u,%u\n", t, fl_density_temps[t],
+                          y0 + SAMPLE_PAD + (uint32_t)t * block_h, x0 + SAMPLE_PAD, SAMPLE_ROWS,
+                          SAMPLE_COLS);
         st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "samples_grid.csv", b.data, b.len);
         fl_buf_free(&b);
     }

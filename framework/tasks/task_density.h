@@ -116,17 +116,19 @@ extern const double fl_density_temps[FL_DENSITY_N_TEMPS];
 
 /* Pictures of a trained density model, written into `dir`:
  *   curves.png   train (blue) and test (orange) NLL against step, from
- *                dir/metrics.csv (bits/dim for dequantized runs);
- *                curves_axes.csv holds the ranges
+ *   curves.svg   dir/metrics.csv (bits/dim for dequantized runs), with
+ *                axes, labels and a legend; curves_axes.csv holds the ranges
  *   for image rows (image_h > 0):
  *   samples.png  a grid of samples (seed 0, "plot"), 10 columns, one block
- *                of 3 rows per temperature 0.5, 0.7, 1.0 (top to bottom;
- *                the picture has no text: samples_grid.csv lists each
- *                block's temperature and first pixel row), mapped back to
- *                pixels, grey or RGB
- *   and for 2-dimensional data only, all on one 200 x 200 grid over the
- *   test split's bounding box padded by 10% (plot_grid.csv: the ranges and
- *   each heatmap's top value):
+ *                of 3 rows per temperature 0.5, 0.7, 1.0 (top to bottom),
+ *                mapped back to pixels, grey or RGB, unscaled, with a title
+ *                strip and each block's temperature on its left;
+ *                samples_grid.csv lists each block's temperature and first
+ *                pixel row and column
+ *   and for 2-dimensional data only, all on the same axes over the test
+ *   split's bounding box padded by 10%, evaluated on a 200 x 200 grid
+ *   (output/chart.h's fl_chart_map layout, with axes, a title and a colour
+ *   bar; plot_grid.csv: the ranges and each heatmap's top value):
  *   density.png  the learned density exp(log p(x))
  *   data.png     the test split's histogram, smoothed (Gaussian, 1.5 cells)
  *   samples.png  5000 model samples (seed 0, "plot")

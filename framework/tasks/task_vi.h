@@ -96,9 +96,11 @@ void fl_vi_report(const fl_experiment *e, const fl_vi_result *res, FILE *f);
  *   curves.png   the training bound (blue, mean over each evaluation
  *                interval, at the annealed beta), the evaluation ELBO
  *                (orange) and the reference log Z (grey) against step, from
- *                dir/metrics.csv; curves_axes.csv holds the ranges
- *   and for a 2D target, on one 200 x 200 grid over the target's box
- *   (plot_grid.csv: the ranges, each heatmap's top value, the common colour
+ *                dir/metrics.csv, with axes, labels and a legend (and
+ *                curves.svg); curves_axes.csv holds the ranges
+ *   and for a 2D target, on the same axes over the target's box, evaluated
+ *   on a 200 x 200 grid (output/chart.h's fl_chart_map layout, with a title
+ *   and a colour bar; plot_grid.csv: the ranges, each heatmap's top value, the common colour
  *   scale and how q was obtained):
  *   target.png   the target density exp(log p~), normalised on the grid
  *   density.png  q(z) on the target's colour scale (clipped above it): exact through the inverses

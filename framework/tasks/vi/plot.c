@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "output/chart.h"
 #include "output/plot.h"
 #include "output/rundir.h"
 
@@ -86,27 +87,33 @@ fl_status fl_plot_vi(fl_experiment *e, const char *dir)
     const size_t G2 = (size_t)GRID * GRID;
     double *tg = malloc(G2 * sizeof *tg), *q = malloc(G2 * sizeof *q);
     fl_real *smp = fl_alloc((size_t)N_SAMPLES * 2 * sizeof *smp);
-    fl_canvas c = { 0 };
     int exact = 0;
     if (!tg || !q || !smp) st = FL_ERR_NOMEM;
     if (st == FL_OK) st = fl_vi_plot_grids(e, tg, q, &exact);
     if (st == FL_OK) st = fl_vi_sample(e, N_SAMPLES, fl_rng_key_make(0, "plot"), smp, NULL);
     double tmax = tg ? fl_plot_max(tg, G2) : 0, qmax = q ? fl_plot_max(q, G2) : 0;
     double vmax = tmax; /* the target's scale: q saturates where it is too peaked */
-    if (st == FL_OK) st = fl_canvas_init(&c, GRID, GRID, (fl_rgb){ 255, 255, 255 });
-    if (st == FL_OK) {
-        fl_canvas_window(&c, 0, box[0], box[1], box[2], box[3]);
-        fl_canvas_heatmap(&c, tg, GRID, GRID, 0, vmax);
-        st = fl_canvas_save_in(&c, dir, "target.png");
-    }
-    if (st == FL_OK) {
-        fl_canvas_heatmap(&c, q, GRID, GRID, 0, vmax);
-        st = fl_canvas_save_in(&c, dir, "density.png");
-    }
-    if (st == FL_OK) {
-        fl_canvas_fill(&c, (fl_rgb){ 255, 255, 255 });
-        fl_canvas_points(&c, smp, N_SAMPLES, 2, 1, (fl_rgb){ 20, 40, 120 }, 0.3);
-        st = fl_canvas_save_in(&c, dir, "samples.png");
+    /* one colour scale for target and q, so the two compare by eye */
+    fl_map_chart m = { .xlabel = "z1", .ylabel = "z2", .box = { box[0], box[1], box[2], box[3] },
+                       .gw = GRID, .gh = GRID, .vmax = vmax, .zlabel = "density" };
+    const char *names[3] = { "target.png", "density.png", "samples.png" };
+    const char *titles[3] = { "Target density (normalised on the grid)",
+                              exact ? "Fitted q(z) (target's colour scale)"
+                                    : "Fitted q(z), histogram (target's scale)",
+                              "5000 samples of q" };
+    for (int k = 0; k < 3 && st == FL_OK; k++) {
+        m.title = titles[k];
+        m.v = k == 0 ? tg : k == 1 ? q : NULL;
+        if (k == 2) {
+            m.zlabel = NULL;
+            m.pts = smp;
+            m.n_pts = N_SAMPLES;
+            m.colour = (fl_rgb){ 20, 40, 120 };
+            m.alpha = 0.3;
+        }
+        char *path = fl_strfmt("%s/%s", dir, names[k]);
+        st = path ? fl_chart_map(&m, path) : FL_ERR_NOMEM;
+        free(path);
     }
     if (st == FL_OK) {
         fl_buf b = { 0 };
@@ -117,7 +124,6 @@ fl_status fl_plot_vi(fl_experiment *e, const char *dir)
         st = b.failed ? FL_ERR_NOMEM : fl_rundir_write(dir, "plot_grid.csv", b.data, b.len);
         fl_buf_free(&b);
     }
-    fl_canvas_free(&c);
     fl_free(smp);
     free(tg);
     free(q);

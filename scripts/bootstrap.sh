@@ -10,7 +10,7 @@ shift || true
 
 PKGS=(build-essential meson ninja-build pkg-config libinih-dev libcriterion-dev
       libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin libcurl4-openssl-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

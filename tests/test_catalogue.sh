@@ -341,7 +341,7 @@ EOF
 }
 vae_ini val val.amat
 run run val.ini --out "$NEW"
-refused "amat value that is not 0 or 1" 5 "val.ini:4: [data] amat: val.amat: line 4: value 2 is '2'"
+refused "amat value that is not 0 or 1" 5 "val.ini:4: [data] amat: $PWD/val.amat: line 4: value 2 is '2'"
 vae_ini count count.amat
 run run count.ini --out "$NEW"
 refused "amat line of the wrong length" 5 "count.amat: line 2: 3 values, expected 16"

@@ -10,7 +10,7 @@ shift || true
 
 PKGS=(build-essential meson ninja-build pkg-config libinih-dev libcriterion-dev
       libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev
-      libcairo2-dev fonts-dejavu-core
+      libcairo2-dev fonts-dejavu-core libcurl4-openssl-dev
       libopenmpi-dev openmpi-bin)
 
 missing=()

@@ -282,7 +282,7 @@ csv_ini() {
 printf 'x,y\n' >hdr.csv
 csv_ini hdr hdr.csv
 run run hdr.ini --out "$NEW"
-refused "CSV with a header and no rows" 5 "hdr.ini:5: [data] csv: hdr.csv: no data rows"
+refused "CSV with a header and no rows" 5 "hdr.ini:5: [data] csv: $PWD/hdr.csv: no data rows"
 printf 'x,y\n1,2\n3,inf\n' >inf.csv
 csv_ini inf inf.csv
 run run inf.ini --out "$NEW"
@@ -293,7 +293,7 @@ run run few.ini --out "$NEW"
 refused "CSV row with too few fields" 5 "few.csv:3: 1 fields, expected 2 like the first row"
 csv_ini nofile nofile.csv
 run run nofile.ini --out "$NEW"
-refused "CSV file missing" 5 "nofile.ini:5: [data] csv: cannot open nofile.csv"
+refused "CSV file missing" 5 "nofile.ini:5: [data] csv: cannot open $PWD/nofile.csv"
 awk 'BEGIN { srand(3); print "x,y"; for (i = 0; i < 300; i++) printf("%.5f,%.5f\n", rand(), rand()) }' >ok.csv
 printf '1,2,3\n4,5,6\n' >three.csv
 csv_ini cols ok.csv "test_path = three.csv"
@@ -341,7 +341,7 @@ EOF
 }
 vae_ini val val.amat
 run run val.ini --out "$NEW"
-refused "amat value that is not 0 or 1" 5 "val.ini:4: [data] amat: val.amat: line 4: value 2 is '2'"
+refused "amat value that is not 0 or 1" 5 "val.ini:4: [data] amat: $PWD/val.amat: line 4: value 2 is '2'"
 vae_ini count count.amat
 run run count.ini --out "$NEW"
 refused "amat line of the wrong length" 5 "count.amat: line 2: 3 values, expected 16"

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "model/experiment.h"
+#include "output/provenance.h"
 #include "train/checkpoint.h"
 
 fl_status fl_cli_registry(const fl_cli *cli, fl_registry **out)
@@ -61,9 +62,12 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
     if (st == FL_OK) st = fl_config_load(cpath, &cfg);
     for (size_t i = 0; st == FL_OK && i < n_sets; i++) st = fl_config_set(cfg, sets[i]);
     if (st == FL_OK) st = fl_cli_registry(cli, reg);
+    char missing[1024] = ""; /* the run's plugins that are gone */
+    if (st == FL_OK) st = fl_provenance_reload(dir, *reg, missing, sizeof missing);
     if (st == FL_OK) {
         st = fl_experiment_new(*reg, cfg, e);
         cfg = NULL;
+        fl_cli_missing_plugins(&st, missing);
     }
     if (st == FL_OK) st = fl_checkpoint_load(kpath, &(*e)->arena, NULL, NULL, 1, NULL);
     if (st != FL_OK) {
@@ -76,6 +80,16 @@ fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *c
     free(cpath);
     free(kpath);
     return st;
+}
+
+void fl_cli_missing_plugins(fl_status *st, const char *missing)
+{
+    if (*st == FL_OK || !missing[0] || !strstr(fl_err_msg(), "no such")) return;
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", fl_err_msg());
+    fl_err("%s (the run used plugin %s, which is gone: rebuild it there or give --plugin PATH)",
+           msg, missing);
+    *st = FL_ERR_NOT_FOUND;
 }
 
 int fl_cli_fail(fl_status st)

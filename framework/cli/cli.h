@@ -30,6 +30,11 @@ fl_status fl_cli_load_run(const fl_cli *cli, const char *dir, fl_registry **reg,
  * config first (e.g. a different evaluation batch). */
 fl_status fl_cli_load_run_with(const fl_cli *cli, const char *dir, const char *const *sets,
                                size_t n_sets, fl_registry **reg, fl_experiment **e);
+/* After a failed fl_experiment_new on a run whose plugins `missing` (from
+ * fl_provenance_reload) are gone: when the error is a component nobody
+ * provides, adds which plugin is gone to fl_err and makes *st
+ * FL_ERR_NOT_FOUND (exit 4). Otherwise leaves both alone. */
+void fl_cli_missing_plugins(fl_status *st, const char *missing);
 /* Logs fl_err_msg() as an error ("flowlab: error: ...") and returns the
  * exit code for `st` (fl_exit_code). After any failed call that set fl_err. */
 int fl_cli_fail(fl_status st);
@@ -72,5 +77,6 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv);
 int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sweep(fl_cli *cli, int argc, char **argv);
 int fl_cmd_report(fl_cli *cli, int argc, char **argv);
+int fl_cmd_data(fl_cli *cli, int argc, char **argv);
 
 #endif

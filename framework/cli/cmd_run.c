@@ -268,9 +268,12 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
     free(sets);
     free(unsets);
     if (st == FL_OK) st = fl_cli_registry(cli, &reg);
+    char missing[1024] = ""; /* --resume: the run's plugins that are gone */
+    if (st == FL_OK && resume) st = fl_provenance_reload(out, reg, missing, sizeof missing);
     if (st == FL_OK) {
         st = fl_experiment_new(reg, cfg, &e);
         cfg = NULL;
+        fl_cli_missing_plugins(&st, missing);
     }
     if (st == FL_OK) {
         int threads = (int)fl_exp_int(&e->exp, "threads");
@@ -290,6 +293,13 @@ int fl_cmd_run(fl_cli *cli, int argc, char **argv)
         fl_dist_bcast0(name, sizeof name);
         fl_dist_bcast0(&resume, sizeof resume);
         fl_dist_watch(exp_path, name);
+    }
+    /* provenance.json as the run starts, so --resume of a killed run knows
+     * its plugins; rewritten at the end */
+    if (rank == 0 && dir) {
+        st = fl_provenance_write(dir, reg, e->seed, t_start, t_start, fl_fpenv_flushing(),
+                                 FL_PROVENANCE_RUNNING);
+        if (st != FL_OK) goto done;
     }
     st = rank == 0 ? run_task(e, exp_path, dir, resume) : run_task_rank(e, resume);
 done:;

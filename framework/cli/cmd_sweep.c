@@ -405,6 +405,17 @@ static int prepare(sweep_cmd *cmd, const char *out, int dry_run, int oversubscri
     if (st != FL_OK) return x->rank == 0 ? fl_cli_fail(st) : fl_exit_code(st);
     x->base_path = fl_strfmt("%s/base.ini", x->dir);
     if (!x->base_path) return FL_EXIT_FAILURE;
+    /* The cells run DIR/base.ini: their relative data paths still mean the
+     * sweep file's folder (model/datapath.h) */
+    const char *slash = strrchr(x->exp_path, '/');
+    char cwd[4096];
+    char *folder = x->exp_path[0] == '/' ? fl_strndup(x->exp_path, (size_t)(slash - x->exp_path))
+                   : !getcwd(cwd, sizeof cwd) ? NULL
+                   : slash ? fl_strfmt("%s/%.*s", cwd, (int)(slash - x->exp_path), x->exp_path)
+                           : fl_strdup(cwd);
+    if (folder && !getenv("FLOWLAB_EXPERIMENT_DIR"))
+        setenv("FLOWLAB_EXPERIMENT_DIR", folder[0] ? folder : "/", 1);
+    free(folder);
     x->threads_swept = fl_sweep_axis_find(x->s, "experiment.threads") >= 0;
 
     int shared = 1, cores = fl_sweep_core_budget(&shared);

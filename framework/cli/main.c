@@ -37,6 +37,8 @@ static const char usage[] =
     "                      a VAE's gradient signal-to-noise ratio per estimator and k\n"
     "  check [--flow NAME] [--dim D] [--rows N] [--seed S] [--verbose]\n"
     "                      run the conformance checks on flow layers\n"
+    "  data [NAME] | data get NAME [--to DIR]\n"
+    "                      where each data set's files are; download a missing one\n"
     "\n"
     "options:\n"
     "  --plugin PATH       also load this plugin (repeatable); FLOWLAB_PLUGIN_PATH\n"
@@ -47,14 +49,20 @@ static const char usage[] =
     "\n"
     "exit codes: 0 ok, 1 run failed (e.g. non-finite loss), 2 bad command line,\n"
     "  3 bad experiment file or --set, 4 missing or refused plugin,\n"
-    "  5 missing input or unwritable output\n";
+    "  5 missing input or unwritable output\n"
+    "\n"
+    "environment:\n"
+    "  FLOWLAB_PLUGIN_PATH  more plugin files or folders (colon-separated)\n"
+    "  FLOWLAB_DATA         folders searched first for data sets (colon-separated)\n"
+    "  XDG_DATA_HOME        the user's data folder: data sets in $XDG_DATA_HOME/flowlab\n"
+    "                       (default ~/.local/share/flowlab)\n";
 
 /* Commands that run no parallel work: no wait policy to choose (which
  * samples the CPUs for 100 ms and restarts the program). */
 static int light_command(int argc, char **argv)
 {
     static const char *const light[] = { "--help", "-h", "--version", "plugins", "report",
-                                         "help" };
+                                         "help", "data" };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--plugin") == 0) {
             i++;
@@ -120,6 +128,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "gradvar") == 0) rc = fl_cmd_gradvar(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "sweep") == 0) rc = fl_cmd_sweep(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "report") == 0) rc = fl_cmd_report(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "data") == 0) rc = fl_cmd_data(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         rc = FL_EXIT_OK;

@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/hostimpl.h"
 #include "core/log.h"
+#include "core/sha256.h"
 #include "core/util.h"
 
 #ifndef FL_BUILD_PLUGIN_DIR
@@ -30,6 +31,13 @@
 #endif
 #ifndef FL_INSTALL_PLUGIN_DIR
 #define FL_INSTALL_PLUGIN_DIR "/usr/local/lib/flowlab/plugins"
+#endif
+/* The plugin folder relative to the installed binary's folder (e.g.
+ * "../lib/x86_64-linux-gnu/flowlab/plugins"), so that an installed tree
+ * moved elsewhere, or installed with DESTDIR, still finds its plugins;
+ * empty when bindir or libdir was configured as an absolute path. */
+#ifndef FL_REL_PLUGIN_DIR
+#define FL_REL_PLUGIN_DIR ""
 #endif
 
 fl_registry *fl_registry_new(void) { return calloc(1, sizeof(fl_registry)); }
@@ -537,6 +545,8 @@ static fl_status load_unprobed(fl_registry *r, const char *path, const char *rea
     pr->handle = h;
     pr->name = fl_strdup(ent->name);
     pr->version = fl_strdup(ent->version ? ent->version : "?");
+    /* what a run directory records, to notice a rebuilt plugin later */
+    if (fl_sha256_file(real, pr->sha256) != FL_OK) pr->sha256[0] = 0;
 
     staging sg = { .r = r, .plugin = r->n_plugins, .st = FL_OK };
     fl_registrar reg = { .add = reg_add, .host_data = &sg };
@@ -676,18 +686,34 @@ size_t fl_registry_load_dir(fl_registry *r, const char *dir)
     return load_plan_run(r, &lp);
 }
 
-void fl_registry_load_defaults(fl_registry *r)
+int fl_registry_default_dir(char *buf, size_t cap)
 {
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    int in_build = 0;
-    if (len > 0 && FL_BUILD_ROOT[0] != '\0') {
-        exe[len] = 0;
-        size_t rl = strlen(FL_BUILD_ROOT);
-        in_build = strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/';
+    if (len <= 0) return snprintf(buf, cap, "%s", FL_INSTALL_PLUGIN_DIR) < (int)cap;
+    exe[len] = 0;
+    size_t rl = strlen(FL_BUILD_ROOT);
+    if (rl && strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/')
+        return snprintf(buf, cap, "%s", FL_BUILD_PLUGIN_DIR) < (int)cap;
+    /* Installed: the folder beside the binary wins over the configured
+     * prefix, which a DESTDIR install or a moved tree no longer matches. */
+    char *slash = strrchr(exe, '/');
+    struct stat sb;
+    if (FL_REL_PLUGIN_DIR[0] && slash) {
+        *slash = 0;
+        if (snprintf(buf, cap, "%s/%s", exe, FL_REL_PLUGIN_DIR) < (int)cap &&
+            stat(buf, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return 1;
     }
+    return snprintf(buf, cap, "%s", FL_INSTALL_PLUGIN_DIR) < (int)cap;
+}
+
+void fl_registry_load_defaults(fl_registry *r)
+{
+    char dir[PATH_MAX];
+    if (!fl_registry_default_dir(dir, sizeof dir)) dir[0] = 0;
     load_plan lp = { 0 };
-    plan_dir(&lp, in_build ? FL_BUILD_PLUGIN_DIR : FL_INSTALL_PLUGIN_DIR, 2);
+    if (dir[0]) plan_dir(&lp, dir, 2);
 
     const char *env = getenv("FLOWLAB_PLUGIN_PATH");
     if (env && *env) {

@@ -9,9 +9,11 @@
 #include <flowlab/flowlab.h>
 
 typedef struct fl_plugin_rec {
-    char *path;
+    char *path;              /* resolved (realpath) */
     void *handle;
-    char *name, *version;
+    char *name, *version;    /* of its entry point */
+    char sha256[65];         /* of the file as loaded (hex), "" when unreadable;
+                                provenance.json records it */
 } fl_plugin_rec;
 
 typedef struct fl_comp_rec {
@@ -62,8 +64,14 @@ fl_status fl_registry_load(fl_registry *r, const char *path);
  * says, all in one child process (a new one after each culprit). */
 size_t fl_registry_load_dir(fl_registry *r, const char *dir);
 
-/* The default search: the build tree's plugin folder when the program runs
- * from the build tree, else the install folder; then every file or
+/* The built-in plugins' folder into buf (cap bytes): the build tree's
+ * plugins/ when the program runs from the build tree, else the install
+ * folder found relative to the program's own location (bin/../lib/...,
+ * so a DESTDIR or moved install works), else the configured install
+ * folder. Returns 0 when it does not fit. Any time; no allocation. */
+int fl_registry_default_dir(char *buf, size_t cap);
+
+/* The default search: fl_registry_default_dir; then every file or
  * directory of FLOWLAB_PLUGIN_PATH (colon-separated). Refusals are logged
  * as warnings and recorded; all the files are probed in one child process
  * (a new one after each culprit), as fl_registry_load says. */

@@ -1,5 +1,6 @@
 /* experiment.c - validating an experiment file and assembling its model. */
 #include "model/experiment.h"
+#include "model/datapath.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,17 @@ static fl_status make_dataset(fl_experiment *e)
     e->dcls = &e->data.rec->cls.dataset;
     e->data_type = fl_strdup(e->data.rec->cls.base.name);
     if (!e->data_type) return FL_ERR_NOMEM;
+    /* its files and folders: against the experiment file's folder, or
+     * searched for (model/datapath.h) */
+    st = fl_data_resolve(e->cfg, &e->data.cfg, e->data_type);
+    if (st != FL_OK) {
+        char msg[2048], where[512];
+        snprintf(msg, sizeof msg, "%s", fl_err_msg());
+        fl_part_created(e, &e->data, FL_OK); /* leaves the create */
+        fl_config_where(e->cfg, fl_config_section(e->cfg, "data"), NULL, where, sizeof where);
+        fl_err("%s: %s", where, msg);
+        return st;
+    }
     st = e->dcls->create(fl_host_table(), e->data.cx, &e->info, &e->data.self);
     st = fl_part_created(e, &e->data, st);
     e->dself = e->data.self;

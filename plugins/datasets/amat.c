@@ -37,7 +37,7 @@ static const char *const split_names[3] = { "train", "valid", "test" };
 
 static const fl_key amat_keys[] = {
     { "train", FL_KEY_STRING, NULL, 0, 0, NULL,
-      ".amat or .amat.gz file of training images (relative to the working directory)" },
+      ".amat or .amat.gz file of training images (relative to the experiment file's folder)" },
     { "valid", FL_KEY_STRING, "", 0, 0, NULL,
       ".amat[.gz] file of validation images; empty = no validation split" },
     { "test", FL_KEY_STRING, "", 0, 0, NULL,
@@ -48,8 +48,8 @@ static const fl_key amat_keys[] = {
 
 static const fl_key mnist_keys[] = {
     { "dir", FL_KEY_STRING, "../shared/data/binarized_mnist", 0, 0, NULL,
-      "folder of binarized_mnist_{train,valid,test}.amat[.gz] (relative to the working "
-      "directory)" },
+      "folder of binarized_mnist_{train,valid,test}.amat[.gz] (relative to the experiment "
+      "file's folder; when not set: searched for, `flowlab data`)" },
 };
 
 #define MNIST_SIDE 28
@@ -302,7 +302,7 @@ static fl_status amat_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info
     amat *a = NULL;
     fl_status st = finish_create(h, cx, paths, height, width,
                                  " (check the [data] train, valid and test paths; they are "
-                                 "relative to the working directory)",
+                                 "relative to the experiment file's folder)",
                                  info, &a);
     if (st == FL_OK) *self = a;
     return st;
@@ -321,8 +321,7 @@ static fl_status mnist_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *inf
     }
     char hint[1024];
     snprintf(hint, sizeof hint,
-             " (nor the uncompressed .amat): [data] dir = %s is resolved against the working "
-             "directory and must hold binarized_mnist_{train,valid,test}.amat[.gz]; the files "
+             " (nor the uncompressed .amat): [data] dir = %s must hold binarized_mnist_{train,valid,test}.amat[.gz]; the files "
              "are at " MNIST_SOURCE,
              dir);
     amat *a = NULL;

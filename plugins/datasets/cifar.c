@@ -38,7 +38,7 @@ typedef struct cifar {
 static const fl_key cifar_keys[] = {
     { "dir", FL_KEY_STRING, "cifar-10-batches-bin", 0, 0, NULL,
       "folder of data_batch_1..5.bin and test_batch.bin (CIFAR-10's binary version; "
-      "name.bin.gz is read when name.bin is absent), relative to the working directory" },
+      "name.bin.gz is read when name.bin is absent), relative to the experiment file's folder" },
     { "valid_size", FL_KEY_INT, "5000", 0, 1e9, NULL,
       "the last valid_size training images form the validation split" },
 };

@@ -32,7 +32,7 @@ typedef struct csv {
 
 static const fl_key keys[] = {
     { "path", FL_KEY_STRING, NULL, 0, 0, NULL,
-      "CSV file of the training rows (relative to the working directory)" },
+      "CSV file of the training rows (relative to the experiment file's folder)" },
     { "valid_path", FL_KEY_STRING, "", 0, 0, NULL,
       "CSV file of the validation rows; empty = split off the training file" },
     { "test_path", FL_KEY_STRING, "", 0, 0, NULL,

@@ -58,7 +58,7 @@ typedef struct idx_set {
 
 static const fl_key idx_keys[] = {
     { "train_images", FL_KEY_STRING, NULL, 0, 0, NULL,
-      "idx3-ubyte[.gz] file of training images (relative to the working directory)" },
+      "idx3-ubyte[.gz] file of training images (relative to the experiment file's folder)" },
     { "test_images", FL_KEY_STRING, "", 0, 0, NULL,
       "idx3-ubyte[.gz] file of test images; empty = no test split" },
     BINARIZE_KEYS,
@@ -301,7 +301,7 @@ static fl_status idx_create(const fl_host *h, fl_ctx *cx, fl_dataset_info *info,
     fl_status st = finish_create(h, cx, h->cfg_str(cx, "train_images"),
                                  h->cfg_str(cx, "test_images"),
                                  " (check the [data] train_images and test_images paths; they "
-                                 "are relative to the working directory)",
+                                 "are relative to the experiment file's folder)",
                                  info, &d);
     if (st == FL_OK) *self = d;
     return st;

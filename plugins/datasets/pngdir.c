@@ -45,7 +45,7 @@ typedef struct pngdir {
 static const fl_key pngdir_keys[] = {
     { "dir", FL_KEY_STRING, NULL, 0, 0, NULL,
       "folder of .png images of one size, or with subfolders train/ (and test/, valid/); "
-      "relative to the working directory" },
+      "relative to the experiment file's folder" },
     { "channels", FL_KEY_ENUM, "auto", 0, 0, "auto|1|3",
       "1 = grey, 3 = RGB (converted as needed); auto = RGB when the first image has colour" },
     { "valid_fraction", FL_KEY_REAL, "0.1", 0, 0.9, NULL,
@@ -94,7 +94,7 @@ static fl_status list_pngs(const fl_host *h, fl_ctx *cx, const char *dir, names 
     DIR *d = opendir(dir);
     if (!d) {
         h->error(cx, "cannot open the folder %s: %s%s", dir, strerror(errno),
-                 errno == ENOENT ? " (check [data] dir; it is relative to the working directory)"
+                 errno == ENOENT ? " (check [data] dir; it is relative to the experiment file's folder)"
                                  : "");
         return FL_ERR_IO;
     }

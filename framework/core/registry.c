@@ -676,12 +676,15 @@ size_t fl_registry_load_dir(fl_registry *r, const char *dir)
     return load_plan_run(r, &lp);
 }
 
-void fl_registry_load_defaults(fl_registry *r)
+void fl_registry_load_defaults(fl_registry *r) { fl_registry_load_defaults_for(r, NULL); }
+
+void fl_registry_load_defaults_for(fl_registry *r, const char *image)
 {
     char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ssize_t len = image ? (ssize_t)snprintf(exe, sizeof exe, "%s", image)
+                        : readlink("/proc/self/exe", exe, sizeof exe - 1);
     int in_build = 0;
-    if (len > 0 && FL_BUILD_ROOT[0] != '\0') {
+    if (len > 0 && (size_t)len < sizeof exe && FL_BUILD_ROOT[0] != '\0') {
         exe[len] = 0;
         size_t rl = strlen(FL_BUILD_ROOT);
         in_build = strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/';

@@ -1,9 +1,12 @@
 /* embed.c - the embedding API (include/flowlab/embed.h): a run directory
  * loaded as cli/cli.c's fl_cli_load_run does, log p(x) through
  * tasks/logprob.h, samples through the task's sample hook. */
+#define _GNU_SOURCE /* dladdr */
 #include "flowlab/embed.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,18 @@ static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
 /* A library prints no progress: warnings and errors only, as --quiet. */
 static void quiet(void) { fl_log_set_level(FL_LOG_WARN); }
 
+/* This library's file (dladdr), so that a build tree's library loads the
+ * build tree's plugins whatever program loaded it; NULL if unknown. */
+static const char *self_path(void)
+{
+    Dl_info info;
+    if (dladdr((void *)&fl_embed_open, &info) && info.dli_fname) {
+        static char path[PATH_MAX];
+        if (realpath(info.dli_fname, path)) return path;
+    }
+    return NULL;
+}
+
 static fl_status load(const char *dir, fl_embed_run *r)
 {
     char *cpath = fl_strfmt("%s/config.ini", dir), *kpath = fl_strfmt("%s/checkpoint.flc", dir);
@@ -53,7 +68,7 @@ static fl_status load(const char *dir, fl_embed_run *r)
     if (st == FL_OK) {
         r->reg = fl_registry_new();
         if (!r->reg) st = FL_ERR_NOMEM;
-        else fl_registry_load_defaults(r->reg);
+        else fl_registry_load_defaults_for(r->reg, self_path());
     }
     if (st == FL_OK) {
         st = fl_experiment_new(r->reg, cfg, &r->e);

@@ -10,7 +10,8 @@ shift || true
 
 PKGS=(build-essential meson ninja-build pkg-config libinih-dev libcriterion-dev
       libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin
+      python3-numpy python3-pytest)  # python/flowlab and its tests
 
 missing=()
 for p in "${PKGS[@]}"; do

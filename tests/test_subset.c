@@ -16,6 +16,21 @@ static void make_dir(void)
     cr_assert(mkdtemp(dir));
 }
 
+/* Removes the flat scratch folder of make_dir. */
+static void remove_dir(void)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char *p = fl_strfmt("%s/%s", dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
 static char *write_file(const char *name, const void *data, size_t n)
 {
     char *p = fl_strfmt("%s/%s", dir, name);
@@ -186,6 +201,7 @@ Test(subset, npy_reader_reads_f4_f8_u1_and_refuses_the_rest)
     p = fl_strfmt("%s/missing.npy", dir);
     cr_expect_eq(fl_rows_read(p, &r), FL_ERR_IO);
     free(p);
+    remove_dir();
 }
 
 Test(subset, csv_reader_takes_a_header_and_names_bad_lines)
@@ -215,4 +231,5 @@ Test(subset, csv_reader_takes_a_header_and_names_bad_lines)
     cr_expect_eq(fl_rows_read(p, &r), FL_ERR_FORMAT);
     assert_contains(fl_err_msg(), "no rows of numbers");
     free(p);
+    remove_dir();
 }

@@ -50,6 +50,10 @@ typedef struct fl_vae_eval {
     double ess;                /* mean effective sample size (1..k) */
     uint32_t active_units, latent;
     double seconds;
+    const char *pick;          /* "random" or "first" when n is a subset of the split, else
+                                  NULL (static strings) */
+    char stem[96];             /* the files' name stem (fl_vae_eval_stem, -first/-random added
+                                  for a pick other than the run's) */
 } fl_vae_eval;
 
 /* The evaluation suite on `split`: IWAE-k log-likelihood, ELBO, gap, ESS,

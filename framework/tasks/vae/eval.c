@@ -314,12 +314,13 @@ fl_status fl_vae_evaluate_pick(fl_experiment *e, fl_split split, uint64_t k, uin
     const int have_kl = v->flows->n == 0;
     if (st == FL_OK && have_kl) st = kl_per_dim(e, x, n, kl);
     out->seconds = fl_now() - t0;
-    char stem[96];
-    fl_vae_eval_stem(e, split, k, n, stem, sizeof stem);
+    char *stem = out->stem;
+    fl_vae_eval_stem(e, split, k, n, stem, sizeof out->stem);
+    out->pick = n < all ? pick ? "random" : "first" : NULL;
     if (n < all && fl_subset_random(e, pick_override) != fl_subset_random(e, NULL)) {
         /* another choice of points than the run's own [eval] pick: its own files */
         size_t len = strlen(stem);
-        snprintf(stem + len, sizeof stem - len, "-%s", pick ? "random" : "first");
+        snprintf(stem + len, sizeof out->stem - len, "-%s", out->pick);
     }
     if (st == FL_OK && dir && fl_dist_rank() == 0) { /* under mpirun rank 0 writes */
         fl_buf b = { 0 };
@@ -398,10 +399,8 @@ fl_status fl_vae_eval_cmd(fl_experiment *e, const fl_task_eval_args *a, const ch
     const uint64_t k = a->k ? a->k : (uint64_t)fl_exp_int(&e->eval, "k");
     fl_status st = fl_vae_evaluate_pick(e, a->split, k, a->n, a->pick, dir, &ev);
     if (st != FL_OK) return st;
-    char stem[96];
-    fl_vae_eval_stem(e, a->split, ev.k, ev.n, stem, sizeof stem);
-    printf("%s split of %s (%s.json):\n", a->split == FL_SPLIT_VALID ? "valid" : "test", dir,
-           stem);
+    printf("%s split of %s (%s.json%s%s%s):\n", a->split == FL_SPLIT_VALID ? "valid" : "test",
+           dir, ev.stem, ev.pick ? ", " : "", ev.pick ? ev.pick : "", ev.pick ? " points" : "");
     fl_vae_print_eval(&ev);
     return FL_OK;
 }

@@ -34,7 +34,7 @@
 
 #include <stdint.h>
 
-#include "flowlab/core.h"
+#include "core.h"
 
 #ifdef __cplusplus
 extern "C" {

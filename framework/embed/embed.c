@@ -2,7 +2,7 @@
  * loaded as cli/cli.c's fl_cli_load_run does, log p(x) through
  * tasks/logprob.h, samples through the task's sample hook. */
 #define _GNU_SOURCE /* dladdr */
-#include "flowlab/embed.h"
+#include <flowlab/embed.h>
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "flowlab/core.h"
+#include <flowlab/core.h>
 
 /* An array read from a file: n rows of dim values, row-major. */
 typedef struct fl_rows {

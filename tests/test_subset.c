@@ -101,6 +101,7 @@ Test(subset, random_subset_of_an_ordered_split_is_unbiased)
         const double se = sqrt(m2 / (double)(n - 1) / (double)n);
         cr_expect_lt(fabs(m - full), 3 * se, "n = %llu: random mean %.3f, full %.3f, se %.3f",
                      (unsigned long long)n, m, full, se);
+        free(idx);
         /* the first n rows: mean (n - 1) / 200, many standard errors away */
         uint64_t nf = N;
         memcpy(y, x, N * d * sizeof(fl_real));
@@ -111,7 +112,6 @@ Test(subset, random_subset_of_an_ordered_split_is_unbiased)
         mf /= (double)nf;
         cr_expect_gt(fabs(mf - full), 10 * se, "n = %llu: first-n mean %.3f", (unsigned long long)nf,
                      mf);
-        free(idx);
         fl_free(y);
     }
     /* m >= n: the whole split, untouched */
@@ -194,7 +194,8 @@ Test(subset, npy_reader_reads_f4_f8_u1_and_refuses_the_rest)
         assert_contains(fl_err_msg(), "bad.npy");
         free(p);
     }
-    p = write_file("magic.npy", "PK\x03\x04 not numpy", 17);
+    static const char zip[] = "PK\x03\x04 not numpy";
+    p = write_file("magic.npy", zip, sizeof zip - 1);
     cr_expect_eq(fl_rows_read(p, &r), FL_ERR_FORMAT);
     assert_contains(fl_err_msg(), "not a .npy file");
     free(p);

@@ -11,7 +11,8 @@ shift || true
 PKGS=(build-essential meson ninja-build pkg-config libinih-dev libcriterion-dev
       libopenblas-dev libopenblas-pthread-dev zlib1g-dev libpng-dev
       libcairo2-dev fonts-dejavu-core libcurl4-openssl-dev
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin
+      python3-numpy python3-pytest)  # python3-*: python/flowlab and its tests
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -16,6 +16,7 @@ declare -A may=(
   [kit]="core compute model kit"
   [sweep]="core output sweep"
   [cli]="core compute model output train tasks kit sweep cli"
+  [embed]="core compute model output train tasks embed"  # libflowlab.so: include/flowlab/embed.h
 )
 bad=0 n=0
 for dir in "${!may[@]}"; do

@@ -75,6 +75,8 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv);
 int fl_cmd_plot(fl_cli *cli, int argc, char **argv);
 int fl_cmd_eval(fl_cli *cli, int argc, char **argv);
 int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv);
+/* `flowlab logprob`: log p(x) of a file's rows (tasks/logprob.h). */
+int fl_cmd_logprob(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sweep(fl_cli *cli, int argc, char **argv);
 int fl_cmd_report(fl_cli *cli, int argc, char **argv);
 int fl_cmd_data(fl_cli *cli, int argc, char **argv);

@@ -14,8 +14,8 @@
 #include "core/util.h"
 
 static const char usage[] =
-    "usage: flowlab eval RUN_DIR [--k K] [--split test|valid] [--n N] [--batch B]\n"
-    "                    [--best] [--plugin PATH]...\n"
+    "usage: flowlab eval RUN_DIR [--k K] [--split test|valid] [--n N]\n"
+    "                    [--pick random|first] [--batch B] [--best] [--plugin PATH]...\n"
     "\n"
     "Rebuilds a trained VAE from RUN_DIR and estimates its log-likelihood on a\n"
     "split by importance sampling with K samples per point (default: the run's\n"
@@ -31,11 +31,20 @@ static const char usage[] =
     "eval-SPLIT-kK-nN_points.csv and eval-SPLIT-kK-nN_units.csv instead\n"
     "(N the points evaluated), e.g. eval-valid-k3-n5.json.\n"
     "\n"
+    "--n N scores N points of the split drawn at random: a uniform subset from\n"
+    "a fixed key that depends only on the split's size (rng key (rows,\n"
+    "\"eval.subset\")), so every run, seed and model of the same data set scores\n"
+    "the same points and comparisons stay paired; a smaller N's points are\n"
+    "among a larger N's. --pick first takes the split's first N rows instead\n"
+    "(biased on ordered files). Without --pick a vae run uses its [eval] pick\n"
+    "(random by default); a choice other than the run's adds -first or -random\n"
+    "to the file names.\n"
     "\n"
     "A density run is scored exactly (no --k): the mean -log p(x) of the split\n"
-    "(every point, or the first N) with its standard error, and for image runs\n"
-    "with dequantized levels its bits/dim; written to eval.json (the whole test\n"
-    "split) or eval-SPLIT-nN.json.\n"
+    "(every point, or N of them as above) with its standard error, and for\n"
+    "image runs with dequantized levels its bits/dim; written to eval.json (the\n"
+    "whole test split) or eval-SPLIT-nN.json (eval-SPLIT-nN-first.json with\n"
+    "--pick first).\n"
     "\n"
     "--best evaluates RUN_DIR/best.flc, the model of the periodic evaluation with\n"
     "the best validation figure ([train] keep_best), instead of the last one, and\n"
@@ -48,7 +57,7 @@ static int has_eval(const fl_task *t) { return t->eval != NULL; }
 
 int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
 {
-    const char *dir = NULL, *split = "test";
+    const char *dir = NULL, *split = "test", *pick = NULL;
     unsigned long long k = 0, n = 0, batch = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -77,6 +86,12 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
             }
         } else if (strcmp(argv[i], "--best") == 0) {
             cli->best = 1;
+        } else if (strcmp(argv[i], "--pick") == 0 && i + 1 < argc) {
+            pick = argv[++i];
+            if (strcmp(pick, "random") != 0 && strcmp(pick, "first") != 0) {
+                fprintf(stderr, "flowlab eval: error: --pick expects random or first\n");
+                return FL_EXIT_USAGE;
+            }
         } else if (strcmp(argv[i], "--plugin") == 0 && i + 1 < argc) {
             cli->plugins[cli->n_plugins++] = argv[++i];
         } else if (argv[i][0] == '-' || dir) {
@@ -112,7 +127,7 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv)
         st = FL_ERR_INVALID;
     }
     const fl_task_eval_args a = { strcmp(split, "valid") == 0 ? FL_SPLIT_VALID : FL_SPLIT_TEST,
-                                  k, n };
+                                  k, n, pick };
     /* --best: the best model's files beside, not over, the run's own */
     char *out = cli->best ? fl_strfmt("%s/best", dir) : fl_strdup(dir);
     if (st == FL_OK && !out) st = FL_ERR_NOMEM;

@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "tasks/gradvar.h"
 #include "output/rundir.h"
+#include "tasks/subset.h"
 #include "tasks/task.h"
 #include "tasks/task_vae.h"
 #include "core/util.h"
@@ -17,11 +18,12 @@ static const char usage[] =
     "\n"
     "Rebuilds a trained VAE from RUN_DIR and, with its parameters fixed, measures\n"
     "how noisy each estimator's gradient is. For every estimator x k (LIST is\n"
-    "comma-separated; defaults elbo,iwae,stl,dreg and 1,8,64) it takes the first N\n"
-    "points of the split (default 100 of train: the first training batch of N\n"
-    "rows, as training would draw it) and evaluates the gradient of the mean bound\n"
-    "D times (default 200) with independent noise, the same noise for every\n"
-    "estimator at one k. The batch is split into calls of at most B / k points\n"
+    "comma-separated; defaults elbo,iwae,stl,dreg and 1,8,64) it takes N points\n"
+    "of the split (default 100 of train: the first training batch of N rows, as\n"
+    "training would draw it; of valid or test: the random subset every evaluation\n"
+    "takes, or the first N with [eval] pick = first) and evaluates the gradient of\n"
+    "the mean bound D times (default 200) with independent noise, the same noise\n"
+    "for every estimator at one k. The batch is split into calls of at most B / k points\n"
     "(B = the rows the model holds, at least [eval] batch; --batch raises it).\n"
     "\n"
     "Per parameter the mean and variance over the draws give the signal-to-noise\n"
@@ -166,7 +168,8 @@ int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
                     fl_vae_max_rows(e), ks[j]);
             rc = FL_EXIT_USAGE;
         }
-    /* the batch: the first n points of the split */
+    /* the batch: the training batch of step 0, or n points of the valid or test split
+     * (tasks/subset.h) */
     uint32_t np = (uint32_t)n;
     if (rc == FL_EXIT_OK) {
         if (strcmp(split, "train") == 0) {
@@ -190,6 +193,9 @@ int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv)
                                 "%llu rows\n", n, split, dir, (unsigned long long)cnt);
                 rc = FL_EXIT_USAGE;
             }
+            /* n of its points as every evaluation subset: random unless [eval] pick = first */
+            if (st == FL_OK && rc == FL_EXIT_OK)
+                st = fl_subset_apply(x, &cnt, e->info.dim, n, fl_subset_random(e, NULL), NULL);
         }
         if (st != FL_OK) rc = fl_cli_fail(st);
     }

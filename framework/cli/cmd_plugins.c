@@ -103,6 +103,12 @@ static int describe_section(const char *name)
         print_keys(k, n);
         found = 1;
     }
+    if (found && strcmp(name, "eval") == 0)
+        printf("\n  Evaluation subsets ([eval] n and valid_n, `flowlab eval --n`) are uniform\n"
+               "  random draws of the split's rows from the fixed rng key (rows of the split,\n"
+               "  \"eval.subset\"): the same points for every run, seed and model of a data\n"
+               "  set, so comparisons stay paired. The split's first rows only with\n"
+               "  [eval] pick = first (vae) or `flowlab eval --pick first`.\n");
     return found;
 }
 

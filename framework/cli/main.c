@@ -33,6 +33,8 @@ static const char usage[] =
     "  eval RUN_DIR [--k K] [--split test|valid]\n"
     "                      a VAE's test log-likelihood (IWAE-K, K = 5000), ELBO,\n"
     "                      KL, ESS and active units\n"
+    "  logprob RUN_DIR --in FILE.csv|FILE.npy [--out FILE] [--k K]\n"
+    "                      log p(x) of each row of FILE (density: exact; vae: IWAE-K)\n"
     "  gradvar RUN_DIR [--estimators elbo,iwae,stl,dreg] [--k 1,8,64] [--draws D]\n"
     "                      a VAE's gradient signal-to-noise ratio per estimator and k\n"
     "  check [--flow NAME] [--dim D] [--rows N] [--seed S] [--verbose]\n"
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "plot") == 0) rc = fl_cmd_plot(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "eval") == 0) rc = fl_cmd_eval(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "gradvar") == 0) rc = fl_cmd_gradvar(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "logprob") == 0) rc = fl_cmd_logprob(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "sweep") == 0) rc = fl_cmd_sweep(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "report") == 0) rc = fl_cmd_report(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "data") == 0) rc = fl_cmd_data(&cli, sub_argc, sub_argv);

@@ -686,11 +686,15 @@ size_t fl_registry_load_dir(fl_registry *r, const char *dir)
     return load_plan_run(r, &lp);
 }
 
-int fl_registry_default_dir(char *buf, size_t cap)
+/* The default plugin folder for the program or library at `image` (NULL:
+ * this process's executable). */
+static int default_dir_for(const char *image, char *buf, size_t cap)
 {
     char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len <= 0) return snprintf(buf, cap, "%s", FL_INSTALL_PLUGIN_DIR) < (int)cap;
+    ssize_t len = image ? (ssize_t)snprintf(exe, sizeof exe, "%s", image)
+                        : readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0 || (size_t)len >= sizeof exe)
+        return snprintf(buf, cap, "%s", FL_INSTALL_PLUGIN_DIR) < (int)cap;
     exe[len] = 0;
     size_t rl = strlen(FL_BUILD_ROOT);
     if (rl && strncmp(exe, FL_BUILD_ROOT, rl) == 0 && exe[rl] == '/')
@@ -708,10 +712,14 @@ int fl_registry_default_dir(char *buf, size_t cap)
     return snprintf(buf, cap, "%s", FL_INSTALL_PLUGIN_DIR) < (int)cap;
 }
 
-void fl_registry_load_defaults(fl_registry *r)
+int fl_registry_default_dir(char *buf, size_t cap) { return default_dir_for(NULL, buf, cap); }
+
+void fl_registry_load_defaults(fl_registry *r) { fl_registry_load_defaults_for(r, NULL); }
+
+void fl_registry_load_defaults_for(fl_registry *r, const char *image)
 {
     char dir[PATH_MAX];
-    if (!fl_registry_default_dir(dir, sizeof dir)) dir[0] = 0;
+    if (!default_dir_for(image, dir, sizeof dir)) dir[0] = 0;
     load_plan lp = { 0 };
     if (dir[0]) plan_dir(&lp, dir, 2);
 

@@ -76,6 +76,11 @@ int fl_registry_default_dir(char *buf, size_t cap);
  * as warnings and recorded; all the files are probed in one child process
  * (a new one after each culprit), as fl_registry_load says. */
 void fl_registry_load_defaults(fl_registry *r);
+/* The same, with `image` (a file path; NULL = the running program) deciding
+ * build tree or install: libflowlab.so passes its own path, so a program
+ * outside the build tree that loads the build's library finds the build's
+ * plugins. */
+void fl_registry_load_defaults_for(fl_registry *r, const char *image);
 
 const fl_comp_rec *fl_registry_find(const fl_registry *r, fl_kind kind, const char *name);
 const char *fl_kind_name(fl_kind kind);

@@ -19,6 +19,8 @@ typedef struct fl_task_eval_args {
     fl_split split;
     uint64_t k;       /* samples per point; 0 = the run's [eval] k */
     uint64_t n;       /* points; 0 = all of the split */
+    const char *pick; /* "first" or "random" (tasks/subset.h); NULL = the run's [eval]
+                         pick, random when the task has none */
 } fl_task_eval_args;
 
 typedef struct fl_task {
@@ -62,6 +64,12 @@ typedef struct fl_task {
     /* flowlab eval: the evaluation suite on a split, files into dir and a
      * table on stdout. */
     fl_status (*eval)(fl_experiment *e, const fl_task_eval_args *a, const char *dir);
+    /* flowlab logprob and the embedding API (tasks/logprob.h): log p(x) of
+     * each of n rows of e->info.dim values into out (n), with the run's own
+     * preprocessing; k = importance samples where the task estimates (0 =
+     * the run's [eval] k), refused with FL_ERR_INVALID where it does not. */
+    fl_status (*logprob)(fl_experiment *e, const fl_real *x, uint64_t n, uint64_t k,
+                         double *out);
     /* flowlab gradvar (tasks/gradvar.c) compares this task's estimators. */
     int gradvar;
 } fl_task;

@@ -13,6 +13,7 @@
 #include "output/plot.h"
 #include "output/json.h"
 #include "output/rundir.h"
+#include "tasks/subset.h"
 #include "tasks/task.h"
 #include "train/dist.h"
 
@@ -191,7 +192,7 @@ static void density_free(void *model)
 /* ------------------------------------------------------------------ */
 /* Evaluation.                                                          */
 
-fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se)
+fl_status fl_density_row_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *nll)
 {
     uint32_t d = e->info.dim, chunk = e->eval_batch;
     const fl_density_pre *p = fl_density_pre_of(e);
@@ -199,8 +200,7 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
     fl_real *logdet = fl_alloc(chunk * sizeof(fl_real));
     fl_real *xp = pre ? fl_alloc((size_t)chunk * d * sizeof(fl_real)) : NULL;
     double *ldj = pre ? malloc(chunk * sizeof *ldj) : NULL;
-    double *nll = malloc(n * sizeof *nll); /* per row, summed in row order below */
-    fl_status st = logdet && nll && (!pre || (xp && ldj)) ? FL_OK : FL_ERR_NOMEM;
+    fl_status st = logdet && (!pre || (xp && ldj)) ? FL_OK : FL_ERR_NOMEM;
     const fl_rng_key key = fl_rng_key_make(0, "data.dequantize.eval");
     /* under mpirun each rank takes whole chunks (train/dist.h) */
     uint64_t mine0, mine1;
@@ -224,7 +224,13 @@ fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double 
     fl_free(logdet);
     fl_free(xp);
     free(ldj);
-    st = fl_dist_allgather(st, nll, sizeof *nll, n, chunk);
+    return fl_dist_allgather(st, nll, sizeof *nll, n, chunk);
+}
+
+fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se)
+{
+    double *nll = malloc((n ? n : 1) * sizeof *nll); /* per row, summed in row order below */
+    fl_status st = nll ? fl_density_row_nll(e, x, n, nll) : FL_ERR_NOMEM;
     double s = 0, s2 = 0;
     for (uint64_t i = 0; st == FL_OK && i < n; i++) {
         s += nll[i];
@@ -543,22 +549,27 @@ static fl_status density_eval(fl_experiment *e, const fl_task_eval_args *a, cons
     uint64_t n = 0;
     fl_status st = fl_experiment_eval_split(e, a->split, &x, &n);
     if (st != FL_OK) return st;
-    if (a->n && a->n < n) n = a->n;
+    const uint64_t all = n;
+    const int random = fl_subset_random(e, a->pick);
+    /* a random subset unless --pick first (tasks/subset.h) */
+    st = fl_subset_apply(x, &n, e->info.dim, a->n, random, NULL);
     double nll = 0, se = 0;
-    st = fl_density_nll(e, x, n, &nll, &se);
+    if (st == FL_OK) st = fl_density_nll(e, x, n, &nll, &se);
     fl_free(x);
     if (st != FL_OK) return st;
     const double k = fl_density_pre_of(e)->bpd;
     const char *sp = a->split == FL_SPLIT_TEST ? "test" : "valid";
     char *name = a->split == FL_SPLIT_TEST && n == e->info.n[FL_SPLIT_TEST]
                      ? fl_strdup("eval.json")
-                     : fl_strfmt("eval-%s-n%llu.json", sp, (unsigned long long)n);
+                     : fl_strfmt("eval-%s-n%llu%s.json", sp, (unsigned long long)n,
+                                 n < all && !random ? "-first" : "");
     fl_buf js = { 0 };
     fl_json w;
     fl_json_begin(&w, &js);
     fl_json_key_str(&w, "task", "density");
     fl_json_key_str(&w, "split", sp);
     fl_json_key_uint(&w, "rows", n);
+    if (n < all) fl_json_key_str(&w, "pick", random ? "random" : "first");
     fl_json_key_num(&w, "nll", nll, "%.6f");
     fl_json_key_num(&w, "nll_se", se, "%.6f");
     if (k) {
@@ -571,13 +582,27 @@ static fl_status density_eval(fl_experiment *e, const fl_task_eval_args *a, cons
     fl_buf_free(&js);
     if (st == FL_OK) {
         if (k)
-            printf("%s split, %llu rows: %.4f +- %.4f bits/dim (NLL %.3f +- %.3f nats); %s\n", sp,
-                   (unsigned long long)n, nll * k, se * k, nll, se, name);
+            printf("%s split, %llu%s rows: %.4f +- %.4f bits/dim (NLL %.3f +- %.3f nats); %s\n", sp,
+                   (unsigned long long)n, n < all ? random ? " random" : " first" : "", nll * k, se * k, nll, se, name);
         else
-            printf("%s split, %llu rows: NLL %.4f +- %.4f nats; %s\n", sp,
-                   (unsigned long long)n, nll, se, name);
+            printf("%s split, %llu%s rows: NLL %.4f +- %.4f nats; %s\n", sp,
+                   (unsigned long long)n, n < all ? random ? " random" : " first" : "", nll, se,
+                   name);
     }
     free(name);
+    return st;
+}
+
+/* The logprob hook: -NLL per row (exact; no k). */
+static fl_status density_logprob(fl_experiment *e, const fl_real *x, uint64_t n, uint64_t k,
+                                 double *out)
+{
+    if (k > 1) {
+        fl_err("--k does not apply to a density run (its log-likelihood is exact)");
+        return FL_ERR_INVALID;
+    }
+    fl_status st = fl_density_row_nll(e, x, n, out);
+    for (uint64_t i = 0; st == FL_OK && i < n; i++) out[i] = -out[i];
     return st;
 }
 
@@ -678,6 +703,7 @@ const fl_task fl_task_density = {
     .sample_dim = density_sample_dim,
     .sample = density_sample_cmd,
     .eval = density_eval,
+    .logprob = density_logprob,
 };
 
 /* The four trainers differ only in their columns: bits/dim or nats, with

@@ -89,6 +89,12 @@ typedef struct fl_density_result {
  * fl_density_pre): nats, the discrete-data NLL when dequantized. Allocates
  * a chunk's buffers. FL_ERR_NUMERIC when not finite. */
 fl_status fl_density_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *mean, double *se);
+/* -log p(x) of each of the n rows x into nll (n), as fl_density_nll
+ * computes them (row i dequantized with numbers i*dim.. of the fixed
+ * evaluation stream, so a row's value depends on its position). Non-finite
+ * values are returned as they are. FL_ERR_INVALID (fl_err set) when a
+ * dequantized run gets a value that is not a level k/255. */
+fl_status fl_density_row_nll(fl_experiment *e, const fl_real *x, uint64_t n, double *nll);
 
 /* Trains through the shared loop (fl_task_train); when `rundir` is not
  * NULL writes metrics.csv and checkpoint.flc there (atomically). With

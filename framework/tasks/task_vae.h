@@ -54,6 +54,10 @@ typedef struct fl_vae_eval {
     double ess;                /* mean effective sample size (1..k) */
     uint32_t active_units, latent;
     double seconds;
+    const char *pick;          /* "random" or "first" when n is a subset of the split, else
+                                  NULL (static strings) */
+    char stem[96];             /* the files' name stem (fl_vae_eval_stem, -first/-random added
+                                  for a pick other than the run's) */
 } fl_vae_eval;
 
 /* The evaluation suite on `split`: IWAE-k log-likelihood, ELBO, gap, ESS,
@@ -63,6 +67,11 @@ typedef struct fl_vae_eval {
  * point. */
 fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
                           const char *dir, fl_vae_eval *out);
+/* As fl_vae_evaluate, with `pick` ("first" or "random", NULL = the run's
+ * [eval] pick) choosing the n_max points (tasks/subset.h); a choice other
+ * than the run's own adds "-first" or "-random" to the files' stem. */
+fl_status fl_vae_evaluate_pick(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
+                               const char *pick, const char *dir, fl_vae_eval *out);
 /* The file name stem of an evaluation of n points of `split` with k
  * samples each: "eval" for the run's own (test split, [eval] k and [eval]
  * n, 0 = all points), whose numbers result.json also holds; otherwise

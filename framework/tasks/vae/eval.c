@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "output/json.h"
 #include "output/rundir.h"
+#include "tasks/subset.h"
 #include "train/dist.h"
 
 typedef struct point_acc {
@@ -100,6 +101,17 @@ fl_status fl_vae_quick_eval(fl_experiment *e, const fl_real *x, uint64_t n, uint
     }
     *elbo = se / (double)n;
     *iwae = si / (double)n;
+    free(acc);
+    return st;
+}
+
+fl_status fl_vae_logprob(fl_experiment *e, const fl_real *x, uint64_t n, uint64_t k, double *out)
+{
+    if (k == 0) k = (uint64_t)fl_exp_int(&e->eval, "k");
+    point_acc *acc = malloc((n ? n : 1) * sizeof *acc);
+    if (!acc) return FL_ERR_NOMEM;
+    fl_status st = eval_points(e, x, n, k, "vae.eval", acc, NULL);
+    for (uint64_t i = 0; st == FL_OK && i < n; i++) out[i] = point_ll(&acc[i], k);
     free(acc);
     return st;
 }
@@ -207,36 +219,6 @@ static fl_status kl_per_dim(fl_experiment *e, const fl_real *x, uint64_t n, doub
     return st;
 }
 
-/* m of the indices 0..n-1, a uniform random subset in ascending order,
- * from a stream keyed by n and m alone: every run (any seed) scores the
- * same points. NULL on OOM. */
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static uint64_t *random_subset(uint64_t n, uint64_t m)
-{
-    uint64_t *idx = malloc(n * sizeof *idx);
-    if (!idx) return NULL;
-    for (uint64_t i = 0; i < n; i++) idx[i] = i;
-    fl_rng_key key = fl_rng_key_make(n * 1000003u + m, "vae.eval.pick");
-    for (uint64_t i = 0; i < m; i++) { /* partial Fisher-Yates */
-        fl_real u[2];
-        fl_rng_uniform(key, i, 0, 2, u);
-        /* two draws make 48 bits: no bias worth naming for any split size */
-        double r = ((double)u[0] + (double)u[1] / 16777216.0) * (double)(n - i);
-        uint64_t j = i + (uint64_t)r;
-        if (j >= n) j = n - 1;
-        uint64_t t = idx[i];
-        idx[i] = idx[j];
-        idx[j] = t;
-    }
-    qsort(idx, m, sizeof *idx, cmp_u64);
-    return idx;
-}
-
 /* Writes dir/STEM SUFFIX (atomically). */
 static fl_status write_eval_file(const char *dir, const char *stem, const char *suffix,
                                  const fl_buf *b)
@@ -262,24 +244,24 @@ void fl_vae_eval_stem(const fl_experiment *e, fl_split split, uint64_t k, uint64
 fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
                           const char *dir, fl_vae_eval *out)
 {
+    return fl_vae_evaluate_pick(e, split, k, n_max, NULL, dir, out);
+}
+
+fl_status fl_vae_evaluate_pick(fl_experiment *e, fl_split split, uint64_t k, uint64_t n_max,
+                               const char *pick_override, const char *dir, fl_vae_eval *out)
+{
     fl_vae *v = fl_vae_of(e);
     memset(out, 0, sizeof *out);
     fl_real *x = NULL;
     uint64_t n = 0;
     fl_status st = fl_experiment_eval_split(e, split, &x, &n);
     if (st != FL_OK) return st;
-    uint64_t *pick = NULL; /* [eval] pick = random: the points' indices in the split */
-    if (n_max && n_max < n) {
-        if (strcmp(fl_values_get(&e->eval, "pick")->text, "random") == 0) {
-            pick = random_subset(n, n_max);
-            if (!pick) {
-                fl_free(x);
-                return FL_ERR_NOMEM;
-            }
-            for (uint64_t i = 0; i < n_max; i++) /* ascending, so pick[i] >= i */
-                memmove(x + i * v->D, x + pick[i] * v->D, v->D * sizeof(fl_real));
-        }
-        n = n_max;
+    uint64_t *pick = NULL; /* a random subset (tasks/subset.h): the points' indices in the split */
+    const uint64_t all = n;
+    st = fl_subset_apply(x, &n, v->D, n_max, fl_subset_random(e, pick_override), &pick);
+    if (st != FL_OK) {
+        fl_free(x);
+        return st;
     }
     const uint32_t L = v->L1;
     point_acc *acc = malloc(n * sizeof *acc);
@@ -332,8 +314,14 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
     const int have_kl = v->flows->n == 0;
     if (st == FL_OK && have_kl) st = kl_per_dim(e, x, n, kl);
     out->seconds = fl_now() - t0;
-    char stem[96];
-    fl_vae_eval_stem(e, split, k, n, stem, sizeof stem);
+    char *stem = out->stem;
+    fl_vae_eval_stem(e, split, k, n, stem, sizeof out->stem);
+    out->pick = n < all ? pick ? "random" : "first" : NULL;
+    if (n < all && fl_subset_random(e, pick_override) != fl_subset_random(e, NULL)) {
+        /* another choice of points than the run's own [eval] pick: its own files */
+        size_t len = strlen(stem);
+        snprintf(stem + len, sizeof out->stem - len, "-%s", out->pick);
+    }
     if (st == FL_OK && dir && fl_dist_rank() == 0) { /* under mpirun rank 0 writes */
         fl_buf b = { 0 };
         fl_buf_printf(&b, "point,log_likelihood,elbo,ess\n");
@@ -360,7 +348,7 @@ fl_status fl_vae_evaluate(fl_experiment *e, fl_split split, uint64_t k, uint64_t
                                      : split == FL_SPLIT_VALID ? "valid"
                                                                : "train");
         fl_json_key_uint(&w, "points", n);
-        if (pick) fl_json_key_str(&w, "pick", "random");
+        if (n < all) fl_json_key_str(&w, "pick", pick ? "random" : "first");
         fl_json_key_uint(&w, "k", k);
         fl_json_key_num(&w, "log_likelihood", out->ll, "%.6f");
         fl_json_key_num(&w, "log_likelihood_se", out->ll_se, "%.6f");
@@ -409,12 +397,10 @@ fl_status fl_vae_eval_cmd(fl_experiment *e, const fl_task_eval_args *a, const ch
 {
     fl_vae_eval ev;
     const uint64_t k = a->k ? a->k : (uint64_t)fl_exp_int(&e->eval, "k");
-    fl_status st = fl_vae_evaluate(e, a->split, k, a->n, dir, &ev);
+    fl_status st = fl_vae_evaluate_pick(e, a->split, k, a->n, a->pick, dir, &ev);
     if (st != FL_OK) return st;
-    char stem[96];
-    fl_vae_eval_stem(e, a->split, ev.k, ev.n, stem, sizeof stem);
-    printf("%s split of %s (%s.json):\n", a->split == FL_SPLIT_VALID ? "valid" : "test", dir,
-           stem);
+    printf("%s split of %s (%s.json%s%s%s):\n", a->split == FL_SPLIT_VALID ? "valid" : "test",
+           dir, ev.stem, ev.pick ? ", " : "", ev.pick ? ev.pick : "", ev.pick ? " points" : "");
     fl_vae_print_eval(&ev);
     return FL_OK;
 }

@@ -20,13 +20,13 @@ const fl_key fl_vae_eval_keys[FL_VAE_N_EVAL_KEYS] = {
       "samples per validation point at each periodic evaluation (ELBO and IWAE-k from the "
       "same samples)" },
     { "valid_n", FL_KEY_INT, "1000", 0, 1e9, NULL,
-      "validation points per periodic evaluation (0 = all)" },
+      "validation points per periodic evaluation (0 = all; which ones: pick)" },
     { "at_end", FL_KEY_BOOL, "true", 0, 0, NULL,
       "run the full evaluation (`flowlab eval`) on the test split after training" },
-    { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all)" },
-    { "pick", FL_KEY_ENUM, "first", 0, 0, "first|random",
-      "which n points the full evaluation takes: the split's first n, or a random subset "
-      "(the same for every run and seed: keyed by the split's size and n alone)" },
+    { "n", FL_KEY_INT, "0", 0, 1e9, NULL, "test points in the full evaluation (0 = all; which ones: pick)" },
+    { "pick", FL_KEY_ENUM, "random", 0, 0, "first|random",
+      "which points n and valid_n take: a uniform random subset (the same for every run, "
+      "seed and model: keyed by the split's size alone), or the split's first rows" },
     { "au_threshold", FL_KEY_REAL, "0.01", 0, 1e9, NULL,
       "active units: a latent dimension is active when Var_x E_q[z_d|x] exceeds this" },
     { "au_samples", FL_KEY_INT, "100", 1, 1e6, NULL,

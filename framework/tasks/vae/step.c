@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tasks/subset.h"
 #include "compute/fastnormal.h"
 #include "core/util.h"
 
@@ -335,7 +336,8 @@ fl_status fl_vae_run_new(fl_experiment *e, void **out)
     r->vs = e->info.n[FL_SPLIT_VALID] ? FL_SPLIT_VALID : FL_SPLIT_TEST;
     fl_status st = fl_experiment_eval_split(e, r->vs, &r->vx, &r->vn);
     uint64_t vmax = (uint64_t)fl_exp_int(&e->eval, "valid_n");
-    if (vmax && vmax < r->vn) r->vn = vmax;
+    /* [eval] pick: a random subset unless pick = first (tasks/subset.h) */
+    if (st == FL_OK) st = fl_subset_apply(r->vx, &r->vn, v->D, vmax, fl_subset_random(e, NULL), NULL);
     r->vk = (uint64_t)fl_exp_int(&e->eval, "valid_k");
     r->key = fl_rng_key_make(e->seed, "vae.train.eps");
     r->key2 = fl_rng_key_make(e->seed, "vae.train.eps2");

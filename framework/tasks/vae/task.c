@@ -131,5 +131,6 @@ const fl_task fl_task_vae = {
     .sample_dim = fl_vae_sample_dim,
     .sample = fl_vae_sample_cmd,
     .eval = fl_vae_eval_cmd,
+    .logprob = fl_vae_logprob,
     .gradvar = 1,
 };

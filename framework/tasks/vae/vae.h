@@ -171,6 +171,10 @@ fl_status fl_vae_posterior_means(fl_experiment *e, const fl_real *x, uint64_t n,
                                  uint32_t samples, fl_real *means);
 /* `flowlab eval` (the table's eval hook). */
 fl_status fl_vae_eval_cmd(fl_experiment *e, const fl_task_eval_args *a, const char *dir);
+/* The task's logprob hook: IWAE-k of each row, log mean_j w_j over k
+ * samples (0 = [eval] k) of stream (seed, "vae.eval"), sub-stream = the
+ * row's index, exactly as `flowlab eval` scores a point at that index. */
+fl_status fl_vae_logprob(fl_experiment *e, const fl_real *x, uint64_t n, uint64_t k, double *out);
 
 /* sample.c: the table's sample and plot hooks. */
 uint32_t fl_vae_sample_dim(const fl_experiment *e);

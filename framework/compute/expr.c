@@ -62,7 +62,11 @@ typedef struct node {
     int pair;                 /* net node followed by an independent net: the two run
                                  side by side (one thread each, as affine-coupling's) */
     fl_real *pdin;            /* the second net of a pair: its input gradient, added after */
-    int gset;                 /* backward: gbuf written this call (the first write stores) */
+    int gset;                 /* backward: its gradient is set this call (the first
+                                 contribution stores: gradients are not zeroed per call) */
+    fl_real *gp;              /* backward: its gradient, gbuf or (gradient of a node of one
+                                 consumer, passed on unchanged) that consumer's, read only */
+    uint32_t users;           /* consumers of its gradient (compile): inputs and outputs */
 } node;
 
 struct fl_expr {
@@ -512,6 +516,15 @@ fl_status fl_expr_compile(fl_expr *g, fl_node y, fl_node ld, uint32_t flags)
         for (int j = 0; j < 3 && g->nd[i].live; j++)
             if (g->nd[i].in[j] >= 0) g->nd[g->nd[i].in[j]].live = 1;
     for (uint32_t i = 0; i < g->n; i++) g->nd[i].grad &= g->nd[i].live;
+    /* users: a node with one takes a gradient passed on unchanged by
+     * reference instead of a copy (backward's give) */
+    for (uint32_t i = 0; i < g->n; i++) {
+        const node *d = &g->nd[i];
+        for (int j = 0; j < (d->op == FL_EX_WHERE ? 2 : 3) && d->grad && !d->leaf; j++)
+            if (d->in[j] >= 0 && g->nd[d->in[j]].grad) g->nd[d->in[j]].users++;
+    }
+    g->nd[y].users++;
+    g->nd[ld].users++;
     size_t R = g->max_rows, maxsolve = 0;
     g->maxw = 1;
     for (uint32_t i = 0; i < g->n; i++) {
@@ -1055,7 +1068,7 @@ static fl_real *gdst(const node *d, const fl_flow_bwd *a)
     case FL_EX_INPUT: return a->dx;
     case FL_EX_CONTEXT: return a->dc;
     case FL_EX_THETA: return a->dtheta + d->off;
-    case LEAF: return d->grad ? d->gbuf : NULL;
+    case LEAF: return d->grad ? (d->gset ? d->gp : d->gbuf) : NULL;
     default: return NULL;
     }
 }
@@ -1066,6 +1079,7 @@ static fl_real *gdst(const node *d, const fl_flow_bwd *a)
 static int first_or_add(node *X)
 {
     int add = X->leaf || X->gset;
+    if (!add) X->gp = X->gbuf;
     X->gset = 1;
     return add;
 }
@@ -1088,12 +1102,20 @@ static void flat_give(fl_real *restrict dst, const fl_real *restrict src, size_t
 /* Gives X the contribution src (srow ? rows : 1 rows of W, stride lds):
  * reduced over the columns when X has width 1, over the rows (in double,
  * in a fixed order) when X is shared; so the result does not depend on
- * the thread count. */
+ * the thread count. A src that is stable (a node's gradient, or the
+ * call's dy or dlogdet: not written again this call) becomes X's gradient
+ * by reference when it is X's only one and of its shape. */
 static void give(fl_expr *g, node *X, fl_real *dst, const fl_real *src, int srow, uint32_t W,
-                 size_t lds)
+                 size_t lds, int stable)
 {
     if (!dst) return;
     const uint32_t n = srow ? g->rows : 1;
+    if (stable && !X->leaf && !X->gset && X->users == 1 && X->w == W && lds == W &&
+        X->rowwise == srow) {
+        X->gp = (fl_real *)src;
+        X->gset = 1;
+        return;
+    }
     const int add = first_or_add(X);
     if (X->rowwise || !srow) {
         if (X->w == W && lds == W) flat_give(dst, src, (size_t)n * W, add);
@@ -1202,7 +1224,7 @@ static void back_binary(fl_expr *g, node *d, const fl_flow_bwd *a)
     node *in[2] = { &g->nd[d->in[0]], &g->nd[d->in[1]] };
     const uint32_t n = d->rowwise ? g->rows : 1, W = d->w;
     const size_t cnt = (size_t)n * W;
-    const fl_real *G = d->gbuf;
+    const fl_real *G = d->gp;
     int sa = 1, sb = 1;
     const fl_real *pa = NULL, *pb = NULL;
     int flat = -1; /* inputs expanded (1), or row by row (0); -1: not yet */
@@ -1211,7 +1233,7 @@ static void back_binary(fl_expr *g, node *d, const fl_flow_bwd *a)
         fl_real *dst = X->grad ? gdst(X, a) : NULL;
         if (!dst) continue;
         if (d->op == FL_EX_ADD || (d->op == FL_EX_SUB && !which)) {
-            give(g, X, dst, G, d->rowwise, W, W); /* the gradient itself */
+            give(g, X, dst, G, d->rowwise, W, W, 1); /* the gradient itself */
             continue;
         }
         if (flat < 0) {
@@ -1239,7 +1261,7 @@ static void back_binary(fl_expr *g, node *d, const fl_flow_bwd *a)
         }
         if (flat) binary_bwd_flat(d->op, which, cnt, pa, sa, pb, sb, G, d->val, g->tmp, 0);
         else binary_bwd_rows(d, in[0], in[1], which, n, G, g->tmp);
-        give(g, X, dst, g->tmp, d->rowwise, W, W);
+        give(g, X, dst, g->tmp, d->rowwise, W, W, 0);
     }
 }
 
@@ -1257,7 +1279,7 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
 {
     node *d = &g->nd[i];
     const uint32_t n = d->rowwise ? g->rows : 1, W = d->w;
-    const fl_real *G = d->gbuf;
+    const fl_real *G = d->gp;
     fl_real *t = g->tmp;
     node *A = d->in[0] >= 0 ? &g->nd[d->in[0]] : NULL;
     node *B = d->in[1] >= 0 ? &g->nd[d->in[1]] : NULL;
@@ -1297,13 +1319,13 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
                 fl_real *tr = t + (size_t)r * W;
                 for (uint32_t j = 0; j < W; j++) tr[j] = (pc[j * mc] != 0) != which ? gr[j] : 0;
             }
-            give(g, which ? B : A, dst, t, d->rowwise, W, W);
+            give(g, which ? B : A, dst, t, d->rowwise, W, W, 0);
         }
         return;
     }
     case FL_EX_CONCAT:
-        give(g, A, ga, G, d->rowwise, A->w, W);
-        give(g, B, gb, G + A->w, d->rowwise, B->w, W);
+        give(g, A, ga, G, d->rowwise, A->w, W, 1);
+        give(g, B, gb, G + A->w, d->rowwise, B->w, W, 1);
         return;
     case FL_EX_SUM: /* its input has its rows: each group's gradient, repeated */
         if (ga) repeat_k(G, (size_t)n * W, d->k, ga, first_or_add(A));
@@ -1334,7 +1356,7 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
                 break;
             }
         }
-        give(g, A, ga, t, d->rowwise, wa, wa);
+        give(g, A, ga, t, d->rowwise, wa, wa, 0);
         return;
     }
     case FL_EX_SUM_ROWS: {
@@ -1366,7 +1388,7 @@ static void back_pair(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
     node *A1 = &g->nd[d1->in[0]], *A2 = &g->nd[d2->in[0]];
     const uint32_t n = g->rows;
     for (node *d = d1; d <= d2; d++) /* one without a gradient this call: zero */
-        if (!d->gset) memset(d->gbuf, 0, (size_t)n * d->w * sizeof *d->gbuf);
+        if (!first_or_add(d)) memset(d->gbuf, 0, (size_t)n * d->w * sizeof *d->gbuf);
     fl_real *ga1 = net_din(A1, a, (size_t)n * d1->net_in);
     fl_real *ga2 = net_din(A2, a, (size_t)n * d2->net_in);
     fl_real *din2 = ga2 ? d2->pdin : NULL;
@@ -1375,13 +1397,13 @@ static void back_pair(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
     {
 #pragma omp section
         {
-            if (d1->mlp) fl_mlp_backward(d1->mlp, a->theta, a->dtheta, n, d1->gbuf, ga1);
-            else fl_conv_backward(d1->conv, a->theta, a->dtheta, n, d1->gbuf, ga1);
+            if (d1->mlp) fl_mlp_backward(d1->mlp, a->theta, a->dtheta, n, d1->gp, ga1);
+            else fl_conv_backward(d1->conv, a->theta, a->dtheta, n, d1->gp, ga1);
         }
 #pragma omp section
         {
-            if (d2->mlp) fl_mlp_backward(d2->mlp, a->theta, a->dtheta, n, d2->gbuf, din2);
-            else fl_conv_backward(d2->conv, a->theta, a->dtheta, n, d2->gbuf, din2);
+            if (d2->mlp) fl_mlp_backward(d2->mlp, a->theta, a->dtheta, n, d2->gp, din2);
+            else fl_conv_backward(d2->conv, a->theta, a->dtheta, n, d2->gp, din2);
         }
     }
     if (din2)
@@ -1413,8 +1435,8 @@ fl_status fl_expr_backward(fl_expr *g, const fl_flow_bwd *a)
     if (n == 0) return FL_OK;
     if (g->y_alias) g->nd[g->y].val = (fl_real *)a->y;
     node *Y = &g->nd[g->y], *L = &g->nd[g->ld];
-    if (Y->grad) give(g, Y, gdst(Y, a), a->dy, 1, g->dim, g->dim);
-    if (L->grad) give(g, L, gdst(L, a), a->dlogdet, 1, 1, 1);
+    if (Y->grad) give(g, Y, gdst(Y, a), a->dy, 1, g->dim, g->dim, 1);
+    if (L->grad) give(g, L, gdst(L, a), a->dlogdet, 1, 1, 1, 1);
     for (uint32_t i = g->n; i-- > 0;) {
         node *d = &g->nd[i];
         if (d->leaf || !d->grad) continue;

@@ -12,7 +12,6 @@
  * allocate nothing (bench/allocs.c: no allocation call while timed). */
 #include <omp.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,25 +38,16 @@ static void bench(const fl_registry *r, const char *type, uint32_t dim, uint32_t
     fflush(stdout);
 }
 
-/* The calling process's CPU time (user + system, every thread), seconds. */
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The expression service's layers beside their hand-written twins, timed
- * by CPU time (not wall: on a shared machine wall time mostly measures the
- * other jobs) in `rounds` interleaved rounds of 0.2 s each per layer, so
- * that a change in load hits both alike. rows/s = rows x steps / CPU
- * seconds, the set-up of each round included (under 1%). */
+ * by the CPU time of the timed steps (not wall time: on a shared machine
+ * that mostly measures the other jobs), in `rounds` interleaved rounds of
+ * 0.2 s per layer, so that a change in load hits both alike. */
 static void twins(const fl_registry *r, int rounds)
 {
     static const char *const pairs[][2] = { { "planar", "planar-expr" },
                                             { "affine-coupling", "affine-coupling-expr" } };
     static const uint32_t dims[] = { 2, 64, 784 };
-    printf("# hand-written and graph-built twins, CPU time, %d interleaved rounds of 0.2 s, "
+    printf("# hand-written and graph-built twins, CPU time, %d interleaved rounds, "
            "%d threads, fl_real=%s\n", rounds, omp_get_max_threads(), FL_REAL_NAME);
     printf("%-22s %5s %14s %14s %7s\n", "layer", "dim", "hand rows/s", "graph rows/s", "ratio");
     for (size_t d = 0; d < 3; d++)
@@ -67,11 +57,10 @@ static void twins(const fl_registry *r, int rounds)
                 for (int i = 0; i < 2; i++) {
                     int j = k & 1 ? 1 - i : i; /* ABBA: neither always goes first */
                     fl_bench_step st;
-                    double c0 = cpu_now();
                     if (fl_bench_flow_step(r, pairs[t][j], NULL, dims[d], 1, 1, 1000, 0, 0.2,
                                            &st) != 0)
                         return;
-                    sec[j] += cpu_now() - c0;
+                    sec[j] += st.cpu;
                     steps[j] += st.reps;
                 }
             double a = 1000 * steps[0] / sec[0], b = 1000 * steps[1] / sec[1];
@@ -93,11 +82,10 @@ int main(int argc, char **argv)
     }
     if (argc > 4 && !strcmp(argv[2], "one")) {
         fl_bench_step st;
-        double c0 = cpu_now();
         if (fl_bench_flow_step(r, argv[3], NULL, (uint32_t)atoi(argv[4]), 1, 1, 1000, 0,
                                argc > 5 ? atof(argv[5]) : 5, &st) == 0)
             printf("%s %s: %.0f rows/s (CPU time)\n", argv[3], argv[4],
-                   1000.0 * st.reps / (cpu_now() - c0));
+                   1000.0 * st.reps / st.cpu);
         fl_registry_free(r);
         return 0;
     }

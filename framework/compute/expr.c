@@ -6,12 +6,15 @@
  * A node's values are `rows x w` numbers, rows = n (rowwise) or 1 (shared
  * by every row). Leaves x, c and theta point into the call's arrays; their
  * gradients are added straight into dx, dc and dtheta. Every other node
- * owns a value buffer and, when differentiated, a gradient buffer. The
- * backward of an input computes its contribution in the output's shape
- * into `tmp`, then `accum` reduces it to the input's shape: over columns
- * (a width-1 input), over rows (a shared input, serially in row order, in
- * double), so the result does not depend on the thread count; element-wise
- * passes split rows over OpenMP threads. */
+ * owns a value buffer and, when differentiated, a gradient buffer (not
+ * zeroed per call: the first contribution stores, the later ones add; a
+ * gradient passed on unchanged to a node of one consumer is shared). A
+ * contribution of the input's shape goes straight into its gradient;
+ * others are computed in the output's shape into `tmp`, and `give`
+ * reduces them to the input's shape: over columns (a width-1 input), over
+ * rows (a shared input, in double, in lanes of whole rows), every sum in
+ * an order fixed by the widths, so the result does not depend on the
+ * thread count; element-wise passes split rows over OpenMP threads. */
 #include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>

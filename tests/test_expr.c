@@ -74,27 +74,26 @@ static void fill(fl_real *v, size_t n, const char *name, double lo)
 
 enum { N = 5 };
 
-/* L = sum(w_y . y) + sum(w_l . logdet) at the given x, c, theta. */
-static double loss(gt *t, const fl_real *x, const fl_real *c, const fl_real *wy,
-                   const fl_real *wl)
+enum { DMAX = 48 }; /* the widest test graph */
+
+/* y and logdet (zeroed first) at the given x, c, theta. */
+static void fwd(gt *t, const fl_real *x, const fl_real *c, fl_real *y, fl_real *ld)
 {
-    uint32_t dim = t->sh.dim;
-    fl_real y[N * 8], ld[N] = { 0 };
+    memset(ld, 0, N * sizeof *ld);
     fl_flow_fwd a = { N, FL_MODE_TRAIN, t->arena.theta, x, y, ld, c, NULL };
     cr_assert_eq(fl_host_table()->expr_forward(t->e.g, &a), FL_OK, "%s", fl_host_last_error());
-    double L = 0;
-    for (size_t i = 0; i < (size_t)N * dim; i++) L += (double)wy[i] * y[i];
-    for (size_t r = 0; r < N; r++) L += (double)wl[r] * ld[r];
-    return L;
 }
 
 /* Backward against central differences in every coordinate of x, c and
- * theta. The float build differentiates with a larger step. */
+ * theta, of L = sum(w_y . y) + sum(w_l . logdet) summed as differences
+ * element by element (the outputs a coordinate does not reach cancel
+ * exactly, so wide graphs add no rounding noise). The float build
+ * differentiates with a larger step. */
 static void check_grad(gt *t, const char *what)
 {
     const uint32_t dim = t->sh.dim;
-    fl_real x[N * 8], c[N * CD], wy[N * 8], wl[N], dx[N * 8] = { 0 }, dc[N * CD] = { 0 }, y[N * 8],
-                                                         ld[N] = { 0 };
+    fl_real x[N * DMAX], c[N * CD], wy[N * DMAX], wl[N], dx[N * DMAX] = { 0 }, dc[N * CD] = { 0 },
+                                                            y[N * DMAX], ld[N] = { 0 };
     fill(x, (size_t)N * dim, "x", 0.5);
     fill(c, N * CD, "c", 0.5);
     fill(wy, (size_t)N * dim, "wy", -0.5);
@@ -120,12 +119,16 @@ static void check_grad(gt *t, const char *what)
     for (int s = 0; s < 3; s++)
         for (size_t i = 0; i < sets[s].n; i++) {
             fl_real keep = sets[s].v[i];
+            fl_real yp[N * DMAX], ym[N * DMAX], lp[N], lm[N];
             sets[s].v[i] = keep + (fl_real)eps;
-            double lp = loss(t, x, c, wy, wl);
+            fwd(t, x, c, yp, lp);
             sets[s].v[i] = keep - (fl_real)eps;
-            double lm = loss(t, x, c, wy, wl);
+            fwd(t, x, c, ym, lm);
             sets[s].v[i] = keep;
-            double fd = (lp - lm) / (2 * eps), an = sets[s].grad[i];
+            double dl = 0;
+            for (size_t k = 0; k < (size_t)N * dim; k++) dl += (double)wy[k] * (yp[k] - ym[k]);
+            for (size_t r = 0; r < N; r++) dl += (double)wl[r] * (lp[r] - lm[r]);
+            double fd = dl / (2 * eps), an = sets[s].grad[i];
             cr_assert(fabs(fd - an) <= tol * (1 + fabs(fd)),
                       "%s: d/d%s[%zu]: backward %.8g, finite differences %.8g", what,
                       sets[s].name, i, an, fd);
@@ -133,25 +136,27 @@ static void check_grad(gt *t, const char *what)
     free(g);
 }
 
-/* y = x + r gathered to width D (columns j % w of r), logdet = sum of r's
- * row: every column of r reaches both outputs. */
+/* y = x + r gathered to width dim (columns j % w of r), logdet = sum (or
+ * mean, when wide) of r's row: every column of r reaches both outputs. */
 static void finish_and_check(gt *t, fl_node r, const char *what)
 {
     fl_ex e = t->e;
     cr_assert_neq(r, FL_NODE_NONE, "%s: the build failed", what);
-    uint32_t cols[D], w = fl_expr_width(e.g, r);
-    for (uint32_t j = 0; j < D; j++) cols[j] = j % w;
-    fl_node y = fl_ex_add(e, t->x, fl_ex_gather(e, r, D, cols));
-    gt_compile(t, y, fl_ex_sum(e, r), 0);
+    uint32_t cols[DMAX], w = fl_expr_width(e.g, r), dim = t->sh.dim;
+    for (uint32_t j = 0; j < dim; j++) cols[j] = j % w;
+    fl_node y = fl_ex_add(e, t->x, fl_ex_gather(e, r, dim, cols)), ld = fl_ex_sum(e, r);
+    if (w > 8) /* a row sum of order 1: float rounding of a large one swamps the differences */
+        ld = fl_ex_mul(e, ld, fl_ex_const(e, 1.0 / w));
+    gt_compile(t, y, ld, 0);
     check_grad(t, what);
 }
 
-/* One test graph per case: BUILD(t, e) returns the node r. */
-#define OP_TEST(name, BUILD)                                                           \
+/* One test graph per case: BUILD(t, e) returns the node r; x is n x dim. */
+#define OP_TEST_DIM(name, dim, BUILD)                                                  \
     Test(ops, name)                                                                    \
     {                                                                                  \
         gt t;                                                                          \
-        gt_begin(&t, D, N);                                                            \
+        gt_begin(&t, dim, N);                                                          \
         fl_ex e = t.e;                                                                 \
         fl_node x = t.x, c = t.c, p = t.p, q = t.q;                                    \
         (void)x, (void)c, (void)p, (void)q;                                            \
@@ -159,6 +164,7 @@ static void finish_and_check(gt *t, fl_node r, const char *what)
         finish_and_check(&t, r, #name);                                                \
         gt_end(&t);                                                                    \
     }
+#define OP_TEST(name, BUILD) OP_TEST_DIM(name, D, BUILD)
 
 /* unary operations of a = x * p (a shared row broadcast over the rows) */
 #define A fl_ex_mul(e, x, p)
@@ -206,6 +212,37 @@ OP_TEST(slice, fl_ex_mul(e, fl_ex_slice(e, x, 1, 2), fl_ex_slice(e, p, 0, 2)))
 OP_TEST(gather_duplicates,
         fl_ex_mul(e, fl_ex_gather(e, x, 4, (const uint32_t[]){ 2, 0, 2, 1 }),
                   fl_ex_gather(e, c, 4, (const uint32_t[]){ 1, 1, 0, 1 })))
+
+/* The run-time kernels take other paths for other widths: narrow
+ * broadcasts (a shared row, a per-row column) are expanded into flat
+ * loops below 32 columns and looped per row from 32 on; sums over rows use
+ * lanes of whole rows up to 16 columns; sums of more than 8 columns use
+ * 16 lanes. Each binary operation at widths 16, 20 and 40. */
+#define M_(a) fl_ex_mul(e, (a), fl_ex_const(e, 1.0 / 16)) /* row sums of order 1 */
+#define BIN4W(fn)                                                                      \
+    fl_ex_add(e, fl_ex_add(e, fn(e, x, fl_ex_exp(e, x)), fn(e, x, p)),                 \
+              fl_ex_add(e, fn(e, q, x), fn(e, M_(fl_ex_sum(e, x)), x)))
+OP_TEST_DIM(mul_w16, 16, BIN4W(fl_ex_mul))
+OP_TEST_DIM(div_w20, 20, BIN4W(fl_ex_div))
+OP_TEST_DIM(mul_w40, 40, BIN4W(fl_ex_mul))
+OP_TEST_DIM(sub_w40, 40, BIN4W(fl_ex_sub))
+OP_TEST_DIM(div_w40, 40, BIN4W(fl_ex_div))
+OP_TEST_DIM(pow_w40, 40, BIN4W(fl_ex_pow))
+/* (against a shared row and a scalar moved clear of x, so that no pair of
+ * the 200 is closer than the difference step) */
+OP_TEST_DIM(max_w40, 40,
+            fl_ex_add(e, fl_ex_add(e, fl_ex_max(e, x, fl_ex_exp(e, x)),
+                                   fl_ex_max(e, x, fl_ex_add(e, p, fl_ex_const(e, 1)))),
+                      fl_ex_add(e, fl_ex_max(e, fl_ex_sub(e, q, fl_ex_const(e, 1)), x),
+                                fl_ex_max(e, M_(fl_ex_sum(e, x)), x))))
+OP_TEST_DIM(sum_row_w40, 40, fl_ex_mul(e, M_(fl_ex_sum(e, fl_ex_square(e, x))), p))
+OP_TEST_DIM(sum_groups_w48, 48, fl_ex_sum_groups(e, fl_ex_mul(e, x, p), 12))
+OP_TEST_DIM(repeat_w20, 20, fl_ex_mul(e, fl_ex_repeat(e, fl_ex_slice(e, x, 0, 5), 4), p))
+/* a node whose only consumer is a comparison gets no gradient (it is
+ * skipped), and a gradient passed on unchanged is shared, not copied */
+OP_TEST(compare_only_consumer,
+        fl_ex_where(e, fl_ex_gt(e, fl_ex_exp(e, fl_ex_mul(e, x, p)), fl_ex_const(e, 2)), x,
+                    fl_ex_neg(e, fl_ex_neg(e, fl_ex_add(e, x, q)))))
 
 Test(ops, mlp_node)
 {
@@ -314,6 +351,16 @@ Test(ops, thread_count_bit_identity)
         cr_assert_eq(fl_host_table()->expr_forward(e.g, &f), FL_OK);
         fl_flow_bwd b = { R, FL_MODE_TRAIN, t.arena.theta, g, x, y, NULL, dy, dl, dx, NULL, NULL, NULL };
         cr_assert_eq(fl_host_table()->expr_backward(e.g, &b), FL_OK);
+        if (k == 0) { /* a second backward into zeroed arrays: the same bits (no state kept) */
+            size_t cnt = (size_t)R * W + t.arena.total;
+            fl_real *dx2 = calloc(cnt, sizeof *dx2);
+            fl_flow_bwd b2 = b;
+            b2.dx = dx2;
+            b2.dtheta = dx2 + (size_t)R * W;
+            cr_assert_eq(fl_host_table()->expr_backward(e.g, &b2), FL_OK);
+            cr_assert(!memcmp(dx2, dx, cnt * sizeof *dx2), "a second backward differs");
+            free(dx2);
+        }
         free(dy);
         free(dl);
         if (k) {
@@ -379,6 +426,52 @@ Test(ops, solve_inverse)
     for (int r = 0; r < N; r++)
         cr_assert(fabs(l[r] + li[r]) <= 10 * tol, "row %d: logdets %g and %g", r, (double)l[r],
                   (double)li[r]);
+    gt_end(&t);
+}
+
+/* The solve stops at its stated tolerance: with tol = 1e-2 every element
+ * is within tol (1 + |x|) of the root, and coarser than the 1e-12 solve
+ * somewhere (the bisection did stop early). */
+Test(ops, solve_tolerance)
+{
+    const double coarse = 1e-2;
+    gt t;
+    gt_begin(&t, D, N);
+    fl_ex e = t.e;
+    fl_node y, ld = cubic(e, t.x, t.p, t.q, &y);
+    cr_assert_eq(fl_ex_compile(e, y, fl_ex_sum(e, ld), 0), FL_OK, "%s", fl_host_last_error());
+    size_t po = fl_arena_find(&t.arena, "flow.1.p")->offset;
+    size_t qo = fl_arena_find(&t.arena, "flow.1.q")->offset;
+    fl_expr *inv[2];
+    for (int k = 0; k < 2; k++) {
+        fl_ex f = fl_ex_begin(fl_host_table(), t.cx, &t.sh);
+        fl_node v = fl_ex_var(f, D), fv, lv = cubic(f, v, fl_ex_theta(f, po, D), fl_ex_theta(f, qo, 1), &fv);
+        fl_node sol = fl_ex_solve(f, v, fv, fl_ex_x(f), -1, 1, k ? coarse : 1e-12);
+        cr_assert_eq(fl_ex_compile(f, sol, fl_ex_neg(f, fl_ex_sum(f, lv)), FL_EX_NO_BACKWARD),
+                     FL_OK, "%s", fl_host_last_error());
+        inv[k] = f.g;
+    }
+    fl_ctx_end_create(t.cx);
+    cr_assert_eq(fl_arena_finalize(&t.arena, 5), FL_OK);
+    for (size_t i = 0; i < t.arena.total; i++) t.arena.theta[i] += 1;
+    fl_real x[N * D], yv[N * D], xi[2][N * D], l[N] = { 0 };
+    fill(x, N * D, "x", -2);
+    for (int i = 0; i < N * D; i++) x[i] *= 3;
+    fl_flow_fwd a = { N, FL_MODE_EVAL, t.arena.theta, x, yv, l, NULL, NULL };
+    cr_assert_eq(fl_host_table()->expr_forward(e.g, &a), FL_OK);
+    double worst = 0;
+    for (int k = 0; k < 2; k++) {
+        fl_flow_inv b = { N, FL_MODE_EVAL, t.arena.theta, yv, xi[k], NULL, NULL, NULL };
+        cr_assert_eq(fl_host_table()->expr_inverse(inv[k], &b), FL_OK);
+    }
+    for (int i = 0; i < N * D; i++) {
+        double err = fabs(xi[1][i] - xi[0][i]) / (1 + fabs(xi[0][i]));
+        cr_assert(err <= coarse, "x[%d]: %.9g with tol %g, %.9g with 1e-12", i, (double)xi[1][i],
+                  coarse, (double)xi[0][i]);
+        worst = err > worst ? err : worst;
+    }
+    cr_assert(worst > 1e-5, "tol %g gave every element to %g: the tolerance was not used", coarse,
+              worst);
     gt_end(&t);
 }
 
@@ -502,6 +595,60 @@ Test(errors, through_the_stack)
     fl_stack_free(s);
     fl_arena_free(&a);
     fl_registry_free(r);
+}
+
+/* Each kind of graph error in a layer's create, through the stack: one
+ * line naming the layer (its path) and the node. */
+static int bad_kind;
+
+static fl_status bad_create(const fl_host *h, fl_ctx *cx, const fl_flow_shape *sh, void **self)
+{
+    fl_ex e = fl_ex_begin(h, cx, sh);
+    fl_node x = fl_ex_x(e), y = x, ld = fl_ex_sum(e, x); /* nodes 0, 1 */
+    switch (bad_kind) {
+    case 0: y = fl_ex_mul(e, x, fl_ex_slice(e, x, 0, 2)); break; /* node 3: 4 against 2 */
+    case 1: y = fl_ex_add(e, x, 9); break;                      /* node 2: no node 9 yet */
+    case 2: {                                                   /* a solve on y's path */
+        fl_node v = fl_ex_var(e, sh->dim);                      /* node 2 */
+        y = fl_ex_add(e, x, fl_ex_solve(e, v, fl_ex_exp(e, v), x, -1, 1, 1e-6)); /* solve: 4 */
+        break;
+    }
+    default: ld = fl_ex_exp(e, x); break;                       /* node 2: 4 wide */
+    }
+    fl_status st = fl_ex_compile(e, y, ld, 0);
+    return st == FL_OK ? fl_ex_layer_make(e, e.g, NULL, self) : st;
+}
+
+Test(errors, each_kind_names_layer_and_node)
+{
+    static const fl_flow_class cls = { { sizeof(fl_flow_class), "bad", "graph errors", NULL, 0 },
+                                       0, bad_create, fl_ex_layer_destroy, fl_ex_layer_forward,
+                                       fl_ex_layer_backward, NULL, NULL };
+    static const char *const want[] = {
+        "expression node 3 (mul): widths 4 and 2 do not broadcast",
+        "expression node 2 (add): input 9 is not a node of this graph",
+        "expression node 4 (solve): not differentiable, and on the path of the y output",
+        "expression node 2 (exp): the log-determinant output has width 4",
+    };
+    fl_runtime_init();
+    for (bad_kind = 0; bad_kind < 4; bad_kind++) {
+        fl_config *cfg = fl_config_new("t");
+        fl_config_put(cfg, "flow", "type", "bad", 0);
+        const fl_key *tabs[1] = { fl_flow_host_keys };
+        uint32_t ns[1] = { fl_flow_host_nkeys };
+        fl_values v;
+        cr_assert_eq(fl_values_resolve(cfg, "flow", tabs, ns, 1, &v), FL_OK, "%s", fl_err_msg());
+        fl_config_free(cfg);
+        fl_arena a = { 0 };
+        fl_stack *s = fl_stack_new(&a, 1, 4, 0, 8);
+        cr_assert_eq(fl_stack_push(s, &cls, "flow.2", &v, 0), FL_ERR_INVALID, "kind %d", bad_kind);
+        const char *m = fl_err_msg();
+        assert_contains(m, "flow.2");
+        assert_contains(m, want[bad_kind]);
+        cr_assert_null(strchr(m, '\n'), "kind %d: not one line: %s", bad_kind, m);
+        fl_stack_free(s);
+        fl_arena_free(&a);
+    }
 }
 
 /* ---- the graph-built layers against the hand-written ones ---------------- */

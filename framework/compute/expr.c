@@ -6,12 +6,15 @@
  * A node's values are `rows x w` numbers, rows = n (rowwise) or 1 (shared
  * by every row). Leaves x, c and theta point into the call's arrays; their
  * gradients are added straight into dx, dc and dtheta. Every other node
- * owns a value buffer and, when differentiated, a gradient buffer. The
- * backward of an input computes its contribution in the output's shape
- * into `tmp`, then `accum` reduces it to the input's shape: over columns
- * (a width-1 input), over rows (a shared input, serially in row order, in
- * double), so the result does not depend on the thread count; element-wise
- * passes split rows over OpenMP threads. */
+ * owns a value buffer and, when differentiated, a gradient buffer (not
+ * zeroed per call: the first contribution stores, the later ones add; a
+ * gradient passed on unchanged to a node of one consumer is shared). A
+ * contribution of the input's shape goes straight into its gradient;
+ * others are computed in the output's shape into `tmp`, and `give`
+ * reduces them to the input's shape: over columns (a width-1 input), over
+ * rows (a shared input, in double, in lanes of whole rows), every sum in
+ * an order fixed by the widths, so the result does not depend on the
+ * thread count; element-wise passes split rows over OpenMP threads. */
 #include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,6 +65,11 @@ typedef struct node {
     int pair;                 /* net node followed by an independent net: the two run
                                  side by side (one thread each, as affine-coupling's) */
     fl_real *pdin;            /* the second net of a pair: its input gradient, added after */
+    int gset;                 /* backward: its gradient is set this call (the first
+                                 contribution stores: gradients are not zeroed per call) */
+    fl_real *gp;              /* backward: its gradient, gbuf or (gradient of a node of one
+                                 consumer, passed on unchanged) that consumer's, read only */
+    uint32_t users;           /* consumers of its gradient (compile): inputs and outputs */
 } node;
 
 struct fl_expr {
@@ -75,7 +83,8 @@ struct fl_expr {
     int y_alias;              /* y's buffer is the call's output array */
     uint32_t maxw;
     fl_real *tmp;             /* max_rows x maxw: backward contributions */
-    double *acc;              /* maxw: sums over rows */
+    fl_real *sc[2];           /* max_rows x maxw each: narrow broadcast operands, expanded */
+    double *acc;              /* max(maxw, 2 LANES): sums over rows */
     fl_real *slo, *shi, *sst; /* max_rows x (widest solve): brackets, steps */
     fl_real **bufs;           /* every buffer compile allocated */
     size_t n_bufs;
@@ -510,6 +519,15 @@ fl_status fl_expr_compile(fl_expr *g, fl_node y, fl_node ld, uint32_t flags)
         for (int j = 0; j < 3 && g->nd[i].live; j++)
             if (g->nd[i].in[j] >= 0) g->nd[g->nd[i].in[j]].live = 1;
     for (uint32_t i = 0; i < g->n; i++) g->nd[i].grad &= g->nd[i].live;
+    /* users: a node with one takes a gradient passed on unchanged by
+     * reference instead of a copy (backward's give) */
+    for (uint32_t i = 0; i < g->n; i++) {
+        const node *d = &g->nd[i];
+        for (int j = 0; j < (d->op == FL_EX_WHERE ? 2 : 3) && d->grad && !d->leaf; j++)
+            if (d->in[j] >= 0 && g->nd[d->in[j]].grad) g->nd[d->in[j]].users++;
+    }
+    g->nd[y].users++;
+    g->nd[ld].users++;
     size_t R = g->max_rows, maxsolve = 0;
     g->maxw = 1;
     for (uint32_t i = 0; i < g->n; i++) {
@@ -537,8 +555,10 @@ fl_status fl_expr_compile(fl_expr *g, fl_node y, fl_node ld, uint32_t flags)
             goto nomem;
     }
     g->tmp = buffer(g, R * g->maxw);
-    g->acc = calloc(g->maxw, sizeof *g->acc);
-    if (!g->tmp || !g->acc) goto nomem;
+    g->sc[0] = buffer(g, R * g->maxw);
+    g->sc[1] = buffer(g, R * g->maxw);
+    g->acc = calloc(g->maxw > 32 ? g->maxw : 32, sizeof *g->acc);
+    if (!g->tmp || !g->sc[0] || !g->sc[1] || !g->acc) goto nomem;
     if (maxsolve && (!(g->slo = buffer(g, R * maxsolve)) || !(g->shi = buffer(g, R * maxsolve)) ||
                      !(g->sst = buffer(g, R * maxsolve))))
         goto nomem;
@@ -550,36 +570,157 @@ nomem:
     return FL_ERR_NOMEM;
 }
 
-/* ---- forward ------------------------------------------------------------ */
+/* ---- kernels ------------------------------------------------------------ */
 
 #define ROW(d, r) ((d)->rowwise ? (d)->val + (size_t)(r) * (d)->w : (d)->val)
 
-/* Element-wise binary loops over one row of W outputs, inputs of stride 1
- * or 0 (a width-1 input broadcast over the columns); EXPR of A_ and B_. */
-#define BIN_ROW(EXPR)                                                                  \
+/* Lanes of the long sums: one 512-bit vector of floats. Every sum's order
+ * depends on the widths alone (never on the rows' split over threads). */
+enum { LANES = 16 };
+/* Below this width a broadcast operand (a shared row, a per-row column) is
+ * expanded into a scratch so that the operation is one flat loop; from it
+ * on, a loop per row is as fast. */
+enum { NARROW = 32 };
+
+/* out[i] = (or += when add) the sum of src[i k .. i k + k), i < m: in
+ * order for k <= 8 (the loop over i vectorises), else in LANES lanes. */
+static void sum_groups_k(const fl_real *restrict src, size_t m, uint32_t k, fl_real *restrict out,
+                         int add)
+{
+#define SUMK_(K)                                                                      \
+    for (size_t i = 0; i < m; i++) {                                                  \
+        const fl_real *p = src + i * (K);                                             \
+        fl_real s = p[0];                                                             \
+        for (uint32_t q = 1; q < (K); q++) s += p[q];                                 \
+        out[i] = add ? out[i] + s : s;                                                \
+    }                                                                                 \
+    break
+    switch (k) {
+    case 1: SUMK_(1);
+    case 2: SUMK_(2);
+    case 3: SUMK_(3);
+    case 4: SUMK_(4);
+    case 5: SUMK_(5);
+    case 6: SUMK_(6);
+    case 7: SUMK_(7);
+    case 8: SUMK_(8);
+    default:
+        for (size_t i = 0; i < m; i++) {
+            const fl_real *p = src + i * k;
+            fl_real acc[LANES] = { 0 };
+            uint32_t q = 0;
+            for (; q + LANES <= k; q += LANES)
+                for (uint32_t l = 0; l < LANES; l++) acc[l] += p[q + l];
+            for (uint32_t l = 0; q + l < k; l++) acc[l] += p[q + l];
+            fl_real s = acc[0];
+            for (uint32_t l = 1; l < LANES; l++) s += acc[l];
+            out[i] = add ? out[i] + s : s;
+        }
+        break;
+    }
+#undef SUMK_
+}
+
+/* out[i k + q] = (or +=) src[i], i < m, q < k. */
+static void repeat_k(const fl_real *restrict src, size_t m, uint32_t k, fl_real *restrict out,
+                     int add)
+{
+#define REPK_(K)                                                                      \
+    for (size_t i = 0; i < m; i++)                                                    \
+        for (uint32_t q = 0; q < (K); q++)                                            \
+            out[i * (K) + q] = add ? out[i * (K) + q] + src[i] : src[i];              \
+    break
+    switch (k) {
+    case 1: REPK_(1);
+    case 2: REPK_(2);
+    case 3: REPK_(3);
+    case 4: REPK_(4);
+    default: REPK_(k);
+    }
+#undef REPK_
+}
+
+/* m copies of the row `row` (W numbers) into out, by doubling. */
+static void tile_rows(const fl_real *row, size_t m, uint32_t W, fl_real *out)
+{
+    if (!m) return;
+    memcpy(out, row, W * sizeof *out);
+    for (size_t have = 1; have < m;) {
+        size_t c = have < m - have ? have : m - have;
+        memcpy(out + have * W, out, c * W * sizeof *out);
+        have += c;
+    }
+}
+
+/* out[j] = (or +=) the sum over rows r < n of src[r lds + j], j < W, in
+ * double and a fixed order (lanes of whole rows for narrow contiguous
+ * rows); to_one sums the W results too (in order) into out[0]. */
+static void sum_over_rows(fl_expr *g, const fl_real *restrict src, uint32_t n, uint32_t W,
+                          size_t lds, int to_one, fl_real *restrict out, int add)
+{
+    double *restrict acc = g->acc;
+    if (lds == W && W <= LANES) {
+        const uint32_t L = W * ((LANES + W - 1) / W); /* a multiple of W: lane l is column l % W */
+        const size_t cnt = (size_t)n * W;
+        size_t i = 0;
+        for (uint32_t l = 0; l < L; l++) acc[l] = 0;
+        if (L == LANES)
+            for (; i + LANES <= cnt; i += LANES)
+                for (uint32_t l = 0; l < LANES; l++) acc[l] += src[i + l];
+        else
+            for (; i + L <= cnt; i += L)
+                for (uint32_t l = 0; l < L; l++) acc[l] += src[i + l];
+        for (uint32_t l = 0; i + l < cnt; l++) acc[l] += src[i + l];
+        for (uint32_t j = 0; j < W; j++) {
+            double s = acc[j];
+            for (uint32_t l = j + W; l < L; l += W) s += acc[l];
+            acc[j] = s;
+        }
+    } else {
+        for (uint32_t j = 0; j < W; j++) acc[j] = 0;
+        for (uint32_t r = 0; r < n; r++) {
+            const fl_real *restrict s = src + (size_t)r * lds;
+            for (uint32_t j = 0; j < W; j++) acc[j] += s[j];
+        }
+    }
+    if (to_one) {
+        double s = acc[0];
+        for (uint32_t j = 1; j < W; j++) s += acc[j];
+        out[0] = add ? out[0] + (fl_real)s : (fl_real)s;
+        return;
+    }
+    for (uint32_t j = 0; j < W; j++) out[j] = add ? out[j] + (fl_real)acc[j] : (fl_real)acc[j];
+}
+
+/* Element-wise binary loops over W outputs, inputs of stride 1 or 0; EXPR
+ * of A_ and B_ stored (or added, STORE_) into py[j]. */
+#define BIN_LOOP_(EXPR, STORE_)                                                        \
     do {                                                                               \
         if (sa && sb) {                                                                \
-            for (uint32_t j = 0; j < W; j++) {                                         \
+            for (size_t j = 0; j < W; j++) {                                           \
                 fl_real A_ = pa[j], B_ = pb[j];                                        \
-                py[j] = (EXPR);                                                        \
+                STORE_(py[j], (EXPR));                                                 \
             }                                                                          \
         } else if (sa) {                                                               \
             fl_real B_ = pb[0];                                                        \
-            for (uint32_t j = 0; j < W; j++) {                                         \
+            for (size_t j = 0; j < W; j++) {                                           \
                 fl_real A_ = pa[j];                                                    \
-                py[j] = (EXPR);                                                        \
+                STORE_(py[j], (EXPR));                                                 \
             }                                                                          \
         } else if (sb) {                                                               \
             fl_real A_ = pa[0];                                                        \
-            for (uint32_t j = 0; j < W; j++) {                                         \
+            for (size_t j = 0; j < W; j++) {                                           \
                 fl_real B_ = pb[j];                                                    \
-                py[j] = (EXPR);                                                        \
+                STORE_(py[j], (EXPR));                                                 \
             }                                                                          \
         } else {                                                                       \
             fl_real A_ = pa[0], B_ = pb[0];                                            \
-            for (uint32_t j = 0; j < W; j++) py[j] = (EXPR);                           \
+            for (size_t j = 0; j < W; j++) STORE_(py[j], (EXPR));                      \
         }                                                                              \
     } while (0)
+#define SET_(dst, v) (dst) = (v)
+#define ADD_(dst, v) (dst) += (v)
+#define BIN_ROW(EXPR) BIN_LOOP_(EXPR, SET_)
 
 static inline fl_real log1p_(fl_real a)
 {
@@ -607,7 +748,7 @@ static void unary_fwd(int op, size_t n, const fl_real *restrict a, fl_real *rest
     }
 }
 
-static void binary_row(int op, uint32_t W, const fl_real *restrict pa, int sa,
+static void binary_row(int op, size_t W, const fl_real *restrict pa, int sa,
                        const fl_real *restrict pb, int sb, fl_real *restrict py)
 {
     switch (op) {
@@ -627,7 +768,7 @@ static void binary_row(int op, uint32_t W, const fl_real *restrict pa, int sa,
 }
 
 /* binary_row over rows [r0, r1) of broadcast inputs, the operation chosen
- * once (not per row: a 2-wide row costs less than a switch). */
+ * once (not per row). */
 #define BIN_ROWS(EXPR)                                                                 \
     for (uint32_t r = r0; r < r1; r++) {                                               \
         const fl_real *restrict pa = ROW(A, r), *restrict pb = ROW(B, r);              \
@@ -651,6 +792,27 @@ static void binary_rows(const node *d, const node *A, const node *B, uint32_t r0
     }
 }
 
+/* Input X of a node of W columns (rowwise: rowwise) over its rows [r0, r1)
+ * as one flat array: element i of the rows' row-major block is p[i * *s].
+ * A shared scalar has stride 0; a shared row or a per-row column is
+ * expanded into scr (a scratch of the node's shape, same rows) when W <
+ * NARROW; NULL (loop per row) otherwise. */
+static const fl_real *flat_in(const node *X, uint32_t W, int rowwise, uint32_t r0, uint32_t r1,
+                              fl_real *scr, int *s)
+{
+    *s = 1;
+    if (X->w == W && (X->rowwise || !rowwise)) return ROW(X, r0);
+    if (X->w == 1 && !X->rowwise) {
+        *s = 0;
+        return X->val;
+    }
+    if (W >= NARROW) return NULL;
+    fl_real *p = scr + (size_t)r0 * W;
+    if (X->w == W) tile_rows(X->val, r1 - r0, W, p);            /* a shared row */
+    else repeat_k(ROW(X, r0), r1 - r0, W, p, 0);                /* a per-row column */
+    return p;
+}
+
 /* Rows [r0, r1) of node i (for a shared node, r0 = 0, r1 = 1). */
 static void eval_rows(fl_expr *g, uint32_t i, uint32_t r0, uint32_t r1)
 {
@@ -658,24 +820,23 @@ static void eval_rows(fl_expr *g, uint32_t i, uint32_t r0, uint32_t r1)
     const node *A = d->in[0] >= 0 ? &g->nd[d->in[0]] : NULL;
     const node *B = d->in[1] >= 0 ? &g->nd[d->in[1]] : NULL;
     const uint32_t W = d->w;
+    const size_t m = (size_t)(r1 - r0);
     if (is_unary(d->op)) {
-        unary_fwd(d->op, (size_t)(r1 - r0) * W, ROW(A, r0), ROW(d, r0));
+        unary_fwd(d->op, m * W, ROW(A, r0), ROW(d, r0));
         return;
     }
     if (is_binary(d->op)) {
-        /* full or scalar inputs: one loop over all the rows */
-        int fa = (A->rowwise && A->w == W) || (!A->rowwise && A->w == 1);
-        int fb = (B->rowwise && B->w == W) || (!B->rowwise && B->w == 1);
-        if (fa && fb) {
-            size_t cnt = (size_t)(r1 - r0) * W;
-            uint32_t Wf = (uint32_t)cnt;
-            if ((size_t)Wf == cnt) {
-                binary_row(d->op, Wf, ROW(A, r0), A->rowwise, ROW(B, r0), B->rowwise, ROW(d, r0));
-                return;
-            }
-        }
-        binary_rows(d, A, B, r0, r1);
+        int sa, sb;
+        const fl_real *pa = flat_in(A, W, d->rowwise, r0, r1, g->sc[0], &sa);
+        const fl_real *pb = pa ? flat_in(B, W, d->rowwise, r0, r1, g->sc[1], &sb) : NULL;
+        if (pa && pb) binary_row(d->op, m * W, pa, sa, pb, sb, ROW(d, r0));
+        else binary_rows(d, A, B, r0, r1);
         return;
+    }
+    switch (d->op) { /* column operations on whole blocks of rows */
+    case FL_EX_REPEAT: repeat_k(ROW(A, r0), m * A->w, d->k, ROW(d, r0), 0); return;
+    case FL_EX_SUM: sum_groups_k(ROW(A, r0), m * W, d->k, ROW(d, r0), 0); return;
+    default: break;
     }
     for (uint32_t r = r0; r < r1; r++) {
         const fl_real *pa = A ? ROW(A, r) : NULL;
@@ -692,31 +853,20 @@ static void eval_rows(fl_expr *g, uint32_t i, uint32_t r0, uint32_t r1)
             memcpy(py, pa, A->w * sizeof *py);
             memcpy(py + A->w, ROW(B, r), B->w * sizeof *py);
             break;
-        case FL_EX_REPEAT:
-            for (uint32_t j = 0; j < A->w; j++)
-                for (uint32_t q = 0; q < d->k; q++) py[j * d->k + q] = pa[j];
-            break;
         case FL_EX_TILE:
             for (uint32_t q = 0; q < d->k; q++) memcpy(py + q * A->w, pa, A->w * sizeof *py);
-            break;
-        case FL_EX_SUM:
-            for (uint32_t j = 0; j < W; j++) {
-                fl_real s = 0;
-                for (uint32_t q = 0; q < d->k; q++) s += pa[j * d->k + q];
-                py[j] = s;
-            }
             break;
         case FL_EX_LOGSUMEXP:
             for (uint32_t j = 0; j < W; j++) {
                 const fl_real *p = pa + j * d->k;
-                fl_real m = p[0], s = 0;
-                for (uint32_t q = 1; q < d->k; q++) m = p[q] > m ? p[q] : m;
-                if (isinf(m)) {
-                    py[j] = m;
+                fl_real mx = p[0], s = 0;
+                for (uint32_t q = 1; q < d->k; q++) mx = p[q] > mx ? p[q] : mx;
+                if (isinf(mx)) {
+                    py[j] = mx;
                     continue;
                 }
-                for (uint32_t q = 0; q < d->k; q++) s += fl_exp(p[q] - m);
-                py[j] = m + fl_log(s);
+                for (uint32_t q = 0; q < d->k; q++) s += fl_exp(p[q] - mx);
+                py[j] = mx + fl_log(s);
             }
             break;
         case FX_GATHER:
@@ -734,12 +884,7 @@ static void eval(fl_expr *g, uint32_t i)
     if (!d->rowwise) {
         if (d->op == FL_EX_SUM_ROWS) {
             const node *A = &g->nd[d->in[0]];
-            for (uint32_t j = 0; j < d->w; j++) g->acc[j] = 0;
-            for (uint32_t r = 0; r < g->rows; r++) {
-                const fl_real *pa = ROW(A, r);
-                for (uint32_t j = 0; j < d->w; j++) g->acc[j] += pa[j];
-            }
-            for (uint32_t j = 0; j < d->w; j++) d->val[j] = (fl_real)g->acc[j];
+            sum_over_rows(g, A->val, g->rows, d->w, d->w, 0, d->val, 0);
             return;
         }
         eval_rows(g, i, 0, 1);
@@ -920,120 +1065,216 @@ uint32_t fl_expr_width(const fl_expr *g, fl_node node_id)
 
 /* Where node d's gradient goes: its own buffer, or the call's dx, dc or
  * dtheta for a leaf; NULL when nothing wants it. */
-static fl_real *gdst(fl_expr *g, const node *d, const fl_flow_bwd *a)
+static fl_real *gdst(const node *d, const fl_flow_bwd *a)
 {
     switch (d->leaf) {
     case FL_EX_INPUT: return a->dx;
     case FL_EX_CONTEXT: return a->dc;
     case FL_EX_THETA: return a->dtheta + d->off;
-    case LEAF: return d->grad ? d->gbuf : NULL;
+    case LEAF: return d->grad ? (d->gset ? d->gp : d->gbuf) : NULL;
     default: return NULL;
     }
-    (void)g;
 }
 
-/* dst (node d's shape) += src (rows of width W, stride lds, rowwise or
- * not), reduced over the columns when d has width 1 and over the rows
- * (serially, in double) when d is shared. */
-static void accum(fl_expr *g, const node *d, fl_real *dst, const fl_real *src, int srow,
-                  uint32_t W, size_t lds)
+/* Whether the next contribution to X's gradient adds (a leaf's dx, dc,
+ * dtheta, or a buffer written already this call) or stores (the first:
+ * the buffers are not zeroed per call); marks it written. */
+static int first_or_add(node *X)
 {
-    const uint32_t n = srow ? g->rows : 1, dw = d->w;
-    if (!dst) return;
-    if (d->rowwise || !srow) {
-        int par = d->rowwise && (size_t)n * W >= PAR_MIN && !omp_in_parallel();
-#pragma omp parallel for schedule(static) if (par)
-        for (uint32_t r = 0; r < n; r++) {
-            fl_real *restrict q = dst + (d->rowwise ? (size_t)r * dw : 0);
-            const fl_real *restrict s = src + (size_t)r * lds;
-            if (dw == W) {
-                for (uint32_t j = 0; j < W; j++) q[j] += s[j];
-            } else {
-                fl_real t = 0;
-                for (uint32_t j = 0; j < W; j++) t += s[j];
-                q[0] += t;
-            }
+    int add = X->leaf || X->gset;
+    if (!add) X->gp = X->gbuf;
+    X->gset = 1;
+    return add;
+}
+
+/* dst[i] = (or +=) src[i], i < cnt; split over threads when large. */
+static void flat_give(fl_real *restrict dst, const fl_real *restrict src, size_t cnt, int add)
+{
+    if (cnt >= PAR_MIN && !omp_in_parallel()) {
+        size_t nb = (cnt + PAR_MIN / 8 - 1) / (PAR_MIN / 8);
+#pragma omp parallel for schedule(static)
+        for (size_t b = 0; b < nb; b++) {
+            size_t i0 = b * (PAR_MIN / 8), i1 = i0 + PAR_MIN / 8 < cnt ? i0 + PAR_MIN / 8 : cnt;
+            for (size_t i = i0; i < i1; i++) dst[i] = add ? dst[i] + src[i] : src[i];
         }
         return;
     }
-    for (uint32_t j = 0; j < dw; j++) g->acc[j] = 0;
-    for (uint32_t r = 0; r < n; r++) {
-        const fl_real *s = src + (size_t)r * lds;
-        if (dw == W)
-            for (uint32_t j = 0; j < W; j++) g->acc[j] += s[j];
-        else
-            for (uint32_t j = 0; j < W; j++) g->acc[0] += s[j];
-    }
-    for (uint32_t j = 0; j < dw; j++) dst[j] += (fl_real)g->acc[j];
+    for (size_t i = 0; i < cnt; i++) dst[i] = add ? dst[i] + src[i] : src[i];
 }
 
-/* tmp = G * d(unary)/da over cnt elements. */
-static void unary_bwd(int op, size_t cnt, const fl_real *restrict a, const fl_real *restrict y,
-                      const fl_real *restrict G, fl_real *restrict t)
+/* Gives X the contribution src (srow ? rows : 1 rows of W, stride lds):
+ * reduced over the columns when X has width 1, over the rows (in double,
+ * in a fixed order) when X is shared; so the result does not depend on
+ * the thread count. A src that is stable (a node's gradient, or the
+ * call's dy or dlogdet: not written again this call) becomes X's gradient
+ * by reference when it is X's only one and of its shape. */
+static void give(fl_expr *g, node *X, fl_real *dst, const fl_real *src, int srow, uint32_t W,
+                 size_t lds, int stable)
 {
+    if (!dst) return;
+    const uint32_t n = srow ? g->rows : 1;
+    if (stable && !X->leaf && !X->gset && X->users == 1 && X->w == W && lds == W &&
+        X->rowwise == srow) {
+        X->gp = (fl_real *)src;
+        X->gset = 1;
+        return;
+    }
+    const int add = first_or_add(X);
+    if (X->rowwise || !srow) {
+        if (X->w == W && lds == W) flat_give(dst, src, (size_t)n * W, add);
+        else if (X->w == W)
+            for (uint32_t r = 0; r < n; r++)
+                for (uint32_t j = 0; j < W; j++)
+                    dst[(size_t)r * W + j] = add ? dst[(size_t)r * W + j] + src[r * lds + j]
+                                                 : src[r * lds + j];
+        else if (lds == W) sum_groups_k(src, n, W, dst, add);
+        else
+            for (uint32_t r = 0; r < n; r++) sum_groups_k(src + r * lds, 1, W, dst + r, add);
+        return;
+    }
+    sum_over_rows(g, src, n, W, lds, X->w == 1 && W > 1, dst, add);
+}
+
+/* t[i] = (or +=) G * d(unary)/da over cnt elements. */
+static void unary_bwd(int op, size_t cnt, const fl_real *restrict a, const fl_real *restrict y,
+                      const fl_real *restrict G, fl_real *restrict t, int add)
+{
+#define UB_(EXPR)                                                                      \
+    do {                                                                               \
+        if (add)                                                                       \
+            for (size_t i = 0; i < cnt; i++) t[i] += (EXPR);                           \
+        else                                                                           \
+            for (size_t i = 0; i < cnt; i++) t[i] = (EXPR);                            \
+    } while (0)
     switch (op) {
-    case FL_EX_NEG: for (size_t i = 0; i < cnt; i++) t[i] = -G[i]; break;
-    case FL_EX_EXP: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * y[i]; break;
-    case FL_EX_LOG: for (size_t i = 0; i < cnt; i++) t[i] = G[i] / a[i]; break;
-    case FL_EX_LOG1P: for (size_t i = 0; i < cnt; i++) t[i] = G[i] / (1 + a[i]); break;
-    case FL_EX_EXPM1: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * (y[i] + 1); break;
-    case FL_EX_TANH: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * (1 - y[i] * y[i]); break;
-    case FL_EX_SIGMOID: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * y[i] * (1 - y[i]); break;
-    case FL_EX_SOFTPLUS: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * fl_sigmoid(a[i]); break;
-    case FL_EX_LOGSIGMOID: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * fl_sigmoid(-a[i]); break;
-    case FL_EX_ABS:
-        for (size_t i = 0; i < cnt; i++) t[i] = a[i] > 0 ? G[i] : a[i] < 0 ? -G[i] : 0;
-        break;
-    case FL_EX_SQRT: for (size_t i = 0; i < cnt; i++) t[i] = G[i] * (fl_real)0.5 / y[i]; break;
-    case FL_EX_SQUARE: for (size_t i = 0; i < cnt; i++) t[i] = 2 * G[i] * a[i]; break;
-    case FL_EX_RECIP: for (size_t i = 0; i < cnt; i++) t[i] = -G[i] * y[i] * y[i]; break;
+    case FL_EX_NEG: UB_(-G[i]); break;
+    case FL_EX_EXP: UB_(G[i] * y[i]); break;
+    case FL_EX_LOG: UB_(G[i] / a[i]); break;
+    case FL_EX_LOG1P: UB_(G[i] / (1 + a[i])); break;
+    case FL_EX_EXPM1: UB_(G[i] * (y[i] + 1)); break;
+    case FL_EX_TANH: UB_(G[i] * (1 - y[i] * y[i])); break;
+    case FL_EX_SIGMOID: UB_(G[i] * y[i] * (1 - y[i])); break;
+    case FL_EX_SOFTPLUS: UB_(G[i] * fl_sigmoid(a[i])); break;
+    case FL_EX_LOGSIGMOID: UB_(G[i] * fl_sigmoid(-a[i])); break;
+    case FL_EX_ABS: UB_(a[i] > 0 ? G[i] : a[i] < 0 ? -G[i] : 0); break;
+    case FL_EX_SQRT: UB_(G[i] * (fl_real)0.5 / y[i]); break;
+    case FL_EX_SQUARE: UB_(2 * G[i] * a[i]); break;
+    case FL_EX_RECIP: UB_(-G[i] * y[i] * y[i]); break;
     default: break;
     }
+#undef UB_
 }
 
-/* A binary node's contribution to input `which` (0: a, 1: b) over all its
- * rows into t (rows of W): G and Y are the node's gradient and values.
- * The operation is chosen once, outside the row loop. */
-#define BWD_ROWS(EXPR)                                                                 \
-    for (uint32_t r = 0; r < n; r++) {                                                 \
-        const fl_real *restrict pa = ROW(A, r), *restrict pb = ROW(B, r);              \
-        const fl_real *restrict Y = ROW(d, r), *restrict G = Gm + (size_t)r * W;       \
-        fl_real *restrict py = t + (size_t)r * W;                                      \
-        (void)Y;                                                                       \
-        BIN_ROW(EXPR);                                                                 \
-    }
-
-static void binary_bwd(const node *d, const node *A, const node *B, int which, uint32_t n,
-                       const fl_real *Gm, fl_real *t)
-{
-    const uint32_t W = d->w;
-    const int sa = A->w != 1 || W == 1, sb = B->w != 1 || W == 1;
+/* A binary node's contribution to input `which` (0: a, 1: b) over W
+ * elements of flat inputs (stride sa, sb), its gradient G and values Y,
+ * stored (or added) into py. */
 #define GJ G[j]
 #define YJ Y[j]
-    if (which == 0) {
-        switch (d->op) {
-        case FL_EX_ADD: case FL_EX_SUB: BWD_ROWS(((void)A_, (void)B_, GJ)); break;
-        case FL_EX_MUL: BWD_ROWS(((void)A_, GJ * B_)); break;
-        case FL_EX_DIV: BWD_ROWS(((void)A_, GJ / B_)); break;
-        case FL_EX_POW: BWD_ROWS(GJ * B_ * YJ / A_); break;
-        case FL_EX_MIN: BWD_ROWS(A_ <= B_ ? GJ : 0); break;
-        case FL_EX_MAX: BWD_ROWS(A_ >= B_ ? GJ : 0); break;
-        default: break;
-        }
-    } else {
-        switch (d->op) {
-        case FL_EX_ADD: BWD_ROWS(((void)A_, (void)B_, GJ)); break;
-        case FL_EX_SUB: BWD_ROWS(((void)A_, (void)B_, -GJ)); break;
-        case FL_EX_MUL: BWD_ROWS(((void)B_, GJ * A_)); break;
-        case FL_EX_DIV: BWD_ROWS(((void)A_, -GJ * YJ / B_)); break;
-        case FL_EX_POW: BWD_ROWS(((void)B_, GJ * YJ * log(A_))); break;
-        case FL_EX_MIN: BWD_ROWS(A_ <= B_ ? 0 : GJ); break;
-        case FL_EX_MAX: BWD_ROWS(A_ >= B_ ? 0 : GJ); break;
-        default: break;
-        }
+#define BWD_ALL_(STORE_)                                                               \
+    do {                                                                               \
+        if (which == 0) {                                                              \
+            switch (op) {                                                              \
+            case FL_EX_MUL: BIN_LOOP_(((void)A_, GJ * B_), STORE_); break;             \
+            case FL_EX_DIV: BIN_LOOP_(((void)A_, GJ / B_), STORE_); break;             \
+            case FL_EX_POW: BIN_LOOP_(GJ * B_ * YJ / A_, STORE_); break;               \
+            case FL_EX_MIN: BIN_LOOP_(A_ <= B_ ? GJ : 0, STORE_); break;               \
+            case FL_EX_MAX: BIN_LOOP_(A_ >= B_ ? GJ : 0, STORE_); break;               \
+            default: break;                                                            \
+            }                                                                          \
+        } else {                                                                       \
+            switch (op) {                                                              \
+            case FL_EX_SUB: BIN_LOOP_(((void)A_, (void)B_, -GJ), STORE_); break;       \
+            case FL_EX_MUL: BIN_LOOP_(((void)B_, GJ * A_), STORE_); break;             \
+            case FL_EX_DIV: BIN_LOOP_(((void)A_, -GJ * YJ / B_), STORE_); break;       \
+            case FL_EX_POW: BIN_LOOP_(((void)B_, GJ * YJ * log(A_)), STORE_); break;   \
+            case FL_EX_MIN: BIN_LOOP_(A_ <= B_ ? 0 : GJ, STORE_); break;               \
+            case FL_EX_MAX: BIN_LOOP_(A_ >= B_ ? 0 : GJ, STORE_); break;               \
+            default: break;                                                            \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
+
+static void binary_bwd_flat(int op, int which, size_t W, const fl_real *restrict pa, int sa,
+                            const fl_real *restrict pb, int sb, const fl_real *restrict G,
+                            const fl_real *restrict Y, fl_real *restrict py, int add)
+{
+    (void)Y;
+    if (add) BWD_ALL_(ADD_);
+    else BWD_ALL_(SET_);
+}
+
+/* The same over node d's rows, row by row (wide broadcasts), stored into
+ * t (rows of W). */
+static void binary_bwd_rows(const node *d, const node *A, const node *B, int which, uint32_t n,
+                            const fl_real *Gm, fl_real *t)
+{
+    const size_t W = d->w;
+    const int sa = A->w != 1 || W == 1, sb = B->w != 1 || W == 1, op = d->op;
+    for (uint32_t r = 0; r < n; r++) {
+        const fl_real *restrict pa = ROW(A, r), *restrict pb = ROW(B, r);
+        const fl_real *restrict Y = ROW(d, r), *restrict G = Gm + (size_t)r * W;
+        fl_real *restrict py = t + (size_t)r * W;
+        (void)Y;
+        BWD_ALL_(SET_);
     }
+}
 #undef GJ
 #undef YJ
+
+/* A binary node's contributions to its inputs. */
+static void back_binary(fl_expr *g, node *d, const fl_flow_bwd *a)
+{
+    node *in[2] = { &g->nd[d->in[0]], &g->nd[d->in[1]] };
+    const uint32_t n = d->rowwise ? g->rows : 1, W = d->w;
+    const size_t cnt = (size_t)n * W;
+    const fl_real *G = d->gp;
+    int sa = 1, sb = 1;
+    const fl_real *pa = NULL, *pb = NULL;
+    int flat = -1; /* inputs expanded (1), or row by row (0); -1: not yet */
+    for (int which = 0; which < 2; which++) {
+        node *X = in[which];
+        fl_real *dst = X->grad ? gdst(X, a) : NULL;
+        if (!dst) continue;
+        if (d->op == FL_EX_ADD || (d->op == FL_EX_SUB && !which)) {
+            give(g, X, dst, G, d->rowwise, W, W, 1); /* the gradient itself */
+            continue;
+        }
+        if (flat < 0) {
+            pa = flat_in(in[0], W, d->rowwise, 0, n, g->sc[0], &sa);
+            pb = pa ? flat_in(in[1], W, d->rowwise, 0, n, g->sc[1], &sb) : NULL;
+            flat = pa && pb;
+        }
+        /* an input of the node's shape takes its contribution directly */
+        int direct = flat && X->w == W && (X->rowwise || !d->rowwise);
+        if (direct) {
+            int add = first_or_add(X);
+            if (cnt >= PAR_MIN && !omp_in_parallel()) {
+                uint32_t nb = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static)
+                for (uint32_t b = 0; b < nb; b++) {
+                    size_t r0 = (size_t)b * BLOCK, r1 = r0 + BLOCK < n ? r0 + BLOCK : n;
+                    binary_bwd_flat(d->op, which, (r1 - r0) * W, pa + r0 * W * (size_t)sa, sa,
+                                    pb + r0 * W * (size_t)sb, sb, G + r0 * W, d->val + r0 * W,
+                                    dst + r0 * W, add);
+                }
+            } else {
+                binary_bwd_flat(d->op, which, cnt, pa, sa, pb, sb, G, d->val, dst, add);
+            }
+            continue;
+        }
+        if (flat) binary_bwd_flat(d->op, which, cnt, pa, sa, pb, sb, G, d->val, g->tmp, 0);
+        else binary_bwd_rows(d, in[0], in[1], which, n, G, g->tmp);
+        give(g, X, dst, g->tmp, d->rowwise, W, W, 0);
+    }
+}
+
+/* The input gradient a network node adds to: zeroed on its first use
+ * this call (a leaf's dx or dc is added to as it is). */
+static fl_real *net_din(node *A, const fl_flow_bwd *a, size_t count)
+{
+    fl_real *din = A->grad ? gdst(A, a) : NULL;
+    if (din && !first_or_add(A)) memset(din, 0, count * sizeof *din);
+    return din;
 }
 
 /* Node i's contributions to its inputs' gradients. */
@@ -1041,40 +1282,31 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
 {
     node *d = &g->nd[i];
     const uint32_t n = d->rowwise ? g->rows : 1, W = d->w;
-    const fl_real *G = d->gbuf;
+    const fl_real *G = d->gp;
     fl_real *t = g->tmp;
-    const node *A = d->in[0] >= 0 ? &g->nd[d->in[0]] : NULL;
-    const node *B = d->in[1] >= 0 ? &g->nd[d->in[1]] : NULL;
-    fl_real *ga = A && A->grad ? gdst(g, A, a) : NULL;
-    fl_real *gb = B && B->grad ? gdst(g, B, a) : NULL;
+    node *A = d->in[0] >= 0 ? &g->nd[d->in[0]] : NULL;
+    node *B = d->in[1] >= 0 ? &g->nd[d->in[1]] : NULL;
+    fl_real *ga = A && A->grad ? gdst(A, a) : NULL;
+    fl_real *gb = B && B->grad ? gdst(B, a) : NULL;
     if (is_compare(d->op)) return;
-    if (is_unary(d->op)) {
+    if (is_binary(d->op)) {
+        back_binary(g, d, a);
+        return;
+    }
+    if (is_unary(d->op)) { /* same shape as its input: straight into its gradient */
         if (!ga) return;
-        size_t cnt = (size_t)n * W;
-        if ((size_t)n * W >= PAR_MIN && d->rowwise && !omp_in_parallel()) {
+        const size_t cnt = (size_t)n * W;
+        const int add = first_or_add(A);
+        if (cnt >= PAR_MIN && d->rowwise && !omp_in_parallel()) {
             uint32_t nb = (n + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static)
             for (uint32_t b = 0; b < nb; b++) {
                 size_t r0 = (size_t)b * BLOCK, r1 = r0 + BLOCK < n ? r0 + BLOCK : n;
                 unary_bwd(d->op, (r1 - r0) * W, A->val + r0 * W, d->val + r0 * W, G + r0 * W,
-                          t + r0 * W);
+                          ga + r0 * W, add);
             }
         } else {
-            unary_bwd(d->op, cnt, A->val, d->val, G, t);
-        }
-        accum(g, A, ga, t, d->rowwise, W, W);
-        return;
-    }
-    if (is_binary(d->op)) {
-        for (int which = 0; which < 2; which++) {
-            fl_real *dst = which ? gb : ga;
-            if (!dst) continue;
-            if ((d->op == FL_EX_ADD || (d->op == FL_EX_SUB && !which)))
-                accum(g, which ? B : A, dst, G, d->rowwise, W, W); /* the gradient itself */
-            else {
-                binary_bwd(d, A, B, which, n, G, t);
-                accum(g, which ? B : A, dst, t, d->rowwise, W, W);
-            }
+            unary_bwd(d->op, cnt, A->val, d->val, G, ga, add);
         }
         return;
     }
@@ -1090,17 +1322,21 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
                 fl_real *tr = t + (size_t)r * W;
                 for (uint32_t j = 0; j < W; j++) tr[j] = (pc[j * mc] != 0) != which ? gr[j] : 0;
             }
-            accum(g, which ? B : A, dst, t, d->rowwise, W, W);
+            give(g, which ? B : A, dst, t, d->rowwise, W, W, 0);
         }
         return;
     }
     case FL_EX_CONCAT:
-        accum(g, A, ga, G, d->rowwise, A->w, W);
-        accum(g, B, gb, G + A->w, d->rowwise, B->w, W);
+        give(g, A, ga, G, d->rowwise, A->w, W, 1);
+        give(g, B, gb, G + A->w, d->rowwise, B->w, W, 1);
+        return;
+    case FL_EX_SUM: /* its input has its rows: each group's gradient, repeated */
+        if (ga) repeat_k(G, (size_t)n * W, d->k, ga, first_or_add(A));
         return;
     case FL_EX_REPEAT:
+        if (ga) sum_groups_k(G, (size_t)n * A->w, d->k, ga, first_or_add(A));
+        return;
     case FL_EX_TILE:
-    case FL_EX_SUM:
     case FL_EX_LOGSUMEXP:
     case FX_GATHER: {
         if (!ga) return;
@@ -1109,20 +1345,10 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
             const fl_real *gr = G + (size_t)r * W, *pa = ROW(A, r), *yr = ROW(d, r);
             fl_real *tr = t + (size_t)r * wa;
             switch (d->op) {
-            case FL_EX_REPEAT:
-                for (uint32_t j = 0; j < wa; j++) {
-                    fl_real s = 0;
-                    for (uint32_t q = 0; q < k; q++) s += gr[j * k + q];
-                    tr[j] = s;
-                }
-                break;
             case FL_EX_TILE:
                 for (uint32_t j = 0; j < wa; j++) tr[j] = gr[j];
                 for (uint32_t q = 1; q < k; q++)
                     for (uint32_t j = 0; j < wa; j++) tr[j] += gr[q * wa + j];
-                break;
-            case FL_EX_SUM:
-                for (uint32_t j = 0; j < wa; j++) tr[j] = gr[j / k];
                 break;
             case FL_EX_LOGSUMEXP:
                 for (uint32_t j = 0; j < wa; j++) tr[j] = gr[j / k] * fl_exp(pa[j] - yr[j / k]);
@@ -1133,22 +1359,23 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
                 break;
             }
         }
-        accum(g, A, ga, t, d->rowwise, wa, wa);
+        give(g, A, ga, t, d->rowwise, wa, wa, 0);
         return;
     }
-    case FL_EX_SUM_ROWS:
+    case FL_EX_SUM_ROWS: {
         if (!ga) return;
+        const int add = first_or_add(A);
         for (uint32_t r = 0; r < g->rows; r++) {
             fl_real *q = ga + (size_t)r * A->w;
-            for (uint32_t j = 0; j < W; j++) q[j] += G[j];
+            for (uint32_t j = 0; j < W; j++) q[j] = add ? q[j] + G[j] : G[j];
         }
         return;
+    }
     case FX_NET: {
         /* a net adds to din itself; a leaf input's gradient is dx or dc */
-        fl_real *din = ga;
-        const fl_real *dout = G;
-        if (d->mlp) fl_mlp_backward(d->mlp, a->theta, a->dtheta, g->rows, dout, din);
-        else fl_conv_backward(d->conv, a->theta, a->dtheta, g->rows, dout, din);
+        fl_real *din = net_din(A, a, (size_t)g->rows * d->net_in);
+        if (d->mlp) fl_mlp_backward(d->mlp, a->theta, a->dtheta, g->rows, G, din);
+        else fl_conv_backward(d->conv, a->theta, a->dtheta, g->rows, G, din);
         return;
     }
     default: return;
@@ -1161,22 +1388,25 @@ static void back_node(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
 static void back_pair(fl_expr *g, uint32_t i, const fl_flow_bwd *a)
 {
     node *d1 = &g->nd[i], *d2 = d1 + 1;
-    const node *A1 = &g->nd[d1->in[0]], *A2 = &g->nd[d2->in[0]];
-    fl_real *ga1 = A1->grad ? gdst(g, A1, a) : NULL, *ga2 = A2->grad ? gdst(g, A2, a) : NULL;
-    fl_real *din2 = ga2 ? d2->pdin : NULL;
+    node *A1 = &g->nd[d1->in[0]], *A2 = &g->nd[d2->in[0]];
     const uint32_t n = g->rows;
+    for (node *d = d1; d <= d2; d++) /* one without a gradient this call: zero */
+        if (!first_or_add(d)) memset(d->gbuf, 0, (size_t)n * d->w * sizeof *d->gbuf);
+    fl_real *ga1 = net_din(A1, a, (size_t)n * d1->net_in);
+    fl_real *ga2 = net_din(A2, a, (size_t)n * d2->net_in);
+    fl_real *din2 = ga2 ? d2->pdin : NULL;
     if (din2) memset(din2, 0, (size_t)n * d2->net_in * sizeof *din2);
 #pragma omp parallel sections if (n >= 64)
     {
 #pragma omp section
         {
-            if (d1->mlp) fl_mlp_backward(d1->mlp, a->theta, a->dtheta, n, d1->gbuf, ga1);
-            else fl_conv_backward(d1->conv, a->theta, a->dtheta, n, d1->gbuf, ga1);
+            if (d1->mlp) fl_mlp_backward(d1->mlp, a->theta, a->dtheta, n, d1->gp, ga1);
+            else fl_conv_backward(d1->conv, a->theta, a->dtheta, n, d1->gp, ga1);
         }
 #pragma omp section
         {
-            if (d2->mlp) fl_mlp_backward(d2->mlp, a->theta, a->dtheta, n, d2->gbuf, din2);
-            else fl_conv_backward(d2->conv, a->theta, a->dtheta, n, d2->gbuf, din2);
+            if (d2->mlp) fl_mlp_backward(d2->mlp, a->theta, a->dtheta, n, d2->gp, din2);
+            else fl_conv_backward(d2->conv, a->theta, a->dtheta, n, d2->gp, din2);
         }
     }
     if (din2)
@@ -1203,20 +1433,20 @@ fl_status fl_expr_backward(fl_expr *g, const fl_flow_bwd *a)
         if (d->leaf == FL_EX_INPUT) d->val = (fl_real *)a->x;
         else if (d->leaf == FL_EX_CONTEXT) d->val = (fl_real *)a->c;
         else if (d->leaf == FL_EX_THETA) d->val = (fl_real *)a->theta + d->off;
-        if (d->gbuf) memset(d->gbuf, 0, (d->rowwise ? (size_t)n : 1) * d->w * sizeof(fl_real));
+        d->gset = 0; /* no gradient yet: the first contribution stores */
     }
     if (n == 0) return FL_OK;
     if (g->y_alias) g->nd[g->y].val = (fl_real *)a->y;
     node *Y = &g->nd[g->y], *L = &g->nd[g->ld];
-    if (Y->grad) accum(g, Y, gdst(g, Y, a), a->dy, 1, g->dim, g->dim);
-    if (L->grad) accum(g, L, gdst(g, L, a), a->dlogdet, 1, 1, 1);
+    if (Y->grad) give(g, Y, gdst(Y, a), a->dy, 1, g->dim, g->dim, 1);
+    if (L->grad) give(g, L, gdst(L, a), a->dlogdet, 1, 1, 1, 1);
     for (uint32_t i = g->n; i-- > 0;) {
         node *d = &g->nd[i];
         if (d->leaf || !d->grad) continue;
         if (i > 0 && g->nd[i - 1].pair) { /* a pair of nets: side by side */
-            back_pair(g, i - 1, a);
+            if (d->gset || g->nd[i - 1].gset) back_pair(g, i - 1, a);
             i--;
-        } else {
+        } else if (d->gset) { /* else nothing reached it: its gradient is zero */
             back_node(g, i, a);
         }
     }

@@ -25,13 +25,13 @@ static fl_node params(fl_ex e, const size_t *off, uint32_t d, fl_node *w, fl_nod
     return fl_ex_add(e, u, fl_ex_mul(e, k, *w));
 }
 
-/* tanh(a) into *t; returns log(t^2 + mp1 sech^2 a), sech^2 a = 4 sigmoid(2a) sigmoid(-2a). */
+/* tanh(a) = p - q into *t; returns log(t^2 + mp1 sech^2 a), sech^2 a = 4 p q, where
+ * p = sigmoid(2a), q = sigmoid(-2a) (two exps, no cancellation in q or p for large |a|). */
 static fl_node logdet(fl_ex e, fl_node a, fl_node mp1, fl_node *t)
 {
-    fl_node a2 = fl_ex_add(e, a, a);
-    fl_node s = fl_ex_mul(e, fl_ex_sigmoid(e, a2), fl_ex_sigmoid(e, fl_ex_neg(e, a2)));
-    *t = fl_ex_tanh(e, a);
-    fl_node s4 = fl_ex_mul(e, fl_ex_mul(e, fl_ex_const(e, 4), mp1), s);
+    fl_node a2 = fl_ex_add(e, a, a), p = fl_ex_sigmoid(e, a2), q = fl_ex_sigmoid(e, fl_ex_neg(e, a2));
+    *t = fl_ex_sub(e, p, q);
+    fl_node s4 = fl_ex_mul(e, fl_ex_mul(e, fl_ex_const(e, 4), mp1), fl_ex_mul(e, p, q));
     return fl_ex_log(e, fl_ex_add(e, fl_ex_square(e, *t), s4));
 }
 

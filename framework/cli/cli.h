@@ -69,5 +69,6 @@ int fl_cmd_eval(fl_cli *cli, int argc, char **argv);
 int fl_cmd_gradvar(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sweep(fl_cli *cli, int argc, char **argv);
 int fl_cmd_report(fl_cli *cli, int argc, char **argv);
+int fl_cmd_new_layer(fl_cli *cli, int argc, char **argv);
 
 #endif

@@ -152,6 +152,9 @@ expect_error "replay names a bad dump line" 3 "bad.dump:" "expected a whole numb
 grep -v '^rl ' "$TMP/bug.dump" >"$TMP/short.dump"
 run check --replay "$TMP/short.dump"
 expect_error "replay names a missing part" 3 "short.dump" "no 'rl' line"
+grep -v '^x 3 ' "$TMP/bug.dump" >"$TMP/norow.dump"
+run check --replay "$TMP/norow.dump"
+expect_error "replay names a missing row" 3 "norow.dump" "7 'x'" "for 8 rows"
 run check --replay "$TMP/bug.dump" --dim 3
 expect_error "replay takes no shape options" 2 "--replay FILE takes only --plugin"
 

@@ -1445,7 +1445,8 @@ fl_status fl_kit_dump_write(const fl_kit_failure *f, const char *path)
 typedef struct dline {
     const char *path;
     size_t no;
-    char *p; /* the rest of the line */
+    char *p;              /* the rest of the line */
+    size_t nx, nc, nry;   /* x, c and ry lines read so far */
 } dline;
 
 static fl_status dbad(const dline *l, const char *what)
@@ -1583,6 +1584,7 @@ static fl_status dump_line(dline *l, char *word, fl_kit_failure *f, int *seen_en
         fl_real **a = isc ? &f->ctx : !strcmp(word, "x") ? &f->x : &f->ry;
         if (!*a && !(*a = calloc((size_t)f->rows * w, sizeof **a))) return FL_ERR_NOMEM;
         fl_real *row = *a + (size_t)u * w;
+        *(isc ? &l->nc : !strcmp(word, "x") ? &l->nx : &l->nry) += 1;
         return read_reals(l, &row, w);
     } else if (!strcmp(word, "rl")) {
         if (!f->rows) return dbad(l, "'rows' first");
@@ -1642,7 +1644,7 @@ fl_status fl_kit_dump_read(const char *path, fl_kit_failure *f)
     char *buf = NULL;
     size_t cap = 0;
     ssize_t len;
-    dline l = { path, 0, NULL };
+    dline l = { path, 0, NULL, 0, 0, 0 };
     int end = 0;
     fl_status st = FL_OK;
     while (st == FL_OK && !end && (len = getline(&buf, &cap, in)) >= 0) {
@@ -1662,6 +1664,11 @@ fl_status fl_kit_dump_read(const char *path, fl_kit_failure *f)
                         : !f->theta ? "theta" : (f->ctx_dim && !f->ctx) ? "c" : !end ? "end" : NULL;
     if (missing) {
         fl_err("%s: not a complete kit dump: no '%s' line", path, missing);
+        return FL_ERR_INVALID;
+    }
+    if (l.nx != f->rows || l.nry != f->rows || (f->ctx_dim && l.nc != f->rows)) {
+        fl_err("%s: not a complete kit dump: %zu 'x', %zu 'ry' and %zu 'c' lines for %u rows",
+               path, l.nx, l.nry, l.nc, f->rows);
         return FL_ERR_INVALID;
     }
     return FL_OK;

@@ -130,17 +130,22 @@ typedef struct fl_kit_debug {
                                  first), or NULL */
 } fl_kit_debug;
 
+/* An empty failure (check = want = row = -1, nothing owned); before any
+ * other use. free releases what it owns (strings and arrays) and leaves it
+ * as after init. Neither fails. */
 void fl_kit_failure_init(fl_kit_failure *f);
-void fl_kit_failure_free(fl_kit_failure *f);  /* then as after init */
+void fl_kit_failure_free(fl_kit_failure *f);
 
-/* Validates dbg->set against `cls` (NULL: no --set). Returns FL_ERR_INVALID
- * with fl_err naming the key ("--set KEY: ...") on a malformed pair, a key
- * the layer does not have, or a value it refuses. Any time. */
+/* Validates the n_set "KEY=VALUE" pairs `set` against `cls`. Returns
+ * FL_ERR_INVALID with fl_err naming the key ("--set KEY: ...") on a
+ * malformed pair, a key the layer does not have, or a value it refuses
+ * (alone or with the other keys). Any time; allocates nothing it keeps. */
 fl_status fl_kit_check_set(const fl_flow_class *cls, const char *const *set, size_t n_set);
 
-/* fl_kit_class with a base configuration (dbg->set; its keys are not
- * varied) and the first failure captured into dbg->fail (and printed with
- * the table, fl_kit_failure_print). dbg may be NULL. */
+/* fl_kit_class with a base configuration (dbg->set, validated first with
+ * fl_kit_check_set; its keys are not varied) and the first failure
+ * captured into dbg->fail (and printed with the table,
+ * fl_kit_failure_print); the caller frees dbg->fail. dbg may be NULL. */
 fl_status fl_kit_class_debug(const fl_flow_class *cls, const fl_kit_opts *base,
                              const fl_kit_debug *dbg, FILE *out, fl_kit_report *total);
 

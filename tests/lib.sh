@@ -30,7 +30,7 @@ expect_error() {
     local lines
     lines=$(wc -l <"$TMP/err")
     [ "$lines" = 1 ] || fail "$name: $lines lines on stderr, expected 1"
-    grep -qE '^flowlab( [a-z]+)?: error: ' "$TMP/err" || fail "$name: stderr is not a flowlab error"
+    grep -qE '^flowlab( [a-z-]+)?: error: ' "$TMP/err" || fail "$name: stderr is not a flowlab error"
     for text in "$@"; do
         grep -qF -- "$text" "$TMP/err" || fail "$name: stderr lacks '$text'"
     done

@@ -115,3 +115,54 @@ Test(kit, every_builtin_flow_passes, .timeout = 600)
     cr_assert_geq(flows, 14);
     fl_registry_free(r);
 }
+
+/* The kit as a debugger: each broken layer's first failure, written to a
+ * dump and read back, replays to the same numbers (bit for bit: the same
+ * inputs, parameters and seed), and names its offending row. */
+Test(kit, failures_dump_and_replay_to_the_same_numbers, .timeout = 300)
+{
+    static const char *const broken[] = { "broken_logdet_sign", "broken_backward",
+                                          "broken_inverse", "broken_mask", "broken_order" };
+    fl_runtime_init();
+    for (size_t b = 0; b < sizeof broken / sizeof *broken; b++) {
+        fl_registry *r = fl_registry_new();
+        char *path = fl_strfmt("%s/%s.so", test_env("FLOWLAB_TEST_DIR"), broken[b]);
+        char *dump = fl_strfmt("%s/kit_%s.dump", test_env("FLOWLAB_TEST_DIR"), broken[b]);
+        cr_assert_eq(fl_registry_load(r, path), FL_OK, "%s", fl_err_msg());
+        const fl_comp_rec *c = fl_registry_find(r, FL_KIND_FLOW, "made-shift");
+        cr_assert_not_null(c);
+        fl_kit_opts o = { 3, 0, 8, 1, 0.3, NULL, 0, 0, 0 };
+        fl_kit_report rep, rep2;
+        fl_kit_failure f, d, again;
+        fl_kit_failure_init(&f);
+        fl_kit_failure_init(&d);
+        fl_kit_failure_init(&again);
+        fl_kit_debug dbg = { NULL, 0, &f };
+        cr_assert_eq(fl_kit_class_debug(&c->cls.flow, &o, &dbg, NULL, &rep), FL_OK, "%s",
+                     fl_err_msg());
+        cr_assert_geq(f.check, 0, "%s: no failure captured", broken[b]);
+        cr_assert(!(f.err <= f.tol), "%s: the captured check passed", broken[b]);
+        cr_assert(f.row >= 0 || f.check == FL_KIT_EXTREME_X || f.check == FL_KIT_LARGE_THETA,
+                  "%s: no offending row", broken[b]);
+        f.plugin = fl_strdup(path);
+        cr_assert_eq(fl_kit_dump_write(&f, dump), FL_OK, "%s", fl_err_msg());
+        cr_assert_eq(fl_kit_dump_read(dump, &d), FL_OK, "%s", fl_err_msg());
+        cr_assert_eq(d.check, f.check);
+        cr_assert_eq(d.n_theta, f.n_theta);
+        cr_assert_eq(memcmp(d.x, f.x, (size_t)f.rows * f.dim * sizeof(fl_real)), 0);
+        cr_assert_eq(fl_kit_replay(&c->cls.flow, &d, &again, &rep2), FL_OK, "%s", fl_err_msg());
+        cr_assert_eq(again.check, f.check, "%s: replay failed %d, not %d", broken[b],
+                     again.check, f.check);
+        cr_assert_eq(again.err, f.err, "%s: error %g, then %g", broken[b], f.err, again.err);
+        cr_assert_eq(again.a, f.a);
+        cr_assert_eq(again.b, f.b);
+        cr_assert_eq(again.row, f.row);
+        remove(dump);
+        fl_kit_failure_free(&f);
+        fl_kit_failure_free(&d);
+        fl_kit_failure_free(&again);
+        free(path);
+        free(dump);
+        fl_registry_free(r);
+    }
+}

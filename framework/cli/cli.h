@@ -80,5 +80,6 @@ int fl_cmd_logprob(fl_cli *cli, int argc, char **argv);
 int fl_cmd_sweep(fl_cli *cli, int argc, char **argv);
 int fl_cmd_report(fl_cli *cli, int argc, char **argv);
 int fl_cmd_data(fl_cli *cli, int argc, char **argv);
+int fl_cmd_new_layer(fl_cli *cli, int argc, char **argv);
 
 #endif

@@ -38,9 +38,12 @@ static const char usage[] =
     "  gradvar RUN_DIR [--estimators elbo,iwae,stl,dreg] [--k 1,8,64] [--draws D]\n"
     "                      a VAE's gradient signal-to-noise ratio per estimator and k\n"
     "  check [--flow NAME] [--dim D] [--rows N] [--seed S] [--verbose]\n"
+    "        [--set KEY=VALUE]... [--dump FILE] | --replay FILE\n"
     "                      run the conformance checks on flow layers\n"
     "  data [NAME] | data get NAME [--to DIR]\n"
     "                      where each data set's files are; download a missing one\n"
+    "  new-layer NAME [--dir D] [--kind graph|hand]\n"
+    "                      write a working flow layer plugin to start from\n"
     "\n"
     "options:\n"
     "  --plugin PATH       also load this plugin (repeatable); FLOWLAB_PLUGIN_PATH\n"
@@ -64,7 +67,7 @@ static const char usage[] =
 static int light_command(int argc, char **argv)
 {
     static const char *const light[] = { "--help", "-h", "--version", "plugins", "report",
-                                         "help", "data" };
+                                         "help", "data", "new-layer" };
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--plugin") == 0) {
             i++;
@@ -132,6 +135,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "sweep") == 0) rc = fl_cmd_sweep(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "report") == 0) rc = fl_cmd_report(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "data") == 0) rc = fl_cmd_data(&cli, sub_argc, sub_argv);
+    else if (strcmp(cmd, "new-layer") == 0) rc = fl_cmd_new_layer(&cli, sub_argc, sub_argv);
     else if (strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         rc = FL_EXIT_OK;

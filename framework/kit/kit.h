@@ -88,5 +88,83 @@ fl_status fl_kit_class(const fl_flow_class *cls, const fl_kit_opts *base, FILE *
                        fl_kit_report *total);
 
 const char *fl_kit_check_name(int id);
+/* A check's name in a dump ("inverse", "inverse-logdet", "grad-theta", ...:
+ * unique, no blanks), and back to its id (-1 for an unknown name). */
+const char *fl_kit_check_key(int id);
+int fl_kit_check_id(const char *key);
+
+/* The kit as a debugger: the first failed check of a run with what it
+ * compared and every input it ran on, printed under the table and written
+ * by `flowlab check --dump FILE` (fl_kit_dump_write, format in
+ * docs/writing-a-layer.md), read back by `--replay FILE`. */
+typedef struct fl_kit_failure {
+    int check;            /* FL_KIT_* that failed; -1 = none captured yet */
+    int want;             /* capture only this check (-1 = the first to fail) */
+    double err, tol;      /* the measured error and its tolerance */
+    int row;              /* offending input row; -1 = no single row */
+    double a, b;          /* the two numbers compared ... */
+    char a_what[64], b_what[64]; /* ... and what each is */
+    char *flow;           /* the class's name (owned) */
+    char *plugin;         /* the plugin file that registered it (owned; set by
+                             the caller before fl_kit_dump_write), or NULL */
+    char label[160];      /* the configuration, e.g. "defaults" */
+    char **key, **val;    /* the layer's resolved keys and values (owned), */
+    size_t n_keys;        /* 'type' excluded */
+    uint32_t dim, ctx_dim, rows, c, h, w; /* the run's shape (c == 0: flat) */
+    uint64_t seed;
+    double noise;         /* fl_kit_opts.theta_noise */
+    fl_real *x, *ctx;     /* rows x dim, rows x ctx_dim: the inputs */
+    fl_real *ry, *rl;     /* rows x dim, rows: the random projection of the
+                             gradient checks, L = ry . y + rl . logdet */
+    fl_real *theta;       /* the parameters when the check started (n_theta) */
+    size_t n_theta;
+    char **pname;         /* parameter slices: name, offset, size (n_params) */
+    size_t *poff, *psize, n_params;
+} fl_kit_failure;
+
+/* Extra inputs of fl_kit_class_debug. */
+typedef struct fl_kit_debug {
+    const char *const *set;   /* "KEY=VALUE" for the layer's base configuration */
+    size_t n_set;
+    fl_kit_failure *fail;     /* receives the first failure (fl_kit_failure_init
+                                 first), or NULL */
+} fl_kit_debug;
+
+/* An empty failure (check = want = row = -1, nothing owned); before any
+ * other use. free releases what it owns (strings and arrays) and leaves it
+ * as after init. Neither fails. */
+void fl_kit_failure_init(fl_kit_failure *f);
+void fl_kit_failure_free(fl_kit_failure *f);
+
+/* Validates the n_set "KEY=VALUE" pairs `set` against `cls`. Returns
+ * FL_ERR_INVALID with fl_err naming the key ("--set KEY: ...") on a
+ * malformed pair, a key the layer does not have, or a value it refuses
+ * (alone or with the other keys). Any time; allocates nothing it keeps. */
+fl_status fl_kit_check_set(const fl_flow_class *cls, const char *const *set, size_t n_set);
+
+/* fl_kit_class with a base configuration (dbg->set, validated first with
+ * fl_kit_check_set; its keys are not varied) and the first failure
+ * captured into dbg->fail (and printed with the table,
+ * fl_kit_failure_print); the caller frees dbg->fail. dbg may be NULL. */
+fl_status fl_kit_class_debug(const fl_flow_class *cls, const fl_kit_opts *base,
+                             const fl_kit_debug *dbg, FILE *out, fl_kit_report *total);
+
+/* Prints what `f` compared, the offending row of x (and of the context)
+ * and the parameter values (a few of each; the dump has them all). */
+void fl_kit_failure_print(const fl_kit_failure *f, FILE *out);
+
+/* Writes / reads the text dump of `f`. Errors: FL_ERR_IO (cannot write or
+ * read), FL_ERR_INVALID (a malformed file; fl_err names FILE:LINE). read
+ * fills an initialised `f`, which the caller frees either way. */
+fl_status fl_kit_dump_write(const fl_kit_failure *f, const char *path);
+fl_status fl_kit_dump_read(const char *path, fl_kit_failure *f);
+
+/* Re-runs the check of dump `d` on `cls` with exactly its inputs (x,
+ * context, projection, parameters; the same seed, shape and keys).
+ * `again` (initialised) receives the failure if the check fails again;
+ * rep->stat[d->check] holds the new measurement. Non-OK when the layer
+ * cannot be built as the dump describes (fl_err says why). */
+fl_status fl_kit_replay(const fl_flow_class *cls, const fl_kit_failure *d,
+                        fl_kit_failure *again, fl_kit_report *rep);
 
 #endif

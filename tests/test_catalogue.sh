@@ -505,7 +505,7 @@ group "full disk"
 
 FD=$TMP/fd
 mkdir -p "$FD"
-if mount -t tmpfs -o size=1m tmpfs "$FD" 2>mount.err; then
+if mount -t tmpfs -o size=2m tmpfs "$FD" 2>mount.err; then
     # without a private namespace, unmount before lib.sh removes TMP
     [ -n "${FLOWLAB_CATALOGUE_NS:-}" ] || trap 'umount "$FD" 2>/dev/null; rm -rf "$TMP"' EXIT
     # fill_to KB: a filler file leaves about KB kilobytes free on FD

@@ -363,7 +363,7 @@ Test(images, amat_missing_file)
 {
     fl_registry *r = reg();
     build_fails(r, "type = amat\ntrain = /nonexistent/flowlab/train.amat", FL_ERR_IO,
-                "/nonexistent/flowlab/train.amat: no such file", "relative to the working", NULL);
+                "/nonexistent/flowlab/train.amat: no such file", "relative to the experiment file's folder", NULL);
     fl_registry_free(r);
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "compute/blas.h"
 #include "core/config.h"
@@ -11,6 +12,13 @@
 #include "core/util.h"
 #include "model/stack.h"
 #include "allocs.h"
+
+static double user_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec;
+}
 
 int fl_bench_flow_step(const fl_registry *r, const char *type, const char *sets, uint32_t c,
                        uint32_t h, uint32_t w, uint32_t rows, double noise, double min_seconds,
@@ -74,7 +82,7 @@ int fl_bench_flow_step(const fl_registry *r, const char *type, const char *sets,
     uint64_t f0 = fl_gemm_flops();
     long a0 = fl_bench_allocs();
     fl_bench_allocs_arm(1);
-    double t0 = fl_now(), dt;
+    double t0 = fl_now(), c0 = user_cpu(), dt;
     do {
         memset(ld, 0, rows * sizeof(fl_real));
         fl_stack_forward(s, rows, FL_MODE_TRAIN, x, NULL, ld, &u);
@@ -84,6 +92,7 @@ int fl_bench_flow_step(const fl_registry *r, const char *type, const char *sets,
     } while (dt < min_seconds || reps < 5);
     fl_bench_allocs_arm(0);
     out->seconds = dt;
+    out->cpu = user_cpu() - c0;
     out->reps = reps;
     out->gflops = (double)(fl_gemm_flops() - f0) / dt / 1e9;
     out->allocs = fl_bench_allocs() - a0;

@@ -49,13 +49,9 @@ enum {
  * one product (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none.
  * Tests and benchmarks set it before create. */
 int fl_conv_direct = 0;
-/* The rule, from bench_conv (docs/performance.md): the padded copy wastes
- * (h + 2)(w + 2) / (h w) - 1 of the work (15% at 28x28, 31% at 14x14, 65%
- * at 7x7), and im2col's backward is slow for few output channels (its dX
- * gathers from a D W^T of 9 cin columns per pixel). So direct from 20x20
- * pixels up, and for fewer than 16 output channels at any size. */
-#define DIRECT_MIN_HW 400
-#define DIRECT_MAX_COUT 16
+/* The rule (docs/performance.md): every 3x3 stride-1 convolution runs
+ * direct, on the register-blocked kernel below (dk_run), which computes
+ * only the real pixels and keeps its accumulators over all 9 taps. */
 /* Direct tasks cover whole images, about this many padded pixels each. */
 #define DIRECT_PIX 1024
 /* Batch norm: running averages r = (1 - m) r + m batch, and the eps added
@@ -94,7 +90,8 @@ typedef struct unit {
                                 sqrt(var + eps) of the last forward, then
                                 the backward's sum d / M, sum d xh / M */
     fl_real *weff;           /* wn: the effective W (kk x cout), per forward */
-    fl_real *wt;             /* W^T (cout x kk), per forward, for NT products */
+    fl_real *wt;             /* im2col: W^T (cout x kk), per forward, for NT products;
+                                direct: W_t^T per tap (9 x cout x cin), for dX */
     double *inv;             /* wn: 1 / |v_j| (cout), per forward */
     int skip_beta, in_beta;  /* backward: the target already holds a sum */
 } unit;
@@ -457,10 +454,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
         snprintf(name, sizeof name, "%s.b%u", nm, u->idx);
         fl_param_spec b = { name, u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0, fan, 0 };
         if (h->param(cx, &b, &u->b_off) != FL_OK) goto fail;
-        u->direct = u->k == 3 && u->stride == 1 &&
-                    (fl_conv_direct > 0 ||
-                     (fl_conv_direct == 0 &&
-                      (u->hi * u->wi >= DIRECT_MIN_HW || u->cout < DIRECT_MAX_COUT)));
+        u->direct = u->k == 3 && u->stride == 1 && fl_conv_direct >= 0;
         if (u->direct) {
             const size_t blk = (size_t)(u->hi + 2) * (u->wi + 2);
             u->grp = blk >= DIRECT_PIX ? 1 : (uint32_t)(DIRECT_PIX / blk);
@@ -506,12 +500,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     for (uint32_t i = 0; i < nu; i++) {
         const unit *u = &c->u[i];
         if (u->kind != UK_CONV || u->k != 3) continue;
-        if (u->direct) {
-            const size_t rows = (size_t)u->grp * (u->hi + 2) * (u->wi + 2);
-            const size_t wide = u->cin > u->cout ? u->cin : u->cout;
-            if (rows * wide > c->dscr_slot) c->dscr_slot = rows * wide;
-            continue;
-        }
+        if (u->direct) continue; /* the kernel writes its outputs in place */
         const size_t P = (size_t)R * u->hi * u->wi;
         for (uint32_t t = 0, nt = n_tiles(P); t < nt; t++) {
             size_t p0, q0, q1;
@@ -546,6 +535,125 @@ oom:
 fail:
     fl_conv_free(c);
     return NULL;
+}
+
+/* ---- the direct kernel ----------------------------------------------------
+ *
+ * dk_run: C (m x n, row-major, ldc) = [C +] sum over taps t < nt, rows r <
+ * kr, k < kc (in that order) of A(i; t, r, k) B(t, r, k; j), with
+ *   A(i; t, r, k) = a[aoff[t] + r sar + k sak + i sai],
+ *   B(t, r, k; j) = b[boff[t] + r sbr + k ldb + j].
+ * One shape covers the three products of a 3x3 stride-1 convolution on
+ * zero-padded NHWC images: the forward (rows = output pixels along an image
+ * row, taps = the 9 shifted inputs, k = input channels), dX (the same on the
+ * padded delta with the taps flipped and W_t^T) and dW_t (rows = input
+ * channels, r and k = image rows and columns of the output pixels). The
+ * accumulators stay in registers over all taps, rows and k, so C is written
+ * once; each element of C is summed in that fixed order, so the numbers
+ * depend on the shapes only. */
+typedef struct dk_args {
+    uint32_t nt, kr, kc;
+    const fl_real *a;
+    const ptrdiff_t *aoff;
+    size_t sai, sak, sar;
+    const fl_real *b;
+    const ptrdiff_t *boff;
+    size_t ldb, sbr;
+    fl_real *c;
+    size_t ldc;
+    int load;
+} dk_args;
+
+#if defined(__AVX512F__) && !defined(FL_REAL_DOUBLE)
+#define DK_SIMD 1
+#include <immintrin.h>
+enum { DK_MR = 14 }; /* 14 rows x 2 vectors: 28 accumulators, 2 of B */
+
+#define DK_ROW(i) __m512 c##i##0 = z, c##i##1 = z;
+#define DK_LOAD(i)                                                                         \
+    if (mr > i) {                                                                          \
+        const float *ci = A->c + (size_t)(i) * A->ldc;                                     \
+        c##i##0 = _mm512_maskz_loadu_ps(nv == 1 ? tail : 0xffff, ci);                      \
+        if (nv > 1) c##i##1 = _mm512_maskz_loadu_ps(tail, ci + 16);                        \
+    }
+#define DK_FMA(i)                                                                          \
+    if (mr > i) {                                                                          \
+        const __m512 av = _mm512_set1_ps(ak[(size_t)(i) * sai]);                           \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                        \
+        if (nv > 1) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                            \
+    }
+#define DK_STORE(i)                                                                        \
+    if (mr > i) {                                                                          \
+        float *ci = A->c + (size_t)(i) * A->ldc;                                           \
+        _mm512_mask_storeu_ps(ci, nv == 1 ? tail : 0xffff, c##i##0);                       \
+        if (nv > 1) _mm512_mask_storeu_ps(ci + 16, tail, c##i##1);                         \
+    }
+#define DK_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+
+static inline __attribute__((always_inline)) void dkern(const int mr, const int nv,
+                                                        __mmask16 tail, const dk_args *A)
+{
+    const __m512 z = _mm512_setzero_ps();
+    DK_ALL(DK_ROW)
+    if (A->load) {
+        DK_ALL(DK_LOAD)
+    }
+    const size_t sai = A->sai, sak = A->sak, ldb = A->ldb;
+    for (uint32_t t = 0; t < A->nt; t++)
+        for (uint32_t r = 0; r < A->kr; r++) {
+            const float *ar = A->a + A->aoff[t] + r * A->sar;
+            const float *br = A->b + A->boff[t] + r * A->sbr;
+            for (uint32_t k = 0; k < A->kc; k++) {
+                const float *ak = ar + k * sak, *bk = br + k * ldb;
+                const __m512 b0 = _mm512_maskz_loadu_ps(nv == 1 ? tail : 0xffff, bk);
+                const __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(tail, bk + 16) : z;
+                DK_ALL(DK_FMA)
+            }
+        }
+    DK_ALL(DK_STORE)
+}
+
+typedef void (*dk_fn)(__mmask16, const dk_args *);
+#define DK(r, v)                                                                           \
+    static void dk_##r##_##v(__mmask16 t, const dk_args *A) { dkern(r, v, t, A); }
+#define DK_R(r) DK(r, 1) DK(r, 2)
+DK_R(1) DK_R(2) DK_R(3) DK_R(4) DK_R(5) DK_R(6) DK_R(7)
+DK_R(8) DK_R(9) DK_R(10) DK_R(11) DK_R(12) DK_R(13) DK_R(14)
+#define DK_E(r) { dk_##r##_1, dk_##r##_2 }
+static const dk_fn dk_fns[DK_MR][2] = { DK_E(1), DK_E(2), DK_E(3), DK_E(4), DK_E(5),
+                                        DK_E(6), DK_E(7), DK_E(8), DK_E(9), DK_E(10),
+                                        DK_E(11), DK_E(12), DK_E(13), DK_E(14) };
+#else
+enum { DK_MR = 14 };
+#endif
+
+/* C (m x n) as above, m <= DK_MR, any n: panels of 32 columns. */
+static void dk_run(uint32_t m, uint32_t n, const dk_args *A0)
+{
+#ifdef DK_SIMD
+    dk_args A = *A0;
+    for (uint32_t j0 = 0; j0 < n; j0 += 32) {
+        const uint32_t nj = n - j0 < 32 ? n - j0 : 32, nv = (nj + 15) / 16;
+        const uint32_t rem = nj - 16 * (nv - 1);
+        const __mmask16 tail = (__mmask16)(rem == 16 ? 0xffff : (1u << rem) - 1);
+        A.b = A0->b + j0;
+        A.c = A0->c + j0;
+        dk_fns[m - 1][nv - 1](tail, &A);
+    }
+#else
+    const dk_args *A = A0;
+    for (uint32_t i = 0; i < m; i++)
+        for (uint32_t j = 0; j < n; j++) {
+            fl_real s = A->load ? A->c[(size_t)i * A->ldc + j] : 0;
+            for (uint32_t t = 0; t < A->nt; t++)
+                for (uint32_t r = 0; r < A->kr; r++) {
+                    const fl_real *ar = A->a + A->aoff[t] + r * A->sar + (size_t)i * A->sai;
+                    const fl_real *br = A->b + A->boff[t] + r * A->sbr + j;
+                    for (uint32_t k = 0; k < A->kc; k++) s += ar[k * A->sak] * br[k * A->ldb];
+                }
+            A->c[(size_t)i * A->ldc + j] = s;
+        }
+#endif
 }
 
 /* ---- element-wise pieces ------------------------------------------------ */
@@ -664,6 +772,15 @@ static void norm_weights(fl_conv *c)
                 }
         }
         const fl_real *w = weights(c, u);
+        if (u->direct) { /* per tap: wt[(t cout + j) cin + ci] = W[(t cin + ci) cout + j] */
+            const uint32_t ci_n = u->cin, co_n = u->cout;
+            for (uint32_t t = 0; t < 9; t++)
+                for (uint32_t ci = 0; ci < ci_n; ci++)
+                    for (uint32_t j = 0; j < co_n; j++)
+                        u->wt[((size_t)t * co_n + j) * ci_n + ci] =
+                            w[((size_t)t * ci_n + ci) * co_n + j];
+            continue;
+        }
         for (uint32_t k = 0; k < u->kk; k++)
             for (uint32_t j = 0; j < u->cout; j++)
                 u->wt[(size_t)j * u->kk + k] = w[(size_t)k * u->cout + j];
@@ -759,15 +876,6 @@ static void group_of(const unit *u, uint32_t n, uint32_t g, size_t *i0, size_t *
     *ni = n - *i0 < u->grp ? n - *i0 : u->grp;
 }
 
-/* The padded-pixel rows a direct task computes for ni images: from pixel
- * (1, 1) of the first to (h, w) of the last; the border pixels among them
- * give junk, dropped by the caller. */
-static int direct_rows(const unit *u, size_t ni)
-{
-    const size_t wp = (size_t)u->wi + 2;
-    return (int)(ni * (u->hi + 2) * wp - 2 * wp - 2);
-}
-
 /* Offset of tap t's source in padded pixels: forward reads (y + ky - 1,
  * x + kx - 1); the input gradient (flip) (y + 1 - ky, x + 1 - kx). */
 static ptrdiff_t tap_off(const unit *u, uint32_t t, int flip)
@@ -776,44 +884,74 @@ static ptrdiff_t tap_off(const unit *u, uint32_t t, int flip)
     return flip ? -(dy * wp + dx) : dy * wp + dx;
 }
 
-/* Direct task g of unit i: pad its images, 9 products (K = cin, one per
- * tap, summed in tap order) into this thread's scratch, then the real
- * pixels with bias and skip into the output, and the activation. */
+/* A row of w pixels cut into kernel blocks of at most DK_MR, as even as
+ * possible (28 = 14 + 14, 20 = 10 + 10): block b is [*x0, *x0 + *m). */
+static uint32_t row_blocks(uint32_t w) { return (w + DK_MR - 1) / DK_MR; }
+static void row_block(uint32_t w, uint32_t b, uint32_t *x0, uint32_t *m)
+{
+    const uint32_t nb = row_blocks(w), q = w / nb, r = w % nb;
+    *x0 = b * q + (b < r ? b : r);
+    *m = q + (b < r);
+}
+
+/* The same for the rows of a dW tile: cin input channels in tiles of at
+ * most DK_MR. */
+#define ch_blocks row_blocks
+#define ch_block row_block
+
+/* The 9 products of rows of padded pixels (pixel stride ch channels)
+ * through per-tap matrices of kc x n: forward (flip 0, B = W_t) or dX
+ * (flip 1, B = W_t^T), for ni images of unit u from padded image i0 of
+ * `src` into the unpadded rows of `dst` (ldc = n), adding to dst when
+ * load. */
+static void direct_product(const unit *u, const fl_real *src, uint32_t ch, const fl_real *B,
+                           uint32_t n, int flip, size_t i0, size_t ni, fl_real *dst, int load)
+{
+    const uint32_t h = u->hi, w = u->wi;
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    ptrdiff_t aoff[9], boff[9];
+    for (uint32_t t = 0; t < 9; t++) {
+        aoff[t] = tap_off(u, t, flip) * (ptrdiff_t)ch;
+        boff[t] = (ptrdiff_t)t * ch * n;
+    }
+    dk_args A = { 9, 1, ch, NULL, aoff, ch, 1, 0, B, boff, n, 0, NULL, n, load };
+    const uint32_t nb = row_blocks(w);
+    for (size_t img = 0; img < ni; img++)
+        for (uint32_t r = 0; r < h; r++)
+            for (uint32_t bb = 0; bb < nb; bb++) {
+                uint32_t x0, m;
+                row_block(w, bb, &x0, &m);
+                A.a = src + ((i0 + img) * blk + (r + 1) * wp + x0 + 1) * ch;
+                A.c = dst + ((img * h + r) * w + x0) * n;
+                dk_run(m, n, &A);
+            }
+}
+
+/* Direct task g of unit i: pad its images, the 9 tap products into the
+ * output (the kernel computes the real pixels only), then bias, skip and
+ * the activation in place. */
 static void fwd_direct(fl_conv *c, uint32_t i, uint32_t g)
 {
     const unit *u = &c->u[i];
     const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
-    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
     pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, cin, h, w, i0, i0 + ni, c->xp);
-    const fl_real *x0 = c->xp + (i0 * blk + wp + 1) * cin;
-    fl_real *ys = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
-    const int M = direct_rows(u, ni);
-    for (uint32_t t = 0; t < 9; t++)
-        fl_gemm(0, 1, M, (int)cout, (int)cin, 1, x0 + tap_off(u, t, 0) * (ptrdiff_t)cin, (int)cin,
-                u->wt + (size_t)t * cin, (int)u->kk, t ? 1 : 0, ys, (int)cout);
-    const fl_real *b = c->theta + u->b_off;
-    const size_t p0 = i0 * h * w;
+    const size_t p0 = i0 * h * w, np = ni * h * w;
     fl_real *y = out_of(c, i) + p0 * cout;
+    direct_product(u, c->xp, cin, weights(c, u), cout, 0, i0, ni, y, 0);
+    const fl_real *b = c->theta + u->b_off;
     const fl_real *sk = u->skip >= 0 ? buf(c, (uint32_t)u->skip) + p0 * cout : NULL;
-    for (size_t img = 0; img < ni; img++)
-        for (uint32_t r = 0; r < h; r++) {
-            const fl_real *restrict src = ys + (img * blk + (size_t)r * wp) * cout;
-            const size_t o = ((img * h + r) * w) * cout;
-            fl_real *restrict dst = y + o;
-            if (sk) {
-                const fl_real *restrict sr = sk + o;
-                for (uint32_t x = 0; x < w; x++)
-                    for (uint32_t j = 0; j < cout; j++)
-                        dst[x * cout + j] = src[x * cout + j] + b[j] + sr[x * cout + j];
-            } else {
-                for (uint32_t x = 0; x < w; x++)
-                    for (uint32_t j = 0; j < cout; j++)
-                        dst[x * cout + j] = src[x * cout + j] + b[j];
-            }
+    for (size_t q = 0; q < np; q++) {
+        fl_real *restrict yr = y + q * cout;
+        if (sk) {
+            const fl_real *restrict sr = sk + q * cout;
+            for (uint32_t j = 0; j < cout; j++) yr[j] = yr[j] + b[j] + sr[j];
+        } else {
+            for (uint32_t j = 0; j < cout; j++) yr[j] += b[j];
         }
-    fwd_finish(c, i, p0, (uint32_t)(ni * h * w));
+    }
+    fwd_finish(c, i, p0, (uint32_t)np);
 }
 
 /* Output tile t of an upsampling unit: each output pixel copies the input
@@ -1066,50 +1204,49 @@ static void bwd_pad(fl_conv *c, uint32_t i, uint32_t g)
 }
 
 /* Direct unit i: dW partial sum k over its chunk of whole images, per tap
- * dW_t = Xp(shifted)^T Dp. */
+ * dW_t = Xp(shifted)^T D (D unpadded: the output pixels only), rows =
+ * input channels in tiles of DK_MR, summed over the chunk's images in
+ * order by the kernel (r, k = the output pixels' rows and columns). */
 static void bwd_direct_dw(fl_conv *c, uint32_t i, uint32_t k, uint32_t nch, fl_real *part)
 {
     const unit *u = &c->u[i];
-    const uint32_t cin = u->cin, cout = u->cout;
+    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
     const size_t per = (c->n + nch - 1) / nch, i0 = (size_t)k * per < c->n ? (size_t)k * per : c->n;
     const size_t ni = c->n - i0 < per ? c->n - i0 : per;
     if (ni == 0) {
         memset(part, 0, (size_t)u->kk * cout * sizeof *part);
         return;
     }
-    const size_t wp = (size_t)u->wi + 2, blk = (u->hi + 2) * wp, r0 = i0 * blk + wp + 1;
-    const int M = direct_rows(u, ni);
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    const fl_real *d = delta(c, i);
+    static const ptrdiff_t zero[1] = { 0 };
+    dk_args A = { 1, h, w, NULL, zero, 1, cin, wp * cin, NULL, zero, cout, (size_t)w * cout,
+                  NULL, cout, 0 };
+    const uint32_t nb = ch_blocks(cin);
     for (uint32_t t = 0; t < 9; t++)
-        fl_gemm(1, 0, (int)cin, (int)cout, M, 1, c->xp + (r0 + tap_off(u, t, 0)) * cin, (int)cin,
-                c->dp + r0 * cout, (int)cout, 0, part + (size_t)t * cin * cout, (int)cout);
+        for (uint32_t bb = 0; bb < nb; bb++) {
+            uint32_t c0, m;
+            ch_block(cin, bb, &c0, &m);
+            A.c = part + ((size_t)t * cin + c0) * cout;
+            for (size_t img = 0; img < ni; img++) {
+                A.a = c->xp + ((i0 + img) * blk + wp + 1 + tap_off(u, t, 0)) * cin + c0;
+                A.b = d + (i0 + img) * h * w * cout;
+                A.load = img > 0;
+                dk_run(m, cout, &A);
+            }
+        }
 }
 
-/* Direct unit i, task g: dX of its images, per tap Dp(shifted, flipped)
- * W_t^T summed in tap order into the scratch, then the real pixels. */
+/* Direct unit i, task g: dX of its images, the 9 products of the padded
+ * delta (taps flipped) with W_t^T, added to the input gradient or
+ * written. */
 static void bwd_direct_dx(fl_conv *c, uint32_t i, uint32_t g)
 {
     const unit *u = &c->u[i];
-    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
-    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
-    const fl_real *d0 = c->dp + (i0 * blk + wp + 1) * cout, *W = weights(c, u);
-    fl_real *xs = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
-    const int M = direct_rows(u, ni);
-    for (uint32_t t = 0; t < 9; t++)
-        fl_gemm(0, 1, M, (int)cin, (int)cout, 1, d0 + tap_off(u, t, 1) * (ptrdiff_t)cout,
-                (int)cout, W + (size_t)t * cin * cout, (int)cout, t ? 1 : 0, xs, (int)cin);
-    fl_real *gd = c->g[i] + i0 * h * w * cin;
-    for (size_t img = 0; img < ni; img++)
-        for (uint32_t r = 0; r < h; r++) {
-            const fl_real *restrict src = xs + (img * blk + (size_t)r * wp) * cin;
-            fl_real *restrict dst = gd + ((img * h + r) * w) * cin;
-            const size_t len = (size_t)w * cin;
-            if (u->in_beta)
-                for (size_t e = 0; e < len; e++) dst[e] += src[e];
-            else
-                memcpy(dst, src, len * sizeof *dst);
-        }
+    direct_product(u, c->dp, u->cout, u->wt, u->cin, 1, i0, ni,
+                   c->g[i] + i0 * u->hi * u->wi * u->cin, u->in_beta);
 }
 
 /* Input tile t of an upsampling unit: each input pixel's gradient is the

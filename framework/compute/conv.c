@@ -53,7 +53,7 @@ int fl_conv_direct = 0;
  * direct, on the register-blocked kernel below (dk_run), which computes
  * only the real pixels and keeps its accumulators over all 9 taps. */
 /* Direct tasks cover whole images, about this many padded pixels each. */
-#define DIRECT_PIX 1024
+#define DIRECT_PIX 256
 /* Batch norm: running averages r = (1 - m) r + m batch, and the eps added
  * to the variance (PyTorch's BatchNorm2d defaults, documented in host.h). */
 #define BN_MOMENTUM 0.1
@@ -1165,13 +1165,9 @@ static int need_in(const fl_conv *c, uint32_t i) { return i > 0 || c->din; }
 
 /* Output tile t of unit i: the delta (times act'), its skip sum, and the
  * rows of col(X) for dW. */
-static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
+static void bwd_prep_px(fl_conv *c, uint32_t i, size_t p0, uint32_t np)
 {
     const unit *u = &c->u[i];
-    const size_t P = (size_t)c->n * u->ho * u->wo;
-    size_t p0;
-    uint32_t np;
-    tile_of(P, t, &p0, &np);
     const size_t e0 = p0 * u->cout, ne = (size_t)np * u->cout;
     if (u->act != FL_ACT_LINEAR) {
         const int last = i + 1 == c->nu;
@@ -1191,13 +1187,24 @@ static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
                c->col + p0 * u->kk);
 }
 
-/* Direct unit i, task g: its images' input and delta, zero-padded (the
- * delta's zero borders keep the junk rows out of dW and dX). */
+static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
+{
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * c->u[i].ho * c->u[i].wo, t, &p0, &np);
+    bwd_prep_px(c, i, p0, np);
+}
+
+/* Direct unit i, task g: its images' delta (bwd_prep on their pixels: the
+ * same element-wise work as by tiles, so the same numbers), then their
+ * input and delta zero-padded (the delta's zero borders are dX's padding). */
 static void bwd_pad(fl_conv *c, uint32_t i, uint32_t g)
 {
     const unit *u = &c->u[i];
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
+    if (u->act != FL_ACT_LINEAR || u->skip >= 0)
+        bwd_prep_px(c, i, i0 * u->ho * u->wo, (uint32_t)(ni * u->ho * u->wo));
     pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, u->cin, u->hi, u->wi, i0,
                i0 + ni, c->xp);
     pad_images(delta(c, i), NULL, u->cout, u->hi, u->wi, i0, i0 + ni, c->dp);
@@ -1504,7 +1511,7 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
             const unit *u = &c->u[i];
             const size_t P = (size_t)n * u->ho * u->wo;
             const uint32_t nt = n_tiles(P), nch = n_chunks(P);
-            if (prep_needed(c, i)) {
+            if (prep_needed(c, i) && !u->direct) { /* direct: in bwd_pad */
 #pragma omp for schedule(dynamic, 1)
                 for (uint32_t t = 0; t < nt; t++) bwd_prep(c, i, t);
             }
@@ -1538,8 +1545,17 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
             const uint32_t nb = nch + 1 + ndx;
 #pragma omp for schedule(dynamic, 1)
             for (uint32_t k = 0; k < nb; k++) bwd_product(c, i, k);
+            /* Without waiting when the next unit starts with a loop (whose
+             * barrier comes before anything touches part or dbacc again),
+             * or nothing follows. */
+            if (i == 0 || (c->u[i - 1].kind == UK_CONV &&
+                           (c->u[i - 1].direct || prep_needed(c, i - 1)))) {
+#pragma omp single nowait
+                bwd_reduce(c, i);
+            } else {
 #pragma omp single
-            bwd_reduce(c, i);
+                bwd_reduce(c, i);
+            }
         }
         if (din) {
             const size_t E = (size_t)n * in_size;

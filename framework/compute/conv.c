@@ -74,6 +74,7 @@ enum { UK_CONV = 0, UK_UP = 1, UK_BN = 2 };
 typedef struct unit {
     int kind;                /* UK_*: convolution, 2x upsampling, batch norm */
     int direct;              /* 3x3 stride 1 as 9 shifted products (no im2col) */
+    int dwt;                 /* direct, few outputs: dW partials as [tap][cout][cin] */
     uint32_t grp;            /* direct: images per task */
     uint32_t idx;            /* its number among the units of its kind (names) */
     uint32_t k, stride;      /* conv: 3 or 1; 1 or 2. Others: 0, 1 */
@@ -117,6 +118,7 @@ struct fl_conv {
     size_t dscr_slot;        /* elements per thread */
     int nslots;              /* threads a backward may use (the scratch slots) */
     fl_real *part;           /* dW partial sums: MAX_CHUNKS x |W| at most */
+    fl_real *tw;             /* dwt units: their summed dW transposed back */
     double *dbacc;           /* bias gradient sums (max cout) */
     double *bnpart;          /* BN: per tile partial sums, tiles x 2 cout */
     /* the current call (one at a time) */
@@ -152,6 +154,7 @@ void fl_conv_free(fl_conv *c)
     fl_free(c->dp);
     fl_free(c->dscr);
     fl_free(c->part);
+    fl_free(c->tw);
     free(c->dbacc);
     free(c->bnpart);
     free(c);
@@ -404,7 +407,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     if (!c->a || !c->g) goto oom;
     const int wn_all = (s->flags & FL_CONV_WEIGHT_NORM) != 0;
     const int zero_last = (s->flags & FL_CONV_ZERO_LAST) != 0;
-    size_t col_max = 0, part_max = 0, bnpart_max = 0, xp_max = 0, dp_max = 0;
+    size_t col_max = 0, part_max = 0, bnpart_max = 0, xp_max = 0, dp_max = 0, tw_max = 0;
     uint32_t cout_max = 1;
     for (uint32_t i = 0; i < nu; i++) {
         unit *u = &c->u[i];
@@ -457,6 +460,10 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
         u->direct = u->k == 3 && u->stride == 1 && fl_conv_direct >= 0;
         if (u->direct) {
             const size_t blk = (size_t)(u->hi + 2) * (u->wi + 2);
+            /* dW with rows = output channels (a vector of input channels
+             * per FMA) when there are few of them */
+            u->dwt = u->cout <= 8 && u->cin > u->cout;
+            if (u->dwt && (size_t)u->kk * u->cout > tw_max) tw_max = (size_t)u->kk * u->cout;
             u->grp = blk >= DIRECT_PIX ? 1 : (uint32_t)(DIRECT_PIX / blk);
             if (R * blk * u->cin > xp_max) xp_max = R * blk * u->cin;
             if (R * blk * u->cout > dp_max) dp_max = R * blk * u->cout;
@@ -484,6 +491,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     c->dbacc = calloc(cout_max, sizeof(double));
     c->part = fl_alloc((part_max ? part_max : 1) * sizeof(fl_real));
     if (!c->dbacc || !c->part) goto oom;
+    if (tw_max && !(c->tw = fl_alloc(tw_max * sizeof(fl_real)))) goto oom;
     if (bnpart_max && !(c->bnpart = malloc(bnpart_max * sizeof(double)))) goto oom;
     if (col_max) {
         c->col = fl_alloc(col_max * sizeof(fl_real));
@@ -654,6 +662,68 @@ static void dk_run(uint32_t m, uint32_t n, const dk_args *A0)
             A->c[(size_t)i * A->ldc + j] = s;
         }
 #endif
+}
+
+
+/* Narrow products (n <= DOT_MAXN outputs: a Real NVP net's last forward,
+ * its first dX): per pixel q < m and output j,
+ *   c[q n + j] = [c +] sum_t sum_k a[aoff[t] + q ch + k] bd[(t n + j) ch + k],
+ * k < ch contiguous in both, 16 lanes at a time, the lanes summed at the
+ * end (a fixed order: the numbers depend on the shapes only). The row
+ * kernel would spend a whole vector of FMAs per k on n useful lanes. */
+enum { DOT_MAXN = 4 };
+#ifdef DK_SIMD
+static inline __attribute__((always_inline)) void dot_px(const int n, uint32_t ch,
+                                                         const float *a, const ptrdiff_t *aoff,
+                                                         const float *bd, float *c, int load)
+{
+    const uint32_t nk = (ch + 15) / 16, rem = ch - 16 * (nk - 1);
+    const __mmask16 tail = (__mmask16)(rem == 16 ? 0xffff : (1u << rem) - 1);
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (uint32_t t = 0; t < 9; t++) {
+        const float *ap = a + aoff[t], *bt = bd + (size_t)t * n * ch;
+        for (uint32_t kb = 0; kb < nk; kb++) {
+            const __mmask16 mk = kb + 1 == nk ? tail : 0xffff;
+            const __m512 av = _mm512_maskz_loadu_ps(mk, ap + 16 * kb);
+            s0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + 16 * kb), s0);
+            if (n > 1) s1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + ch + 16 * kb), s1);
+            if (n > 2)
+                s2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + 2 * ch + 16 * kb), s2);
+            if (n > 3)
+                s3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + 3 * ch + 16 * kb), s3);
+        }
+    }
+    const float v[4] = { _mm512_reduce_add_ps(s0), n > 1 ? _mm512_reduce_add_ps(s1) : 0,
+                         n > 2 ? _mm512_reduce_add_ps(s2) : 0,
+                         n > 3 ? _mm512_reduce_add_ps(s3) : 0 };
+    for (int j = 0; j < n; j++) c[j] = load ? c[j] + v[j] : v[j];
+}
+#endif
+
+static void dot_run(uint32_t m, uint32_t n, uint32_t ch, const fl_real *a, const ptrdiff_t *aoff,
+                    const fl_real *bd, fl_real *c, int load)
+{
+    for (uint32_t q = 0; q < m; q++) {
+        const fl_real *aq = a + (size_t)q * ch;
+        fl_real *cq = c + (size_t)q * n;
+#ifdef DK_SIMD
+        switch (n) {
+        case 1: dot_px(1, ch, aq, aoff, bd, cq, load); break;
+        case 2: dot_px(2, ch, aq, aoff, bd, cq, load); break;
+        case 3: dot_px(3, ch, aq, aoff, bd, cq, load); break;
+        default: dot_px(4, ch, aq, aoff, bd, cq, load); break;
+        }
+#else
+        for (uint32_t j = 0; j < n; j++) {
+            fl_real sum = 0;
+            for (uint32_t t = 0; t < 9; t++) {
+                const fl_real *ap = aq + aoff[t], *bt = bd + ((size_t)t * n + j) * ch;
+                for (uint32_t k = 0; k < ch; k++) sum += ap[k] * bt[k];
+            }
+            cq[j] = load ? cq[j] + sum : sum;
+        }
+#endif
+    }
 }
 
 /* ---- element-wise pieces ------------------------------------------------ */
@@ -900,12 +970,14 @@ static void row_block(uint32_t w, uint32_t b, uint32_t *x0, uint32_t *m)
 #define ch_block row_block
 
 /* The 9 products of rows of padded pixels (pixel stride ch channels)
- * through per-tap matrices of kc x n: forward (flip 0, B = W_t) or dX
- * (flip 1, B = W_t^T), for ni images of unit u from padded image i0 of
- * `src` into the unpadded rows of `dst` (ldc = n), adding to dst when
- * load. */
+ * through per-tap matrices of ch x n: forward (flip 0, B = W_t, Bd = W_t^T)
+ * or dX (flip 1, B = W_t^T, Bd = W_t), for ni images of unit u from padded
+ * image i0 of `src` into the unpadded rows of `dst` (ldc = n), adding to
+ * dst when load. Up to DOT_MAXN outputs per pixel as dot products with Bd
+ * (ch x n per tap, transposed), else rows of pixels times B. */
 static void direct_product(const unit *u, const fl_real *src, uint32_t ch, const fl_real *B,
-                           uint32_t n, int flip, size_t i0, size_t ni, fl_real *dst, int load)
+                           const fl_real *Bd, uint32_t n, int flip, size_t i0, size_t ni,
+                           fl_real *dst, int load)
 {
     const uint32_t h = u->hi, w = u->wi;
     const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
@@ -913,6 +985,13 @@ static void direct_product(const unit *u, const fl_real *src, uint32_t ch, const
     for (uint32_t t = 0; t < 9; t++) {
         aoff[t] = tap_off(u, t, flip) * (ptrdiff_t)ch;
         boff[t] = (ptrdiff_t)t * ch * n;
+    }
+    if (n <= DOT_MAXN) {
+        for (size_t img = 0; img < ni; img++)
+            for (uint32_t r = 0; r < h; r++)
+                dot_run(w, n, ch, src + ((i0 + img) * blk + (r + 1) * wp + 1) * ch, aoff, Bd,
+                        dst + (img * h + r) * w * n, load);
+        return;
     }
     dk_args A = { 9, 1, ch, NULL, aoff, ch, 1, 0, B, boff, n, 0, NULL, n, load };
     const uint32_t nb = row_blocks(w);
@@ -939,7 +1018,7 @@ static void fwd_direct(fl_conv *c, uint32_t i, uint32_t g)
     pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, cin, h, w, i0, i0 + ni, c->xp);
     const size_t p0 = i0 * h * w, np = ni * h * w;
     fl_real *y = out_of(c, i) + p0 * cout;
-    direct_product(u, c->xp, cin, weights(c, u), cout, 0, i0, ni, y, 0);
+    direct_product(u, c->xp, cin, weights(c, u), u->wt, cout, 0, i0, ni, y, 0);
     const fl_real *b = c->theta + u->b_off;
     const fl_real *sk = u->skip >= 0 ? buf(c, (uint32_t)u->skip) + p0 * cout : NULL;
     for (size_t q = 0; q < np; q++) {
@@ -1229,6 +1308,20 @@ static void bwd_direct_dw(fl_conv *c, uint32_t i, uint32_t k, uint32_t nch, fl_r
     static const ptrdiff_t zero[1] = { 0 };
     dk_args A = { 1, h, w, NULL, zero, 1, cin, wp * cin, NULL, zero, cout, (size_t)w * cout,
                   NULL, cout, 0 };
+    if (u->dwt) { /* rows = output channels: part holds dW_t^T */
+        dk_args T = { 1, h, w, NULL, zero, 1, cout, (size_t)w * cout, NULL, zero, cin, wp * cin,
+                      NULL, cin, 0 };
+        for (uint32_t t = 0; t < 9; t++) {
+            T.c = part + (size_t)t * cout * cin;
+            for (size_t img = 0; img < ni; img++) {
+                T.a = d + (i0 + img) * h * w * cout;
+                T.b = c->xp + ((i0 + img) * blk + wp + 1 + tap_off(u, t, 0)) * cin;
+                T.load = img > 0;
+                dk_run(cout, cin, &T);
+            }
+        }
+        return;
+    }
     const uint32_t nb = ch_blocks(cin);
     for (uint32_t t = 0; t < 9; t++)
         for (uint32_t bb = 0; bb < nb; bb++) {
@@ -1252,7 +1345,7 @@ static void bwd_direct_dx(fl_conv *c, uint32_t i, uint32_t g)
     const unit *u = &c->u[i];
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
-    direct_product(u, c->dp, u->cout, u->wt, u->cin, 1, i0, ni,
+    direct_product(u, c->dp, u->cout, u->wt, weights(c, u), u->cin, 1, i0, ni,
                    c->g[i] + i0 * u->hi * u->wi * u->cin, u->in_beta);
 }
 
@@ -1427,6 +1520,14 @@ static void bwd_reduce(fl_conv *c, uint32_t i)
     for (uint32_t k = 1; k < nch; k++) {
         const fl_real *restrict pk = c->part + (size_t)k * sz;
         for (size_t e = 0; e < sz; e++) s[e] += pk[e];
+    }
+    if (u->dwt) { /* [t][j][ci] back to W's [t][ci][j] */
+        for (uint32_t t = 0; t < 9; t++)
+            for (uint32_t ci = 0; ci < u->cin; ci++)
+                for (uint32_t j = 0; j < u->cout; j++)
+                    c->tw[((size_t)t * u->cin + ci) * u->cout + j] =
+                        s[((size_t)t * u->cout + j) * u->cin + ci];
+        s = c->tw;
     }
     fl_real *dw = c->dtheta + u->w_off;
     if (!u->wn) {

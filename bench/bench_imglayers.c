@@ -18,11 +18,13 @@
  * repeats: user CPU ms per training step of each (run it with
  * OMP_NUM_THREADS=1 on a shared machine), their sum (the couplings' part
  * of a training step), and the convolutions' GFLOP/s by count (forward,
- * dW and dX: 3 x 2 flops per multiply-add) per CPU second. */
+ * dW and dX: 3 x 2 flops per multiply-add) per CPU second, against a
+ * 1024^3 sgemm timed the same way in the same run. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "compute/blas.h"
 #include "core/config.h"
@@ -50,6 +52,39 @@ static void bench(const fl_registry *r, const char *type, const char *sets, uint
     fflush(stdout);
 }
 
+static double user_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec;
+}
+
+/* The 1024^3 sgemm (fl_gemm, on the calling thread) in GFLOP/s of user CPU
+ * time: the best of 5, so that it compares with the CPU-time rates below
+ * on a shared machine. */
+static double gemm_peak_cpu(void)
+{
+    const int n = 1024;
+    fl_real *a = fl_alloc((size_t)n * n * sizeof(fl_real)), *b = fl_alloc((size_t)n * n * sizeof(fl_real));
+    fl_real *c = fl_alloc((size_t)n * n * sizeof(fl_real));
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        a[i] = (fl_real)((i % 13) * 0.01);
+        b[i] = (fl_real)((i % 7) * 0.01);
+    }
+    fl_gemm(0, 0, n, n, n, 1, a, n, b, n, 0, c, n); /* warm up */
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        const double t0 = user_cpu();
+        fl_gemm(0, 0, n, n, n, 1, a, n, b, n, 0, c, n);
+        const double dt = user_cpu() - t0;
+        if (dt > 0 && 2.0 * n * n * n / dt / 1e9 > best) best = 2.0 * n * n * n / dt / 1e9;
+    }
+    fl_free(a);
+    fl_free(b);
+    fl_free(c);
+    return best;
+}
+
 /* The short Real NVP recipe's couplings: mask, input shape, repeats. */
 static int realnvp(const fl_registry *r, uint32_t rows)
 {
@@ -63,6 +98,9 @@ static int realnvp(const fl_registry *r, uint32_t rows)
            "CPU = user time of the process\n", F, B, rows, omp_get_max_threads(), FL_REAL_NAME);
     printf("%-34s %4s %10s %10s %10s %9s %7s\n", "layer", "rep", "cpu ms", "wall ms",
            "GFLOP", "GFLOP/s", "allocs");
+    const double peak = gemm_peak_cpu();
+    printf("# sgemm 1024^3 on one thread (BLAS core %s): %.1f GFLOP/s of user CPU time\n",
+           fl_blas_core(), peak);
     double tc = 0, tw = 0, tf = 0;
     for (size_t l = 0; l < sizeof L / sizeof L[0]; l++) {
         char sets[160], label[96];
@@ -84,8 +122,9 @@ static int realnvp(const fl_registry *r, uint32_t rows)
         tw += L[l].rep * wall;
         tf += L[l].rep * gf;
     }
-    printf("%-34s %4s %10.2f %10.2f %10.3f %9.1f   (%.1f images/s by CPU time)\n",
-           "all couplings of a step", "", 1e3 * tc, 1e3 * tw, tf, tf / tc, rows / tc);
+    printf("%-34s %4s %10.2f %10.2f %10.3f %9.1f   (%.1f images/s by CPU time; %.0f%% of the "
+           "sgemm rate)\n", "all couplings of a step", "", 1e3 * tc, 1e3 * tw, tf, tf / tc,
+           rows / tc, 100 * tf / tc / peak);
     return 0;
 }
 

@@ -15,6 +15,12 @@
  * a scratch per thread and sums the taps of each of its pixels, so tasks
  * write disjoint outputs and no P x 9C d col matrix is written.
  *
+ * 3x3 stride-1 convolutions (all of Real NVP's and Glow's) skip im2col:
+ * "direct" units sum the 9 taps of a zero-padded copy of the input in
+ * registers (dk_run below: forward, dX with flipped taps, per-tap dW),
+ * computing the real pixels only; im2col serves stride 2 and the tests'
+ * cross-check (fl_conv_direct = -1).
+ *
  * Tasks and threads. Every phase is cut into tasks whose shapes depend on
  * the problem only (TILE pixels of a product or gather; the dW sum over
  * pixels in chunks whose number depends on n only, the partial sums added
@@ -44,10 +50,10 @@ enum {
     CHUNK = 2048,      /* pixels per dW partial sum, at least */
     MAX_CHUNKS = 16,   /* at most this many dW partials (memory: chunks x |W|) */
 };
-/* Which 3x3 stride-1 convolutions run direct (9 shifted products per
- * group of images on a zero-padded copy, K = cin each) instead of im2col +
- * one product (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none.
- * Tests and benchmarks set it before create. */
+/* Whether 3x3 stride-1 convolutions run direct (the 9 taps of a
+ * zero-padded copy summed by dk_run) instead of im2col + one product
+ * (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none. Tests and
+ * benchmarks set it before create. */
 int fl_conv_direct = 0;
 /* The rule (docs/performance.md): every 3x3 stride-1 convolution runs
  * direct, on the register-blocked kernel below (dk_run), which computes

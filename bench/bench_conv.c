@@ -15,7 +15,8 @@
  * 1x28x28 -> 32 features, 32 -> 32 at 28x28, 14x14, 7x7, and 64
  * features), each one 3x3 convolution with bias, relu and weight norm,
  * forward and backward (dW and dX) timed apart, by im2col + GEMM and by
- * the direct path (9 shifted products), with all threads.
+ * the direct path (the conv service's own kernel over the 9 taps), with all
+ * threads.
  *
  * Then the layout and algorithm choices, single-threaded, on the forward
  * product of one 3x3 64->64 convolution over the batch:

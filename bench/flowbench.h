@@ -9,7 +9,7 @@
 
 typedef struct fl_bench_step {
     double seconds;   /* timed wall time */
-    double cpu;       /* CPU time of the process (every thread) in the same steps */
+    double cpu;       /* user CPU seconds of the process while timed */
     int reps;         /* forward + backward pairs in it */
     double gflops;    /* GEMM GFLOP/s counted by the host's gemm while timed */
     long allocs;      /* allocation calls while timed (must be 0) */

@@ -296,6 +296,12 @@ static const zoo_case zoo[] = {
     { "upsampling first, stride 2, batch norm, elu, 1x1", 2, 3, 5,
       { { FL_CONV_UPSAMPLE, 0, 0, 0 }, { FL_CONV_3X3, 3, 2, 0 }, { FL_CONV_BATCHNORM, 0, 0, 0 },
         { FL_CONV_ACT, 0, 0, FL_ACT_ELU }, { FL_CONV_1X1, 2, 1, 0 } }, 5, 0, 0 },
+    /* wide enough for every path of the direct kernel: 17 channels (a
+     * second, partial vector), rows of 15 pixels (two blocks), dX of one
+     * channel (dot products), dW of 5 outputs (rows = output channels) */
+    { "wide: 3x3 to 17, relu, 3x3 to 5, checkerboard mask, weight norm", 1, 2, 15,
+      { { FL_CONV_3X3, 17, 1, 0 }, { FL_CONV_ACT, 0, 0, FL_ACT_RELU }, { FL_CONV_3X3, 5, 1, 0 } },
+      3, FL_CONV_WEIGHT_NORM, 1 },
     { "upsampling last, relu", 3, 2, 3,
       { { FL_CONV_3X3, 2, 1, 0 }, { FL_CONV_UPSAMPLE, 0, 0, 0 }, { FL_CONV_ACT, 0, 0, FL_ACT_RELU } },
       3, 0, 0 },

@@ -15,6 +15,12 @@
  * a scratch per thread and sums the taps of each of its pixels, so tasks
  * write disjoint outputs and no P x 9C d col matrix is written.
  *
+ * 3x3 stride-1 convolutions (all of Real NVP's and Glow's) skip im2col:
+ * "direct" units sum the 9 taps of a zero-padded copy of the input in
+ * registers (dk_run below: forward, dX with flipped taps, per-tap dW),
+ * computing the real pixels only; im2col serves stride 2 and the tests'
+ * cross-check (fl_conv_direct = -1).
+ *
  * Tasks and threads. Every phase is cut into tasks whose shapes depend on
  * the problem only (TILE pixels of a product or gather; the dW sum over
  * pixels in chunks whose number depends on n only, the partial sums added
@@ -44,20 +50,16 @@ enum {
     CHUNK = 2048,      /* pixels per dW partial sum, at least */
     MAX_CHUNKS = 16,   /* at most this many dW partials (memory: chunks x |W|) */
 };
-/* Which 3x3 stride-1 convolutions run direct (9 shifted products per
- * group of images on a zero-padded copy, K = cin each) instead of im2col +
- * one product (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none.
- * Tests and benchmarks set it before create. */
+/* Whether 3x3 stride-1 convolutions run direct (the 9 taps of a
+ * zero-padded copy summed by dk_run) instead of im2col + one product
+ * (K = 9 cin): 0 = by the rule below, 1 = all, -1 = none. Tests and
+ * benchmarks set it before create. */
 int fl_conv_direct = 0;
-/* The rule, from bench_conv (docs/performance.md): the padded copy wastes
- * (h + 2)(w + 2) / (h w) - 1 of the work (15% at 28x28, 31% at 14x14, 65%
- * at 7x7), and im2col's backward is slow for few output channels (its dX
- * gathers from a D W^T of 9 cin columns per pixel). So direct from 20x20
- * pixels up, and for fewer than 16 output channels at any size. */
-#define DIRECT_MIN_HW 400
-#define DIRECT_MAX_COUT 16
+/* The rule (docs/performance.md): every 3x3 stride-1 convolution runs
+ * direct, on the register-blocked kernel below (dk_run), which computes
+ * only the real pixels and keeps its accumulators over all 9 taps. */
 /* Direct tasks cover whole images, about this many padded pixels each. */
-#define DIRECT_PIX 1024
+#define DIRECT_PIX 256
 /* Batch norm: running averages r = (1 - m) r + m batch, and the eps added
  * to the variance (PyTorch's BatchNorm2d defaults, documented in host.h). */
 #define BN_MOMENTUM 0.1
@@ -78,6 +80,7 @@ enum { UK_CONV = 0, UK_UP = 1, UK_BN = 2 };
 typedef struct unit {
     int kind;                /* UK_*: convolution, 2x upsampling, batch norm */
     int direct;              /* 3x3 stride 1 as 9 shifted products (no im2col) */
+    int dwt;                 /* direct, few outputs: dW partials as [tap][cout][cin] */
     uint32_t grp;            /* direct: images per task */
     uint32_t idx;            /* its number among the units of its kind (names) */
     uint32_t k, stride;      /* conv: 3 or 1; 1 or 2. Others: 0, 1 */
@@ -94,7 +97,8 @@ typedef struct unit {
                                 sqrt(var + eps) of the last forward, then
                                 the backward's sum d / M, sum d xh / M */
     fl_real *weff;           /* wn: the effective W (kk x cout), per forward */
-    fl_real *wt;             /* W^T (cout x kk), per forward, for NT products */
+    fl_real *wt;             /* im2col: W^T (cout x kk), per forward, for NT products;
+                                direct: W_t^T per tap (9 x cout x cin), for dX */
     double *inv;             /* wn: 1 / |v_j| (cout), per forward */
     int skip_beta, in_beta;  /* backward: the target already holds a sum */
 } unit;
@@ -120,6 +124,7 @@ struct fl_conv {
     size_t dscr_slot;        /* elements per thread */
     int nslots;              /* threads a backward may use (the scratch slots) */
     fl_real *part;           /* dW partial sums: MAX_CHUNKS x |W| at most */
+    fl_real *tw;             /* dwt units: their summed dW transposed back */
     double *dbacc;           /* bias gradient sums (max cout) */
     double *bnpart;          /* BN: per tile partial sums, tiles x 2 cout */
     /* the current call (one at a time) */
@@ -155,6 +160,7 @@ void fl_conv_free(fl_conv *c)
     fl_free(c->dp);
     fl_free(c->dscr);
     fl_free(c->part);
+    fl_free(c->tw);
     free(c->dbacc);
     free(c->bnpart);
     free(c);
@@ -407,7 +413,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     if (!c->a || !c->g) goto oom;
     const int wn_all = (s->flags & FL_CONV_WEIGHT_NORM) != 0;
     const int zero_last = (s->flags & FL_CONV_ZERO_LAST) != 0;
-    size_t col_max = 0, part_max = 0, bnpart_max = 0, xp_max = 0, dp_max = 0;
+    size_t col_max = 0, part_max = 0, bnpart_max = 0, xp_max = 0, dp_max = 0, tw_max = 0;
     uint32_t cout_max = 1;
     for (uint32_t i = 0; i < nu; i++) {
         unit *u = &c->u[i];
@@ -457,12 +463,13 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
         snprintf(name, sizeof name, "%s.b%u", nm, u->idx);
         fl_param_spec b = { name, u->cout, zero ? FL_INIT_ZERO : FL_INIT_UNIFORM, 0, 0, fan, 0 };
         if (h->param(cx, &b, &u->b_off) != FL_OK) goto fail;
-        u->direct = u->k == 3 && u->stride == 1 &&
-                    (fl_conv_direct > 0 ||
-                     (fl_conv_direct == 0 &&
-                      (u->hi * u->wi >= DIRECT_MIN_HW || u->cout < DIRECT_MAX_COUT)));
+        u->direct = u->k == 3 && u->stride == 1 && fl_conv_direct >= 0;
         if (u->direct) {
             const size_t blk = (size_t)(u->hi + 2) * (u->wi + 2);
+            /* dW with rows = output channels (a vector of input channels
+             * per FMA) when there are few of them */
+            u->dwt = u->cout <= 8 && u->cin > u->cout;
+            if (u->dwt && (size_t)u->kk * u->cout > tw_max) tw_max = (size_t)u->kk * u->cout;
             u->grp = blk >= DIRECT_PIX ? 1 : (uint32_t)(DIRECT_PIX / blk);
             if (R * blk * u->cin > xp_max) xp_max = R * blk * u->cin;
             if (R * blk * u->cout > dp_max) dp_max = R * blk * u->cout;
@@ -490,6 +497,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     c->dbacc = calloc(cout_max, sizeof(double));
     c->part = fl_alloc((part_max ? part_max : 1) * sizeof(fl_real));
     if (!c->dbacc || !c->part) goto oom;
+    if (tw_max && !(c->tw = fl_alloc(tw_max * sizeof(fl_real)))) goto oom;
     if (bnpart_max && !(c->bnpart = malloc(bnpart_max * sizeof(double)))) goto oom;
     if (col_max) {
         c->col = fl_alloc(col_max * sizeof(fl_real));
@@ -506,12 +514,7 @@ fl_conv *fl_conv_create(fl_ctx *cx, const fl_conv_spec *s, uint32_t max_rows)
     for (uint32_t i = 0; i < nu; i++) {
         const unit *u = &c->u[i];
         if (u->kind != UK_CONV || u->k != 3) continue;
-        if (u->direct) {
-            const size_t rows = (size_t)u->grp * (u->hi + 2) * (u->wi + 2);
-            const size_t wide = u->cin > u->cout ? u->cin : u->cout;
-            if (rows * wide > c->dscr_slot) c->dscr_slot = rows * wide;
-            continue;
-        }
+        if (u->direct) continue; /* the kernel writes its outputs in place */
         const size_t P = (size_t)R * u->hi * u->wi;
         for (uint32_t t = 0, nt = n_tiles(P); t < nt; t++) {
             size_t p0, q0, q1;
@@ -546,6 +549,187 @@ oom:
 fail:
     fl_conv_free(c);
     return NULL;
+}
+
+/* ---- the direct kernel ----------------------------------------------------
+ *
+ * dk_run: C (m x n, row-major, ldc) = [C +] sum over taps t < nt, rows r <
+ * kr, k < kc (in that order) of A(i; t, r, k) B(t, r, k; j), with
+ *   A(i; t, r, k) = a[aoff[t] + r sar + k sak + i sai],
+ *   B(t, r, k; j) = b[boff[t] + r sbr + k ldb + j].
+ * One shape covers the three products of a 3x3 stride-1 convolution on
+ * zero-padded NHWC images: the forward (rows = output pixels along an image
+ * row, taps = the 9 shifted inputs, k = input channels), dX (the same on the
+ * padded delta with the taps flipped and W_t^T) and dW_t (rows = input
+ * channels, r and k = image rows and columns of the output pixels). The
+ * accumulators stay in registers over all taps, rows and k, so C is written
+ * once; each element of C is summed in that fixed order, so the numbers
+ * depend on the shapes only. */
+typedef struct dk_args {
+    uint32_t nt, kr, kc;
+    const fl_real *a;
+    const ptrdiff_t *aoff;
+    size_t sai, sak, sar;
+    const fl_real *b;
+    const ptrdiff_t *boff;
+    size_t ldb, sbr;
+    fl_real *c;
+    size_t ldc;
+    int load;
+} dk_args;
+
+#if defined(__AVX512F__) && !defined(FL_REAL_DOUBLE)
+#define DK_SIMD 1
+#include <immintrin.h>
+enum { DK_MR = 14 }; /* 14 rows x 2 vectors: 28 accumulators, 2 of B */
+
+#define DK_ROW(i) __m512 c##i##0 = z, c##i##1 = z;
+#define DK_LOAD(i)                                                                         \
+    if (mr > i) {                                                                          \
+        const float *ci = A->c + (size_t)(i) * A->ldc;                                     \
+        c##i##0 = _mm512_maskz_loadu_ps(nv == 1 ? tail : 0xffff, ci);                      \
+        if (nv > 1) c##i##1 = _mm512_maskz_loadu_ps(tail, ci + 16);                        \
+    }
+#define DK_FMA(i)                                                                          \
+    if (mr > i) {                                                                          \
+        const __m512 av = _mm512_set1_ps(ak[(size_t)(i) * sai]);                           \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                        \
+        if (nv > 1) c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                            \
+    }
+#define DK_STORE(i)                                                                        \
+    if (mr > i) {                                                                          \
+        float *ci = A->c + (size_t)(i) * A->ldc;                                           \
+        _mm512_mask_storeu_ps(ci, nv == 1 ? tail : 0xffff, c##i##0);                       \
+        if (nv > 1) _mm512_mask_storeu_ps(ci + 16, tail, c##i##1);                         \
+    }
+#define DK_ALL(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+
+static inline __attribute__((always_inline)) void dkern(const int mr, const int nv,
+                                                        __mmask16 tail, const dk_args *A)
+{
+    const __m512 z = _mm512_setzero_ps();
+    DK_ALL(DK_ROW)
+    if (A->load) {
+        DK_ALL(DK_LOAD)
+    }
+    const size_t sai = A->sai, sak = A->sak, ldb = A->ldb;
+    for (uint32_t t = 0; t < A->nt; t++)
+        for (uint32_t r = 0; r < A->kr; r++) {
+            const float *ar = A->a + A->aoff[t] + r * A->sar;
+            const float *br = A->b + A->boff[t] + r * A->sbr;
+            for (uint32_t k = 0; k < A->kc; k++) {
+                const float *ak = ar + k * sak, *bk = br + k * ldb;
+                const __m512 b0 = _mm512_maskz_loadu_ps(nv == 1 ? tail : 0xffff, bk);
+                const __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(tail, bk + 16) : z;
+                DK_ALL(DK_FMA)
+            }
+        }
+    DK_ALL(DK_STORE)
+}
+
+typedef void (*dk_fn)(__mmask16, const dk_args *);
+#define DK(r, v)                                                                           \
+    static void dk_##r##_##v(__mmask16 t, const dk_args *A) { dkern(r, v, t, A); }
+#define DK_R(r) DK(r, 1) DK(r, 2)
+DK_R(1) DK_R(2) DK_R(3) DK_R(4) DK_R(5) DK_R(6) DK_R(7)
+DK_R(8) DK_R(9) DK_R(10) DK_R(11) DK_R(12) DK_R(13) DK_R(14)
+#define DK_E(r) { dk_##r##_1, dk_##r##_2 }
+static const dk_fn dk_fns[DK_MR][2] = { DK_E(1), DK_E(2), DK_E(3), DK_E(4), DK_E(5),
+                                        DK_E(6), DK_E(7), DK_E(8), DK_E(9), DK_E(10),
+                                        DK_E(11), DK_E(12), DK_E(13), DK_E(14) };
+#else
+enum { DK_MR = 14 };
+#endif
+
+/* C (m x n) as above, m <= DK_MR, any n: panels of 32 columns. */
+static void dk_run(uint32_t m, uint32_t n, const dk_args *A0)
+{
+#ifdef DK_SIMD
+    dk_args A = *A0;
+    for (uint32_t j0 = 0; j0 < n; j0 += 32) {
+        const uint32_t nj = n - j0 < 32 ? n - j0 : 32, nv = (nj + 15) / 16;
+        const uint32_t rem = nj - 16 * (nv - 1);
+        const __mmask16 tail = (__mmask16)(rem == 16 ? 0xffff : (1u << rem) - 1);
+        A.b = A0->b + j0;
+        A.c = A0->c + j0;
+        dk_fns[m - 1][nv - 1](tail, &A);
+    }
+#else
+    const dk_args *A = A0;
+    for (uint32_t i = 0; i < m; i++)
+        for (uint32_t j = 0; j < n; j++) {
+            fl_real s = A->load ? A->c[(size_t)i * A->ldc + j] : 0;
+            for (uint32_t t = 0; t < A->nt; t++)
+                for (uint32_t r = 0; r < A->kr; r++) {
+                    const fl_real *ar = A->a + A->aoff[t] + r * A->sar + (size_t)i * A->sai;
+                    const fl_real *br = A->b + A->boff[t] + r * A->sbr + j;
+                    for (uint32_t k = 0; k < A->kc; k++) s += ar[k * A->sak] * br[k * A->ldb];
+                }
+            A->c[(size_t)i * A->ldc + j] = s;
+        }
+#endif
+}
+
+
+/* Narrow products (n <= DOT_MAXN outputs: a Real NVP net's last forward,
+ * its first dX): per pixel q < m and output j,
+ *   c[q n + j] = [c +] sum_t sum_k a[aoff[t] + q ch + k] bd[(t n + j) ch + k],
+ * k < ch contiguous in both, 16 lanes at a time, the lanes summed at the
+ * end (a fixed order: the numbers depend on the shapes only). The row
+ * kernel would spend a whole vector of FMAs per k on n useful lanes. */
+enum { DOT_MAXN = 4 };
+#ifdef DK_SIMD
+static inline __attribute__((always_inline)) void dot_px(const int n, uint32_t ch,
+                                                         const float *a, const ptrdiff_t *aoff,
+                                                         const float *bd, float *c, int load)
+{
+    const uint32_t nk = (ch + 15) / 16, rem = ch - 16 * (nk - 1);
+    const __mmask16 tail = (__mmask16)(rem == 16 ? 0xffff : (1u << rem) - 1);
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (uint32_t t = 0; t < 9; t++) {
+        const float *ap = a + aoff[t], *bt = bd + (size_t)t * n * ch;
+        for (uint32_t kb = 0; kb < nk; kb++) {
+            const __mmask16 mk = kb + 1 == nk ? tail : 0xffff;
+            const __m512 av = _mm512_maskz_loadu_ps(mk, ap + 16 * kb);
+            s0 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + 16 * kb), s0);
+            if (n > 1) s1 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + ch + 16 * kb), s1);
+            if (n > 2)
+                s2 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + 2 * ch + 16 * kb), s2);
+            if (n > 3)
+                s3 = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + 3 * ch + 16 * kb), s3);
+        }
+    }
+    const float v[4] = { _mm512_reduce_add_ps(s0), n > 1 ? _mm512_reduce_add_ps(s1) : 0,
+                         n > 2 ? _mm512_reduce_add_ps(s2) : 0,
+                         n > 3 ? _mm512_reduce_add_ps(s3) : 0 };
+    for (int j = 0; j < n; j++) c[j] = load ? c[j] + v[j] : v[j];
+}
+#endif
+
+static void dot_run(uint32_t m, uint32_t n, uint32_t ch, const fl_real *a, const ptrdiff_t *aoff,
+                    const fl_real *bd, fl_real *c, int load)
+{
+    for (uint32_t q = 0; q < m; q++) {
+        const fl_real *aq = a + (size_t)q * ch;
+        fl_real *cq = c + (size_t)q * n;
+#ifdef DK_SIMD
+        switch (n) {
+        case 1: dot_px(1, ch, aq, aoff, bd, cq, load); break;
+        case 2: dot_px(2, ch, aq, aoff, bd, cq, load); break;
+        case 3: dot_px(3, ch, aq, aoff, bd, cq, load); break;
+        default: dot_px(4, ch, aq, aoff, bd, cq, load); break;
+        }
+#else
+        for (uint32_t j = 0; j < n; j++) {
+            fl_real sum = 0;
+            for (uint32_t t = 0; t < 9; t++) {
+                const fl_real *ap = aq + aoff[t], *bt = bd + ((size_t)t * n + j) * ch;
+                for (uint32_t k = 0; k < ch; k++) sum += ap[k] * bt[k];
+            }
+            cq[j] = load ? cq[j] + sum : sum;
+        }
+#endif
+    }
 }
 
 /* ---- element-wise pieces ------------------------------------------------ */
@@ -664,6 +848,15 @@ static void norm_weights(fl_conv *c)
                 }
         }
         const fl_real *w = weights(c, u);
+        if (u->direct) { /* per tap: wt[(t cout + j) cin + ci] = W[(t cin + ci) cout + j] */
+            const uint32_t ci_n = u->cin, co_n = u->cout;
+            for (uint32_t t = 0; t < 9; t++)
+                for (uint32_t ci = 0; ci < ci_n; ci++)
+                    for (uint32_t j = 0; j < co_n; j++)
+                        u->wt[((size_t)t * co_n + j) * ci_n + ci] =
+                            w[((size_t)t * ci_n + ci) * co_n + j];
+            continue;
+        }
         for (uint32_t k = 0; k < u->kk; k++)
             for (uint32_t j = 0; j < u->cout; j++)
                 u->wt[(size_t)j * u->kk + k] = w[(size_t)k * u->cout + j];
@@ -759,15 +952,6 @@ static void group_of(const unit *u, uint32_t n, uint32_t g, size_t *i0, size_t *
     *ni = n - *i0 < u->grp ? n - *i0 : u->grp;
 }
 
-/* The padded-pixel rows a direct task computes for ni images: from pixel
- * (1, 1) of the first to (h, w) of the last; the border pixels among them
- * give junk, dropped by the caller. */
-static int direct_rows(const unit *u, size_t ni)
-{
-    const size_t wp = (size_t)u->wi + 2;
-    return (int)(ni * (u->hi + 2) * wp - 2 * wp - 2);
-}
-
 /* Offset of tap t's source in padded pixels: forward reads (y + ky - 1,
  * x + kx - 1); the input gradient (flip) (y + 1 - ky, x + 1 - kx). */
 static ptrdiff_t tap_off(const unit *u, uint32_t t, int flip)
@@ -776,44 +960,83 @@ static ptrdiff_t tap_off(const unit *u, uint32_t t, int flip)
     return flip ? -(dy * wp + dx) : dy * wp + dx;
 }
 
-/* Direct task g of unit i: pad its images, 9 products (K = cin, one per
- * tap, summed in tap order) into this thread's scratch, then the real
- * pixels with bias and skip into the output, and the activation. */
+/* A row of w pixels cut into kernel blocks of at most DK_MR, as even as
+ * possible (28 = 14 + 14, 20 = 10 + 10): block b is [*x0, *x0 + *m). */
+static uint32_t row_blocks(uint32_t w) { return (w + DK_MR - 1) / DK_MR; }
+static void row_block(uint32_t w, uint32_t b, uint32_t *x0, uint32_t *m)
+{
+    const uint32_t nb = row_blocks(w), q = w / nb, r = w % nb;
+    *x0 = b * q + (b < r ? b : r);
+    *m = q + (b < r);
+}
+
+/* The same for the rows of a dW tile: cin input channels in tiles of at
+ * most DK_MR. */
+#define ch_blocks row_blocks
+#define ch_block row_block
+
+/* The 9 products of rows of padded pixels (pixel stride ch channels)
+ * through per-tap matrices of ch x n: forward (flip 0, B = W_t, Bd = W_t^T)
+ * or dX (flip 1, B = W_t^T, Bd = W_t), for ni images of unit u from padded
+ * image i0 of `src` into the unpadded rows of `dst` (ldc = n), adding to
+ * dst when load. Up to DOT_MAXN outputs per pixel as dot products with Bd
+ * (ch x n per tap, transposed), else rows of pixels times B. */
+static void direct_product(const unit *u, const fl_real *src, uint32_t ch, const fl_real *B,
+                           const fl_real *Bd, uint32_t n, int flip, size_t i0, size_t ni,
+                           fl_real *dst, int load)
+{
+    const uint32_t h = u->hi, w = u->wi;
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    ptrdiff_t aoff[9], boff[9];
+    for (uint32_t t = 0; t < 9; t++) {
+        aoff[t] = tap_off(u, t, flip) * (ptrdiff_t)ch;
+        boff[t] = (ptrdiff_t)t * ch * n;
+    }
+    if (n <= DOT_MAXN) {
+        for (size_t img = 0; img < ni; img++)
+            for (uint32_t r = 0; r < h; r++)
+                dot_run(w, n, ch, src + ((i0 + img) * blk + (r + 1) * wp + 1) * ch, aoff, Bd,
+                        dst + (img * h + r) * w * n, load);
+        return;
+    }
+    dk_args A = { 9, 1, ch, NULL, aoff, ch, 1, 0, B, boff, n, 0, NULL, n, load };
+    const uint32_t nb = row_blocks(w);
+    for (size_t img = 0; img < ni; img++)
+        for (uint32_t r = 0; r < h; r++)
+            for (uint32_t bb = 0; bb < nb; bb++) {
+                uint32_t x0, m;
+                row_block(w, bb, &x0, &m);
+                A.a = src + ((i0 + img) * blk + (r + 1) * wp + x0 + 1) * ch;
+                A.c = dst + ((img * h + r) * w + x0) * n;
+                dk_run(m, n, &A);
+            }
+}
+
+/* Direct task g of unit i: pad its images, the 9 tap products into the
+ * output (the kernel computes the real pixels only), then bias, skip and
+ * the activation in place. */
 static void fwd_direct(fl_conv *c, uint32_t i, uint32_t g)
 {
     const unit *u = &c->u[i];
     const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
-    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
     pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, cin, h, w, i0, i0 + ni, c->xp);
-    const fl_real *x0 = c->xp + (i0 * blk + wp + 1) * cin;
-    fl_real *ys = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
-    const int M = direct_rows(u, ni);
-    for (uint32_t t = 0; t < 9; t++)
-        fl_gemm(0, 1, M, (int)cout, (int)cin, 1, x0 + tap_off(u, t, 0) * (ptrdiff_t)cin, (int)cin,
-                u->wt + (size_t)t * cin, (int)u->kk, t ? 1 : 0, ys, (int)cout);
-    const fl_real *b = c->theta + u->b_off;
-    const size_t p0 = i0 * h * w;
+    const size_t p0 = i0 * h * w, np = ni * h * w;
     fl_real *y = out_of(c, i) + p0 * cout;
+    direct_product(u, c->xp, cin, weights(c, u), u->wt, cout, 0, i0, ni, y, 0);
+    const fl_real *b = c->theta + u->b_off;
     const fl_real *sk = u->skip >= 0 ? buf(c, (uint32_t)u->skip) + p0 * cout : NULL;
-    for (size_t img = 0; img < ni; img++)
-        for (uint32_t r = 0; r < h; r++) {
-            const fl_real *restrict src = ys + (img * blk + (size_t)r * wp) * cout;
-            const size_t o = ((img * h + r) * w) * cout;
-            fl_real *restrict dst = y + o;
-            if (sk) {
-                const fl_real *restrict sr = sk + o;
-                for (uint32_t x = 0; x < w; x++)
-                    for (uint32_t j = 0; j < cout; j++)
-                        dst[x * cout + j] = src[x * cout + j] + b[j] + sr[x * cout + j];
-            } else {
-                for (uint32_t x = 0; x < w; x++)
-                    for (uint32_t j = 0; j < cout; j++)
-                        dst[x * cout + j] = src[x * cout + j] + b[j];
-            }
+    for (size_t q = 0; q < np; q++) {
+        fl_real *restrict yr = y + q * cout;
+        if (sk) {
+            const fl_real *restrict sr = sk + q * cout;
+            for (uint32_t j = 0; j < cout; j++) yr[j] = yr[j] + b[j] + sr[j];
+        } else {
+            for (uint32_t j = 0; j < cout; j++) yr[j] += b[j];
         }
-    fwd_finish(c, i, p0, (uint32_t)(ni * h * w));
+    }
+    fwd_finish(c, i, p0, (uint32_t)np);
 }
 
 /* Output tile t of an upsampling unit: each output pixel copies the input
@@ -1027,13 +1250,9 @@ static int need_in(const fl_conv *c, uint32_t i) { return i > 0 || c->din; }
 
 /* Output tile t of unit i: the delta (times act'), its skip sum, and the
  * rows of col(X) for dW. */
-static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
+static void bwd_prep_px(fl_conv *c, uint32_t i, size_t p0, uint32_t np)
 {
     const unit *u = &c->u[i];
-    const size_t P = (size_t)c->n * u->ho * u->wo;
-    size_t p0;
-    uint32_t np;
-    tile_of(P, t, &p0, &np);
     const size_t e0 = p0 * u->cout, ne = (size_t)np * u->cout;
     if (u->act != FL_ACT_LINEAR) {
         const int last = i + 1 == c->nu;
@@ -1053,63 +1272,87 @@ static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
                c->col + p0 * u->kk);
 }
 
-/* Direct unit i, task g: its images' input and delta, zero-padded (the
- * delta's zero borders keep the junk rows out of dW and dX). */
+static void bwd_prep(fl_conv *c, uint32_t i, uint32_t t)
+{
+    size_t p0;
+    uint32_t np;
+    tile_of((size_t)c->n * c->u[i].ho * c->u[i].wo, t, &p0, &np);
+    bwd_prep_px(c, i, p0, np);
+}
+
+/* Direct unit i, task g: its images' delta (bwd_prep on their pixels: the
+ * same element-wise work as by tiles, so the same numbers), then their
+ * input and delta zero-padded (the delta's zero borders are dX's padding). */
 static void bwd_pad(fl_conv *c, uint32_t i, uint32_t g)
 {
     const unit *u = &c->u[i];
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
+    if (u->act != FL_ACT_LINEAR || u->skip >= 0)
+        bwd_prep_px(c, i, i0 * u->ho * u->wo, (uint32_t)(ni * u->ho * u->wo));
     pad_images(buf(c, i), i == 0 && c->mask_fused ? c->mask : NULL, u->cin, u->hi, u->wi, i0,
                i0 + ni, c->xp);
     pad_images(delta(c, i), NULL, u->cout, u->hi, u->wi, i0, i0 + ni, c->dp);
 }
 
 /* Direct unit i: dW partial sum k over its chunk of whole images, per tap
- * dW_t = Xp(shifted)^T Dp. */
+ * dW_t = Xp(shifted)^T D (D unpadded: the output pixels only), rows =
+ * input channels in tiles of DK_MR, summed over the chunk's images in
+ * order by the kernel (r, k = the output pixels' rows and columns). */
 static void bwd_direct_dw(fl_conv *c, uint32_t i, uint32_t k, uint32_t nch, fl_real *part)
 {
     const unit *u = &c->u[i];
-    const uint32_t cin = u->cin, cout = u->cout;
+    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
     const size_t per = (c->n + nch - 1) / nch, i0 = (size_t)k * per < c->n ? (size_t)k * per : c->n;
     const size_t ni = c->n - i0 < per ? c->n - i0 : per;
     if (ni == 0) {
         memset(part, 0, (size_t)u->kk * cout * sizeof *part);
         return;
     }
-    const size_t wp = (size_t)u->wi + 2, blk = (u->hi + 2) * wp, r0 = i0 * blk + wp + 1;
-    const int M = direct_rows(u, ni);
+    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
+    const fl_real *d = delta(c, i);
+    static const ptrdiff_t zero[1] = { 0 };
+    dk_args A = { 1, h, w, NULL, zero, 1, cin, wp * cin, NULL, zero, cout, (size_t)w * cout,
+                  NULL, cout, 0 };
+    if (u->dwt) { /* rows = output channels: part holds dW_t^T */
+        dk_args T = { 1, h, w, NULL, zero, 1, cout, (size_t)w * cout, NULL, zero, cin, wp * cin,
+                      NULL, cin, 0 };
+        for (uint32_t t = 0; t < 9; t++) {
+            T.c = part + (size_t)t * cout * cin;
+            for (size_t img = 0; img < ni; img++) {
+                T.a = d + (i0 + img) * h * w * cout;
+                T.b = c->xp + ((i0 + img) * blk + wp + 1 + tap_off(u, t, 0)) * cin;
+                T.load = img > 0;
+                dk_run(cout, cin, &T);
+            }
+        }
+        return;
+    }
+    const uint32_t nb = ch_blocks(cin);
     for (uint32_t t = 0; t < 9; t++)
-        fl_gemm(1, 0, (int)cin, (int)cout, M, 1, c->xp + (r0 + tap_off(u, t, 0)) * cin, (int)cin,
-                c->dp + r0 * cout, (int)cout, 0, part + (size_t)t * cin * cout, (int)cout);
+        for (uint32_t bb = 0; bb < nb; bb++) {
+            uint32_t c0, m;
+            ch_block(cin, bb, &c0, &m);
+            A.c = part + ((size_t)t * cin + c0) * cout;
+            for (size_t img = 0; img < ni; img++) {
+                A.a = c->xp + ((i0 + img) * blk + wp + 1 + tap_off(u, t, 0)) * cin + c0;
+                A.b = d + (i0 + img) * h * w * cout;
+                A.load = img > 0;
+                dk_run(m, cout, &A);
+            }
+        }
 }
 
-/* Direct unit i, task g: dX of its images, per tap Dp(shifted, flipped)
- * W_t^T summed in tap order into the scratch, then the real pixels. */
+/* Direct unit i, task g: dX of its images, the 9 products of the padded
+ * delta (taps flipped) with W_t^T, added to the input gradient or
+ * written. */
 static void bwd_direct_dx(fl_conv *c, uint32_t i, uint32_t g)
 {
     const unit *u = &c->u[i];
-    const uint32_t cin = u->cin, cout = u->cout, h = u->hi, w = u->wi;
-    const size_t wp = (size_t)w + 2, blk = (h + 2) * wp;
     size_t i0, ni;
     group_of(u, c->n, g, &i0, &ni);
-    const fl_real *d0 = c->dp + (i0 * blk + wp + 1) * cout, *W = weights(c, u);
-    fl_real *xs = c->dscr + (size_t)omp_get_thread_num() * c->dscr_slot;
-    const int M = direct_rows(u, ni);
-    for (uint32_t t = 0; t < 9; t++)
-        fl_gemm(0, 1, M, (int)cin, (int)cout, 1, d0 + tap_off(u, t, 1) * (ptrdiff_t)cout,
-                (int)cout, W + (size_t)t * cin * cout, (int)cout, t ? 1 : 0, xs, (int)cin);
-    fl_real *gd = c->g[i] + i0 * h * w * cin;
-    for (size_t img = 0; img < ni; img++)
-        for (uint32_t r = 0; r < h; r++) {
-            const fl_real *restrict src = xs + (img * blk + (size_t)r * wp) * cin;
-            fl_real *restrict dst = gd + ((img * h + r) * w) * cin;
-            const size_t len = (size_t)w * cin;
-            if (u->in_beta)
-                for (size_t e = 0; e < len; e++) dst[e] += src[e];
-            else
-                memcpy(dst, src, len * sizeof *dst);
-        }
+    direct_product(u, c->dp, u->cout, u->wt, weights(c, u), u->cin, 1, i0, ni,
+                   c->g[i] + i0 * u->hi * u->wi * u->cin, u->in_beta);
 }
 
 /* Input tile t of an upsampling unit: each input pixel's gradient is the
@@ -1284,6 +1527,14 @@ static void bwd_reduce(fl_conv *c, uint32_t i)
         const fl_real *restrict pk = c->part + (size_t)k * sz;
         for (size_t e = 0; e < sz; e++) s[e] += pk[e];
     }
+    if (u->dwt) { /* [t][j][ci] back to W's [t][ci][j] */
+        for (uint32_t t = 0; t < 9; t++)
+            for (uint32_t ci = 0; ci < u->cin; ci++)
+                for (uint32_t j = 0; j < u->cout; j++)
+                    c->tw[((size_t)t * u->cin + ci) * u->cout + j] =
+                        s[((size_t)t * u->cout + j) * u->cin + ci];
+        s = c->tw;
+    }
     fl_real *dw = c->dtheta + u->w_off;
     if (!u->wn) {
         for (size_t e = 0; e < sz; e++) dw[e] += s[e];
@@ -1367,7 +1618,7 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
             const unit *u = &c->u[i];
             const size_t P = (size_t)n * u->ho * u->wo;
             const uint32_t nt = n_tiles(P), nch = n_chunks(P);
-            if (prep_needed(c, i)) {
+            if (prep_needed(c, i) && !u->direct) { /* direct: in bwd_pad */
 #pragma omp for schedule(dynamic, 1)
                 for (uint32_t t = 0; t < nt; t++) bwd_prep(c, i, t);
             }
@@ -1401,8 +1652,17 @@ void fl_conv_backward(fl_conv *c, const fl_real *theta, fl_real *dtheta, uint32_
             const uint32_t nb = nch + 1 + ndx;
 #pragma omp for schedule(dynamic, 1)
             for (uint32_t k = 0; k < nb; k++) bwd_product(c, i, k);
+            /* Without waiting when the next unit starts with a loop (whose
+             * barrier comes before anything touches part or dbacc again),
+             * or nothing follows. */
+            if (i == 0 || (c->u[i - 1].kind == UK_CONV &&
+                           (c->u[i - 1].direct || prep_needed(c, i - 1)))) {
+#pragma omp single nowait
+                bwd_reduce(c, i);
+            } else {
 #pragma omp single
-            bwd_reduce(c, i);
+                bwd_reduce(c, i);
+            }
         }
         if (din) {
             const size_t E = (size_t)n * in_size;

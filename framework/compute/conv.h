@@ -10,10 +10,10 @@
 
 #include <flowlab/host.h>
 
-/* Which 3x3 stride-1 convolutions run direct (9 shifted products on a
- * zero-padded copy) rather than through im2col, read at create: 0 (the
- * default) by image size and output channels (conv.c), 1 all, -1 none.
- * For tests and benchmarks, which try both. */
+/* Whether 3x3 stride-1 convolutions run direct (conv.c's register-blocked
+ * kernel over the 9 taps of a zero-padded copy) rather than through
+ * im2col + fl_gemm, read at create: 0 (the default) and 1 direct, -1
+ * im2col. For tests and benchmarks, which try both. */
 extern int fl_conv_direct;
 
 /* A network for component context `cx`, during its create phase only:

@@ -53,7 +53,7 @@ static int read_curve(const char *path, const char *want, double **xs, double **
     return 1;
 }
 
-static void base64(fl_buf *b, const unsigned char *p, size_t n)
+void fl_report_base64(fl_buf *b, const unsigned char *p, size_t n)
 {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
@@ -120,7 +120,7 @@ fl_status fl_report_chart(const fl_report *r, size_t gi, size_t k, fl_buf *h)
             fl_report_fmt_num(d, sizeof d, cv.y_max, 5);
             fl_buf_printf(h, "<figure><img alt=\"%s curves of row %zu\" src=\"data:image/png;base64,",
                           col, k + 1);
-            base64(h, bytes, nb);
+            fl_report_base64(h, bytes, nb);
             fl_buf_printf(h, "\"><figcaption>row %zu: <code>%s</code> against step (x %s to %s, "
                              "y %s to %s)<br>", k + 1, col, a, b2, c, d);
             for (size_t j = 0; j < m; j++) {

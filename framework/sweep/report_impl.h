@@ -94,5 +94,16 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h);
  * no member cell has a readable metrics.csv. Errors: creating the folder
  * or writing the PNG (fl_err set). */
 fl_status fl_report_chart(const fl_report *r, size_t gi, size_t k, fl_buf *h);
+/* Appends base64 of the n bytes at p to b (a PNG's data URI). */
+void fl_report_base64(fl_buf *b, const unsigned char *p, size_t n);
+
+/* report_gradvar.c ([sweep] gradvar = yes: the cells' gv_*_snr_* fields) */
+/* A table of mean SNR per estimator, network and k with the log-log
+ * slopes, into report.md; nothing without such fields. */
+void fl_report_snr_md(const fl_report *r, fl_buf *b);
+/* The two log-log charts (inference, generative) into report.html, also
+ * kept as report_curves/snr-*.png; nothing without such fields. Errors:
+ * creating the folder or writing a PNG (fl_err set). */
+fl_status fl_report_snr_html(const fl_report *r, fl_buf *h);
 
 #endif

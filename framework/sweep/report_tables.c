@@ -109,6 +109,7 @@ void fl_report_md(const fl_report *r, fl_buf *b, fl_buf *table)
         fl_buf_printf(table, "\n");
     }
     fl_buf_write(b, table->data, table->len);
+    fl_report_snr_md(r, b);
     if (r->n_failed) {
         fl_buf_printf(b, "\n## Failed cells\n\n| cell | exit status | error |\n|---|---:|---|\n");
         for (size_t c = 0; c < s->n_cells; c++) {
@@ -239,8 +240,8 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
         }
         fl_buf_printf(h, "</table>\n");
     }
+    fl_status st = fl_report_snr_html(r, h);
     fl_buf_printf(h, "<h2>Training curves</h2>\n");
-    fl_status st = FL_OK;
     for (size_t k = 0; k < r->n_groups && st == FL_OK; k++) st = fl_report_chart(r, r->order[k], k, h);
     fl_buf_printf(h, "</body></html>\n");
     return st;

@@ -328,6 +328,81 @@ for cmd in sweep report; do
 done
 echo "ok: errors and help"
 
+# ---- [sweep] gradvar = yes: gradvar per cell, SNR in the report ------------------
+
+awk 'BEGIN { srand(3); print "a,b,c"; for (i = 0; i < 120; i++)
+             printf "%.4f,%.4f,%.4f\n", rand(), rand(), rand() }' >"$TMP/gv.csv"
+cat >"$TMP/gv.ini" <<EOF
+[experiment]
+task = vae
+[data]
+type = csv
+path = $TMP/gv.csv
+[encoder]
+latent = 2
+hidden = 8
+context = 2
+[decoder]
+hidden = 8
+[likelihood]
+type = gaussian
+[flow.1]
+type = iaf
+hidden = 6
+[estimator]
+k = 4
+[train]
+steps = 3
+batch = 10
+[eval]
+k = 8
+[sweep]
+estimator.type = iwae, dreg
+gradvar = yes
+gradvar_estimators = iwae,dreg
+gradvar_k = 1,4,16
+gradvar_draws = 4
+gradvar_n = 5
+EOF
+run sweep "$TMP/gv.ini" --out gv
+[ "$rc" = 0 ] || fail "gradvar sweep: exit code $rc: $(tail -3 "$TMP/err")"
+for c in gv/estimator.type=*; do
+    [ -s "$c/gradvar.json" ] || fail "$c lacks gradvar.json"
+    grep -q -- '--- flowlab gradvar' "$c/log.txt" || fail "$c/log.txt lacks gradvar's output"
+done
+grep -q '"dreg_k16_snr_inference"' "gv/estimator.type=dreg/gradvar.json" ||
+    fail "gradvar.json lacks dreg at k = 16 (stl/dreg through an IAF posterior)"
+grep -q '"iwae_k4_sec_per_step"' "gv/estimator.type=iwae/gradvar.json" ||
+    fail "gradvar.json lacks seconds per step"
+run report gv
+[ "$rc" = 0 ] || fail "report of the gradvar sweep: exit code $rc: $(cat "$TMP/err")"
+grep -q '^## Gradient SNR against k' gv/report.md || fail "report.md lacks the SNR table"
+grep -qE '^\| dreg \| inference \|( [-0-9.e]+ \|){4}$' gv/report.md ||
+    fail "report.md: no dreg inference row with 3 k and a slope: $(grep '^| dreg' gv/report.md)"
+head -1 gv/report.csv | grep -q 'gv_iwae_k1_snr_generative_mean' || fail "report.csv lacks the SNR columns"
+head -1 gv/report.csv | grep -q 'gv_dreg_k4_ess_mean' || fail "report.csv lacks the ESS columns"
+[ -s gv/report_curves/snr-inference.png ] && [ -s gv/report_curves/snr-generative.png ] ||
+    fail "the SNR charts are missing"
+grep -q 'alt="inference gradient SNR against k"' gv/report.html || fail "report.html lacks the SNR chart"
+# a rerun recomputes nothing but the missing gradvar.json
+rm "gv/estimator.type=iwae/gradvar.json"
+before=$(stat -c %Y "gv/estimator.type=dreg/gradvar.json")
+sleep 1
+run sweep "$TMP/gv.ini" --out gv
+[ "$rc" = 0 ] || fail "gradvar sweep rerun: exit code $rc"
+[ -s "gv/estimator.type=iwae/gradvar.json" ] || fail "the rerun did not run gradvar where it was missing"
+[ "$(stat -c %Y "gv/estimator.type=dreg/gradvar.json")" = "$before" ] || fail "the rerun ran gradvar again"
+sed 's/^gradvar = yes$/gradvar = no/' "$TMP/gv.ini" >"$TMP/gv2.ini"
+run sweep "$TMP/gv2.ini" --dry-run
+[ "$rc" = 3 ] || fail "gradvar_* without gradvar = yes: exit code $rc, expected 3"
+grep -q "add 'gradvar = yes'" "$TMP/err" || fail "gradvar_* without gradvar: $(cat "$TMP/err")"
+sed 's/^gradvar_k = .*/gradvar_k = 1,0/' "$TMP/gv.ini" >"$TMP/gv2.ini"
+run sweep "$TMP/gv2.ini" --dry-run
+[ "$rc" = 3 ] || fail "gradvar_k = 1,0: exit code $rc, expected 3"
+grep -q "gv2.ini:28: \[sweep\] gradvar_k = '1,0': expected positive integers" "$TMP/err" ||
+    fail "gradvar_k = 1,0: $(cat "$TMP/err")"
+echo "ok: [sweep] gradvar = yes runs gradvar per cell and the report shows SNR against k"
+
 if [ "$failures" -gt 0 ]; then
     echo "$failures failure(s)"
     exit 1

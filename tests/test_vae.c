@@ -329,25 +329,6 @@ Test(vae, stl_and_dreg_share_the_generative_gradient_of_iwae)
     remove_tree(dir);
 }
 
-Test(vae, path_estimators_refuse_flow_posteriors)
-{
-    fl_registry *r = load_builtin_plugins();
-    char *dir = make_tmpdir();
-    char *csv = write_ppca_csv(dir, 100);
-    char *text = fl_strfmt("[experiment]\ntask = vae\n[data]\ntype = csv\npath = %s\n"
-                           "[encoder]\nlatent = 2\ncontext = 2\n[estimator]\ntype = dreg\nk = 2\n"
-                           "[likelihood]\ntype = gaussian\n[flow.1]\ntype = iaf\n[train]\nbatch = 8\n",
-                           csv);
-    fl_experiment *e = NULL;
-    cr_expect_neq(experiment_from_text(r, "dreg.ini", text, NULL, &e), FL_OK);
-    assert_contains(fl_err_msg(), "dreg");
-    assert_contains(fl_err_msg(), "flow");
-    free(text);
-    free(csv);
-    remove_tree(dir);
-    fl_registry_free(r);
-}
-
 /* Binary 6x6 images of random horizontal and vertical bars. */
 static char *write_bars_csv(const char *dir, int n)
 {

@@ -31,8 +31,8 @@ static const char usage[] =
     "network (encoder, posterior, flows) and the generative network (decoder,\n"
     "likelihood, prior), and over each top-level parameter prefix. Also: the mean\n"
     "bound and the effective sample size (sum w)^2 / sum w^2 of each point's k\n"
-    "importance weights. Combinations the model refuses (stl and dreg with flows\n"
-    "or two stochastic layers) are listed as n/a with the reason.\n"
+    "importance weights. Combinations the model refuses (miwae or piwae with an m\n"
+    "that does not divide k) are listed as n/a with the reason.\n"
     "\n"
     "Prints a table and writes gradvar.csv and gradvar.json into RUN_DIR\n"
     "(atomically). Results depend only on the arguments and the run.\n";

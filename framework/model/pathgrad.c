@@ -92,12 +92,12 @@ static int solve(double *A, double *b, uint32_t d)
 
 /* One backward call of layer `l` (its last forward) into dx (zeroed here). */
 static fl_status layer_vjp(fl_pathgrad *p, const fl_layer *l, size_t i, uint32_t n, fl_mode mode,
-                           const fl_real *dy, const fl_real *dlogdet, fl_real *dx)
+                           const fl_real *c, const fl_real *dy, const fl_real *dlogdet, fl_real *dx)
 {
     fl_stack *s = p->s;
     memset(dx, 0, (size_t)n * p->dim * sizeof(fl_real));
     fl_flow_bwd a = { n, mode, s->arena->theta + l->block, p->dtheta + l->block, s->act[i],
-                      s->act[i + 1], NULL, dy, dlogdet, dx, NULL, NULL, NULL };
+                      s->act[i + 1], c, dy, dlogdet, dx, NULL, NULL, NULL };
     fl_host_clear_error();
     fl_crash_enter(l->cx->path, l->cls->base.name, "backward");
     fl_status st = l->cls->backward(l->self, &a);
@@ -111,6 +111,12 @@ static fl_status layer_vjp(fl_pathgrad *p, const fl_layer *l, size_t i, uint32_t
 fl_status fl_pathgrad_score(fl_pathgrad *p, uint32_t n, fl_mode mode, const fl_real *a0,
                             fl_real *out)
 {
+    return fl_pathgrad_score_ctx(p, n, mode, a0, NULL, out);
+}
+
+fl_status fl_pathgrad_score_ctx(fl_pathgrad *p, uint32_t n, fl_mode mode, const fl_real *a0,
+                                const fl_real *c, fl_real *out)
+{
     const uint32_t d = p->dim;
     fl_stack *s = p->s;
     if (n > p->max_rows) {
@@ -122,13 +128,13 @@ fl_status fl_pathgrad_score(fl_pathgrad *p, uint32_t n, fl_mode mode, const fl_r
     for (size_t i = 0; i < s->n; i++) {
         const fl_layer *l = &s->L[i];
         memset(p->dy, 0, (size_t)n * d * sizeof(fl_real));
-        fl_status st = layer_vjp(p, l, i, n, mode, p->dy, p->ld1, p->gld);
+        fl_status st = layer_vjp(p, l, i, n, mode, c, p->dy, p->ld1, p->gld);
         /* Row j of every row's Jacobian, from dy = e_j. */
         for (uint32_t j = 0; j < d && st == FL_OK; j++) {
             memset(p->dy, 0, (size_t)n * d * sizeof(fl_real));
             for (uint32_t r = 0; r < n; r++) p->dy[(size_t)r * d + j] = 1;
             fl_real *row = p->J + (size_t)j * n * d; /* n x d block for output j */
-            st = layer_vjp(p, l, i, n, mode, p->dy, p->ld0, row);
+            st = layer_vjp(p, l, i, n, mode, c, p->dy, p->ld0, row);
         }
         if (st != FL_OK) return st;
         for (uint32_t r = 0; r < n; r++) {

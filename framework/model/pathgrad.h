@@ -13,8 +13,9 @@
  * LU with partial pivoting in double. Cost: (dim + 1) backward passes per
  * layer plus O(rows dim^3): cheap in 2D, not meant for large dim.
  *
- * Layers whose rows interact (FL_FLOW_BATCH_COUPLED) or that take a context
- * are not supported. */
+ * Layers whose rows interact (FL_FLOW_BATCH_COUPLED) or that factor part of
+ * their input out are not supported. A context (IAF's h) is a parameter of
+ * q here: it is passed to the layers as in the forward, and held fixed. */
 #ifndef FL_PATHGRAD_H
 #define FL_PATHGRAD_H
 
@@ -45,5 +46,9 @@ void fl_pathgrad_free(fl_pathgrad *p);
  * FL_ERR_NUMERIC when a Jacobian is singular or a result not finite. */
 fl_status fl_pathgrad_score(fl_pathgrad *p, uint32_t n, fl_mode mode, const fl_real *a0,
                             fl_real *out);
+/* The same for a stack whose forward was given the context c (n x the
+ * stack's ctx_dim, the forward's own pointer; NULL = none). */
+fl_status fl_pathgrad_score_ctx(fl_pathgrad *p, uint32_t n, fl_mode mode, const fl_real *a0,
+                                const fl_real *c, fl_real *out);
 
 #endif

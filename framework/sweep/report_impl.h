@@ -139,4 +139,13 @@ void fl_report_pivot_csv(const fl_report *r, fl_buf *b);
  * every value of COLS is a number) into `h`. Errors as fl_report_charts. */
 fl_status fl_report_pivot_html(const fl_report *r, fl_buf *h);
 
+/* report_gradvar.c ([sweep] gradvar = yes: the cells' gv_*_snr_* fields) */
+/* A table of mean SNR per estimator, network and k with the log-log
+ * slopes, into report.md; nothing without such fields. */
+void fl_report_snr_md(const fl_report *r, fl_buf *b);
+/* The two log-log charts (inference, generative) into report.html, also
+ * kept as report_curves/snr-*.png; nothing without such fields. Errors:
+ * creating the folder or writing a PNG (fl_err set). */
+fl_status fl_report_snr_html(const fl_report *r, fl_buf *h);
+
 #endif

@@ -164,6 +164,7 @@ void fl_report_md(const fl_report *r, fl_buf *b, fl_buf *table)
         fl_report_pivot_md(r, table);
     }
     fl_buf_write(b, table->data, table->len);
+    fl_report_snr_md(r, b);
     if (r->n_failed) {
         fl_buf_printf(b, "\n## Failed cells\n\n| cell | exit status | error |\n|---|---:|---|\n");
         for (size_t c = 0; c < s->n_cells; c++) {
@@ -310,6 +311,7 @@ fl_status fl_report_html(const fl_report *r, fl_buf *h)
         fl_buf_printf(h, "</table>\n");
     }
     fl_status st = r->pivot ? fl_report_pivot_html(r, h) : FL_OK;
+    if (st == FL_OK) st = fl_report_snr_html(r, h);
     fl_buf_printf(h, "<h2>Training curves</h2>\n");
     if (st == FL_OK) st = fl_report_charts(r, h);
     fl_report_cell_pictures(r, h);

@@ -132,6 +132,67 @@ static void fail_result(fl_cell_result *r, int code, const char *msg)
     snprintf(r->err, sizeof r->err, "%s", msg);
 }
 
+/* Starts `flowlab [--plugin P]... gradvar DIR/CELL [--estimators L] [--k L]
+ * [--draws D] [--n N]` for finished cell `c` in slot `sl`, its output in
+ * DIR/logs/CELL.gradvar.txt; `run` is the cell's own outcome, recorded
+ * when gradvar ends. Returns 1 when started, 0 (warning logged) if not. */
+static int start_gradvar(fl_sweep_run *x, size_t c, fl_sweep_slot *sl, const fl_cell_result *run)
+{
+    const fl_sweep *s = x->s;
+    const char *name = s->cells[c].name;
+    char *celldir = fl_strfmt("%s/%s", x->dir, name);
+    char *log = fl_strfmt("%s/logs/%s.gradvar.txt", x->dir, name);
+    char **av = calloc(16 + 2 * x->n_plugins, sizeof *av);
+    int err = !celldir || !log || !av ? ENOMEM : 0;
+    size_t n = 0;
+    if (!err) {
+        av[n++] = (char *)x->argv0;
+        for (size_t i = 0; i < x->n_plugins; i++) {
+            av[n++] = "--plugin";
+            av[n++] = (char *)x->plugins[i];
+        }
+        av[n++] = "gradvar";
+        av[n++] = celldir;
+        const struct {
+            const char *opt, *v;
+        } o[] = { { "--estimators", s->gv_estimators }, { "--k", s->gv_k },
+                  { "--draws", s->gv_draws }, { "--n", s->gv_n } };
+        for (size_t i = 0; i < 4; i++)
+            if (o[i].v) {
+                av[n++] = (char *)o[i].opt;
+                av[n++] = (char *)o[i].v;
+            }
+        av[n] = NULL;
+        posix_spawn_file_actions_t fa;
+        err = posix_spawn_file_actions_init(&fa);
+        if (!err) {
+            err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+            if (!err)
+                err = posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC,
+                                                       0644);
+            if (!err) err = posix_spawn_file_actions_adddup2(&fa, 1, 2);
+            if (!err)
+                err = posix_spawn(&sl->pid, "/proc/self/exe", &fa, NULL, av,
+                                  x->envp ? x->envp : environ);
+            posix_spawn_file_actions_destroy(&fa);
+        }
+    }
+    free(av);
+    free(celldir);
+    if (err) {
+        fl_log(FL_LOG_WARN, "%s: cannot start `flowlab gradvar`: %s", name, strerror(err));
+        free(log);
+        sl->pid = 0;
+        return 0;
+    }
+    sl->log = log;
+    sl->cell = c;
+    sl->t0 = fl_now();
+    sl->gradvar = 1;
+    sl->run = *run;
+    return 1;
+}
+
 int fl_sweep_start_cell(fl_sweep_run *x, size_t c, fl_sweep_slot *sl, fl_cell_result *r)
 {
     const char *name = x->s->cells[c].name;
@@ -142,7 +203,9 @@ int fl_sweep_start_cell(fl_sweep_run *x, size_t c, fl_sweep_slot *sl, fl_cell_re
         int same = x->same_config(x, c, x->same_config_ctx);
         if (same == 1) {
             r->status = FL_CELL_CACHED;
-            return 0;
+            return x->s->gradvar && !fl_sweep_exists(x->dir, name, "gradvar.json")
+                       ? start_gradvar(x, c, sl, r)
+                       : 0;
         }
         if (same < 0) {
             char msg[400];
@@ -301,6 +364,39 @@ static void finish_cell(fl_sweep_run *x, fl_sweep_slot *sl, int ws, fl_cell_resu
     sl->pid = 0;
 }
 
+/* The gradvar child of `sl` exited with wait status `ws`: appends its
+ * output to the cell's log.txt, warns on a failure, and gives back the
+ * cell's own outcome in `r`. */
+static void finish_gradvar(fl_sweep_run *x, fl_sweep_slot *sl, int ws, fl_cell_result *r)
+{
+    const char *name = x->s->cells[sl->cell].name;
+    *r = sl->run;
+    char *log = fl_strfmt("%s/%s/log.txt", x->dir, name);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = log && fl_read_file(sl->log, &text, &len) == FL_OK ? fopen(log, "a") : NULL;
+    if (f) {
+        fprintf(f, "\n--- flowlab gradvar ([sweep] gradvar = yes) ---\n");
+        fwrite(text, 1, len, f);
+        fclose(f);
+        unlink(sl->log);
+    }
+    fl_err_clear();
+    int code = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
+    if (code != 0) {
+        char why[480];
+        last_error(f ? log : sl->log, why, sizeof why);
+        fl_log(FL_LOG_WARN, "%s: flowlab gradvar failed (exit %d): %s; the cell's results stand",
+               name, code, why);
+    }
+    free(text);
+    free(log);
+    free(sl->log);
+    sl->log = NULL;
+    sl->pid = 0;
+    sl->gradvar = 0;
+}
+
 /* ---- cells.csv (rank 0) ------------------------------------------------ */
 
 fl_status fl_sweep_write_cells_csv(const fl_sweep_run *x)
@@ -370,7 +466,13 @@ int fl_sweep_reap(fl_sweep_run *x, fl_sweep_slot *slots,
         if (!slots[j].pid || waitpid(slots[j].pid, &ws, WNOHANG) != slots[j].pid) continue;
         size_t c = slots[j].cell;
         fl_cell_result r;
-        finish_cell(x, &slots[j], ws, &r);
+        if (slots[j].gradvar) {
+            finish_gradvar(x, &slots[j], ws, &r);
+        } else {
+            finish_cell(x, &slots[j], ws, &r);
+            if (r.status == FL_CELL_DONE && x->s->gradvar && start_gradvar(x, c, &slots[j], &r))
+                continue; /* done() when gradvar ends */
+        }
         done(x, c, &r);
         got++;
     }

@@ -28,6 +28,8 @@ typedef struct fl_sweep_slot {
     size_t cell;
     double t0;
     char *log;             /* DIR/logs/CELL.txt while it runs */
+    int gradvar;           /* the child is the cell's `flowlab gradvar` ([sweep] gradvar) */
+    fl_cell_result run;    /* gradvar: the cell's own outcome, recorded when gradvar ends */
 } fl_sweep_slot;
 
 typedef struct fl_sweep_run fl_sweep_run;
@@ -76,12 +78,17 @@ int fl_sweep_exists(const char *dir, const char *name, const char *file);
  * deleted), any other leftover directory removed.
  * Returns 1 with the child in `sl`, or 0 with the outcome in `r` (finished
  * earlier, or failed before it could start). Any rank; the slot's log is
- * owned by the slot until fl_sweep_reap. */
+ * owned by the slot until fl_sweep_reap. With [sweep] gradvar = yes a
+ * finished cell without gradvar.json gets a `flowlab gradvar` child
+ * instead (returns 1). */
 int fl_sweep_start_cell(fl_sweep_run *x, size_t c, fl_sweep_slot *sl, fl_cell_result *r);
 
 /* Reaps the children that have exited, without waiting: moves each one's
  * log into its cell directory, writes failed.txt for a failure, frees its
- * slot and calls done(x, cell, result). Returns how many. */
+ * slot and calls done(x, cell, result). Returns how many. With [sweep]
+ * gradvar = yes a cell that finished starts `flowlab gradvar CELL` in the
+ * same slot, and done is called when that ends (its output appended to the
+ * cell's log.txt; a gradvar failure is a warning, the cell stays done). */
 int fl_sweep_reap(fl_sweep_run *x, fl_sweep_slot *slots,
                   void (*done)(fl_sweep_run *, size_t, const fl_cell_result *));
 /* 1 while any of the x->jobs slots holds a child. */

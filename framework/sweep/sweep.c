@@ -269,6 +269,10 @@ void fl_sweep_free(fl_sweep *s)
     }
     free(s->cells);
     free(s->metric);
+    free(s->gv_estimators);
+    free(s->gv_k);
+    free(s->gv_draws);
+    free(s->gv_n);
     free(s->base);
     free(s->path);
     free(s);
@@ -304,7 +308,8 @@ static fl_status add_axis(fl_sweep *s, const raw_entry *e)
     free(section);
     if (!valid) {
         fl_err("%s:%d: [sweep] '%s' is not SECTION.KEY (lower-case names, e.g. train.lr or "
-               "flow.1.repeat) nor zip, exclude, metric or direction",
+               "flow.1.repeat) nor zip, exclude, metric, direction or gradvar[_estimators, _k, "
+               "_draws, _n]",
                s->path, e->line, e->key);
         return FL_ERR_INVALID;
     }
@@ -515,6 +520,51 @@ static fl_status add_rules(fl_sweep *s, const raw_entry *e)
     return st;
 }
 
+/* The gradvar options: `gradvar = yes|no`; `gradvar_k`, `gradvar_estimators`
+ * (comma lists of positive integers, of estimator names), `gradvar_draws`
+ * and `gradvar_n` (one positive integer) are passed on to `flowlab
+ * gradvar`, which checks the names against the registry in the cell. */
+static int is_gradvar_key(const char *key)
+{
+    return !strcmp(key, "gradvar") || !strcmp(key, "gradvar_estimators") ||
+           !strcmp(key, "gradvar_k") || !strcmp(key, "gradvar_draws") || !strcmp(key, "gradvar_n");
+}
+
+static fl_status set_gradvar(fl_sweep *s, const raw_entry *e)
+{
+    const char *v = e->value;
+    if (!strcmp(e->key, "gradvar")) {
+        if (strcmp(v, "yes") && strcmp(v, "no")) {
+            fl_err("%s:%d: [sweep] gradvar = '%s': expected yes or no", s->path, e->line, v);
+            return FL_ERR_INVALID;
+        }
+        s->gradvar = strcmp(v, "yes") == 0;
+        return FL_OK;
+    }
+    const int names = !strcmp(e->key, "gradvar_estimators");
+    const int list = names || !strcmp(e->key, "gradvar_k");
+    /* items: [a-z0-9-]+ (names) or digits, ',' between them only in a list */
+    int ok = v[0] != 0 && v[0] != ',' && v[0] != ' ';
+    for (const char *p = v; ok && *p; p++) {
+        if (*p == ',') ok = list && p[1] && p[1] != ',';
+        else if (*p == ' ') ok = list && (p[-1] == ',' || p[1] == ',');
+        else ok = (*p >= '0' && *p <= '9') || (names && ((*p >= 'a' && *p <= 'z') || *p == '-'));
+    }
+    for (const char *p = v; ok && !names && *p; p++) /* no zero: k, draws, n >= 1 */
+        if (*p == '0' && (p == v || p[-1] == ',' || p[-1] == ' ')) ok = 0;
+    if (!ok) {
+        fl_err("%s:%d: [sweep] %s = '%s': expected %s", s->path, e->line, e->key, v,
+               names ? "estimator names separated by ',' (e.g. iwae,dreg)"
+               : list ? "positive integers separated by ',' (e.g. 1,8,64)"
+                      : "a positive integer");
+        return FL_ERR_INVALID;
+    }
+    char **dst = names ? &s->gv_estimators : list ? &s->gv_k
+                 : !strcmp(e->key, "gradvar_draws") ? &s->gv_draws : &s->gv_n;
+    *dst = fl_strdup(v);
+    return *dst ? FL_OK : FL_ERR_NOMEM;
+}
+
 static fl_status set_option(fl_sweep *s, const raw_entry *e, int is_metric)
 {
     if (is_metric) {
@@ -721,7 +771,8 @@ fl_status fl_sweep_parse(const char *path, const char *text, fl_sweep **out)
     for (size_t i = 0; st == FL_OK && i < raw.n; i++) {
         const raw_entry *e = &raw.e[i];
         int directive = is_directive(e->key, "zip") || is_directive(e->key, "exclude") ||
-                        !strcmp(e->key, "metric") || !strcmp(e->key, "direction");
+                        !strcmp(e->key, "metric") || !strcmp(e->key, "direction") ||
+                        is_gradvar_key(e->key);
         for (size_t j = 0; directive && j < i && st == FL_OK; j++)
             if (strcmp(raw.e[j].key, e->key) == 0) {
                 fl_err("%s:%d: [sweep] key '%s' is set twice (first on line %d; number more "
@@ -742,6 +793,12 @@ fl_status fl_sweep_parse(const char *path, const char *text, fl_sweep **out)
         else if (is_directive(e->key, "exclude")) st = add_rules(s, e);
         else if (!strcmp(e->key, "metric")) st = set_option(s, e, 1);
         else if (!strcmp(e->key, "direction")) st = set_option(s, e, 0);
+        else if (is_gradvar_key(e->key)) st = set_gradvar(s, e);
+    }
+    if (st == FL_OK && !s->gradvar && (s->gv_estimators || s->gv_k || s->gv_draws || s->gv_n)) {
+        fl_err("%s:%d: [sweep] gradvar_* options are set but gradvar is not: add 'gradvar = yes'",
+               path, raw.header_line);
+        st = FL_ERR_INVALID;
     }
     if (st == FL_OK) st = expand(s);
     raw_free(&raw);

@@ -11,6 +11,9 @@
  *   exclude.2 = ...                          ; more rules (';' right after a rule separates)
  *   metric = test_nll                        ; what the report sorts by
  *   direction = min                          ; min or max
+ *   gradvar = yes                            ; `flowlab gradvar` on every finished cell
+ *   gradvar_estimators = iwae,dreg           ; its --estimators, --k, --draws, --n
+ *   gradvar_k = 1,8,64                       ;   (each optional: gradvar's defaults)
  *
  * The cells are the cartesian product of the value lists, a zip group
  * counting as one list, in file order with the last list varying fastest,
@@ -55,6 +58,9 @@ typedef struct fl_sweep {
     size_t n_product;           /* cells before exclusion */
     char *metric;               /* [sweep] metric, or NULL */
     int direction;              /* [sweep] direction: -1 min, +1 max, 0 unset */
+    int gradvar;                /* [sweep] gradvar = yes: run `flowlab gradvar` per cell */
+    char *gv_estimators, *gv_k; /* its --estimators and --k lists, NULL = gradvar's default */
+    char *gv_draws, *gv_n;      /* its --draws and --n, NULL = gradvar's default */
     char *base;                 /* the file's text with every [sweep] line
                                    commented out (line numbers kept): what
                                    each cell runs */

@@ -384,7 +384,9 @@ void fl_gradvar_json(const fl_gradvar_result *res, const char *run, const char *
         } f[] = { { "bound", r->bound },
                   { "ess", r->ess },
                   { "snr_inference", r->inference.snr },
-                  { "snr_generative", r->generative.snr } };
+                  { "snr_generative", r->generative.snr },
+                  /* one draw is one gradient of the n points: a step at batch n */
+                  { "sec_per_step", res->draws ? r->seconds / res->draws : NAN } };
         for (size_t j = 0; j < sizeof f / sizeof f[0]; j++) {
             if (!isfinite(f[j].v)) continue;
             char key[160];

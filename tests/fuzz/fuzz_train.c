@@ -158,9 +158,8 @@ static void vae_hidden(bytes *b, fl_buf *t)
     fl_buf_printf(t, "\nact = %s\ninit = %s\n", PICK(b, vae_acts), PICK(b, inits));
 }
 
-/* A tiny VAE on the bars: every value drawn from the input. Path-derivative
- * estimators (stl, dreg) are drawn only where the model can give them (no
- * flow, one stochastic layer): elsewhere they are refused by design. */
+/* A tiny VAE on the bars: every value drawn from the input, any estimator
+ * (stl and dreg also through flows and two stochastic layers). */
 static void vae_text(bytes *b, fl_buf *t)
 {
     fl_buf_printf(t, "[experiment]\ntask = vae\nseed = %u\n", take(b, 0));
@@ -187,7 +186,7 @@ static void vae_text(bytes *b, fl_buf *t)
     }
     if (take(b, 2)) fl_buf_printf(t, "[likelihood]\ntype = bernoulli\n");
     else fl_buf_printf(t, "[likelihood]\ntype = gaussian\nvariance = %s\n", PICK(b, variances));
-    unsigned n_est = nflow || two ? 2 : 4;
+    unsigned n_est = 4;
     fl_buf_printf(t, "[estimator]\ntype = %s\nk = %u\n", pick(b, estimators, n_est),
                   1 + take(b, 8));
     unsigned steps = take(b, 5);

@@ -341,6 +341,7 @@ fl_status fl_vae_build(fl_experiment *e)
     st = fl_arena_finalize(&e->arena, e->seed);
     if (st == FL_OK) st = fl_stack_ready(v->flows);
     if (st == FL_OK) st = alloc_buffers(v);
+    if (st == FL_OK) st = fl_vae_path_setup(e);
     return st;
 }
 
@@ -348,6 +349,7 @@ void fl_vae_free(void *model)
 {
     fl_vae *v = model;
     if (!v) return;
+    fl_vae_path_free(v);
     fl_stack_free(v->flows);
     fl_part_free(&v->est, v->ec ? v->ec->destroy : NULL);
     fl_part_free(&v->post, v->pc ? v->pc->destroy : NULL);
@@ -382,15 +384,8 @@ static fl_status check_detach(fl_experiment *e)
 {
     fl_vae *v = fl_vae_of(e);
     v->detach = (v->ec->flags & FL_EST_DETACH_Q) != 0;
-    if (v->detach && (v->flows->n || v->two)) {
-        fl_err("%s: [estimator] type = %s detaches the posterior's parameters inside log q, "
-               "which flowlab supports for a posterior without flow layers and with one "
-               "stochastic layer only (the path derivative through flows needs their inverse "
-               "Jacobians); use elbo or iwae here",
-               e->cfg->path, v->est.rec->cls.base.name);
-        return FL_ERR_INVALID;
-    }
-    return FL_OK;
+    /* Before the arena exists (build) fl_vae_build sets the path up later. */
+    return e->arena.theta ? fl_vae_path_setup(e) : FL_OK;
 }
 
 fl_status fl_vae_use_estimator(fl_experiment *e, const char *type, uint32_t k)

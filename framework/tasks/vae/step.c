@@ -49,6 +49,93 @@ static void draw_step_noise(fl_rng_key key, uint64_t step, uint64_t first, size_
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* The path derivative (stl, dreg) with flows or two stochastic layers.  */
+/*
+ * With log q's parameters held fixed (the posterior's, every flow layer's,
+ * the context h's and q(z2|z1)'s network's), the inference surrogate is
+ * sum_r wq_r [log p(x, z_r) - log q_stop(z_r)] differentiated through the
+ * samples z_r(phi) only. Its z-gradient needs grad_z log q at fixed
+ * parameters:
+ *  - through flows, a_T = grad_zT log q1(zT), from a_0 = grad_z0 log q0
+ *    by a_t = J_t^-T (a_{t-1} - grad logdet_t) (model/pathgrad.c, with the
+ *    flows' own backward). dz -= wq a_T; the flows then get dlogdet = 0 and
+ *    q0 dlogq = 0 (a_T already holds both).
+ *  - with two layers, log q(z2|z1) depends on z1 through q(z2|z1)'s
+ *    parameters E2 = enc2(z1): that direct term of dE2 (with detach minus
+ *    without) goes back through enc2 to z1 with enc2's parameter gradients
+ *    discarded (one extra backward pass of the small enc2 network).
+ * a_0 comes from q0's own backward (detach, dz = 0, dlogq = 1) over rows
+ * given one point each: z0 = param[0..L1) + g(eps; rest) for the Gaussian
+ * posteriors, so d/dmu is a_0 itself. */
+
+void fl_vae_path_free(fl_vae *v)
+{
+    fl_pathgrad_free(&v->pg);
+    fl_real *bufs[] = { v->a0, v->score, v->prep, v->dprep, v->ones, v->zero, v->dE2b,
+                        v->gscratch };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) fl_free(bufs[i]);
+    v->a0 = v->score = v->prep = v->dprep = v->ones = v->zero = v->dE2b = v->gscratch = NULL;
+    v->path_ready = 0;
+}
+
+fl_status fl_vae_path_setup(fl_experiment *e)
+{
+    fl_vae *v = fl_vae_of(e);
+    if (!v->detach || v->path_ready || (!v->flows->n && !v->two)) return FL_OK;
+    const size_t R = v->Rmax, fs = sizeof(fl_real);
+    if (v->two && v->enc2.conv) {
+        fl_err("[encoder.2] net = conv: the path derivative (stl, dreg) needs an mlp there");
+        return FL_ERR_UNSUPPORTED;
+    }
+    if (v->flows->n) {
+        fl_status st = fl_pathgrad_init(&v->pg, v->flows, v->Rmax);
+        if (st != FL_OK) return st;
+        v->a0 = fl_alloc(R * v->L1 * fs);
+        v->score = fl_alloc(R * v->L1 * fs);
+        v->prep = fl_alloc(R * v->P1 * fs);
+        v->dprep = fl_alloc(R * v->P1 * fs);
+        v->ones = fl_alloc(R * fs);
+        v->zero = fl_alloc(R * fs);
+        for (size_t r = 0; v->ones && v->zero && r < R; r++) {
+            v->ones[r] = 1;
+            v->zero[r] = 0;
+        }
+    }
+    if (v->two) v->dE2b = fl_alloc(R * v->P2 * fs);
+    const size_t G = e->arena.total ? e->arena.total : 1;
+    v->gscratch = fl_alloc(G * fs);
+    if (v->gscratch) memset(v->gscratch, 0, G * fs);
+    if ((v->flows->n && (!v->a0 || !v->score || !v->prep || !v->dprep || !v->ones || !v->zero)) ||
+        (v->two && !v->dE2b) || !v->gscratch) {
+        fl_vae_path_free(v);
+        return FL_ERR_NOMEM;
+    }
+    v->path_ready = 1;
+    return FL_OK;
+}
+
+/* v->score = grad_zT log q1(zT | x) at fixed parameters, for the last
+ * forward's n points x k samples (see above). */
+static fl_status path_score(fl_experiment *e, fl_mode mode, uint32_t n, uint32_t k)
+{
+    fl_vae *v = fl_vae_of(e);
+    const uint32_t R = n * k, W = v->P1 + v->H, L1 = v->L1, P1 = v->P1;
+    for (uint32_t b = 0; b < n; b++)
+        for (uint32_t j = 0; j < k; j++)
+            memcpy(v->prep + ((size_t)b * k + j) * P1, v->E + (size_t)b * W, P1 * sizeof(fl_real));
+    memset(v->score, 0, (size_t)R * L1 * sizeof(fl_real)); /* dz = 0 */
+    fl_post_bwd pb = { R, 1, fl_vae_theta(e, v->post.cx), v->gscratch + v->post.cx->block, v->prep,
+                       P1, v->eps, v->z0, v->score, v->ones, 1, v->dprep };
+    fl_part_enter(&v->post, "backward");
+    fl_status st = v->pc->backward(v->post.self, &pb);
+    fl_crash_leave();
+    if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post.rec->cls.base.name);
+    for (uint32_t r = 0; r < R; r++)
+        memcpy(v->a0 + (size_t)r * L1, v->dprep + (size_t)r * P1, L1 * sizeof(fl_real));
+    return fl_pathgrad_score_ctx(&v->pg, R, mode, v->a0, v->H ? v->hrep : NULL, v->score);
+}
+
 /* log p(x | decoder rows) on the rows [r0, r0 + rn) of a decoder forward,
  * called while they are in cache (fl_mlp_forward_rows). Row r belongs to
  * data row r / k; the range is cut where the data row changes inside a
@@ -181,6 +268,14 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
         v->ratio[r] = v->wp[r] != 0 ? v->wq[r] / v->wp[r] : 0;
         v->neg_wq[r] = -v->wq[r];
     }
+    if (v->detach && (v->flows->n || v->two)) {
+        if (!v->path_ready || R > v->Rmax) {
+            fl_err("vae: the path derivative's buffers are missing (internal)");
+            return FL_ERR_INTERNAL;
+        }
+        /* discarded gradients: kept bounded, never read */
+        memset(v->gscratch, 0, (e->arena.total ? e->arena.total : 1) * sizeof(fl_real));
+    }
     /* generative: likelihood -> decoder -> dz (weighted by wp) */
     fl_lik_args la = { R, k, fl_vae_theta(e, v->lik.cx), fl_vae_grad(e, v->lik.cx), x, v->Lg, NULL,
                        v->wp, v->dLg, NULL };
@@ -217,6 +312,15 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
             for (uint32_t d = 0; d < L1; d++) v->dz[(size_t)r * L1 + d] *= v->ratio[r];
         fl_post_bwd p2 = { R, 1, fl_vae_theta(e, v->post2.cx), fl_vae_grad(e, v->post2.cx), v->E2, v->P2,
                            v->eps2, v->z2, v->dz2, v->neg_wq, 0, v->dE2 };
+        if (v->detach) { /* first without detach: dE2b - dE2 is log q2's direct term */
+            p2.dparam = v->dE2b;
+            fl_part_enter(&v->post2, "backward");
+            st = v->pc2->backward(v->post2.self, &p2);
+            fl_crash_leave();
+            if (st != FL_OK) return fl_comp_fail(st, "posterior %s", v->post2.rec->cls.base.name);
+            p2.dparam = v->dE2;
+            p2.detach = 1;
+        }
         fl_part_enter(&v->post2, "backward");
         st = v->pc2->backward(v->post2.self, &p2);
         fl_crash_leave();
@@ -224,6 +328,15 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
         /* q(z2|z1) depends on z1: its gradient joins dz (inference path). */
         fl_vae_net_backward(e, &v->enc2, R, v->dE2,
                         v->dz);
+        if (v->detach) {
+            /* log q2's direct term reaches z1 through enc2 at fixed weights:
+             * their gradient goes to scratch. */
+            for (size_t i = 0; i < (size_t)R * v->P2; i++) v->dE2b[i] -= v->dE2[i];
+            fl_real *grad = e->arena.grad;
+            e->arena.grad = v->gscratch;
+            fl_vae_net_backward(e, &v->enc2, R, v->dE2b, v->dz);
+            e->arena.grad = grad;
+        }
     } else {
         fl_prior_args pa = { R, fl_vae_theta(e, v->prior.cx), fl_vae_grad(e, v->prior.cx), v->zT, NULL,
                              v->wp, v->dzp };
@@ -239,17 +352,25 @@ static fl_status model_backward(fl_experiment *e, fl_mode mode, const fl_real *x
         }
     }
     /* flows: log q = log q0 - sum logdet, so dloss/dlogdet = +wq */
-    const fl_real *dz0 = v->dz;
+    const fl_real *dz0 = v->dz, *dlogdet = v->wq, *dlogq = v->neg_wq;
     if (v->flows->n) {
+        if (v->detach) { /* the path derivative: -wq grad log q1 joins dz (see above) */
+            st = path_score(e, mode, n, k);
+            if (st != FL_OK) return st;
+            for (uint32_t r = 0; r < R; r++)
+                for (uint32_t d = 0; d < L1; d++)
+                    v->dz[(size_t)r * L1 + d] -= v->wq[r] * v->score[(size_t)r * L1 + d];
+            dlogdet = dlogq = v->zero;
+        }
         memset(v->dz0, 0, (size_t)R * L1 * sizeof(fl_real));
         if (v->H) memset(v->dh, 0, (size_t)R * v->H * sizeof(fl_real));
-        st = fl_stack_backward(v->flows, R, mode, v->H ? v->hrep : NULL, v->dz, v->wq, v->dz0,
+        st = fl_stack_backward(v->flows, R, mode, v->H ? v->hrep : NULL, v->dz, dlogdet, v->dz0,
                                v->H ? v->dh : NULL);
         if (st != FL_OK) return st;
         dz0 = v->dz0;
     }
     fl_post_bwd pb = { n, k, fl_vae_theta(e, v->post.cx), fl_vae_grad(e, v->post.cx), v->E, W, v->eps,
-                       v->z0, dz0, v->neg_wq, v->detach, v->dE };
+                       v->z0, dz0, dlogq, v->detach, v->dE };
     fl_part_enter(&v->post, "backward");
     st = v->pc->backward(v->post.self, &pb);
     fl_crash_leave();

@@ -13,6 +13,7 @@
 #define FL_VAE_PRIVATE_H
 
 #include "compute/mlp.h"
+#include "model/pathgrad.h"
 #include "core/hostimpl.h"
 #include "tasks/task.h"
 #include "tasks/task_vae.h"
@@ -123,6 +124,17 @@ struct fl_vae {
     fl_real *lpz1;              /* R: log p(z1|z2) */
     fl_real *dz2;               /* R x L2: dloss/dz2 */
     fl_real *dz1b;              /* R x L1: dloss/dz1 through p(z1|z2) (sampling: z1's mean) */
+    /* The path derivative (detach) with flows or two layers (step.c,
+     * fl_vae_path_setup); allocated only then, for Rmax rows. */
+    int path_ready;             /* the buffers below exist */
+    fl_pathgrad pg;             /* grad_zT log q1 through the flows (flows only) */
+    fl_real *a0;                /* R x L1: grad_z0 log q0(z0) at fixed parameters (flows) */
+    fl_real *score;             /* R x L1: grad_zT log q1(zT) at fixed parameters (flows) */
+    fl_real *prep, *dprep;      /* R x P1: q0's parameters repeated per row, their gradient */
+    fl_real *ones;              /* R: 1 (the weight of log q0 when reading a0) */
+    fl_real *zero;              /* R: 0 (flows: dlogdet and dlogq once the score is in dz) */
+    fl_real *dE2b;              /* R x P2: q(z2|z1)'s gradient without detach (two) */
+    fl_real *gscratch;          /* arena-sized: parameter gradients that are discarded */
 };
 
 /* The model of e (e must be a vae experiment). */
@@ -148,6 +160,15 @@ fl_status fl_vae_prepare(fl_experiment *e);
 fl_status fl_vae_build(fl_experiment *e);
 void fl_vae_free(void *model);
 const fl_stack *fl_vae_flows(const fl_experiment *e);
+
+/* step.c: allocates the buffers of the path derivative when the estimator
+ * detaches log q's parameters and the model has flows or two stochastic
+ * layers (a no-op otherwise, and when done already). FL_ERR_NOMEM,
+ * FL_ERR_UNSUPPORTED for a flow the path gradient cannot handle (fl_err
+ * names it). Call after the model is built (fl_vae_build) or its
+ * estimator changed. */
+fl_status fl_vae_path_setup(fl_experiment *e);
+void fl_vae_path_free(fl_vae *v);
 
 /* step.c: standard normals for points p0.., samples j0..j0+k-1 (point
  * p's stream is (key, sub0 + p), independent of chunking). */

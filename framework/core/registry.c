@@ -637,8 +637,9 @@ static void plan_dir(load_plan *lp, const char *dir, int depth)
     }
     closedir(d);
     /* Sorted, so which plugin wins a name clash does not depend on the
-     * file system's order. */
-    qsort(names, n, sizeof *names, cmp_str);
+     * file system's order. (An empty folder leaves names NULL, which
+     * qsort may not be given, even with n = 0.) */
+    if (n > 1) qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         struct stat sb;
         if (stat(names[i], &sb) == 0) {

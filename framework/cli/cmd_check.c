@@ -88,7 +88,9 @@ static int replay(fl_cli *cli, const char *path)
     return rc;
 }
 
-int fl_cmd_check(fl_cli *cli, int argc, char **argv)
+/* fl_cmd_check with `set`, room for argc KEY=VALUE pointers, owned by the
+ * caller (so that every return below leaves nothing allocated). */
+static int check_with(fl_cli *cli, int argc, char **argv, const char **set)
 {
     const char *only = NULL;
     long dim = 0, rows = 8;
@@ -96,9 +98,7 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
     uint32_t img[3] = { 0, 0, 0 }; /* --shape: c, h, w */
     unsigned long long seed = 1;
     const char *dump = NULL, *replay_path = NULL;
-    const char **set = calloc((size_t)argc + 1, sizeof *set);
     size_t n_set = 0;
-    if (!set) return fl_cli_fail(FL_ERR_NOMEM);
     for (int i = 1; i < argc; i++) {
         char *end;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -149,12 +149,10 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
             replay_path = argv[++i];
         } else {
             fprintf(stderr, "flowlab check: error: unexpected argument '%s'\n%s", argv[i], usage);
-            free(set);
             return FL_EXIT_USAGE;
         }
     }
     if (replay_path) {
-        free(set);
         if (dump || n_set || only || dim || img[0] || rows != 8 || seed != 1) {
             fprintf(stderr, "flowlab check: error: --replay FILE takes only --plugin: the dump "
                             "fixes the flow, keys, shape, rows and seed\n");
@@ -164,10 +162,7 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
     }
     fl_registry *r;
     fl_status st = fl_cli_registry(cli, &r);
-    if (st != FL_OK) {
-        free(set);
-        return fl_cli_fail(st);
-    }
+    if (st != FL_OK) return fl_cli_fail(st);
     /* With --plugin, only the flows of the plugins named are checked. */
     char *chosen = calloc(r->n_plugins + 1, 1);
     int restrict_to = cli->n_plugins > 0;
@@ -188,7 +183,6 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
     }
     if (st != FL_OK) {
         fprintf(stderr, "flowlab check: error: %s\n", fl_err_msg());
-        free(set);
         free(chosen);
         fl_registry_free(r);
         return FL_EXIT_CONFIG;
@@ -233,7 +227,15 @@ int fl_cmd_check(fl_cli *cli, int argc, char **argv)
         if (failed) rc = FL_EXIT_FAILURE;
     }
     free(chosen);
-    free(set);
     fl_registry_free(r);
+    return rc;
+}
+
+int fl_cmd_check(fl_cli *cli, int argc, char **argv)
+{
+    const char **set = calloc((size_t)argc + 1, sizeof *set);
+    if (!set) return fl_cli_fail(FL_ERR_NOMEM);
+    int rc = check_with(cli, argc, argv, set);
+    free(set);
     return rc;
 }

@@ -117,4 +117,22 @@ static inline void remove_tree(char *dir)
     free(dir);
 }
 
+/* A small density experiment (two affine couplings on moons) that builds in
+ * milliseconds; the comments number its lines, which messages name. */
+static const char *const coupling_moons_ini = "[experiment]\n"          /* 1 */
+                                    "seed = 3\n"              /* 2 */
+                                    "\n"                      /* 3 */
+                                    "[data]\n"                /* 4 */
+                                    "type = moons\n"          /* 5 */
+                                    "test_size = 200\n"       /* 6 */
+                                    "\n"                      /* 7 */
+                                    "[flow.1]\n"              /* 8 */
+                                    "type = affine-coupling\n" /* 9 */
+                                    "repeat = 2\n"            /* 10 */
+                                    "hidden = 16,16\n"        /* 11 */
+                                    "\n"                      /* 12 */
+                                    "[train]\n"               /* 13 */
+                                    "steps = 10\n"            /* 14 */
+                                    "batch = 64\n";           /* 15 */
+
 #endif

@@ -375,28 +375,13 @@ Test(values, closest_name)
 
 /* ---- whole experiments, with the real plugins --------------------------- */
 
-static const char *const base_ini = "[experiment]\n"          /* 1 */
-                                    "seed = 3\n"              /* 2 */
-                                    "\n"                      /* 3 */
-                                    "[data]\n"                /* 4 */
-                                    "type = moons\n"          /* 5 */
-                                    "test_size = 200\n"       /* 6 */
-                                    "\n"                      /* 7 */
-                                    "[flow.1]\n"              /* 8 */
-                                    "type = affine-coupling\n" /* 9 */
-                                    "repeat = 2\n"            /* 10 */
-                                    "hidden = 16,16\n"        /* 11 */
-                                    "\n"                      /* 12 */
-                                    "[train]\n"               /* 13 */
-                                    "steps = 10\n"            /* 14 */
-                                    "batch = 64\n";           /* 15 */
 
-/* base_ini with the first occurrence of `from` replaced by `to`. */
+/* coupling_moons_ini with the first occurrence of `from` replaced by `to`. */
 static char *edited(const char *from, const char *to)
 {
-    const char *p = strstr(base_ini, from);
+    const char *p = strstr(coupling_moons_ini, from);
     cr_assert_not_null(p, "'%s' not in the base config", from);
-    return fl_strfmt("%.*s%s%s", (int)(p - base_ini), base_ini, to, p + strlen(from));
+    return fl_strfmt("%.*s%s%s", (int)(p - coupling_moons_ini), coupling_moons_ini, to, p + strlen(from));
 }
 
 /* Builds the edited experiment, expecting status `want`; returns the message. */
@@ -418,7 +403,7 @@ Test(experiment, base_config_builds)
 {
     fl_registry *r = load_builtin_plugins();
     fl_experiment *e = NULL;
-    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, NULL, &e), FL_OK, "%s",
+    cr_assert_eq(experiment_from_text(r, "exp.ini", coupling_moons_ini, NULL, &e), FL_OK, "%s",
                  fl_err_msg());
     cr_assert_eq(fl_density_flows(e)->n, 2, "repeat = 2 gives two layers");
     cr_assert_eq(e->info.dim, 2);
@@ -440,7 +425,7 @@ Test(experiment, unknown_section_from_set_names_the_set)
     fl_registry *r = load_builtin_plugins();
     static const char *const sets[] = { "trian.steps=5", NULL };
     fl_experiment *e = NULL;
-    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, sets, &e), FL_ERR_INVALID);
+    cr_assert_eq(experiment_from_text(r, "exp.ini", coupling_moons_ini, sets, &e), FL_ERR_INVALID);
     cr_assert_str_eq(fl_err_msg(),
                      "--set trian.steps: unknown section [trian]; did you mean [train]?");
     fl_registry_free(r);
@@ -493,7 +478,7 @@ Test(experiment, bad_value_from_set)
     fl_registry *r = load_builtin_plugins();
     static const char *const sets[] = { "flow.1.hidden=0", NULL };
     fl_experiment *e = NULL;
-    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, sets, &e), FL_ERR_INVALID);
+    cr_assert_eq(experiment_from_text(r, "exp.ini", coupling_moons_ini, sets, &e), FL_ERR_INVALID);
     assert_contains(fl_err_msg(), "--set flow.1.hidden: [flow.1] hidden = '0'");
     fl_registry_free(r);
 }
@@ -508,7 +493,7 @@ Test(experiment, resolved_config_has_defaults_and_rebuilds_identically)
 {
     fl_registry *r = load_builtin_plugins();
     fl_experiment *e = NULL;
-    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, NULL, &e), FL_OK, "%s",
+    cr_assert_eq(experiment_from_text(r, "exp.ini", coupling_moons_ini, NULL, &e), FL_OK, "%s",
                  fl_err_msg());
     fl_buf b = { 0 };
     cr_assert_eq(fl_experiment_resolved(e, &b), FL_OK);
@@ -551,7 +536,7 @@ Test(experiment, iwae_schedule_length_and_lr_agree)
     static const char *const sets[] = { "train.schedule=iwae", "train.iwae_rounds=2",
                                         "train.lr=1e-2", NULL };
     fl_experiment *e = NULL;
-    cr_assert_eq(experiment_from_text(r, "exp.ini", base_ini, sets, &e), FL_OK, "%s",
+    cr_assert_eq(experiment_from_text(r, "exp.ini", coupling_moons_ini, sets, &e), FL_OK, "%s",
                  fl_err_msg());
     cr_assert_eq(fl_experiment_steps(e), 4);
     cr_assert_float_eq(fl_experiment_lr(e, 0), 1e-2, 1e-15);

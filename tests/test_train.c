@@ -17,22 +17,6 @@
 #include "train/checkpoint.h"
 #include "train/optim.h"
 
-static const char *const base_ini = "[experiment]\n"           /* 1 */
-                                    "seed = 3\n"               /* 2 */
-                                    "\n"                       /* 3 */
-                                    "[data]\n"                 /* 4 */
-                                    "type = moons\n"           /* 5 */
-                                    "test_size = 200\n"        /* 6 */
-                                    "\n"                       /* 7 */
-                                    "[flow.1]\n"               /* 8 */
-                                    "type = affine-coupling\n" /* 9 */
-                                    "repeat = 2\n"             /* 10 */
-                                    "hidden = 16,16\n"         /* 11 */
-                                    "\n"                       /* 12 */
-                                    "[train]\n"                /* 13 */
-                                    "steps = 10\n"             /* 14 */
-                                    "batch = 64\n";            /* 15 */
-
 static fl_experiment *build(fl_registry *r, const char *text, const char *const *sets)
 {
     fl_experiment *e = NULL;
@@ -47,7 +31,7 @@ Test(schedule, warmup_then_cosine_at_given_steps)
     fl_registry *r = load_builtin_plugins();
     static const char *const sets[] = { "train.schedule=cosine", "train.warmup=2",
                                         "train.lr=1e-2", "train.lr_min=1e-3", NULL };
-    fl_experiment *e = build(r, base_ini, sets);
+    fl_experiment *e = build(r, coupling_moons_ini, sets);
     /* warm-up: (s + 1) / 2 of lr; then lr_min + (lr - lr_min)(1 + cos(pi p)) / 2,
      * p = (s - 2) / (10 - 2) */
     cr_assert_float_eq(fl_experiment_lr(e, 0), 0.5e-2, 1e-15);
@@ -68,7 +52,7 @@ Test(schedule, warmup_on_a_constant_rate)
 {
     fl_registry *r = load_builtin_plugins();
     static const char *const sets[] = { "train.warmup=4", "train.lr=2e-3", NULL };
-    fl_experiment *e = build(r, base_ini, sets);
+    fl_experiment *e = build(r, coupling_moons_ini, sets);
     for (uint64_t s = 0; s < 4; s++)
         cr_assert_float_eq(fl_experiment_lr(e, s), 2e-3 * (double)(s + 1) / 4.0, 1e-15);
     cr_assert_float_eq(fl_experiment_lr(e, 4), 2e-3, 1e-15);
@@ -81,9 +65,9 @@ Test(schedule, warmup_on_a_constant_rate)
 static void refused(const char *from, const char *to, const char *const *want)
 {
     fl_registry *r = load_builtin_plugins();
-    const char *p = strstr(base_ini, from);
+    const char *p = strstr(coupling_moons_ini, from);
     cr_assert_not_null(p);
-    char *text = fl_strfmt("%.*s%s%s", (int)(p - base_ini), base_ini, to, p + strlen(from));
+    char *text = fl_strfmt("%.*s%s%s", (int)(p - coupling_moons_ini), coupling_moons_ini, to, p + strlen(from));
     fl_experiment *e = NULL;
     fl_err_clear();
     cr_assert_neq(experiment_from_text(r, "exp.ini", text, NULL, &e), FL_OK, "%s accepted", to);
@@ -194,11 +178,11 @@ Test(clip, the_same_bits_for_any_thread_count)
 
 /* ---- the keys through the training loop ------------------------------- */
 
-/* theta after training `sets` on base_ini (steps as set), into a new array. */
+/* theta after training `sets` on coupling_moons_ini (steps as set), into a new array. */
 static fl_real *trained(const char *const *sets, size_t *total, fl_density_result *res)
 {
     fl_registry *r = load_builtin_plugins();
-    fl_experiment *e = build(r, base_ini, sets);
+    fl_experiment *e = build(r, coupling_moons_ini, sets);
     fl_density_result tmp;
     cr_assert_eq(fl_density_train(e, NULL, 0, res ? res : &tmp), FL_OK, "%s", fl_err_msg());
     *total = e->arena.total;
@@ -293,7 +277,7 @@ Test(loop, patience_needs_a_validation_split)
 Test(unset, removes_a_key_or_a_section)
 {
     fl_config *c = NULL;
-    cr_assert_eq(fl_config_parse("exp.ini", base_ini, &c), FL_OK);
+    cr_assert_eq(fl_config_parse("exp.ini", coupling_moons_ini, &c), FL_OK);
     cr_assert_eq(fl_config_unset(c, "flow.1.hidden"), FL_OK, "%s", fl_err_msg());
     cr_assert_null(fl_config_entry(fl_config_section(c, "flow.1"), "hidden"));
     cr_assert_not_null(fl_config_entry(fl_config_section(c, "flow.1"), "repeat"));
@@ -313,7 +297,7 @@ Test(unset, removes_a_key_or_a_section)
 Test(unset, a_name_that_matches_nothing_is_refused)
 {
     fl_config *c = NULL;
-    cr_assert_eq(fl_config_parse("exp.ini", base_ini, &c), FL_OK);
+    cr_assert_eq(fl_config_parse("exp.ini", coupling_moons_ini, &c), FL_OK);
     cr_assert_eq(fl_config_unset(c, "flow.1.hiden"), FL_ERR_INVALID);
     cr_assert_not_null(strstr(fl_err_msg(), "[flow.1] of exp.ini has no key hiden"), "%s",
                        fl_err_msg());
